@@ -1,0 +1,81 @@
+"""Exceptions of contactsync-agent, each carrying the details a person needs.
+
+The CLI turns any of them into one clear line and a non-zero exit; none of them
+is raised for a single bad row (rows go to quarantine instead).
+"""
+
+from __future__ import annotations
+
+
+class ContactSyncError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class SourceFormatError(ContactSyncError):
+    """A file that cannot be read as a whole: the run is refused."""
+
+    exit_code = 3
+
+    def __init__(self, path: str, line: int, column: int, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.column = column
+        self.message = message
+        where = path
+        if line:
+            where += f", line {line}"
+            if column:
+                where += f", column {column}"
+        super().__init__(f"{where}: {message}")
+
+
+class ConfigError(ContactSyncError):
+    """A bad setting; names the file and the key."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+        self.path = path
+        self.key = key
+        self.message = message
+        where = ": ".join(x for x in (path, key) if x)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SafetyLimitError(ContactSyncError):
+    """A run refused by a safety limit (mass deletion, empty export, file size)."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, would_delete: int = 0, total: int = 0,
+                 limit: float = 0.0) -> None:
+        self.would_delete = would_delete
+        self.total = total
+        self.limit = limit
+        super().__init__(message)
+
+
+class LockedError(ContactSyncError):
+    """Another process holds the database's writer lock."""
+
+    exit_code = 5
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        who = f"process {pid}" if pid else "another process"
+        super().__init__(f"{path} is locked by {who} (one agent per database)")
+
+
+class NotFoundError(ContactSyncError):
+    """A contact, review item or other object that does not exist."""
+
+    exit_code = 6
+
+
+class OwnershipError(ContactSyncError):
+    """A local edit refused because the source owns the field."""
+
+    exit_code = 7

@@ -1,0 +1,279 @@
+//! Change detection by (external id -> local id, source hash), and the index
+//! of identity keys of local manual and external contacts. Pure Rust.
+
+use ahash::AHashMap;
+
+use crate::hash::key_hash;
+use crate::model::{Derived, Record, F_DISPLAY, F_EMAIL, F_FAMILY, F_GIVEN, F_MOBILE, F_PHONE};
+use crate::normalize::{email_key, identity_name, phone_digits, phone_e164};
+
+pub const FLAG_ATTENTION: u8 = 1;
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    local_id: i64,
+    hash: Option<u64>,
+    flags: u8,
+    seen_line: u64,
+}
+
+/// What one incoming record is, against the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Unchanged,
+    /// Linked by external id; the hash differs or the contact needs a rule's
+    /// attention (not yet `sync`, or forced manual).
+    Changed(i64),
+    New,
+    Delete(Option<i64>),
+    Duplicate(u64),
+}
+
+#[derive(Default)]
+pub struct Differ {
+    known: AHashMap<String, Known>,
+    new_seen: AHashMap<String, u64>,
+}
+
+impl Differ {
+    pub fn insert(&mut self, external_id: String, local_id: i64, hash: Option<u64>, flags: u8) {
+        self.known.insert(
+            external_id,
+            Known {
+                local_id,
+                hash,
+                flags,
+                seen_line: 0,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    pub fn classify(&mut self, r: &Record) -> Class {
+        if let Some(k) = self.known.get_mut(&r.external_id) {
+            if k.seen_line != 0 {
+                return Class::Duplicate(k.seen_line);
+            }
+            k.seen_line = r.line.max(1);
+            if r.deleted {
+                return Class::Delete(Some(k.local_id));
+            }
+            if k.flags & FLAG_ATTENTION == 0 && k.hash == Some(r.hash) {
+                return Class::Unchanged;
+            }
+            return Class::Changed(k.local_id);
+        }
+        if let Some(first) = self.new_seen.get(&r.external_id) {
+            return Class::Duplicate(*first);
+        }
+        self.new_seen.insert(r.external_id.clone(), r.line.max(1));
+        if r.deleted {
+            Class::Delete(None)
+        } else {
+            Class::New
+        }
+    }
+
+    /// Local ids of known records not seen in this run (deletions of a full snapshot).
+    pub fn absent(&self) -> Vec<(i64, String)> {
+        let mut out: Vec<(i64, String)> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.seen_line == 0)
+            .map(|(e, k)| (k.local_id, e.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn seen(&self) -> usize {
+        self.new_seen.len() + self.known.values().filter(|k| k.seen_line != 0).count()
+    }
+}
+
+/// Keys of name, e-mail and phone, normalised for an identity match.
+pub struct IdentityKeys {
+    pub name: String,
+    pub email: String,
+    pub phone: String,
+}
+
+impl IdentityKeys {
+    pub fn of(fields: &[String], phone_e164_: &str, mobile_e164_: &str) -> Self {
+        let name = identity_name(&fields[F_GIVEN], &fields[F_FAMILY], &fields[F_DISPLAY]);
+        let email = email_key(&fields[F_EMAIL]);
+        let phone = if !fields[F_PHONE].is_empty() {
+            if phone_e164_.is_empty() {
+                phone_digits(&fields[F_PHONE])
+            } else {
+                phone_e164_.to_string()
+            }
+        } else if !fields[F_MOBILE].is_empty() {
+            if mobile_e164_.is_empty() {
+                phone_digits(&fields[F_MOBILE])
+            } else {
+                mobile_e164_.to_string()
+            }
+        } else {
+            String::new()
+        };
+        IdentityKeys { name, email, phone }
+    }
+
+    pub fn is_blank(&self) -> bool {
+        self.name.is_empty() && self.email.is_empty() && self.phone.is_empty()
+    }
+
+    /// (full, [name+email, name+phone, email+phone])
+    pub fn hashes(&self) -> (u64, [u64; 3]) {
+        let (n, e, p) = (self.name.as_str(), self.email.as_str(), self.phone.as_str());
+        (
+            key_hash(&["id", n, e, p]),
+            [
+                key_hash(&["ne", n, e]),
+                key_hash(&["np", n, p]),
+                key_hash(&["ep", e, p]),
+            ],
+        )
+    }
+}
+
+pub fn derive(fields: &[String], region: &str) -> Derived {
+    let phone_e = phone_e164(&fields[F_PHONE], region);
+    let mobile_e = phone_e164(&fields[F_MOBILE], region);
+    let keys = IdentityKeys::of(fields, &phone_e, &mobile_e);
+    let (identity, partial) = if keys.is_blank() {
+        (0, [0; 3])
+    } else {
+        keys.hashes()
+    };
+    Derived {
+        phone_e164: phone_e,
+        mobile_e164: mobile_e,
+        identity,
+        partial,
+    }
+}
+
+/// Which local contact a partial key points at, and which field then differs.
+pub const PARTIAL_DIFFERS: [&str; 3] = ["phone", "email", "name"];
+
+#[derive(Default)]
+pub struct IdentityIndex {
+    /// full identity hash -> [(contact id, kind)]; kind 0 manual, 1 external
+    full: AHashMap<u64, Vec<(i64, u8)>>,
+    partial: [AHashMap<u64, Vec<i64>>; 3],
+}
+
+impl IdentityIndex {
+    pub fn add(&mut self, contact_id: i64, kind: u8, d: &Derived) {
+        if d.identity == 0 {
+            return;
+        }
+        self.full.entry(d.identity).or_default().push((contact_id, kind));
+        if kind == 0 {
+            for (i, h) in d.partial.iter().enumerate() {
+                self.partial[i].entry(*h).or_default().push(contact_id);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.full.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.full.values().map(Vec::len).sum()
+    }
+
+    pub fn lookup(&self, d: &Derived) -> Option<&Vec<(i64, u8)>> {
+        if d.identity == 0 {
+            return None;
+        }
+        self.full.get(&d.identity)
+    }
+
+    /// Manual contacts that agree on two of the three identity keys, with the
+    /// name of the field that differs.
+    pub fn near_misses(&self, d: &Derived) -> Vec<(i64, &'static str)> {
+        let mut out = Vec::new();
+        if d.identity == 0 {
+            return out;
+        }
+        for (i, h) in d.partial.iter().enumerate() {
+            if let Some(ids) = self.partial[i].get(h) {
+                for id in ids {
+                    out.push((*id, PARTIAL_DIFFERS[i]));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::record_hash;
+    use crate::model::NFIELDS;
+
+    fn rec(id: &str, line: u64, email: &str) -> Record {
+        let mut r = Record {
+            line,
+            external_id: id.into(),
+            ..Default::default()
+        };
+        r.fields[F_EMAIL] = email.into();
+        r.hash = record_hash(&r);
+        r
+    }
+
+    #[test]
+    fn classifies() {
+        let mut d = Differ::default();
+        let a = rec("A", 2, "a@x");
+        d.insert("A".into(), 1, Some(a.hash), 0);
+        d.insert("B".into(), 2, Some(0), 0);
+        d.insert("C".into(), 3, Some(0), FLAG_ATTENTION);
+        d.insert("G".into(), 4, Some(0), 0);
+        assert_eq!(d.classify(&a), Class::Unchanged);
+        assert_eq!(d.classify(&rec("B", 3, "b@x")), Class::Changed(2));
+        assert_eq!(d.classify(&rec("N", 4, "")), Class::New);
+        assert_eq!(d.classify(&rec("N", 9, "")), Class::Duplicate(4));
+        assert_eq!(d.classify(&rec("A", 10, "")), Class::Duplicate(2));
+        let mut c = rec("C", 11, "");
+        c.hash = 0;
+        assert_eq!(d.classify(&c), Class::Changed(3), "attention flag forces a decision");
+        assert_eq!(d.absent(), vec![(4, "G".to_string())]);
+    }
+
+    #[test]
+    fn identity_matches_across_phone_formats() {
+        let mut a: [String; NFIELDS] = Default::default();
+        a[F_DISPLAY] = "John Smith".into();
+        a[F_EMAIL] = "John@Smith.com ".into();
+        a[F_PHONE] = "0400 000 001".into();
+        let mut b = a.clone();
+        b[F_GIVEN] = "john".into();
+        b[F_FAMILY] = "SMITH".into();
+        b[F_EMAIL] = "john@smith.com".into();
+        b[F_PHONE] = "+61 400 000 001".into();
+        let (da, db) = (derive(&a, "AU"), derive(&b, "AU"));
+        assert_eq!(da.identity, db.identity);
+        let mut idx = IdentityIndex::default();
+        idx.add(7, 0, &da);
+        assert_eq!(idx.lookup(&db), Some(&vec![(7, 0)]));
+        let mut c = b.clone();
+        c[F_PHONE] = String::new();
+        let dc = derive(&c, "AU");
+        assert_eq!(idx.lookup(&dc), None);
+        assert_eq!(idx.near_misses(&dc), vec![(7, "phone")]);
+    }
+}

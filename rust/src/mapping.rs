@@ -1,0 +1,161 @@
+//! Turning source columns into canonical fields. The table itself (built-in
+//! headings plus the config's per-source entries) is built in Python
+//! (`mapping.py`) and handed over as lower-cased column name -> target.
+
+use std::collections::HashMap;
+
+use crate::model::{field_index, Record, F_DISPLAY, F_FAMILY, F_GIVEN, F_NOTES, NFIELDS};
+use crate::normalize::{clean, split_name};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Field(usize),
+    ExternalId,
+    /// A single full-name column, split into given and family names.
+    Name,
+    /// A delete marker (incremental feeds): truthy values mean "delete".
+    Deleted,
+    /// Kept verbatim in `extra`.
+    Extra,
+    Ignore,
+}
+
+pub fn parse_target(t: &str) -> Result<Target, String> {
+    Ok(match t {
+        "external_id" => Target::ExternalId,
+        "name" => Target::Name,
+        "deleted" => Target::Deleted,
+        "extra" => Target::Extra,
+        "ignore" => Target::Ignore,
+        other => Target::Field(field_index(other).ok_or_else(|| format!("unknown field {other:?}"))?),
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Mapping {
+    table: HashMap<String, Target>,
+}
+
+impl Mapping {
+    pub fn new(entries: &HashMap<String, String>) -> Result<Self, String> {
+        let mut table = HashMap::new();
+        for (k, v) in entries {
+            table.insert(k.trim().to_lowercase(), parse_target(v)?);
+        }
+        Ok(Mapping { table })
+    }
+
+    pub fn resolve(&self, column: &str) -> Target {
+        let key = column.trim().trim_start_matches('\u{feff}').to_lowercase();
+        self.table.get(&key).copied().unwrap_or(Target::Extra)
+    }
+
+    pub fn resolve_all(&self, columns: &[String]) -> Vec<Target> {
+        columns.iter().map(|c| self.resolve(c)).collect()
+    }
+}
+
+pub fn is_truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "y" | "t" | "x" | "deleted" | "delete" | "d" | "removed"
+    )
+}
+
+/// Builds a record from (target, column name, raw value) triples. Returns an
+/// error string for a record that cannot be stored (quarantined by the caller).
+pub fn build_record<'a, I>(line: u64, cells: I) -> Result<Record, String>
+where
+    I: IntoIterator<Item = (Target, &'a str, &'a str)>,
+{
+    let mut r = Record {
+        line,
+        ..Default::default()
+    };
+    let mut full_name: Option<String> = None;
+    for (target, column, value) in cells {
+        if value.contains('\0') {
+            return Err(format!("NUL byte in column {column:?}"));
+        }
+        match target {
+            Target::Field(i) => {
+                let v = clean(value, i == F_NOTES);
+                if !v.is_empty() || r.fields[i].is_empty() {
+                    r.fields[i] = v;
+                }
+            }
+            Target::ExternalId => r.external_id = clean(value, false),
+            Target::Name => full_name = Some(clean(value, false)),
+            Target::Deleted => r.deleted = is_truthy(value),
+            Target::Extra => {
+                if !value.is_empty() {
+                    r.extra.push((column.to_string(), value.to_string()));
+                }
+            }
+            Target::Ignore => {}
+        }
+    }
+    if let Some(full) = full_name {
+        if !full.is_empty() {
+            if r.fields[F_GIVEN].is_empty() && r.fields[F_FAMILY].is_empty() {
+                let (g, f) = split_name(&full);
+                r.fields[F_GIVEN] = g;
+                r.fields[F_FAMILY] = f;
+            }
+            if r.fields[F_DISPLAY].is_empty() {
+                r.fields[F_DISPLAY] = full;
+            }
+        }
+    }
+    r.extra.sort_by(|a, b| a.0.cmp(&b.0));
+    r.extra.dedup_by(|a, b| a.0 == b.0);
+    if r.external_id.is_empty() {
+        return Err("empty external id".into());
+    }
+    debug_assert_eq!(r.fields.len(), NFIELDS);
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping() -> Mapping {
+        let mut m = HashMap::new();
+        m.insert("ID".to_string(), "external_id".to_string());
+        m.insert("name".to_string(), "name".to_string());
+        m.insert("E-mail".to_string(), "email".to_string());
+        Mapping::new(&m).unwrap()
+    }
+
+    #[test]
+    fn resolves_case_insensitively() {
+        let m = mapping();
+        assert_eq!(m.resolve("id"), Target::ExternalId);
+        assert_eq!(m.resolve(" e-MAIL "), Target::Field(4));
+        assert_eq!(m.resolve("Fax"), Target::Extra);
+    }
+
+    #[test]
+    fn builds_and_splits_name() {
+        let m = mapping();
+        let cols = ["ID", "name", "Fax"];
+        let vals = ["A", " John  Smith", "123"];
+        let cells = cols.iter().zip(vals.iter()).map(|(c, v)| (m.resolve(c), *c, *v));
+        let r = build_record(2, cells).unwrap();
+        assert_eq!(r.external_id, "A");
+        assert_eq!(r.fields[F_GIVEN], "John");
+        assert_eq!(r.fields[F_FAMILY], "Smith");
+        assert_eq!(r.fields[F_DISPLAY], "John Smith");
+        assert_eq!(r.extra, vec![("Fax".to_string(), "123".to_string())]);
+    }
+
+    #[test]
+    fn rejects_empty_id_and_nul() {
+        let m = mapping();
+        let e = build_record(3, [(m.resolve("ID"), "ID", " ")]).unwrap_err();
+        assert!(e.contains("empty external id"));
+        let e = build_record(3, [(m.resolve("ID"), "ID", "a\0b")]).unwrap_err();
+        assert!(e.contains("NUL"));
+    }
+}

@@ -1,0 +1,149 @@
+//! One chunk of a source, processed: hashed, classified against the mirror,
+//! keyed for identity matching. Parallel with rayon; no Python, no I/O.
+
+use std::sync::{Mutex, RwLock};
+
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::diff::{derive, Class, Differ, IdentityIndex};
+use crate::hash::record_hash;
+use crate::model::{Derived, Record, FIELDS};
+use crate::sources::{Item, Rejected};
+
+#[derive(Default)]
+pub struct Processed {
+    pub records: Vec<Record>,
+    pub derived: Vec<Derived>,
+    /// Plain creates: new records that no identity key links.
+    pub creates: Vec<usize>,
+    pub changed: Vec<(usize, i64)>,
+    /// New records whose identity key hits local manual or external contacts.
+    pub claims: Vec<(usize, Vec<(i64, u8)>)>,
+    /// (record, manual contact, differing field) for untouched-contact reasons.
+    pub near: Vec<(usize, i64, &'static str)>,
+    pub deletes: Vec<(usize, Option<i64>)>,
+    pub rejected: Vec<Rejected>,
+    pub unchanged: usize,
+    pub total: usize,
+}
+
+pub fn process(
+    items: Vec<Item>,
+    differ: &Mutex<Differ>,
+    identity: Option<&RwLock<IdentityIndex>>,
+    region: &str,
+) -> Processed {
+    let total = items.len();
+    let mut records = Vec::with_capacity(total);
+    let mut rejected = Vec::new();
+    for it in items {
+        match it {
+            Ok(r) => records.push(r),
+            Err(e) => rejected.push(e),
+        }
+    }
+    records.par_iter_mut().for_each(|r| r.hash = record_hash(r));
+
+    let classes: Vec<Class> = {
+        let mut d = differ.lock().unwrap_or_else(|e| e.into_inner());
+        records.iter().map(|r| d.classify(r)).collect()
+    };
+
+    let mut out = Processed {
+        total,
+        ..Default::default()
+    };
+    let mut need: Vec<usize> = Vec::new();
+    for (i, c) in classes.iter().enumerate() {
+        match *c {
+            Class::Unchanged => out.unchanged += 1,
+            Class::Changed(id) => {
+                out.changed.push((i, id));
+                need.push(i);
+            }
+            Class::New => need.push(i),
+            Class::Delete(id) => out.deletes.push((i, id)),
+            Class::Duplicate(first) => rejected.push(Rejected {
+                line: records[i].line,
+                reason: format!(
+                    "duplicate external id {:?} (first seen at line {first})",
+                    records[i].external_id
+                ),
+                raw: String::new(),
+            }),
+        }
+    }
+    let derived_needed: Vec<Derived> = need
+        .par_iter()
+        .map(|&i| derive(&records[i].fields, region))
+        .collect();
+    let mut derived = vec![Derived::default(); records.len()];
+    for (k, &i) in need.iter().enumerate() {
+        derived[i] = derived_needed[k].clone();
+    }
+
+    let guard = identity.map(|l| l.read().unwrap_or_else(|e| e.into_inner()));
+    let idx = guard.as_deref().filter(|g| !g.is_empty());
+    for (i, c) in classes.iter().enumerate() {
+        if *c != Class::New {
+            continue;
+        }
+        match idx {
+            Some(ix) => {
+                if let Some(hits) = ix.lookup(&derived[i]) {
+                    out.claims.push((i, hits.clone()));
+                } else {
+                    out.creates.push(i);
+                    for (cid, field) in ix.near_misses(&derived[i]) {
+                        out.near.push((i, cid, field));
+                    }
+                }
+            }
+            None => out.creates.push(i),
+        }
+    }
+    rejected.sort_by_key(|r| r.line);
+    out.records = records;
+    out.derived = derived;
+    out.rejected = rejected;
+    out
+}
+
+/// The change-feed payload of a created contact: {"field": [null, value], ...}.
+pub fn create_payload(r: &Record, source: &str) -> String {
+    let mut m = Map::new();
+    m.insert("record_type".into(), Value::Array(vec![Value::Null, "sync".into()]));
+    m.insert("source".into(), Value::Array(vec![Value::Null, source.into()]));
+    m.insert(
+        "external_id".into(),
+        Value::Array(vec![Value::Null, r.external_id.clone().into()]),
+    );
+    for (i, f) in FIELDS.iter().enumerate() {
+        if !r.fields[i].is_empty() {
+            m.insert((*f).into(), Value::Array(vec![Value::Null, r.fields[i].clone().into()]));
+        }
+    }
+    if !r.extra.is_empty() {
+        m.insert(
+            "extra".into(),
+            Value::Array(vec![Value::Null, Value::Object(extra_object(&r.extra))]),
+        );
+    }
+    Value::Object(m).to_string()
+}
+
+pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {
+    extra
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+pub fn extra_json(extra: &[(String, String)]) -> String {
+    if extra.is_empty() {
+        "{}".to_string()
+    } else {
+        Value::Object(extra_object(extra)).to_string()
+    }
+}

@@ -1,0 +1,512 @@
+//! The PyO3 layer: thin conversions between Python objects and the core.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex, RwLock};
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::diff::{derive, Differ as CoreDiffer, IdentityIndex as CoreIdentity, FLAG_ATTENTION};
+use crate::hash::{canonical_bytes, content_hash as core_hash};
+use crate::mapping::{build_record, Mapping};
+use crate::model::{Record, FIELDS, NFIELDS};
+use crate::normalize;
+use crate::pipeline::{create_payload, extra_json, process, Processed};
+use crate::sources::{Limits, Reader, SourceError};
+
+fn source_error(py: Python<'_>, path: &str, e: SourceError) -> PyErr {
+    let built = py
+        .import("contactsync_agent.errors")
+        .and_then(|m| m.getattr("SourceFormatError"))
+        .and_then(|cls| cls.call1((path, e.line, e.column, e.message.clone())));
+    match built {
+        Ok(obj) => PyErr::from_value(obj),
+        Err(err) => err,
+    }
+}
+
+fn fields_vec(fields: Vec<String>) -> PyResult<[String; NFIELDS]> {
+    let n = fields.len();
+    fields
+        .try_into()
+        .map_err(|_| PyValueError::new_err(format!("expected {NFIELDS} field values, got {n}")))
+}
+
+fn mapping_of(entries: HashMap<String, String>) -> PyResult<Mapping> {
+    Mapping::new(&entries).map_err(|e| PyValueError::new_err(format!("mapping: {e}")))
+}
+
+// ---------------------------------------------------------------- functions
+
+/// The canonical serialisation of one record (see README, "Content hash").
+#[pyfunction]
+fn canonical(py: Python<'_>, fields: Vec<String>, extra: Vec<(String, String)>) -> PyResult<Py<PyBytes>> {
+    let mut extra = extra;
+    extra.sort();
+    Ok(PyBytes::new(py, &canonical_bytes(&fields_vec(fields)?, &extra)).unbind())
+}
+
+/// XXH3-64 of the canonical serialisation, unsigned.
+#[pyfunction]
+fn content_hash(fields: Vec<String>, extra: Vec<(String, String)>) -> PyResult<u64> {
+    let mut extra = extra;
+    extra.sort();
+    Ok(core_hash(&fields_vec(fields)?, &extra))
+}
+
+#[pyfunction]
+fn normalize_name(value: &str) -> String {
+    normalize::name_key(value)
+}
+
+#[pyfunction]
+fn normalize_email(value: &str) -> String {
+    normalize::email_key(value)
+}
+
+#[pyfunction]
+#[pyo3(signature = (value, region = "AU"))]
+fn normalize_phone(value: &str, region: &str) -> String {
+    normalize::phone_e164(value, region)
+}
+
+#[pyfunction]
+fn clean_value(value: &str, multiline: bool) -> String {
+    normalize::clean(value, multiline)
+}
+
+#[pyfunction]
+fn split_name(value: &str) -> (String, String) {
+    normalize::split_name(value)
+}
+
+/// (phone_e164, mobile_e164, identity key) of a record's 14 field values.
+#[pyfunction]
+#[pyo3(signature = (fields, region = "AU"))]
+fn derive_keys(fields: Vec<String>, region: &str) -> PyResult<(String, String, u64)> {
+    let d = derive(&fields_vec(fields)?, region);
+    Ok((d.phone_e164, d.mobile_e164, d.identity))
+}
+
+// ---------------------------------------------------------------- Differ
+
+/// (external id -> local id, source hash) of one source's linked contacts.
+#[pyclass(module = "contactsync_agent._core")]
+pub struct Differ {
+    inner: Arc<Mutex<CoreDiffer>>,
+}
+
+#[pymethods]
+impl Differ {
+    #[new]
+    fn new() -> Self {
+        Differ {
+            inner: Arc::new(Mutex::new(CoreDiffer::default())),
+        }
+    }
+
+    /// Adds linked contacts: flags bit 0 = needs a rule's attention.
+    fn load(
+        &self,
+        external_ids: Vec<String>,
+        local_ids: Vec<i64>,
+        hashes: Vec<Option<i64>>,
+        flags: Vec<u8>,
+    ) -> PyResult<()> {
+        let n = external_ids.len();
+        if local_ids.len() != n || hashes.len() != n || flags.len() != n {
+            return Err(PyValueError::new_err("load: columns differ in length"));
+        }
+        let mut d = self.inner.lock().map_err(|_| PyRuntimeError::new_err("differ poisoned"))?;
+        for (i, e) in external_ids.into_iter().enumerate() {
+            d.insert(e, local_ids[i], hashes[i].map(|h| h as u64), flags[i] & FLAG_ATTENTION);
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.lock().map(|d| d.len()).unwrap_or(0)
+    }
+
+    /// Records seen so far (linked or new).
+    fn seen(&self) -> usize {
+        self.inner.lock().map(|d| d.seen()).unwrap_or(0)
+    }
+
+    /// [(local id, external id)] of linked contacts not seen in this run.
+    fn absent(&self) -> Vec<(i64, String)> {
+        self.inner.lock().map(|d| d.absent()).unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------- IdentityIndex
+
+/// Identity keys of local manual (kind 0) and external (kind 1) contacts.
+#[pyclass(module = "contactsync_agent._core")]
+pub struct IdentityIndex {
+    inner: Arc<RwLock<CoreIdentity>>,
+    region: String,
+}
+
+#[pymethods]
+impl IdentityIndex {
+    #[new]
+    #[pyo3(signature = (region = "AU"))]
+    fn new(region: &str) -> Self {
+        IdentityIndex {
+            inner: Arc::new(RwLock::new(CoreIdentity::default())),
+            region: region.to_string(),
+        }
+    }
+
+    /// rows: [(contact id, kind, [14 field values])]
+    fn add_many(&self, py: Python<'_>, rows: Vec<(i64, u8, Vec<String>)>) -> PyResult<()> {
+        let region = self.region.clone();
+        let mut parsed = Vec::with_capacity(rows.len());
+        for (id, kind, f) in rows {
+            parsed.push((id, kind, fields_vec(f)?));
+        }
+        let derived: Vec<_> = py.detach(|| {
+            use rayon::prelude::*;
+            parsed
+                .par_iter()
+                .map(|(id, kind, f)| (*id, *kind, derive(f, &region)))
+                .collect()
+        });
+        let mut ix = self.inner.write().map_err(|_| PyRuntimeError::new_err("index poisoned"))?;
+        for (id, kind, d) in derived {
+            ix.add(id, kind, &d);
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.read().map(|i| i.len()).unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------- Batch
+
+fn record_dict<'py>(py: Python<'py>, b: &Processed, i: usize) -> PyResult<Bound<'py, PyDict>> {
+    let r = &b.records[i];
+    let d = PyDict::new(py);
+    d.set_item("external_id", &r.external_id)?;
+    d.set_item("line", r.line)?;
+    for (k, f) in FIELDS.iter().enumerate() {
+        d.set_item(*f, &r.fields[k])?;
+    }
+    d.set_item("extra", extra_json(&r.extra))?;
+    let dv = &b.derived[i];
+    d.set_item("phone_e164", &dv.phone_e164)?;
+    d.set_item("mobile_e164", &dv.mobile_e164)?;
+    d.set_item("hash", r.hash as i64)?;
+    Ok(d)
+}
+
+/// One processed chunk of incoming records, held in Rust; only what a rule
+/// must look at is turned into Python objects.
+#[pyclass(module = "contactsync_agent._core")]
+pub struct Batch {
+    inner: Processed,
+}
+
+#[pymethods]
+impl Batch {
+    /// Builds a batch from Python mappings (connectors, the API).
+    #[staticmethod]
+    #[pyo3(signature = (records, mapping, differ, identity = None, region = "AU", first_line = 1))]
+    fn from_dicts(
+        py: Python<'_>,
+        records: &Bound<'_, PyList>,
+        mapping: HashMap<String, String>,
+        differ: &Differ,
+        identity: Option<&IdentityIndex>,
+        region: &str,
+        first_line: u64,
+    ) -> PyResult<Batch> {
+        let mapping = mapping_of(mapping)?;
+        let mut items = Vec::with_capacity(records.len());
+        let mut cells: Vec<(String, String)> = Vec::new();
+        for (i, obj) in records.iter().enumerate() {
+            let line = first_line + i as u64;
+            let dict = obj.cast::<PyDict>().map_err(|_| {
+                PyValueError::new_err(format!("record {line} is not a mapping"))
+            })?;
+            cells.clear();
+            for (k, v) in dict.iter() {
+                let key = k.str()?.to_string();
+                let val = if v.is_none() {
+                    String::new()
+                } else if let Ok(s) = v.cast::<PyString>() {
+                    s.to_string()
+                } else if v.is_instance_of::<pyo3::types::PyBool>() {
+                    if v.is_truthy()? { "true".into() } else { "false".into() }
+                } else {
+                    v.str()?.to_string()
+                };
+                cells.push((key, val));
+            }
+            items.push(build_record(
+                line,
+                cells.iter().map(|(k, v)| (mapping.resolve(k), k.as_str(), v.as_str())),
+            )
+            .map_err(|reason| crate::sources::Rejected {
+                line,
+                reason,
+                raw: cells
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }));
+        }
+        let differ = differ.inner.clone();
+        let ident = identity.map(|i| i.inner.clone());
+        let region = region.to_string();
+        let inner = py.detach(move || process(items, &differ, ident.as_deref(), &region));
+        Ok(Batch { inner })
+    }
+
+    #[getter]
+    fn total(&self) -> usize {
+        self.inner.total
+    }
+
+    #[getter]
+    fn unchanged(&self) -> usize {
+        self.inner.unchanged
+    }
+
+    #[getter]
+    fn create_count(&self) -> usize {
+        self.inner.creates.len()
+    }
+
+    /// Rows for the plain creates: (contacts rows, changes rows). Contact rows
+    /// are (id, source, external_id, 14 fields, extra, phone_e164, mobile_e164,
+    /// hash); change rows are (contact id, payload JSON).
+    fn creates<'py>(
+        &self,
+        py: Python<'py>,
+        base_id: i64,
+        source: &str,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let b = &self.inner;
+        let payloads: Vec<(String, String)> = py.detach(|| {
+            use rayon::prelude::*;
+            b.creates
+                .par_iter()
+                .map(|&i| (create_payload(&b.records[i], source), extra_json(&b.records[i].extra)))
+                .collect()
+        });
+        let contacts = PyList::empty(py);
+        let changes = PyList::empty(py);
+        let src = PyString::new(py, source);
+        for (k, &i) in b.creates.iter().enumerate() {
+            let r: &Record = &b.records[i];
+            let d = &b.derived[i];
+            let id = base_id + k as i64;
+            let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(NFIELDS + 7);
+            vals.push(id.into_pyobject(py)?.into_any());
+            vals.push(src.clone().into_any());
+            vals.push(PyString::new(py, &r.external_id).into_any());
+            for f in r.fields.iter() {
+                vals.push(PyString::new(py, f).into_any());
+            }
+            vals.push(PyString::new(py, &payloads[k].1).into_any());
+            vals.push(PyString::new(py, &d.phone_e164).into_any());
+            vals.push(PyString::new(py, &d.mobile_e164).into_any());
+            vals.push((r.hash as i64).into_pyobject(py)?.into_any());
+            contacts.append(PyTuple::new(py, vals)?)?;
+            changes.append((id, &payloads[k].0))?;
+        }
+        Ok((contacts, changes))
+    }
+
+    /// [(local id, record dict)] of records linked by external id that a rule must decide.
+    fn changed<'py>(&self, py: Python<'py>) -> PyResult<Vec<(i64, Bound<'py, PyDict>)>> {
+        self.inner
+            .changed
+            .iter()
+            .map(|&(i, id)| Ok((id, record_dict(py, &self.inner, i)?)))
+            .collect()
+    }
+
+    /// [(record dict, [(contact id, kind)])]: identity-key hits (kind 0 manual, 1 external).
+    fn claims<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Bound<'py, PyDict>, Vec<(i64, u8)>)>> {
+        self.inner
+            .claims
+            .iter()
+            .map(|(i, hits)| Ok((record_dict(py, &self.inner, *i)?, hits.clone())))
+            .collect()
+    }
+
+    /// [(manual contact id, differing field, external id)] of near identity matches.
+    fn near_misses(&self) -> Vec<(i64, &'static str, String)> {
+        self.inner
+            .near
+            .iter()
+            .map(|(i, cid, f)| (*cid, *f, self.inner.records[*i].external_id.clone()))
+            .collect()
+    }
+
+    /// Record dicts of the plain creates (for fuzzy matching), in create order.
+    fn create_records<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner
+            .creates
+            .iter()
+            .map(|&i| record_dict(py, &self.inner, i))
+            .collect()
+    }
+
+    /// [(external id, local id or None, line)] of explicit deletes.
+    fn deletes(&self) -> Vec<(String, Option<i64>, u64)> {
+        self.inner
+            .deletes
+            .iter()
+            .map(|&(i, id)| {
+                let r = &self.inner.records[i];
+                (r.external_id.clone(), id, r.line)
+            })
+            .collect()
+    }
+
+    /// [(line, reason, raw text)] of rows that could not be taken.
+    fn rejected(&self) -> Vec<(u64, String, String)> {
+        self.inner
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.reason.clone(), r.raw.clone()))
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- FileReader
+
+type Msg = Result<Processed, SourceError>;
+
+/// Reads an export file on a background thread, a chunk at a time, and hands
+/// over processed batches; the next chunk is parsed while Python writes this one.
+#[pyclass(module = "contactsync_agent._core")]
+pub struct FileReader {
+    rx: Option<Mutex<Receiver<Msg>>>,
+    path: String,
+    #[pyo3(get)]
+    info: HashMap<String, String>,
+}
+
+#[pymethods]
+impl FileReader {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Batch>> {
+        let Some(rx) = self.rx.as_ref() else {
+            return Ok(None);
+        };
+        let got = py.detach(|| match rx.lock() {
+            Ok(r) => r.recv().map_err(|_| ()),
+            Err(_) => Err(()),
+        });
+        match got {
+            Ok(Ok(inner)) => Ok(Some(Batch { inner })),
+            Ok(Err(e)) => {
+                self.rx = None;
+                Err(source_error(py, &self.path, e))
+            }
+            Err(_) => {
+                self.rx = None;
+                Ok(None)
+            }
+        }
+    }
+}
+
+#[pyfunction]
+#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None))]
+#[allow(clippy::too_many_arguments)]
+fn open_file(
+    py: Python<'_>,
+    path: &str,
+    format: &str,
+    mapping: HashMap<String, String>,
+    differ: &Differ,
+    identity: Option<&IdentityIndex>,
+    region: &str,
+    chunk_size: usize,
+    max_field_bytes: usize,
+    encoding: Option<&str>,
+    delimiter: Option<&str>,
+) -> PyResult<FileReader> {
+    let mapping = mapping_of(mapping)?;
+    let delimiter = match delimiter {
+        None => None,
+        Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
+        Some(d) => return Err(PyValueError::new_err(format!("delimiter must be one byte, got {d:?}"))),
+    };
+    let limits = Limits {
+        max_field_bytes,
+        ..Limits::default()
+    };
+    let owned_path = path.to_string();
+    let fmt = format.to_ascii_lowercase();
+    let enc = encoding.map(str::to_string);
+    let opened = py.detach(move || -> Result<Result<Reader, SourceError>, std::io::Error> {
+        let data = std::fs::read(&owned_path)?;
+        Ok(Reader::open(data, &fmt, mapping, limits, enc.as_deref(), delimiter))
+    });
+    let mut reader = match opened {
+        Err(e) => return Err(PyOSError::new_err(format!("cannot read {path}: {e}"))),
+        Ok(Err(e)) => return Err(source_error(py, path, e)),
+        Ok(Ok(r)) => r,
+    };
+    let info: HashMap<String, String> = reader.describe().into_iter().collect();
+    let (tx, rx) = sync_channel::<Msg>(2);
+    let differ = differ.inner.clone();
+    let ident = identity.map(|i| i.inner.clone());
+    let region = region.to_string();
+    let chunk = chunk_size.max(1);
+    std::thread::Builder::new()
+        .name("contactsync-reader".into())
+        .spawn(move || loop {
+            match reader.next_chunk(chunk) {
+                Ok(items) if items.is_empty() => break,
+                Ok(items) => {
+                    let batch = process(items, &differ, ident.as_deref(), &region);
+                    if tx.send(Ok(batch)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            }
+        })
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start reader thread: {e}")))?;
+    Ok(FileReader {
+        rx: Some(Mutex::new(rx)),
+        path: path.to_string(),
+        info,
+    })
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(canonical, m)?)?;
+    m.add_function(wrap_pyfunction!(content_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(normalize_name, m)?)?;
+    m.add_function(wrap_pyfunction!(normalize_email, m)?)?;
+    m.add_function(wrap_pyfunction!(normalize_phone, m)?)?;
+    m.add_function(wrap_pyfunction!(clean_value, m)?)?;
+    m.add_function(wrap_pyfunction!(split_name, m)?)?;
+    m.add_function(wrap_pyfunction!(derive_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(open_file, m)?)?;
+    m.add_class::<Differ>()?;
+    m.add_class::<IdentityIndex>()?;
+    m.add_class::<Batch>()?;
+    m.add_class::<FileReader>()?;
+    Ok(())
+}

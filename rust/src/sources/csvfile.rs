@@ -1,0 +1,327 @@
+//! CSV exports: UTF-8 (with or without BOM) or Windows-1252, any delimiter
+//! the first lines sniff to, ragged rows quarantined with their line.
+
+use std::io::Cursor;
+
+use super::{check_size, truncate_raw, Item, Limits, Rejected, SourceError};
+use crate::mapping::{build_record, Mapping, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Windows1252,
+}
+
+impl std::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Windows1252 => "windows-1252",
+        })
+    }
+}
+
+pub struct CsvReader {
+    rdr: csv::Reader<Cursor<Vec<u8>>>,
+    pub header: Vec<String>,
+    targets: Vec<Target>,
+    pub encoding: Encoding,
+    pub delimiter: u8,
+    limits: Limits,
+    done: bool,
+}
+
+/// UTF-8 when the bytes are valid UTF-8 (or hold any valid multi-byte
+/// sequence: then invalid rows are quarantined); Windows-1252 when they are
+/// not UTF-8 and contain no multi-byte UTF-8 sequence at all.
+pub fn detect_encoding(data: &[u8]) -> Encoding {
+    if std::str::from_utf8(data).is_ok() {
+        return Encoding::Utf8;
+    }
+    let mut rest = data;
+    let mut multibyte_seen = false;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                multibyte_seen |= !s.is_ascii();
+                break;
+            }
+            Err(e) => {
+                let valid = &rest[..e.valid_up_to()];
+                multibyte_seen |= !valid.is_ascii();
+                let skip = e.error_len().unwrap_or(rest.len() - e.valid_up_to());
+                rest = &rest[e.valid_up_to() + skip..];
+                if rest.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    if multibyte_seen {
+        Encoding::Utf8
+    } else {
+        Encoding::Windows1252
+    }
+}
+
+/// Picks the delimiter that splits the first lines most consistently.
+pub fn sniff_delimiter(data: &[u8]) -> u8 {
+    let sample = &data[..data.len().min(64 * 1024)];
+    let lines: Vec<&[u8]> = sample.split(|b| *b == b'\n').take(20).collect();
+    let mut best = (b',', 0usize, 0usize);
+    for cand in [b',', b';', b'\t', b'|'] {
+        let counts: Vec<usize> = lines
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut in_q = false;
+                let mut n = 0;
+                for &b in l.iter() {
+                    if b == b'"' {
+                        in_q = !in_q;
+                    } else if b == cand && !in_q {
+                        n += 1;
+                    }
+                }
+                n
+            })
+            .collect();
+        let Some(&first) = counts.first() else { continue };
+        if first == 0 {
+            continue;
+        }
+        let consistent = counts.iter().filter(|&&c| c == first).count();
+        if (consistent, first) > (best.1, best.2) {
+            best = (cand, consistent, first);
+        }
+    }
+    best.0
+}
+
+fn decode(bytes: &[u8], enc: Encoding) -> Result<String, usize> {
+    match enc {
+        Encoding::Utf8 => match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_string()),
+            Err(e) => Err(e.valid_up_to()),
+        },
+        Encoding::Windows1252 => {
+            let (s, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
+            Ok(s.into_owned())
+        }
+    }
+}
+
+impl CsvReader {
+    pub fn open(
+        mut data: Vec<u8>,
+        mapping: Mapping,
+        limits: Limits,
+        encoding: Option<&str>,
+        delimiter: Option<u8>,
+    ) -> Result<Self, SourceError> {
+        if data.starts_with(b"\xEF\xBB\xBF") {
+            data.drain(..3);
+        }
+        let encoding = match encoding.map(|e| e.to_ascii_lowercase()) {
+            None => detect_encoding(&data),
+            Some(e) if e == "utf-8" || e == "utf8" => Encoding::Utf8,
+            Some(e) if e == "windows-1252" || e == "cp1252" || e == "latin-1" => {
+                Encoding::Windows1252
+            }
+            Some(e) => {
+                return Err(SourceError::new(
+                    0,
+                    0,
+                    format!("unknown encoding {e:?} (expected utf-8 or windows-1252)"),
+                ))
+            }
+        };
+        let delimiter = delimiter.unwrap_or_else(|| sniff_delimiter(&data));
+        let mut rdr = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(Cursor::new(data));
+        let mut header_rec = csv::ByteRecord::new();
+        let header = match rdr.read_byte_record(&mut header_rec) {
+            Ok(true) => header_rec
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    decode(h, encoding)
+                        .map(|s| s.trim().to_string())
+                        .map_err(|_| SourceError::new(1, i as u64 + 1, "header is not valid UTF-8"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Ok(false) => Vec::new(),
+            Err(e) => return Err(SourceError::new(1, 0, format!("cannot read header: {e}"))),
+        };
+        let targets = mapping.resolve_all(&header);
+        if !header.is_empty() && !targets.contains(&Target::ExternalId) {
+            let shown: Vec<&str> = header.iter().take(12).map(String::as_str).collect();
+            return Err(SourceError::new(
+                1,
+                0,
+                format!(
+                    "no column maps to external_id (columns: {}{}); map one in the source's mapping",
+                    shown.join(", "),
+                    if header.len() > 12 { ", …" } else { "" }
+                ),
+            ));
+        }
+        let done = header.is_empty();
+        Ok(CsvReader {
+            rdr,
+            header,
+            targets,
+            encoding,
+            delimiter,
+            limits,
+            done,
+        })
+    }
+
+    fn raw_text(&self, rec: &csv::ByteRecord) -> String {
+        let sep = (self.delimiter as char).to_string();
+        let joined: Vec<String> = rec
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        truncate_raw(&joined.join(&sep), self.limits.max_raw_bytes)
+    }
+
+    pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Item>, SourceError> {
+        let mut out = Vec::with_capacity(n.min(1 << 16));
+        if self.done {
+            return Ok(out);
+        }
+        let mut rec = csv::ByteRecord::new();
+        while out.len() < n {
+            match self.rdr.read_byte_record(&mut rec) {
+                Ok(false) => {
+                    self.done = true;
+                    break;
+                }
+                Ok(true) => out.push(self.convert(&rec)),
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    out.push(Err(Rejected {
+                        line,
+                        reason: format!("unreadable CSV row: {e}"),
+                        raw: String::new(),
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn convert(&self, rec: &csv::ByteRecord) -> Item {
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let reject = |reason: String| Rejected {
+            line,
+            reason,
+            raw: self.raw_text(rec),
+        };
+        if rec.len() == 1 && rec.get(0).is_some_and(|f| f.is_empty()) {
+            return Err(reject("blank line".into()));
+        }
+        if rec.len() != self.header.len() {
+            let spans = rec.iter().any(|f| f.contains(&b'\n'));
+            let hint = if spans {
+                " (a quote opened here is never closed, or closes lines later)"
+            } else {
+                ""
+            };
+            return Err(reject(format!(
+                "expected {} fields, found {}{hint}",
+                self.header.len(),
+                rec.len()
+            )));
+        }
+        let mut values = Vec::with_capacity(rec.len());
+        for (i, f) in rec.iter().enumerate() {
+            let col = &self.header[i];
+            check_size(col, f.len(), &self.limits).map_err(reject)?;
+            match decode(f, self.encoding) {
+                Ok(s) => values.push(s),
+                Err(at) => {
+                    return Err(reject(format!(
+                        "invalid UTF-8 in column {col:?} at byte {}",
+                        at + 1
+                    )))
+                }
+            }
+        }
+        let cells = self
+            .targets
+            .iter()
+            .zip(self.header.iter())
+            .zip(values.iter())
+            .map(|((t, c), v)| (*t, c.as_str(), v.as_str()));
+        build_record(line, cells).map_err(reject)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn mapping() -> Mapping {
+        let m: HashMap<String, String> = [("id", "external_id"), ("name", "name")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Mapping::new(&m).unwrap()
+    }
+
+    fn read_all(data: &[u8]) -> (CsvReader, Vec<Item>) {
+        let mut r = CsvReader::open(data.to_vec(), mapping(), Limits::default(), None, None).unwrap();
+        let items = r.next_chunk(1000).unwrap();
+        (r, items)
+    }
+
+    #[test]
+    fn sniffs_semicolons_and_bom() {
+        let (r, items) = read_all(b"\xEF\xBB\xBFid;name\nA;John Smith\nB;\"Smith; Mary\"\n");
+        assert_eq!(r.delimiter, b';');
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap().external_id, "A");
+    }
+
+    #[test]
+    fn windows_1252() {
+        let (r, items) = read_all(b"id,name\nA,Zo\xEB Smith\n");
+        assert_eq!(r.encoding, Encoding::Windows1252);
+        assert_eq!(items[0].as_ref().unwrap().fields[0], "Zoë");
+    }
+
+    #[test]
+    fn ragged_rows_are_rejected_with_line() {
+        let (_, items) = read_all(b"id,name\nA,John\nB,Mary,extra\nC,Chris\n");
+        let bad = items[1].as_ref().unwrap_err();
+        assert_eq!(bad.line, 3);
+        assert!(bad.reason.contains("expected 2 fields, found 3"));
+        assert!(items[2].is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_row_in_utf8_file() {
+        let (r, items) = read_all("id,name\nA,Zoë\nB,X\u{0}\n".as_bytes());
+        assert_eq!(r.encoding, Encoding::Utf8);
+        assert!(items[1].as_ref().unwrap_err().reason.contains("NUL"));
+        let mut data = "id,name\nA,Zoë\n".as_bytes().to_vec();
+        data.extend_from_slice(b"B,\xff\n");
+        let (_, items) = read_all(&data);
+        assert!(items[1].as_ref().unwrap_err().reason.contains("invalid UTF-8"));
+    }
+
+    #[test]
+    fn missing_id_column_refuses_file() {
+        let e = CsvReader::open(b"name\nx\n".to_vec(), mapping(), Limits::default(), None, None)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("external_id"));
+    }
+}
