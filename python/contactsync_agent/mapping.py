@@ -1,0 +1,84 @@
+"""Source columns to canonical contact fields.
+
+Builds the lower-cased column -> target table the Rust readers apply; it must
+not read files or touch the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from contactsync_agent.errors import ConfigError
+
+FIELDS: tuple[str, ...] = (
+    "given_name",
+    "family_name",
+    "display_name",
+    "organisation",
+    "email",
+    "phone",
+    "mobile",
+    "street",
+    "city",
+    "region",
+    "postcode",
+    "country",
+    "date_of_birth",
+    "notes",
+)
+
+#: Targets besides the canonical fields: the source's id, a full name to split,
+#: a delete marker, "keep in extra" and "drop".
+SPECIAL_TARGETS: frozenset[str] = frozenset({"external_id", "name", "deleted", "extra", "ignore"})
+TARGETS: frozenset[str] = frozenset(FIELDS) | SPECIAL_TARGETS
+
+#: Common export headings (matched case-insensitively).
+DEFAULT_HEADINGS: dict[str, tuple[str, ...]] = {
+    "external_id": (
+        "external_id", "external id", "id", "client id", "clientid", "contact id", "contactid",
+        "uuid", "uid", "client code", "record id", "metadata",
+    ),
+    "name": ("name", "full name", "fullname", "contact name", "client name"),
+    "given_name": ("given_name", "first name", "firstname", "given name", "first", "forename"),
+    "family_name": ("family_name", "surname", "last name", "lastname", "family name", "last"),
+    "display_name": ("display_name", "display name", "preferred name"),
+    "organisation": (
+        "organisation", "organization", "company", "company name", "business name", "employer",
+    ),
+    "email": ("email", "e-mail", "email address", "e-mail address", "emailaddress", "mail"),
+    "phone": ("phone", "telephone", "phone number", "work phone", "business phone", "landline"),
+    "mobile": ("mobile", "mobile phone", "mobile number", "cell", "cell phone"),
+    "street": ("street", "address", "street address", "address line 1", "address1"),
+    "city": ("city", "suburb", "town", "locality"),
+    "region": ("region", "state", "province", "county"),
+    "postcode": ("postcode", "post code", "postal code", "zip", "zip code", "zipcode"),
+    "country": ("country",),
+    "date_of_birth": ("date_of_birth", "date of birth", "dob", "birthday", "birth date"),
+    "notes": ("notes", "note", "comments", "comment"),
+    "deleted": ("deleted", "_deleted", "is_deleted", "is deleted", "delete"),
+}
+
+
+def default_mapping() -> dict[str, str]:
+    """The built-in heading table: lower-cased heading -> target."""
+    table: dict[str, str] = {}
+    for target, headings in DEFAULT_HEADINGS.items():
+        for h in headings:
+            table[h.lower()] = target
+    return table
+
+
+def build_mapping(
+    overrides: Mapping[str, str] | None = None, *, where: str = "mapping"
+) -> dict[str, str]:
+    """The default table with a source's own entries (source column -> target) on top."""
+    table = default_mapping()
+    for column, target in (overrides or {}).items():
+        if target not in TARGETS:
+            allowed = ", ".join(sorted(TARGETS))
+            raise ConfigError(
+                f"unknown target field {target!r} for column {column!r} (one of: {allowed})",
+                key=f"{where}.{column}",
+            )
+        table[column.strip().lower()] = target
+    return table

@@ -1,0 +1,168 @@
+"""Records the library hands out: contacts, feed entries, activities, reports.
+
+Plain dataclasses built from database rows; no I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from contactsync_agent.mapping import FIELDS
+
+
+@dataclass(frozen=True)
+class Contact:
+    id: int
+    record_type: str
+    forced_manual: bool
+    source: str | None
+    external_id: str | None
+    given_name: str = ""
+    family_name: str = ""
+    display_name: str = ""
+    organisation: str = ""
+    email: str = ""
+    phone: str = ""
+    mobile: str = ""
+    street: str = ""
+    city: str = ""
+    region: str = ""
+    postcode: str = ""
+    country: str = ""
+    date_of_birth: str = ""
+    notes: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+    phone_e164: str = ""
+    mobile_e164: str = ""
+    hash: int | None = None
+    source_hash: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    deleted_at: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.display_name:
+            return self.display_name
+        return " ".join(p for p in (self.given_name, self.family_name) if p)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Contact:
+        values = dict(row)
+        values["forced_manual"] = bool(values["forced_manual"])
+        values["extra"] = json.loads(values.get("extra") or "{}")
+        return cls(**values)
+
+    def fields(self) -> dict[str, str]:
+        return {f: getattr(self, f) for f in FIELDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    contact_id: int
+    run_id: int | None
+    op: str
+    fields: dict[str, list[Any]]
+    reason_code: str
+    reason: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: int
+    contact_id: int | None
+    run_id: int | None
+    source: str | None
+    external_id: str | None
+    kind: str
+    fields: dict[str, Any]
+    reason: str
+    status: str
+    created_at: str
+    closed_at: str | None = None
+    resolution: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    id: int
+    run_id: int | None
+    source: str
+    external_id: str
+    contact_id: int | None
+    candidate_id: int
+    kind: str
+    score: float | None
+    explanation: dict[str, Any]
+    reason: str
+    status: str
+    created_at: str
+    decided_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run decided about one contact, with the reason a person reads."""
+
+    contact_id: int | None
+    external_id: str | None
+    action: str
+    reason_code: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class SyncReport:
+    run_id: int
+    source: str
+    mode: str
+    status: str = "ok"
+    counts: dict[str, int] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+    decisions_dropped: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    duration_s: float = 0.0
+    error: str | None = None
+
+    def decision_for(self, contact_id: int) -> Decision | None:
+        """The decision about one local contact (the last one, if several)."""
+        found = None
+        for d in self.decisions:
+            if d.contact_id == contact_id:
+                found = d
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "source": self.source,
+            "mode": self.mode,
+            "status": self.status,
+            "counts": dict(self.counts),
+            "duration_s": round(self.duration_s, 3),
+            "decisions": [d.to_dict() for d in self.decisions],
+            "decisions_dropped": self.decisions_dropped,
+            "rejected": [{"line": ln, "reason": r} for ln, r in self.rejected],
+            "error": self.error,
+        }

@@ -1,0 +1,291 @@
+"""The mirror rules of `shared/spec/mirror-rules.md`, as pure functions.
+
+Given incoming records and read-only views of local contacts, they return
+actions with a reason code and the text a person reads. They never touch the
+database: the store applies what they return.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from contactsync_agent.errors import SafetyLimitError
+from contactsync_agent.mapping import FIELDS
+
+MIRRORED: tuple[str, ...] = (*FIELDS, "extra")
+
+REASONS: dict[str, str] = {
+    "created": "created: no existing match",
+    "created_external_only": "created: the only match was an external record",
+    "created_ambiguous": "created: {n} local contacts matched, sent to review",
+    "created_contested": "created: {n} incoming records matched one local contact, sent to review",
+    "created_rejected_pair": "created: the matching contact was rejected in review before",
+    "converted_identity": "converted: name, e-mail and phone matched",
+    "converted_external_id": "converted: external id matched",
+    "converted_updated_external_id": "converted and updated: external id matched",
+    "converted_forced_manual": "converted, not updated: forced manual",
+    "updated_external_id": "updated: external id matched ({fields})",
+    "unchanged": "unchanged",
+    "skipped_forced_manual": "not updated: forced manual",
+    "untouched_no_identity": "untouched: no identity match ({field} differs)",
+    "untouched_external": "untouched: belongs to another integration",
+    "untouched_ambiguous": "untouched: ambiguous match, sent to review",
+    "deleted": "deleted: removed from the source",
+    "unlinked_in_use": "unlinked, kept as manual: removed from the source but in use ({refs})",
+    "unlinked_forced_manual": "unlinked, kept as manual: removed from the source but forced manual",
+    "delete_unknown": "ignored: delete for an external id the mirror does not hold",
+    "delete_not_sync": "untouched: delete for a contact that is not a sync record",
+}
+
+FIELD_WORDS = {"email": "e-mail", "phone": "phone", "name": "name"}
+
+
+@dataclass
+class Action:
+    """One step of a plan. `write` are the contact columns to set; `feed` the
+    change-feed payload ({field: [before, after]}); `counter` the run count it adds to."""
+
+    kind: str
+    counter: str
+    reason_code: str
+    reason: str
+    contact_id: int | None = None
+    external_id: str | None = None
+    write: dict[str, Any] = field(default_factory=dict)
+    feed: dict[str, list[Any]] = field(default_factory=dict)
+    op: str | None = None
+    record: dict[str, Any] | None = None
+    activity: dict[str, Any] | None = None
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _extra(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return json.loads(value or "{}")
+
+
+def field_diff(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{field: [current, incoming]} for the mirrored fields that differ."""
+    out: dict[str, list[Any]] = {}
+    for f in FIELDS:
+        if (current.get(f) or "") != (incoming.get(f) or ""):
+            out[f] = [current.get(f) or "", incoming.get(f) or ""]
+    cur_x, inc_x = _extra(current.get("extra")), _extra(incoming.get("extra"))
+    if cur_x != inc_x:
+        out["extra"] = [cur_x, inc_x]
+    return out
+
+
+def _apply_values(diff: Mapping[str, list[Any]], incoming: Mapping[str, Any]) -> dict[str, Any]:
+    write: dict[str, Any] = {}
+    for f, (_, after) in diff.items():
+        write[f] = json.dumps(after, ensure_ascii=False, sort_keys=True) if f == "extra" else after
+    for derived in ("phone_e164", "mobile_e164"):
+        if derived in incoming:
+            write[derived] = incoming[derived]
+    return write
+
+
+def decide_linked(contact: Mapping[str, Any], incoming: Mapping[str, Any]) -> Action:
+    """Rule 1: the incoming record carries the external id of a local contact."""
+    cid, ext = contact["id"], incoming["external_id"]
+    diff = field_diff(contact, incoming)
+    converting = contact["record_type"] != "sync"
+    type_feed = {"record_type": [contact["record_type"], "sync"]} if converting else {}
+    if contact["forced_manual"]:
+        code = "converted_forced_manual" if converting else "skipped_forced_manual"
+        activity = None
+        if diff and contact.get("source_hash") != incoming["hash"]:
+            activity = {
+                "kind": "forced_manual",
+                "fields": {f: {"current": b, "incoming": a} for f, (b, a) in diff.items()},
+                "reason": "forced manual: the source's changes to "
+                + ", ".join(diff)
+                + " were not applied",
+            }
+        write: dict[str, Any] = {"source_hash": incoming["hash"]}
+        if converting:
+            write["record_type"] = "sync"
+        return Action(
+            kind="convert" if converting else "skip",
+            counter="skipped_forced_manual",
+            reason_code=code,
+            reason=REASONS[code],
+            contact_id=cid,
+            external_id=ext,
+            write=write,
+            feed=type_feed,
+            op="convert" if converting else None,
+            activity=activity,
+        )
+    write = _apply_values(diff, incoming) if diff else {}
+    write["hash"] = incoming["hash"]
+    write["source_hash"] = incoming["hash"]
+    if converting:
+        write["record_type"] = "sync"
+        code = "converted_updated_external_id" if diff else "converted_external_id"
+        return Action(
+            kind="convert", counter="converted", reason_code=code, reason=REASONS[code],
+            contact_id=cid, external_id=ext, write=write, feed={**type_feed, **diff},
+            op="convert",
+        )
+    if diff:
+        return Action(
+            kind="update", counter="updated", reason_code="updated_external_id",
+            reason=REASONS["updated_external_id"].format(fields=", ".join(diff)),
+            contact_id=cid, external_id=ext, write=write, feed=diff, op="update",
+        )
+    # Same content under a different (or unknown) source hash: remember the hash only.
+    return Action(
+        kind="unchanged", counter="unchanged", reason_code="unchanged",
+        reason=REASONS["unchanged"], contact_id=cid, external_id=ext, write=write,
+    )
+
+
+def resolve_claims(
+    source: str,
+    claims: Sequence[tuple[dict[str, Any], Sequence[tuple[int, int]]]],
+    local: Mapping[int, Mapping[str, Any]],
+    rejected_pairs: set[tuple[str, int]] | None = None,
+) -> list[Action]:
+    """Rules 2–4 for new records whose identity keys hit local contacts.
+
+    `claims` pairs each incoming record with its hits (contact id, kind 0 manual
+    / 1 external); `local` holds the current rows of the hit contacts.
+    """
+    rejected_pairs = rejected_pairs or set()
+    manual_hits = [
+        [cid for cid, kind in hits if kind == 0 and (rec["external_id"], cid) not in rejected_pairs]
+        for rec, hits in claims
+    ]
+    claimants = Counter(cid for ids in manual_hits for cid in set(ids))
+    actions: list[Action] = []
+    touched_external: set[int] = set()
+    for (rec, hits), manual in zip(claims, manual_hits, strict=True):
+        ext = rec["external_id"]
+        external = [cid for cid, kind in hits if kind == 1]
+        if len(manual) == 1 and claimants[manual[0]] == 1:
+            cid = manual[0]
+            cur = local[cid]
+            diff = field_diff(cur, rec)
+            write = _apply_values(diff, rec)
+            write.update(record_type="sync", source=source, external_id=ext,
+                         hash=rec["hash"], source_hash=rec["hash"])
+            feed = {
+                "record_type": [cur["record_type"], "sync"],
+                "source": [cur.get("source"), source],
+                "external_id": [cur.get("external_id"), ext],
+                **diff,
+            }
+            actions.append(Action(
+                kind="convert", counter="converted", reason_code="converted_identity",
+                reason=REASONS["converted_identity"], contact_id=cid, external_id=ext,
+                write=write, feed=feed, op="convert",
+            ))
+        elif manual:
+            contested = len(manual) == 1
+            code = "created_contested" if contested else "created_ambiguous"
+            n = claimants[manual[0]] if contested else len(manual)
+            reviews = [
+                {"candidate_id": cid, "kind": "ambiguous", "score": None,
+                 "explanation": {"identity": "name, e-mail and phone matched"},
+                 "reason": REASONS[code].format(n=n)}
+                for cid in manual
+            ]
+            actions.append(Action(
+                kind="create", counter="created", reason_code=code,
+                reason=REASONS[code].format(n=n), external_id=ext, record=rec, op="create",
+                reviews=reviews,
+            ))
+            for cid in manual:
+                actions.append(Action(
+                    kind="untouched", counter="", reason_code="untouched_ambiguous",
+                    reason=REASONS["untouched_ambiguous"], contact_id=cid, external_id=ext,
+                ))
+        else:
+            code = "created_external_only" if external else "created_rejected_pair"
+            actions.append(Action(
+                kind="create", counter="created", reason_code=code, reason=REASONS[code],
+                external_id=ext, record=rec, op="create",
+            ))
+        for cid in external:
+            if cid not in touched_external:
+                touched_external.add(cid)
+                actions.append(Action(
+                    kind="untouched", counter="ignored_external",
+                    reason_code="untouched_external", reason=REASONS["untouched_external"],
+                    contact_id=cid, external_id=ext,
+                ))
+    return actions
+
+
+def explain_untouched(
+    near: Sequence[tuple[int, str, str]], touched: set[int]
+) -> list[Action]:
+    """Reasons for manual contacts an incoming record nearly matched (2 of 3 keys)."""
+    out: list[Action] = []
+    seen: set[int] = set()
+    for cid, fld, ext in near:
+        if cid in touched or cid in seen:
+            continue
+        seen.add(cid)
+        out.append(Action(
+            kind="untouched", counter="", reason_code="untouched_no_identity",
+            reason=REASONS["untouched_no_identity"].format(field=FIELD_WORDS.get(fld, fld)),
+            contact_id=cid, external_id=ext,
+        ))
+    return out
+
+
+def check_deletion_guard(
+    source: str, *, would_delete: int, linked: int, incoming: int, limit: float,
+    allowed: bool,
+) -> None:
+    """Refuses a full snapshot that is empty or deletes more than `limit` of a source."""
+    if allowed or linked == 0:
+        return
+    if incoming == 0:
+        raise SafetyLimitError(
+            f"refused: the export for source {source!r} has no records but the mirror holds "
+            f"{linked} of its contacts; an empty or truncated export never wipes the mirror "
+            "(re-run with --allow-mass-delete to confirm)",
+            would_delete=would_delete, total=linked, limit=limit,
+        )
+    share = would_delete / linked
+    if share > limit:
+        raise SafetyLimitError(
+            f"refused: the snapshot would delete {would_delete} of {linked} contacts of source "
+            f"{source!r} ({share:.0%}, over the {limit:.0%} limit); nothing was changed "
+            "(re-run with --allow-mass-delete to confirm)",
+            would_delete=would_delete, total=linked, limit=limit,
+        )
+
+
+def decide_deletion(contact: Mapping[str, Any], refs: Sequence[str]) -> Action:
+    """A source deletion: soft-delete, or unlink when the contact is in use or forced manual."""
+    cid, ext = contact["id"], contact.get("external_id")
+    if contact["record_type"] != "sync":
+        return Action(kind="untouched", counter="", reason_code="delete_not_sync",
+                      reason=REASONS["delete_not_sync"], contact_id=cid, external_id=ext)
+    if refs or contact["forced_manual"]:
+        code = "unlinked_in_use" if refs else "unlinked_forced_manual"
+        reason = REASONS[code].format(refs=", ".join(refs[:5]) + (" …" if len(refs) > 5 else ""))
+        return Action(
+            kind="unlink", counter="unlinked", reason_code=code, reason=reason,
+            contact_id=cid, external_id=ext,
+            write={"record_type": "manual", "external_id": None, "source": None,
+                   "source_hash": None},
+            feed={"record_type": ["sync", "manual"], "external_id": [ext, None],
+                  "source": [contact.get("source"), None]},
+            op="unlink",
+            activity={"kind": "source_deletion", "fields": {"references": list(refs)},
+                      "reason": reason},
+        )
+    return Action(kind="delete", counter="deleted", reason_code="deleted",
+                  reason=REASONS["deleted"], contact_id=cid, external_id=ext, op="delete",
+                  feed={})

@@ -1,0 +1,282 @@
+"""One sync run: stream batches from a source, plan with the rules, apply in
+one transaction. Orchestration only: no rule logic and no SQL live here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from contactsync_agent import _core, rules
+from contactsync_agent.errors import ContactSyncError, SafetyLimitError, SourceFormatError
+from contactsync_agent.mapping import FIELDS
+from contactsync_agent.models import Decision, SyncReport
+from contactsync_agent.rules import Action
+from contactsync_agent.store import RUN_COUNTS, Store, now_iso
+
+ProgressFn = Callable[[int], None]
+
+MAX_DECISIONS = 100_000
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    region: str = "AU"
+    mass_delete_limit: float = 0.20
+    allow_mass_delete: bool = False
+    chunk_size: int = 50_000
+    max_field_bytes: int = 1 << 20
+
+
+class _Run:
+    """State of one run while it streams; applies actions through the store."""
+
+    def __init__(self, store: Store, source: str, mode: str, run_id: int, at: str) -> None:
+        self.store = store
+        self.source = source
+        self.mode = mode
+        self.run_id = run_id
+        self.at = at
+        self.counts: dict[str, int] = dict.fromkeys(RUN_COUNTS, 0)
+        self.decisions: list[Decision] = []
+        self.dropped = 0
+        self.rejected: list[tuple[int, str]] = []
+
+    def decide(self, contact_id: int | None, ext: str | None, action: str, code: str,
+               reason: str) -> None:
+        if len(self.decisions) < MAX_DECISIONS:
+            self.decisions.append(Decision(contact_id, ext, action, code, reason))
+        else:
+            self.dropped += 1
+
+    # ---------------------------------------------------------------- writes
+
+    def create(self, rec: Mapping[str, Any], code: str, reason: str) -> int:
+        values: dict[str, Any] = {f: rec.get(f, "") for f in FIELDS}
+        values.update(
+            record_type="sync", forced_manual=0, source=self.source,
+            external_id=rec["external_id"], extra=rec.get("extra") or "{}",
+            phone_e164=rec.get("phone_e164", ""), mobile_e164=rec.get("mobile_e164", ""),
+            hash=rec["hash"], source_hash=rec["hash"],
+        )
+        cid = self.store.insert_contact(values, self.at)
+        feed: dict[str, list[Any]] = {
+            "record_type": [None, "sync"], "source": [None, self.source],
+            "external_id": [None, rec["external_id"]],
+        }
+        feed.update({f: [None, values[f]] for f in FIELDS if values[f]})
+        extra = json.loads(values["extra"])
+        if extra:
+            feed["extra"] = [None, extra]
+        self.store.add_change(cid, self.run_id, "create", feed, code, reason, self.at)
+        return cid
+
+    def apply(self, a: Action) -> None:
+        if a.counter:
+            self.counts[a.counter] += 1
+        if a.kind == "create":
+            assert a.record is not None
+            cid = self.create(a.record, a.reason_code, a.reason)
+            for rv in a.reviews:
+                self.store.add_review_item(
+                    run_id=self.run_id, source=self.source, external_id=a.external_id or "",
+                    contact_id=cid, candidate_id=rv["candidate_id"], kind=rv["kind"],
+                    score=rv["score"], explanation=rv["explanation"], reason=rv["reason"],
+                    at=self.at,
+                )
+                self.counts["review_items"] += 1
+            self.decide(cid, a.external_id, a.kind, a.reason_code, a.reason)
+            return
+        assert a.contact_id is not None
+        if a.kind == "delete":
+            self.store.update_contact(a.contact_id, {"deleted_at": self.at}, self.at)
+        elif a.write:
+            # Only a change of mirrored data moves updated_at.
+            self.store.update_contact(a.contact_id, a.write, self.at if a.feed else None)
+        if a.op is not None:
+            self.store.add_change(a.contact_id, self.run_id, a.op, a.feed, a.reason_code,
+                                  a.reason, self.at)
+        if a.activity is not None:
+            self.store.add_activity(
+                contact_id=a.contact_id, run_id=self.run_id, source=self.source,
+                external_id=a.external_id, kind=a.activity["kind"],
+                fields=a.activity["fields"], reason=a.activity["reason"], at=self.at,
+            )
+            self.counts["activities"] += 1
+        self.decide(a.contact_id, a.external_id, a.kind, a.reason_code, a.reason)
+
+    # ---------------------------------------------------------------- batches
+
+    def take(self, batch: _core.Batch, file: str | None, claims: list[Any],
+             near: list[tuple[int, str, str]], deletes: list[tuple[str, int | None, int]]) -> None:
+        self.counts["records"] += batch.total
+        self.counts["unchanged"] += batch.unchanged
+        rejected = batch.rejected()
+        if rejected:
+            self.store.add_quarantine(rejected, run_id=self.run_id, source=self.source,
+                                      file=file, at=self.at)
+            self.counts["rejected"] += len(rejected)
+            self.rejected.extend((line, reason) for line, reason, _ in rejected[:1000])
+        n = batch.create_count
+        if n:
+            base = self.store.next_contact_id()
+            contact_rows, change_rows = batch.creates(base, self.source)
+            self.store.insert_created(contact_rows, change_rows, self.run_id, self.at,
+                                      "created", rules.REASONS["created"])
+            self.counts["created"] += n
+            room = MAX_DECISIONS - len(self.decisions)
+            for row in itertools.islice(contact_rows, max(room, 0)):
+                self.decide(row[0], row[2], "create", "created", rules.REASONS["created"])
+            self.dropped += max(n - max(room, 0), 0)
+        changed = batch.changed()
+        if changed:
+            current = self.store.contact_rows([cid for cid, _ in changed])
+            for cid, rec in changed:
+                self.apply(rules.decide_linked(current[cid], rec))
+        claims.extend(batch.claims())
+        near.extend(batch.near_misses())
+        deletes.extend(batch.deletes())
+
+
+def _load_differ(store: Store, source: str) -> _core.Differ:
+    differ = _core.Differ()
+    for rows in store.linked(source):
+        ext, ids, hashes, flags = zip(*rows, strict=True)
+        differ.load(list(ext), list(ids), list(hashes), [int(f) for f in flags])
+    return differ
+
+
+def _load_identity(store: Store, source: str, region: str) -> _core.IdentityIndex | None:
+    rows = store.local_identity_rows(source)
+    if not rows:
+        return None
+    index = _core.IdentityIndex(region)
+    index.add_many(rows)
+    return index
+
+
+def run_sync(
+    store: Store,
+    source: str,
+    batches: Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]],
+    *,
+    mode: str,
+    options: SyncOptions,
+    origin: str | None = None,
+    origin_hash: str | None = None,
+    progress: ProgressFn | None = None,
+) -> SyncReport:
+    """Runs one sync. `batches(differ, identity)` yields processed batches."""
+    if mode not in ("full", "incremental"):
+        raise ContactSyncError(f"mode must be 'full' or 'incremental', not {mode!r}")
+    if store.readonly:
+        raise ContactSyncError("the mirror is open read-only; sync needs the writer")
+    started = time.monotonic()
+    run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete)
+    run = _Run(store, source, mode, run_id, now_iso())
+    try:
+        with store.transaction():
+            differ = _load_differ(store, source)
+            identity = _load_identity(store, source, options.region)
+            claims: list[Any] = []
+            near: list[tuple[int, str, str]] = []
+            deletes: list[tuple[str, int | None, int]] = []
+            for batch in batches(differ, identity):
+                run.take(batch, origin, claims, near, deletes)
+                if progress is not None:
+                    progress(run.counts["records"])
+            touched: set[int] = set()
+            if claims:
+                ids = sorted({cid for _, hits in claims for cid, _ in hits})
+                local = store.contact_rows(ids)
+                for a in rules.resolve_claims(source, claims, local,
+                                              store.rejected_pairs(source)):
+                    run.apply(a)
+                    if a.contact_id is not None:
+                        touched.add(a.contact_id)
+            _deletions(run, differ, deletes, options)
+            for a in rules.explain_untouched(near, touched):
+                run.apply(a)
+            duration = int((time.monotonic() - started) * 1000)
+            store.finish_run(run_id, "ok", run.counts, error=None, duration_ms=duration)
+    except BaseException as exc:
+        status = "refused" if isinstance(exc, SafetyLimitError | SourceFormatError) else "failed"
+        message = str(exc) or type(exc).__name__
+        duration = int((time.monotonic() - started) * 1000)
+        try:
+            with store.transaction():
+                store.finish_run(run_id, status, {}, error=message, duration_ms=duration)
+        except Exception:  # the database itself may be what failed; the run stays aborted
+            pass
+        raise
+    store.checkpoint()
+    return SyncReport(
+        run_id=run_id, source=source, mode=mode, status="ok", counts=run.counts,
+        decisions=run.decisions, decisions_dropped=run.dropped, rejected=run.rejected,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def _deletions(run: _Run, differ: _core.Differ,
+               explicit: list[tuple[str, int | None, int]], options: SyncOptions) -> None:
+    store = run.store
+    targets: list[int] = []
+    for ext, cid, _line in explicit:
+        if cid is None:
+            run.decide(None, ext, "ignored", "delete_unknown", rules.REASONS["delete_unknown"])
+        else:
+            targets.append(cid)
+    if run.mode == "full":
+        absent = [cid for cid, _ in differ.absent()]
+        linked = store.sync_count(run.source)
+        rows = store.contact_rows(absent)
+        would = sum(1 for cid in absent if rows[cid]["record_type"] == "sync")
+        rules.check_deletion_guard(
+            run.source, would_delete=would, linked=linked, incoming=differ.seen(),
+            limit=options.mass_delete_limit, allowed=options.allow_mass_delete,
+        )
+        targets.extend(absent)
+    if not targets:
+        return
+    rows = store.contact_rows(targets)
+    refs = store.in_use(targets)
+    for cid in targets:
+        run.apply(rules.decide_deletion(rows[cid], refs.get(cid, [])))
+
+
+def dict_batches(
+    records: Iterable[Mapping[str, Any]], mapping: dict[str, str], options: SyncOptions
+) -> Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]]:
+    """Batches from Python mappings (the API and the non-file connectors)."""
+
+    def gen(differ: _core.Differ, identity: _core.IdentityIndex | None) -> Iterator[_core.Batch]:
+        it = iter(records)
+        line = 1
+        while True:
+            chunk = [dict(r) for r in itertools.islice(it, options.chunk_size)]
+            if not chunk:
+                return
+            yield _core.Batch.from_dicts(chunk, mapping, differ, identity, options.region, line)
+            line += len(chunk)
+
+    return gen
+
+
+def file_batches(
+    path: str, fmt: str, mapping: dict[str, str], options: SyncOptions, *,
+    encoding: str | None = None, delimiter: str | None = None,
+) -> Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]]:
+    """Batches read from an export file by the Rust reader thread."""
+
+    def gen(differ: _core.Differ, identity: _core.IdentityIndex | None) -> Iterator[_core.Batch]:
+        yield from _core.open_file(
+            path, fmt, mapping, differ, identity, region=options.region,
+            chunk_size=options.chunk_size, max_field_bytes=options.max_field_bytes,
+            encoding=encoding, delimiter=delimiter,
+        )
+
+    return gen
