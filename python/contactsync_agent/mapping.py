@@ -36,7 +36,7 @@ TARGETS: frozenset[str] = frozenset(FIELDS) | SPECIAL_TARGETS
 DEFAULT_HEADINGS: dict[str, tuple[str, ...]] = {
     "external_id": (
         "external_id", "external id", "id", "client id", "clientid", "contact id", "contactid",
-        "uuid", "uid", "client code", "record id", "metadata",
+        "uuid", "uid", "record id", "metadata",
     ),
     "name": ("name", "full name", "fullname", "contact name", "client name"),
     "given_name": ("given_name", "first name", "firstname", "given name", "first", "forename"),

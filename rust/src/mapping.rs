@@ -73,17 +73,27 @@ where
         ..Default::default()
     };
     let mut full_name: Option<String> = None;
+    // The first column mapped to a target wins; later ones are kept in `extra`.
+    let mut taken: u32 = 0;
     for (target, column, value) in cells {
         if value.contains('\0') {
             return Err(format!("NUL byte in column {column:?}"));
         }
+        let bit = match target {
+            Target::Field(i) => 1u32 << i,
+            Target::ExternalId => 1 << 20,
+            Target::Name => 1 << 21,
+            Target::Deleted => 1 << 22,
+            Target::Extra | Target::Ignore => 0,
+        };
+        let target = if bit != 0 && taken & bit != 0 {
+            Target::Extra
+        } else {
+            taken |= bit;
+            target
+        };
         match target {
-            Target::Field(i) => {
-                let v = clean(value, i == F_NOTES);
-                if !v.is_empty() || r.fields[i].is_empty() {
-                    r.fields[i] = v;
-                }
-            }
+            Target::Field(i) => r.fields[i] = clean(value, i == F_NOTES),
             Target::ExternalId => r.external_id = clean(value, false),
             Target::Name => full_name = Some(clean(value, false)),
             Target::Deleted => r.deleted = is_truthy(value),
@@ -148,6 +158,19 @@ mod tests {
         assert_eq!(r.fields[F_FAMILY], "Smith");
         assert_eq!(r.fields[F_DISPLAY], "John Smith");
         assert_eq!(r.extra, vec![("Fax".to_string(), "123".to_string())]);
+    }
+
+    #[test]
+    fn first_column_for_a_target_wins() {
+        let m = mapping();
+        let cells = [
+            (Target::ExternalId, "ID", "A"),
+            (Target::ExternalId, "Code", "C1"),
+        ];
+        let r = build_record(2, cells).unwrap();
+        assert_eq!(r.external_id, "A");
+        assert_eq!(r.extra, vec![("Code".to_string(), "C1".to_string())]);
+        let _ = m;
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! Agreement levels of one pair of records, field by field, packed 4 bits per
+//! field into a u64. Uses the comparators of `similarity`; no scoring here.
+
+use super::config::FieldType;
+use super::prepare::{FieldData, Prepared};
+use super::similarity::{self as sim, DateAgreement};
+
+/// At most one edit (substitution, insertion, deletion or adjacent
+/// transposition) apart; allocation-free, for the hot path.
+pub fn within_one_edit(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (la, lb) = (a.len(), b.len());
+    if la.abs_diff(lb) > 1 {
+        return false;
+    }
+    let p = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    if p == la && p == lb {
+        return true;
+    }
+    let s = a[p..]
+        .iter()
+        .rev()
+        .zip(b[p..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    if la == lb {
+        let mid = la - p - s;
+        mid == 1 || (mid == 2 && a[p] == b[p + 1] && a[p + 1] == b[p])
+    } else {
+        p + s >= la.min(lb)
+    }
+}
+
+fn given_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        return 6;
+    }
+    // compare the first word (given names often carry a middle name)
+    let fa = a.split(' ').next().unwrap_or(a);
+    let fb = b.split(' ').next().unwrap_or(b);
+    if fa == fb {
+        return 6;
+    }
+    if sim::nickname_match(fa, fb) {
+        return 5;
+    }
+    if fa.len() == 1 || fb.len() == 1 {
+        return if fa.as_bytes()[0] == fb.as_bytes()[0] { 2 } else { 1 };
+    }
+    if within_one_edit(fa, fb) {
+        return 4;
+    }
+    let jw = sim::jaro_winkler(fa, fb);
+    if jw >= 0.92 {
+        4
+    } else if jw >= 0.80 {
+        3
+    } else {
+        1
+    }
+}
+
+fn family_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        return 4;
+    }
+    if within_one_edit(a, b) {
+        return 3;
+    }
+    let jw = sim::jaro_winkler(a, b);
+    if jw >= 0.92 {
+        3
+    } else if jw >= 0.80 {
+        2
+    } else if a.contains(' ') || b.contains(' ') {
+        // double-barrelled or extra words: any word in common
+        if a.split(' ').any(|w| b.split(' ').any(|x| x == w)) {
+            2
+        } else {
+            1
+        }
+    } else {
+        1
+    }
+}
+
+fn name_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        return 5;
+    }
+    if sim::token_set_ratio(a, b) >= 1.0 {
+        return 4;
+    }
+    let s = sim::name_tokens_similarity(a, b);
+    if s >= 0.92 {
+        3
+    } else if s >= 0.80 {
+        2
+    } else {
+        1
+    }
+}
+
+fn email_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        return 4;
+    }
+    let (la, da) = sim::email_parts(a);
+    let (lb, db) = sim::email_parts(b);
+    if la == lb && la.len() >= 3 {
+        return 3;
+    }
+    if da == db && (within_one_edit(la, lb) || sim::jaro_winkler(la, lb) >= 0.92) {
+        return 2;
+    }
+    1
+}
+
+fn phone_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        return 4;
+    }
+    if a.len() >= 8 && b.len() >= 8 && a[a.len() - 8..] == b[b.len() - 8..] {
+        return 3;
+    }
+    if a.len() == b.len() && within_one_edit(a, b) {
+        return 2;
+    }
+    1
+}
+
+fn date_level(a: u32, b: u32) -> u8 {
+    if a == b {
+        return 4;
+    }
+    let unpack = |p: u32| sim::Date {
+        year: (p >> 16) as u16,
+        month: (p >> 8) as u8,
+        day: p as u8,
+    };
+    match sim::compare_dates(unpack(a), unpack(b)) {
+        DateAgreement::Exact => 4,
+        DateAgreement::DayMonthSwapped | DateAgreement::OneDigitOff => 3,
+        DateAgreement::SameYear => 2,
+        DateAgreement::Different => 1,
+    }
+}
+
+fn postcode_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        3
+    } else if a.len() == b.len() && within_one_edit(a, b) {
+        2
+    } else {
+        1
+    }
+}
+
+fn address_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        return 4;
+    }
+    // the house number must agree when both have one
+    let num = |s: &str| s.split(' ').find(|w| w.bytes().any(|c| c.is_ascii_digit())).map(str::to_owned);
+    if let (Some(x), Some(y)) = (num(a), num(b)) {
+        if x != y && !within_one_edit(&x, &y) {
+            return 1;
+        }
+    }
+    let s = sim::name_tokens_similarity(a, b).min(sim::token_set_ratio(a, b).max(0.9));
+    if s >= 0.90 {
+        3
+    } else if s >= 0.75 {
+        2
+    } else {
+        1
+    }
+}
+
+fn text_level(a: &str, b: &str) -> u8 {
+    if a == b {
+        3
+    } else if sim::jaro_winkler(a, b) >= 0.88 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Level of two non-empty values of one field type.
+pub fn level_of(kind: FieldType, a: &str, b: &str) -> u8 {
+    match kind {
+        FieldType::GivenName => given_level(a, b),
+        FieldType::FamilyName => family_level(a, b),
+        FieldType::Name => name_level(a, b),
+        FieldType::Email => email_level(a, b),
+        FieldType::Phone => phone_level(a, b),
+        FieldType::Date => {
+            let p = |s: &str| sim::parse_date(s).map_or(0, |d| d.packed());
+            date_level(p(a), p(b))
+        }
+        FieldType::Postcode => postcode_level(a, b),
+        FieldType::Address => address_level(a, b),
+        FieldType::Id => {
+            if a == b {
+                2
+            } else {
+                1
+            }
+        }
+        FieldType::Text => text_level(a, b),
+    }
+}
+
+/// Best level over all value pairs of a (possibly multi-valued) field.
+pub fn field_level(f: &FieldData, i: usize, j: usize) -> u8 {
+    let kind = f.kind.expect("prepared field has a type");
+    let top = (kind.nlevels() - 1) as u8;
+    let mut best = 0u8;
+    for si in 0..f.slots {
+        let a = f.value(i, si);
+        if a.is_empty() {
+            continue;
+        }
+        for sj in 0..f.slots {
+            let b = f.value(j, sj);
+            if b.is_empty() {
+                continue;
+            }
+            let l = if kind == FieldType::Date {
+                date_level(f.dates[i * f.slots + si], f.dates[j * f.slots + sj])
+            } else {
+                level_of(kind, a, b)
+            };
+            if l > best {
+                best = l;
+                if best == top {
+                    return best;
+                }
+            }
+        }
+    }
+    best
+}
+
+#[inline]
+pub fn get_level(levels: u64, field: usize) -> u8 {
+    ((levels >> (4 * field)) & 0xF) as u8
+}
+
+#[inline]
+pub fn set_level(levels: &mut u64, field: usize, l: u8) {
+    *levels = (*levels & !(0xF << (4 * field))) | ((l as u64) << (4 * field));
+}
+
+/// Compares two records on every field; swapped given and family names (in
+/// either record) count as agreeing when that fits better.
+pub struct Comparer<'a> {
+    pub prep: &'a Prepared,
+    pub given: Option<usize>,
+    pub family: Option<usize>,
+}
+
+impl<'a> Comparer<'a> {
+    pub fn new(prep: &'a Prepared) -> Comparer<'a> {
+        let pos = |k| prep.fields.iter().position(|f| f.kind == Some(k));
+        Comparer {
+            prep,
+            given: pos(FieldType::GivenName),
+            family: pos(FieldType::FamilyName),
+        }
+    }
+
+    pub fn compare(&self, i: usize, j: usize) -> u64 {
+        let mut levels = 0u64;
+        for (k, f) in self.prep.fields.iter().enumerate() {
+            set_level(&mut levels, k, field_level(f, i, j));
+        }
+        if let (Some(g), Some(fam)) = (self.given, self.family) {
+            let (lg, lf) = (get_level(levels, g), get_level(levels, fam));
+            if lg < 6 || lf < 4 {
+                let gf = &self.prep.fields[g];
+                let ff = &self.prep.fields[fam];
+                let (gi, fi, gj, fj) = (gf.value(i, 0), ff.value(i, 0), gf.value(j, 0), ff.value(j, 0));
+                if !gi.is_empty() && !fi.is_empty() && !gj.is_empty() && !fj.is_empty() {
+                    let sg = given_level(gi, fj);
+                    let sf = family_level(fi, gj);
+                    // rank on a common scale: fraction of each field's top level
+                    let straight = lg as f64 / 6.0 + lf as f64 / 4.0;
+                    let swapped = sg as f64 / 6.0 + sf as f64 / 4.0;
+                    if swapped > straight + 1e-9 {
+                        set_level(&mut levels, g, sg);
+                        set_level(&mut levels, fam, sf);
+                    }
+                }
+            }
+        }
+        levels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_edit() {
+        assert!(within_one_edit("smith", "smith"));
+        assert!(within_one_edit("smith", "smyth"));
+        assert!(within_one_edit("smith", "smtih"));
+        assert!(within_one_edit("smith", "smit"));
+        assert!(within_one_edit("smith", "ssmith"));
+        assert!(!within_one_edit("smith", "smiht2"));
+        assert!(!within_one_edit("smith", "jones"));
+        assert!(within_one_edit("", "a"));
+    }
+
+    #[test]
+    fn levels_by_type() {
+        use FieldType::*;
+        assert_eq!(level_of(GivenName, "robert", "bob"), 5);
+        assert_eq!(level_of(GivenName, "jon", "john"), 5); // john group lists jon
+        assert_eq!(level_of(GivenName, "jhon", "john"), 4);
+        assert_eq!(level_of(GivenName, "j", "john"), 2);
+        assert_eq!(level_of(GivenName, "mary", "peter"), 1);
+        assert_eq!(level_of(GivenName, "mary ann", "mary"), 6);
+        assert_eq!(level_of(FamilyName, "smith", "smyth"), 3);
+        assert_eq!(level_of(Name, "smith john", "john smith"), 4);
+        assert_eq!(level_of(Email, "john@a.com", "john@b.com"), 3);
+        assert_eq!(level_of(Email, "john@a.com", "jonh@a.com"), 2);
+        assert_eq!(level_of(Email, "john@a.com", "mary@a.com"), 1);
+        assert_eq!(level_of(Phone, "+61400000001", "+61400000001"), 4);
+        assert_eq!(level_of(Phone, "+61400000001", "0400000001"), 3);
+        assert_eq!(level_of(Phone, "+61400000001", "+61400000002"), 2);
+        assert_eq!(level_of(Date, "1984-03-07", "1984-07-03"), 3);
+        assert_eq!(level_of(Date, "1984-03-07", "1984-03-07"), 4);
+        assert_eq!(level_of(Postcode, "2000", "2001"), 2);
+        assert_eq!(level_of(Address, "12 smith street", "12 smith street"), 4);
+        assert_eq!(level_of(Address, "12 smith street", "12 smiht street"), 3);
+        assert_eq!(level_of(Address, "12 smith street", "14 smith street"), 1);
+        assert_eq!(level_of(Id, "a", "b"), 1);
+        assert_eq!(level_of(Text, "acme pty ltd", "acme pty ltd."), 2);
+    }
+
+    #[test]
+    fn packing() {
+        let mut l = 0u64;
+        set_level(&mut l, 3, 5);
+        set_level(&mut l, 15, 15);
+        assert_eq!(get_level(l, 3), 5);
+        assert_eq!(get_level(l, 15), 15);
+        set_level(&mut l, 3, 1);
+        assert_eq!(get_level(l, 3), 1);
+    }
+}
