@@ -45,7 +45,11 @@ fn given_level(a: &str, b: &str) -> u8 {
         return 5;
     }
     if fa.len() == 1 || fb.len() == 1 {
-        return if fa.as_bytes()[0] == fb.as_bytes()[0] { 2 } else { 1 };
+        return if fa.as_bytes()[0] == fb.as_bytes()[0] {
+            2
+        } else {
+            1
+        };
     }
     if within_one_edit(fa, fb) {
         return 4;
@@ -160,14 +164,19 @@ fn address_level(a: &str, b: &str) -> u8 {
     if a == b {
         return 4;
     }
-    // the house number must agree when both have one
-    let num = |s: &str| s.split(' ').find(|w| w.bytes().any(|c| c.is_ascii_digit())).map(str::to_owned);
+    // the house numbers must agree when both have one (a different number on
+    // the same street is a neighbour)
+    let num = |s: &str| {
+        s.split(' ')
+            .find(|w| w.bytes().any(|c| c.is_ascii_digit()))
+            .map(str::to_owned)
+    };
     if let (Some(x), Some(y)) = (num(a), num(b)) {
-        if x != y && !within_one_edit(&x, &y) {
+        if x != y {
             return 1;
         }
     }
-    let s = sim::name_tokens_similarity(a, b).min(sim::token_set_ratio(a, b).max(0.9));
+    let s = sim::name_tokens_similarity(a, b);
     if s >= 0.90 {
         3
     } else if s >= 0.75 {
@@ -281,7 +290,12 @@ impl<'a> Comparer<'a> {
             if lg < 6 || lf < 4 {
                 let gf = &self.prep.fields[g];
                 let ff = &self.prep.fields[fam];
-                let (gi, fi, gj, fj) = (gf.value(i, 0), ff.value(i, 0), gf.value(j, 0), ff.value(j, 0));
+                let (gi, fi, gj, fj) = (
+                    gf.value(i, 0),
+                    ff.value(i, 0),
+                    gf.value(j, 0),
+                    ff.value(j, 0),
+                );
                 if !gi.is_empty() && !fi.is_empty() && !gj.is_empty() && !fj.is_empty() {
                     let sg = given_level(gi, fj);
                     let sf = family_level(fi, gj);

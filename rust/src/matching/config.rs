@@ -84,12 +84,7 @@ impl FieldType {
                 "exact",
             ],
             FieldType::Id => &["missing", "different", "exact"],
-            FieldType::Text => &[
-                "missing",
-                "different",
-                "similar (jw>=0.88)",
-                "exact",
-            ],
+            FieldType::Text => &["missing", "different", "similar (jw>=0.88)", "exact"],
         }
     }
 
@@ -239,7 +234,10 @@ impl Config {
                 f.columns.push(f.name.clone());
             }
             if f.columns.len() > 4 {
-                return Err(format!("config: field {:?} has more than 4 columns", f.name));
+                return Err(format!(
+                    "config: field {:?} has more than 4 columns",
+                    f.name
+                ));
             }
             let n = f.kind.nlevels() - 1;
             for (what, probs) in [("m", &f.m), ("u", &f.u)] {
@@ -263,10 +261,15 @@ impl Config {
         if self.blocking.is_empty() {
             return Err("config: at least one blocking rule is needed".into());
         }
-        for (what, v) in [("threshold", Some(self.threshold)), ("cluster_threshold", self.cluster_threshold)] {
+        for (what, v) in [
+            ("threshold", Some(self.threshold)),
+            ("cluster_threshold", self.cluster_threshold),
+        ] {
             if let Some(v) = v {
                 if !(0.0..=1.0).contains(&v) {
-                    return Err(format!("config: {what} must be a probability in [0, 1], got {v}"));
+                    return Err(format!(
+                        "config: {what} must be a probability in [0, 1], got {v}"
+                    ));
                 }
             }
         }
@@ -329,7 +332,12 @@ mod tests {
 
     #[test]
     fn default_m_sums_to_one() {
-        for t in [FieldType::GivenName, FieldType::Id, FieldType::Email, FieldType::Postcode] {
+        for t in [
+            FieldType::GivenName,
+            FieldType::Id,
+            FieldType::Email,
+            FieldType::Postcode,
+        ] {
             let m = t.default_m();
             let s: f64 = m.iter().sum();
             assert!((s - 1.0).abs() < 1e-9, "{t:?} {m:?}");

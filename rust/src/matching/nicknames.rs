@@ -45,7 +45,10 @@ fn table() -> &'static Table {
             }
             g
         }
-        for line in TABLE.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        for line in TABLE
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
             let mut names = line.split_whitespace();
             let Some(first) = names.next() else { continue };
             let g = groups[first][0];

@@ -275,8 +275,14 @@ pub fn prepare(cfg: &Config, raw: &RawTable) -> Result<Prepared, String> {
         }
     }
     let name_src = cfg.name_source.as_deref().and_then(|c| raw.column(c));
-    let given_idx = cfg.fields.iter().position(|f| f.kind == FieldType::GivenName);
-    let family_idx = cfg.fields.iter().position(|f| f.kind == FieldType::FamilyName);
+    let given_idx = cfg
+        .fields
+        .iter()
+        .position(|f| f.kind == FieldType::GivenName);
+    let family_idx = cfg
+        .fields
+        .iter()
+        .position(|f| f.kind == FieldType::FamilyName);
     let fields: Vec<FieldData> = cfg
         .fields
         .par_iter()
@@ -297,8 +303,12 @@ pub fn prepare(cfg: &Config, raw: &RawTable) -> Result<Prepared, String> {
                 if v.trim().is_empty() && slot == 0 && (is_given || is_family) {
                     if let (Some(src), Some(g), Some(f)) = (name_src, given_idx, family_idx) {
                         // fill only when both given and family are empty
-                        let gv = raw.column(&cfg.fields[g].columns[0]).map_or("", |c| c.get(rec));
-                        let fv = raw.column(&cfg.fields[f].columns[0]).map_or("", |c| c.get(rec));
+                        let gv = raw
+                            .column(&cfg.fields[g].columns[0])
+                            .map_or("", |c| c.get(rec));
+                        let fv = raw
+                            .column(&cfg.fields[f].columns[0])
+                            .map_or("", |c| c.get(rec));
                         if gv.trim().is_empty() && fv.trim().is_empty() {
                             split = split_name(src.get(rec));
                             v = if is_given { &split.0 } else { &split.1 };

@@ -334,7 +334,11 @@ pub fn parse_date(value: &str) -> Option<Date> {
         [a, b, c] if c.len() == 4 => (num(c)?, num(b)?, num(a)?),
         [a, b, c] if c.len() == 2 => {
             let yy = num(c)?;
-            (if yy > 30 { 1900 + yy } else { 2000 + yy }, num(b)?, num(a)?)
+            (
+                if yy > 30 { 1900 + yy } else { 2000 + yy },
+                num(b)?,
+                num(a)?,
+            )
         }
         _ => return None,
     };
@@ -453,7 +457,10 @@ mod tests {
         assert_eq!(jaro_winkler("", ""), 1.0);
         assert_eq!(jaro_winkler("abc", ""), 0.0);
         assert_eq!(jaro_winkler("abc", "xyz"), 0.0);
-        assert!(close(jaro_winkler("zoë", "zoe"), jaro_winkler("zoa", "zoe")));
+        assert!(close(
+            jaro_winkler("zoë", "zoe"),
+            jaro_winkler("zoa", "zoe")
+        ));
     }
 
     #[test]
@@ -469,7 +476,10 @@ mod tests {
 
     #[test]
     fn indel_and_token_set() {
-        assert!(close(indel_ratio("this is a test", "this is a test!"), 0.9655));
+        assert!(close(
+            indel_ratio("this is a test", "this is a test!"),
+            0.9655
+        ));
         assert_eq!(token_set_ratio("john smith", "smith john"), 1.0);
         assert_eq!(token_set_ratio("john smith", "john michael smith"), 1.0);
         assert!(close(
@@ -486,7 +496,10 @@ mod tests {
         assert_eq!(name_tokens_similarity("john smith", "john paul smith"), 1.0);
         assert!(name_tokens_similarity("jon smiht", "smith john") > 0.9);
         assert!(name_tokens_similarity("mary jones", "peter smith") < 0.6);
-        assert!(close(name_tokens_similarity("j smith", "john smith"), 0.925));
+        assert!(close(
+            name_tokens_similarity("j smith", "john smith"),
+            0.925
+        ));
     }
 
     #[test]
@@ -521,7 +534,10 @@ mod tests {
         assert_eq!(d("1984-25-03"), d("1984-03-25"));
         use DateAgreement::*;
         assert_eq!(compare_dates(d("1984-03-07"), d("1984-03-07")), Exact);
-        assert_eq!(compare_dates(d("1984-03-07"), d("1984-07-03")), DayMonthSwapped);
+        assert_eq!(
+            compare_dates(d("1984-03-07"), d("1984-07-03")),
+            DayMonthSwapped
+        );
         assert_eq!(compare_dates(d("1984-03-07"), d("1984-03-08")), OneDigitOff);
         assert_eq!(compare_dates(d("1984-03-07"), d("1948-03-07")), OneDigitOff);
         assert_eq!(compare_dates(d("1984-03-07"), d("1984-11-20")), SameYear);

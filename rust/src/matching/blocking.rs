@@ -1,0 +1,360 @@
+//! Blocking: which pairs are worth comparing. Several rules at once; each
+//! rule's key is hashed to a u64 per record, records are sorted by key and
+//! every run of equal keys is a block. A pair is produced by the first rule
+//! that finds it (the union, de-duplicated without a global set), and blocks
+//! larger than the cap are skipped and counted, never silently.
+
+use rayon::prelude::*;
+use std::collections::HashSet;
+
+use super::config::{BlockRule, Config};
+use super::nicknames;
+use super::prepare::Prepared;
+use super::similarity::{email_parts, soundex};
+
+const MAX_KEYS: usize = 4;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Transform {
+    Nick,
+    Soundex,
+    Initial,
+    Prefix(usize),
+    First,
+    Last,
+    Local,
+    Domain,
+    Year,
+    Last8,
+}
+
+#[derive(Debug, Clone)]
+struct KeyPart {
+    field: usize,
+    transforms: Vec<Transform>, // applied innermost first
+}
+
+fn parse_part(expr: &str, cfg: &Config) -> Result<KeyPart, String> {
+    let mut s = expr.trim();
+    let mut outer = Vec::new();
+    while let Some(open) = s.find('(') {
+        if !s.ends_with(')') {
+            return Err(format!("blocking key {expr:?}: unbalanced parentheses"));
+        }
+        let name = s[..open].trim();
+        let t = match name {
+            "nick" => Transform::Nick,
+            "soundex" => Transform::Soundex,
+            "initial" => Transform::Initial,
+            "first" => Transform::First,
+            "last" => Transform::Last,
+            "local" => Transform::Local,
+            "domain" => Transform::Domain,
+            "year" => Transform::Year,
+            "last8" => Transform::Last8,
+            "exact" => {
+                s = s[open + 1..s.len() - 1].trim();
+                continue;
+            }
+            p if p.starts_with("prefix") => match p[6..].parse::<usize>() {
+                Ok(n) if n > 0 => Transform::Prefix(n),
+                _ => return Err(format!("blocking key {expr:?}: prefixN needs a number")),
+            },
+            other => {
+                return Err(format!(
+                    "blocking key {expr:?}: unknown function {other:?} (known: nick, soundex, \
+                     initial, prefixN, first, last, local, domain, year, last8, exact)"
+                ))
+            }
+        };
+        outer.push(t);
+        s = s[open + 1..s.len() - 1].trim();
+    }
+    let field = cfg
+        .field_index(s)
+        .ok_or_else(|| format!("blocking key {expr:?}: no field named {s:?}"))?;
+    outer.reverse();
+    Ok(KeyPart {
+        field,
+        transforms: outer,
+    })
+}
+
+fn apply(t: &Transform, v: &str, out: &mut String) {
+    out.clear();
+    match t {
+        Transform::Nick => out.push_str(nicknames::canonical(v)),
+        Transform::Soundex => out.push_str(&soundex(v)),
+        Transform::Initial => out.extend(v.chars().next()),
+        Transform::Prefix(n) => out.extend(v.chars().filter(|c| *c != ' ').take(*n)),
+        Transform::First => out.push_str(v.split(' ').next().unwrap_or("")),
+        Transform::Last => out.push_str(v.rsplit(' ').next().unwrap_or("")),
+        Transform::Local => out.push_str(email_parts(v).0),
+        Transform::Domain => out.push_str(email_parts(v).1),
+        Transform::Year => out.push_str(v.get(..4).unwrap_or("")),
+        Transform::Last8 => {
+            let d: Vec<char> = v.chars().filter(char::is_ascii_digit).collect();
+            if d.len() >= 8 {
+                out.extend(&d[d.len() - 8..]);
+            }
+        }
+    }
+}
+
+/// A compiled blocking rule.
+pub struct Rule {
+    pub name: String,
+    parts: Vec<KeyPart>,
+    unordered: bool,
+}
+
+impl Rule {
+    pub fn compile(r: &BlockRule, cfg: &Config) -> Result<Rule, String> {
+        if r.keys.is_empty() {
+            return Err("blocking rule with no keys".into());
+        }
+        let parts = r
+            .keys
+            .iter()
+            .map(|k| parse_part(k, cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = r.name.clone().unwrap_or_else(|| {
+            let j = r.keys.join(" + ");
+            if r.unordered {
+                format!("{{{j}}}")
+            } else {
+                j
+            }
+        });
+        Ok(Rule {
+            name,
+            parts,
+            unordered: r.unordered,
+        })
+    }
+
+    /// The keys of record `rec` (0 = none), up to MAX_KEYS.
+    pub fn keys(&self, prep: &Prepared, rec: usize) -> [u64; MAX_KEYS] {
+        let mut out = [0u64; MAX_KEYS];
+        let mut values: Vec<Vec<String>> = Vec::with_capacity(self.parts.len());
+        let mut tmp = String::new();
+        for p in &self.parts {
+            let f = &prep.fields[p.field];
+            let mut vs = Vec::new();
+            for s in 0..f.slots {
+                let mut v = f.value(rec, s).to_string();
+                for t in &p.transforms {
+                    apply(t, &v, &mut tmp);
+                    std::mem::swap(&mut v, &mut tmp);
+                }
+                if !v.is_empty() && !vs.contains(&v) {
+                    vs.push(v);
+                }
+            }
+            if vs.is_empty() {
+                return out;
+            }
+            values.push(vs);
+        }
+        // cross product of the parts' values
+        let mut combos: Vec<Vec<&str>> = vec![Vec::new()];
+        for vs in &values {
+            let mut next = Vec::new();
+            for c in &combos {
+                for v in vs {
+                    if next.len() < MAX_KEYS {
+                        let mut c2 = c.clone();
+                        c2.push(v.as_str());
+                        next.push(c2);
+                    }
+                }
+            }
+            combos = next;
+        }
+        for (k, mut c) in combos.into_iter().enumerate() {
+            if self.unordered {
+                c.sort_unstable();
+            }
+            let joined = c.join("\u{1f}");
+            out[k] = xxhash_rust::xxh3::xxh3_64(joined.as_bytes()) | 1;
+        }
+        out
+    }
+}
+
+/// Per rule, what blocking did.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStats {
+    pub name: String,
+    pub blocks: u64,
+    /// pairs this rule found that no earlier rule had
+    pub pairs: u64,
+    /// pairs in this rule's blocks before de-duplication
+    pub pairs_raw: u64,
+    pub capped_blocks: u64,
+    pub capped_pairs: u64,
+    pub largest_block: u64,
+}
+
+/// Blocking keys of all records for all rules, plus which keys were capped.
+pub struct Blocker {
+    pub rules: Vec<Rule>,
+    keys: Vec<Vec<[u64; MAX_KEYS]>>,
+    capped: Vec<HashSet<u64>>,
+    /// records below this index are "left" (link mode); usize::MAX for dedupe
+    pub split: usize,
+}
+
+impl Blocker {
+    pub fn new(cfg: &Config, prep: &Prepared, split: Option<usize>) -> Result<Blocker, String> {
+        let rules = cfg
+            .blocking
+            .iter()
+            .map(|r| Rule::compile(r, cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keys = rules
+            .iter()
+            .map(|r| {
+                (0..prep.n)
+                    .into_par_iter()
+                    .map(|i| r.keys(prep, i))
+                    .collect()
+            })
+            .collect();
+        Ok(Blocker {
+            capped: vec![HashSet::new(); rules.len()],
+            rules,
+            keys,
+            split: split.unwrap_or(usize::MAX),
+        })
+    }
+
+    /// Some key of `rule` that records i and j share and that was not capped:
+    /// the smallest such, or None.
+    #[inline]
+    fn shared_key(&self, rule: usize, i: usize, j: usize) -> Option<u64> {
+        let (ki, kj) = (&self.keys[rule][i], &self.keys[rule][j]);
+        let mut best: Option<u64> = None;
+        for &a in ki.iter().filter(|k| **k != 0) {
+            if kj.contains(&a) && !self.capped[rule].contains(&a) {
+                best = Some(best.map_or(a, |b: u64| b.min(a)));
+            }
+        }
+        best
+    }
+
+    /// Runs every rule; for each new pair calls `emit(i, j)` (in parallel) and
+    /// collects what `emit` returns. Pairs are (i < j), and in link mode
+    /// i is left and j right.
+    pub fn run<T: Send>(
+        &mut self,
+        emit: impl Fn(usize, usize, &mut Vec<T>) + Sync,
+        sink: &mut Vec<T>,
+        max_block: usize,
+    ) -> Vec<RuleStats> {
+        let mut stats = Vec::new();
+        let link = self.split != usize::MAX;
+        for r in 0..self.rules.len() {
+            let mut entries: Vec<(u64, u32)> = self.keys[r]
+                .par_iter()
+                .enumerate()
+                .flat_map_iter(|(i, ks)| {
+                    let mut seen = [0u64; MAX_KEYS];
+                    let mut out = Vec::new();
+                    for (n, &k) in ks.iter().enumerate() {
+                        if k != 0 && !seen[..n].contains(&k) {
+                            out.push((k, i as u32));
+                        }
+                        seen[n] = k;
+                    }
+                    out
+                })
+                .collect();
+            entries.par_sort_unstable();
+            let mut runs: Vec<(usize, usize)> = Vec::new();
+            let mut st = RuleStats {
+                name: self.rules[r].name.clone(),
+                ..Default::default()
+            };
+            let mut a = 0;
+            while a < entries.len() {
+                let mut b = a + 1;
+                while b < entries.len() && entries[b].0 == entries[a].0 {
+                    b += 1;
+                }
+                let size = (b - a) as u64;
+                let pairs = if link {
+                    let left = entries[a..b]
+                        .iter()
+                        .filter(|e| (e.1 as usize) < self.split)
+                        .count() as u64;
+                    left * (size - left)
+                } else {
+                    size * (size - 1) / 2
+                };
+                if pairs > 0 {
+                    st.blocks += 1;
+                    st.largest_block = st.largest_block.max(size);
+                    if (b - a) > max_block {
+                        st.capped_blocks += 1;
+                        st.capped_pairs += pairs;
+                        self.capped[r].insert(entries[a].0);
+                    } else {
+                        st.pairs_raw += pairs;
+                        runs.push((a, b));
+                    }
+                }
+                a = b;
+            }
+            let this = &*self;
+            let entries = &entries;
+            let emit = &emit;
+            let results: Vec<(Vec<T>, u64)> = runs
+                .par_iter()
+                .fold(
+                    || (Vec::new(), 0u64),
+                    |(mut acc, mut count), &(a, b)| {
+                        let key = entries[a].0;
+                        let block = &entries[a..b];
+                        for x in 0..block.len() {
+                            for y in x + 1..block.len() {
+                                let (mut i, mut j) = (block[x].1 as usize, block[y].1 as usize);
+                                if i > j {
+                                    std::mem::swap(&mut i, &mut j);
+                                }
+                                if link && !(i < this.split && j >= this.split) {
+                                    continue;
+                                }
+                                if i == j {
+                                    continue;
+                                }
+                                // produced by an earlier rule, or by another key of this one?
+                                if (0..r).any(|p| this.shared_key(p, i, j).is_some()) {
+                                    continue;
+                                }
+                                if this.shared_key(r, i, j) != Some(key) {
+                                    continue;
+                                }
+                                count += 1;
+                                emit(i, j, &mut acc);
+                            }
+                        }
+                        (acc, count)
+                    },
+                )
+                .collect();
+            for (v, c) in results {
+                st.pairs += c;
+                sink.extend(v);
+            }
+            stats.push(st);
+        }
+        stats
+    }
+
+    /// True when some rule puts i and j in one (uncapped) block: for
+    /// measuring blocking recall against known true pairs.
+    pub fn would_compare(&self, i: usize, j: usize) -> bool {
+        (0..self.rules.len()).any(|r| self.shared_key(r, i, j).is_some())
+    }
+}

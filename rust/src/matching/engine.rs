@@ -1,0 +1,259 @@
+//! One matching run, start to end: normalise, sample u, block and compare,
+//! EM for m, score, keep the pairs above threshold, cluster. Pure Rust (no
+//! Python); the bindings in `py` call `run` with the GIL released.
+
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::blocking::{Blocker, RuleStats};
+use super::cluster::{clusters, Cluster};
+use super::compare::{get_level, Comparer};
+use super::config::{Config, FieldType};
+use super::prepare::{prepare, RawTable, StrCol};
+use super::scoring::{estimate_u, probability, Model, Tf};
+
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub records_left: usize,
+    pub records_right: usize,
+    pub rules: Vec<RuleStats>,
+    pub pairs_compared: u64,
+    pub capped_blocks: u64,
+    pub capped_pairs: u64,
+    pub pairs_above_threshold: u64,
+    pub distinct_patterns: usize,
+    pub u_pairs_sampled: u64,
+    pub em_iterations: usize,
+    pub prior: f64,
+    /// with a label column: true pairs, and how many blocking produced
+    pub true_pairs: Option<u64>,
+    pub true_pairs_blocked: Option<u64>,
+    pub seconds: Vec<(String, f64)>,
+}
+
+pub struct Output {
+    pub ids: StrCol,
+    /// index of the first right record (link); None for dedupe
+    pub split: Option<usize>,
+    pub field_names: Vec<String>,
+    pub field_kinds: Vec<FieldType>,
+    pub pairs: Vec<(u32, u32)>,
+    pub weights: Vec<f64>,
+    pub probs: Vec<f64>,
+    pub levels: Vec<u64>,
+    pub model: Model,
+    pub tf: Tf,
+    pub clusters: Vec<Cluster>,
+    pub stats: Stats,
+    pub cluster_threshold: f64,
+}
+
+impl Output {
+    /// Per field: (name, level label, counted weight) for pair `k`.
+    pub fn explain(&self, k: usize) -> Vec<(String, String, f64)> {
+        let mut buf = [0.0f64; 16];
+        let lv = self.levels[k];
+        self.model
+            .contributions(&self.tf, lv, self.pairs[k].0 as usize, &mut buf);
+        self.field_names
+            .iter()
+            .enumerate()
+            .map(|(f, name)| {
+                let l = get_level(lv, f) as usize;
+                (
+                    name.clone(),
+                    self.field_kinds[f].levels()[l].to_string(),
+                    buf[f],
+                )
+            })
+            .collect()
+    }
+}
+
+/// Matches `left` against `right` (link), or `left` against itself (dedupe).
+pub fn run(
+    cfg: &Config,
+    left: &RawTable,
+    right: Option<&RawTable>,
+    label: Option<&str>,
+) -> Result<Output, String> {
+    let mut seconds = Vec::new();
+    let mut t = Instant::now();
+    let mut lap = |name: &str, t: &mut Instant| {
+        seconds.push((name.to_string(), t.elapsed().as_secs_f64()));
+        *t = Instant::now();
+    };
+    let combined;
+    let (raw, split) = match right {
+        Some(r) => {
+            combined = RawTable::concat(left, r);
+            (&combined, Some(left.len()))
+        }
+        None => (left, None),
+    };
+    let n = raw.len();
+    if n > u32::MAX as usize - 1 {
+        return Err("too many records (at most 4 billion)".into());
+    }
+    let prep = prepare(cfg, raw)?;
+    lap("prepare", &mut t);
+    let cmp = Comparer::new(&prep);
+    let mut blocker = Blocker::new(cfg, &prep, split)?;
+    lap("blocking keys", &mut t);
+    let (u, sampled) = if n >= 2 && split.is_none_or(|s| s > 0 && s < n) {
+        estimate_u(cfg, &prep, &cmp, split)
+    } else {
+        (
+            cfg.fields
+                .iter()
+                .map(|f| {
+                    let nl = f.kind.nlevels();
+                    let mut v = vec![1.0 / (nl - 1) as f64; nl];
+                    v[0] = 0.0;
+                    v
+                })
+                .collect(),
+            0,
+        )
+    };
+    lap("u sampling", &mut t);
+    let mut compared: Vec<(u32, u32, u64)> = Vec::new();
+    let rules = blocker.run(
+        |i, j, acc: &mut Vec<(u32, u32, u64)>| acc.push((i as u32, j as u32, cmp.compare(i, j))),
+        &mut compared,
+        cfg.max_block_size,
+    );
+    lap("block + compare", &mut t);
+
+    // blocking recall against known labels
+    let (mut true_pairs, mut true_blocked) = (None, None);
+    if let Some(label) = label {
+        let col = raw
+            .column(label)
+            .ok_or_else(|| format!("label column {label:?} is not in the records"))?;
+        let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+        for i in 0..n {
+            let v = col.get(i);
+            if !v.is_empty() {
+                groups.entry(v).or_default().push(i);
+            }
+        }
+        let gs: Vec<&Vec<usize>> = groups.values().filter(|g| g.len() > 1).collect();
+        let (tp, tb) = gs
+            .par_iter()
+            .map(|g| {
+                let (mut a, mut b) = (0u64, 0u64);
+                for x in 0..g.len() {
+                    for y in x + 1..g.len() {
+                        let (i, j) = (g[x], g[y]);
+                        if let Some(s) = split {
+                            if (i < s) == (j < s) {
+                                continue;
+                            }
+                        }
+                        a += 1;
+                        if blocker.would_compare(i.min(j), i.max(j)) {
+                            b += 1;
+                        }
+                    }
+                }
+                (a, b)
+            })
+            .reduce(|| (0, 0), |x, y| (x.0 + y.0, x.1 + y.1));
+        true_pairs = Some(tp);
+        true_blocked = Some(tb);
+        lap("blocking recall", &mut t);
+    }
+    drop(blocker);
+
+    let patterns: HashMap<u64, u64, ahash::RandomState> = compared
+        .par_chunks(1 << 16)
+        .map(|ch| {
+            let mut m: HashMap<u64, u64, ahash::RandomState> = HashMap::default();
+            for p in ch {
+                *m.entry(p.2).or_insert(0) += 1;
+            }
+            m
+        })
+        .reduce(HashMap::default, |mut a, b| {
+            for (k, v) in b {
+                *a.entry(k).or_insert(0) += v;
+            }
+            a
+        });
+    let mut model = Model::new(cfg, u, sampled);
+    model.em(cfg, &patterns);
+    lap("em", &mut t);
+
+    let tf = Tf {
+        counts: prep.fields.iter().map(|f| f.tf.clone()).collect(),
+        nonempty: prep.nonempty.clone(),
+    };
+    drop(prep);
+    let threshold = cfg.threshold;
+    let kept: Vec<(u32, u32, f64, u64)> = compared
+        .par_iter()
+        .filter_map(|&(i, j, lv)| {
+            let w = model.weight(&tf, lv, i as usize);
+            (probability(w) >= threshold).then_some((i, j, w, lv))
+        })
+        .collect();
+    let pairs_compared = compared.len() as u64;
+    drop(compared);
+    let cluster_threshold = cfg.cluster_threshold.unwrap_or(threshold);
+    let mut pairs = Vec::with_capacity(kept.len());
+    let mut weights = Vec::with_capacity(kept.len());
+    let mut probs = Vec::with_capacity(kept.len());
+    let mut levels = Vec::with_capacity(kept.len());
+    for (i, j, w, lv) in kept {
+        pairs.push((i, j));
+        weights.push(w);
+        probs.push(probability(w));
+        levels.push(lv);
+    }
+    lap("score", &mut t);
+    let cl = if split.is_none() {
+        let tri: Vec<(u32, u32, f64)> = pairs
+            .iter()
+            .zip(&weights)
+            .map(|(&(i, j), &w)| (i, j, w))
+            .collect();
+        clusters(n, &tri, |k| probs[k] >= cluster_threshold)
+    } else {
+        Vec::new()
+    };
+    lap("cluster", &mut t);
+
+    let stats = Stats {
+        records_left: split.unwrap_or(n),
+        records_right: split.map_or(0, |s| n - s),
+        capped_blocks: rules.iter().map(|r| r.capped_blocks).sum(),
+        capped_pairs: rules.iter().map(|r| r.capped_pairs).sum(),
+        rules,
+        pairs_compared,
+        pairs_above_threshold: pairs.len() as u64,
+        distinct_patterns: patterns.len(),
+        u_pairs_sampled: model.u_pairs_sampled,
+        em_iterations: model.em_iterations_run,
+        prior: model.prior,
+        true_pairs,
+        true_pairs_blocked: true_blocked,
+        seconds,
+    };
+    Ok(Output {
+        ids: raw.ids.clone(),
+        split,
+        field_names: cfg.fields.iter().map(|f| f.name.clone()).collect(),
+        field_kinds: cfg.fields.iter().map(|f| f.kind).collect(),
+        pairs,
+        weights,
+        probs,
+        levels,
+        model,
+        tf,
+        clusters: cl,
+        stats,
+        cluster_threshold,
+    })
+}

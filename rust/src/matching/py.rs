@@ -1,0 +1,410 @@
+//! Python bindings of the matching engine: record tables in, a result object
+//! out. Conversions only; errors become ValueError / OSError, never panics.
+
+use pyo3::exceptions::{PyIndexError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::compare::level_of;
+use super::config::{Config, FieldType};
+use super::engine::{self, Output};
+use super::prepare::{RawTable, StrCol};
+use super::similarity as sim;
+use crate::sources::csvfile::sniff_delimiter;
+
+fn value_str(v: &Bound<'_, PyAny>) -> PyResult<String> {
+    if v.is_none() {
+        Ok(String::new())
+    } else if let Ok(s) = v.cast::<PyString>() {
+        Ok(s.to_str()?.to_owned())
+    } else {
+        Ok(v.str()?.to_str()?.to_owned())
+    }
+}
+
+fn column_of(list: &Bound<'_, PyAny>, n: usize, name: &str) -> PyResult<StrCol> {
+    let list = list
+        .cast::<PyList>()
+        .map_err(|_| PyValueError::new_err(format!("column {name:?} must be a list")))?;
+    if list.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "column {name:?} has {} values for {n} records",
+            list.len()
+        )));
+    }
+    let mut col = StrCol::with_capacity(n, n * 10);
+    for v in list.iter() {
+        if v.is_none() {
+            col.push("");
+        } else if let Ok(s) = v.cast::<PyString>() {
+            col.push(s.to_str()?);
+        } else {
+            col.push(&value_str(&v)?);
+        }
+    }
+    Ok(col)
+}
+
+/// Records to match, stored column by column in Rust.
+#[pyclass(module = "contactsync_agent._core", frozen)]
+pub struct RecordTable {
+    raw: RawTable,
+}
+
+#[pymethods]
+impl RecordTable {
+    /// ids: list of record ids; columns: {name: list of values (str or None)}.
+    #[staticmethod]
+    fn from_columns(ids: &Bound<'_, PyAny>, columns: &Bound<'_, PyDict>) -> PyResult<RecordTable> {
+        let n = ids
+            .cast::<PyList>()
+            .map_err(|_| PyValueError::new_err("ids must be a list"))?
+            .len();
+        let ids = column_of(ids, n, "id")?;
+        let mut cols = Vec::new();
+        for (k, v) in columns.iter() {
+            let name: String = k.extract()?;
+            cols.push((name.clone(), column_of(&v, n, &name)?));
+        }
+        Ok(RecordTable {
+            raw: RawTable { ids, columns: cols },
+        })
+    }
+
+    /// Reads the id column and `columns` from a CSV file (UTF-8, delimiter
+    /// sniffed); columns absent from the file are read as empty.
+    #[staticmethod]
+    #[pyo3(signature = (path, id_column, columns))]
+    fn from_csv(
+        py: Python<'_>,
+        path: &str,
+        id_column: &str,
+        columns: Vec<String>,
+    ) -> PyResult<RecordTable> {
+        let path_s = path.to_string();
+        let raw = py
+            .detach(move || read_csv(&path_s, id_column, &columns))
+            .map_err(|e| match e {
+                CsvError::Io(e) => PyOSError::new_err(format!("{path}: {e}")),
+                CsvError::Format(m) => PyValueError::new_err(format!("{path}: {m}")),
+            })?;
+        Ok(RecordTable { raw })
+    }
+
+    fn __len__(&self) -> usize {
+        self.raw.len()
+    }
+
+    #[getter]
+    fn columns(&self) -> Vec<String> {
+        self.raw.columns.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+enum CsvError {
+    Io(std::io::Error),
+    Format(String),
+}
+
+fn read_csv(path: &str, id_column: &str, columns: &[String]) -> Result<RawTable, CsvError> {
+    let data = std::fs::read(path).map_err(CsvError::Io)?;
+    let body = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(sniff_delimiter(body))
+        .flexible(true)
+        .from_reader(body);
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| CsvError::Format(e.to_string()))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let id_at = headers
+        .iter()
+        .position(|h| h == id_column)
+        .ok_or_else(|| CsvError::Format(format!("no id column {id_column:?} in the header")))?;
+    let wanted: Vec<(String, Option<usize>)> = columns
+        .iter()
+        .map(|c| (c.clone(), headers.iter().position(|h| h == c)))
+        .collect();
+    let mut ids = StrCol::new();
+    let mut cols: Vec<StrCol> = wanted.iter().map(|_| StrCol::new()).collect();
+    let mut rec = csv::StringRecord::new();
+    loop {
+        match rdr.read_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                return Err(CsvError::Format(format!("line {line}: {e}")));
+            }
+        }
+        ids.push(rec.get(id_at).unwrap_or("").trim());
+        for ((_, at), col) in wanted.iter().zip(cols.iter_mut()) {
+            col.push(at.and_then(|a| rec.get(a)).unwrap_or(""));
+        }
+    }
+    Ok(RawTable {
+        ids,
+        columns: wanted.into_iter().map(|(n, _)| n).zip(cols).collect(),
+    })
+}
+
+/// The outcome of one run: the pairs above threshold, their explanations,
+/// clusters and statistics.
+#[pyclass(module = "contactsync_agent._core", frozen)]
+pub struct MatchOutput {
+    out: Output,
+}
+
+impl MatchOutput {
+    fn id(&self, i: u32) -> &str {
+        self.out.ids.get(i as usize)
+    }
+    fn check(&self, k: usize) -> PyResult<()> {
+        if k >= self.out.pairs.len() {
+            return Err(PyIndexError::new_err(format!("pair {k} out of range")));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl MatchOutput {
+    fn __len__(&self) -> usize {
+        self.out.pairs.len()
+    }
+
+    /// (left id, right id, probability, weight) of pair k.
+    fn pair(&self, k: usize) -> PyResult<(String, String, f64, f64)> {
+        self.check(k)?;
+        let (i, j) = self.out.pairs[k];
+        Ok((
+            self.id(i).into(),
+            self.id(j).into(),
+            self.out.probs[k],
+            self.out.weights[k],
+        ))
+    }
+
+    /// All pairs at once: (left ids, right ids, probabilities, weights).
+    #[allow(clippy::type_complexity)]
+    fn arrays(&self) -> (Vec<String>, Vec<String>, Vec<f64>, Vec<f64>) {
+        let o = &self.out;
+        (
+            o.pairs.iter().map(|p| self.id(p.0).to_string()).collect(),
+            o.pairs.iter().map(|p| self.id(p.1).to_string()).collect(),
+            o.probs.clone(),
+            o.weights.clone(),
+        )
+    }
+
+    /// Per field (name, agreement level, weight counted) for pair k.
+    fn explain(&self, k: usize) -> PyResult<Vec<(String, String, f64)>> {
+        self.check(k)?;
+        Ok(self.out.explain(k))
+    }
+
+    #[getter]
+    fn prior_weight(&self) -> f64 {
+        self.out.model.prior_weight()
+    }
+
+    #[getter]
+    fn fields(&self) -> Vec<String> {
+        self.out.field_names.clone()
+    }
+
+    #[getter]
+    fn is_link(&self) -> bool {
+        self.out.split.is_some()
+    }
+
+    /// Clusters of two or more records: (member ids, strongest pair index,
+    /// weakest holding pair index).
+    fn clusters(&self) -> Vec<(Vec<String>, usize, usize)> {
+        self.out
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.members.iter().map(|m| self.id(*m).to_string()).collect(),
+                    c.strongest,
+                    c.weakest,
+                )
+            })
+            .collect()
+    }
+
+    /// Blocking and estimation statistics as a JSON object.
+    fn stats_json(&self) -> String {
+        let s = &self.out.stats;
+        let rules: Vec<serde_json::Value> = s
+            .rules
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "rule": r.name, "blocks": r.blocks, "pairs": r.pairs,
+                    "pairs_raw": r.pairs_raw, "capped_blocks": r.capped_blocks,
+                    "capped_pairs": r.capped_pairs, "largest_block": r.largest_block,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "records_left": s.records_left,
+            "records_right": s.records_right,
+            "rules": rules,
+            "pairs_compared": s.pairs_compared,
+            "capped_blocks": s.capped_blocks,
+            "capped_pairs": s.capped_pairs,
+            "pairs_above_threshold": s.pairs_above_threshold,
+            "clusters": self.out.clusters.len(),
+            "distinct_patterns": s.distinct_patterns,
+            "u_pairs_sampled": s.u_pairs_sampled,
+            "em_iterations": s.em_iterations,
+            "prior": s.prior,
+            "true_pairs": s.true_pairs,
+            "true_pairs_blocked": s.true_pairs_blocked,
+            "seconds": s.seconds.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// The fitted model: per field, level labels with m, u and weight.
+    fn model_json(&self) -> String {
+        let o = &self.out;
+        let fields: Vec<serde_json::Value> = o
+            .field_names
+            .iter()
+            .enumerate()
+            .map(|(f, name)| {
+                let levels: Vec<serde_json::Value> = o.field_kinds[f]
+                    .levels()
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .map(|(l, label)| {
+                        serde_json::json!({
+                            "level": label, "m": o.model.m[f][l], "u": o.model.u[f][l],
+                            "weight": o.model.w[f][l],
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"field": name, "levels": levels})
+            })
+            .collect();
+        serde_json::json!({"prior": o.model.prior, "fields": fields}).to_string()
+    }
+}
+
+/// Runs a link (right given) or a dedupe (right None).
+#[pyfunction]
+#[pyo3(signature = (config_json, left, right = None, label_column = None))]
+fn run_match(
+    py: Python<'_>,
+    config_json: &str,
+    left: &RecordTable,
+    right: Option<&RecordTable>,
+    label_column: Option<&str>,
+) -> PyResult<MatchOutput> {
+    let cfg = Config::from_json(config_json).map_err(PyValueError::new_err)?;
+    let (l, r) = (&left.raw, right.map(|r| &r.raw));
+    let out = py
+        .detach(|| engine::run(&cfg, l, r, label_column))
+        .map_err(PyValueError::new_err)?;
+    Ok(MatchOutput { out })
+}
+
+fn kind_of(kind: &str) -> PyResult<FieldType> {
+    serde_json::from_value(serde_json::Value::String(kind.to_string()))
+        .map_err(|_| PyValueError::new_err(format!("unknown field type {kind:?}")))
+}
+
+// ---- comparators, exposed one by one for tests and one-off use
+
+#[pyfunction]
+fn jaro_winkler(a: &str, b: &str) -> f64 {
+    sim::jaro_winkler(a, b)
+}
+
+#[pyfunction]
+fn jaro(a: &str, b: &str) -> f64 {
+    sim::jaro(a, b)
+}
+
+#[pyfunction]
+fn damerau_levenshtein(a: &str, b: &str) -> usize {
+    sim::damerau_levenshtein(a, b)
+}
+
+#[pyfunction]
+fn token_set_ratio(a: &str, b: &str) -> f64 {
+    sim::token_set_ratio(a, b)
+}
+
+#[pyfunction]
+fn name_similarity(a: &str, b: &str) -> f64 {
+    sim::name_tokens_similarity(a, b)
+}
+
+#[pyfunction]
+fn nickname_match(a: &str, b: &str) -> bool {
+    sim::nickname_match(a, b)
+}
+
+#[pyfunction]
+fn soundex(word: &str) -> String {
+    sim::soundex(word)
+}
+
+/// How two dates agree: "exact", "day_month_swapped", "one_digit_off",
+/// "same_year", "different"; None when either cannot be read.
+#[pyfunction]
+fn compare_dates(a: &str, b: &str) -> Option<&'static str> {
+    let (a, b) = (sim::parse_date(a)?, sim::parse_date(b)?);
+    Some(match sim::compare_dates(a, b) {
+        sim::DateAgreement::Exact => "exact",
+        sim::DateAgreement::DayMonthSwapped => "day_month_swapped",
+        sim::DateAgreement::OneDigitOff => "one_digit_off",
+        sim::DateAgreement::SameYear => "same_year",
+        sim::DateAgreement::Different => "different",
+    })
+}
+
+/// Agreement level label of two raw values of a field type ("given_name",
+/// "email", ...), normalised as the engine would.
+#[pyfunction]
+#[pyo3(signature = (kind, a, b, region = "AU"))]
+fn compare_values(kind: &str, a: &str, b: &str, region: &str) -> PyResult<&'static str> {
+    let k = kind_of(kind)?;
+    let (mut na, mut nb) = (String::new(), String::new());
+    super::prepare::normalize(k, a, region, &mut na);
+    super::prepare::normalize(k, b, region, &mut nb);
+    if na.is_empty() || nb.is_empty() {
+        return Ok(k.levels()[0]);
+    }
+    Ok(k.levels()[level_of(k, &na, &nb) as usize])
+}
+
+/// The agreement level labels of a field type, from "missing" up.
+#[pyfunction]
+fn field_levels(kind: &str) -> PyResult<Vec<&'static str>> {
+    Ok(kind_of(kind)?.levels().to_vec())
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<RecordTable>()?;
+    m.add_class::<MatchOutput>()?;
+    m.add_function(wrap_pyfunction!(run_match, m)?)?;
+    m.add_function(wrap_pyfunction!(jaro_winkler, m)?)?;
+    m.add_function(wrap_pyfunction!(jaro, m)?)?;
+    m.add_function(wrap_pyfunction!(damerau_levenshtein, m)?)?;
+    m.add_function(wrap_pyfunction!(token_set_ratio, m)?)?;
+    m.add_function(wrap_pyfunction!(name_similarity, m)?)?;
+    m.add_function(wrap_pyfunction!(nickname_match, m)?)?;
+    m.add_function(wrap_pyfunction!(soundex, m)?)?;
+    m.add_function(wrap_pyfunction!(compare_dates, m)?)?;
+    m.add_function(wrap_pyfunction!(compare_values, m)?)?;
+    m.add_function(wrap_pyfunction!(field_levels, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Fellegi–Sunter scoring: m and u probabilities per field and agreement
+//! level, u from random pairs of the data, m by EM over the blocked pairs'
+//! comparison patterns (u held fixed), then a match weight, a probability
+//! and each field's contribution per pair. No blocking or I/O here.
+
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+use super::compare::{get_level, Comparer};
+use super::config::Config;
+use super::prepare::Prepared;
+
+/// SplitMix64: a small, seeded, reproducible generator for sampling.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (((self.next_u64() >> 11) as u128 * n as u128) >> 53) as usize
+    }
+}
+
+/// Term frequencies kept for scoring after the values are dropped: per field
+/// the count of records holding each record's value, and the records with a
+/// value at all.
+#[derive(Debug, Default)]
+pub struct Tf {
+    pub counts: Vec<Vec<u32>>,
+    pub nonempty: Vec<usize>,
+}
+
+/// Estimated parameters: per field, m and u per level (index 0 unused).
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub m: Vec<Vec<f64>>,
+    pub u: Vec<Vec<f64>>,
+    /// log2(m/u) per field and level (0 for level 0).
+    pub w: Vec<Vec<f64>>,
+    /// prior probability that a blocked pair matches
+    pub prior: f64,
+    pub em_iterations_run: usize,
+    pub u_pairs_sampled: u64,
+    /// per field: top level index, whether tf applies, m of the top level
+    pub tf: Vec<bool>,
+    pub groups: Vec<Option<usize>>,
+    pub group_members: Vec<Vec<usize>>,
+}
+
+/// u: level frequencies over `samples` random pairs (left × right in link
+/// mode), with add-one smoothing so no level is impossible.
+pub fn estimate_u(
+    cfg: &Config,
+    prep: &Prepared,
+    cmp: &Comparer,
+    split: Option<usize>,
+) -> (Vec<Vec<f64>>, u64) {
+    let n = prep.n;
+    let nf = cfg.fields.len();
+    let total_pairs: u128 = match split {
+        Some(s) => s as u128 * (n - s) as u128,
+        None => n as u128 * n.saturating_sub(1) as u128 / 2,
+    };
+    let samples = (cfg.u_sample_pairs as u128).min(total_pairs) as usize;
+    let chunks = 64usize;
+    let per = samples.div_ceil(chunks.max(1));
+    let counts: Vec<Vec<u64>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut rng = Rng::new(cfg.seed.wrapping_add(c as u64 * 7919));
+            let mut cnt = vec![0u64; nf * 16];
+            let todo = per.min(samples.saturating_sub(c * per));
+            for _ in 0..todo {
+                let (i, j) = match split {
+                    Some(s) => (rng.below(s), s + rng.below(n - s)),
+                    None => {
+                        let i = rng.below(n);
+                        let mut j = rng.below(n - 1);
+                        if j >= i {
+                            j += 1;
+                        }
+                        (i, j)
+                    }
+                };
+                let lv = cmp.compare(i, j);
+                for f in 0..nf {
+                    cnt[f * 16 + get_level(lv, f) as usize] += 1;
+                }
+            }
+            cnt
+        })
+        .collect();
+    let mut u = Vec::with_capacity(nf);
+    for (f, spec) in cfg.fields.iter().enumerate() {
+        let nl = spec.kind.nlevels();
+        let c: Vec<u64> = (0..nl)
+            .map(|l| counts.iter().map(|v| v[f * 16 + l]).sum())
+            .collect();
+        let nonnull: u64 = c[1..].iter().sum();
+        let mut uf = vec![0.0; nl];
+        for l in 1..nl {
+            uf[l] = (c[l] as f64 + 1.0) / (nonnull as f64 + (nl - 1) as f64);
+        }
+        if let Some(fixed) = &spec.u {
+            uf[1..].copy_from_slice(fixed);
+        }
+        u.push(uf);
+    }
+    (u, samples as u64)
+}
+
+impl Model {
+    pub fn new(cfg: &Config, u: Vec<Vec<f64>>, u_pairs: u64) -> Model {
+        let m: Vec<Vec<f64>> = cfg
+            .fields
+            .iter()
+            .map(|f| {
+                let mut v = vec![0.0];
+                v.extend(f.m.clone().unwrap_or_else(|| f.kind.default_m()));
+                v
+            })
+            .collect();
+        let mut names: Vec<&str> = Vec::new();
+        let groups: Vec<Option<usize>> = cfg
+            .fields
+            .iter()
+            .map(|f| {
+                f.group
+                    .as_deref()
+                    .map(|g| match names.iter().position(|x| *x == g) {
+                        Some(k) => k,
+                        None => {
+                            names.push(g);
+                            names.len() - 1
+                        }
+                    })
+            })
+            .collect();
+        let group_members = (0..names.len())
+            .map(|g| {
+                (0..cfg.fields.len())
+                    .filter(|f| groups[*f] == Some(g))
+                    .collect()
+            })
+            .collect();
+        let mut model = Model {
+            w: Vec::new(),
+            m,
+            u,
+            prior: cfg.prior.unwrap_or(0.1),
+            em_iterations_run: 0,
+            u_pairs_sampled: u_pairs,
+            tf: cfg.fields.iter().map(|f| f.tf).collect(),
+            groups,
+            group_members,
+        };
+        model.update_weights();
+        model
+    }
+
+    fn update_weights(&mut self) {
+        self.w = self
+            .m
+            .iter()
+            .zip(&self.u)
+            .map(|(m, u)| {
+                m.iter()
+                    .zip(u)
+                    .enumerate()
+                    .map(|(l, (m, u))| if l == 0 { 0.0 } else { (m / u).log2() })
+                    .collect()
+            })
+            .collect();
+    }
+
+    /// EM over the distinct comparison patterns of the blocked pairs; u fixed.
+    pub fn em(&mut self, cfg: &Config, patterns: &HashMap<u64, u64, ahash::RandomState>) {
+        if !cfg.em || patterns.is_empty() {
+            return;
+        }
+        let nf = cfg.fields.len();
+        let pats: Vec<(u64, f64)> = patterns.iter().map(|(p, c)| (*p, *c as f64)).collect();
+        let total: f64 = pats.iter().map(|p| p.1).sum();
+        for it in 0..cfg.em_iterations {
+            let lp = (self.prior / (1.0 - self.prior)).log2();
+            let mut acc: Vec<Vec<f64>> = self.m.iter().map(|m| vec![0.0; m.len()]).collect();
+            let mut matched = 0.0;
+            for &(p, c) in &pats {
+                let mut s = lp;
+                for f in 0..nf {
+                    s += self.w[f][get_level(p, f) as usize];
+                }
+                let post = 1.0 / (1.0 + (-s * std::f64::consts::LN_2).exp());
+                let wc = post * c;
+                matched += wc;
+                for (f, a) in acc.iter_mut().enumerate() {
+                    a[get_level(p, f) as usize] += wc;
+                }
+            }
+            let mut delta: f64 = 0.0;
+            for (f, spec) in cfg.fields.iter().enumerate() {
+                if spec.m.is_some() {
+                    continue;
+                }
+                let nl = self.m[f].len();
+                let sum: f64 = acc[f][1..].iter().sum();
+                if sum <= 0.0 {
+                    continue;
+                }
+                for (m, a) in self.m[f].iter_mut().zip(&acc[f]).skip(1) {
+                    let v = (a + 0.01) / (sum + 0.01 * (nl - 1) as f64);
+                    delta = delta.max((v - *m).abs());
+                    *m = v;
+                }
+            }
+            if cfg.prior.is_none() {
+                self.prior = (matched / total).clamp(1e-9, 1.0 - 1e-9);
+            }
+            self.update_weights();
+            self.em_iterations_run = it + 1;
+            if delta < 1e-5 {
+                break;
+            }
+        }
+    }
+
+    /// Each field's counted weight for a pair; group members count their
+    /// strongest agreement and strongest disagreement once.
+    pub fn contributions(&self, tf: &Tf, levels: u64, i: usize, out: &mut [f64]) -> f64 {
+        let nf = self.m.len();
+        for (f, o) in out.iter_mut().enumerate().take(nf) {
+            let l = get_level(levels, f) as usize;
+            let top = self.m[f].len() - 1;
+            *o = if l == top && self.tf[f] {
+                let cnt = tf.counts[f][i].max(1) as f64;
+                let u_tf = (cnt / tf.nonempty[f].max(1) as f64).max(1e-9);
+                // never let a common value weigh more than the average u says
+                (self.m[f][l] / u_tf).log2().min(self.w[f][l] + 10.0)
+            } else {
+                self.w[f][l]
+            };
+        }
+        {
+            for members in &self.group_members {
+                let best_pos = members
+                    .iter()
+                    .copied()
+                    .filter(|f| out[*f] > 0.0)
+                    .max_by(|a, b| out[*a].total_cmp(&out[*b]));
+                let worst_neg = members
+                    .iter()
+                    .copied()
+                    .filter(|f| out[*f] < 0.0)
+                    .min_by(|a, b| out[*a].total_cmp(&out[*b]));
+                for &f in members {
+                    if Some(f) != best_pos && Some(f) != worst_neg {
+                        out[f] = 0.0;
+                    }
+                }
+            }
+        }
+        out[..nf].iter().sum()
+    }
+
+    /// log2 prior odds + the fields' weights.
+    pub fn prior_weight(&self) -> f64 {
+        (self.prior / (1.0 - self.prior)).log2()
+    }
+
+    pub fn weight(&self, tf: &Tf, levels: u64, i: usize) -> f64 {
+        let mut buf = [0.0f64; 16];
+        self.prior_weight() + self.contributions(tf, levels, i, &mut buf)
+    }
+}
+
+pub fn probability(weight: f64) -> f64 {
+    1.0 / (1.0 + (-weight * std::f64::consts::LN_2).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_uniform_enough() {
+        let mut r = Rng::new(1);
+        let mut c = [0u32; 10];
+        for _ in 0..100_000 {
+            c[r.below(10)] += 1;
+        }
+        assert!(c.iter().all(|&x| (9_000..11_000).contains(&x)), "{c:?}");
+    }
+
+    #[test]
+    fn probability_of_weights() {
+        assert!((probability(0.0) - 0.5).abs() < 1e-12);
+        assert!((probability(10.0) - 1024.0 / 1025.0).abs() < 1e-12);
+        assert!(probability(-50.0) < 1e-12);
+    }
+}
