@@ -6,7 +6,9 @@ and the key. It must not open the database or touch sources.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,9 @@ class SourceConfig:
     mapping: dict[str, str] = field(default_factory=dict)
     mass_delete_limit: float = 0.20
     max_file_bytes: int = 2 << 30
+    chunk_size: int | None = None
+    # A run slower than this makes the source degraded (default: half the interval).
+    max_duration: float | None = None
     ownership: dict[str, str] = field(default_factory=dict)
     unique: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +82,26 @@ class SourceConfig:
 class AlertsConfig:
     webhook: str = ""
     command: str = ""
+    timeout: float = 10.0
+
+
+@dataclass
+class DaemonConfig:
+    """How the background agent paces itself; every value has a safe default."""
+
+    heartbeat: float = 15.0
+    # File events are hints: each watched folder is listed again at least this often.
+    rescan: float = 60.0
+    retry_base: float = 30.0
+    retry_max: float = 900.0
+    max_attempts: int = 5
+    log_level: str = "INFO"
+    log_max_bytes: int = 10 << 20
+    log_backups: int = 5
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_RESCAN = 60.0
 
 
 @dataclass
@@ -89,6 +114,7 @@ class AgentConfig:
     review_threshold: float = 0.5
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def source(self, name: str) -> SourceConfig:
@@ -135,8 +161,19 @@ def _source(name: str, data: dict[str, Any], path: str | None) -> SourceConfig:
             setattr(src, key, parse_duration(value, full, path))
         elif key == "polling":
             src.polling = _expect(value, bool, full, path)
-        elif key in ("path", "pattern", "encoding", "delimiter"):
+        elif key == "path":
+            src.path = str(_relative_to(_expect(value, str, full, path), path))
+        elif key == "pattern":
+            if not _expect(value, str, full, path).strip() or "/" in value or "\\" in value:
+                raise ConfigError(f"expected a file name pattern such as *.csv, got {value!r}",
+                                  path=path, key=full)
+            src.pattern = value
+        elif key in ("encoding", "delimiter"):
             setattr(src, key, _expect(value, str, full, path))
+        elif key == "chunk_size":
+            src.chunk_size = _positive_int(value, full, path)
+        elif key == "max_duration":
+            src.max_duration = parse_duration(value, full, path)
         elif key == "mapping":
             _expect(value, dict, full, path)
             for col, target in value.items():
@@ -152,7 +189,7 @@ def _source(name: str, data: dict[str, Any], path: str | None) -> SourceConfig:
                                   path=path, key=full)
             src.mass_delete_limit = float(v)
         elif key == "max_file_bytes":
-            src.max_file_bytes = int(_expect(value, int, full, path))
+            src.max_file_bytes = _positive_int(value, full, path)
         elif key == "ownership":
             _expect(value, dict, full, path)
             for fld, owner in value.items():
@@ -170,6 +207,52 @@ def _source(name: str, data: dict[str, Any], path: str | None) -> SourceConfig:
     if src.kind == "folder" and src.enabled and not src.path:
         raise ConfigError("an enabled folder source needs a path", path=path, key=f"{k}.path")
     return src
+
+
+def _positive_int(value: Any, key: str, path: str | None) -> int:
+    v = int(_expect(value, int, key, path))
+    if v <= 0:
+        raise ConfigError(f"must be a whole number above zero, got {v}", path=path, key=key)
+    return v
+
+
+def _relative_to(value: str, config_path: str | None) -> Path:
+    """A path from the config file: `~` expanded, relative ones from the file's folder."""
+    p = Path(value).expanduser()
+    if not p.is_absolute() and config_path:
+        p = Path(config_path).absolute().parent / p
+    return p
+
+
+def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) -> bool:
+    """Applies one `[agent]` setting of the daemon; False when `key` is not one."""
+    full = f"agent.{key}"
+    d = cfg.daemon
+    if key in ("heartbeat", "retry_base", "retry_max"):
+        setattr(d, key, parse_duration(value, full, path))
+    elif key == "rescan":
+        d.rescan = parse_duration(value, full, path)
+        if d.rescan > MAX_RESCAN:
+            raise ConfigError(f"at most {MAX_RESCAN:.0f}s: file events can be lost, so each "
+                              "folder is listed again at least once a minute",
+                              path=path, key=full)
+    elif key == "max_attempts":
+        d.max_attempts = _positive_int(value, full, path)
+    elif key == "log_level":
+        level = _expect(value, str, full, path).upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"unknown level {value!r} (one of {', '.join(LOG_LEVELS)})",
+                              path=path, key=full)
+        d.log_level = level
+    elif key == "log_max_bytes":
+        d.log_max_bytes = _positive_int(value, full, path)
+    elif key == "log_backups":
+        d.log_backups = int(_expect(value, int, full, path))
+        if d.log_backups < 0:
+            raise ConfigError("must be zero or more", path=path, key=full)
+    else:
+        return False
+    return True
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, required: bool = False
@@ -200,7 +283,7 @@ def parse_config(data: dict[str, Any], path: str | None = None) -> AgentConfig:
     for key, value in agent.items():
         full = f"agent.{key}"
         if key == "database":
-            cfg.database = Path(_expect(value, str, full, path)).expanduser()
+            cfg.database = _relative_to(_expect(value, str, full, path), path)
         elif key == "default_region":
             region = _expect(value, str, full, path).strip().upper()
             if len(region) != 2 or not region.isalpha():
@@ -208,8 +291,8 @@ def parse_config(data: dict[str, Any], path: str | None = None) -> AgentConfig:
                                   path=path, key=full)
             cfg.default_region = region
         elif key == "log_file":
-            cfg.log_file = Path(_expect(value, str, full, path)).expanduser()
-        else:
+            cfg.log_file = _relative_to(_expect(value, str, full, path), path)
+        elif not _daemon_setting(cfg, key, value, path):
             raise ConfigError("unknown setting", path=path, key=full)
     matching = _expect(data.get("matching", {}), dict, "matching", path)
     for key, value in matching.items():
@@ -225,7 +308,183 @@ def parse_config(data: dict[str, Any], path: str | None = None) -> AgentConfig:
         cfg.sources[name] = _source(name, _expect(sdata, dict, f"sources.{name}", path), path)
     alerts = _expect(data.get("alerts", {}), dict, "alerts", path)
     for key, value in alerts.items():
-        if key not in ("webhook", "command"):
-            raise ConfigError("unknown setting", path=path, key=f"alerts.{key}")
-        setattr(cfg.alerts, key, _expect(value, str, f"alerts.{key}", path))
+        full = f"alerts.{key}"
+        if key == "timeout":
+            cfg.alerts.timeout = parse_duration(value, full, path)
+        elif key == "webhook":
+            url = _expect(value, str, full, path).strip()
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"expected an http:// or https:// URL, got {value!r}",
+                                  path=path, key=full)
+            cfg.alerts.webhook = url
+        elif key == "command":
+            cfg.alerts.command = _expect(value, str, full, path)
+        else:
+            raise ConfigError("unknown setting", path=path, key=full)
     return cfg
+
+
+# ---------------------------------------------------------------- writing the file
+
+EXAMPLE_CONFIG = '''\
+# contactsync-agent configuration (TOML).
+# Check it with `contactsync source list`; the running agent re-reads it when the
+# file changes (within a minute) or on SIGHUP.
+
+[agent]
+# The mirror database. Default: mirror.db in the platform's user data directory.
+# Relative paths are relative to this file's folder.
+database = "{database}"
+# Region for phone numbers written without a country code.
+default_region = "AU"
+# The rotating log file (default: contactsync-agent.log beside the database).
+# log_file = "/var/log/contactsync/agent.log"
+# log_level = "INFO"          # DEBUG | INFO | WARNING | ERROR
+# log_max_bytes = 10485760    # rotate at 10 MB ...
+# log_backups = 5             # ... keeping 5 old files
+# heartbeat = "15s"           # how often the agent records that it is alive
+# rescan = "60s"              # list each watched folder at least this often (at most 60s)
+# retry_base = "30s"          # a run that failed is retried after 30s, 60s, 120s, ...
+# retry_max = "15m"           # ... at most this far apart,
+# max_attempts = 5            # ... and then the file goes to failed/.
+
+# One table per source. Every source is disabled until enabled with
+#   contactsync source enable NAME
+[sources.xpm]
+enabled = false
+kind = "folder"               # a folder export files are dropped into
+path = "/srv/exports/xpm"     # processed files move to path/processed, refused ones
+                              # to path/failed with a .error.txt that says why
+pattern = "*.csv"             # which files; ~$*, *.tmp, *.part and dot files are ignored
+format = "csv"                # csv | json | ndjson
+mode = "full"                 # full: absent contacts are deleted | incremental
+interval = "30m"              # exports expected this often: none for twice as long is
+                              # reported (health "degraded")
+settle_seconds = 5            # a file is taken once unchanged (size, mtime) this long
+polling = false               # true for network shares (SMB/NFS), where file events fail
+# mass_delete_limit = 0.2     # refuse a run deleting more than 20 % of the contacts
+# max_file_bytes = 2147483648
+# encoding = "windows-1252"   # default: detected (utf-8, else windows-1252)
+# max_duration = "15m"        # a slower run is reported (default: half the interval)
+
+# Source column -> contact field. Common headings are recognised without this.
+[sources.xpm.mapping]
+"Client ID" = "external_id"
+"First Name" = "given_name"
+"Surname" = "family_name"
+"Email Address" = "email"
+
+[alerts]
+# A health change of a source (degraded, failing, recovered) is always logged, and
+# also POSTed as JSON to this URL ...
+webhook = ""                  # e.g. "http://127.0.0.1:9000/contactsync"
+# ... and/or given as JSON on stdin to this command (run without a shell).
+command = ""                  # e.g. "/usr/local/bin/notify-admin"
+# timeout = "10s"
+'''
+
+
+def example_config(database: str | os.PathLike[str]) -> str:
+    """The commented config `contactsync init` writes; every source disabled."""
+    return EXAMPLE_CONFIG.format(database=str(database).replace("\\", "\\\\"))
+
+
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_ENABLED = re.compile(r"^(\s*enabled\s*=\s*)(true|false)(\s*(#.*)?)$")
+
+
+def _table_name(header: str) -> list[str]:
+    """`sources."my src"` -> ["sources", "my src"] (enough TOML for table headers)."""
+    parts: list[str] = []
+    for m in re.finditer(r'\s*("((?:[^"\\]|\\.)*)"|\'([^\']*)\'|[A-Za-z0-9_-]+)\s*(\.|$)',
+                         header):
+        parts.append(m.group(2) if m.group(2) is not None else
+                     m.group(3) if m.group(3) is not None else m.group(1))
+    return parts
+
+
+def set_source_enabled(text: str, name: str, enabled: bool, path: str | None = None) -> str:
+    """`text` with `enabled` of `[sources.NAME]` set; comments and layout kept.
+
+    A line-based edit: the `enabled = ...` line of that table is changed, or one
+    is added under its header.
+    """
+    lines = text.splitlines(keepends=True)
+    start = None
+    for i, line in enumerate(lines):
+        m = _HEADER.match(line)
+        if m and not line.lstrip().startswith("[["):
+            if start is not None:
+                end = i
+                break
+            if _table_name(m.group(1)) == ["sources", name]:
+                start = i
+    else:
+        end = len(lines)
+    if start is None:
+        raise ConfigError(f"no [sources.{name}] table (sources: see `contactsync source list`)",
+                          path=path, key=f"sources.{name}")
+    value = "true" if enabled else "false"
+    for i in range(start + 1, end):
+        m = _ENABLED.match(lines[i].rstrip("\r\n"))
+        if m:
+            eol = lines[i][len(lines[i].rstrip("\r\n")):]
+            lines[i] = f"{m.group(1)}{value}{m.group(3)}{eol}"
+            return "".join(lines)
+    eol = "\r\n" if lines[start].endswith("\r\n") else "\n"
+    if not lines[start].endswith(("\n", "\r")):
+        lines[start] += eol
+    lines.insert(start + 1, f"enabled = {value}{eol}")
+    return "".join(lines)
+
+
+def write_source_enabled(path: str | os.PathLike[str], name: str, enabled: bool) -> AgentConfig:
+    """Edits the config file in place (atomically) and returns the config it now holds.
+
+    The edited text is validated first: enabling a source with a bad or missing
+    setting fails with the key named and leaves the file untouched.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError("config file not found (write one with `contactsync init`)",
+                          path=str(p))
+    text = p.read_text(encoding="utf-8")
+    current = load_config(p, required=True)
+    if name not in current.sources:
+        raise ConfigError(f"no source {name!r} (sources: {', '.join(current.sources) or 'none'})",
+                          path=str(p), key=f"sources.{name}")
+    new_text = set_source_enabled(text, name, enabled, str(p))
+    try:
+        cfg = parse_config(tomllib.loads(new_text), str(p))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"the edit would not be valid TOML ({e}); edit the file by hand",
+                          path=str(p), key=f"sources.{name}.enabled") from None
+    if cfg.sources[name].enabled != enabled:
+        raise ConfigError("could not set it with a line edit; edit the file by hand",
+                          path=str(p), key=f"sources.{name}.enabled")
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(new_text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, p.stat().st_mode & 0o7777)
+        os.replace(tmp, p)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return cfg
+
+
+def write_example_config(path: str | os.PathLike[str], database: str | os.PathLike[str], *,
+                         force: bool = False) -> Path:
+    p = Path(path).expanduser()
+    if p.exists() and not force:
+        raise ConfigError("already exists; not overwritten (use --force)", path=str(p))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = example_config(database)
+    parse_config(tomllib.loads(text), str(p))  # the example must always load
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return p
