@@ -150,39 +150,20 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
 @json_option
 @click.pass_obj
 def status(obj: Ctx, as_json: bool) -> None:
-    """Health of the mirror; exit 0 healthy, 1 degraded, 2 failing."""
+    """Agent, sources and queues; exit 0 healthy, 1 degraded, 2 failing.
+
+    Opens the mirror read-only: safe to call while the agent writes.
+    """
     store = Store.open(obj.db, readonly=True)
     try:
-        data = status_mod.collect(store)
+        data = status_mod.collect(store, obj.config)
     finally:
         store.close()
     if as_json:
         emit_json(data)
     else:
-        _print_status(data)
+        status_mod.render(data)
     sys.exit(status_mod.HEALTH_CODES[data["health"]])
-
-
-def _print_status(data: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
-    c = data["contacts"]
-    con.print(f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB) — "
-              f"health: [bold]{data['health']}[/]")
-    con.print(f"contacts: {c['total']:,} ({c['sync']:,} sync, {c['manual']:,} manual, "
-              f"{c['external']:,} external; {c['deleted']:,} deleted)   "
-              f"open activities: {data['open_activities']}   "
-              f"review items: {data['open_review_items']}   "
-              f"quarantined rows: {data['quarantined_rows']}   "
-              f"change feed at seq {data['last_change_seq']:,}")
-    t = Table("source", "health", "contacts", "last run", "outcome", "records", "why")
-    for s in data["sources"]:
-        r = s["last_run"]
-        t.add_row(s["name"], s["health"], f"{s['contacts']:,}", str(r["finished_at"] or
-                  r["started_at"]), r["status"], f"{r['records']:,}", s["why"])
-    con.print(t)
 
 
 # ---------------------------------------------------------------- contacts
@@ -358,7 +339,7 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
 
 
 # Commands of other modules register themselves here (one line each).
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent",)
 
 
 def _load_extensions() -> None:

@@ -1,90 +1,254 @@
 """What `contactsync status` reports, read from the mirror opened read-only.
 
-Collects facts and judges health; never writes and never waits on the writer.
+Collects facts (daemon, sources, queues, size) and judges health with
+`health.py`; never writes and never waits on the writer.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+from datetime import UTC, datetime
 from typing import Any
 
+from contactsync_agent import health
+from contactsync_agent.config import AgentConfig
 from contactsync_agent.store import Store
 
-HEALTH_CODES = {"healthy": 0, "degraded": 1, "failing": 2}
+HEALTH_CODES = health.CODES
+RUN_HISTORY = 20
+#: A heartbeat older than this many heartbeat intervals (and 30 s) means a hung agent.
+HEARTBEAT_GRACE = 3
 
 
 def source_health(runs: list[dict[str, Any]]) -> tuple[str, str]:
-    """(health, why) of one source from its latest runs, newest first."""
+    """(health, why) of one source from its latest runs, newest first (no staleness)."""
+    verdict = health.evaluate(runs, now=datetime.now(UTC))
     if not runs:
-        return "healthy", "no runs yet"
-    last = runs[0]
-    if last["status"] in ("failed", "refused", "aborted"):
-        streak = 0
-        for r in runs:
-            if r["status"] in ("failed", "refused", "aborted"):
-                streak += 1
-            else:
-                break
-        state = "failing" if streak >= 2 or last["status"] == "refused" else "degraded"
-        return state, f"last run {last['status']}: {last['error'] or 'no message'}"
-    if last["status"] == "running":
-        return "healthy", "a run is in progress"
-    if last["rejected"]:
-        return "degraded", f"last run rejected {last['rejected']} row(s)"
-    return "healthy", "last run ok"
+        return verdict.state, "no runs yet"
+    if any(r["status"] == "running" for r in runs[:1]):
+        return verdict.state, "a run is in progress"
+    return verdict.state, verdict.why if verdict.reasons else "last run ok"
 
 
-def collect(store: Store) -> dict[str, Any]:
-    conn = store.conn
-    cur = conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 500")
-    cols = [d[0] for d in cur.description]
-    all_runs = [dict(zip(cols, r, strict=True)) for r in cur]
-    by_source: dict[str, list[dict[str, Any]]] = {}
-    for r in all_runs:
-        by_source.setdefault(r["source"], []).append(r)
-    sources = []
-    for name in sorted(by_source):
-        runs = by_source[name]
-        health, why = source_health(runs)
-        last_ok = next((r for r in runs if r["status"] == "ok"), None)
-        linked = conn.execute(
-            "SELECT count(*) FROM contacts WHERE source = ? AND deleted_at IS NULL", (name,)
-        ).fetchone()[0]
-        sources.append({
-            "name": name,
-            "health": health,
-            "why": why,
-            "contacts": linked,
-            "last_run": runs[0],
-            "last_success_at": last_ok["finished_at"] if last_ok else None,
-        })
+def _pid_alive(pid: int) -> bool | None:
+    """None when this platform cannot tell (on Windows os.kill would end the process)."""
+    if os.name != "posix":
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    def count(sql: str) -> int:
-        return int(conn.execute(sql).fetchone()[0])
 
-    size = sum(
-        os.path.getsize(p)
-        for p in (str(store.path), f"{store.path}-wal")
-        if os.path.exists(p)
-    )
-    worst = max((s["health"] for s in sources), key=HEALTH_CODES.__getitem__, default="healthy")
-    return {
-        "database": str(store.path),
-        "database_bytes": size,
-        "health": worst,
-        "contacts": {
-            "total": count("SELECT count(*) FROM contacts WHERE deleted_at IS NULL"),
-            "sync": count("SELECT count(*) FROM contacts WHERE deleted_at IS NULL "
-                          "AND record_type = 'sync'"),
-            "manual": count("SELECT count(*) FROM contacts WHERE deleted_at IS NULL "
-                            "AND record_type = 'manual'"),
-            "external": count("SELECT count(*) FROM contacts WHERE deleted_at IS NULL "
-                              "AND record_type = 'external'"),
-            "deleted": count("SELECT count(*) FROM contacts WHERE deleted_at IS NOT NULL"),
-        },
-        "open_activities": count("SELECT count(*) FROM activities WHERE status = 'open'"),
-        "open_review_items": count("SELECT count(*) FROM review_items WHERE status = 'open'"),
-        "quarantined_rows": count("SELECT count(*) FROM quarantine"),
-        "last_change_seq": count("SELECT coalesce(max(seq), 0) FROM changes"),
-        "sources": sources,
+def _age(now: datetime, text: str | None) -> float | None:
+    t = health.parse_time(text)
+    return None if t is None else round((now - t).total_seconds(), 1)
+
+
+def daemon_status(meta: dict[str, str], running_run: dict[str, Any] | None,
+                  now: datetime) -> dict[str, Any]:
+    """The agent as recorded in `meta`: alive, stopped, hung or dead, and its health."""
+    out: dict[str, Any] = {
+        "state": meta.get("daemon.state", "never started"),
+        "running": False,
+        "pid": int(meta["daemon.pid"]) if meta.get("daemon.pid", "").isdigit() else None,
+        "host": meta.get("daemon.host"),
+        "version": meta.get("daemon.version"),
+        "config": meta.get("daemon.config") or None,
+        "started_at": meta.get("daemon.started_at"),
+        "stopped_at": meta.get("daemon.stopped_at"),
+        "uptime_s": None,
+        "heartbeat_at": meta.get("daemon.heartbeat_at"),
+        "heartbeat_age_s": _age(now, meta.get("daemon.heartbeat_at")),
+        "current_run": running_run["id"] if running_run else None,
+        "health": health.HEALTHY,
+        "why": "",
     }
+    if out["state"] != "running":
+        out["why"] = ("stopped at " + out["stopped_at"]) if out["stopped_at"] else out["state"]
+        return out
+    alive = None
+    if out["pid"] and out["host"] == socket.gethostname():
+        alive = _pid_alive(out["pid"])
+    try:
+        beat = float(meta.get("daemon.heartbeat_interval", "15"))
+    except ValueError:
+        beat = 15.0
+    age = out["heartbeat_age_s"]
+    if alive is False:
+        out.update(state="died", health=health.FAILING,
+                   why=f"process {out['pid']} ended without stopping cleanly")
+    elif age is not None and age > max(HEARTBEAT_GRACE * beat, 30.0) and running_run is None:
+        out.update(state="not responding", health=health.FAILING,
+                   why=f"no heartbeat for {age:.0f}s")
+    else:
+        out["running"] = True
+        out["uptime_s"] = _age(now, out["started_at"])
+        out["why"] = (f"running run {running_run['id']}" if running_run else "idle")
+    return out
+
+
+def _runs(conn: Any, source: str) -> list[dict[str, Any]]:
+    cur = conn.execute("SELECT * FROM runs WHERE source = ? ORDER BY id DESC LIMIT ?",
+                       (source, RUN_HISTORY))
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur]
+
+
+def collect(store: Store, config: AgentConfig | None = None,
+            now: datetime | None = None) -> dict[str, Any]:
+    """Everything `status` shows, as plain data (the `--json` output)."""
+    now = now or datetime.now(UTC)
+    config = config or AgentConfig()
+    conn = store.conn
+    conn.execute("BEGIN")  # one consistent snapshot; a read transaction never blocks the writer
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        running = conn.execute("SELECT id, source, started_at FROM runs WHERE status = 'running' "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+        running_run = ({"id": running[0], "source": running[1], "started_at": running[2]}
+                       if running else None)
+        daemon = daemon_status(meta, running_run, now)
+        try:
+            live = json.loads(meta.get("daemon.sources", "{}")) if daemon["running"] else {}
+        except ValueError:
+            live = {}
+        names = {r[0] for r in conn.execute("SELECT DISTINCT source FROM runs")}
+        names |= set(config.sources)
+        counts: dict[tuple[str | None, str, bool], int] = {}
+        for src, rtype, alive, n in conn.execute(
+                "SELECT source, record_type, deleted_at IS NULL, count(*) FROM contacts "
+                "GROUP BY 1, 2, 3"):
+            counts[(src, rtype, bool(alive))] = n
+        sources = [_source(name, config, _runs(conn, name), live.get(name, {}), daemon, meta,
+                           counts, now) for name in sorted(names)]
+
+        def count(sql: str) -> int:
+            return int(conn.execute(sql).fetchone()[0])
+
+        totals = {
+            "total": sum(n for (_, _, alive), n in counts.items() if alive),
+            **{t: sum(n for (_, rt, alive), n in counts.items() if alive and rt == t)
+               for t in ("sync", "manual", "external")},
+            "deleted": sum(n for (_, _, alive), n in counts.items() if not alive),
+        }
+        data = {
+            "database": str(store.path),
+            "database_bytes": sum(os.path.getsize(p) for p in (
+                str(store.path), f"{store.path}-wal", f"{store.path}-shm") if os.path.exists(p)),
+            "checked_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "health": health.worst([daemon["health"], *(s["health"] for s in sources)]),
+            "daemon": daemon,
+            "contacts": totals,
+            "open_activities": count("SELECT count(*) FROM activities WHERE status = 'open'"),
+            "open_review_items": count(
+                "SELECT count(*) FROM review_items WHERE status = 'open'"),
+            "quarantined_rows": count("SELECT count(*) FROM quarantine"),
+            "last_change_seq": count("SELECT coalesce(max(seq), 0) FROM changes"),
+            "sources": sources,
+        }
+    finally:
+        conn.execute("COMMIT")
+    return data
+
+
+def _source(name: str, config: AgentConfig, runs: list[dict[str, Any]], live: dict[str, Any],
+            daemon: dict[str, Any], meta: dict[str, str],
+            counts: dict[tuple[str | None, str, bool], int], now: datetime) -> dict[str, Any]:
+    cfg = config.sources.get(name)
+    enabled = bool(cfg and cfg.enabled)
+    expected = health.parse_time(daemon["started_at"]) if daemon["running"] else None
+    verdict = health.evaluate(
+        runs, now=now, interval=cfg.interval if enabled and cfg else None,
+        expected_since=expected, max_duration=cfg.max_duration if cfg else None,
+        problem=live.get("problem") if enabled else None)
+    last = runs[0] if runs else None
+    last_ok = next((r for r in runs if r["status"] == "ok"), None)
+    next_run = None
+    if enabled and daemon["running"] and live:
+        next_run = live.get("retry_at") or live.get("next_check_at")
+    run_fields = ("id", "status", "mode", "origin", "started_at", "finished_at", "duration_ms",
+                  "records", "created", "converted", "updated", "unchanged", "deleted",
+                  "unlinked", "review_items", "activities", "rejected", "error")
+    return {
+        "name": name,
+        "configured": cfg is not None,
+        "enabled": enabled,
+        "kind": cfg.kind if cfg else None,
+        "path": cfg.path if cfg else None,
+        "interval_s": cfg.interval if cfg else None,
+        "health": verdict.state,
+        "why": verdict.why if verdict.reasons else "last run ok",
+        "reasons": list(verdict.reasons),
+        "last_alerted": meta.get(f"alert.{name}.state"),
+        "contacts": sum(n for (src, _, alive), n in counts.items() if alive and src == name),
+        "last_run": {k: last[k] for k in run_fields} if last else None,
+        "last_success_at": last_ok["finished_at"] if last_ok else None,
+        "next_run": next_run,
+        "retry_at": live.get("retry_at"),
+        "pending_files": live.get("pending_files"),
+        "watch": live.get("watch"),
+        "observer_alive": live.get("observer_alive"),
+    }
+
+
+# ---------------------------------------------------------------- the table
+
+def _ago(now: datetime, text: str | None) -> str:
+    age = _age(now, text)
+    if age is None:
+        return "—"
+    a = abs(age)
+    span = (f"{a:.0f}s" if a < 120 else f"{a / 60:.0f} min" if a < 7200
+            else f"{a / 3600:.1f} h" if a < 172800 else f"{a / 86400:.1f} d")
+    return f"{span} ago" if age >= 0 else f"in {span}"
+
+
+def render(data: dict[str, Any]) -> None:
+    """Prints `data` as a few lines and a table (rich) for a person at a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    now = health.parse_time(data["checked_at"]) or datetime.now(UTC)
+    colour = {"healthy": "green", "degraded": "yellow", "failing": "red"}
+    con = Console()
+    h = data["health"]
+    con.print(f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB) — "
+              f"health: [bold {colour[h]}]{h}[/]")
+    d = data["daemon"]
+    if d["running"]:
+        up = d["uptime_s"] or 0
+        con.print(f"agent: [green]running[/] pid {d['pid']} on {d['host']}, up "
+                  f"{up / 3600:.1f} h, last heartbeat {_ago(now, d['heartbeat_at'])} "
+                  f"({d['why']})")
+    else:
+        style = colour[d["health"]]
+        con.print(f"agent: [{style}]{d['state']}[/]"
+                  + (f" (pid {d['pid']}): {d['why']}" if d["pid"] else ""))
+    c = data["contacts"]
+    con.print(f"contacts: {c['total']:,} ({c['sync']:,} sync, {c['manual']:,} manual, "
+              f"{c['external']:,} external; {c['deleted']:,} deleted)   "
+              f"open activities: {data['open_activities']}   "
+              f"review items: {data['open_review_items']}   "
+              f"quarantined rows: {data['quarantined_rows']}   "
+              f"change feed at seq {data['last_change_seq']:,}")
+    t = Table("source", "on", "health", "contacts", "last run", "outcome",
+              "records (+new ~upd -del !rejected)", "next check")
+    for s in data["sources"]:
+        r = s["last_run"] or {}
+        counts = (f"{r['records']:,} (+{r['created']:,} ~{r['updated']:,} -{r['deleted']:,} "
+                  f"!{r['rejected']:,})") if r else "—"
+        t.add_row(
+            s["name"], "yes" if s["enabled"] else "no",
+            f"[{colour[s['health']]}]{s['health']}[/]", f"{s['contacts']:,}",
+            _ago(now, r.get("finished_at") or r.get("started_at")), r.get("status", "—"),
+            counts, _ago(now, s["next_run"]) if s["next_run"] else "—")
+    con.print(t)
+    for s in data["sources"]:
+        if s["health"] != "healthy" or s["reasons"]:
+            con.print(f"  [{colour[s['health']]}]{s['name']}[/]: {s['why']}")

@@ -1,0 +1,109 @@
+"""The agent's commands: `daemon`, `init` and `source list|enable|disable`.
+
+A thin layer over `daemon.py` and `config.py`, registered into the main
+`contactsync` group by `cli.register`; no logic of its own.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from contactsync_agent.config import (
+    default_config_path,
+    load_config,
+    write_example_config,
+    write_source_enabled,
+)
+
+
+def _config_path(obj: Any) -> Path:
+    return Path(obj.config_path).expanduser() if obj.config_path else default_config_path()
+
+
+def register(cli: click.Group) -> None:
+    from contactsync_agent.cli import emit_json, json_option
+
+    @cli.command()
+    @click.pass_obj
+    def daemon(obj: Any) -> None:
+        """Run the background agent until SIGTERM/SIGINT (SIGHUP re-reads the config).
+
+        Watches each enabled source's folder, syncs settled files one at a time,
+        records a heartbeat and alerts on health changes. One per database.
+        """
+        from contactsync_agent.daemon import run_daemon
+
+        path = _config_path(obj)
+        cfg = load_config(path, required=True)
+        db = Path(obj._db).expanduser() if obj._db else cfg.database
+        sys.exit(run_daemon(path, db))
+
+    @cli.command()
+    @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+    @click.option("--database", default=None,
+                  help="Database path to write into the config (default: --db, else the "
+                       "user data directory).")
+    @click.pass_obj
+    def init(obj: Any, force: bool, database: str | None) -> None:
+        """Write a commented example config (every source disabled)."""
+        from contactsync_agent.mirror import default_db_path
+
+        path = _config_path(obj)
+        db = database or (obj._db if obj._db else default_db_path())
+        written = write_example_config(path, db, force=force)
+        click.echo(f"wrote {written}")
+        click.echo("edit the [sources.*] tables, then `contactsync source enable NAME` and "
+                   "start `contactsync daemon`")
+
+    @cli.group()
+    def source() -> None:
+        """List the configured sources; enable or disable one."""
+
+    @source.command("list")
+    @json_option
+    @click.pass_obj
+    def source_list(obj: Any, as_json: bool) -> None:
+        """The sources of the config file (validates the file)."""
+        cfg = load_config(_config_path(obj), required=True)
+        rows = [{
+            "name": s.name, "enabled": s.enabled, "kind": s.kind, "path": s.path,
+            "pattern": s.pattern, "format": s.format, "mode": s.mode,
+            "interval_s": s.interval, "settle_s": s.settle_seconds, "polling": s.polling,
+        } for s in cfg.sources.values()]
+        if as_json:
+            emit_json(rows)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("source", "enabled", "kind", "path", "pattern", "format", "mode",
+                  "interval", "watch")
+        for r in rows:
+            t.add_row(r["name"], "yes" if r["enabled"] else "no", r["kind"], r["path"] or "",
+                      r["pattern"], r["format"], r["mode"], f"{r['interval_s']:.0f}s",
+                      "polling" if r["polling"] else "events")
+        Console().print(t)
+
+    def _toggle(obj: Any, name: str, enabled: bool) -> None:
+        path = _config_path(obj)
+        write_source_enabled(path, name, enabled)
+        click.echo(f"source {name} {'enabled' if enabled else 'disabled'} in {path}; a running "
+                   "agent picks this up within a minute (or at once on SIGHUP)")
+
+    @source.command("enable")
+    @click.argument("name")
+    @click.pass_obj
+    def source_enable(obj: Any, name: str) -> None:
+        """Enable source NAME in the config file (its settings are checked first)."""
+        _toggle(obj, name, True)
+
+    @source.command("disable")
+    @click.argument("name")
+    @click.pass_obj
+    def source_disable(obj: Any, name: str) -> None:
+        """Disable source NAME in the config file."""
+        _toggle(obj, name, False)

@@ -1,0 +1,719 @@
+"""The background agent: watches source folders, runs one sync at a time, heartbeats.
+
+Owns scheduling, file handling (settle, move, error notes), signals, health
+alerts and its log. It decides nothing about contacts: every run goes through
+`Mirror.sync_file`, and every database write through the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import logging.handlers
+import os
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from contactsync_agent import health
+from contactsync_agent.alerts import Alert, Alerter, should_alert
+from contactsync_agent.config import AgentConfig, ConfigError, SourceConfig, load_config
+from contactsync_agent.errors import ContactSyncError, SafetyLimitError, SourceFormatError
+from contactsync_agent.mirror import Mirror, file_digest
+from contactsync_agent.store import now_iso
+
+log = logging.getLogger("contactsync_agent.daemon")
+
+PROCESSED, FAILED = "processed", "failed"
+IGNORED_PREFIXES = ("~$", ".")
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
+HINT_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
+STOP_MESSAGE = f"{health.STOPPED_PREFIX} the agent was asked to stop; the run was rolled back"
+RUN_HISTORY = 20
+
+
+class StopRequested(ContactSyncError):
+    """Raised between batches when the agent must stop: the run's transaction rolls back."""
+
+
+def ignored_name(name: str) -> bool:
+    """Temp and editor files that are never an export (`~$x.csv`, `x.tmp`, `.x`, ...)."""
+    low = name.lower()
+    return low.startswith(IGNORED_PREFIXES) or low.endswith(IGNORED_SUFFIXES)
+
+
+def wall(mono: float | None) -> str | None:
+    """A monotonic deadline as a UTC time for `status`."""
+    if mono is None:
+        return None
+    t = time.time() + (mono - time.monotonic())
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- logging
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w.:-])(\+|\(?0)\d[\d ()-]{6,}\d")
+
+
+class RedactFilter(logging.Filter):
+    """A last guard: masks e-mail addresses and phone numbers in any log line.
+
+    The daemon never logs record contents on purpose; this catches what an
+    error message from a reader might echo.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = _PHONE.sub("<phone>", _EMAIL.sub("<email>", msg))
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+def default_log_file(db_path: Path) -> Path:
+    return db_path.with_name("contactsync-agent.log")
+
+
+def setup_logging(cfg: AgentConfig, db_path: Path) -> Path:
+    """A rotating log file (owner-only) plus stderr, which systemd's journal collects."""
+    path = cfg.log_file or default_log_file(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt.converter = time.gmtime
+    fmt.default_msec_format = "%s.%03dZ"
+    root = logging.getLogger("contactsync_agent")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    file_handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=cfg.daemon.log_max_bytes, backupCount=cfg.daemon.log_backups,
+        encoding="utf-8")
+    err_handler = logging.StreamHandler(sys.stderr)
+    for h in (file_handler, err_handler):
+        h.setFormatter(fmt)
+        h.addFilter(RedactFilter())
+        root.addHandler(h)
+    root.setLevel(cfg.daemon.log_level)
+    root.propagate = False
+    return path
+
+
+# ---------------------------------------------------------------- one watched source
+
+@dataclass
+class Seen:
+    """A candidate file as last stat'ed; it settles once unchanged for `settle_seconds`."""
+
+    size: int
+    mtime_ns: int
+    since: float
+
+
+@dataclass
+class Watch:
+    cfg: SourceConfig
+    folder: Path
+    observer: BaseObserver | None = None
+    folder_id: tuple[int, int] | None = None
+    pending: dict[Path, Seen] = field(default_factory=dict)
+    # Files handled but not movable (read-only share): left alone while unchanged.
+    kept: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    retry_at: float = 0.0
+    next_scan: float = 0.0
+    last_run: float = 0.0
+    problem: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def matches(self, name: str) -> bool:
+        return (not ignored_name(name)
+                and fnmatch.fnmatchcase(name.lower(), self.cfg.pattern.lower()))
+
+
+class _Hints(FileSystemEventHandler):
+    """Turns watchdog events into a wake-up; the scan decides what they mean."""
+
+    def __init__(self, daemon: Daemon, source: str) -> None:
+        self.daemon = daemon
+        self.source = source
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in HINT_EVENTS:
+            self.daemon.hint(self.source)
+
+
+# ---------------------------------------------------------------- the daemon
+
+class Daemon:
+    """Runs until SIGTERM/SIGINT; `run()` returns the process exit status."""
+
+    def __init__(self, config: AgentConfig, db_path: Path) -> None:
+        self.config = config
+        self.db_path = Path(db_path).absolute()
+        self.mirror: Mirror | None = None
+        self.watches: dict[str, Watch] = {}
+        self.alerter: Alerter | None = None
+        self.started_at = now_iso()
+        self.started_dt = datetime.now(UTC)
+        self._stop_signal: str | None = None
+        self._reload = False
+        self._hinted: set[str] = set()
+        self._lock = threading.Lock()
+        self._rsock, self._wsock = socket.socketpair()
+        for s in (self._rsock, self._wsock):
+            s.setblocking(False)
+        self._config_mtime = self._config_stamp()
+        self._next_heartbeat = 0.0
+        self._running_file: str | None = None
+
+    # ------------------------------------------------------------ wake-ups
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wsock.send(b"\0")
+
+    def hint(self, source: str) -> None:
+        """Called from observer threads: something moved in a source's folder."""
+        with self._lock:
+            self._hinted.add(source)
+        self._wake()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags and a byte on a socket: safe whatever the main thread is doing.
+        if signum == getattr(signal, "SIGHUP", None):
+            self._reload = True
+        elif self._stop_signal is None:
+            self._stop_signal = signal.Signals(signum).name
+        self._wake()
+
+    def _install_signals(self) -> None:
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                signal.signal(sig, self._on_signal)
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop_signal or self._reload:
+            return
+        with contextlib.suppress(InterruptedError):
+            select.select([self._rsock], [], [], max(seconds, 0.0))
+        with contextlib.suppress(BlockingIOError, OSError):
+            while self._rsock.recv(4096):
+                pass
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_signal is not None
+
+    # ------------------------------------------------------------ life
+
+    def run(self) -> int:
+        self._install_signals()
+        self.mirror = Mirror.open(self.db_path, region=self.config.default_region)
+        try:
+            self.alerter = Alerter(self.config.alerts)
+            self._write_start()
+            log.info("started: pid %d, database %s, config %s, log level %s",
+                     os.getpid(), self.db_path, self.config.path or "(none)",
+                     self.config.daemon.log_level)
+            self._build_watches()
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            if self._reload:
+                self._reload = False
+                self.reload("SIGHUP")
+                continue
+            now = time.monotonic()
+            with self._lock:
+                hinted, self._hinted = self._hinted, set()
+            for w in self.watches.values():
+                if w.name in hinted or now >= w.next_scan:
+                    self._scan(w, now)
+            picked = self._pick(now)
+            if picked is not None:
+                self._process(*picked)
+                self._heartbeat()
+                continue
+            if now >= self._next_heartbeat:
+                self._housekeeping()
+            self._sleep(self._next_deadline() - time.monotonic())
+
+    def _next_deadline(self) -> float:
+        deadlines = [self._next_heartbeat]
+        for w in self.watches.values():
+            deadlines.append(w.next_scan)
+            if w.pending:
+                soonest = min(s.since for s in w.pending.values()) + w.cfg.settle_seconds
+                deadlines.append(max(soonest, w.retry_at))
+        return min(deadlines)
+
+    def _shutdown(self) -> None:
+        for w in self.watches.values():
+            self._stop_observer(w)
+        if self.alerter is not None:
+            self.alerter.close()
+        if self.mirror is not None:
+            try:
+                with self.mirror.store.transaction():
+                    self.mirror.store.set_meta("daemon.state", "stopped")
+                    self.mirror.store.set_meta("daemon.stopped_at", now_iso())
+            except Exception as e:  # a broken database must not keep us from exiting
+                log.error("could not record the stop in the database: %s", e)
+            self.mirror.close()
+        log.info("stopped%s", f" ({self._stop_signal})" if self._stop_signal else "")
+        self._rsock.close()
+        self._wsock.close()
+
+    # ------------------------------------------------------------ config
+
+    def _config_stamp(self) -> int | None:
+        p = self.config.path
+        try:
+            return p.stat().st_mtime_ns if p else None
+        except OSError:
+            return None
+
+    def reload(self, why: str) -> None:
+        """Re-reads the config; a bad file is logged and the old config kept."""
+        if self.config.path is None:
+            log.info("reload (%s): no config file; nothing to reload", why)
+            return
+        self._config_mtime = self._config_stamp()
+        try:
+            new = load_config(self.config.path, required=True)
+        except ConfigError as e:
+            log.error("reload (%s) refused, keeping the running config: %s", why, e)
+            return
+        if new.database and new.database.absolute() != self.db_path:
+            log.warning("reload: [agent] database changed to %s; restart the agent to use it",
+                        new.database)
+        old = self.config
+        self.config = new
+        logging.getLogger("contactsync_agent").setLevel(new.daemon.log_level)
+        if new.alerts != old.alerts:
+            if self.alerter is not None:
+                self.alerter.close(timeout=1.0)
+            self.alerter = Alerter(new.alerts)
+        self._build_watches()
+        log.info("config reloaded (%s): %d source(s) enabled", why,
+                 sum(1 for s in new.sources.values() if s.enabled))
+
+    def _build_watches(self) -> None:
+        wanted = {n: s for n, s in self.config.sources.items() if s.enabled}
+        for name in list(self.watches):
+            if name not in wanted or wanted[name] != self.watches[name].cfg:
+                self._stop_observer(self.watches.pop(name))
+                log.info("source %s: no longer watched in its old form", name)
+        for name, scfg in wanted.items():
+            if name in self.watches:
+                continue
+            w = Watch(cfg=scfg, folder=Path(scfg.path or "."))
+            self.watches[name] = w
+            if scfg.kind != "folder":
+                w.problem = f"kind {scfg.kind!r} is not supported by this agent yet"
+                log.error("source %s: %s", name, w.problem)
+                continue
+            self._start_observer(w)
+        for name in self.config.sources:
+            if name not in wanted:
+                log.info("source %s: disabled (enable with `contactsync source enable %s`)",
+                         name, name)
+
+    # ------------------------------------------------------------ observers
+
+    def _start_observer(self, w: Watch) -> None:
+        try:
+            st = w.folder.stat()
+        except OSError as e:
+            w.problem = f"watched folder {w.folder} is not reachable: {e.strerror or e}"
+            log.error("source %s: %s", w.name, w.problem)
+            return
+        if not w.folder.is_dir():
+            w.problem = f"watched folder {w.folder} is not a folder"
+            log.error("source %s: %s", w.name, w.problem)
+            return
+        obs: BaseObserver
+        if w.cfg.polling:
+            obs = PollingObserver(timeout=min(max(w.cfg.settle_seconds, 1.0), 10.0))
+        else:
+            obs = Observer()
+        obs.daemon = True
+        try:
+            obs.schedule(_Hints(self, w.name), str(w.folder), recursive=False)
+            obs.start()
+        except OSError as e:
+            # inotify watch limits and the like: the rescans still find every file.
+            log.warning("source %s: file events unavailable (%s); relying on rescans",
+                        w.name, e)
+            w.observer = None
+        else:
+            w.observer = obs
+        w.folder_id = (st.st_dev, st.st_ino)
+        if w.problem:
+            log.info("source %s: watched folder reachable again", w.name)
+        w.problem = None
+        w.next_scan = 0.0
+        log.info("source %s: watching %s for %s (%s), settle %.1fs", w.name, w.folder,
+                 w.cfg.pattern, "polling" if w.cfg.polling else "file events",
+                 w.cfg.settle_seconds)
+
+    def _stop_observer(self, w: Watch) -> None:
+        if w.observer is not None:
+            with contextlib.suppress(Exception):
+                w.observer.stop()
+                w.observer.join(timeout=2.0)
+            w.observer = None
+
+    def _check_observer(self, w: Watch) -> None:
+        """Restarts a dead observer or one watching a folder that was replaced."""
+        if w.cfg.kind != "folder":
+            return
+        try:
+            st = w.folder.stat()
+            same = (st.st_dev, st.st_ino) == w.folder_id
+        except OSError:
+            same = False
+        alive = w.observer is not None and w.observer.is_alive()
+        if same and alive and not w.problem:
+            return
+        if w.observer is not None or w.problem is None:
+            log.warning("source %s: %s; restarting the watch", w.name,
+                        "observer died" if same else "watched folder changed or vanished")
+        self._stop_observer(w)
+        self._start_observer(w)
+
+    # ------------------------------------------------------------ files
+
+    def _scan(self, w: Watch, now: float) -> None:
+        """Lists the folder: new files start settling, changed ones start again."""
+        w.next_scan = now + min(w.cfg.interval, self.config.daemon.rescan)
+        if w.cfg.kind != "folder":
+            return
+        try:
+            entries = list(os.scandir(w.folder))
+        except OSError as e:
+            if w.problem is None:
+                w.problem = f"watched folder {w.folder} is not readable: {e.strerror or e}"
+                log.error("source %s: %s", w.name, w.problem)
+            return
+        present: set[Path] = set()
+        for entry in entries:
+            if not w.matches(entry.name):
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                st = entry.stat()
+            except OSError:
+                continue
+            p = Path(entry.path)
+            present.add(p)
+            if w.kept.get(p) == (st.st_size, st.st_mtime_ns):
+                continue
+            seen = w.pending.get(p)
+            if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                w.pending[p] = Seen(st.st_size, st.st_mtime_ns, now)
+        for p in set(w.pending) - present:
+            del w.pending[p]
+        for p in set(w.kept) - present:
+            del w.kept[p]
+
+    def _pick(self, now: float) -> tuple[Watch, Path] | None:
+        """The next settled file, the least recently served source first."""
+        for w in sorted(self.watches.values(), key=lambda w: w.last_run):
+            if now < w.retry_at or not w.pending:
+                continue
+            for p, seen in sorted(w.pending.items(), key=lambda kv: kv[1].mtime_ns):
+                if now - seen.since < w.cfg.settle_seconds:
+                    continue
+                try:
+                    st = p.stat()
+                except OSError:
+                    del w.pending[p]
+                    continue
+                if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
+                    w.pending[p] = Seen(st.st_size, st.st_mtime_ns, now)
+                    continue
+                return w, p
+        return None
+
+    def _process(self, w: Watch, path: Path) -> None:
+        assert self.mirror is not None
+        m = self.mirror
+        w.last_run = time.monotonic()
+        seen = w.pending.pop(path)
+        try:
+            digest = file_digest(path)
+        except OSError as e:
+            self._retry(w, path, seen, f"cannot read the file: {e.strerror or e}", None)
+            return
+        earlier = self._refused_before(w.name, digest)
+        if earlier is not None:
+            run_id, error = earlier
+            log.warning("source %s: %s has the same content as the file refused in run %d; "
+                        "not run again", w.name, path.name, run_id)
+            self._move(w, path, seen, FAILED, f"The same content was refused in run {run_id} "
+                       f"and the configuration has not changed since.\n\n{error}", run_id)
+            return
+        sc = w.cfg
+        log.info("source %s: %s settled (%d bytes); run starting", w.name, path.name, seen.size)
+        last_id = self._last_run_id()
+        self._running_file = path.name
+        try:
+            report = m.sync_file(
+                w.name, path, mode=sc.mode, format=sc.format, mapping=sc.mapping,
+                mass_delete_limit=sc.mass_delete_limit, encoding=sc.encoding,
+                delimiter=sc.delimiter, max_file_bytes=sc.max_file_bytes,
+                chunk_size=sc.chunk_size, progress=self._progress)
+        except StopRequested:
+            log.info("source %s: run of %s rolled back (stopping); the file stays for the "
+                     "next start", w.name, path.name)
+            return
+        except (SourceFormatError, SafetyLimitError) as e:
+            run_id = self._ensure_refused_run(w, path, digest, last_id, str(e))
+            log.warning("source %s: %s refused (run %s): %s", w.name, path.name, run_id, e)
+            self._move(w, path, seen, FAILED, _refusal_help(w.name, path, e), run_id)
+        except ContactSyncError as e:
+            if not path.exists():
+                log.info("source %s: %s vanished before its run", w.name, path.name)
+                return
+            run_id = self._ensure_refused_run(w, path, digest, last_id, str(e))
+            log.warning("source %s: %s refused (run %s): %s", w.name, path.name, run_id, e)
+            self._move(w, path, seen, FAILED, str(e), run_id)
+        except Exception as e:  # the database or the disk: worth another try later
+            log.exception("source %s: run of %s failed", w.name, path.name)
+            self._retry(w, path, seen, f"{type(e).__name__}: {e}", digest)
+        else:
+            w.attempts.pop(digest, None)
+            w.retry_at = 0.0
+            c = report.counts
+            log.info(
+                "source %s: run %d ok in %.2fs: %d records, %d created, %d converted, "
+                "%d updated, %d unchanged, %d deleted, %d unlinked, %d to review, "
+                "%d activities, %d rejected", w.name, report.run_id, report.duration_s,
+                c["records"], c["created"], c["converted"], c["updated"], c["unchanged"],
+                c["deleted"], c["unlinked"], c["review_items"], c["activities"], c["rejected"])
+            self._move(w, path, seen, PROCESSED, None, report.run_id)
+        finally:
+            self._running_file = None
+        self._judge(w)
+
+    def _progress(self, records: int) -> None:
+        # Called between batches inside the run's transaction: raising rolls it all back.
+        if self.stopping:
+            raise StopRequested(STOP_MESSAGE)
+
+    def _retry(self, w: Watch, path: Path, seen: Seen, error: str, digest: str | None) -> None:
+        key = digest or f"{path}:{seen.size}:{seen.mtime_ns}"
+        n = w.attempts.get(key, 0) + 1
+        w.attempts[key] = n
+        d = self.config.daemon
+        if n >= d.max_attempts:
+            w.attempts.pop(key, None)
+            log.error("source %s: %s failed %d times; giving up on it", w.name, path.name, n)
+            self._move(w, path, seen, FAILED, f"Failed {n} times; the last error:\n{error}", None)
+            return
+        delay = min(d.retry_base * 2 ** (n - 1), d.retry_max)
+        w.retry_at = time.monotonic() + delay
+        w.pending[path] = seen
+        log.warning("source %s: attempt %d of %d for %s failed (%s); retrying in %.0fs",
+                    w.name, n, d.max_attempts, path.name, error, delay)
+
+    def _move(self, w: Watch, path: Path, seen: Seen, where: str, error: str | None,
+              run_id: int | None) -> None:
+        dest_dir = w.folder / where
+        try:
+            dest_dir.mkdir(exist_ok=True)
+            dest = _free_name(dest_dir / path.name)
+            os.replace(path, dest)
+            if error is not None:
+                note = dest.with_name(dest.name + ".error.txt")
+                note.write_text(
+                    f"contactsync-agent refused this file.\n\n"
+                    f"source: {w.name}\nfile: {path}\nmoved to: {dest}\n"
+                    f"run: {run_id if run_id is not None else '(none)'}\n"
+                    f"at: {now_iso()}\n\nwhy:\n{error}\n", encoding="utf-8")
+        except OSError as e:
+            # Left in place; the content hash keeps a refused file from running again.
+            w.kept[path] = (seen.size, seen.mtime_ns)
+            log.error("source %s: could not move %s to %s/: %s", w.name, path.name, where, e)
+            return
+        log.info("source %s: moved %s to %s/%s", w.name, path.name, where, dest.name)
+
+    # ------------------------------------------------------------ runs (read) and refusals
+
+    def _last_run_id(self) -> int:
+        assert self.mirror is not None
+        row = self.mirror.store.conn.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()
+        return int(row[0])
+
+    def _refused_before(self, source: str, digest: str) -> tuple[int, str] | None:
+        """A refused run of this very content since the config last changed."""
+        assert self.mirror is not None
+        row = self.mirror.store.conn.execute(
+            "SELECT id, status, error, started_at FROM runs WHERE source = ? AND origin_hash = ? "
+            "AND status != 'running' ORDER BY id DESC LIMIT 1", (source, digest)).fetchone()
+        if row is None or row[1] != "refused":
+            return None
+        started = health.parse_time(row[3])
+        if self._config_mtime is not None and started is not None:
+            changed = datetime.fromtimestamp(self._config_mtime / 1e9, UTC)
+            if changed > started:
+                return None
+        return int(row[0]), str(row[2] or "")
+
+    def _ensure_refused_run(self, w: Watch, path: Path, digest: str, last_id: int,
+                            error: str) -> int:
+        """A refusal before the run began (file too big) still gets a run row, so it
+        shows in `status` and health, and the same file is recognised next time."""
+        assert self.mirror is not None
+        store = self.mirror.store
+        row = store.conn.execute("SELECT max(id) FROM runs WHERE source = ? AND id > ?",
+                                 (w.name, last_id)).fetchone()
+        if row[0] is not None:
+            return int(row[0])
+        run_id = store.begin_run(w.name, w.cfg.mode, str(path), digest, False)
+        with store.transaction():
+            store.finish_run(run_id, "refused", {}, error=error, duration_ms=0)
+        return run_id
+
+    # ------------------------------------------------------------ health, heartbeat
+
+    def _judge(self, w: Watch) -> health.Health:
+        """Evaluates a source's health and alerts once per change of state."""
+        assert self.mirror is not None
+        store = self.mirror.store
+        verdict = health.evaluate(
+            self.mirror.runs(w.name, RUN_HISTORY), now=datetime.now(UTC),
+            interval=w.cfg.interval, expected_since=self.started_dt,
+            max_duration=w.cfg.max_duration, problem=w.problem)
+        key = f"alert.{w.name}.state"
+        last = store.get_meta(key)
+        if should_alert(last, verdict.state):
+            with store.transaction():
+                store.set_meta(key, verdict.state)
+                store.set_meta(f"alert.{w.name}.at", now_iso())
+            if self.alerter is not None:
+                self.alerter.send(Alert(w.name, verdict.state, last or health.HEALTHY,
+                                        verdict.reasons, now_iso(), str(self.db_path)))
+        elif last is None:
+            with store.transaction():
+                store.set_meta(key, verdict.state)
+        return verdict
+
+    def _housekeeping(self) -> None:
+        stamp = self._config_stamp()
+        if stamp != self._config_mtime and self.config.path is not None:
+            self.reload("config file changed")
+        for w in self.watches.values():
+            self._check_observer(w)
+            self._judge(w)
+        self._heartbeat()
+
+    def _write_start(self) -> None:
+        assert self.mirror is not None
+        store = self.mirror.store
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ver = version("contactsync-agent")
+        except PackageNotFoundError:
+            ver = "unknown"
+        with store.transaction():
+            for k, v in {
+                "daemon.pid": str(os.getpid()), "daemon.host": socket.gethostname(),
+                "daemon.started_at": self.started_at, "daemon.state": "running",
+                "daemon.version": ver, "daemon.config": str(self.config.path or ""),
+                "daemon.heartbeat_interval": str(self.config.daemon.heartbeat),
+            }.items():
+                store.set_meta(k, v)
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        assert self.mirror is not None
+        store = self.mirror.store
+        sources = {
+            w.name: {
+                "watch": None if w.cfg.kind != "folder" else (
+                    "polling" if w.cfg.polling else "events"),
+                "observer_alive": bool(w.observer and w.observer.is_alive()),
+                "pending_files": len(w.pending),
+                "next_check_at": wall(w.next_scan),
+                "retry_at": wall(w.retry_at) if w.retry_at > time.monotonic() else None,
+                "problem": w.problem,
+            }
+            for w in self.watches.values()
+        }
+        with store.transaction():
+            store.set_meta("daemon.heartbeat_at", now_iso())
+            store.set_meta("daemon.heartbeat_interval", str(self.config.daemon.heartbeat))
+            store.set_meta("daemon.sources", json.dumps(sources, sort_keys=True))
+        self._next_heartbeat = time.monotonic() + self.config.daemon.heartbeat
+
+
+def _free_name(dest: Path) -> Path:
+    """`dest`, or `name-<UTC time>[-n].ext` when a file of that name is already there."""
+    if not dest.exists():
+        return dest
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        tail = f"-{stamp}" + (f"-{n}" if n else "")
+        cand = dest.with_name(f"{dest.stem}{tail}{dest.suffix}")
+        if not cand.exists():
+            return cand
+    raise FileExistsError(f"no free name for {dest}")
+
+
+def _refusal_help(source: str, path: Path, e: Exception) -> str:
+    if isinstance(e, SafetyLimitError) and e.would_delete:
+        return (f"{e}\n\nIf these deletions are real: stop the agent, run\n"
+                f"  contactsync sync --source {source} --allow-mass-delete \"<this file>\"\n"
+                f"then start the agent again.")
+    return str(e)
+
+
+def run_daemon(config_path: str | os.PathLike[str] | None, db: Path | None) -> int:
+    """`contactsync daemon`: loads the config, sets up the log and runs until stopped."""
+    cfg = load_config(Path(config_path).absolute() if config_path else None, required=True)
+    db_path = Path(db or cfg.database or _default_db()).absolute()
+    log_path = setup_logging(cfg, db_path)
+    log.debug("logging to %s", log_path)
+    return Daemon(cfg, db_path).run()
+
+
+def _default_db() -> Path:
+    from contactsync_agent.mirror import default_db_path
+
+    return default_db_path()
+
+
+__all__ = ["Daemon", "RedactFilter", "StopRequested", "ignored_name", "run_daemon",
+           "setup_logging"]
+
