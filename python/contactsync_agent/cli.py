@@ -339,7 +339,7 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
 
 
 # Commands of other modules register themselves here (one line each).
-EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent",)
+EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent", "contactsync_agent.cli_sources")
 
 
 def _load_extensions() -> None:

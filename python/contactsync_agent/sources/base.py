@@ -1,0 +1,238 @@
+"""What every connector shares: the `Connector` shape, option checking, the
+high-water mark kept in the mirror's `meta` table, and keeping secrets out of text.
+
+A connector reads its source and yields plain mappings; nothing here decides a
+sync or writes contacts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import uuid
+from collections.abc import Generator, Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from contactsync_agent.config import SourceConfig
+from contactsync_agent.errors import ConfigError, ContactSyncError
+from contactsync_agent.store import Store
+
+log = logging.getLogger("contactsync_agent.sources")
+
+#: Query parameters whose values are never shown (an API key in a URL).
+SECRET_PARAMS = re.compile(r"(token|key|secret|password|passwd|pwd|auth|sig|signature)", re.I)
+
+
+class Connector:
+    """One configured source. `read(mode, mark)` yields records; `next_mark` is the
+    high-water mark the run reached (None: the source has none)."""
+
+    kind: ClassVar[str] = ""
+    #: Option keys this connector accepts under [sources.NAME] (besides the loader's own).
+    OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {}
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        check_options(cfg, self.OPTIONS)
+        #: Rows (or items, or cards) read from the source by the last `read`: the
+        #: number an incremental run is judged by.
+        self.fetched = 0
+        self.next_mark: str | None = None
+        self._secrets: list[str] = []
+
+    # -------------------------------------------------------------- overridable
+
+    def default_mapping(self) -> dict[str, str]:
+        """The connector's own field -> target entries, under the config's mapping."""
+        return {}
+
+    def read(self, mode: str, mark: str | None) -> Generator[dict[str, Any], None, None]:
+        raise NotImplementedError
+
+    @property
+    def origin(self) -> str:
+        """What the run records as its origin: safe to store (no credentials)."""
+        return f"{self.kind}:{self.name}"
+
+    def fingerprint(self) -> str:
+        """Identifies what a stored mark belongs to; a changed query starts afresh."""
+        return ""
+
+    def check_columns(self, columns: Iterable[str]) -> None:
+        """Raises ConfigError when the mapping names a field the source does not have."""
+        have = {c.strip().lower() for c in columns}
+        for field in self.cfg.mapping:
+            if field.strip().lower() not in have:
+                raise ConfigError(
+                    f"the source has no field {field!r} (it has: {', '.join(sorted(have))})",
+                    path=None,
+                    key=f"sources.{self.name}.mapping.{field}",
+                )
+
+    # -------------------------------------------------------------- shared
+
+    def mapping(self) -> dict[str, str]:
+        """Connector defaults with the config's `[sources.NAME.mapping]` on top."""
+        return {**self.default_mapping(), **self.cfg.mapping}
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.cfg.options.get(key, default)
+
+    def key(self, option: str) -> str:
+        return f"sources.{self.name}.{option}"
+
+    def scrub(self, text: str) -> str:
+        """`text` with every known secret of this source replaced by ***."""
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def fail(self, message: str) -> ContactSyncError:
+        return ContactSyncError(self.scrub(f"source {self.name!r}: {message}"))
+
+    def close(self) -> None:
+        """Releases connections; a connector may be read again after."""
+
+
+# ------------------------------------------------------------------ options
+
+
+def check_options(cfg: SourceConfig, allowed: Mapping[str, type | tuple[type, ...]]) -> None:
+    """Unknown or mistyped connector options are ConfigErrors naming the key."""
+    for key, value in cfg.options.items():
+        full = f"sources.{cfg.name}.{key}"
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ConfigError(f"unknown setting for a {cfg.kind} source (known: {known})", key=full)
+        kind = allowed[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"expected {names}, got {type(value).__name__} {value!r}", key=full)
+
+
+def positive(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"must be a number above zero, got {value!r}", key=key)
+    return float(value)
+
+
+def read_secret(
+    cfg: SourceConfig, *, direct: str | None, env: str | None, file: str | None, what: str
+) -> str | None:
+    """A credential from the config value, an environment variable or a file (first line)."""
+    given = [k for k in (direct, env, file) if k and k in cfg.options]
+    if len(given) > 1:
+        raise ConfigError(
+            f"give the {what} one way only (not {' and '.join(given)})",
+            key=f"sources.{cfg.name}.{given[1]}",
+        )
+    if direct and direct in cfg.options:
+        return str(cfg.options[direct])
+    if env and env in cfg.options:
+        name = cfg.options[env]
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(
+                f"environment variable {name} is not set", key=f"sources.{cfg.name}.{env}"
+            )
+        return value.strip()
+    if file and file in cfg.options:
+        p = Path(cfg.options[file]).expanduser()
+        try:
+            mode = p.stat().st_mode
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(
+                f"cannot read {p}: {e.strerror}", key=f"sources.{cfg.name}.{file}"
+            ) from None
+        if os.name == "posix" and mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning("source %s: %s is readable by other users; chmod 600 it", cfg.name, p)
+        lines = text.strip().splitlines()
+        if not lines:
+            raise ConfigError(f"{p} is empty", key=f"sources.{cfg.name}.{file}")
+        return lines[0].strip()
+    return None
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a log line: no password, no secret-looking query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if SECRET_PARAMS.search(k) else v) for k, v in pairs], safe="*:"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+# ------------------------------------------------------------------ values
+
+
+def text_value(value: Any) -> Any:
+    """A source value as the text the core stores (None and str pass through)."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | int | float | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return str(value)
+
+
+# ------------------------------------------------------------------ marks
+
+
+def mark_key(source: str) -> str:
+    return f"source.{source}.mark"
+
+
+def load_mark(store: Store, connector: Connector) -> str | None:
+    """The stored mark of this source, or None (first run, or the query changed)."""
+    raw = store.get_meta(mark_key(connector.name))
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        value, fp = data["value"], data["fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        log.warning("source %s: ignoring an unreadable high-water mark", connector.name)
+        return None
+    if fp != digest(connector.fingerprint()):
+        log.info(
+            "source %s: its query changed since the mark was stored; reading from the start",
+            connector.name,
+        )
+        return None
+    return None if value is None else str(value)
+
+
+def mark_json(connector: Connector, value: str) -> str:
+    return json.dumps({"value": value, "fingerprint": digest(connector.fingerprint())})
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

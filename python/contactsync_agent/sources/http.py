@@ -1,0 +1,344 @@
+"""An HTTP JSON API as records: pages of items, `modified_since`-style incremental
+pulls, bearer-token auth, timeouts, and bounded retries with backoff on 429/5xx.
+
+Standard library only (urllib). It only issues GETs; the mark is stored by
+`sources.sync_source`, and the token never leaves this module's request headers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import http.client
+import json
+import logging
+import random
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Generator
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from contactsync_agent.config import SourceConfig
+from contactsync_agent.errors import ConfigError
+from contactsync_agent.sources.base import (
+    Connector,
+    positive,
+    read_secret,
+    redact_url,
+    text_value,
+)
+
+log = logging.getLogger("contactsync_agent.sources.http")
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+ITEM_KEYS = ("items", "data", "results", "contacts", "records")
+_LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*\brel="?next"?', re.I)
+
+
+class HttpSource(Connector):
+    """[sources.NAME] kind = "http". See the README's "HTTP sources" for every option."""
+
+    kind = "http"
+    OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {
+        "url": str,
+        "token_env": str,
+        "token_file": str,
+        "token_header": str,
+        "since_param": str,
+        "cursor_field": str,
+        "items_field": str,
+        "next_field": str,
+        "page_param": str,
+        "page_start": int,
+        "page_size": int,
+        "page_size_param": str,
+        "id_field": str,
+        "delete_field": str,
+        "headers": dict,
+        "timeout": (int, float),
+        "max_retries": int,
+        "backoff": (int, float),
+        "max_backoff": (int, float),
+        "max_retry_after": (int, float),
+        "max_pages": int,
+    }
+
+    def __init__(self, cfg: SourceConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(cfg)
+        url = self.option("url")
+        if not url or urlsplit(url).scheme not in ("http", "https"):
+            raise ConfigError('an http source needs url = "https://..."', key=self.key("url"))
+        self.url: str = url
+        self.since_param: str = self.option("since_param", "modified_since")
+        self.cursor_field: str | None = self.option("cursor_field")
+        self.items_field: str | None = self.option("items_field")
+        self.next_field: str | None = self.option("next_field")
+        self.page_param: str | None = self.option("page_param")
+        if self.next_field and self.page_param:
+            raise ConfigError("use next_field or page_param, not both", key=self.key("page_param"))
+        self.page_start: int = self.option("page_start", 1)
+        self.page_size: int | None = self.option("page_size")
+        self.page_size_param: str = self.option("page_size_param", "page_size")
+        self.timeout = positive(self.option("timeout", 30), self.key("timeout"))
+        self.max_retries: int = self.option("max_retries", 5)
+        if not 0 <= self.max_retries <= 20:
+            raise ConfigError("must be between 0 and 20", key=self.key("max_retries"))
+        self.backoff = positive(self.option("backoff", 1.0), self.key("backoff"))
+        self.max_backoff = positive(self.option("max_backoff", 60), self.key("max_backoff"))
+        self.max_retry_after = positive(
+            self.option("max_retry_after", 300), self.key("max_retry_after")
+        )
+        self.max_pages: int = self.option("max_pages", 100_000)
+        self.headers: dict[str, str] = {}
+        for k, v in (self.option("headers") or {}).items():
+            if not isinstance(v, str):
+                raise ConfigError(f"expected a string, got {v!r}", key=self.key(f"headers.{k}"))
+            if k.lower() in ("authorization", "cookie", "x-api-key"):
+                raise ConfigError(
+                    "credentials do not belong in the config file; use token_env or token_file",
+                    key=self.key(f"headers.{k}"),
+                )
+            self.headers[k] = v
+        self.token_header: str = self.option("token_header", "Authorization")
+        self.token = read_secret(cfg, direct=None, env="token_env", file="token_file", what="token")
+        self._secrets = [self.token] if self.token else []
+        self.sleep = sleep
+        self._opener = urllib.request.build_opener()
+        #: Requests sent (retries included), retries, pages read: for tests and `source test`.
+        self.requests = 0
+        self.retries = 0
+        self.pages = 0
+
+    def default_mapping(self) -> dict[str, str]:
+        m: dict[str, str] = {}
+        if self.option("id_field"):
+            m[self.option("id_field")] = "external_id"
+        if self.option("delete_field"):
+            m[self.option("delete_field")] = "deleted"
+        return m
+
+    @property
+    def origin(self) -> str:
+        return f"http:{redact_url(self.url)}"
+
+    def fingerprint(self) -> str:
+        return json.dumps([redact_url(self.url), self.since_param, self.cursor_field])
+
+    # -------------------------------------------------------------- reading
+
+    def read(self, mode: str, mark: str | None) -> Generator[dict[str, Any], None, None]:
+        """Items of every page as flat field -> value (nested objects as a.b)."""
+        self.fetched = self.requests = self.retries = self.pages = 0
+        self.next_mark = mark
+        # Without a cursor field the next `since` is when this pull began (the server's
+        # and our clocks must agree; cursor_field avoids that).
+        started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        params: dict[str, str] = {}
+        if mode == "incremental" and mark:
+            params[self.since_param] = mark
+        if self.page_size:
+            params[self.page_size_param] = str(self.page_size)
+        page = self.page_start
+        if self.page_param:
+            params[self.page_param] = str(page)
+        url = with_params(self.url, params)
+        best: Any = None
+        id_field = self.option("id_field")
+        while True:
+            body, headers = self.get(url)
+            items = self.items(body, url)
+            self.pages += 1
+            for item in items:
+                record = flatten(item) if isinstance(item, dict) else {"value": item}
+                if id_field and id_field in record:
+                    record = {id_field: record.pop(id_field), **record}
+                self.fetched += 1
+                if self.cursor_field:
+                    v = record.get(self.cursor_field)
+                    if v not in (None, "") and (best is None or _order(v) > _order(best)):
+                        best = v
+                yield {k: text_value(v) for k, v in record.items()}
+            if self.next_field:
+                nxt = dig(body, self.next_field)
+                if not nxt:
+                    break
+                url = urljoin(url, str(nxt))
+            elif self.page_param:
+                if not items or (self.page_size and len(items) < self.page_size):
+                    break
+                page += 1
+                url = with_params(self.url, {**params, self.page_param: str(page)})
+            else:
+                m = _LINK_NEXT.search(headers.get("Link", ""))
+                if not m:
+                    break
+                url = urljoin(url, m.group(1))
+            if self.pages >= self.max_pages:
+                raise self.fail(
+                    f"more than max_pages = {self.max_pages} pages; is the pagination looping?"
+                )
+        if self.cursor_field:
+            if best is not None:
+                self.next_mark = str(best)
+        else:
+            self.next_mark = started
+
+    def items(self, body: Any, url: str) -> list[Any]:
+        if self.items_field:
+            found = dig(body, self.items_field)
+            if found is None and isinstance(body, dict):
+                found = []
+        elif isinstance(body, list):
+            found = body
+        elif isinstance(body, dict):
+            found = next((body[k] for k in ITEM_KEYS if isinstance(body.get(k), list)), None)
+        else:
+            found = None
+        if not isinstance(found, list):
+            keys = ", ".join(body) if isinstance(body, dict) else type(body).__name__
+            raise self.fail(
+                f"GET {redact_url(url)}: no list of items in the response "
+                f"(set items_field; the response has: {keys})"
+            )
+        return found
+
+    def get(self, url: str) -> tuple[Any, http.client.HTTPMessage]:
+        """GETs one page as JSON, retrying 429/5xx and network errors a bounded number
+        of times with exponential backoff (or the server's Retry-After)."""
+        safe = redact_url(url)
+        req = urllib.request.Request(
+            url,
+            headers={
+                "Accept": "application/json",
+                "User-Agent": "contactsync-agent",
+                **self.headers,
+            },
+        )
+        if self.token and _same_origin(url, self.url):
+            # Unredirected: urllib would otherwise copy it to wherever a redirect points.
+            value = (
+                f"Bearer {self.token}"
+                if self.token_header.lower() == "authorization"
+                else self.token
+            )
+            req.add_unredirected_header(self.token_header, value)
+        attempt = 0
+        while True:
+            self.requests += 1
+            retry_after: str | None = None
+            try:
+                with self._opener.open(req, timeout=self.timeout) as resp:
+                    data = resp.read()
+                    headers = resp.headers
+                break
+            except urllib.error.HTTPError as e:
+                status, reason = e.code, e.reason
+                retry_after = e.headers.get("Retry-After") if e.headers else None
+                e.close()
+                problem = f"HTTP {status} {reason}"
+                if status not in RETRY_STATUS:
+                    raise self.fail(f"GET {safe}: {problem}") from None
+            except (
+                urllib.error.URLError,
+                TimeoutError,
+                ConnectionError,
+                http.client.HTTPException,
+            ) as e:
+                problem = str(getattr(e, "reason", None) or e) or type(e).__name__
+            if attempt >= self.max_retries:
+                raise self.fail(f"GET {safe}: {problem} (gave up after {attempt} retries)")
+            delay = self.delay(attempt, retry_after)
+            attempt += 1
+            self.retries += 1
+            log.warning(
+                "source %s: GET %s: %s; retry %d of %d in %.1fs",
+                self.name,
+                safe,
+                self.scrub(problem),
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            self.sleep(delay)
+        try:
+            return json.loads(data.decode(_charset(headers))), headers
+        except (ValueError, LookupError) as e:
+            raise self.fail(f"GET {safe}: not JSON ({e})") from None
+
+    def delay(self, attempt: int, retry_after: str | None) -> float:
+        """The server's Retry-After (capped) if it sent one, else exponential backoff
+        with a little jitter so many agents do not retry in step."""
+        wait = parse_retry_after(retry_after)
+        if wait is not None:
+            return min(wait, self.max_retry_after)
+        return min(self.backoff * 2**attempt, self.max_backoff) * random.uniform(0.8, 1.0)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def with_params(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query += list(params.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def dig(body: Any, path: str) -> Any:
+    """body["a"]["b"] for path "a.b"; None when any step is missing."""
+    for part in path.split("."):
+        if not isinstance(body, dict):
+            return None
+        body = body.get(part)
+    return body
+
+
+def flatten(item: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted fields ({"address": {"city": x}} -> address.city)."""
+    out: dict[str, Any] = {}
+    for k, v in item.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            if v:
+                out.update(flatten(v, f"{key}."))
+            else:
+                out[key] = None
+        else:
+            out[key] = v
+    return out
+
+
+def _order(v: Any) -> tuple[int, Any]:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return (0, v)
+    return (1, str(v))
+
+
+def _same_origin(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+def _charset(headers: http.client.HTTPMessage) -> str:
+    return headers.get_content_charset() or "utf-8"
