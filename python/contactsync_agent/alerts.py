@@ -74,26 +74,38 @@ class Alert:
 
 def post_webhook(url: str, payload: dict[str, Any], timeout: float) -> None:
     body = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": "contactsync-agent"})
+    req = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": "contactsync-agent"},
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         resp.read(1024)
 
 
 def run_command(command: str, payload: dict[str, Any], timeout: float) -> None:
     """Runs the configured command (no shell) with the alert as JSON on stdin and in env."""
-    env = {**os.environ,
-           "CONTACTSYNC_ALERT_SOURCE": payload["source"],
-           "CONTACTSYNC_ALERT_STATE": payload["state"],
-           "CONTACTSYNC_ALERT_PREVIOUS": payload["previous"],
-           "CONTACTSYNC_ALERT_SUMMARY": payload["summary"]}
+    env = {
+        **os.environ,
+        "CONTACTSYNC_ALERT_SOURCE": payload["source"],
+        "CONTACTSYNC_ALERT_STATE": payload["state"],
+        "CONTACTSYNC_ALERT_PREVIOUS": payload["previous"],
+        "CONTACTSYNC_ALERT_SUMMARY": payload["summary"],
+    }
     args = shlex.split(command, posix=os.name != "nt")
-    done = subprocess.run(args, input=json.dumps(payload).encode(), env=env, timeout=timeout,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    done = subprocess.run(
+        args,
+        input=json.dumps(payload).encode(),
+        env=env,
+        timeout=timeout,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
     if done.returncode != 0:
         err = done.stderr.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"exit status {done.returncode}"
-                           + (f": {err[-1][:200]}" if err else ""))
+        raise RuntimeError(f"exit status {done.returncode}" + (f": {err[-1][:200]}" if err else ""))
 
 
 class Alerter:
@@ -130,21 +142,29 @@ class Alerter:
             if cfg.command:
                 self._try("alert command", run_command, cfg.command, payload)
 
-    def _try(self, target: str, fn: Callable[[str, dict[str, Any], float], None], arg: str,
-             payload: dict[str, Any]) -> None:
+    def _try(
+        self,
+        target: str,
+        fn: Callable[[str, dict[str, Any], float], None],
+        arg: str,
+        payload: dict[str, Any],
+    ) -> None:
         for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
             try:
                 fn(arg, payload, self.config.timeout)
                 log.debug("alert delivered to %s", target)
                 return
-            except (OSError, urllib.error.URLError, subprocess.SubprocessError,
-                    RuntimeError, ValueError) as e:
+            except (
+                OSError,
+                urllib.error.URLError,
+                subprocess.SubprocessError,
+                RuntimeError,
+                ValueError,
+            ) as e:
                 if delay is None:
-                    log.error("alert not delivered to %s after %d attempts: %s",
-                              target, attempt, e)
+                    log.error("alert not delivered to %s after %d attempts: %s", target, attempt, e)
                     return
-                log.warning("alert delivery to %s failed (%s); retrying in %.0fs",
-                            target, e, delay)
+                log.warning("alert delivery to %s failed (%s); retrying in %.0fs", target, e, delay)
                 if self._closing.wait(delay):
                     log.error("alert not delivered to %s: the agent is stopping", target)
                     return

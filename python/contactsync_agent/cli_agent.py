@@ -44,9 +44,12 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-    @click.option("--database", default=None,
-                  help="Database path to write into the config (default: --db, else the "
-                       "user data directory).")
+    @click.option(
+        "--database",
+        default=None,
+        help="Database path to write into the config (default: --db, else the "
+        "user data directory).",
+    )
     @click.pass_obj
     def init(obj: Any, force: bool, database: str | None) -> None:
         """Write a commented example config (every source disabled)."""
@@ -56,8 +59,10 @@ def register(cli: click.Group) -> None:
         db = database or (obj._db if obj._db else default_db_path())
         written = write_example_config(path, db, force=force)
         click.echo(f"wrote {written}")
-        click.echo("edit the [sources.*] tables, then `contactsync source enable NAME` and "
-                   "start `contactsync daemon`")
+        click.echo(
+            "edit the [sources.*] tables, then `contactsync source enable NAME` and "
+            "start `contactsync daemon`"
+        )
 
     @cli.group()
     def source() -> None:
@@ -69,30 +74,51 @@ def register(cli: click.Group) -> None:
     def source_list(obj: Any, as_json: bool) -> None:
         """The sources of the config file (validates the file)."""
         cfg = load_config(_config_path(obj), required=True)
-        rows = [{
-            "name": s.name, "enabled": s.enabled, "kind": s.kind, "path": s.path,
-            "pattern": s.pattern, "format": s.format, "mode": s.mode,
-            "interval_s": s.interval, "settle_s": s.settle_seconds, "polling": s.polling,
-        } for s in cfg.sources.values()]
+        rows = [
+            {
+                "name": s.name,
+                "enabled": s.enabled,
+                "kind": s.kind,
+                "path": s.path,
+                "pattern": s.pattern,
+                "format": s.format,
+                "mode": s.mode,
+                "interval_s": s.interval,
+                "settle_s": s.settle_seconds,
+                "polling": s.polling,
+            }
+            for s in cfg.sources.values()
+        ]
         if as_json:
             emit_json(rows)
             return
         from rich.console import Console
         from rich.table import Table
 
-        t = Table("source", "enabled", "kind", "path", "pattern", "format", "mode",
-                  "interval", "watch")
+        t = Table(
+            "source", "enabled", "kind", "path", "pattern", "format", "mode", "interval", "watch"
+        )
         for r in rows:
-            t.add_row(r["name"], "yes" if r["enabled"] else "no", r["kind"], r["path"] or "",
-                      r["pattern"], r["format"], r["mode"], f"{r['interval_s']:.0f}s",
-                      "polling" if r["polling"] else "events")
+            t.add_row(
+                r["name"],
+                "yes" if r["enabled"] else "no",
+                r["kind"],
+                r["path"] or "",
+                r["pattern"],
+                r["format"],
+                r["mode"],
+                f"{r['interval_s']:.0f}s",
+                "polling" if r["polling"] else "events",
+            )
         Console().print(t)
 
     def _toggle(obj: Any, name: str, enabled: bool) -> None:
         path = _config_path(obj)
         write_source_enabled(path, name, enabled)
-        click.echo(f"source {name} {'enabled' if enabled else 'disabled'} in {path}; a running "
-                   "agent picks this up within a minute (or at once on SIGHUP)")
+        click.echo(
+            f"source {name} {'enabled' if enabled else 'disabled'} in {path}; a running "
+            "agent picks this up within a minute (or at once on SIGHUP)"
+        )
 
     @source.command("enable")
     @click.argument("name")

@@ -105,8 +105,11 @@ def setup_logging(cfg: AgentConfig, db_path: Path) -> Path:
         root.removeHandler(h)
         h.close()
     file_handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=cfg.daemon.log_max_bytes, backupCount=cfg.daemon.log_backups,
-        encoding="utf-8")
+        path,
+        maxBytes=cfg.daemon.log_max_bytes,
+        backupCount=cfg.daemon.log_backups,
+        encoding="utf-8",
+    )
     err_handler = logging.StreamHandler(sys.stderr)
     for h in (file_handler, err_handler):
         h.setFormatter(fmt)
@@ -118,6 +121,7 @@ def setup_logging(cfg: AgentConfig, db_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- one watched source
+
 
 @dataclass
 class Seen:
@@ -148,8 +152,9 @@ class Watch:
         return self.cfg.name
 
     def matches(self, name: str) -> bool:
-        return (not ignored_name(name)
-                and fnmatch.fnmatchcase(name.lower(), self.cfg.pattern.lower()))
+        return not ignored_name(name) and fnmatch.fnmatchcase(
+            name.lower(), self.cfg.pattern.lower()
+        )
 
 
 class _Hints(FileSystemEventHandler):
@@ -165,6 +170,7 @@ class _Hints(FileSystemEventHandler):
 
 
 # ---------------------------------------------------------------- the daemon
+
 
 class Daemon:
     """Runs until SIGTERM/SIGINT; `run()` returns the process exit status."""
@@ -235,9 +241,13 @@ class Daemon:
         try:
             self.alerter = Alerter(self.config.alerts)
             self._write_start()
-            log.info("started: pid %d, database %s, config %s, log level %s",
-                     os.getpid(), self.db_path, self.config.path or "(none)",
-                     self.config.daemon.log_level)
+            log.info(
+                "started: pid %d, database %s, config %s, log level %s",
+                os.getpid(),
+                self.db_path,
+                self.config.path or "(none)",
+                self.config.daemon.log_level,
+            )
             self._build_watches()
             self._loop()
         finally:
@@ -312,8 +322,9 @@ class Daemon:
             log.error("reload (%s) refused, keeping the running config: %s", why, e)
             return
         if new.database and new.database.absolute() != self.db_path:
-            log.warning("reload: [agent] database changed to %s; restart the agent to use it",
-                        new.database)
+            log.warning(
+                "reload: [agent] database changed to %s; restart the agent to use it", new.database
+            )
         old = self.config
         self.config = new
         logging.getLogger("contactsync_agent").setLevel(new.daemon.log_level)
@@ -322,8 +333,11 @@ class Daemon:
                 self.alerter.close(timeout=1.0)
             self.alerter = Alerter(new.alerts)
         self._build_watches()
-        log.info("config reloaded (%s): %d source(s) enabled", why,
-                 sum(1 for s in new.sources.values() if s.enabled))
+        log.info(
+            "config reloaded (%s): %d source(s) enabled",
+            why,
+            sum(1 for s in new.sources.values() if s.enabled),
+        )
 
     def _build_watches(self) -> None:
         wanted = {n: s for n, s in self.config.sources.items() if s.enabled}
@@ -343,8 +357,9 @@ class Daemon:
             self._start_observer(w)
         for name in self.config.sources:
             if name not in wanted:
-                log.info("source %s: disabled (enable with `contactsync source enable %s`)",
-                         name, name)
+                log.info(
+                    "source %s: disabled (enable with `contactsync source enable %s`)", name, name
+                )
 
     # ------------------------------------------------------------ observers
 
@@ -370,8 +385,7 @@ class Daemon:
             obs.start()
         except OSError as e:
             # inotify watch limits and the like: the rescans still find every file.
-            log.warning("source %s: file events unavailable (%s); relying on rescans",
-                        w.name, e)
+            log.warning("source %s: file events unavailable (%s); relying on rescans", w.name, e)
             w.observer = None
         else:
             w.observer = obs
@@ -380,9 +394,14 @@ class Daemon:
             log.info("source %s: watched folder reachable again", w.name)
         w.problem = None
         w.next_scan = 0.0
-        log.info("source %s: watching %s for %s (%s), settle %.1fs", w.name, w.folder,
-                 w.cfg.pattern, "polling" if w.cfg.polling else "file events",
-                 w.cfg.settle_seconds)
+        log.info(
+            "source %s: watching %s for %s (%s), settle %.1fs",
+            w.name,
+            w.folder,
+            w.cfg.pattern,
+            "polling" if w.cfg.polling else "file events",
+            w.cfg.settle_seconds,
+        )
 
     def _stop_observer(self, w: Watch) -> None:
         if w.observer is not None:
@@ -404,8 +423,11 @@ class Daemon:
         if same and alive and not w.problem:
             return
         if w.observer is not None or w.problem is None:
-            log.warning("source %s: %s; restarting the watch", w.name,
-                        "observer died" if same else "watched folder changed or vanished")
+            log.warning(
+                "source %s: %s; restarting the watch",
+                w.name,
+                "observer died" if same else "watched folder changed or vanished",
+            )
         self._stop_observer(w)
         self._start_observer(w)
 
@@ -477,10 +499,21 @@ class Daemon:
         earlier = self._refused_before(w.name, digest)
         if earlier is not None:
             run_id, error = earlier
-            log.warning("source %s: %s has the same content as the file refused in run %d; "
-                        "not run again", w.name, path.name, run_id)
-            self._move(w, path, seen, FAILED, f"The same content was refused in run {run_id} "
-                       f"and the configuration has not changed since.\n\n{error}", run_id)
+            log.warning(
+                "source %s: %s has the same content as the file refused in run %d; not run again",
+                w.name,
+                path.name,
+                run_id,
+            )
+            self._move(
+                w,
+                path,
+                seen,
+                FAILED,
+                f"The same content was refused in run {run_id} "
+                f"and the configuration has not changed since.\n\n{error}",
+                run_id,
+            )
             return
         sc = w.cfg
         log.info("source %s: %s settled (%d bytes); run starting", w.name, path.name, seen.size)
@@ -488,13 +521,24 @@ class Daemon:
         self._running_file = path.name
         try:
             report = m.sync_file(
-                w.name, path, mode=sc.mode, format=sc.format, mapping=sc.mapping,
-                mass_delete_limit=sc.mass_delete_limit, encoding=sc.encoding,
-                delimiter=sc.delimiter, max_file_bytes=sc.max_file_bytes,
-                chunk_size=sc.chunk_size, progress=self._progress)
+                w.name,
+                path,
+                mode=sc.mode,
+                format=sc.format,
+                mapping=sc.mapping,
+                mass_delete_limit=sc.mass_delete_limit,
+                encoding=sc.encoding,
+                delimiter=sc.delimiter,
+                max_file_bytes=sc.max_file_bytes,
+                chunk_size=sc.chunk_size,
+                progress=self._progress,
+            )
         except StopRequested:
-            log.info("source %s: run of %s rolled back (stopping); the file stays for the "
-                     "next start", w.name, path.name)
+            log.info(
+                "source %s: run of %s rolled back (stopping); the file stays for the next start",
+                w.name,
+                path.name,
+            )
             return
         except (SourceFormatError, SafetyLimitError) as e:
             run_id = self._ensure_refused_run(w, path, digest, last_id, str(e))
@@ -517,9 +561,21 @@ class Daemon:
             log.info(
                 "source %s: run %d ok in %.2fs: %d records, %d created, %d converted, "
                 "%d updated, %d unchanged, %d deleted, %d unlinked, %d to review, "
-                "%d activities, %d rejected", w.name, report.run_id, report.duration_s,
-                c["records"], c["created"], c["converted"], c["updated"], c["unchanged"],
-                c["deleted"], c["unlinked"], c["review_items"], c["activities"], c["rejected"])
+                "%d activities, %d rejected",
+                w.name,
+                report.run_id,
+                report.duration_s,
+                c["records"],
+                c["created"],
+                c["converted"],
+                c["updated"],
+                c["unchanged"],
+                c["deleted"],
+                c["unlinked"],
+                c["review_items"],
+                c["activities"],
+                c["rejected"],
+            )
             self._move(w, path, seen, PROCESSED, None, report.run_id)
         finally:
             self._running_file = None
@@ -543,11 +599,19 @@ class Daemon:
         delay = min(d.retry_base * 2 ** (n - 1), d.retry_max)
         w.retry_at = time.monotonic() + delay
         w.pending[path] = seen
-        log.warning("source %s: attempt %d of %d for %s failed (%s); retrying in %.0fs",
-                    w.name, n, d.max_attempts, path.name, error, delay)
+        log.warning(
+            "source %s: attempt %d of %d for %s failed (%s); retrying in %.0fs",
+            w.name,
+            n,
+            d.max_attempts,
+            path.name,
+            error,
+            delay,
+        )
 
-    def _move(self, w: Watch, path: Path, seen: Seen, where: str, error: str | None,
-              run_id: int | None) -> None:
+    def _move(
+        self, w: Watch, path: Path, seen: Seen, where: str, error: str | None, run_id: int | None
+    ) -> None:
         dest_dir = w.folder / where
         try:
             dest_dir.mkdir(exist_ok=True)
@@ -559,7 +623,9 @@ class Daemon:
                     f"contactsync-agent refused this file.\n\n"
                     f"source: {w.name}\nfile: {path}\nmoved to: {dest}\n"
                     f"run: {run_id if run_id is not None else '(none)'}\n"
-                    f"at: {now_iso()}\n\nwhy:\n{error}\n", encoding="utf-8")
+                    f"at: {now_iso()}\n\nwhy:\n{error}\n",
+                    encoding="utf-8",
+                )
         except OSError as e:
             # Left in place; the content hash keeps a refused file from running again.
             w.kept[path] = (seen.size, seen.mtime_ns)
@@ -579,7 +645,9 @@ class Daemon:
         assert self.mirror is not None
         row = self.mirror.store.conn.execute(
             "SELECT id, status, error, started_at FROM runs WHERE source = ? AND origin_hash = ? "
-            "AND status != 'running' ORDER BY id DESC LIMIT 1", (source, digest)).fetchone()
+            "AND status != 'running' ORDER BY id DESC LIMIT 1",
+            (source, digest),
+        ).fetchone()
         if row is None or row[1] != "refused":
             return None
         started = health.parse_time(row[3])
@@ -589,14 +657,16 @@ class Daemon:
                 return None
         return int(row[0]), str(row[2] or "")
 
-    def _ensure_refused_run(self, w: Watch, path: Path, digest: str, last_id: int,
-                            error: str) -> int:
+    def _ensure_refused_run(
+        self, w: Watch, path: Path, digest: str, last_id: int, error: str
+    ) -> int:
         """A refusal before the run began (file too big) still gets a run row, so it
         shows in `status` and health, and the same file is recognised next time."""
         assert self.mirror is not None
         store = self.mirror.store
-        row = store.conn.execute("SELECT max(id) FROM runs WHERE source = ? AND id > ?",
-                                 (w.name, last_id)).fetchone()
+        row = store.conn.execute(
+            "SELECT max(id) FROM runs WHERE source = ? AND id > ?", (w.name, last_id)
+        ).fetchone()
         if row[0] is not None:
             return int(row[0])
         run_id = store.begin_run(w.name, w.cfg.mode, str(path), digest, False)
@@ -611,9 +681,13 @@ class Daemon:
         assert self.mirror is not None
         store = self.mirror.store
         verdict = health.evaluate(
-            self.mirror.runs(w.name, RUN_HISTORY), now=datetime.now(UTC),
-            interval=w.cfg.interval, expected_since=self.started_dt,
-            max_duration=w.cfg.max_duration, problem=w.problem)
+            self.mirror.runs(w.name, RUN_HISTORY),
+            now=datetime.now(UTC),
+            interval=w.cfg.interval,
+            expected_since=self.started_dt,
+            max_duration=w.cfg.max_duration,
+            problem=w.problem,
+        )
         key = f"alert.{w.name}.state"
         last = store.get_meta(key)
         if should_alert(last, verdict.state):
@@ -621,8 +695,16 @@ class Daemon:
                 store.set_meta(key, verdict.state)
                 store.set_meta(f"alert.{w.name}.at", now_iso())
             if self.alerter is not None:
-                self.alerter.send(Alert(w.name, verdict.state, last or health.HEALTHY,
-                                        verdict.reasons, now_iso(), str(self.db_path)))
+                self.alerter.send(
+                    Alert(
+                        w.name,
+                        verdict.state,
+                        last or health.HEALTHY,
+                        verdict.reasons,
+                        now_iso(),
+                        str(self.db_path),
+                    )
+                )
         elif last is None:
             with store.transaction():
                 store.set_meta(key, verdict.state)
@@ -648,9 +730,12 @@ class Daemon:
             ver = "unknown"
         with store.transaction():
             for k, v in {
-                "daemon.pid": str(os.getpid()), "daemon.host": socket.gethostname(),
-                "daemon.started_at": self.started_at, "daemon.state": "running",
-                "daemon.version": ver, "daemon.config": str(self.config.path or ""),
+                "daemon.pid": str(os.getpid()),
+                "daemon.host": socket.gethostname(),
+                "daemon.started_at": self.started_at,
+                "daemon.state": "running",
+                "daemon.version": ver,
+                "daemon.config": str(self.config.path or ""),
                 "daemon.heartbeat_interval": str(self.config.daemon.heartbeat),
             }.items():
                 store.set_meta(k, v)
@@ -661,8 +746,9 @@ class Daemon:
         store = self.mirror.store
         sources = {
             w.name: {
-                "watch": None if w.cfg.kind != "folder" else (
-                    "polling" if w.cfg.polling else "events"),
+                "watch": None
+                if w.cfg.kind != "folder"
+                else ("polling" if w.cfg.polling else "events"),
                 "observer_alive": bool(w.observer and w.observer.is_alive()),
                 "pending_files": len(w.pending),
                 "next_check_at": wall(w.next_scan),
@@ -693,9 +779,11 @@ def _free_name(dest: Path) -> Path:
 
 def _refusal_help(source: str, path: Path, e: Exception) -> str:
     if isinstance(e, SafetyLimitError) and e.would_delete:
-        return (f"{e}\n\nIf these deletions are real: stop the agent, run\n"
-                f"  contactsync sync --source {source} --allow-mass-delete \"<this file>\"\n"
-                f"then start the agent again.")
+        return (
+            f"{e}\n\nIf these deletions are real: stop the agent, run\n"
+            f'  contactsync sync --source {source} --allow-mass-delete "<this file>"\n'
+            f"then start the agent again."
+        )
     return str(e)
 
 
@@ -714,6 +802,4 @@ def _default_db() -> Path:
     return default_db_path()
 
 
-__all__ = ["Daemon", "RedactFilter", "StopRequested", "ignored_name", "run_daemon",
-           "setup_logging"]
-
+__all__ = ["Daemon", "RedactFilter", "StopRequested", "ignored_name", "run_daemon", "setup_logging"]

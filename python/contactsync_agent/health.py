@@ -61,13 +61,20 @@ def _age(seconds: float) -> str:
 
 def counted(runs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Runs that say something about the source: not in progress, not stopped by us."""
-    return [r for r in runs if r["status"] != "running"
-            and not (r["error"] or "").startswith(STOPPED_PREFIX)]
+    return [
+        r
+        for r in runs
+        if r["status"] != "running" and not (r["error"] or "").startswith(STOPPED_PREFIX)
+    ]
 
 
 def evaluate(
-    runs: Sequence[Mapping[str, Any]], *, now: datetime, interval: float | None = None,
-    expected_since: datetime | None = None, max_duration: float | None = None,
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime,
+    interval: float | None = None,
+    expected_since: datetime | None = None,
+    max_duration: float | None = None,
     problem: str | None = None,
 ) -> Health:
     """The health of one source.
@@ -99,11 +106,9 @@ def evaluate(
         last = done[0]
         if last["rejected"]:
             degraded.append(f"last run rejected {last['rejected']} row(s) (see `quarantine`)")
-        limit = max_duration if max_duration is not None else (
-            interval / 2 if interval else None)
+        limit = max_duration if max_duration is not None else (interval / 2 if interval else None)
         if limit and last["duration_ms"] is not None and last["duration_ms"] > limit * 1000:
-            degraded.append(f"last run took {last['duration_ms'] / 1000:.0f}s "
-                            f"(over {limit:.0f}s)")
+            degraded.append(f"last run took {last['duration_ms'] / 1000:.0f}s (over {limit:.0f}s)")
     if interval:
         last_ok = next((r for r in done if r["status"] == "ok"), None)
         since = parse_time(last_ok["finished_at"]) if last_ok else expected_since

@@ -50,8 +50,9 @@ def _age(now: datetime, text: str | None) -> float | None:
     return None if t is None else round((now - t).total_seconds(), 1)
 
 
-def daemon_status(meta: dict[str, str], running_run: dict[str, Any] | None,
-                  now: datetime) -> dict[str, Any]:
+def daemon_status(
+    meta: dict[str, str], running_run: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
     """The agent as recorded in `meta`: alive, stopped, hung or dead, and its health."""
     out: dict[str, Any] = {
         "state": meta.get("daemon.state", "never started"),
@@ -81,27 +82,33 @@ def daemon_status(meta: dict[str, str], running_run: dict[str, Any] | None,
         beat = 15.0
     age = out["heartbeat_age_s"]
     if alive is False:
-        out.update(state="died", health=health.FAILING,
-                   why=f"process {out['pid']} ended without stopping cleanly")
+        out.update(
+            state="died",
+            health=health.FAILING,
+            why=f"process {out['pid']} ended without stopping cleanly",
+        )
     elif age is not None and age > max(HEARTBEAT_GRACE * beat, 30.0) and running_run is None:
-        out.update(state="not responding", health=health.FAILING,
-                   why=f"no heartbeat for {age:.0f}s")
+        out.update(
+            state="not responding", health=health.FAILING, why=f"no heartbeat for {age:.0f}s"
+        )
     else:
         out["running"] = True
         out["uptime_s"] = _age(now, out["started_at"])
-        out["why"] = (f"running run {running_run['id']}" if running_run else "idle")
+        out["why"] = f"running run {running_run['id']}" if running_run else "idle"
     return out
 
 
 def _runs(conn: Any, source: str) -> list[dict[str, Any]]:
-    cur = conn.execute("SELECT * FROM runs WHERE source = ? ORDER BY id DESC LIMIT ?",
-                       (source, RUN_HISTORY))
+    cur = conn.execute(
+        "SELECT * FROM runs WHERE source = ? ORDER BY id DESC LIMIT ?", (source, RUN_HISTORY)
+    )
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
-def collect(store: Store, config: AgentConfig | None = None,
-            now: datetime | None = None) -> dict[str, Any]:
+def collect(
+    store: Store, config: AgentConfig | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Everything `status` shows, as plain data (the `--json` output)."""
     now = now or datetime.now(UTC)
     config = config or AgentConfig()
@@ -109,10 +116,13 @@ def collect(store: Store, config: AgentConfig | None = None,
     conn.execute("BEGIN")  # one consistent snapshot; a read transaction never blocks the writer
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
-        running = conn.execute("SELECT id, source, started_at FROM runs WHERE status = 'running' "
-                               "ORDER BY id DESC LIMIT 1").fetchone()
-        running_run = ({"id": running[0], "source": running[1], "started_at": running[2]}
-                       if running else None)
+        running = conn.execute(
+            "SELECT id, source, started_at FROM runs WHERE status = 'running' "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        running_run = (
+            {"id": running[0], "source": running[1], "started_at": running[2]} if running else None
+        )
         daemon = daemon_status(meta, running_run, now)
         try:
             live = json.loads(meta.get("daemon.sources", "{}")) if daemon["running"] else {}
@@ -122,32 +132,39 @@ def collect(store: Store, config: AgentConfig | None = None,
         names |= set(config.sources)
         counts: dict[tuple[str | None, str, bool], int] = {}
         for src, rtype, alive, n in conn.execute(
-                "SELECT source, record_type, deleted_at IS NULL, count(*) FROM contacts "
-                "GROUP BY 1, 2, 3"):
+            "SELECT source, record_type, deleted_at IS NULL, count(*) FROM contacts "
+            "GROUP BY 1, 2, 3"
+        ):
             counts[(src, rtype, bool(alive))] = n
-        sources = [_source(name, config, _runs(conn, name), live.get(name, {}), daemon, meta,
-                           counts, now) for name in sorted(names)]
+        sources = [
+            _source(name, config, _runs(conn, name), live.get(name, {}), daemon, meta, counts, now)
+            for name in sorted(names)
+        ]
 
         def count(sql: str) -> int:
             return int(conn.execute(sql).fetchone()[0])
 
         totals = {
             "total": sum(n for (_, _, alive), n in counts.items() if alive),
-            **{t: sum(n for (_, rt, alive), n in counts.items() if alive and rt == t)
-               for t in ("sync", "manual", "external")},
+            **{
+                t: sum(n for (_, rt, alive), n in counts.items() if alive and rt == t)
+                for t in ("sync", "manual", "external")
+            },
             "deleted": sum(n for (_, _, alive), n in counts.items() if not alive),
         }
         data = {
             "database": str(store.path),
-            "database_bytes": sum(os.path.getsize(p) for p in (
-                str(store.path), f"{store.path}-wal", f"{store.path}-shm") if os.path.exists(p)),
+            "database_bytes": sum(
+                os.path.getsize(p)
+                for p in (str(store.path), f"{store.path}-wal", f"{store.path}-shm")
+                if os.path.exists(p)
+            ),
             "checked_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
             "health": health.worst([daemon["health"], *(s["health"] for s in sources)]),
             "daemon": daemon,
             "contacts": totals,
             "open_activities": count("SELECT count(*) FROM activities WHERE status = 'open'"),
-            "open_review_items": count(
-                "SELECT count(*) FROM review_items WHERE status = 'open'"),
+            "open_review_items": count("SELECT count(*) FROM review_items WHERE status = 'open'"),
             "quarantined_rows": count("SELECT count(*) FROM quarantine"),
             "last_change_seq": count("SELECT coalesce(max(seq), 0) FROM changes"),
             "sources": sources,
@@ -157,24 +174,52 @@ def collect(store: Store, config: AgentConfig | None = None,
     return data
 
 
-def _source(name: str, config: AgentConfig, runs: list[dict[str, Any]], live: dict[str, Any],
-            daemon: dict[str, Any], meta: dict[str, str],
-            counts: dict[tuple[str | None, str, bool], int], now: datetime) -> dict[str, Any]:
+def _source(
+    name: str,
+    config: AgentConfig,
+    runs: list[dict[str, Any]],
+    live: dict[str, Any],
+    daemon: dict[str, Any],
+    meta: dict[str, str],
+    counts: dict[tuple[str | None, str, bool], int],
+    now: datetime,
+) -> dict[str, Any]:
     cfg = config.sources.get(name)
     enabled = bool(cfg and cfg.enabled)
     expected = health.parse_time(daemon["started_at"]) if daemon["running"] else None
     verdict = health.evaluate(
-        runs, now=now, interval=cfg.interval if enabled and cfg else None,
-        expected_since=expected, max_duration=cfg.max_duration if cfg else None,
-        problem=live.get("problem") if enabled else None)
+        runs,
+        now=now,
+        interval=cfg.interval if enabled and cfg else None,
+        expected_since=expected,
+        max_duration=cfg.max_duration if cfg else None,
+        problem=live.get("problem") if enabled else None,
+    )
     last = runs[0] if runs else None
     last_ok = next((r for r in runs if r["status"] == "ok"), None)
     next_run = None
     if enabled and daemon["running"] and live:
         next_run = live.get("retry_at") or live.get("next_check_at")
-    run_fields = ("id", "status", "mode", "origin", "started_at", "finished_at", "duration_ms",
-                  "records", "created", "converted", "updated", "unchanged", "deleted",
-                  "unlinked", "review_items", "activities", "rejected", "error")
+    run_fields = (
+        "id",
+        "status",
+        "mode",
+        "origin",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+        "records",
+        "created",
+        "converted",
+        "updated",
+        "unchanged",
+        "deleted",
+        "unlinked",
+        "review_items",
+        "activities",
+        "rejected",
+        "error",
+    )
     return {
         "name": name,
         "configured": cfg is not None,
@@ -199,13 +244,21 @@ def _source(name: str, config: AgentConfig, runs: list[dict[str, Any]], live: di
 
 # ---------------------------------------------------------------- the table
 
+
 def _ago(now: datetime, text: str | None) -> str:
     age = _age(now, text)
     if age is None:
         return "—"
     a = abs(age)
-    span = (f"{a:.0f}s" if a < 120 else f"{a / 60:.0f} min" if a < 7200
-            else f"{a / 3600:.1f} h" if a < 172800 else f"{a / 86400:.1f} d")
+    span = (
+        f"{a:.0f}s"
+        if a < 120
+        else f"{a / 60:.0f} min"
+        if a < 7200
+        else f"{a / 3600:.1f} h"
+        if a < 172800
+        else f"{a / 86400:.1f} d"
+    )
     return f"{span} ago" if age >= 0 else f"in {span}"
 
 
@@ -218,36 +271,63 @@ def render(data: dict[str, Any]) -> None:
     colour = {"healthy": "green", "degraded": "yellow", "failing": "red"}
     con = Console()
     h = data["health"]
-    con.print(f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB) — "
-              f"health: [bold {colour[h]}]{h}[/]")
+    con.print(
+        f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB) — "
+        f"health: [bold {colour[h]}]{h}[/]"
+    )
     d = data["daemon"]
     if d["running"]:
         up = d["uptime_s"] or 0
-        con.print(f"agent: [green]running[/] pid {d['pid']} on {d['host']}, up "
-                  f"{up / 3600:.1f} h, last heartbeat {_ago(now, d['heartbeat_at'])} "
-                  f"({d['why']})")
+        con.print(
+            f"agent: [green]running[/] pid {d['pid']} on {d['host']}, up "
+            f"{up / 3600:.1f} h, last heartbeat {_ago(now, d['heartbeat_at'])} "
+            f"({d['why']})"
+        )
     else:
         style = colour[d["health"]]
-        con.print(f"agent: [{style}]{d['state']}[/]"
-                  + (f" (pid {d['pid']}): {d['why']}" if d["pid"] else ""))
+        con.print(
+            f"agent: [{style}]{d['state']}[/]"
+            + (f" (pid {d['pid']}): {d['why']}" if d["pid"] else "")
+        )
     c = data["contacts"]
-    con.print(f"contacts: {c['total']:,} ({c['sync']:,} sync, {c['manual']:,} manual, "
-              f"{c['external']:,} external; {c['deleted']:,} deleted)   "
-              f"open activities: {data['open_activities']}   "
-              f"review items: {data['open_review_items']}   "
-              f"quarantined rows: {data['quarantined_rows']}   "
-              f"change feed at seq {data['last_change_seq']:,}")
-    t = Table("source", "on", "health", "contacts", "last run", "outcome",
-              "records (+new ~upd -del !rejected)", "next check")
+    con.print(
+        f"contacts: {c['total']:,} ({c['sync']:,} sync, {c['manual']:,} manual, "
+        f"{c['external']:,} external; {c['deleted']:,} deleted)   "
+        f"open activities: {data['open_activities']}   "
+        f"review items: {data['open_review_items']}   "
+        f"quarantined rows: {data['quarantined_rows']}   "
+        f"change feed at seq {data['last_change_seq']:,}"
+    )
+    t = Table(
+        "source",
+        "on",
+        "health",
+        "contacts",
+        "last run",
+        "outcome",
+        "records (+new ~upd -del !rejected)",
+        "next check",
+    )
     for s in data["sources"]:
         r = s["last_run"] or {}
-        counts = (f"{r['records']:,} (+{r['created']:,} ~{r['updated']:,} -{r['deleted']:,} "
-                  f"!{r['rejected']:,})") if r else "—"
+        counts = (
+            (
+                f"{r['records']:,} (+{r['created']:,} ~{r['updated']:,} -{r['deleted']:,} "
+                f"!{r['rejected']:,})"
+            )
+            if r
+            else "—"
+        )
         t.add_row(
-            s["name"], "yes" if s["enabled"] else "no",
-            f"[{colour[s['health']]}]{s['health']}[/]", f"{s['contacts']:,}",
-            _ago(now, r.get("finished_at") or r.get("started_at")), r.get("status", "—"),
-            counts, _ago(now, s["next_run"]) if s["next_run"] else "—")
+            s["name"],
+            "yes" if s["enabled"] else "no",
+            f"[{colour[s['health']]}]{s['health']}[/]",
+            f"{s['contacts']:,}",
+            _ago(now, r.get("finished_at") or r.get("started_at")),
+            r.get("status", "—"),
+            counts,
+            _ago(now, s["next_run"]) if s["next_run"] else "—",
+        )
     con.print(t)
     for s in data["sources"]:
         if s["health"] != "healthy" or s["reasons"]:
