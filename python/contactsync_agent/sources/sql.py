@@ -162,20 +162,23 @@ class SqlSource(Connector):
                 result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
                     sa.text(sql), params
                 )
-                columns = list(result.keys())
-                self._check(columns)
-                lower = {c.lower(): c for c in columns}
-                id_col = lower.get(self.id_column.lower()) if self.id_column else None
-                cur_col = lower[self.cursor_column.lower()] if self.cursor_column else None
-                order = ([id_col] if id_col else []) + [c for c in columns if c != id_col]
-                for row in result:
-                    values = row._mapping
-                    self.fetched += 1
-                    if cur_col is not None:
-                        v = values[cur_col]
-                        if v is not None and (best is None or v > best):
-                            best = v
-                    yield {c: text_value(values[c]) for c in order}
+                # Closed explicitly: a sample stops early, and PostgreSQL's server-side
+                # cursor must go before its connection does.
+                with result:
+                    columns = list(result.keys())
+                    self._check(columns)
+                    lower = {c.lower(): c for c in columns}
+                    id_col = lower.get(self.id_column.lower()) if self.id_column else None
+                    cur_col = lower[self.cursor_column.lower()] if self.cursor_column else None
+                    order = ([id_col] if id_col else []) + [c for c in columns if c != id_col]
+                    for row in result:
+                        values = row._mapping
+                        self.fetched += 1
+                        if cur_col is not None:
+                            v = values[cur_col]
+                            if v is not None and (best is None or v > best):
+                                best = v
+                        yield {c: text_value(values[c]) for c in order}
         except SQLAlchemyError as e:
             # The driver's own message, first line only: SQLAlchemy's adds the statement.
             orig = getattr(e, "orig", None) or e
