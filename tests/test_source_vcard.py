@@ -200,3 +200,27 @@ def test_source_test_command_shows_the_mapping(tmp_path: Path) -> None:
     text = runner.invoke(cli_mod.cli, ["--config", str(config), "source-test", "cards"])
     assert text.exit_code == 0, text.output
     assert "N.family" in text.output and "family_name" in text.output
+
+
+@pytest.mark.parametrize("source_group_first", [True, False])
+def test_source_test_joins_the_source_group_in_either_order(source_group_first: bool) -> None:
+    import click
+    from contactsync_agent import cli_sources
+
+    root = click.Group("root")
+
+    def add_source_group() -> None:
+        @root.group("source")
+        def source() -> None:
+            """The daemon engineer's group."""
+
+    if source_group_first:
+        add_source_group()
+        cli_sources.register(root)
+    else:
+        cli_sources.register(root)
+        add_source_group()
+    group = root.commands["source"]
+    assert isinstance(group, click.Group)
+    assert group.commands["test"] is cli_sources.source_test
+    assert root.commands["source-test"] is cli_sources.source_test

@@ -39,7 +39,24 @@ _LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*\brel="?next"?', re.I)
 
 
 class HttpSource(Connector):
-    """[sources.NAME] kind = "http". See the README's "HTTP sources" for every option."""
+    """[sources.NAME] kind = "http". Options (all but url optional):
+
+    url                       the first page, e.g. https://pms.example/api/contacts
+    token_env | token_file    bearer token from an environment variable or a file's first
+                              line (never from the config file itself); token_header sends
+                              it raw in another header (e.g. X-Api-Key) instead
+    since_param               query parameter of an incremental pull (modified_since)
+    cursor_field              item field whose largest value is the next `since`; without
+                              it, the time the pull began (needs agreeing clocks)
+    items_field               dotted path of the item list (default: the body if a list,
+                              else items | data | results | contacts | records)
+    next_field | page_param   pagination: a dotted path to the next page's URL, or a page
+                              number parameter (page_start, page_size, page_size_param);
+                              neither: a Link: <...>; rel="next" header, if any
+    id_field, delete_field    item fields mapped to external_id and deleted
+    headers                   extra request headers (no credentials)
+    timeout, max_retries, backoff, max_backoff, max_retry_after, max_pages
+    """
 
     kind = "http"
     OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {

@@ -27,8 +27,23 @@ STREAM_ROWS = 1000
 
 
 class SqlSource(Connector):
-    """[sources.NAME] kind = "sql": url | url_env | url_file (+ password_env | password_file),
-    table | query, id_column, cursor_column, delete_column, cursor_inclusive, timeout."""
+    """[sources.NAME] kind = "sql". Options:
+
+    url | url_env | url_file        SQLAlchemy URL (postgresql+psycopg://user@host/db,
+                                    sqlite:///path); url_env / url_file keep the password
+                                    out of the config file, as does password_env |
+                                    password_file with a URL that has none
+    table | query                   a table ("schema.table") or a SELECT
+    id_column                       the source's id (mapped to external_id)
+    cursor_column                   e.g. updated_at: incremental runs read
+                                    `WHERE cursor > :mark ORDER BY cursor`; it must only
+                                    grow as rows change (rows committed later with an
+                                    older value are missed; cursor_inclusive = true reads
+                                    `>=` and re-reads the boundary rows, which is free)
+    delete_column                   a soft-delete flag (mapped to deleted)
+    timeout                         seconds to connect
+    Rows whose cursor is NULL are read by full runs only.
+    """
 
     kind = "sql"
     OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {
