@@ -6,11 +6,12 @@ A thin shell over `sources.preview_source`; it never opens the mirror database.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from contactsync_agent.sources import SampleRecord, preview_source
+if TYPE_CHECKING:
+    from contactsync_agent.sources import SampleRecord
 
 
 @click.command("source-test")
@@ -26,7 +27,9 @@ from contactsync_agent.sources import SampleRecord, preview_source
 @click.pass_obj
 def source_test(obj: Any, name: str, limit: int, as_json: bool) -> None:
     """Fetch a sample of source NAME and show how it maps (writes nothing)."""
+    # Imported here: SQLAlchemy and vobject would add a second to every command's start.
     from contactsync_agent.cli import emit_json
+    from contactsync_agent.sources import preview_source
 
     config = obj.config
     if name not in config.sources:
