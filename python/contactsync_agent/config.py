@@ -98,6 +98,9 @@ class DaemonConfig:
     log_level: str = "INFO"
     log_max_bytes: int = 10 << 20
     log_backups: int = 5
+    # CPU priority of the agent (POSIX nice, 0-19): imports yield to interactive work
+    # such as `status`, which must answer fast even while a big file is synced.
+    nice: int = 10
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -244,6 +247,11 @@ def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) ->
             raise ConfigError(f"unknown level {value!r} (one of {', '.join(LOG_LEVELS)})",
                               path=path, key=full)
         d.log_level = level
+    elif key == "nice":
+        d.nice = int(_expect(value, int, full, path))
+        if not 0 <= d.nice <= 19:
+            raise ConfigError(f"expected 0 (normal) to 19 (lowest), got {d.nice}",
+                              path=path, key=full)
     elif key == "log_max_bytes":
         d.log_max_bytes = _positive_int(value, full, path)
     elif key == "log_backups":
@@ -347,6 +355,7 @@ default_region = "AU"
 # retry_base = "30s"          # a run that failed is retried after 30s, 60s, 120s, ...
 # retry_max = "15m"           # ... at most this far apart,
 # max_attempts = 5            # ... and then the file goes to failed/.
+# nice = 10                   # CPU priority (0 normal .. 19 lowest): syncs yield to others
 
 # One table per source. Every source is disabled until enabled with
 #   contactsync source enable NAME
