@@ -65,12 +65,16 @@ def free_port() -> int:
 
 def _as_user(cmd: list[str]) -> list[str]:
     """Runs `cmd` as nobody when we are root (initdb and postgres refuse root)."""
-    if os.geteuid() != 0:
+    if not _root():
         return cmd
     runuser = shutil.which("runuser")
     if runuser:
         return [runuser, "-u", "nobody", "--", *cmd]
     return ["su", "-s", "/bin/sh", "nobody", "-c", " ".join(map(_quote, cmd))]
+
+
+def _root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _quote(arg: str) -> str:
@@ -90,14 +94,15 @@ def postgres() -> Iterator[PgServer]:
     bindir = find_bindir()
     if bindir is None:
         pytest.skip(f"no PostgreSQL server binaries (initdb, pg_ctl) found: {INSTALL_HINT}")
-    base = Path(tempfile.mkdtemp(prefix="contactsync-pg-"))
-    if os.geteuid() == 0:
+    # As root the server runs as nobody, who must reach the directory: /tmp, not $TMPDIR.
+    base = Path(tempfile.mkdtemp(prefix="contactsync-pg-", dir="/tmp" if _root() else None))
+    if _root():
         shutil.chown(base, "nobody")
     data, log = base / "data", base / "server.log"
     password = "pg-" + secrets.token_hex(12)
     pwfile = base / "pw"
     pwfile.write_text(password + "\n", encoding="utf-8")
-    if os.geteuid() == 0:
+    if _root():
         shutil.chown(pwfile, "nobody")
     started = False
     try:

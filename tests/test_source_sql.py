@@ -379,3 +379,20 @@ def test_mark_is_written_inside_the_runs_transaction(
     run(mirror, src.source())
     assert seen == [(True, "running")]
     src.engine.dispose()
+
+
+def test_plain_postgresql_url_uses_the_installed_driver(
+    postgres: PgServer,  # noqa: F811
+    mirror: Mirror,
+) -> None:
+    src = SourceDb(postgres.url(), "postgresql")
+    src.add(2)
+    cfg = src.source()
+    cfg.options["url"] = postgres.url().replace("postgresql+psycopg://", "postgresql://")
+    report, conn = run(mirror, cfg)
+    assert report.counts["created"] == 2 and conn.url.drivername == "postgresql+psycopg"
+    src.engine.dispose()
+    cfg.options["url"] = "mysql+nosuchdriver://u@h/db"
+    with pytest.raises(ConfigError, match="no database driver") as e:
+        run(mirror, cfg)
+    assert e.value.key == "sources.pms.url"

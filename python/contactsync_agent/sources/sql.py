@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from contactsync_agent.config import SourceConfig
@@ -96,6 +96,9 @@ class SqlSource(Connector):
         )
         if password:
             url = url.set(password=password)
+        if url.drivername == "postgresql":
+            # The driver this package installs (SQLAlchemy's default would be psycopg2).
+            url = url.set(drivername="postgresql+psycopg")
         self.url: URL = url
         # Longest first: the whole URL as given, then the password alone.
         self._secrets = [s for s in (raw, url.password) if s]
@@ -131,7 +134,14 @@ class SqlSource(Connector):
             elif backend == "sqlite":
                 args["timeout"] = self.timeout
             # NullPool: a poll every 30 minutes holds no idle connection in between.
-            self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=args)
+            try:
+                self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=args)
+            except (ImportError, NoSuchModuleError) as e:
+                raise ConfigError(
+                    f"no database driver for {self.url.drivername!r} ({e}); install it or use "
+                    "postgresql+psycopg:// or sqlite:///",
+                    key=self.key("url"),
+                ) from None
         return self._engine
 
     def close(self) -> None:
