@@ -142,7 +142,8 @@ def sync_source(
 
     origin_hash = None
     if isinstance(conn, VCardSource):
-        p = conn.resolve()
+        # Pinned: a folder's newest file must not change between hashing and reading.
+        p = conn.path = conn.resolve()
         size = p.stat().st_size if p.is_file() else 0
         if size > cfg.max_file_bytes:
             raise SafetyLimitError(
