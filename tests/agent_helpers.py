@@ -54,6 +54,8 @@ def write_csv(path: Path, n: int, start: int = 0) -> Path:
 def env() -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
     e["PYTHONUNBUFFERED"] = "1"
+    # No config file of the machine's user leaks into a test.
+    e["XDG_CONFIG_HOME"] = "/nonexistent/contactsync-test-config"
     return e
 
 

@@ -1,0 +1,143 @@
+"""`contactsync status`: read-only, fast during an import, exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from agent_helpers import CLI, agent, cli, config_text, env, poll, write_csv
+from contactsync_agent.errors import SourceFormatError
+from contactsync_agent.mirror import Mirror
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def status(db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return cli("--db", str(db), "status", *extra)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "mirror.db"
+
+
+def test_exit_0_when_healthy(db: Path, tmp_path: Path) -> None:
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", 5))
+    r = status(db, "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["health"] == "healthy"
+    assert data["contacts"]["total"] == 5
+    [src] = data["sources"]
+    assert src["name"] == "xpm" and src["last_run"]["created"] == 5
+    assert data["daemon"]["state"] == "never started"
+    # The table for a person says the same.
+    r = status(db)
+    assert r.returncode == 0 and "xpm" in r.stdout and "healthy" in r.stdout
+
+
+def test_exit_1_when_degraded(db: Path, tmp_path: Path) -> None:
+    bad_row = tmp_path / "b.csv"
+    bad_row.write_text("Client ID,First Name\nX1,Ann\n,no id\n")
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", bad_row)
+    r = status(db, "--json")
+    assert r.returncode == 1, r.stdout
+    data = json.loads(r.stdout)
+    assert data["health"] == "degraded" and data["quarantined_rows"] == 1
+    assert "rejected 1 row" in data["sources"][0]["why"]
+
+
+def test_exit_2_when_failing(db: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Foo,Bar\n1,2\n")
+    with Mirror.open(db) as m, pytest.raises(SourceFormatError):
+        m.sync_file("xpm", bad)
+    r = status(db, "--json")
+    assert r.returncode == 2, r.stdout
+    assert json.loads(r.stdout)["sources"][0]["health"] == "failing"
+
+
+def test_exit_2_when_the_agent_died(db: Path, tmp_path: Path) -> None:
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", 2))
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        with m.store.transaction():
+            for k, v in {
+                "daemon.pid": str(dead.pid),
+                "daemon.state": "running",
+                "daemon.host": __import__("socket").gethostname(),
+                "daemon.started_at": "2025-01-01T00:00:00Z",
+                "daemon.heartbeat_at": "2025-01-01T00:00:00Z",
+            }.items():
+                m.store.set_meta(k, v)
+    r = status(db, "--json")
+    assert r.returncode == 2
+    d = json.loads(r.stdout)["daemon"]
+    assert d["state"] == "died" and not d["running"]
+
+
+def test_status_json_answers_within_1s_during_an_import(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        config_text(
+            tmp_path,
+            sources={"xpm": {"path": str(inbox), "settle_seconds": 0.2, "chunk_size": 2000}},
+        )
+    )
+    with agent(tmp_path, cfg) as a:
+        write_csv(inbox / "big.csv", 60_000)
+        poll(
+            lambda: any(r["status"] == "running" for r in a.runs()),
+            interval=0.01,
+            what="the import to start",
+        )
+        timings = []
+        for _ in range(3):
+            t = time.monotonic()
+            r = subprocess.run(
+                [*CLI, "--config", str(cfg), "status", "--json"],
+                capture_output=True,
+                text=True,
+                env=env(),
+                timeout=30,
+                check=False,
+            )
+            timings.append(time.monotonic() - t)
+            assert r.returncode in (0, 1), r.stderr
+            data = json.loads(r.stdout)
+            assert data["daemon"]["running"] is True
+        assert data["daemon"]["pid"] == a.proc.pid  # type: ignore[union-attr]
+        assert any(d["current_run"] for d in [data["daemon"]]) or a.runs()[0]["status"] == "ok"
+        if max(timings) >= 1.0:
+            pytest.fail(
+                f"status took {max(timings):.2f}s during an import; the CLI alone "
+                f"imports in {_cli_import_seconds():.2f}s at this moment"
+            )
+        poll(lambda: a.contacts() == 60_000, timeout=60, what="the import to finish")
+        assert a.stop() == 0
+
+
+def _cli_import_seconds() -> float:
+    """How long loading the CLI with all its extensions takes (the usual culprit)."""
+    code = (
+        "import time; t = time.monotonic(); import contactsync_agent.cli as c; "
+        "c._load_extensions(); print(time.monotonic() - t)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=30,
+        check=True,
+    )
+    return float(r.stdout)
