@@ -75,5 +75,7 @@ mod tests {
         // Python xxhash package.
         let all_empty: Vec<String> = vec![String::new(); FIELDS.len()];
         assert_eq!(content_hash(&all_empty, &[]), xxh3_64(&[0x1F; 14]));
+        assert_eq!(content_hash(&all_empty, &[]), 0x2072_9f18_75ea_3d6a);
+        assert_eq!(content_hash(&sample(), &[]), 0x0e9b_7571_14f5_40fa);
     }
 }
