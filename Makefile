@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup build demo test test-py test-rust lint format bench clean
+.PHONY: setup build demo test test-py test-rust lint format bench clean postgres
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,7 +16,19 @@ $(STAMP): $(BIN)/python pyproject.toml Cargo.toml $(shell find rust -name '*.rs'
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# PostgreSQL server binaries for the SQL-source tests (they start their own
+# server on a free local port). Installed from Debian's packages when missing
+# and we may; without them those tests skip with a message saying so.
+PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgres:
+ifeq ($(PG_BIN),)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+		|| echo "note: could not install postgresql; the PostgreSQL tests will skip"; \
+	else echo "note: no PostgreSQL binaries; the PostgreSQL tests will skip"; fi
+endif
+
+setup: $(STAMP) postgres
 
 build: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
