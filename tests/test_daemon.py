@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -201,3 +202,16 @@ def test_log_lines_carry_no_personal_data(tmp_path: Path) -> None:
     ):
         assert secret not in text
     assert not re.search(r"[\w.]+@[\w.]+\.\w+", text)
+
+
+def test_watched_folder_replaced_is_watched_again(tmp_path: Path) -> None:
+    cfg, inbox = setup(tmp_path, settle_seconds=0.2)
+    with agent(tmp_path, cfg) as a:
+        shutil.rmtree(inbox)
+        poll(lambda: "not reachable" in a.log.read_text(), what="the vanished folder noticed")
+        inbox.mkdir()
+        poll(lambda: "ok again" in a.log.read_text(), what="the folder watched again")
+        write_csv(inbox / "after.csv", 3)
+        poll(lambda: ok_runs(a), what="the import from the new folder")
+        assert a.contacts() == 3
+        assert a.stop() == 0

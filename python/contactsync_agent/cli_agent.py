@@ -74,7 +74,7 @@ def register(cli: click.Group) -> None:
     def source_list(obj: Any, as_json: bool) -> None:
         """The sources of the config file (validates the file)."""
         cfg = load_config(_config_path(obj), required=True)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "name": s.name,
                 "enabled": s.enabled,

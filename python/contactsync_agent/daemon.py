@@ -376,12 +376,10 @@ class Daemon:
         try:
             st = w.folder.stat()
         except OSError as e:
-            w.problem = f"watched folder {w.folder} is not reachable: {e.strerror or e}"
-            log.error("source %s: %s", w.name, w.problem)
+            self._problem(w, f"watched folder {w.folder} is not reachable: {e.strerror or e}")
             return
         if not w.folder.is_dir():
-            w.problem = f"watched folder {w.folder} is not a folder"
-            log.error("source %s: %s", w.name, w.problem)
+            self._problem(w, f"watched folder {w.folder} is not a folder")
             return
         obs: BaseObserver
         if w.cfg.polling:
@@ -399,9 +397,7 @@ class Daemon:
         else:
             w.observer = obs
         w.folder_id = (st.st_dev, st.st_ino)
-        if w.problem:
-            log.info("source %s: watched folder reachable again", w.name)
-        w.problem = None
+        self._problem(w, None)
         w.next_scan = 0.0
         log.info(
             "source %s: watching %s for %s (%s), settle %.1fs",
@@ -429,9 +425,9 @@ class Daemon:
         except OSError:
             same = False
         alive = w.observer is not None and w.observer.is_alive()
-        if same and alive and not w.problem:
-            return
-        if w.observer is not None or w.problem is None:
+        if same and (alive or (w.observer is None and w.problem is None)):
+            return  # watching, or file events unavailable here and the rescans do it
+        if w.observer is not None:
             log.warning(
                 "source %s: %s; restarting the watch",
                 w.name,
@@ -439,6 +435,16 @@ class Daemon:
             )
         self._stop_observer(w)
         self._start_observer(w)
+
+    def _problem(self, w: Watch, text: str | None) -> None:
+        """Records what keeps a source from working (None: nothing), logging changes only."""
+        if text == w.problem:
+            return
+        if text is None:
+            log.info("source %s: ok again (was: %s)", w.name, w.problem)
+        else:
+            log.error("source %s: %s", w.name, text)
+        w.problem = text
 
     # ------------------------------------------------------------ files
 
@@ -455,10 +461,10 @@ class Daemon:
         try:
             entries = list(os.scandir(w.folder))
         except OSError as e:
-            if w.problem is None:
-                w.problem = f"watched folder {w.folder} is not readable: {e.strerror or e}"
-                log.error("source %s: %s", w.name, w.problem)
+            self._problem(w, f"watched folder {w.folder} is not readable: {e.strerror or e}")
             return
+        if w.problem and w.problem.startswith("watched folder"):
+            self._problem(w, None)
         present: set[Path] = set()
         for entry in entries:
             if not w.matches(entry.name):
