@@ -104,6 +104,7 @@ fn apply(t: &Transform, v: &str, out: &mut String) {
 /// A compiled blocking rule.
 pub struct Rule {
     pub name: String,
+    pub train: bool,
     parts: Vec<KeyPart>,
     unordered: bool,
 }
@@ -128,9 +129,18 @@ impl Rule {
         });
         Ok(Rule {
             name,
+            train: r.train,
             parts,
             unordered: r.unordered,
         })
+    }
+
+    /// The fields this rule's keys read.
+    pub fn fields(&self) -> Vec<usize> {
+        let mut f: Vec<usize> = self.parts.iter().map(|p| p.field).collect();
+        f.sort_unstable();
+        f.dedup();
+        f
     }
 
     /// The keys of record `rec` (0 = none), up to MAX_KEYS.
@@ -142,7 +152,7 @@ impl Rule {
             let f = &prep.fields[p.field];
             let mut vs = Vec::new();
             for s in 0..f.slots {
-                let mut v = f.value(rec, s).to_string();
+                let mut v = prep.value(p.field, rec, s).to_string();
                 for t in &p.transforms {
                     apply(t, &v, &mut tmp);
                     std::mem::swap(&mut v, &mut tmp);
@@ -243,12 +253,12 @@ impl Blocker {
         best
     }
 
-    /// Runs every rule; for each new pair calls `emit(i, j)` (in parallel) and
+    /// Runs every rule; for each new pair calls `emit(rule, i, j)` (in parallel) and
     /// collects what `emit` returns. Pairs are (i < j), and in link mode
     /// i is left and j right.
     pub fn run<T: Send>(
         &mut self,
-        emit: impl Fn(usize, usize, &mut Vec<T>) + Sync,
+        emit: impl Fn(usize, usize, usize, &mut Vec<T>) + Sync,
         sink: &mut Vec<T>,
         max_block: usize,
     ) -> Vec<RuleStats> {
@@ -336,7 +346,7 @@ impl Blocker {
                                     continue;
                                 }
                                 count += 1;
-                                emit(i, j, &mut acc);
+                                emit(r, i, j, &mut acc);
                             }
                         }
                         (acc, count)
@@ -350,6 +360,13 @@ impl Blocker {
             stats.push(st);
         }
         stats
+    }
+
+    /// Bit r set when rule r puts i and j in one uncapped block.
+    pub fn covering(&self, i: usize, j: usize) -> u32 {
+        (0..self.rules.len())
+            .filter(|&r| self.shared_key(r, i, j).is_some())
+            .fold(0, |m, r| m | (1 << r))
     }
 
     /// True when some rule puts i and j in one (uncapped) block: for

@@ -2,7 +2,7 @@
 //! field into a u64. Uses the comparators of `similarity`; no scoring here.
 
 use super::config::FieldType;
-use super::prepare::{FieldData, Prepared};
+use super::prepare::Prepared;
 use super::similarity::{self as sim, DateAgreement};
 
 /// At most one edit (substitution, insertion, deletion or adjacent
@@ -150,6 +150,20 @@ fn date_level(a: u32, b: u32) -> u8 {
     }
 }
 
+/// A normalised date ("YYYY-MM-DD") packed as in `Date::packed`.
+#[inline]
+fn iso_packed(s: &str) -> u32 {
+    let b = s.as_bytes();
+    if b.len() != 10 {
+        return 0;
+    }
+    let d = |x: &[u8]| {
+        x.iter()
+            .fold(0u32, |a, c| a * 10 + (c.wrapping_sub(b'0')) as u32)
+    };
+    (d(&b[0..4]) << 16) | (d(&b[5..7]) << 8) | d(&b[8..10])
+}
+
 fn postcode_level(a: &str, b: &str) -> u8 {
     if a == b {
         3
@@ -165,12 +179,10 @@ fn address_level(a: &str, b: &str) -> u8 {
         return 4;
     }
     // the house numbers must agree when both have one (a different number on
-    // the same street is a neighbour)
-    let num = |s: &str| {
-        s.split(' ')
-            .find(|w| w.bytes().any(|c| c.is_ascii_digit()))
-            .map(str::to_owned)
-    };
+    // the same street is a neighbour); this also rejects most pairs cheaply
+    fn num(s: &str) -> Option<&str> {
+        s.split(' ').find(|w| w.bytes().any(|c| c.is_ascii_digit()))
+    }
     if let (Some(x), Some(y)) = (num(a), num(b)) {
         if x != y {
             return 1;
@@ -204,10 +216,7 @@ pub fn level_of(kind: FieldType, a: &str, b: &str) -> u8 {
         FieldType::Name => name_level(a, b),
         FieldType::Email => email_level(a, b),
         FieldType::Phone => phone_level(a, b),
-        FieldType::Date => {
-            let p = |s: &str| sim::parse_date(s).map_or(0, |d| d.packed());
-            date_level(p(a), p(b))
-        }
+        FieldType::Date => date_level(iso_packed(a), iso_packed(b)),
         FieldType::Postcode => postcode_level(a, b),
         FieldType::Address => address_level(a, b),
         FieldType::Id => {
@@ -222,22 +231,23 @@ pub fn level_of(kind: FieldType, a: &str, b: &str) -> u8 {
 }
 
 /// Best level over all value pairs of a (possibly multi-valued) field.
-pub fn field_level(f: &FieldData, i: usize, j: usize) -> u8 {
+pub fn field_level(prep: &Prepared, field: usize, i: usize, j: usize) -> u8 {
+    let f = &prep.fields[field];
     let kind = f.kind.expect("prepared field has a type");
     let top = (kind.nlevels() - 1) as u8;
     let mut best = 0u8;
     for si in 0..f.slots {
-        let a = f.value(i, si);
+        let a = prep.value(field, i, si);
         if a.is_empty() {
             continue;
         }
         for sj in 0..f.slots {
-            let b = f.value(j, sj);
+            let b = prep.value(field, j, sj);
             if b.is_empty() {
                 continue;
             }
             let l = if kind == FieldType::Date {
-                date_level(f.dates[i * f.slots + si], f.dates[j * f.slots + sj])
+                date_level(iso_packed(a), iso_packed(b))
             } else {
                 level_of(kind, a, b)
             };
@@ -251,6 +261,9 @@ pub fn field_level(f: &FieldData, i: usize, j: usize) -> u8 {
     }
     best
 }
+
+/// Flag bit: the names were compared swapped (given ↔ family).
+pub const SWAPPED: u64 = 1 << 59;
 
 #[inline]
 pub fn get_level(levels: u64, field: usize) -> u8 {
@@ -282,29 +295,36 @@ impl<'a> Comparer<'a> {
 
     pub fn compare(&self, i: usize, j: usize) -> u64 {
         let mut levels = 0u64;
-        for (k, f) in self.prep.fields.iter().enumerate() {
-            set_level(&mut levels, k, field_level(f, i, j));
+        for k in 0..self.prep.fields.len() {
+            set_level(&mut levels, k, field_level(self.prep, k, i, j));
         }
         if let (Some(g), Some(fam)) = (self.given, self.family) {
             let (lg, lf) = (get_level(levels, g), get_level(levels, fam));
             if lg < 6 || lf < 4 {
-                let gf = &self.prep.fields[g];
-                let ff = &self.prep.fields[fam];
+                let p = self.prep;
                 let (gi, fi, gj, fj) = (
-                    gf.value(i, 0),
-                    ff.value(i, 0),
-                    gf.value(j, 0),
-                    ff.value(j, 0),
+                    p.value(g, i, 0),
+                    p.value(fam, i, 0),
+                    p.value(g, j, 0),
+                    p.value(fam, j, 0),
                 );
-                if !gi.is_empty() && !fi.is_empty() && !gj.is_empty() && !fj.is_empty() {
+                let first = |x: &str| x.as_bytes().first().copied();
+                if !gi.is_empty()
+                    && !fi.is_empty()
+                    && !gj.is_empty()
+                    && !fj.is_empty()
+                    && (first(gi) == first(fj) || first(fi) == first(gj))
+                {
                     let sg = given_level(gi, fj);
                     let sf = family_level(fi, gj);
                     // rank on a common scale: fraction of each field's top level
                     let straight = lg as f64 / 6.0 + lf as f64 / 4.0;
                     let swapped = sg as f64 / 6.0 + sf as f64 / 4.0;
-                    if swapped > straight + 1e-9 {
+                    // a real swap agrees both ways round, not one name only
+                    if swapped > straight + 1e-9 && sg >= 3 && sf >= 2 {
                         set_level(&mut levels, g, sg);
                         set_level(&mut levels, fam, sf);
+                        levels |= SWAPPED;
                     }
                 }
             }

@@ -156,6 +156,11 @@ pub struct BlockRule {
     pub unordered: bool,
     #[serde(default)]
     pub name: Option<String>,
+    /// Use this rule's pairs to estimate m by EM. Rules whose pairs share
+    /// more than their keys by nature (a landline, a postcode + surname: a
+    /// household) should not train, or EM learns "same household".
+    #[serde(default = "default_true")]
+    pub train: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,7 +180,8 @@ pub struct Config {
     pub em: bool,
     #[serde(default = "d_em_iter")]
     pub em_iterations: usize,
-    /// Prior share of blocked pairs that match; estimated by EM when absent.
+    /// Probability that two records taken at random match; estimated (from
+    /// the compared pairs by EM) when absent.
     #[serde(default)]
     pub prior: Option<f64>,
     #[serde(default = "d_region")]
@@ -206,7 +212,10 @@ fn d_seed() -> u64 {
     42
 }
 
-pub const MAX_FIELDS: usize = 16;
+/// Levels are packed 4 bits per field into a u64 (bits 0..56); bit 59 flags
+/// swapped names and the top 4 bits hold the blocking rule that found the pair.
+pub const MAX_FIELDS: usize = 14;
+pub const MAX_RULES: usize = 15;
 
 impl Config {
     pub fn from_json(text: &str) -> Result<Config, String> {
@@ -260,6 +269,9 @@ impl Config {
         }
         if self.blocking.is_empty() {
             return Err("config: at least one blocking rule is needed".into());
+        }
+        if self.blocking.len() > MAX_RULES {
+            return Err(format!("config: at most {MAX_RULES} blocking rules"));
         }
         for (what, v) in [
             ("threshold", Some(self.threshold)),

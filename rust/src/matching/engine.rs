@@ -8,10 +8,13 @@ use std::time::Instant;
 
 use super::blocking::{Blocker, RuleStats};
 use super::cluster::{clusters, Cluster};
-use super::compare::{get_level, Comparer};
+use super::compare::{get_level, Comparer, SWAPPED};
 use super::config::{Config, FieldType};
 use super::prepare::{prepare, RawTable, StrCol};
 use super::scoring::{estimate_u, probability, Model, Tf};
+
+/// Levels plus the swapped-names flag, without the rule id.
+const LEVEL_BITS: u64 = (1 << 60) - 1;
 
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
@@ -26,6 +29,7 @@ pub struct Stats {
     pub u_pairs_sampled: u64,
     pub em_iterations: usize,
     pub prior: f64,
+    pub blocked_prior: f64,
     /// with a label column: true pairs, and how many blocking produced
     pub true_pairs: Option<u64>,
     pub true_pairs_blocked: Option<u64>,
@@ -119,8 +123,12 @@ pub fn run(
     };
     lap("u sampling", &mut t);
     let mut compared: Vec<(u32, u32, u64)> = Vec::new();
+    // the rule that found a pair rides in the top 4 bits of its levels
+    let rule_fields: Vec<Vec<usize>> = blocker.rules.iter().map(|r| r.fields()).collect();
     let rules = blocker.run(
-        |i, j, acc: &mut Vec<(u32, u32, u64)>| acc.push((i as u32, j as u32, cmp.compare(i, j))),
+        |r, i, j, acc: &mut Vec<(u32, u32, u64)>| {
+            acc.push((i as u32, j as u32, cmp.compare(i, j) | ((r as u64) << 60)))
+        },
         &mut compared,
         cfg.max_block_size,
     );
@@ -165,25 +173,60 @@ pub fn run(
         true_blocked = Some(tb);
         lap("blocking recall", &mut t);
     }
-    drop(blocker);
 
-    let patterns: HashMap<u64, u64, ahash::RandomState> = compared
-        .par_chunks(1 << 16)
+    // EM sessions: each training rule's pairs (also those an earlier rule
+    // found first), without that rule's own fields
+    let trains: Vec<usize> = (0..blocker.rules.len())
+        .filter(|r| blocker.rules[*r].train)
+        .collect();
+    let masks: Vec<u64> = rule_fields
+        .iter()
+        .map(|fs| !fs.iter().fold(0u64, |m, f| m | (0xF << (4 * f))))
+        .collect();
+    type Counts = HashMap<u64, u64, ahash::RandomState>;
+    let (sessions, patterns): (Vec<Counts>, Counts) = compared
+        .par_chunks(1 << 15)
         .map(|ch| {
-            let mut m: HashMap<u64, u64, ahash::RandomState> = HashMap::default();
-            for p in ch {
-                *m.entry(p.2).or_insert(0) += 1;
+            let mut per: Vec<Counts> = vec![Counts::default(); trains.len()];
+            let mut all = Counts::default();
+            for &(i, j, lv) in ch {
+                let lv = lv & LEVEL_BITS & !SWAPPED;
+                *all.entry(lv).or_insert(0) += 1;
+                let cov = blocker.covering(i as usize, j as usize);
+                for (k, &r) in trains.iter().enumerate() {
+                    if cov & (1 << r) != 0 {
+                        *per[k].entry(lv & masks[r]).or_insert(0) += 1;
+                    }
+                }
             }
-            m
+            (per, all)
         })
-        .reduce(HashMap::default, |mut a, b| {
-            for (k, v) in b {
-                *a.entry(k).or_insert(0) += v;
-            }
-            a
-        });
+        .reduce(
+            || (vec![Counts::default(); trains.len()], Counts::default()),
+            |(mut pa, mut aa), (pb, ab)| {
+                for (x, y) in pa.iter_mut().zip(pb) {
+                    for (k, v) in y {
+                        *x.entry(k).or_insert(0) += v;
+                    }
+                }
+                for (k, v) in ab {
+                    *aa.entry(k).or_insert(0) += v;
+                }
+                (pa, aa)
+            },
+        );
+    drop(blocker);
+    let sessions: Vec<(Vec<usize>, Counts)> = trains
+        .iter()
+        .map(|&r| rule_fields[r].clone())
+        .zip(sessions)
+        .collect();
     let mut model = Model::new(cfg, u, sampled);
-    model.em(cfg, &patterns);
+    let total_pairs = match split {
+        Some(s) => s as f64 * (n - s) as f64,
+        None => n as f64 * (n as f64 - 1.0) / 2.0,
+    };
+    model.em(cfg, &sessions, &patterns, total_pairs);
     lap("em", &mut t);
 
     let tf = Tf {
@@ -195,6 +238,7 @@ pub fn run(
     let kept: Vec<(u32, u32, f64, u64)> = compared
         .par_iter()
         .filter_map(|&(i, j, lv)| {
+            let lv = lv & LEVEL_BITS;
             let w = model.weight(&tf, lv, i as usize);
             (probability(w) >= threshold).then_some((i, j, w, lv))
         })
@@ -237,6 +281,7 @@ pub fn run(
         u_pairs_sampled: model.u_pairs_sampled,
         em_iterations: model.em_iterations_run,
         prior: model.prior,
+        blocked_prior: model.blocked_prior,
         true_pairs,
         true_pairs_blocked: true_blocked,
         seconds,

@@ -129,30 +129,46 @@ impl RawTable {
     }
 }
 
-/// A field's normalised values: `slots` values per record (one per column).
+/// A field's layout in the row store and its term frequencies.
 #[derive(Debug, Default)]
 pub struct FieldData {
     pub kind: Option<FieldType>,
+    /// values per record (one per source column)
     pub slots: usize,
-    pub values: StrCol,
-    /// Dates packed as yyyymmdd-ish u32 (0 = missing), per value.
-    pub dates: Vec<u32>,
+    /// index of the field's first slot within a row
+    pub base: usize,
     /// Term frequency of the first value (count of records holding it).
     pub tf: Vec<u32>,
 }
 
-impl FieldData {
-    #[inline]
-    pub fn value(&self, rec: usize, slot: usize) -> &str {
-        self.values.get(rec * self.slots + slot)
-    }
-}
-
+/// Normalised values stored row by row: all of one record's values sit
+/// together, so comparing a pair touches a few cache lines instead of two
+/// per field (random pairs are memory-bound otherwise).
 pub struct Prepared {
     pub n: usize,
     pub fields: Vec<FieldData>,
     /// Records with a non-empty first value, per field (for tf).
     pub nonempty: Vec<usize>,
+    /// slots per row
+    width: usize,
+    text: String,
+    start: Vec<u64>,
+    /// end of each slot relative to its row start
+    ends: Vec<u16>,
+}
+
+impl Prepared {
+    #[inline]
+    pub fn value(&self, field: usize, rec: usize, slot: usize) -> &str {
+        let k = rec * self.width + self.fields[field].base + slot;
+        let row = self.start[rec] as usize;
+        let a = if k % self.width == 0 {
+            0
+        } else {
+            self.ends[k - 1] as usize
+        };
+        &self.text[row + a..row + self.ends[k] as usize]
+    }
 }
 
 const ADDRESS_WORDS: &[(&str, &str)] = &[
@@ -255,10 +271,6 @@ pub fn normalize(kind: FieldType, v: &str, region: &str, out: &mut String) {
     }
 }
 
-fn date_packed(s: &str) -> u32 {
-    parse_date(s).map_or(0, |d| d.packed())
-}
-
 /// Normalises every configured field of `raw`. Missing columns are errors.
 pub fn prepare(cfg: &Config, raw: &RawTable) -> Result<Prepared, String> {
     let n = raw.len();
@@ -283,7 +295,7 @@ pub fn prepare(cfg: &Config, raw: &RawTable) -> Result<Prepared, String> {
         .fields
         .iter()
         .position(|f| f.kind == FieldType::FamilyName);
-    let fields: Vec<FieldData> = cfg
+    let columns: Vec<(StrCol, Vec<u32>)> = cfg
         .fields
         .par_iter()
         .enumerate()
@@ -316,45 +328,94 @@ pub fn prepare(cfg: &Config, raw: &RawTable) -> Result<Prepared, String> {
                     }
                 }
                 normalize(spec.kind, v, &cfg.region, out);
+                // a value longer than a row can index is cut (never in practice)
+                if out.len() > 1000 {
+                    let mut cut = 1000;
+                    while !out.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    out.truncate(cut);
+                }
             });
-            let dates = if spec.kind == FieldType::Date {
-                (0..n * slots)
-                    .into_par_iter()
-                    .map(|k| date_packed(values.get(k)))
-                    .collect()
-            } else {
-                Vec::new()
-            };
             let tf = if spec.tf {
-                term_frequencies(&values, n, slots)
+                term_frequencies(&values, n, slots, spec.kind == FieldType::GivenName)
             } else {
                 Vec::new()
             };
-            FieldData {
-                kind: Some(spec.kind),
-                slots,
-                values,
-                dates,
-                tf,
-            }
+            (values, tf)
         })
         .collect();
-    let nonempty = fields
-        .iter()
-        .map(|f| (0..n).filter(|&r| !f.value(r, 0).is_empty()).count())
+    let mut fields = Vec::with_capacity(cfg.fields.len());
+    let mut base = 0;
+    for (spec, (_, tf)) in cfg.fields.iter().zip(columns.iter()) {
+        fields.push(FieldData {
+            kind: Some(spec.kind),
+            slots: spec.columns.len(),
+            base,
+            tf: tf.clone(),
+        });
+        base += spec.columns.len();
+    }
+    let width = base;
+    // interleave the columns into rows, in parallel chunks of records
+    const CHUNK: usize = 1 << 15;
+    let parts: Vec<(String, Vec<u64>, Vec<u16>)> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+            let mut text = String::new();
+            let mut starts = Vec::with_capacity(hi - lo);
+            let mut ends = Vec::with_capacity((hi - lo) * width);
+            for rec in lo..hi {
+                let row = text.len();
+                starts.push(row as u64);
+                for (f, (vals, _)) in fields.iter().zip(columns.iter()) {
+                    for s in 0..f.slots {
+                        text.push_str(vals.get(rec * f.slots + s));
+                        ends.push((text.len() - row) as u16);
+                    }
+                }
+            }
+            (text, starts, ends)
+        })
         .collect();
-    Ok(Prepared {
+    drop(columns);
+    let total: usize = parts.iter().map(|p| p.0.len()).sum();
+    let mut text = String::with_capacity(total);
+    let mut start = Vec::with_capacity(n + 1);
+    let mut ends = Vec::with_capacity(n * width);
+    for (t, st, en) in parts {
+        let b = text.len() as u64;
+        text.push_str(&t);
+        start.extend(st.into_iter().map(|x| x + b));
+        ends.extend(en);
+    }
+    start.push(text.len() as u64);
+    let mut prep = Prepared {
         n,
         fields,
-        nonempty,
-    })
+        nonempty: Vec::new(),
+        width,
+        text,
+        start,
+        ends,
+    };
+    prep.nonempty = (0..prep.fields.len())
+        .map(|f| (0..n).filter(|&r| !prep.value(f, r, 0).is_empty()).count())
+        .collect();
+    Ok(prep)
 }
 
-fn term_frequencies(values: &StrCol, n: usize, slots: usize) -> Vec<u32> {
+/// Per record, how many records hold its (first) value; given names count
+/// by their first word, as they are compared.
+fn term_frequencies(values: &StrCol, n: usize, slots: usize, first_word: bool) -> Vec<u32> {
     let hashes: Vec<u64> = (0..n)
         .into_par_iter()
         .map(|r| {
-            let v = values.get(r * slots);
+            let mut v = values.get(r * slots);
+            if first_word {
+                v = v.split(' ').next().unwrap_or(v);
+            }
             if v.is_empty() {
                 0
             } else {

@@ -263,6 +263,7 @@ impl MatchOutput {
             "u_pairs_sampled": s.u_pairs_sampled,
             "em_iterations": s.em_iterations,
             "prior": s.prior,
+            "blocked_prior": s.blocked_prior,
             "true_pairs": s.true_pairs,
             "true_pairs_blocked": s.true_pairs_blocked,
             "seconds": s.seconds.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(),

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-use super::compare::{get_level, Comparer};
+use super::compare::{get_level, Comparer, SWAPPED};
 use super::config::Config;
 use super::prepare::Prepared;
 
@@ -45,8 +45,10 @@ pub struct Model {
     pub u: Vec<Vec<f64>>,
     /// log2(m/u) per field and level (0 for level 0).
     pub w: Vec<Vec<f64>>,
-    /// prior probability that a blocked pair matches
+    /// prior probability that two records taken at random match
     pub prior: f64,
+    /// estimated share of matches among the compared pairs
+    pub blocked_prior: f64,
     pub em_iterations_run: usize,
     pub u_pairs_sampled: u64,
     /// per field: top level index, whether tf applies, m of the top level
@@ -155,7 +157,8 @@ impl Model {
             w: Vec::new(),
             m,
             u,
-            prior: cfg.prior.unwrap_or(0.1),
+            prior: cfg.prior.unwrap_or(1e-4),
+            blocked_prior: f64::NAN,
             em_iterations_run: 0,
             u_pairs_sampled: u_pairs,
             tf: cfg.fields.iter().map(|f| f.tf).collect(),
@@ -181,22 +184,31 @@ impl Model {
             .collect();
     }
 
-    /// EM over the distinct comparison patterns of the blocked pairs; u fixed.
-    pub fn em(&mut self, cfg: &Config, patterns: &HashMap<u64, u64, ahash::RandomState>) {
-        if !cfg.em || patterns.is_empty() {
-            return;
-        }
+    /// One EM session over the distinct comparison patterns of one blocking
+    /// rule's pairs, u fixed, the rule's own fields left out (they agree by
+    /// construction). Returns the m estimates of the other fields and the
+    /// iterations run.
+    fn em_session(
+        &self,
+        cfg: &Config,
+        patterns: &HashMap<u64, u64, ahash::RandomState>,
+        masked: &[usize],
+    ) -> (Vec<Option<Vec<f64>>>, usize) {
+        let mut model = self.clone();
         let nf = cfg.fields.len();
         let pats: Vec<(u64, f64)> = patterns.iter().map(|(p, c)| (*p, *c as f64)).collect();
         let total: f64 = pats.iter().map(|p| p.1).sum();
+        let mut prior = 0.1f64;
+        let mut estimated = vec![false; nf];
+        let mut iterations = 0;
         for it in 0..cfg.em_iterations {
-            let lp = (self.prior / (1.0 - self.prior)).log2();
-            let mut acc: Vec<Vec<f64>> = self.m.iter().map(|m| vec![0.0; m.len()]).collect();
+            let lp = (prior / (1.0 - prior)).log2();
+            let mut acc: Vec<Vec<f64>> = model.m.iter().map(|m| vec![0.0; m.len()]).collect();
             let mut matched = 0.0;
             for &(p, c) in &pats {
                 let mut s = lp;
                 for f in 0..nf {
-                    s += self.w[f][get_level(p, f) as usize];
+                    s += model.w[f][get_level(p, f) as usize];
                 }
                 let post = 1.0 / (1.0 + (-s * std::f64::consts::LN_2).exp());
                 let wc = post * c;
@@ -207,29 +219,102 @@ impl Model {
             }
             let mut delta: f64 = 0.0;
             for (f, spec) in cfg.fields.iter().enumerate() {
-                if spec.m.is_some() {
+                if spec.m.is_some() || masked.contains(&f) {
                     continue;
                 }
-                let nl = self.m[f].len();
+                let nl = model.m[f].len();
                 let sum: f64 = acc[f][1..].iter().sum();
-                if sum <= 0.0 {
+                if sum < 1.0 {
                     continue;
                 }
-                for (m, a) in self.m[f].iter_mut().zip(&acc[f]).skip(1) {
+                estimated[f] = true;
+                for (m, a) in model.m[f].iter_mut().zip(&acc[f]).skip(1) {
                     let v = (a + 0.01) / (sum + 0.01 * (nl - 1) as f64);
                     delta = delta.max((v - *m).abs());
                     *m = v;
                 }
             }
-            if cfg.prior.is_none() {
-                self.prior = (matched / total).clamp(1e-9, 1.0 - 1e-9);
-            }
-            self.update_weights();
-            self.em_iterations_run = it + 1;
+            prior = (matched / total).clamp(1e-6, 1.0 - 1e-6);
+            model.update_weights();
+            iterations = it + 1;
             if delta < 1e-5 {
                 break;
             }
         }
+        let out = (0..nf)
+            .map(|f| estimated[f].then(|| model.m[f].clone()))
+            .collect();
+        (out, iterations)
+    }
+
+    /// m by EM, one session per training rule (Splink's recipe): each field's
+    /// m is the mean over the sessions that did not block on it. Then the
+    /// prior share of matches among all compared pairs, m and u fixed.
+    pub fn em(
+        &mut self,
+        cfg: &Config,
+        sessions: &[(Vec<usize>, HashMap<u64, u64, ahash::RandomState>)],
+        all: &HashMap<u64, u64, ahash::RandomState>,
+        total_pairs: f64,
+    ) {
+        if cfg.em {
+            let nf = cfg.fields.len();
+            let mut sums: Vec<Option<(Vec<f64>, usize)>> = vec![None; nf];
+            for (masked, patterns) in sessions {
+                if patterns.is_empty() {
+                    continue;
+                }
+                let (ms, it) = self.em_session(cfg, patterns, masked);
+                self.em_iterations_run += it;
+                for (f, m) in ms.into_iter().enumerate() {
+                    if let Some(m) = m {
+                        match &mut sums[f] {
+                            Some((acc, k)) => {
+                                acc.iter_mut().zip(&m).for_each(|(a, x)| *a += x);
+                                *k += 1;
+                            }
+                            None => sums[f] = Some((m, 1)),
+                        }
+                    }
+                }
+            }
+            for (f, s) in sums.into_iter().enumerate() {
+                if let Some((acc, k)) = s {
+                    self.m[f] = acc.into_iter().map(|x| x / k as f64).collect();
+                }
+            }
+            self.update_weights();
+        }
+        if cfg.prior.is_some() || all.is_empty() {
+            return;
+        }
+        let nf = cfg.fields.len();
+        let pats: Vec<(u64, f64)> = all.iter().map(|(p, c)| (*p, *c as f64)).collect();
+        let total: f64 = pats.iter().map(|p| p.1).sum();
+        let base: Vec<f64> = pats
+            .iter()
+            .map(|&(p, _)| (0..nf).map(|f| self.w[f][get_level(p, f) as usize]).sum())
+            .collect();
+        // the share of matches among the compared pairs first ...
+        let mut lambda = 0.1f64;
+        for _ in 0..50 {
+            let lp = (lambda / (1.0 - lambda)).log2();
+            let matched: f64 = pats
+                .iter()
+                .zip(&base)
+                .map(|(&(_, c), b)| c / (1.0 + (-(lp + b) * std::f64::consts::LN_2).exp()))
+                .sum();
+            let next = (matched / total).clamp(1e-6, 1.0 - 1e-6);
+            let done = (next - lambda).abs() < 1e-7;
+            lambda = next;
+            if done {
+                break;
+            }
+        }
+        // ... then as a prior for any two records: blocking chose the pairs
+        // by the very fields the weights count, so the prior must not.
+        self.blocked_prior = lambda;
+        self.prior = (lambda * total / total_pairs.max(1.0)).clamp(1e-12, 0.5);
     }
 
     /// Each field's counted weight for a pair; group members count their
@@ -239,7 +324,8 @@ impl Model {
         for (f, o) in out.iter_mut().enumerate().take(nf) {
             let l = get_level(levels, f) as usize;
             let top = self.m[f].len() - 1;
-            *o = if l == top && self.tf[f] {
+            // swapped names: the value's frequency is for the wrong role
+            *o = if l == top && self.tf[f] && levels & SWAPPED == 0 {
                 let cnt = tf.counts[f][i].max(1) as f64;
                 let u_tf = (cnt / tf.nonempty[f].max(1) as f64).max(1e-9);
                 // never let a common value weigh more than the average u says
