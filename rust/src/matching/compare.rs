@@ -281,6 +281,38 @@ pub struct Comparer<'a> {
     pub prep: &'a Prepared,
     pub given: Option<usize>,
     pub family: Option<usize>,
+    pub email: Option<usize>,
+}
+
+/// True when an e-mail local part is just the person's name ("john.smith",
+/// "jsmith", "john84"): then the same local part at another domain says
+/// little more than the names already do.
+pub fn local_from_name(local: &str, given: &str, family: &str) -> bool {
+    let l: String = local.chars().filter(|c| c.is_alphabetic()).collect();
+    if l.is_empty() {
+        return false;
+    }
+    let g: String = given
+        .split(' ')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_alphabetic())
+        .collect();
+    let f: String = family.chars().filter(|c| c.is_alphabetic()).collect();
+    let gi: String = g.chars().take(1).collect();
+    let fi: String = f.chars().take(1).collect();
+    [
+        format!("{g}{f}"),
+        format!("{f}{g}"),
+        format!("{gi}{f}"),
+        format!("{f}{gi}"),
+        format!("{g}{fi}"),
+        g.clone(),
+        f.clone(),
+    ]
+    .iter()
+    .any(|c| !c.is_empty() && *c == l)
 }
 
 impl<'a> Comparer<'a> {
@@ -290,6 +322,7 @@ impl<'a> Comparer<'a> {
             prep,
             given: pos(FieldType::GivenName),
             family: pos(FieldType::FamilyName),
+            email: pos(FieldType::Email),
         }
     }
 
@@ -326,6 +359,17 @@ impl<'a> Comparer<'a> {
                         set_level(&mut levels, fam, sf);
                         levels |= SWAPPED;
                     }
+                }
+            }
+        }
+        if let (Some(e), Some(g), Some(fam)) = (self.email, self.given, self.family) {
+            if matches!(get_level(levels, e), 2 | 3) {
+                let p = self.prep;
+                let local = sim::email_parts(p.value(e, i, 0)).0;
+                if local_from_name(local, p.value(g, i, 0), p.value(fam, i, 0))
+                    || local_from_name(local, p.value(g, j, 0), p.value(fam, j, 0))
+                {
+                    set_level(&mut levels, e, 0);
                 }
             }
         }
@@ -374,6 +418,15 @@ mod tests {
         assert_eq!(level_of(Address, "12 smith street", "14 smith street"), 1);
         assert_eq!(level_of(Id, "a", "b"), 1);
         assert_eq!(level_of(Text, "acme pty ltd", "acme pty ltd."), 2);
+    }
+
+    #[test]
+    fn name_derived_locals() {
+        assert!(local_from_name("john.smith", "john", "smith"));
+        assert!(local_from_name("jsmith84", "john paul", "smith"));
+        assert!(local_from_name("smith_john", "john", "smith"));
+        assert!(!local_from_name("jsmith84", "mary", "jones"));
+        assert!(!local_from_name("bigfish", "john", "smith"));
     }
 
     #[test]

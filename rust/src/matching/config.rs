@@ -27,7 +27,9 @@ pub enum FieldType {
 
 impl FieldType {
     /// Labels of the agreement levels, index = level. Level 0 is "missing"
-    /// (either side empty) and carries no weight; higher is closer.
+    /// (either side empty) and carries no weight; higher is closer. An
+    /// e-mail local part that is only the person's name, at two different
+    /// domains, also counts as level 0: it repeats the names' evidence.
     pub fn levels(self) -> &'static [&'static str] {
         match self {
             FieldType::GivenName => &[
@@ -55,7 +57,7 @@ impl FieldType {
                 "exact",
             ],
             FieldType::Email => &[
-                "missing",
+                "missing or uninformative",
                 "different",
                 "local part similar",
                 "local part exact, other domain",
