@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import os
+
 import pytest
 
 from contactsync_agent.mirror import Mirror
+from contactsync_agent.sync import VERIFY_ENV
+
+# Every sync in the suite (in this process and in the agents it starts) checks
+# that the link snapshot it saves equals the links rebuilt from the table.
+os.environ[VERIFY_ENV] = "1"
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ _FIELD_COLS = ",\n    ".join(f"{f} TEXT NOT NULL DEFAULT ''" for f in FIELDS)
 MIGRATIONS: dict[int, str] = {
     1: f"""
 CREATE TABLE contacts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     record_type TEXT NOT NULL DEFAULT 'manual'
         CHECK (record_type IN ('manual', 'external', 'sync')),
     forced_manual INTEGER NOT NULL DEFAULT 0 CHECK (forced_manual IN (0, 1)),
@@ -169,6 +169,22 @@ CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+CREATE TABLE link_snapshots (
+    source TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    entries INTEGER NOT NULL,
+    saved_at TEXT NOT NULL
+);
+CREATE TRIGGER link_snapshot_insert AFTER INSERT ON contacts
+    WHEN NEW.external_id IS NOT NULL
+    BEGIN DELETE FROM link_snapshots WHERE source = NEW.source; END;
+CREATE TRIGGER link_snapshot_update
+    AFTER UPDATE OF source, external_id, source_hash, record_type, forced_manual, deleted_at
+    ON contacts
+    BEGIN DELETE FROM link_snapshots WHERE source IN (OLD.source, NEW.source); END;
+CREATE TRIGGER link_snapshot_delete AFTER DELETE ON contacts
+    BEGIN DELETE FROM link_snapshots WHERE source = OLD.source; END;
 """,
 }
 
@@ -395,11 +411,45 @@ class Store:
             ).fetchone()[0]
         )
 
-    def next_contact_id(self) -> int:
+    def allocate_contact_ids(self, n: int) -> int:
+        """Reserves `n` new local ids and returns the first. Ids come from a
+        high-water mark in `meta` that only grows, so an id is never reused,
+        not even after a hard delete (call inside a transaction)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'contact_id_hwm'").fetchone()
+        if row is None:
+            hwm = self.conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()[0]
+        else:
+            hwm = int(row[0])
+        self.set_meta("contact_id_hwm", str(hwm + n))
+        return int(hwm) + 1
+
+    # ------------------------------------------------------------ link snapshots
+
+    def load_snapshot(self, source: str) -> bytes | None:
         row = self.conn.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'contacts'"
+            "SELECT data FROM link_snapshots WHERE source = ?", (source,)
         ).fetchone()
-        return (row[0] if row else 0) + 1
+        return bytes(row[0]) if row else None
+
+    def save_snapshot(self, source: str, data: bytes, entries: int, at: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO link_snapshots (source, data, entries, saved_at) "
+            "VALUES (?, ?, ?, ?)",
+            (source, data, entries, at),
+        )
+
+    def link_rows(self, ids: Sequence[int]) -> list[tuple[int, str | None, str | None,
+                                                          int | None, int, str | None]]:
+        """(id, source, external id, source hash, attention, deleted_at) of contacts."""
+        out = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.extend(self.conn.execute(
+                "SELECT id, source, external_id, source_hash, "
+                "(record_type != 'sync' OR forced_manual = 1), deleted_at "
+                f"FROM contacts WHERE id IN ({marks})", chunk))
+        return out
 
     def rejected_pairs(self, source: str) -> set[tuple[str, int]]:
         return {
@@ -413,10 +463,11 @@ class Store:
     # ------------------------------------------------------------ writes
 
     def insert_created(
-        self, contact_rows: list[Any], change_rows: list[Any], run_id: int | None, at: str,
+        self, rows: Iterable[Any], first_id: int, count: int, run_id: int | None, at: str,
         reason_code: str, reason: str,
     ) -> None:
-        """Bulk insert of new `sync` contacts (rows from the Rust batch) and their feed entries."""
+        """Bulk insert of new `sync` contacts (rows from the Rust batch, ids
+        `first_id`…) and, made by SQLite from those rows, their feed entries."""
         cols = ", ".join(
             ("id", "source", "external_id", *FIELDS, "extra", "phone_e164", "mobile_e164", "hash")
         )
@@ -426,24 +477,25 @@ class Store:
             f"INSERT INTO contacts ({cols}, source_hash, record_type, forced_manual, "
             f"created_at, updated_at) VALUES ({marks}, ?{n}, 'sync', 0, {sql_quote(at)}, "
             f"{sql_quote(at)})",
-            contact_rows,
+            rows,
         )
-        run = "NULL" if run_id is None else str(int(run_id))
-        self.conn.executemany(
-            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
-            f"VALUES (?, {run}, 'create', ?, {sql_quote(reason_code)}, {sql_quote(reason)}, "
-            f"{sql_quote(at)})",
-            change_rows,
+        self.conn.execute(
+            f"INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
+            f"SELECT id, ?, 'create', {CREATE_PAYLOAD_SQL}, ?, ?, ? FROM contacts "
+            "WHERE id BETWEEN ? AND ? ORDER BY id",
+            (run_id, reason_code, reason, at, first_id, first_id + count - 1),
         )
 
     def insert_contact(self, values: dict[str, Any], at: str) -> int:
+        """Inserts one contact under a newly allocated id (call inside a transaction)."""
+        cid = self.allocate_contact_ids(1)
         cols = [c for c in values if c in CONTACT_COLUMNS and c != "id"]
-        cur = self.conn.execute(
-            f"INSERT INTO contacts ({', '.join(cols)}, created_at, updated_at) "
-            f"VALUES ({', '.join('?' * len(cols))}, ?, ?)",
-            [values[c] for c in cols] + [at, at],
+        self.conn.execute(
+            f"INSERT INTO contacts (id, {', '.join(cols)}, created_at, updated_at) "
+            f"VALUES (?, {', '.join('?' * len(cols))}, ?, ?)",
+            [cid, *(values[c] for c in cols), at, at],
         )
-        return int(cur.lastrowid or 0)
+        return cid
 
     def update_contact(self, contact_id: int, values: dict[str, Any], at: str | None) -> None:
         if not values:
@@ -541,6 +593,15 @@ class Store:
         )
 
 
+# The feed payload of a created contact, {field: [null, value]} for every
+# non-empty field: json_patch onto {} drops the keys whose value is null.
+CREATE_PAYLOAD_SQL = "json_patch('{}', json_object(" + ", ".join(
+    ["'record_type', json_array(NULL, record_type)", "'source', json_array(NULL, source)",
+     "'external_id', json_array(NULL, external_id)"]
+    + [f"'{f}', CASE WHEN {f} = '' THEN NULL ELSE json_array(NULL, {f}) END" for f in FIELDS]
+    + ["'extra', CASE WHEN extra = '{}' THEN NULL ELSE json_array(NULL, json(extra)) END"]
+) + "))"
+
 RUN_COUNTS: tuple[str, ...] = (
     "records",
     "created",
@@ -558,4 +619,15 @@ RUN_COUNTS: tuple[str, ...] = (
 
 
 def _split_sql(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Statements of a migration; a trigger's body keeps its inner semicolons."""
+    out: list[str] = []
+    buf = ""
+    for part in script.split(";"):
+        buf += part
+        if buf.strip().upper().startswith("CREATE TRIGGER") and "END" not in part.upper():
+            buf += ";"
+            continue
+        if buf.strip():
+            out.append(buf.strip())
+        buf = ""
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,11 @@ from contactsync_agent.store import RUN_COUNTS, Store, now_iso
 
 ProgressFn = Callable[[int], None]
 
-MAX_DECISIONS = 100_000
+MAX_DECISIONS = 10_000
+
+# Set (the test suite does) to rebuild the links from SQL after every run and
+# compare them with the snapshot the run saves.
+VERIFY_ENV = "CONTACTSYNC_VERIFY_SNAPSHOT"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class _Run:
         self.decisions: list[Decision] = []
         self.dropped = 0
         self.rejected: list[tuple[int, str]] = []
+        # contact id -> its external id before the run touched it (links to refresh)
+        self.touched: dict[int, str | None] = {}
+        self.created_links = False
 
     def decide(self, contact_id: int | None, ext: str | None, action: str, code: str,
                reason: str) -> None:
@@ -64,6 +72,7 @@ class _Run:
             hash=rec["hash"], source_hash=rec["hash"],
         )
         cid = self.store.insert_contact(values, self.at)
+        self.touched.setdefault(cid, None)
         feed: dict[str, list[Any]] = {
             "record_type": [None, "sync"], "source": [None, self.source],
             "external_id": [None, rec["external_id"]],
@@ -92,6 +101,8 @@ class _Run:
             self.decide(cid, a.external_id, a.kind, a.reason_code, a.reason)
             return
         assert a.contact_id is not None
+        if a.write or a.kind == "delete":
+            self.touched.setdefault(a.contact_id, a.external_id)
         if a.kind == "delete":
             self.store.update_contact(a.contact_id, {"deleted_at": self.at}, self.at)
         elif a.write:
@@ -111,7 +122,8 @@ class _Run:
 
     # ---------------------------------------------------------------- batches
 
-    def take(self, batch: _core.Batch, file: str | None, claims: list[Any],
+    def take(self, batch: _core.Batch, differ: _core.Differ, file: str | None,
+             claims: list[Any],
              near: list[tuple[int, str, str]], deletes: list[tuple[str, int | None, int]]) -> None:
         self.counts["records"] += batch.total
         self.counts["unchanged"] += batch.unchanged
@@ -123,15 +135,17 @@ class _Run:
             self.rejected.extend((line, reason) for line, reason, _ in rejected[:1000])
         n = batch.create_count
         if n:
-            base = self.store.next_contact_id()
-            contact_rows, change_rows = batch.creates(base, self.source)
-            self.store.insert_created(contact_rows, change_rows, self.run_id, self.at,
-                                      "created", rules.REASONS["created"])
+            base = self.store.allocate_contact_ids(n)
+            rows = batch.creates(base, self.source, differ)
+            self.store.insert_created(rows, base, n, self.run_id, self.at, "created",
+                                      rules.REASONS["created"])
             self.counts["created"] += n
-            room = MAX_DECISIONS - len(self.decisions)
-            for row in itertools.islice(contact_rows, max(room, 0)):
-                self.decide(row[0], row[2], "create", "created", rules.REASONS["created"])
-            self.dropped += max(n - max(room, 0), 0)
+            self.created_links = True
+            room = max(MAX_DECISIONS - len(self.decisions), 0)
+            if room:
+                for k, ext in enumerate(itertools.islice(batch.create_external_ids(), room)):
+                    self.decide(base + k, ext, "create", "created", rules.REASONS["created"])
+            self.dropped += max(n - room, 0)
         changed = batch.changed()
         if changed:
             current = self.store.contact_rows([cid for cid, _ in changed])
@@ -142,7 +156,16 @@ class _Run:
         deletes.extend(batch.deletes())
 
 
-def _load_differ(store: Store, source: str) -> _core.Differ:
+def _load_differ(store: Store, source: str) -> tuple[_core.Differ, bool]:
+    """The source's links: from the saved snapshot when it is still valid (any
+    write to a contact drops it, by trigger), else from the contacts table."""
+    data = store.load_snapshot(source)
+    if data is not None:
+        return _core.Differ.deserialize(data), True
+    return _differ_from_sql(store, source), False
+
+
+def _differ_from_sql(store: Store, source: str) -> _core.Differ:
     differ = _core.Differ()
     for rows in store.linked(source):
         ext, ids, hashes, flags = zip(*rows, strict=True)
@@ -180,13 +203,13 @@ def run_sync(
     run = _Run(store, source, mode, run_id, now_iso())
     try:
         with store.transaction():
-            differ = _load_differ(store, source)
+            differ, from_snapshot = _load_differ(store, source)
             identity = _load_identity(store, source, options.region)
             claims: list[Any] = []
             near: list[tuple[int, str, str]] = []
             deletes: list[tuple[str, int | None, int]] = []
             for batch in batches(differ, identity):
-                run.take(batch, origin, claims, near, deletes)
+                run.take(batch, differ, origin, claims, near, deletes)
                 if progress is not None:
                     progress(run.counts["records"])
             touched: set[int] = set()
@@ -203,6 +226,8 @@ def run_sync(
                 run.apply(a)
             duration = int((time.monotonic() - started) * 1000)
             store.finish_run(run_id, "ok", run.counts, error=None, duration_ms=duration)
+            if run.touched or run.created_links or not from_snapshot:
+                _save_links(run, differ)
     except BaseException as exc:
         status = "refused" if isinstance(exc, SafetyLimitError | SourceFormatError) else "failed"
         message = str(exc) or type(exc).__name__
@@ -219,6 +244,23 @@ def run_sync(
         decisions=run.decisions, decisions_dropped=run.dropped, rejected=run.rejected,
         duration_s=time.monotonic() - started,
     )
+
+
+def _save_links(run: _Run, differ: _core.Differ) -> None:
+    """Brings the in-memory links up to date with what the run wrote and saves
+    them as the source's snapshot, inside the run's transaction."""
+    store = run.store
+    for cid, src, ext, source_hash, attention, deleted in store.link_rows(list(run.touched)):
+        before = run.touched[cid]
+        if before is not None:
+            differ.remove_if(before, cid)
+        if src == run.source and ext is not None and deleted is None:
+            differ.upsert(ext, cid, source_hash, int(attention))
+    if os.environ.get(VERIFY_ENV):
+        fresh = _differ_from_sql(store, run.source)
+        if fresh.entries() != differ.entries():
+            raise ContactSyncError(f"link snapshot of {run.source!r} drifted from the table")
+    store.save_snapshot(run.source, differ.serialize(), len(differ), run.at)
 
 
 def _deletions(run: _Run, differ: _core.Differ,

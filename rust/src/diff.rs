@@ -96,6 +96,98 @@ impl Differ {
     pub fn seen(&self) -> usize {
         self.new_seen.len() + self.known.values().filter(|k| k.seen_line != 0).count()
     }
+
+    /// Records a link made during the run (a created or converted contact).
+    pub fn upsert(&mut self, external_id: &str, local_id: i64, hash: Option<u64>, flags: u8) {
+        let seen_line = self.new_seen.get(external_id).copied().unwrap_or(1);
+        let entry = self.known.entry(external_id.to_string()).or_insert(Known {
+            local_id,
+            hash,
+            flags,
+            seen_line,
+        });
+        entry.local_id = local_id;
+        entry.hash = hash;
+        entry.flags = flags;
+        entry.seen_line = entry.seen_line.max(seen_line);
+    }
+
+    /// Drops a link the run removed (deleted or unlinked), if it is still `local_id`'s.
+    pub fn remove_if(&mut self, external_id: &str, local_id: i64) {
+        if self.known.get(external_id).is_some_and(|k| k.local_id == local_id) {
+            self.known.remove(external_id);
+        }
+    }
+
+    /// The links, sorted by external id: (external id, local id, hash, flags).
+    pub fn entries(&self) -> Vec<(String, i64, Option<u64>, u8)> {
+        let mut out: Vec<_> = self
+            .known
+            .iter()
+            .map(|(e, k)| (e.clone(), k.local_id, k.hash, k.flags))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Compact snapshot of the links (format "CSD1", little-endian):
+    /// count u64, then per link: id length u32, id bytes, local id i64, hash u64,
+    /// flags u8 (bit 0 attention, bit 1 hash present).
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + self.known.len() * 40);
+        out.extend_from_slice(b"CSD1");
+        out.extend_from_slice(&(self.known.len() as u64).to_le_bytes());
+        for (e, k) in &self.known {
+            out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            out.extend_from_slice(e.as_bytes());
+            out.extend_from_slice(&k.local_id.to_le_bytes());
+            out.extend_from_slice(&k.hash.unwrap_or(0).to_le_bytes());
+            out.push((k.flags & FLAG_ATTENTION) | if k.hash.is_some() { 2 } else { 0 });
+        }
+        out
+    }
+
+    pub fn deserialize(data: &[u8]) -> Result<Differ, String> {
+        fn take<'a>(d: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+            if d.len() < n {
+                return Err("link snapshot is truncated".into());
+            }
+            let (a, b) = d.split_at(n);
+            *d = b;
+            Ok(a)
+        }
+        let mut d = data;
+        if take(&mut d, 4)? != b"CSD1" {
+            return Err("not a link snapshot".into());
+        }
+        let count = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
+        let mut known = AHashMap::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = u32::from_le_bytes(take(&mut d, 4)?.try_into().unwrap_or_default());
+            let ext = std::str::from_utf8(take(&mut d, len as usize)?)
+                .map_err(|_| "link snapshot holds invalid UTF-8".to_string())?
+                .to_string();
+            let local_id = i64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
+            let hash = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
+            let flags = take(&mut d, 1)?[0];
+            known.insert(
+                ext,
+                Known {
+                    local_id,
+                    hash: (flags & 2 != 0).then_some(hash),
+                    flags: flags & FLAG_ATTENTION,
+                    seen_line: 0,
+                },
+            );
+        }
+        if !d.is_empty() {
+            return Err("link snapshot has trailing bytes".into());
+        }
+        Ok(Differ {
+            known,
+            new_seen: AHashMap::new(),
+        })
+    }
 }
 
 /// Keys of name, e-mail and phone, normalised for an identity match.
@@ -146,8 +238,20 @@ impl IdentityKeys {
 }
 
 pub fn derive(fields: &[String], region: &str) -> Derived {
+    derive_with(fields, region, true)
+}
+
+/// E.164 phones always; identity keys only when something will look them up.
+pub fn derive_with(fields: &[String], region: &str, identity: bool) -> Derived {
     let phone_e = phone_e164(&fields[F_PHONE], region);
     let mobile_e = phone_e164(&fields[F_MOBILE], region);
+    if !identity {
+        return Derived {
+            phone_e164: phone_e,
+            mobile_e164: mobile_e,
+            ..Default::default()
+        };
+    }
     let keys = IdentityKeys::of(fields, &phone_e, &mobile_e);
     let (identity, partial) = if keys.is_blank() {
         (0, [0; 3])
@@ -252,6 +356,21 @@ mod tests {
         c.hash = 0;
         assert_eq!(d.classify(&c), Class::Changed(3), "attention flag forces a decision");
         assert_eq!(d.absent(), vec![(4, "G".to_string())]);
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut d = Differ::default();
+        d.insert("A".into(), 1, Some(7), 0);
+        d.insert("Bé".into(), 2, None, FLAG_ATTENTION);
+        d.upsert("C", 3, Some(u64::MAX), 0);
+        d.remove_if("A", 99);
+        let back = Differ::deserialize(&d.serialize()).unwrap();
+        assert_eq!(back.entries(), d.entries());
+        d.remove_if("A", 1);
+        assert_eq!(d.len(), 2);
+        assert!(Differ::deserialize(b"CSD1\x01").is_err());
+        assert!(Differ::deserialize(b"nope").is_err());
     }
 
     #[test]

@@ -151,21 +151,32 @@ fn phone_fast(value: &str, region: &str) -> Option<String> {
     }
     let info = region_info(region)?;
     let prefix = info.national_prefix.as_deref()?;
+    if prefix != "0" {
+        return None;
+    }
     let mut digits = String::with_capacity(16);
-    for c in value.chars() {
+    let mut plus = false;
+    for (i, c) in value.char_indices() {
         match c {
             '0'..='9' => digits.push(c),
-            ' ' | '-' | '.' => {}
+            ' ' | '-' | '.' | '(' | ')' => {}
+            '+' if i == 0 => plus = true,
             _ => return None,
         }
     }
-    let rest = digits.strip_prefix(prefix)?;
-    // Only the plain 9-digit national significant numbers of trunk-prefix
-    // regions qualify; anything shorter or longer is left to the full parser.
-    if rest.len() != 9 || rest.starts_with('0') || prefix != "0" {
+    let cc = info.country_code.to_string();
+    let rest = if plus {
+        digits.strip_prefix(cc.as_str())?
+    } else {
+        digits.strip_prefix(prefix)?
+    };
+    // Plain 9-digit national significant numbers starting 2-9 only: 1xx
+    // service numbers and carrier-selection prefixes (1831, 1832) are left to
+    // the full parser, as is anything shorter or longer.
+    if rest.len() != 9 || !matches!(rest.as_bytes()[0], b'2'..=b'9') {
         return None;
     }
-    Some(format!("+{}{}", info.country_code, rest))
+    Some(format!("+{cc}{rest}"))
 }
 
 /// The digits of a phone value, for a key when it cannot be parsed.
@@ -233,6 +244,11 @@ mod tests {
                     format!("0{n:09}"),
                     format!("0{} {} {}", n / 1_000_000, (n / 1000) % 1000, n % 1000),
                     format!("0{}-{}", n / 10_000, n % 10_000),
+                    format!("+61 {} {} {}", n / 1_000_000, (n / 1000) % 1000, n % 1000),
+                    format!("+61{n:09}"),
+                    format!("(0{}) {} {}", n / 100_000_000, (n / 10_000) % 10_000, n % 10_000),
+                    format!("+61 (0) {n:09}"),
+                    format!("01831 {n:09}"),
                 ] {
                     if let Some(fast) = phone_fast(&shape, region) {
                         assert_eq!(fast, phone_full(&shape, region), "{region} {shape}");

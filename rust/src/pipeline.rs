@@ -6,9 +6,9 @@ use std::sync::{Mutex, RwLock};
 use rayon::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::diff::{derive, Class, Differ, IdentityIndex};
+use crate::diff::{derive_with, Class, Differ, IdentityIndex};
 use crate::hash::record_hash;
-use crate::model::{Derived, Record, FIELDS};
+use crate::model::{Derived, Record};
 use crate::sources::{Item, Rejected};
 
 #[derive(Default)]
@@ -74,17 +74,16 @@ pub fn process(
             }),
         }
     }
-    let derived_needed: Vec<Derived> = need
-        .par_iter()
-        .map(|&i| derive(&records[i].fields, region))
-        .collect();
-    let mut derived = vec![Derived::default(); records.len()];
-    for (k, &i) in need.iter().enumerate() {
-        derived[i] = derived_needed[k].clone();
-    }
-
     let guard = identity.map(|l| l.read().unwrap_or_else(|e| e.into_inner()));
     let idx = guard.as_deref().filter(|g| !g.is_empty());
+    let derived_needed: Vec<Derived> = need
+        .par_iter()
+        .map(|&i| derive_with(&records[i].fields, region, idx.is_some()))
+        .collect();
+    let mut derived = vec![Derived::default(); records.len()];
+    for (i, d) in need.into_iter().zip(derived_needed) {
+        derived[i] = d;
+    }
     for (i, c) in classes.iter().enumerate() {
         if *c != Class::New {
             continue;
@@ -108,29 +107,6 @@ pub fn process(
     out.derived = derived;
     out.rejected = rejected;
     out
-}
-
-/// The change-feed payload of a created contact: {"field": [null, value], ...}.
-pub fn create_payload(r: &Record, source: &str) -> String {
-    let mut m = Map::new();
-    m.insert("record_type".into(), Value::Array(vec![Value::Null, "sync".into()]));
-    m.insert("source".into(), Value::Array(vec![Value::Null, source.into()]));
-    m.insert(
-        "external_id".into(),
-        Value::Array(vec![Value::Null, r.external_id.clone().into()]),
-    );
-    for (i, f) in FIELDS.iter().enumerate() {
-        if !r.fields[i].is_empty() {
-            m.insert((*f).into(), Value::Array(vec![Value::Null, r.fields[i].clone().into()]));
-        }
-    }
-    if !r.extra.is_empty() {
-        m.insert(
-            "extra".into(),
-            Value::Array(vec![Value::Null, Value::Object(extra_object(&r.extra))]),
-        );
-    }
-    Value::Object(m).to_string()
 }
 
 pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {

@@ -13,7 +13,7 @@ use crate::hash::{canonical_bytes, content_hash as core_hash};
 use crate::mapping::{build_record, Mapping};
 use crate::model::{Record, FIELDS, NFIELDS};
 use crate::normalize;
-use crate::pipeline::{create_payload, extra_json, process, Processed};
+use crate::pipeline::{extra_json, process, Processed};
 use crate::sources::{Limits, Reader, SourceError};
 
 fn source_error(py: Python<'_>, path: &str, e: SourceError) -> PyErr {
@@ -139,6 +139,54 @@ impl Differ {
     fn absent(&self) -> Vec<(i64, String)> {
         self.inner.lock().map(|d| d.absent()).unwrap_or_default()
     }
+
+    /// Records a link the run made or changed.
+    #[pyo3(signature = (external_id, local_id, hash, flags))]
+    fn upsert(&self, external_id: &str, local_id: i64, hash: Option<i64>, flags: u8) -> PyResult<()> {
+        self.lock()?.upsert(external_id, local_id, hash.map(|h| h as u64), flags & FLAG_ATTENTION);
+        Ok(())
+    }
+
+    /// Drops a link the run removed, if it still belongs to `local_id`.
+    fn remove_if(&self, external_id: &str, local_id: i64) -> PyResult<()> {
+        self.lock()?.remove_if(external_id, local_id);
+        Ok(())
+    }
+
+    /// Sorted (external id, local id, hash, flags) of every link, for checks.
+    fn entries(&self) -> PyResult<Vec<(String, i64, Option<i64>, u8)>> {
+        Ok(self
+            .lock()?
+            .entries()
+            .into_iter()
+            .map(|(e, id, h, f)| (e, id, h.map(|h| h as i64), f))
+            .collect())
+    }
+
+    /// The links as a compact snapshot (see diff.rs for the format).
+    fn serialize<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock()?.serialize();
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[staticmethod]
+    fn deserialize(py: Python<'_>, data: &[u8]) -> PyResult<Differ> {
+        let owned = data.to_vec();
+        let d = py
+            .detach(move || CoreDiffer::deserialize(&owned))
+            .map_err(PyValueError::new_err)?;
+        Ok(Differ {
+            inner: Arc::new(Mutex::new(d)),
+        })
+    }
+}
+
+impl Differ {
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, CoreDiffer>> {
+        self.inner
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("differ poisoned"))
+    }
 }
 
 // ---------------------------------------------------------------- IdentityIndex
@@ -209,7 +257,51 @@ fn record_dict<'py>(py: Python<'py>, b: &Processed, i: usize) -> PyResult<Bound<
 /// must look at is turned into Python objects.
 #[pyclass(module = "contactsync_agent._core")]
 pub struct Batch {
-    inner: Processed,
+    inner: Arc<Processed>,
+}
+
+/// Contacts rows of a batch's plain creates, made one at a time as
+/// `executemany` asks for them (memory stays bounded by the batch).
+#[pyclass(module = "contactsync_agent._core")]
+pub struct CreateRows {
+    batch: Arc<Processed>,
+    base_id: i64,
+    source: String,
+    pos: usize,
+}
+
+#[pymethods]
+impl CreateRows {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __len__(&self) -> usize {
+        self.batch.creates.len() - self.pos
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let b = &self.batch;
+        let Some(&i) = b.creates.get(self.pos) else {
+            return Ok(None);
+        };
+        let id = self.base_id + self.pos as i64;
+        self.pos += 1;
+        let r: &Record = &b.records[i];
+        let d = &b.derived[i];
+        let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(NFIELDS + 7);
+        vals.push(id.into_pyobject(py)?.into_any());
+        vals.push(PyString::new(py, &self.source).into_any());
+        vals.push(PyString::new(py, &r.external_id).into_any());
+        for f in r.fields.iter() {
+            vals.push(PyString::new(py, f).into_any());
+        }
+        vals.push(PyString::new(py, &extra_json(&r.extra)).into_any());
+        vals.push(PyString::new(py, &d.phone_e164).into_any());
+        vals.push(PyString::new(py, &d.mobile_e164).into_any());
+        vals.push((r.hash as i64).into_pyobject(py)?.into_any());
+        Ok(Some(PyTuple::new(py, vals)?))
+    }
 }
 
 #[pymethods]
@@ -266,7 +358,9 @@ impl Batch {
         let ident = identity.map(|i| i.inner.clone());
         let region = region.to_string();
         let inner = py.detach(move || process(items, &differ, ident.as_deref(), &region));
-        Ok(Batch { inner })
+        Ok(Batch {
+            inner: Arc::new(inner),
+        })
     }
 
     #[getter]
@@ -284,45 +378,33 @@ impl Batch {
         self.inner.creates.len()
     }
 
-    /// Rows for the plain creates: (contacts rows, changes rows). Contact rows
-    /// are (id, source, external_id, 14 fields, extra, phone_e164, mobile_e164,
-    /// hash); change rows are (contact id, payload JSON).
-    fn creates<'py>(
-        &self,
-        py: Python<'py>,
-        base_id: i64,
-        source: &str,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    /// The plain creates as an iterator of contacts rows for `executemany`:
+    /// (id, source, external_id, 14 fields, extra, phone_e164, mobile_e164, hash),
+    /// ids from `base_id` on. Records the new links in `differ`.
+    fn creates(&self, base_id: i64, source: &str, differ: &Differ) -> PyResult<CreateRows> {
         let b = &self.inner;
-        let payloads: Vec<(String, String)> = py.detach(|| {
-            use rayon::prelude::*;
-            b.creates
-                .par_iter()
-                .map(|&i| (create_payload(&b.records[i], source), extra_json(&b.records[i].extra)))
-                .collect()
-        });
-        let contacts = PyList::empty(py);
-        let changes = PyList::empty(py);
-        let src = PyString::new(py, source);
-        for (k, &i) in b.creates.iter().enumerate() {
-            let r: &Record = &b.records[i];
-            let d = &b.derived[i];
-            let id = base_id + k as i64;
-            let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(NFIELDS + 7);
-            vals.push(id.into_pyobject(py)?.into_any());
-            vals.push(src.clone().into_any());
-            vals.push(PyString::new(py, &r.external_id).into_any());
-            for f in r.fields.iter() {
-                vals.push(PyString::new(py, f).into_any());
+        {
+            let mut d = differ.lock()?;
+            for (k, &i) in b.creates.iter().enumerate() {
+                let r = &b.records[i];
+                d.upsert(&r.external_id, base_id + k as i64, Some(r.hash), 0);
             }
-            vals.push(PyString::new(py, &payloads[k].1).into_any());
-            vals.push(PyString::new(py, &d.phone_e164).into_any());
-            vals.push(PyString::new(py, &d.mobile_e164).into_any());
-            vals.push((r.hash as i64).into_pyobject(py)?.into_any());
-            contacts.append(PyTuple::new(py, vals)?)?;
-            changes.append((id, &payloads[k].0))?;
         }
-        Ok((contacts, changes))
+        Ok(CreateRows {
+            batch: self.inner.clone(),
+            base_id,
+            source: source.to_string(),
+            pos: 0,
+        })
+    }
+
+    /// External ids of the plain creates, in create order.
+    fn create_external_ids(&self) -> Vec<String> {
+        self.inner
+            .creates
+            .iter()
+            .map(|&i| self.inner.records[i].external_id.clone())
+            .collect()
     }
 
     /// [(local id, record dict)] of records linked by external id that a rule must decide.
@@ -412,7 +494,9 @@ impl FileReader {
             Err(_) => Err(()),
         });
         match got {
-            Ok(Ok(inner)) => Ok(Some(Batch { inner })),
+            Ok(Ok(inner)) => Ok(Some(Batch {
+                inner: Arc::new(inner),
+            })),
             Ok(Err(e)) => {
                 self.rx = None;
                 Err(source_error(py, &self.path, e))
@@ -508,5 +592,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IdentityIndex>()?;
     m.add_class::<Batch>()?;
     m.add_class::<FileReader>()?;
+    m.add_class::<CreateRows>()?;
     Ok(())
 }

@@ -98,15 +98,15 @@ pub fn sniff_delimiter(data: &[u8]) -> u8 {
     best.0
 }
 
-fn decode(bytes: &[u8], enc: Encoding) -> Result<String, usize> {
+fn decode(bytes: &[u8], enc: Encoding) -> Result<std::borrow::Cow<'_, str>, usize> {
     match enc {
         Encoding::Utf8 => match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_string()),
+            Ok(s) => Ok(s.into()),
             Err(e) => Err(e.valid_up_to()),
         },
         Encoding::Windows1252 => {
             let (s, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
-            Ok(s.into_owned())
+            Ok(s)
         }
     }
 }
@@ -190,22 +190,25 @@ impl CsvReader {
         truncate_raw(&joined.join(&sep), self.limits.max_raw_bytes)
     }
 
+    /// Splitting rows is sequential (csv_core); turning them into records
+    /// (decoding, cleaning, mapping) runs in parallel.
     pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Item>, SourceError> {
-        let mut out = Vec::with_capacity(n.min(1 << 16));
+        use rayon::prelude::*;
         if self.done {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let mut rec = csv::ByteRecord::new();
-        while out.len() < n {
+        let mut raw: Vec<Result<csv::ByteRecord, Rejected>> = Vec::with_capacity(n.min(1 << 16));
+        while raw.len() < n {
+            let mut rec = csv::ByteRecord::new();
             match self.rdr.read_byte_record(&mut rec) {
                 Ok(false) => {
                     self.done = true;
                     break;
                 }
-                Ok(true) => out.push(self.convert(&rec)),
+                Ok(true) => raw.push(Ok(rec)),
                 Err(e) => {
                     let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    out.push(Err(Rejected {
+                    raw.push(Err(Rejected {
                         line,
                         reason: format!("unreadable CSV row: {e}"),
                         raw: String::new(),
@@ -213,7 +216,12 @@ impl CsvReader {
                 }
             }
         }
-        Ok(out)
+        let this = &*self;
+        Ok(raw
+            .into_par_iter()
+            .with_min_len(512)
+            .map(|r| r.and_then(|rec| this.convert(&rec)))
+            .collect())
     }
 
     fn convert(&self, rec: &csv::ByteRecord) -> Item {
@@ -258,7 +266,7 @@ impl CsvReader {
             .iter()
             .zip(self.header.iter())
             .zip(values.iter())
-            .map(|((t, c), v)| (*t, c.as_str(), v.as_str()));
+            .map(|((t, c), v)| (*t, c.as_str(), v.as_ref()));
         build_record(line, cells).map_err(reject)
     }
 }
