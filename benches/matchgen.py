@@ -37,48 +37,494 @@ COLUMNS = [
     "date_of_birth",
 ]
 
-GIVEN = (
-    "james john robert michael william david richard joseph thomas charles christopher daniel "
-    "matthew anthony mark donald steven paul andrew joshua kenneth kevin brian george timothy "
-    "ronald edward jason jeffrey ryan jacob gary nicholas eric jonathan stephen larry justin "
-    "scott brandon benjamin samuel gregory alexander frank patrick raymond jack dennis jerry "
-    "tyler aaron jose adam nathan henry douglas zachary peter kyle noah ethan jeremy walter "
-    "christian keith roger terry austin sean gerald carl harold dylan arthur lawrence jordan "
-    "jesse bryan billy bruce gabriel joe logan albert willie alan eugene russell vincent "
-    "philip bobby johnny bradley liam oliver lachlan cooper harrison mitchell hamish angus "
-    "mary patricia jennifer linda elizabeth barbara susan jessica sarah karen lisa nancy "
-    "betty margaret sandra ashley kimberly emily donna michelle carol amanda dorothy melissa "
-    "deborah stephanie rebecca sharon laura cynthia kathleen amy angela shirley anna brenda "
-    "pamela emma nicole helen samantha katherine christine debra rachel carolyn janet "
-    "catherine maria heather diane ruth julie olivia joyce virginia victoria kelly lauren "
-    "christina joan evelyn judith megan andrea cheryl hannah jacqueline martha gloria teresa "
-    "ann sara madison frances kathryn janice jean abigail alice judy sophia grace denise "
-    "amber doris marilyn danielle beverley isabella theresa diana natalie brittany charlotte "
-    "marie kayla alexis lori chloe matilda isla ruby zoe mia harper sienna willow"
-).split()
+GIVEN = [
+    "james",
+    "john",
+    "robert",
+    "michael",
+    "william",
+    "david",
+    "richard",
+    "joseph",
+    "thomas",
+    "charles",
+    "christopher",
+    "daniel",
+    "matthew",
+    "anthony",
+    "mark",
+    "donald",
+    "steven",
+    "paul",
+    "andrew",
+    "joshua",
+    "kenneth",
+    "kevin",
+    "brian",
+    "george",
+    "timothy",
+    "ronald",
+    "edward",
+    "jason",
+    "jeffrey",
+    "ryan",
+    "jacob",
+    "gary",
+    "nicholas",
+    "eric",
+    "jonathan",
+    "stephen",
+    "larry",
+    "justin",
+    "scott",
+    "brandon",
+    "benjamin",
+    "samuel",
+    "gregory",
+    "alexander",
+    "frank",
+    "patrick",
+    "raymond",
+    "jack",
+    "dennis",
+    "jerry",
+    "tyler",
+    "aaron",
+    "jose",
+    "adam",
+    "nathan",
+    "henry",
+    "douglas",
+    "zachary",
+    "peter",
+    "kyle",
+    "noah",
+    "ethan",
+    "jeremy",
+    "walter",
+    "christian",
+    "keith",
+    "roger",
+    "terry",
+    "austin",
+    "sean",
+    "gerald",
+    "carl",
+    "harold",
+    "dylan",
+    "arthur",
+    "lawrence",
+    "jordan",
+    "jesse",
+    "bryan",
+    "billy",
+    "bruce",
+    "gabriel",
+    "joe",
+    "logan",
+    "albert",
+    "willie",
+    "alan",
+    "eugene",
+    "russell",
+    "vincent",
+    "philip",
+    "bobby",
+    "johnny",
+    "bradley",
+    "liam",
+    "oliver",
+    "lachlan",
+    "cooper",
+    "harrison",
+    "mitchell",
+    "hamish",
+    "angus",
+    "mary",
+    "patricia",
+    "jennifer",
+    "linda",
+    "elizabeth",
+    "barbara",
+    "susan",
+    "jessica",
+    "sarah",
+    "karen",
+    "lisa",
+    "nancy",
+    "betty",
+    "margaret",
+    "sandra",
+    "ashley",
+    "kimberly",
+    "emily",
+    "donna",
+    "michelle",
+    "carol",
+    "amanda",
+    "dorothy",
+    "melissa",
+    "deborah",
+    "stephanie",
+    "rebecca",
+    "sharon",
+    "laura",
+    "cynthia",
+    "kathleen",
+    "amy",
+    "angela",
+    "shirley",
+    "anna",
+    "brenda",
+    "pamela",
+    "emma",
+    "nicole",
+    "helen",
+    "samantha",
+    "katherine",
+    "christine",
+    "debra",
+    "rachel",
+    "carolyn",
+    "janet",
+    "catherine",
+    "maria",
+    "heather",
+    "diane",
+    "ruth",
+    "julie",
+    "olivia",
+    "joyce",
+    "virginia",
+    "victoria",
+    "kelly",
+    "lauren",
+    "christina",
+    "joan",
+    "evelyn",
+    "judith",
+    "megan",
+    "andrea",
+    "cheryl",
+    "hannah",
+    "jacqueline",
+    "martha",
+    "gloria",
+    "teresa",
+    "ann",
+    "sara",
+    "madison",
+    "frances",
+    "kathryn",
+    "janice",
+    "jean",
+    "abigail",
+    "alice",
+    "judy",
+    "sophia",
+    "grace",
+    "denise",
+    "amber",
+    "doris",
+    "marilyn",
+    "danielle",
+    "beverley",
+    "isabella",
+    "theresa",
+    "diana",
+    "natalie",
+    "brittany",
+    "charlotte",
+    "marie",
+    "kayla",
+    "alexis",
+    "lori",
+    "chloe",
+    "matilda",
+    "isla",
+    "ruby",
+    "zoe",
+    "mia",
+    "harper",
+    "sienna",
+    "willow",
+]
 
-FAMILY = (
-    "smith jones williams brown wilson taylor johnson white martin anderson thompson nguyen "
-    "thomas walker harris lee ryan robinson kelly king davis wright evans roberts green hall "
-    "wood jackson clarke patel khan lewis james phillips mitchell campbell turner cooper "
-    "murphy young scott morris edwards baker allen hughes stewart hill carter ward moore "
-    "collins bell cook miller shaw clark watson morgan parker davies fraser richardson "
-    "tran graham murray ross wang chen le li zhang kennedy russell jenkins wallace gray "
-    "mcdonald johnston marshall reid hunt simpson bennett watts mason price dixon lawrence "
-    "ellis wilkinson holmes webb walsh byrne sullivan brennan obrien doherty singh sharma "
-    "kaur pham huynh vo ho ngo dang bui do duong lim tan wong chan lam cheung ho yang wu "
-    "liu huang zhou xu sun ma zhu hu guo lin he gao luo zheng liang xie song tang han feng "
-    "papadopoulos nikolaidis rossi russo ferrari esposito bianchi romano colombo ricci "
-    "marino greco bruno gallo conti deluca costa giordano mancini rizzo lombardi moretti "
-    "schmidt schneider fischer weber meyer wagner becker schulz hoffmann koch richter"
-).split()
+FAMILY = [
+    "smith",
+    "jones",
+    "williams",
+    "brown",
+    "wilson",
+    "taylor",
+    "johnson",
+    "white",
+    "martin",
+    "anderson",
+    "thompson",
+    "nguyen",
+    "thomas",
+    "walker",
+    "harris",
+    "lee",
+    "ryan",
+    "robinson",
+    "kelly",
+    "king",
+    "davis",
+    "wright",
+    "evans",
+    "roberts",
+    "green",
+    "hall",
+    "wood",
+    "jackson",
+    "clarke",
+    "patel",
+    "khan",
+    "lewis",
+    "james",
+    "phillips",
+    "mitchell",
+    "campbell",
+    "turner",
+    "cooper",
+    "murphy",
+    "young",
+    "scott",
+    "morris",
+    "edwards",
+    "baker",
+    "allen",
+    "hughes",
+    "stewart",
+    "hill",
+    "carter",
+    "ward",
+    "moore",
+    "collins",
+    "bell",
+    "cook",
+    "miller",
+    "shaw",
+    "clark",
+    "watson",
+    "morgan",
+    "parker",
+    "davies",
+    "fraser",
+    "richardson",
+    "tran",
+    "graham",
+    "murray",
+    "ross",
+    "wang",
+    "chen",
+    "le",
+    "li",
+    "zhang",
+    "kennedy",
+    "russell",
+    "jenkins",
+    "wallace",
+    "gray",
+    "mcdonald",
+    "johnston",
+    "marshall",
+    "reid",
+    "hunt",
+    "simpson",
+    "bennett",
+    "watts",
+    "mason",
+    "price",
+    "dixon",
+    "lawrence",
+    "ellis",
+    "wilkinson",
+    "holmes",
+    "webb",
+    "walsh",
+    "byrne",
+    "sullivan",
+    "brennan",
+    "obrien",
+    "doherty",
+    "singh",
+    "sharma",
+    "kaur",
+    "pham",
+    "huynh",
+    "vo",
+    "ho",
+    "ngo",
+    "dang",
+    "bui",
+    "do",
+    "duong",
+    "lim",
+    "tan",
+    "wong",
+    "chan",
+    "lam",
+    "cheung",
+    "ho",
+    "yang",
+    "wu",
+    "liu",
+    "huang",
+    "zhou",
+    "xu",
+    "sun",
+    "ma",
+    "zhu",
+    "hu",
+    "guo",
+    "lin",
+    "he",
+    "gao",
+    "luo",
+    "zheng",
+    "liang",
+    "xie",
+    "song",
+    "tang",
+    "han",
+    "feng",
+    "papadopoulos",
+    "nikolaidis",
+    "rossi",
+    "russo",
+    "ferrari",
+    "esposito",
+    "bianchi",
+    "romano",
+    "colombo",
+    "ricci",
+    "marino",
+    "greco",
+    "bruno",
+    "gallo",
+    "conti",
+    "deluca",
+    "costa",
+    "giordano",
+    "mancini",
+    "rizzo",
+    "lombardi",
+    "moretti",
+    "schmidt",
+    "schneider",
+    "fischer",
+    "weber",
+    "meyer",
+    "wagner",
+    "becker",
+    "schulz",
+    "hoffmann",
+    "koch",
+    "richter",
+]
 
-SYLL = (
-    "ab ac ad al an ar as at ba be bi bo bu ca ce ci co cu da de di do du el em en er es fa fe "
-    "fi fo ga ge gi go ha he hi ho il in ir is ka ke ki ko la le li lo lu ma me mi mo mu na "
-    "ne ni no nu ol on or os pa pe pi po ra re ri ro ru sa se si so ta te ti to tu va ve vi "
-    "vo wa we wi ya yo za ze zi"
-).split()
+SYLL = [
+    "ab",
+    "ac",
+    "ad",
+    "al",
+    "an",
+    "ar",
+    "as",
+    "at",
+    "ba",
+    "be",
+    "bi",
+    "bo",
+    "bu",
+    "ca",
+    "ce",
+    "ci",
+    "co",
+    "cu",
+    "da",
+    "de",
+    "di",
+    "do",
+    "du",
+    "el",
+    "em",
+    "en",
+    "er",
+    "es",
+    "fa",
+    "fe",
+    "fi",
+    "fo",
+    "ga",
+    "ge",
+    "gi",
+    "go",
+    "ha",
+    "he",
+    "hi",
+    "ho",
+    "il",
+    "in",
+    "ir",
+    "is",
+    "ka",
+    "ke",
+    "ki",
+    "ko",
+    "la",
+    "le",
+    "li",
+    "lo",
+    "lu",
+    "ma",
+    "me",
+    "mi",
+    "mo",
+    "mu",
+    "na",
+    "ne",
+    "ni",
+    "no",
+    "nu",
+    "ol",
+    "on",
+    "or",
+    "os",
+    "pa",
+    "pe",
+    "pi",
+    "po",
+    "ra",
+    "re",
+    "ri",
+    "ro",
+    "ru",
+    "sa",
+    "se",
+    "si",
+    "so",
+    "ta",
+    "te",
+    "ti",
+    "to",
+    "tu",
+    "va",
+    "ve",
+    "vi",
+    "vo",
+    "wa",
+    "we",
+    "wi",
+    "ya",
+    "yo",
+    "za",
+    "ze",
+    "zi",
+]
 ENDINGS = ["son", "ton", "ley", "man", "er", "ski", "ova", "ini", "os", "ez", "ard", "well", ""]
 
 NICKS = {
@@ -148,34 +594,121 @@ NICKS = {
     "matilda": ["tilly"],
 }
 
-STREETS = (
-    "george king queen elizabeth victoria church high station park railway bridge mill "
-    "william john albert edward charles river beach ocean hill forest bay harbour market "
-    "smith collins bourke flinders swanston elizabeth pitt macquarie oxford crown sussex "
-    "hunter york clarence kent liverpool bathurst goulburn campbell parramatta anzac "
-    "wattle acacia banksia grevillea waratah jacaranda eucalyptus bottlebrush boronia"
-).split()
-STREET_TYPES = [("Street", "St"), ("Road", "Rd"), ("Avenue", "Ave"), ("Drive", "Dr"),
-                ("Court", "Ct"), ("Place", "Pl"), ("Crescent", "Cres"), ("Parade", "Pde")]
-SUBURBS = (
-    "Richmond Carlton Fitzroy Brunswick Northcote Preston Coburg Footscray Yarraville "
-    "Williamstown Newtown Glebe Paddington Bondi Manly Mosman Chatswood Parramatta Penrith "
-    "Liverpool Blacktown Hornsby Ryde Epping Strathfield Ashfield Marrickville Randwick "
-    "Coogee Maroubra Cronulla Sutherland Hurstville Kogarah Bankstown Toowong Indooroopilly "
-    "Paddington Ashgrove Chermside Nundah Sandgate Redcliffe Subiaco Fremantle Cottesloe "
-    "Scarborough Joondalup Glenelg Norwood Unley Prospect Salisbury Sandy_Bay Battery_Point "
-    "Kingston Belconnen Woden Tuggeranong Gungahlin Braddon Dickson Fyshwick Phillip"
-).replace("_", " ").split()
-STATES = [("NSW", 2000), ("VIC", 3000), ("QLD", 4000), ("WA", 6000), ("SA", 5000),
-          ("TAS", 7000), ("ACT", 2600)]
-DOMAINS = ["gmail.com"] * 8 + ["hotmail.com"] * 3 + ["outlook.com"] * 2 + [
-    "bigpond.com", "yahoo.com.au", "optusnet.com.au", "icloud.com", "live.com.au",
-    "internode.on.net", "tpg.com.au",
+STREETS = [
+    "george",
+    "king",
+    "queen",
+    "elizabeth",
+    "victoria",
+    "church",
+    "high",
+    "station",
+    "park",
+    "railway",
+    "bridge",
+    "mill",
+    "william",
+    "john",
+    "albert",
+    "edward",
+    "charles",
+    "river",
+    "beach",
+    "ocean",
+    "hill",
+    "forest",
+    "bay",
+    "harbour",
+    "market",
+    "smith",
+    "collins",
+    "bourke",
+    "flinders",
+    "swanston",
+    "elizabeth",
+    "pitt",
+    "macquarie",
+    "oxford",
+    "crown",
+    "sussex",
+    "hunter",
+    "york",
+    "clarence",
+    "kent",
+    "liverpool",
+    "bathurst",
+    "goulburn",
+    "campbell",
+    "parramatta",
+    "anzac",
+    "wattle",
+    "acacia",
+    "banksia",
+    "grevillea",
+    "waratah",
+    "jacaranda",
+    "eucalyptus",
+    "bottlebrush",
+    "boronia",
 ]
-ORGS = (
-    "Acme Holdings|Southern Cross Accounting|Harbour Legal|Blue Gum Builders|Outback Logistics|"
-    "Coastal Dental|Red Earth Mining|Sunrise Bakery|Koala Software|Eastside Plumbing"
-).split("|")
+STREET_TYPES = [
+    ("Street", "St"),
+    ("Road", "Rd"),
+    ("Avenue", "Ave"),
+    ("Drive", "Dr"),
+    ("Court", "Ct"),
+    ("Place", "Pl"),
+    ("Crescent", "Cres"),
+    ("Parade", "Pde"),
+]
+SUBURBS = (
+    (
+        "Richmond Carlton Fitzroy Brunswick Northcote Preston Coburg Footscray Yarraville "
+        "Williamstown Newtown Glebe Paddington Bondi Manly Mosman Chatswood Parramatta Penrith "
+        "Liverpool Blacktown Hornsby Ryde Epping Strathfield Ashfield Marrickville Randwick "
+        "Coogee Maroubra Cronulla Sutherland Hurstville Kogarah Bankstown Toowong Indooroopilly "
+        "Paddington Ashgrove Chermside Nundah Sandgate Redcliffe Subiaco Fremantle Cottesloe "
+        "Scarborough Joondalup Glenelg Norwood Unley Prospect Salisbury Sandy_Bay Battery_Point "
+        "Kingston Belconnen Woden Tuggeranong Gungahlin Braddon Dickson Fyshwick Phillip"
+    )
+    .replace("_", " ")
+    .split()
+)
+STATES = [
+    ("NSW", 2000),
+    ("VIC", 3000),
+    ("QLD", 4000),
+    ("WA", 6000),
+    ("SA", 5000),
+    ("TAS", 7000),
+    ("ACT", 2600),
+]
+DOMAINS = (
+    ["gmail.com"] * 8
+    + ["hotmail.com"] * 3
+    + ["outlook.com"] * 2
+    + [
+        "bigpond.com",
+        "yahoo.com.au",
+        "optusnet.com.au",
+        "icloud.com",
+        "live.com.au",
+        "internode.on.net",
+        "tpg.com.au",
+    ]
+)
+ORGS = [
+    "Acme Holdings",
+    "Southern Cross Accounting",
+    "Harbour Legal",
+    "Blue Gum Builders",
+    "Outback Logistics",
+    "Coastal Dental",
+    "Red Earth Mining",
+    "Sunrise Bakery",
+    "Koala Software",
+    "Eastside Plumbing",
+]
 
 
 def _weighted(items: list[str], rng: random.Random, s: float = 0.9) -> list[float]:
@@ -254,6 +787,8 @@ class _Gen:
     def person(self, household: dict[str, str] | None = None) -> dict[str, str]:
         r = self.rng
         given = r.choices(self.given, self.given_w)[0]
+        while household is not None and given == household["given"]:
+            given = r.choices(self.given, self.given_w)[0]  # siblings are not namesakes
         if household is not None and r.random() < 0.85:
             family = household["family"]
         else:
@@ -269,8 +804,12 @@ class _Gen:
             "organisation": r.choice(ORGS) if r.random() < 0.15 else "",
         }
         if household is not None:
-            p.update({k: household[k] for k in ("street", "street_abbr", "city", "region",
-                                                  "postcode", "phone")})
+            p.update(
+                {
+                    k: household[k]
+                    for k in ("street", "street_abbr", "city", "region", "postcode", "phone")
+                }
+            )
             if household.get("email") and r.random() < 0.05:
                 p["email"] = household["email"]  # a shared family address
         else:
@@ -419,8 +958,20 @@ def generate(n: int, seed: int = 1) -> Iterator[dict[str, str]]:
             household = r.choice(households)
         p = g.person(household)
         if household is None:
-            h = {k: p[k] for k in ("family", "street", "street_abbr", "city", "region",
-                                   "postcode", "phone", "email")}
+            h = {
+                k: p[k]
+                for k in (
+                    "given",
+                    "family",
+                    "street",
+                    "street_abbr",
+                    "city",
+                    "region",
+                    "postcode",
+                    "phone",
+                    "email",
+                )
+            }
             households.append(h)
             if len(households) > 5000:
                 households.pop(r.randrange(len(households)))

@@ -136,9 +136,7 @@ class MatchConfig:
             BlockingRule(("email",)),
             BlockingRule(("mobile",)),
             BlockingRule(("phone",), train=False),
-            BlockingRule(
-                ("soundex(nick(first(given_name)))", "soundex(family_name)"), unordered=True
-            ),
+            BlockingRule(("nick(first(given_name))", "soundex(family_name)"), unordered=True),
             BlockingRule(("postcode", "prefix3(family_name)"), train=False),
             BlockingRule(
                 ("date_of_birth", "initial(nick(first(given_name)))", "initial(family_name)"),
