@@ -94,7 +94,7 @@ def child_splink(path: Path, threshold: float) -> dict[str, object]:
                nullif(lower(city), '') AS city,
                nullif(postcode, '') AS postcode,
                CASE WHEN date_of_birth LIKE '%/%'
-                    THEN strftime(strptime(date_of_birth, '%d/%m/%Y'), '%Y-%m-%d')
+                    THEN strftime(try_strptime(date_of_birth, '%d/%m/%Y'), '%Y-%m-%d')
                     ELSE nullif(date_of_birth, '') END AS dob
         FROM read_csv('{path}', all_varchar=true)
         """

@@ -912,7 +912,7 @@ def _render(p: dict[str, str], r: random.Random, corrupt: bool, g: _Gen) -> dict
         elif r.random() < 0.03:
             k = r.choice((2, 3, 5, 6, 8, 9))
             dob = dob[:k] + r.choice("012") + dob[k + 1 :]
-            if dob[5:7] in ("00", "13", "14", "15", "16", "17", "18", "19") or dob[8:] == "00":
+            if not ("01" <= dob[5:7] <= "12" and "01" <= dob[8:] <= "31"):
                 dob = p["dob"]
         if r.random() < 0.1:
             phone = ""
