@@ -463,11 +463,12 @@ class Store:
     # ------------------------------------------------------------ writes
 
     def insert_created(
-        self, rows: Iterable[Any], first_id: int, count: int, run_id: int | None, at: str,
+        self, rows: Iterable[Any], feed: Iterable[Any], run_id: int | None, at: str,
         reason_code: str, reason: str,
     ) -> None:
-        """Bulk insert of new `sync` contacts (rows from the Rust batch, ids
-        `first_id`…) and, made by SQLite from those rows, their feed entries."""
+        """Bulk insert of new `sync` contacts and their feed entries, as rows
+        made by the Rust batch: contacts (id, source, external_id, 14 fields,
+        extra, phone_e164, mobile_e164, hash) and feed (contact id, payload)."""
         cols = ", ".join(
             ("id", "source", "external_id", *FIELDS, "extra", "phone_e164", "mobile_e164", "hash")
         )
@@ -479,11 +480,12 @@ class Store:
             f"{sql_quote(at)})",
             rows,
         )
-        self.conn.execute(
-            f"INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
-            f"SELECT id, ?, 'create', {CREATE_PAYLOAD_SQL}, ?, ?, ? FROM contacts "
-            "WHERE id BETWEEN ? AND ? ORDER BY id",
-            (run_id, reason_code, reason, at, first_id, first_id + count - 1),
+        run = "NULL" if run_id is None else str(int(run_id))
+        self.conn.executemany(
+            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
+            f"VALUES (?, {run}, 'create', ?, {sql_quote(reason_code)}, {sql_quote(reason)}, "
+            f"{sql_quote(at)})",
+            feed,
         )
 
     def insert_contact(self, values: dict[str, Any], at: str) -> int:
@@ -592,15 +594,6 @@ class Store:
             [status, now_iso(), error, duration_ms, *(counts[c] for c in cols), run_id],
         )
 
-
-# The feed payload of a created contact, {field: [null, value]} for every
-# non-empty field: json_patch onto {} drops the keys whose value is null.
-CREATE_PAYLOAD_SQL = "json_patch('{}', json_object(" + ", ".join(
-    ["'record_type', json_array(NULL, record_type)", "'source', json_array(NULL, source)",
-     "'external_id', json_array(NULL, external_id)"]
-    + [f"'{f}', CASE WHEN {f} = '' THEN NULL ELSE json_array(NULL, {f}) END" for f in FIELDS]
-    + ["'extra', CASE WHEN extra = '{}' THEN NULL ELSE json_array(NULL, json(extra)) END"]
-) + "))"
 
 RUN_COUNTS: tuple[str, ...] = (
     "records",

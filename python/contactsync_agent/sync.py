@@ -136,9 +136,10 @@ class _Run:
         n = batch.create_count
         if n:
             base = self.store.allocate_contact_ids(n)
-            rows = batch.creates(base, self.source, differ)
-            self.store.insert_created(rows, base, n, self.run_id, self.at, "created",
-                                      rules.REASONS["created"])
+            self.store.insert_created(
+                batch.create_rows(base, self.source, differ),
+                batch.create_feed(base, self.source), self.run_id, self.at, "created",
+                rules.REASONS["created"])
             self.counts["created"] += n
             self.created_links = True
             room = max(MAX_DECISIONS - len(self.decisions), 0)

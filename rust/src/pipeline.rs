@@ -109,6 +109,37 @@ pub fn process(
     out
 }
 
+/// The change-feed payload of a created contact: {"field": [null, value], ...}
+/// for the link and every non-empty field, written directly (no JSON tree).
+pub fn create_payload(r: &Record, source: &str) -> String {
+    fn push_str(out: &mut String, s: &str) {
+        // serde_json's escaping of one string never fails.
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+    }
+    let mut out = String::with_capacity(128 + r.fields.iter().map(String::len).sum::<usize>());
+    out.push_str("{\"record_type\":[null,\"sync\"],\"source\":[null,");
+    push_str(&mut out, source);
+    out.push_str("],\"external_id\":[null,");
+    push_str(&mut out, &r.external_id);
+    out.push(']');
+    for (i, f) in crate::model::FIELDS.iter().enumerate() {
+        if !r.fields[i].is_empty() {
+            out.push_str(",\"");
+            out.push_str(f);
+            out.push_str("\":[null,");
+            push_str(&mut out, &r.fields[i]);
+            out.push(']');
+        }
+    }
+    if !r.extra.is_empty() {
+        out.push_str(",\"extra\":[null,");
+        out.push_str(&extra_json(&r.extra));
+        out.push(']');
+    }
+    out.push('}');
+    out
+}
+
 pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {
     extra
         .iter()
