@@ -95,7 +95,8 @@ def cli(ctx: click.Context, db: str | None, config: str | None) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--mode", type=click.Choice(["full", "incremental"]), default=None,
               help="full: absences are deletions; incremental: changes and explicit deletes.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson"]), default=None)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson", "vcard"]),
+              default=None)
 @click.option("--allow-mass-delete", is_flag=True,
               help="Confirm a run the mass-deletion or empty-export guard refused.")
 @click.option("--encoding", default=None, help="Force utf-8 or windows-1252.")

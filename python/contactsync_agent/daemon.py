@@ -33,7 +33,12 @@ from watchdog.observers.polling import PollingObserver
 from contactsync_agent import health
 from contactsync_agent.alerts import Alert, Alerter, should_alert
 from contactsync_agent.config import AgentConfig, ConfigError, SourceConfig, load_config
-from contactsync_agent.errors import ContactSyncError, SafetyLimitError, SourceFormatError
+from contactsync_agent.errors import (
+    ContactSyncError,
+    RunAborted,
+    SafetyLimitError,
+    SourceFormatError,
+)
 from contactsync_agent.mirror import Mirror, file_digest
 from contactsync_agent.store import now_iso
 
@@ -48,7 +53,7 @@ STOP_MESSAGE = f"{health.STOPPED_PREFIX} the agent was asked to stop; the run wa
 RUN_HISTORY = 20
 
 
-class StopRequested(ContactSyncError):
+class StopRequested(RunAborted):
     """Raised between batches when the agent must stop: the run's transaction rolls back."""
 
 

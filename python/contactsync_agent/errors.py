@@ -57,6 +57,11 @@ class SafetyLimitError(ContactSyncError):
         super().__init__(message)
 
 
+class RunAborted(ContactSyncError):
+    """A run stopped on purpose before it committed (the agent was asked to
+    stop): rolled back whole and recorded with status 'aborted', not 'failed'."""
+
+
 class LockedError(ContactSyncError):
     """Another process holds the database's writer lock."""
 

@@ -39,19 +39,31 @@ DEFAULT_HEADINGS: dict[str, tuple[str, ...]] = {
         "uuid", "uid", "record id", "metadata",
     ),
     "name": ("name", "full name", "fullname", "contact name", "client name"),
-    "given_name": ("given_name", "first name", "firstname", "given name", "first", "forename"),
-    "family_name": ("family_name", "surname", "last name", "lastname", "family name", "last"),
+    "given_name": (
+        "given_name", "first name", "firstname", "first_name", "given name", "first", "forename",
+    ),
+    "family_name": (
+        "family_name", "surname", "last name", "lastname", "last_name", "family name", "last",
+    ),
     "display_name": ("display_name", "display name", "preferred name"),
     "organisation": (
         "organisation", "organization", "company", "company name", "business name", "employer",
     ),
-    "email": ("email", "e-mail", "email address", "e-mail address", "emailaddress", "mail"),
-    "phone": ("phone", "telephone", "phone number", "work phone", "business phone", "landline"),
-    "mobile": ("mobile", "mobile phone", "mobile number", "cell", "cell phone"),
+    "email": (
+        "email", "e-mail", "email address", "e-mail address", "emailaddress", "email_address",
+        "mail",
+    ),
+    "phone": (
+        "phone", "telephone", "phone number", "phone_number", "work phone", "business phone",
+        "landline",
+    ),
+    "mobile": ("mobile", "mobile phone", "mobile number", "mobile_number", "cell", "cell phone"),
     "street": ("street", "address", "street address", "address line 1", "address1"),
     "city": ("city", "suburb", "town", "locality"),
     "region": ("region", "state", "province", "county"),
-    "postcode": ("postcode", "post code", "postal code", "zip", "zip code", "zipcode"),
+    "postcode": (
+        "postcode", "post code", "postal code", "postal_code", "zip", "zip code", "zipcode",
+    ),
     "country": ("country",),
     "date_of_birth": ("date_of_birth", "date of birth", "dob", "birthday", "birth date"),
     "notes": ("notes", "note", "comments", "comment"),

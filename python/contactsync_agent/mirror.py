@@ -24,7 +24,7 @@ from contactsync_agent.store import CONTACT_COLUMNS, Store, now_iso
 
 APP = "contactsync-agent"
 FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".json": "json", ".ndjson": "ndjson",
-           ".jsonl": "ndjson"}
+           ".jsonl": "ndjson", ".vcf": "vcard", ".vcard": "vcard"}
 DEFAULT_MAX_FILE_BYTES = 2 << 30
 
 
@@ -197,6 +197,14 @@ class Mirror:
                 f"{p}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
             )
         fmt = (format or format_for(p)).lower()
+        if fmt == "vcard":
+            from contactsync_agent.sources import sync_vcard_file
+
+            return sync_vcard_file(
+                self, source, p, mode=mode, mapping=dict(mapping or {}),
+                allow_mass_delete=allow_mass_delete,
+                mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit,
+                progress=progress)
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from contactsync_agent import _core, rules
-from contactsync_agent.errors import ContactSyncError, SafetyLimitError, SourceFormatError
+from contactsync_agent.errors import (
+    ContactSyncError,
+    RunAborted,
+    SafetyLimitError,
+    SourceFormatError,
+)
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.models import Decision, SyncReport
 from contactsync_agent.rules import Action
@@ -230,7 +235,12 @@ def run_sync(
             if run.touched or run.created_links or not from_snapshot:
                 _save_links(run, differ)
     except BaseException as exc:
-        status = "refused" if isinstance(exc, SafetyLimitError | SourceFormatError) else "failed"
+        if isinstance(exc, SafetyLimitError | SourceFormatError):
+            status = "refused"
+        elif isinstance(exc, RunAborted):
+            status = "aborted"
+        else:
+            status = "failed"
         message = str(exc) or type(exc).__name__
         duration = int((time.monotonic() - started) * 1000)
         try:
