@@ -340,7 +340,8 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
 
 
 # Commands of other modules register themselves here (one line each).
-EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent", "contactsync_agent.cli_sources")
+EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent", "contactsync_agent.cli_sources",
+                              "contactsync_agent.cli_maint")
 
 
 def _load_extensions() -> None:
