@@ -263,6 +263,7 @@ pub fn derive_with(fields: &[String], region: &str, identity: bool) -> Derived {
         mobile_e164: mobile_e,
         identity,
         partial,
+        ..Default::default()
     }
 }
 

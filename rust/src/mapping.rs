@@ -18,7 +18,14 @@ pub enum Target {
     /// Kept verbatim in `extra`.
     Extra,
     Ignore,
+    /// A reference to a related record (`RELATIONS[k]`): kept in `extra` under
+    /// that fixed key, whatever the column is called, so SQL can find it.
+    Relation(usize),
 }
+
+/// Targets that carry a contact's relations: the source's id of its
+/// organisation and location, and its position there (a per-link field).
+pub const RELATIONS: [&str; 3] = ["organisation_ref", "location_ref", "position"];
 
 pub fn parse_target(t: &str) -> Result<Target, String> {
     Ok(match t {
@@ -27,6 +34,9 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
         "deleted" => Target::Deleted,
         "extra" => Target::Extra,
         "ignore" => Target::Ignore,
+        other if RELATIONS.contains(&other) => {
+            Target::Relation(RELATIONS.iter().position(|r| *r == other).unwrap_or(0))
+        }
         other => Target::Field(field_index(other).ok_or_else(|| format!("unknown field {other:?}"))?),
     })
 }
@@ -84,6 +94,7 @@ where
             Target::ExternalId => 1 << 20,
             Target::Name => 1 << 21,
             Target::Deleted => 1 << 22,
+            Target::Relation(k) => 1 << (23 + k),
             Target::Extra | Target::Ignore => 0,
         };
         let target = if bit != 0 && taken & bit != 0 {
@@ -100,6 +111,12 @@ where
             Target::Extra => {
                 if !value.is_empty() {
                     r.extra.push((column.to_string(), value.to_string()));
+                }
+            }
+            Target::Relation(k) => {
+                let v = clean(value, false);
+                if !v.is_empty() {
+                    r.extra.push((RELATIONS[k].to_string(), v));
                 }
             }
             Target::Ignore => {}
@@ -171,6 +188,26 @@ mod tests {
         assert_eq!(r.external_id, "A");
         assert_eq!(r.extra, vec![("Code".to_string(), "C1".to_string())]);
         let _ = m;
+    }
+
+    #[test]
+    fn relations_go_to_extra_under_fixed_keys() {
+        let mut t = HashMap::new();
+        t.insert("id".to_string(), "external_id".to_string());
+        t.insert("org id".to_string(), "organisation_ref".to_string());
+        t.insert("job title".to_string(), "position".to_string());
+        let m = Mapping::new(&t).unwrap();
+        let cols = ["ID", "Org ID", "Job Title", "Fax"];
+        let vals = ["A", " O-1 ", "Partner", ""];
+        let cells = cols.iter().zip(vals.iter()).map(|(c, v)| (m.resolve(c), *c, *v));
+        let r = build_record(2, cells).unwrap();
+        assert_eq!(
+            r.extra,
+            vec![
+                ("organisation_ref".to_string(), "O-1".to_string()),
+                ("position".to_string(), "Partner".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Record {
 /// Keys derived for matching; computed only for records that need them.
 #[derive(Debug, Clone, Default)]
 pub struct Derived {
+    /// `extra` as stored (a JSON object), for records about to be written.
+    pub extra_json: String,
     pub phone_e164: String,
     pub mobile_e164: String,
     pub identity: u64,

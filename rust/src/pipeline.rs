@@ -78,7 +78,11 @@ pub fn process(
     let idx = guard.as_deref().filter(|g| !g.is_empty());
     let derived_needed: Vec<Derived> = need
         .par_iter()
-        .map(|&i| derive_with(&records[i].fields, region, idx.is_some()))
+        .map(|&i| {
+            let mut d = derive_with(&records[i].fields, region, idx.is_some());
+            d.extra_json = extra_json(&records[i].extra);
+            d
+        })
         .collect();
     let mut derived = vec![Derived::default(); records.len()];
     for (i, d) in need.into_iter().zip(derived_needed) {
@@ -140,6 +144,36 @@ pub fn create_payload(r: &Record, source: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_json_is_a_sorted_escaped_object() {
+        let extra = vec![("A \"x\"".to_string(), "1\n".to_string()), ("B".to_string(), "é".to_string())];
+        let v: Value = serde_json::from_str(&extra_json(&extra)).unwrap();
+        assert_eq!(v, serde_json::json!({"A \"x\"": "1\n", "B": "é"}));
+        assert_eq!(extra_json(&[]), "{}");
+    }
+
+    #[test]
+    fn create_payload_lists_non_empty_fields() {
+        let mut r = Record {
+            external_id: "A".into(),
+            ..Default::default()
+        };
+        r.fields[4] = "j@x.com".into();
+        r.extra = vec![("Fax".into(), "1".into())];
+        let v: Value = serde_json::from_str(&create_payload(&r, "xpm")).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"record_type": [null, "sync"], "source": [null, "xpm"],
+                "external_id": [null, "A"], "email": [null, "j@x.com"],
+                "extra": [null, {"Fax": "1"}]})
+        );
+    }
+}
+
 pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {
     extra
         .iter()
@@ -149,8 +183,18 @@ pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {
 
 pub fn extra_json(extra: &[(String, String)]) -> String {
     if extra.is_empty() {
-        "{}".to_string()
-    } else {
-        Value::Object(extra_object(extra)).to_string()
+        return "{}".to_string();
     }
+    let mut out = String::with_capacity(2 + extra.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
+    out.push('{');
+    for (n, (k, v)) in extra.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    out.push('}');
+    out
 }

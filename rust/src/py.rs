@@ -267,6 +267,7 @@ pub struct CreateRows {
     batch: Arc<Processed>,
     base_id: i64,
     source: String,
+    source_obj: Option<Py<PyString>>,
     pos: usize,
 }
 
@@ -291,12 +292,15 @@ impl CreateRows {
         let d = &b.derived[i];
         let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(NFIELDS + 7);
         vals.push(id.into_pyobject(py)?.into_any());
-        vals.push(PyString::new(py, &self.source).into_any());
+        let src = self
+            .source_obj
+            .get_or_insert_with(|| PyString::new(py, &self.source).unbind());
+        vals.push(src.bind(py).clone().into_any());
         vals.push(PyString::new(py, &r.external_id).into_any());
         for f in r.fields.iter() {
             vals.push(PyString::new(py, f).into_any());
         }
-        vals.push(PyString::new(py, &extra_json(&r.extra)).into_any());
+        vals.push(PyString::new(py, &d.extra_json).into_any());
         vals.push(PyString::new(py, &d.phone_e164).into_any());
         vals.push(PyString::new(py, &d.mobile_e164).into_any());
         vals.push((r.hash as i64).into_pyobject(py)?.into_any());
@@ -394,6 +398,7 @@ impl Batch {
             batch: self.inner.clone(),
             base_id,
             source: source.to_string(),
+            source_obj: None,
             pos: 0,
         })
     }
