@@ -5,6 +5,8 @@ use std::io::Cursor;
 
 use super::{check_size, truncate_raw, Item, Limits, Rejected, SourceError};
 use crate::mapping::{build_record, Mapping, Target};
+use crate::model::Record;
+use crate::normalize::clean;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -23,6 +25,10 @@ impl std::fmt::Display for Encoding {
 
 pub struct CsvReader {
     rdr: csv::Reader<Cursor<Vec<u8>>>,
+    /// Seed of the raw-row hashes: the header, its mapping and the encoding.
+    raw_seed: u64,
+    /// Column of the external id (the first mapped to it).
+    id_col: Option<usize>,
     pub header: Vec<String>,
     targets: Vec<Target>,
     pub encoding: Encoding,
@@ -170,8 +176,16 @@ impl CsvReader {
             ));
         }
         let done = header.is_empty();
+        let mut layout = format!("csv1|{encoding}|");
+        for (h, t) in header.iter().zip(targets.iter()) {
+            layout.push_str(&format!("{h:?}={t:?}|"));
+        }
+        let raw_seed = xxhash_rust::xxh3::xxh3_64(layout.as_bytes());
+        let id_col = targets.iter().position(|t| *t == Target::ExternalId);
         Ok(CsvReader {
             rdr,
+            raw_seed,
+            id_col,
             header,
             targets,
             encoding,
@@ -190,9 +204,32 @@ impl CsvReader {
         truncate_raw(&joined.join(&sep), self.limits.max_raw_bytes)
     }
 
-    /// Splitting rows is sequential (csv_core); turning them into records
-    /// (decoding, cleaning, mapping) runs in parallel.
-    pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Item>, SourceError> {
+    /// Raw hash of a well-formed row and its cleaned external id.
+    fn raw_key(&self, rec: &csv::ByteRecord) -> Option<(u64, String)> {
+        if rec.len() != self.header.len() {
+            return None;
+        }
+        let id = rec.get(self.id_col?)?;
+        let id = clean(&decode(id, self.encoding).ok()?, false);
+        if id.is_empty() {
+            return None;
+        }
+        let mut h = xxhash_rust::xxh3::Xxh3::with_seed(self.raw_seed);
+        for f in rec.iter() {
+            h.update(&(f.len() as u32).to_le_bytes());
+            h.update(f);
+        }
+        Some((h.digest(), id))
+    }
+
+    /// Splitting rows is sequential (csv_core); the rest runs in parallel:
+    /// rows whose raw hash says "unchanged" are not built at all, the others
+    /// are decoded, cleaned and mapped into records.
+    pub fn next_chunk(
+        &mut self,
+        n: usize,
+        differ: Option<&std::sync::Mutex<crate::diff::Differ>>,
+    ) -> Result<Vec<Item>, SourceError> {
         use rayon::prelude::*;
         if self.done {
             return Ok(Vec::new());
@@ -217,15 +254,61 @@ impl CsvReader {
             }
         }
         let this = &*self;
+        let keys: Vec<Option<(u64, String)>> = raw
+            .par_iter()
+            .with_min_len(512)
+            .map(|r| r.as_ref().ok().and_then(|rec| this.raw_key(rec)))
+            .collect();
+        let fast: Vec<bool> = match differ {
+            Some(d) => {
+                let d = d.lock().unwrap_or_else(|e| e.into_inner());
+                keys.iter()
+                    .map(|k| k.as_ref().is_some_and(|(h, id)| d.raw_unchanged(id, *h)))
+                    .collect()
+            }
+            None => vec![false; keys.len()],
+        };
         Ok(raw
             .into_par_iter()
+            .zip(keys.into_par_iter())
+            .zip(fast.into_par_iter())
             .with_min_len(512)
-            .map(|r| r.and_then(|rec| this.convert(&rec)))
+            .map(|((r, key), fast)| {
+                let rec = r?;
+                if fast {
+                    let (raw_hash, external_id) = key.unwrap_or_default();
+                    return Ok(Record {
+                        line: rec.position().map(|p| p.line()).unwrap_or(0),
+                        external_id,
+                        raw_hash,
+                        built: false,
+                        ..Default::default()
+                    });
+                }
+                let mut built = this.convert(&rec)?;
+                built.raw_hash = key.map(|k| k.0).unwrap_or(0);
+                Ok(built)
+            })
             .collect())
     }
 
+    /// The line a record starts on. csv_core ends a record at the `\r` of a
+    /// CRLF and consumes the `\n` (and any blank lines) only when the next
+    /// record starts, so a position can still point at line ends before the
+    /// record: count them.
+    fn line_of(&self, pos: &csv::Position) -> u64 {
+        let data = self.rdr.get_ref().get_ref();
+        let start = (pos.byte() as usize).min(data.len());
+        let skipped = data[start..]
+            .iter()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
+        pos.line() + skipped
+    }
+
     fn convert(&self, rec: &csv::ByteRecord) -> Item {
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        let line = rec.position().map(|p| self.line_of(p)).unwrap_or(0);
         let reject = |reason: String| Rejected {
             line,
             reason,
@@ -286,7 +369,7 @@ mod tests {
 
     fn read_all(data: &[u8]) -> (CsvReader, Vec<Item>) {
         let mut r = CsvReader::open(data.to_vec(), mapping(), Limits::default(), None, None).unwrap();
-        let items = r.next_chunk(1000).unwrap();
+        let items = r.next_chunk(1000, None).unwrap();
         (r, items)
     }
 
@@ -315,6 +398,26 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_right_with_crlf_and_blank_lines() {
+        for data in [
+            &b"id,name\r\nA,John\r\nB,Mary,extra\r\nC,Chris\r\nD\r\n"[..],
+            &b"id,name\nA,John\nB,Mary,extra\n\nC,Chris\r\n\r\nD\n"[..],
+        ] {
+            let (_, items) = read_all(data);
+            let lines: Vec<u64> = items
+                .iter()
+                .map(|i| match i {
+                    Ok(r) => r.line,
+                    Err(e) => e.line,
+                })
+                .collect();
+            let crlf = data.windows(2).filter(|w| w == b"\r\n").count() > 2;
+            let want: &[u64] = if crlf { &[2, 3, 4, 5] } else { &[2, 3, 5, 7] };
+            assert_eq!(lines, want, "{:?}", String::from_utf8_lossy(data));
+        }
+    }
+
+    #[test]
     fn invalid_utf8_row_in_utf8_file() {
         let (r, items) = read_all("id,name\nA,Zoë\nB,X\u{0}\n".as_bytes());
         assert_eq!(r.encoding, Encoding::Utf8);
@@ -323,6 +426,35 @@ mod tests {
         data.extend_from_slice(b"B,\xff\n");
         let (_, items) = read_all(&data);
         assert!(items[1].as_ref().unwrap_err().reason.contains("invalid UTF-8"));
+    }
+
+    #[test]
+    fn unchanged_rows_are_recognised_by_their_bytes() {
+        use crate::diff::Differ;
+        use std::sync::Mutex;
+        let data = b"id,name\nA,John Smith\nB,Mary Smith\n".to_vec();
+        let first = read_all(&data).1;
+        let a = first[0].as_ref().unwrap();
+        assert!(a.built && a.raw_hash != 0);
+        let mut d = Differ::default();
+        d.insert("A".into(), 1, Some(1), 0);
+        d.upsert("A", 1, Some(1), 0, a.raw_hash);
+        let d = Mutex::new(d);
+        let mut r = CsvReader::open(data, mapping(), Limits::default(), None, None).unwrap();
+        let again = r.next_chunk(10, Some(&d)).unwrap();
+        let a2 = again[0].as_ref().unwrap();
+        assert!(!a2.built && a2.external_id == "A" && a2.line == 2);
+        assert!(again[1].as_ref().unwrap().built, "B has no link: built");
+        // Another mapping of the same bytes is another layout: no shortcut.
+        let m2 = Mapping::new(
+            &[("id", "external_id"), ("name", "display_name")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        let mut r2 = CsvReader::open(b"id,name\nA,John Smith\n".to_vec(), m2, Limits::default(), None, None).unwrap();
+        assert!(r2.next_chunk(10, Some(&d)).unwrap()[0].as_ref().unwrap().built);
     }
 
     #[test]
