@@ -17,7 +17,12 @@ import platformdirs
 import xxhash
 
 from contactsync_agent import _core, sync
-from contactsync_agent.errors import ContactSyncError, NotFoundError, SafetyLimitError
+from contactsync_agent.errors import (
+    ContactSyncError,
+    NotFoundError,
+    SafetyLimitError,
+    SourceFormatError,
+)
 from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, Store, now_iso
@@ -196,6 +201,9 @@ class Mirror:
             raise SafetyLimitError(
                 f"{p}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
             )
+        if size < 4096 and not p.read_bytes().removeprefix(b"\xef\xbb\xbf").strip():
+            raise SourceFormatError(str(p), 0, 0, f"the file is empty ({size} bytes, not even "
+                                    "a header line); an empty export is never applied")
         fmt = (format or format_for(p)).lower()
         if fmt == "vcard":
             from contactsync_agent.sources import sync_vcard_file
@@ -209,8 +217,12 @@ class Mirror:
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,
                                     delimiter=delimiter)
-        return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
-                             origin=str(p), origin_hash=file_digest(p), progress=progress)
+        try:
+            return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
+                                 origin=str(p), origin_hash=file_digest(p), progress=progress)
+        except SafetyLimitError as e:  # say which file was refused
+            raise SafetyLimitError(f"{p}: {e}", would_delete=e.would_delete, total=e.total,
+                                   limit=e.limit) from None
 
     # ------------------------------------------------------------ reads
 
