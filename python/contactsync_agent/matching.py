@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from contactsync_agent import _core
+from contactsync_agent.csvsafe import neutralise
 
 Records: TypeAlias = Iterable[Mapping[str, Any]] | str | os.PathLike[str]
 
@@ -323,7 +324,9 @@ class MatchResult:
                 + [f"{f}_{x}" for f in fields for x in ("level", "weight")]
             )
             for p in self:
-                row: list[Any] = [p.left_id, p.right_id, f"{p.probability:.6f}", f"{p.weight:.3f}"]
+                # Ids come from the input: a formula-like one is neutralised (csvsafe).
+                row: list[Any] = [neutralise(p.left_id), neutralise(p.right_id),
+                                  f"{p.probability:.6f}", f"{p.weight:.3f}"]
                 for f in fields:
                     c = p.explanation[f]
                     row += [c.level, f"{c.weight:.3f}"]
