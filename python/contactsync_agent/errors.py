@@ -81,6 +81,15 @@ class NotFoundError(ContactSyncError):
 
 
 class OwnershipError(ContactSyncError):
-    """A local edit refused because the source owns the field."""
+    """A local edit refused because the source owns the field (or it is locked).
+
+    `fields` maps each refused field to its owner (`source` or `locked`)."""
 
     exit_code = 7
+
+    def __init__(self, message: str, *, contact_id: int | None = None,
+                 source: str | None = None, fields: dict[str, str] | None = None) -> None:
+        self.contact_id = contact_id
+        self.source = source
+        self.fields = dict(fields or {})
+        super().__init__(message)

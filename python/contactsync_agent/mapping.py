@@ -30,7 +30,12 @@ FIELDS: tuple[str, ...] = (
 #: Targets besides the canonical fields: the source's id, a full name to split,
 #: a delete marker, "keep in extra" and "drop".
 SPECIAL_TARGETS: frozenset[str] = frozenset({"external_id", "name", "deleted", "extra", "ignore"})
-TARGETS: frozenset[str] = frozenset(FIELDS) | SPECIAL_TARGETS
+#: A contact's relations: the source's id of its organisation and location and
+#: its position there. The core keeps them in `extra` under these fixed keys
+#: (whatever the column is called); after a run they become the contact's row
+#: in `contact_organisations` (see relations.py).
+RELATION_TARGETS: tuple[str, ...] = ("organisation_ref", "location_ref", "position")
+TARGETS: frozenset[str] = frozenset(FIELDS) | SPECIAL_TARGETS | frozenset(RELATION_TARGETS)
 
 #: Common export headings (matched case-insensitively).
 DEFAULT_HEADINGS: dict[str, tuple[str, ...]] = {
@@ -68,6 +73,8 @@ DEFAULT_HEADINGS: dict[str, tuple[str, ...]] = {
     "date_of_birth": ("date_of_birth", "date of birth", "dob", "birthday", "birth date"),
     "notes": ("notes", "note", "comments", "comment"),
     "deleted": ("deleted", "_deleted", "is_deleted", "is deleted", "delete"),
+    "organisation_ref": ("organisation_ref",),
+    "location_ref": ("location_ref",),
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from contactsync_agent.errors import (
     SourceFormatError,
 )
 from contactsync_agent.mapping import FIELDS, build_mapping
+from contactsync_agent.mirror_relations import RelationsMixin
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, Store, now_iso
 
@@ -59,8 +60,11 @@ def format_for(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
-class Mirror:
-    """A local mirror database. Open it read-write (one writer, locked) or read-only."""
+class Mirror(RelationsMixin):
+    """A local mirror database. Open it read-write (one writer, locked) or read-only.
+
+    Organisations, locations, customer links, access, ownership and export come
+    from `RelationsMixin` (mirror_relations.py)."""
 
     def __init__(self, store: Store, *, region: str = "AU") -> None:
         self.store = store
@@ -77,6 +81,11 @@ class Mirror:
 
     def close(self) -> None:
         self.store.close()
+
+    def checkpoint(self) -> None:
+        """Copies committed runs from the WAL into the database file (the agent
+        does this after each run; `close()` does it too)."""
+        self.store.checkpoint()
 
     def __enter__(self) -> Mirror:
         return self
@@ -164,8 +173,12 @@ class Mirror:
     # ------------------------------------------------------------ sync
 
     def _options(self, allow_mass_delete: bool, mass_delete_limit: float | None,
-                 chunk_size: int | None) -> sync.SyncOptions:
-        opts = sync.SyncOptions(region=self.region, allow_mass_delete=allow_mass_delete)
+                 chunk_size: int | None, source: str | None = None,
+                 ownership: Mapping[str, str] | None = None,
+                 unique: Sequence[str] | None = None) -> sync.SyncOptions:
+        own, keys = self._policy_for(source, ownership, unique) if source else ({}, ())
+        opts = sync.SyncOptions(region=self.region, allow_mass_delete=allow_mass_delete,
+                                ownership=own, unique=keys)
         if mass_delete_limit is not None:
             opts = sync.SyncOptions(**{**opts.__dict__, "mass_delete_limit": mass_delete_limit})
         if chunk_size is not None:
@@ -176,10 +189,15 @@ class Mirror:
         self, source: str, records: Iterable[Mapping[str, Any]], *, mode: str = "full",
         mapping: Mapping[str, str] | None = None, allow_mass_delete: bool = False,
         mass_delete_limit: float | None = None, chunk_size: int | None = None,
-        progress: sync.ProgressFn | None = None,
+        progress: sync.ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
+        unique: Sequence[str] | None = None,
     ) -> SyncReport:
-        """Syncs records (mappings with an external id) from `source` in one run."""
-        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size)
+        """Syncs records (mappings with an external id) from `source` in one run.
+
+        `ownership` and `unique` (the source's config) are recorded and used from
+        then on; left out, the ones recorded last time apply."""
+        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
+                             ownership, unique)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         return sync.run_sync(self.store, source, sync.dict_batches(records, table, opts),
                              mode=mode, options=opts, origin="api", progress=progress)
@@ -190,7 +208,8 @@ class Mirror:
         allow_mass_delete: bool = False, mass_delete_limit: float | None = None,
         encoding: str | None = None, delimiter: str | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, chunk_size: int | None = None,
-        progress: sync.ProgressFn | None = None,
+        progress: sync.ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
+        unique: Sequence[str] | None = None,
     ) -> SyncReport:
         """Syncs one export file (CSV, JSON or NDJSON) from `source` in one run."""
         p = Path(path)
@@ -205,6 +224,8 @@ class Mirror:
             raise SourceFormatError(str(p), 0, 0, f"the file is empty ({size} bytes, not even "
                                     "a header line); an empty export is never applied")
         fmt = (format or format_for(p)).lower()
+        if ownership is not None or unique is not None:
+            self._policy_for(source, ownership, unique)
         if fmt == "vcard":
             from contactsync_agent.sources import sync_vcard_file
 
@@ -213,7 +234,7 @@ class Mirror:
                 allow_mass_delete=allow_mass_delete,
                 mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit,
                 progress=progress)
-        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size)
+        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,
                                     delimiter=delimiter)
@@ -255,9 +276,11 @@ class Mirror:
 
     def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
         rows = self.store.conn.execute(
-            "SELECT seq, contact_id, run_id, op, fields, reason_code, reason, at FROM changes "
-            "WHERE seq > ? ORDER BY seq LIMIT ?", (since, -1 if limit is None else limit))
-        return [Change(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
+            "SELECT seq, contact_id, run_id, op, fields, reason_code, reason, at, entity_type, "
+            "entity_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            (since, -1 if limit is None else limit))
+        return [Change(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9])
+                for r in rows]
 
     def activities(self, status: str | None = "open") -> list[Activity]:
         sql = ("SELECT id, contact_id, run_id, source, external_id, kind, fields, reason, status, "

@@ -66,14 +66,19 @@ class Contact:
 
 @dataclass(frozen=True)
 class Change:
+    """One feed entry. `entity_type` is contact, organisation, location or
+    customer_link; `contact_id` is set on contact entries only, `entity_id` on all."""
+
     seq: int
-    contact_id: int
+    contact_id: int | None
     run_id: int | None
     op: str
     fields: dict[str, list[Any]]
     reason_code: str
     reason: str
     at: str
+    entity_type: str = "contact"
+    entity_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contactsync_agent import _core
 from contactsync_agent.errors import SafetyLimitError
 from contactsync_agent.mapping import FIELDS
 
@@ -61,6 +62,93 @@ class Action:
     record: dict[str, Any] | None = None
     activity: dict[str, Any] | None = None
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    # The source's latest values of local-owned fields it could not write
+    # ({field: value}, kept in `held_values` to tell a later source change).
+    held: dict[str, str] = field(default_factory=dict)
+
+
+OWNERS: tuple[str, ...] = ("source", "local", "locked")
+
+
+def owner_of(fld: str, ownership: Mapping[str, str] | None) -> str:
+    """Who owns a field: a canonical field name, or `extra:KEY` for one unmapped
+    column (falling back to the owner of `extra` as a whole); default `source`."""
+    if not ownership:
+        return "source"
+    if fld.startswith("extra:"):
+        return ownership.get(fld) or ownership.get("extra") or "source"
+    return ownership.get(fld, "source")
+
+
+def _signed(u: int) -> int:
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def _apply_ownership(
+    contact: Mapping[str, Any], incoming: Mapping[str, Any], diff: dict[str, list[Any]],
+    ownership: Mapping[str, str] | None, held: Mapping[str, str] | None,
+) -> tuple[dict[str, list[Any]], dict[str, str], dict[str, dict[str, Any]], bool]:
+    """Takes local-owned fields out of a source diff.
+
+    Returns (the diff still to apply, held values to remember, collisions,
+    whether the stored content now differs from the source's). A collision is
+    a local-owned field whose source value changed (against the last one the
+    source sent, else the current value) to something other than the local one.
+    """
+    if not ownership or "local" not in ownership.values():
+        return diff, {}, {}, False
+    held = held or {}
+    out = dict(diff)
+    keep: dict[str, str] = {}
+    collisions: dict[str, dict[str, Any]] = {}
+    kept = False
+
+    def check(key: str, current: str, new: str) -> None:
+        nonlocal kept
+        previous = held.get(key, current)
+        if new != previous:
+            keep[key] = new
+            if new != current:
+                collisions[key] = {"current": current, "incoming": new,
+                                   "previous_source": previous}
+        if new != current:
+            kept = True
+
+    for f in FIELDS:
+        if owner_of(f, ownership) == "local":
+            check(f, contact.get(f) or "", incoming.get(f) or "")
+            out.pop(f, None)
+    cur_x, inc_x = _extra(contact.get("extra")), _extra(incoming.get("extra"))
+    local_keys = {k for k in {*cur_x, *inc_x} if owner_of(f"extra:{k}", ownership) == "local"}
+    if local_keys:
+        merged = dict(inc_x)
+        for k in local_keys:
+            check(f"extra:{k}", cur_x.get(k, ""), inc_x.get(k, ""))
+            if k in cur_x:
+                merged[k] = cur_x[k]
+            else:
+                merged.pop(k, None)
+        out.pop("extra", None)
+        if merged != cur_x:
+            out["extra"] = [cur_x, dict(sorted(merged.items()))]
+    return out, keep, collisions, kept
+
+
+def _content_hash(contact: Mapping[str, Any], diff: Mapping[str, list[Any]]) -> int:
+    """The content hash of a contact once `diff` is applied (signed, as stored)."""
+    values = [diff[f][1] if f in diff else (contact.get(f) or "") for f in FIELDS]
+    extra = diff["extra"][1] if "extra" in diff else _extra(contact.get("extra"))
+    return _signed(_core.content_hash(values, sorted(extra.items())))
+
+
+def _collision_activity(collisions: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    names = ", ".join(collisions)
+    return {
+        "kind": "local_owned",
+        "fields": dict(collisions),
+        "reason": f"owned locally: the source's change to {names} was not applied "
+                  "(the local value is kept; resolve it by hand if the source is right)",
+    }
 
 
 def _extra(value: Any) -> dict[str, Any]:
@@ -91,8 +179,16 @@ def _apply_values(diff: Mapping[str, list[Any]], incoming: Mapping[str, Any]) ->
     return write
 
 
-def decide_linked(contact: Mapping[str, Any], incoming: Mapping[str, Any]) -> Action:
-    """Rule 1: the incoming record carries the external id of a local contact."""
+def decide_linked(
+    contact: Mapping[str, Any], incoming: Mapping[str, Any],
+    ownership: Mapping[str, str] | None = None, held: Mapping[str, str] | None = None,
+) -> Action:
+    """Rule 1: the incoming record carries the external id of a local contact.
+
+    `ownership` maps fields (`notes`, `extra:Tags`, `extra`) to `source`, `local`
+    or `locked`; local-owned fields are never overwritten (a source change to one
+    becomes a `local_owned` activity). `held` has the source's last values of
+    this contact's local-owned fields (from `held_values`)."""
     cid, ext = contact["id"], incoming["external_id"]
     diff = field_diff(contact, incoming)
     converting = contact["record_type"] != "sync"
@@ -123,8 +219,14 @@ def decide_linked(contact: Mapping[str, Any], incoming: Mapping[str, Any]) -> Ac
             op="convert" if converting else None,
             activity=activity,
         )
+    diff, keep, collisions, kept = _apply_ownership(contact, incoming, diff, ownership, held)
+    activity = _collision_activity(collisions) if collisions else None
     write = _apply_values(diff, incoming) if diff else {}
-    write["hash"] = incoming["hash"]
+    if kept:
+        for base in ("phone", "mobile"):
+            if base not in diff:  # a local-owned number keeps its derived key too
+                write.pop(f"{base}_e164", None)
+    write["hash"] = _content_hash(contact, diff) if kept else incoming["hash"]
     write["source_hash"] = incoming["hash"]
     if converting:
         write["record_type"] = "sync"
@@ -132,18 +234,20 @@ def decide_linked(contact: Mapping[str, Any], incoming: Mapping[str, Any]) -> Ac
         return Action(
             kind="convert", counter="converted", reason_code=code, reason=REASONS[code],
             contact_id=cid, external_id=ext, write=write, feed={**type_feed, **diff},
-            op="convert",
+            op="convert", activity=activity, held=keep,
         )
     if diff:
         return Action(
             kind="update", counter="updated", reason_code="updated_external_id",
             reason=REASONS["updated_external_id"].format(fields=", ".join(diff)),
             contact_id=cid, external_id=ext, write=write, feed=diff, op="update",
+            activity=activity, held=keep,
         )
     # Same content under a different (or unknown) source hash: remember the hash only.
     return Action(
         kind="unchanged", counter="unchanged", reason_code="unchanged",
         reason=REASONS["unchanged"], contact_id=cid, external_id=ext, write=write,
+        activity=activity, held=keep,
     )
 
 

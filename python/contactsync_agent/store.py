@@ -19,7 +19,7 @@ from typing import Any
 from contactsync_agent.errors import ContactSyncError, LockedError
 from contactsync_agent.mapping import FIELDS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Every column of `contacts` a downstream app may read, in table order.
 CONTACT_COLUMNS: tuple[str, ...] = (
@@ -188,6 +188,163 @@ CREATE TRIGGER link_snapshot_delete AFTER DELETE ON contacts
 """,
 }
 
+# Migration 2 (issue 6): organisations, locations, the contact's link to them,
+# contact-customer links with roles, field ownership and the entity-aware feed.
+# Feed: `changes` gains `entity_type` ('contact', 'organisation', 'location',
+# 'customer_link') and `entity_id`; `contact_id` is set on contact entries only
+# (NULL for the others), so a reader that knows nothing of entities and asks
+# for a contact's entries still gets exactly those. The table is rebuilt
+# because SQLite cannot drop the NOT NULL of `contact_id` in place; seq values
+# and the AUTOINCREMENT high-water mark are kept.
+_ENTITY_FIELDS = """
+    email TEXT NOT NULL DEFAULT '',
+    phone TEXT NOT NULL DEFAULT '',
+    street TEXT NOT NULL DEFAULT '',
+    city TEXT NOT NULL DEFAULT '',
+    region TEXT NOT NULL DEFAULT '',
+    postcode TEXT NOT NULL DEFAULT '',
+    country TEXT NOT NULL DEFAULT '',
+    notes TEXT NOT NULL DEFAULT '',
+    extra TEXT NOT NULL DEFAULT '{}',
+    hash INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted_at TEXT"""
+_ROLE = "TEXT NOT NULL DEFAULT 'N' CHECK ({0} IN ('Y', 'N', 'NA'))"
+
+MIGRATION_2 = f"""
+CREATE TABLE changes_v2 (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    contact_id INTEGER,
+    run_id INTEGER,
+    op TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    reason_code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL,
+    entity_type TEXT NOT NULL DEFAULT 'contact'
+        CHECK (entity_type IN ('contact', 'organisation', 'location', 'customer_link')),
+    object_id INTEGER,
+    entity_id INTEGER GENERATED ALWAYS AS (coalesce(contact_id, object_id)) VIRTUAL
+);
+INSERT INTO changes_v2 (seq, contact_id, run_id, op, fields, reason_code, reason, at)
+    SELECT seq, contact_id, run_id, op, fields, reason_code, reason, at FROM changes;
+DELETE FROM sqlite_sequence WHERE name = 'changes_v2';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'changes_v2', seq FROM sqlite_sequence WHERE name = 'changes';
+DROP TABLE changes;
+ALTER TABLE changes_v2 RENAME TO changes;
+CREATE INDEX changes_contact ON changes (contact_id);
+CREATE INDEX changes_entity ON changes (entity_type, object_id) WHERE contact_id IS NULL;
+
+ALTER TABLE runs ADD COLUMN entity_type TEXT NOT NULL DEFAULT 'contact';
+
+CREATE TABLE organisations (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    website TEXT NOT NULL DEFAULT '',{_ENTITY_FIELDS}
+);
+CREATE UNIQUE INDEX organisations_link ON organisations (source, external_id);
+
+CREATE TABLE locations (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    organisation_ref TEXT NOT NULL DEFAULT '',
+    name TEXT NOT NULL DEFAULT '',{_ENTITY_FIELDS}
+);
+CREATE UNIQUE INDEX locations_link ON locations (source, external_id);
+CREATE INDEX locations_organisation ON locations (source, organisation_ref);
+
+CREATE TABLE contact_organisations (
+    contact_id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    organisation_ref TEXT NOT NULL DEFAULT '',
+    location_ref TEXT NOT NULL DEFAULT '',
+    position TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX contact_organisations_org ON contact_organisations (source, organisation_ref);
+CREATE INDEX contact_organisations_loc ON contact_organisations (source, location_ref);
+
+CREATE TABLE contact_customers (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    contact_ref TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    customer_name TEXT NOT NULL DEFAULT '',
+    bill_to {_ROLE.format("bill_to")},
+    sold_to {_ROLE.format("sold_to")},
+    ship_to {_ROLE.format("ship_to")},
+    correspondence {_ROLE.format("correspondence")},
+    extra TEXT NOT NULL DEFAULT '{{}}',
+    hash INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted_at TEXT
+);
+CREATE UNIQUE INDEX contact_customers_link ON contact_customers (source, external_id);
+CREATE INDEX contact_customers_contact ON contact_customers (source, contact_ref);
+
+CREATE TABLE held_values (
+    contact_id INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    source_value TEXT NOT NULL,
+    PRIMARY KEY (contact_id, field)
+) WITHOUT ROWID;
+
+CREATE TABLE source_policies (
+    source TEXT PRIMARY KEY,
+    ownership TEXT NOT NULL DEFAULT '{{}}',
+    unique_fields TEXT NOT NULL DEFAULT '[]',
+    updated_at TEXT NOT NULL
+);
+
+CREATE VIEW contacts_with_organisation AS
+SELECT c.id AS contact_id, c.record_type, c.source, c.external_id,
+       c.given_name, c.family_name, c.display_name, c.email, c.phone, c.mobile,
+       co.position AS position,
+       o.id AS organisation_id, o.external_id AS organisation_external_id,
+       o.name AS organisation_name, o.email AS organisation_email,
+       o.phone AS organisation_phone, o.website AS organisation_website,
+       l.id AS location_id, l.external_id AS location_external_id,
+       l.name AS location_name, l.street AS location_street, l.city AS location_city,
+       l.region AS location_region, l.postcode AS location_postcode,
+       l.country AS location_country, l.phone AS location_phone,
+       l.email AS location_email
+FROM contacts c
+LEFT JOIN contact_organisations co ON co.contact_id = c.id
+LEFT JOIN locations l ON l.source = co.source AND l.external_id = co.location_ref
+    AND l.deleted_at IS NULL
+LEFT JOIN organisations o ON o.source = co.source
+    AND o.external_id = coalesce(nullif(co.organisation_ref, ''), l.organisation_ref)
+    AND o.deleted_at IS NULL
+WHERE c.deleted_at IS NULL;
+
+CREATE VIEW contact_customer_roles AS
+SELECT c.id AS contact_id, cc.id AS link_id, cc.source, cc.customer, cc.customer_name,
+       cc.bill_to, cc.sold_to, cc.ship_to, cc.correspondence
+FROM contact_customers cc
+JOIN contacts c ON c.source = cc.source AND c.external_id = cc.contact_ref
+    AND c.deleted_at IS NULL
+WHERE cc.deleted_at IS NULL;
+
+CREATE VIEW contact_customer_access AS
+SELECT contact_id, customer, 'bill_to' AS role FROM contact_customer_roles WHERE bill_to = 'Y'
+UNION ALL
+SELECT contact_id, customer, 'sold_to' FROM contact_customer_roles WHERE sold_to = 'Y'
+UNION ALL
+SELECT contact_id, customer, 'ship_to' FROM contact_customer_roles WHERE ship_to = 'Y'
+UNION ALL
+SELECT contact_id, customer, 'correspondence' FROM contact_customer_roles
+    WHERE correspondence = 'Y'
+"""
+
+MIGRATIONS[2] = MIGRATION_2
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -277,6 +434,11 @@ class Store:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA cache_size = -131072")
+            # The checkpoint is not left to COMMIT (which would copy a large
+            # run's WAL into the database inside the run): `checkpoint()` runs
+            # it at close, after each agent run and before a run when the WAL
+            # has grown, so the WAL stays bounded by about one run.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute("PRAGMA temp_store = MEMORY")
             store = cls(p, conn, lock)
             store._migrate()
@@ -328,7 +490,14 @@ class Store:
             self.conn.execute("COMMIT")
 
     def checkpoint(self) -> None:
+        """Copies the WAL into the database (PASSIVE: never waits on readers)."""
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            return 0
 
     # ------------------------------------------------------------ meta
 
@@ -415,13 +584,28 @@ class Store:
         """Reserves `n` new local ids and returns the first. Ids come from a
         high-water mark in `meta` that only grows, so an id is never reused,
         not even after a hard delete (call inside a transaction)."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'contact_id_hwm'").fetchone()
+        return self.allocate_ids("contacts", n)
+
+    def allocate_ids(self, table: str, n: int) -> int:
+        """`allocate_contact_ids` for any table with local ids (contacts,
+        organisations, locations, contact_customers): `meta` key `<table>_id_hwm`,
+        except contacts' historical `contact_id_hwm`."""
+        key = HWM_KEYS[table]
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is None:
-            hwm = self.conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()[0]
+            hwm = self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
         else:
             hwm = int(row[0])
-        self.set_meta("contact_id_hwm", str(hwm + n))
+        self.set_meta(key, str(hwm + n))
         return int(hwm) + 1
+
+    def peek_id_hwm(self, table: str) -> int:
+        """The highest local id handed out so far in `table` (0 if none)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?",
+                                (HWM_KEYS[table],)).fetchone()
+        if row is not None:
+            return int(row[0])
+        return int(self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
 
     # ------------------------------------------------------------ link snapshots
 
@@ -571,15 +755,142 @@ class Store:
         )
         return cur.rowcount > 0
 
+    # ------------------------------------------------------------ organisations, locations,
+    # ------------------------------------------------------------ customer links (issue 6)
+
+    def entity_index(self, table: str, source: str) -> dict[str, tuple[int, int, str | None]]:
+        """external id -> (local id, hash, deleted_at) of one source's rows of `table`."""
+        return {
+            e: (i, h, d)
+            for e, i, h, d in self.conn.execute(
+                f"SELECT external_id, id, hash, deleted_at FROM {table} WHERE source = ?",
+                (source,),
+            )
+        }
+
+    def entity_rows(self, table: str, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            cur = self.conn.execute(f"SELECT * FROM {table} WHERE id IN ({marks})", chunk)
+            cols = [d[0] for d in cur.description]
+            for row in cur:
+                out[row[0]] = dict(zip(cols, row, strict=True))
+        return out
+
+    def insert_entities(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                        at: str) -> None:
+        """Rows of new entities: values for `columns` (which start with id)."""
+        marks = ", ".join("?" * len(columns))
+        self.conn.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}, created_at, updated_at) "
+            f"VALUES ({marks}, {sql_quote(at)}, {sql_quote(at)})",
+            rows,
+        )
+
+    def update_entity(self, table: str, entity_id: int, values: dict[str, Any], at: str) -> None:
+        sets = ", ".join(f"{c} = ?" for c in values)
+        self.conn.execute(f"UPDATE {table} SET {sets}, updated_at = ? WHERE id = ?",
+                          [*values.values(), at, entity_id])
+
+    def add_entity_changes(
+        self, entity_type: str, rows: Iterable[tuple[int, str, dict[str, Any]]],
+        run_id: int | None, reason_code: str, reason: str, at: str,
+    ) -> None:
+        """Feed entries of organisations, locations or customer links:
+        (entity id, op, payload) each; `contact_id` stays NULL on these."""
+        self.conn.executemany(
+            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at, "
+            "entity_type, object_id) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((run_id, op, json.dumps(payload, ensure_ascii=False), reason_code, reason, at,
+              entity_type, eid) for eid, op, payload in rows),
+        )
+
+    def relink_contacts(self, source: str, first_new_id: int, touched: Sequence[int],
+                        at: str) -> None:
+        """Rebuilds `contact_organisations` rows of the contacts a run created
+        (ids from `first_new_id` on) or changed, from the relation keys the core
+        keeps in their `extra` (set-based: one statement per kind)."""
+        select = (
+            "SELECT id, source, coalesce(json_extract(extra, '$.organisation_ref'), ''), "
+            "coalesce(json_extract(extra, '$.location_ref'), ''), "
+            "coalesce(json_extract(extra, '$.position'), ''), ? FROM contacts "
+        )
+        has_ref = ("(instr(extra, '\"organisation_ref\"') > 0 "
+                   "OR instr(extra, '\"location_ref\"') > 0)")
+        self.conn.execute(
+            "INSERT OR REPLACE INTO contact_organisations (contact_id, source, organisation_ref, "
+            f"location_ref, position, updated_at) {select} WHERE id >= ? AND source = ? "
+            f"AND {has_ref}",
+            (at, first_new_id, source),
+        )
+        # Changed contacts still linked to a source: their row follows their extra.
+        # (Unlinked ones, kept as manual, keep the relations they had.)
+        for start in range(0, len(touched), 500):
+            chunk = list(touched[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO contact_organisations (contact_id, source, "
+                f"organisation_ref, location_ref, position, updated_at) {select} "
+                f"WHERE id IN ({marks}) AND source IS NOT NULL AND {has_ref}",
+                [at, *chunk],
+            )
+            self.conn.execute(
+                "DELETE FROM contact_organisations WHERE contact_id IN (SELECT id FROM "
+                f"contacts WHERE id IN ({marks}) AND source IS NOT NULL AND NOT {has_ref})",
+                chunk,
+            )
+
+    # ------------------------------------------------------------ ownership (issue 6)
+
+    def held_values(self, ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """contact id -> {field: the source's last value} for local-owned fields."""
+        out: dict[int, dict[str, str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for cid, fld, value in self.conn.execute(
+                f"SELECT contact_id, field, source_value FROM held_values "
+                f"WHERE contact_id IN ({marks})", chunk,
+            ):
+                out.setdefault(cid, {})[fld] = value
+        return out
+
+    def set_held_values(self, contact_id: int, values: dict[str, str]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO held_values (contact_id, field, source_value) "
+            "VALUES (?, ?, ?)",
+            [(contact_id, f, v) for f, v in values.items()],
+        )
+
+    def policy(self, source: str) -> tuple[dict[str, str], list[str]] | None:
+        """(ownership, unique fields) last configured for `source`, if any."""
+        row = self.conn.execute(
+            "SELECT ownership, unique_fields FROM source_policies WHERE source = ?", (source,)
+        ).fetchone()
+        return (json.loads(row[0]), json.loads(row[1])) if row else None
+
+    def set_policy(self, source: str, ownership: dict[str, str], unique: Sequence[str],
+                   at: str) -> None:
+        self.conn.execute(
+            "INSERT INTO source_policies (source, ownership, unique_fields, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (source) DO UPDATE SET "
+            "ownership = excluded.ownership, unique_fields = excluded.unique_fields, "
+            "updated_at = excluded.updated_at",
+            (source, json.dumps(ownership, sort_keys=True), json.dumps(list(unique)), at),
+        )
+
     # ------------------------------------------------------------ runs
 
     def begin_run(self, source: str, mode: str, origin: str | None, origin_hash: str | None,
-                  allow_mass_delete: bool) -> int:
+                  allow_mass_delete: bool, entity_type: str = "contact") -> int:
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO runs (source, mode, origin, origin_hash, started_at, status, "
-                "allow_mass_delete) VALUES (?, ?, ?, ?, ?, 'running', ?)",
-                (source, mode, origin, origin_hash, now_iso(), int(allow_mass_delete)),
+                "allow_mass_delete, entity_type) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                (source, mode, origin, origin_hash, now_iso(), int(allow_mass_delete),
+                 entity_type),
             )
             return int(cur.lastrowid or 0)
 
@@ -594,6 +905,13 @@ class Store:
             [status, now_iso(), error, duration_ms, *(counts[c] for c in cols), run_id],
         )
 
+
+HWM_KEYS: dict[str, str] = {
+    "contacts": "contact_id_hwm",
+    "organisations": "organisation_id_hwm",
+    "locations": "location_id_hwm",
+    "contact_customers": "customer_link_id_hwm",
+}
 
 RUN_COUNTS: tuple[str, ...] = (
     "records",

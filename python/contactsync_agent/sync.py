@@ -9,10 +9,10 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from contactsync_agent import _core, rules
+from contactsync_agent import _core, relations, rules
 from contactsync_agent.errors import (
     ContactSyncError,
     RunAborted,
@@ -40,13 +40,18 @@ class SyncOptions:
     allow_mass_delete: bool = False
     chunk_size: int = 50_000
     max_field_bytes: int = 1 << 20
+    # Field ownership ({field: source|local|locked}) and unique fields of the source.
+    ownership: Mapping[str, str] = field(default_factory=dict)
+    unique: tuple[str, ...] = ()
 
 
 class _Run:
     """State of one run while it streams; applies actions through the store."""
 
-    def __init__(self, store: Store, source: str, mode: str, run_id: int, at: str) -> None:
+    def __init__(self, store: Store, source: str, mode: str, run_id: int, at: str,
+                 ownership: Mapping[str, str] | None = None) -> None:
         self.store = store
+        self.ownership = dict(ownership or {})
         self.source = source
         self.mode = mode
         self.run_id = run_id
@@ -116,6 +121,8 @@ class _Run:
         if a.op is not None:
             self.store.add_change(a.contact_id, self.run_id, a.op, a.feed, a.reason_code,
                                   a.reason, self.at)
+        if a.held:
+            self.store.set_held_values(a.contact_id, a.held)
         if a.activity is not None:
             self.store.add_activity(
                 contact_id=a.contact_id, run_id=self.run_id, source=self.source,
@@ -154,9 +161,13 @@ class _Run:
             self.dropped += max(n - room, 0)
         changed = batch.changed()
         if changed:
-            current = self.store.contact_rows([cid for cid, _ in changed])
+            ids = [cid for cid, _ in changed]
+            current = self.store.contact_rows(ids)
+            held = (self.store.held_values(ids) if "local" in self.ownership.values()
+                    else {})
             for cid, rec in changed:
-                self.apply(rules.decide_linked(current[cid], rec))
+                self.apply(rules.decide_linked(current[cid], rec, self.ownership,
+                                               held.get(cid)))
         claims.extend(batch.claims())
         near.extend(batch.near_misses())
         deletes.extend(batch.deletes())
@@ -206,9 +217,10 @@ def run_sync(
         raise ContactSyncError("the mirror is open read-only; sync needs the writer")
     started = time.monotonic()
     run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete)
-    run = _Run(store, source, mode, run_id, now_iso())
+    run = _Run(store, source, mode, run_id, now_iso(), options.ownership)
     try:
         with store.transaction():
+            first_new_id = store.peek_id_hwm("contacts") + 1
             differ, from_snapshot = _load_differ(store, source)
             identity = _load_identity(store, source, options.region)
             claims: list[Any] = []
@@ -230,6 +242,9 @@ def run_sync(
             _deletions(run, differ, deletes, options)
             for a in rules.explain_untouched(near, touched):
                 run.apply(a)
+            # Organisation links and unique fields of what the run wrote (set-based).
+            run.counts["activities"] += relations.after_contact_run(
+                store, source, run_id, run.at, first_new_id, list(run.touched), options.unique)
             duration = int((time.monotonic() - started) * 1000)
             store.finish_run(run_id, "ok", run.counts, error=None, duration_ms=duration)
             if run.touched or run.created_links or not from_snapshot:

@@ -1,0 +1,397 @@
+"""Organisations, locations and contact–customer links: mirrored entities of
+their own, each with the source's id, a content hash and a local id.
+
+Maps and hashes incoming records, plans create / update / restore / delete per
+entity (pure), and has the store apply the plan in one run's transaction with
+one feed entry per changed entity. It never touches contacts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from contactsync_agent import _core
+from contactsync_agent.errors import ConfigError, ContactSyncError, SafetyLimitError
+from contactsync_agent.models import SyncReport
+from contactsync_agent.store import RUN_COUNTS, Store, now_iso
+
+_ADDRESS: dict[str, tuple[str, ...]] = {
+    "email": ("email", "e-mail", "email address", "e-mail address"),
+    "phone": ("phone", "telephone", "phone number", "business phone"),
+    "street": ("street", "address", "street address", "address line 1", "address1"),
+    "city": ("city", "suburb", "town", "locality"),
+    "region": ("region", "state", "province", "county"),
+    "postcode": ("postcode", "post code", "postal code", "zip", "zip code", "zipcode"),
+    "country": ("country",),
+    "notes": ("notes", "note", "comments", "comment"),
+}
+_DELETED = ("deleted", "_deleted", "is_deleted", "is deleted", "delete")
+ROLES: tuple[str, ...] = ("bill_to", "sold_to", "ship_to", "correspondence")
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """How one kind of entity arrives (headings) and is stored (table, fields)."""
+
+    kind: str
+    table: str
+    fields: tuple[str, ...]
+    headings: dict[str, tuple[str, ...]]
+    required: tuple[str, ...] = ()
+    # Fields whose values are Y / N / NA flags (customer links' roles).
+    flags: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.kind.replace("_", " ")
+
+
+ORGANISATION = EntitySpec(
+    kind="organisation", table="organisations",
+    fields=("name", "website", "email", "phone", "street", "city", "region", "postcode",
+            "country", "notes"),
+    headings={
+        "external_id": ("external_id", "id", "organisation id", "organization id", "company id",
+                        "org id", "metadata"),
+        "name": ("name", "organisation", "organization", "company", "company name",
+                 "business name", "organisation name", "organization name"),
+        "website": ("website", "web", "url", "web site"),
+        **_ADDRESS,
+        "deleted": _DELETED,
+    },
+)
+
+LOCATION = EntitySpec(
+    kind="location", table="locations",
+    fields=("organisation_ref", "name", "email", "phone", "street", "city", "region",
+            "postcode", "country", "notes"),
+    headings={
+        "external_id": ("external_id", "id", "location id", "site id", "branch id", "metadata"),
+        "organisation_ref": ("organisation_ref", "organisation id", "organization id",
+                             "company id", "org id"),
+        "name": ("name", "location", "location name", "site", "site name", "branch"),
+        **_ADDRESS,
+        "deleted": _DELETED,
+    },
+)
+
+CUSTOMER_LINK = EntitySpec(
+    kind="customer_link", table="contact_customers",
+    fields=("contact_ref", "customer", "customer_name", *ROLES),
+    headings={
+        "external_id": ("external_id", "link id", "metadata"),
+        "contact_ref": ("contact_ref", "contact id", "contactid", "contact", "client id"),
+        "customer": ("customer", "customer id", "customerid", "cust id"),
+        "customer_name": ("customer_name", "customer name"),
+        "bill_to": ("bill_to", "bill to", "billto"),
+        "sold_to": ("sold_to", "sold to", "soldto"),
+        "ship_to": ("ship_to", "ship to", "shipto"),
+        "correspondence": ("correspondence", "correspond", "correspondence flag"),
+        "deleted": _DELETED,
+    },
+    required=("contact_ref", "customer"),
+    flags=ROLES,
+)
+
+SPECS: dict[str, EntitySpec] = {s.kind: s for s in (ORGANISATION, LOCATION, CUSTOMER_LINK)}
+
+_YES = {"y", "yes", "true", "1", "t", "x"}
+_NO = {"", "n", "no", "false", "0", "f"}
+_NA = {"na", "n/a", "n.a.", "not applicable", "-"}
+_TRUTHY = {"1", "true", "yes", "y", "t", "x", "deleted", "delete", "d", "removed"}
+
+
+def flag_value(raw: str) -> str | None:
+    """A role flag as 'Y', 'N' or 'NA' (the customer is not of that type); None if unreadable."""
+    v = raw.strip().lower()
+    if v in _YES:
+        return "Y"
+    if v in _NO:
+        return "N"
+    if v in _NA:
+        return "NA"
+    return None
+
+
+def build_table(spec: EntitySpec, overrides: Mapping[str, str] | None,
+                where: str) -> dict[str, str]:
+    """Lower-cased heading -> target for one entity kind, with a source's own entries on top."""
+    table: dict[str, str] = {}
+    for target, headings in spec.headings.items():
+        for h in headings:
+            table.setdefault(h.lower(), target)
+    allowed = {*spec.fields, "external_id", "deleted", "extra", "ignore"}
+    for column, target in (overrides or {}).items():
+        if target not in allowed:
+            raise ConfigError(
+                f"unknown target {target!r} for column {column!r} of {spec.label}s "
+                f"(one of: {', '.join(sorted(allowed))})", key=f"{where}.{column}")
+        table[column.strip().lower()] = target
+    return table
+
+
+def _signed(u: int) -> int:
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def entity_hash(spec: EntitySpec, values: Mapping[str, str], extra: Mapping[str, str]) -> int:
+    """XXH3-64 (signed) over the canonical JSON of the mirrored values: the fields in
+    the spec's order, then the extra columns sorted by name."""
+    canon = json.dumps([[values[f] for f in spec.fields], sorted(extra.items())],
+                       ensure_ascii=False, separators=(",", ":"))
+    return _signed(xxhash.xxh3_64_intdigest(canon.encode("utf-8")))
+
+
+@dataclass
+class Incoming:
+    line: int
+    external_id: str
+    values: dict[str, str]
+    extra: dict[str, str]
+    deleted: bool
+    hash: int
+
+
+def map_records(
+    spec: EntitySpec, records: Iterable[Mapping[str, Any]], table: Mapping[str, str],
+) -> tuple[list[Incoming], list[tuple[int, str, str]]]:
+    """(mapped records, rejected (line, reason, raw)) — the first column for a target wins."""
+    out: list[Incoming] = []
+    rejected: list[tuple[int, str, str]] = []
+    plans: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    for line, rec in enumerate(records, start=1):
+        keys = tuple(rec)
+        plan = plans.get(keys)
+        if plan is None:
+            plan, taken = [], set()
+            for k in keys:
+                t = table.get(str(k).strip().lstrip("\ufeff").lower(), "extra")
+                if t not in ("extra", "ignore"):
+                    if t in taken:
+                        t = "extra"
+                    taken.add(t)
+                plan.append((k, t))
+            plans[keys] = plan
+        values = dict.fromkeys(spec.fields, "")
+        extra: dict[str, str] = {}
+        ext = ""
+        deleted = False
+        problem = ""
+        for k, t in plan:
+            raw = rec[k]
+            v = "" if raw is None else raw if isinstance(raw, str) else (
+                ("true" if raw else "false") if isinstance(raw, bool) else str(raw))
+            if "\0" in v:
+                problem = f"NUL byte in column {k!r}"
+                break
+            if t == "extra":
+                if v:
+                    extra[str(k)] = v
+            elif t == "ignore":
+                continue
+            elif t == "external_id":
+                ext = _core.clean_value(v, False)
+            elif t == "deleted":
+                deleted = v.strip().lower() in _TRUTHY
+            elif t in spec.flags:
+                f = flag_value(v)
+                if f is None:
+                    problem = f"{t}: {v!r} is not Y, N or NA"
+                    break
+                values[t] = f
+            else:
+                values[t] = _core.clean_value(v, t == "notes")
+        if not problem:
+            if spec.flags:
+                for f in spec.flags:
+                    values[f] = values[f] or "N"
+            missing = [f for f in spec.required if not values[f]]
+            if missing and not (deleted and ext):
+                problem = "empty " + " and ".join(f.replace("_", " ") for f in missing)
+            elif not ext and spec.kind == "customer_link":
+                # A link is known by its contact and customer when the source has no link id.
+                ext = f"{values['contact_ref']}|{values['customer']}"
+            elif not ext:
+                problem = "empty external id"
+        if problem:
+            raw_text = ", ".join(f"{k}={rec[k]}" for k in keys)
+            rejected.append((line, problem, raw_text[:2000]))
+            continue
+        out.append(Incoming(line, ext, values, extra, deleted, entity_hash(spec, values, extra)))
+    return out, rejected
+
+
+@dataclass
+class EntityPlan:
+    creates: list[Incoming] = field(default_factory=list)
+    restores: list[tuple[int, Incoming]] = field(default_factory=list)
+    updates: list[tuple[int, Incoming]] = field(default_factory=list)
+    deletes: list[int] = field(default_factory=list)
+    unchanged: int = 0
+    delete_unknown: int = 0
+    duplicates: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def plan_entities(
+    incoming: list[Incoming], index: Mapping[str, tuple[int, int, str | None]], mode: str,
+) -> EntityPlan:
+    """Create / update / restore / delete decisions against the source's rows (pure)."""
+    plan = EntityPlan()
+    seen: dict[str, int] = {}
+    for rec in incoming:
+        first = seen.get(rec.external_id)
+        if first is not None:
+            plan.duplicates.append(
+                (rec.line, f"duplicate external id {rec.external_id!r} (first seen at line "
+                 f"{first})", ""))
+            continue
+        seen[rec.external_id] = rec.line
+        have = index.get(rec.external_id)
+        if rec.deleted:
+            if have is None or have[2] is not None:
+                plan.delete_unknown += have is None
+            else:
+                plan.deletes.append(have[0])
+            continue
+        if have is None:
+            plan.creates.append(rec)
+        elif have[2] is not None:
+            plan.restores.append((have[0], rec))
+        elif have[1] != rec.hash:
+            plan.updates.append((have[0], rec))
+        else:
+            plan.unchanged += 1
+    if mode == "full":
+        plan.deletes.extend(
+            i for e, (i, _, d) in index.items() if d is None and e not in seen)
+    return plan
+
+
+def _row_values(spec: EntitySpec, rec: Incoming) -> dict[str, Any]:
+    return {**rec.values, "extra": json.dumps(rec.extra, ensure_ascii=False, sort_keys=True),
+            "hash": rec.hash}
+
+
+def _diff(spec: EntitySpec, cur: Mapping[str, Any], rec: Incoming) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for f in spec.fields:
+        if (cur.get(f) or "") != rec.values[f]:
+            out[f] = [cur.get(f) or "", rec.values[f]]
+    cur_x = json.loads(cur.get("extra") or "{}")
+    if cur_x != rec.extra:
+        out["extra"] = [cur_x, rec.extra]
+    return out
+
+
+def _created_payload(spec: EntitySpec, source: str, rec: Incoming) -> dict[str, list[Any]]:
+    feed: dict[str, list[Any]] = {"source": [None, source], "external_id": [None, rec.external_id]}
+    feed.update({f: [None, rec.values[f]] for f in spec.fields if rec.values[f]})
+    if rec.extra:
+        feed["extra"] = [None, rec.extra]
+    return feed
+
+
+def run_entities(
+    store: Store, spec: EntitySpec, source: str, records: Iterable[Mapping[str, Any]], *,
+    mode: str = "full", mapping: Mapping[str, str] | None = None, origin: str = "api",
+    mass_delete_limit: float = 0.20, allow_mass_delete: bool = False,
+) -> SyncReport:
+    """One run of an entity feed: full (absent ones are deleted) or incremental
+    (explicit deletes by a `deleted` column); atomic, recorded in `runs`."""
+    if mode not in ("full", "incremental"):
+        raise ContactSyncError(f"mode must be 'full' or 'incremental', not {mode!r}")
+    if store.readonly:
+        raise ContactSyncError("the mirror is open read-only; sync needs the writer")
+    table = build_table(spec, mapping, f"sources.{source}.{spec.table}.mapping")
+    started = time.monotonic()
+    run_id = store.begin_run(source, mode, origin, None, allow_mass_delete,
+                             entity_type=spec.kind)
+    counts = dict.fromkeys(RUN_COUNTS, 0)
+    at = now_iso()
+    try:
+        with store.transaction():
+            incoming, rejected = map_records(spec, records, table)
+            index = store.entity_index(spec.table, source)
+            plan = plan_entities(incoming, index, mode)
+            rejected += plan.duplicates
+            counts["records"] = len(incoming) + len(rejected) - len(plan.duplicates)
+            live = sum(1 for _, _, d in index.values() if d is None)
+            _guard(spec, source, mode, len(plan.deletes), live, len(incoming),
+                   mass_delete_limit, allow_mass_delete)
+            if rejected:
+                rejected.sort()
+                store.add_quarantine(rejected, run_id=run_id, source=source, file=origin, at=at)
+            _apply(store, spec, source, plan, run_id, at)
+            counts.update(created=len(plan.creates) + len(plan.restores),
+                          updated=len(plan.updates), unchanged=plan.unchanged,
+                          deleted=len(plan.deletes), rejected=len(rejected))
+            duration = int((time.monotonic() - started) * 1000)
+            store.finish_run(run_id, "ok", counts, error=None, duration_ms=duration)
+    except BaseException as exc:
+        status = "refused" if isinstance(exc, SafetyLimitError) else "failed"
+        try:
+            with store.transaction():
+                store.finish_run(run_id, status, {}, error=str(exc) or type(exc).__name__,
+                                 duration_ms=int((time.monotonic() - started) * 1000))
+        except Exception:  # the database itself may be what failed
+            pass
+        raise
+    return SyncReport(run_id=run_id, source=source, mode=mode, counts=counts,
+                      rejected=[(ln, r) for ln, r, _ in rejected[:1000]],
+                      duration_s=time.monotonic() - started)
+
+
+def _guard(spec: EntitySpec, source: str, mode: str, would: int, live: int, incoming: int,
+           limit: float, allowed: bool) -> None:
+    if mode != "full" or allowed or live == 0 or would == 0:
+        return
+    if incoming == 0 or would / live > limit:
+        raise SafetyLimitError(
+            f"refused: the {spec.label} snapshot of source {source!r} would delete {would} of "
+            f"{live} {spec.label}s ({would / live:.0%}, over the {limit:.0%} limit); nothing was "
+            "changed (re-run with --allow-mass-delete to confirm)",
+            would_delete=would, total=live, limit=limit)
+
+
+def _apply(store: Store, spec: EntitySpec, source: str, plan: EntityPlan, run_id: int,
+           at: str) -> None:
+    kind = spec.kind
+    if plan.creates:
+        base = store.allocate_ids(spec.table, len(plan.creates))
+        cols = ("id", "source", "external_id", *spec.fields, "extra", "hash")
+        store.insert_entities(spec.table, cols, (
+            (base + k, source, r.external_id, *(r.values[f] for f in spec.fields),
+             json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.hash)
+            for k, r in enumerate(plan.creates)), at)
+        store.add_entity_changes(kind, (
+            (base + k, "create", _created_payload(spec, source, r))
+            for k, r in enumerate(plan.creates)), run_id, "created",
+            f"created: new {spec.label} in the source", at)
+    if plan.restores:
+        for eid, r in plan.restores:
+            store.update_entity(spec.table, eid, {**_row_values(spec, r), "deleted_at": None}, at)
+        store.add_entity_changes(kind, (
+            (eid, "create", _created_payload(spec, source, r)) for eid, r in plan.restores),
+            run_id, "restored", f"restored: the {spec.label} is back in the source", at)
+    if plan.updates:
+        current = store.entity_rows(spec.table, [eid for eid, _ in plan.updates])
+        feed = []
+        for eid, r in plan.updates:
+            diff = _diff(spec, current[eid], r)
+            store.update_entity(spec.table, eid, _row_values(spec, r), at)
+            if diff:
+                feed.append((eid, "update", diff))
+        store.add_entity_changes(kind, feed, run_id, "updated_external_id",
+                                 "updated: external id matched", at)
+    if plan.deletes:
+        for eid in plan.deletes:
+            store.update_entity(spec.table, eid, {"deleted_at": at}, at)
+        store.add_entity_changes(kind, ((eid, "delete", {}) for eid in plan.deletes), run_id,
+                                 "deleted", "deleted: removed from the source", at)
+
