@@ -114,7 +114,7 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
             mode=mode or scfg.mode, format=fmt, mapping=scfg.mapping,
             allow_mass_delete=allow_mass_delete, mass_delete_limit=scfg.mass_delete_limit,
             encoding=encoding or scfg.encoding, delimiter=delimiter or scfg.delimiter,
-            max_file_bytes=scfg.max_file_bytes,
+            max_file_bytes=scfg.max_file_bytes, ownership=scfg.ownership, unique=scfg.unique,
         )
         if show_progress:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -210,13 +210,25 @@ def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
         history = [ch for ch in m.store.conn.execute(
             "SELECT seq, op, reason, at FROM changes WHERE contact_id = ? ORDER BY seq",
             (contact_id,))]
+        organisation = m.organisation_of(contact_id)
+        customers = m.customers(contact_id)
     if as_json:
-        emit_json({**c.to_dict(), "history": [
-            {"seq": s, "op": o, "reason": r, "at": a} for s, o, r, a in history]})
+        emit_json({**c.to_dict(), "organisation": organisation, "customers": customers,
+                   "history": [{"seq": s, "op": o, "reason": r, "at": a}
+                               for s, o, r, a in history]})
         return
     for k, v in c.to_dict().items():
         if v not in ("", None, {}):
             click.echo(f"{k:>14}: {v}")
+    if organisation:
+        org = organisation.get("organisation_name") or organisation.get("organisation_id")
+        loc = organisation.get("location_name") or organisation.get("location_id")
+        click.echo(f"{'organisation':>14}: {org or '-'} (location: {loc or '-'}, "
+                   f"position: {organisation.get('position') or '-'})")
+    for cu in customers:
+        roles = ", ".join(cu["roles"]) or "no role"
+        name = f" {cu['customer_name']}" if cu["customer_name"] else ""
+        click.echo(f"{'customer':>14}: {cu['customer']}{name}: may act as {roles}")
     for s, o, r, a in history:
         click.echo(f"  #{s} {a} {o}: {r}")
 
@@ -276,7 +288,8 @@ def changes(obj: Ctx, since: int, limit: int | None, as_json: bool) -> None:
         return
     for c in rows:
         fields = ", ".join(sorted(c.fields))
-        click.echo(f"#{c.seq} contact {c.contact_id} {c.op}: {c.reason} [{fields}]")
+        what = c.entity_type.replace("_", " ")
+        click.echo(f"#{c.seq} {what} {c.entity_id} {c.op}: {c.reason} [{fields}]")
 
 
 @cli.command()
@@ -341,7 +354,7 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
 
 # Commands of other modules register themselves here (one line each).
 EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent", "contactsync_agent.cli_sources",
-                              "contactsync_agent.cli_maint")
+                              "contactsync_agent.cli_maint", "contactsync_agent.cli_entities")
 
 
 def _load_extensions() -> None:
