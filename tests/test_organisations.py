@@ -1,0 +1,220 @@
+"""Organisations and locations (seed 003): details stored once, so one change is
+one update and one feed entry seen by every linked contact; per-link fields;
+local ids never reused; full and incremental entity feeds; migration from v1."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from contactsync_agent import store as store_mod
+from contactsync_agent.errors import SafetyLimitError
+from contactsync_agent.mirror import Mirror
+
+MAP = {"Company ID": "organisation_ref", "Location ID": "location_ref", "Position": "position"}
+
+ORGS = [{"ID": "CO1", "Name": "CompanyName", "Phone": "02 9000 0000"},
+        {"ID": "CO2", "Name": ""}, {"ID": "CO3", "Name": ""}]
+LOCS = [{"ID": "L1", "Company ID": "CO1", "Name": "Head office", "Street": "1 George St",
+         "City": "Sydney"},
+        {"ID": "L2", "Company ID": "CO1", "Name": "Branch", "City": "Parramatta"},
+        {"ID": "L3", "Company ID": "CO2"}, {"ID": "L4", "Company ID": "CO3"}]
+CONTACTS = [
+    {"id": "P1", "name": "Ann Lee", "email": "ann@co.example", "Company ID": "CO1",
+     "Location ID": "L1", "Position": "Partner"},
+    {"id": "P2", "name": "Ben Roe", "email": "ben@co.example", "Company ID": "CO1",
+     "Location ID": "L1", "Position": "Accountant"},
+    {"id": "P3", "name": "Cat Poe", "email": "cat@co.example", "Company ID": "CO1",
+     "Location ID": "L2", "Position": "Receptionist"},
+    {"id": "P4", "name": "Dan Fox", "Company ID": "CO2", "Location ID": "L3"},
+    {"id": "P5", "name": "Eve Kim", "Location ID": "L4"},  # organisation via its location
+]
+
+
+@pytest.fixture
+def company(mirror: Mirror) -> Mirror:
+    mirror.sync_organisations("xpm", ORGS)
+    mirror.sync_locations("xpm", LOCS)
+    mirror.sync("xpm", CONTACTS, mapping=MAP)
+    return mirror
+
+
+def view(m: Mirror) -> dict[str, dict]:
+    cur = m.store.conn.execute(
+        "SELECT c.external_id, v.* FROM contacts_with_organisation v "
+        "JOIN contacts c ON c.id = v.contact_id")
+    cols = [d[0] for d in cur.description]
+    return {r[0]: dict(zip(cols, r, strict=True)) for r in cur}
+
+
+def test_contacts_link_to_organisation_and_location(company: Mirror) -> None:
+    v = view(company)
+    assert v["P1"]["organisation_name"] == "CompanyName"
+    assert v["P1"]["location_name"] == "Head office"
+    assert v["P3"]["location_city"] == "Parramatta"
+    assert v["P4"]["organisation_external_id"] == "CO2"
+    assert v["P5"]["organisation_external_id"] == "CO3"  # from its location
+    orgs = {o["external_id"]: o["id"] for o in company.organisations("xpm")}
+    assert {v[p]["organisation_id"] for p in ("P1", "P2", "P3")} == {orgs["CO1"]}
+
+
+def test_one_organisation_change_is_one_update_and_one_feed_entry(company: Mirror) -> None:
+    last = company.changes()[-1].seq
+    report = company.sync_organisations(
+        "xpm", [{**ORGS[0], "Name": "CompanyName Pty Ltd"}, *ORGS[1:]])
+    assert report.counts["updated"] == 1 and report.counts["unchanged"] == 2
+    new = company.changes(since=last)
+    assert len(new) == 1
+    ch = new[0]
+    assert (ch.entity_type, ch.op, ch.contact_id) == ("organisation", "update", None)
+    assert ch.fields == {"name": ["CompanyName", "CompanyName Pty Ltd"]}
+    # ... and every linked contact shows it, through the view.
+    v = view(company)
+    assert {v[p]["organisation_name"] for p in ("P1", "P2", "P3")} == {"CompanyName Pty Ltd"}
+    # No contact row was written.
+    assert company.store.conn.execute(
+        "SELECT count(*) FROM changes WHERE seq > ? AND contact_id IS NOT NULL", (last,)
+    ).fetchone()[0] == 0
+
+
+def test_one_location_change_reaches_only_its_contacts(company: Mirror) -> None:
+    last = company.changes()[-1].seq
+    company.sync_locations("xpm", [{**LOCS[0], "Street": "2 George St"}, *LOCS[1:]])
+    new = company.changes(since=last)
+    assert [(c.entity_type, c.op) for c in new] == [("location", "update")]
+    v = view(company)
+    assert v["P1"]["location_street"] == v["P2"]["location_street"] == "2 George St"
+    assert v["P3"]["location_street"] == ""
+
+
+def test_per_link_fields_live_on_the_link(company: Mirror) -> None:
+    rows = dict(company.store.conn.execute(
+        "SELECT c.external_id, co.position FROM contact_organisations co "
+        "JOIN contacts c ON c.id = co.contact_id"))
+    assert rows["P1"] == "Partner" and rows["P2"] == "Accountant"
+    # A position change is a change of that contact's link only.
+    last = company.changes()[-1].seq
+    company.sync("xpm", [{**CONTACTS[0], "Position": "Managing partner"}, *CONTACTS[1:]],
+                 mapping=MAP)
+    new = company.changes(since=last)
+    assert len(new) == 1 and new[0].entity_type == "contact"
+    assert view(company)["P1"]["position"] == "Managing partner"
+    assert view(company)["P2"]["position"] == "Accountant"
+    cid = new[0].contact_id
+    assert company.organisation_of(cid)["position"] == "Managing partner"
+
+
+def test_moving_a_contact_and_dropping_its_link(company: Mirror) -> None:
+    moved = [{**CONTACTS[1], "Location ID": "L2"},
+             {**CONTACTS[2], "Company ID": "", "Location ID": "", "Position": ""},
+             CONTACTS[0], *CONTACTS[3:]]
+    company.sync("xpm", moved, mapping=MAP)
+    v = view(company)
+    assert v["P2"]["location_name"] == "Branch"
+    assert v["P3"]["organisation_id"] is None and v["P3"]["location_id"] is None
+    assert company.store.conn.execute(
+        "SELECT count(*) FROM contact_organisations co JOIN contacts c ON c.id = co.contact_id "
+        "WHERE c.external_id = 'P3'").fetchone()[0] == 0
+
+
+def test_organisation_arriving_after_its_contacts(mirror: Mirror) -> None:
+    mirror.sync("xpm", CONTACTS[:1], mapping=MAP)
+    assert view(mirror)["P1"]["organisation_id"] is None
+    mirror.sync_organisations("xpm", ORGS[:1])
+    assert view(mirror)["P1"]["organisation_name"] == "CompanyName"
+
+
+def test_full_feed_deletes_absent_incremental_only_explicit(company: Mirror) -> None:
+    r = company.sync_organisations("xpm", [*ORGS[:2], {"ID": "CO4", "Name": "New"}],
+                                   mode="incremental")
+    assert r.counts["created"] == 1 and r.counts["deleted"] == 0
+    r = company.sync_organisations("xpm", [{"ID": "CO2", "Deleted": "yes"}],
+                                   mode="incremental")
+    assert r.counts["deleted"] == 1
+    assert view(company)["P4"]["organisation_id"] is None  # deleted: gone from the view
+    last = company.changes()[-1]
+    assert (last.entity_type, last.op) == ("organisation", "delete")
+    r = company.sync_organisations("xpm", [*ORGS, {"ID": "CO4", "Name": "New"}],
+                                   mode="full")
+    assert r.counts["created"] == 1  # CO2 restored under its old local id
+    r = company.sync_organisations("xpm", ORGS[:1] + ORGS[2:] + [{"ID": "CO4", "Name": "New"}],
+                                   mass_delete_limit=0.5)
+    assert r.counts["deleted"] == 1
+
+
+def test_mass_deletion_guard_for_entities(company: Mirror) -> None:
+    with pytest.raises(SafetyLimitError, match="organisation snapshot"):
+        company.sync_organisations("xpm", ORGS[:1])
+    assert len(company.organisations("xpm")) == 3
+    with pytest.raises(SafetyLimitError):
+        company.sync_organisations("xpm", [])
+    r = company.sync_organisations("xpm", ORGS[:1], allow_mass_delete=True)
+    assert r.counts["deleted"] == 2
+    assert company.runs(limit=1)[0]["entity_type"] == "organisation"
+
+
+def test_local_ids_never_reused(mirror: Mirror) -> None:
+    mirror.sync_organisations("xpm", ORGS)
+    ids = {o["external_id"]: o["id"] for o in mirror.organisations()}
+    mirror.sync_organisations("xpm", ORGS[:1], allow_mass_delete=True)
+    mirror.store.conn.execute("DELETE FROM organisations WHERE external_id = 'CO3'")
+    mirror.sync_organisations("xpm", [*ORGS[:1], {"ID": "CO9", "Name": "Later"}])
+    new = {o["external_id"]: o["id"] for o in mirror.organisations()}
+    assert new["CO9"] > max(ids.values())
+    # Source ids are never local ids.
+    mirror.sync_organisations("other", [{"ID": "1", "Name": "One"}])
+    one = next(iter(mirror.organisations("other")))
+    assert one["id"] == new["CO9"] + 1
+
+
+def test_bad_rows_are_quarantined_not_fatal(mirror: Mirror) -> None:
+    r = mirror.sync_customer_links("xpm", [
+        {"Contact ID": "P1", "Customer ID": "5001", "Bill To": "maybe"},
+        {"Contact ID": "", "Customer ID": "5001"},
+        {"Contact ID": "P1", "Customer ID": "6001", "Bill To": "Y"},
+    ])
+    assert r.counts["created"] == 1 and r.counts["rejected"] == 2
+    reasons = [q["reason"] for q in mirror.quarantine(r.run_id)]
+    assert any("not Y, N or NA" in x for x in reasons)
+    assert any("empty contact ref" in x for x in reasons)
+    r = mirror.sync_organisations("xpm", [{"ID": "A", "Name": "x"}, {"ID": "A", "Name": "y"}])
+    assert r.counts["created"] == 1 and r.counts["rejected"] == 1
+
+
+def test_entity_file_and_cli(tmp_path: Path, db_path: Path) -> None:
+    from click.testing import CliRunner
+    from contactsync_agent.cli import _load_extensions, cli
+
+    _load_extensions()
+    f = tmp_path / "orgs.csv"
+    f.write_text("Organisation ID,Name,Website\nCO1,CompanyName,=HYPERLINK(\"x\")\n")
+    r = CliRunner().invoke(cli, ["--db", str(db_path), "entities", "sync", "organisations",
+                                 str(f), "-s", "xpm"])
+    assert r.exit_code == 0, r.output
+    assert "1 created" in r.output
+    r = CliRunner().invoke(cli, ["--db", str(db_path), "entities", "list", "organisations",
+                                 "--json"])
+    assert '"CompanyName"' in r.output
+
+
+def test_v1_database_migrates(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    for stmt in store_mod._split_sql(store_mod.MIGRATIONS[1]):
+        con.execute(stmt)
+    con.execute("PRAGMA user_version = 1")
+    con.execute("INSERT INTO contacts (id, record_type, given_name, created_at, updated_at) "
+                "VALUES (1, 'manual', 'Old', 't', 't')")
+    for cid in (1, 1, 1):
+        con.execute("INSERT INTO changes (contact_id, op, fields, reason_code, reason, at) "
+                    "VALUES (?, 'update', '{}', 'x', 'x', 't')", (cid,))
+    con.execute("DELETE FROM changes WHERE seq = 3")  # the feed's high-water mark is 3
+    con.close()
+    with Mirror.open(db) as m:
+        assert m.store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        old = m.changes()
+        assert [(c.seq, c.entity_type, c.entity_id) for c in old] == [
+            (1, "contact", 1), (2, "contact", 1)]
+        m.sync_organisations("xpm", ORGS[:1])
+        assert m.changes()[-1].seq == 4  # seq never goes back
