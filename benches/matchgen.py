@@ -882,7 +882,10 @@ def _render(p: dict[str, str], r: random.Random, corrupt: bool, g: _Gen) -> dict
             email = ""
         elif email and r.random() < 0.08:
             local = email.split("@")[0]
-            email = f"{local}@{r.choice(DOMAINS)}"  # new provider, same local part
+            moved_to = f"{local}@{r.choice(DOMAINS)}"  # new provider, same local part
+            if moved_to not in g.emails:  # addresses are unique to their owner
+                g.emails.add(moved_to)
+                email = moved_to
         elif email and r.random() < 0.04:
             email = g.email(given, family, int(dob[:4]))  # a new address altogether
         elif email and r.random() < 0.03:

@@ -118,14 +118,14 @@ class MatchConfig:
     @classmethod
     def contacts(cls, **overrides: Any) -> MatchConfig:
         """Defaults for this project's contact fields (no e-mail or phone needed)."""
-        # Family name, address and landline are shared by a household: grouped,
-        # they count once, so a spouse is not a duplicate. Given name, mobile,
-        # e-mail and date of birth belong to one person.
+        # Family name, address, landline and sometimes the e-mail address are
+        # shared by a household: grouped, they count once, so a spouse is not a
+        # duplicate. Given name, mobile and date of birth belong to one person.
         fields = (
             Field("given_name", "given_name", tf=True),
             Field("family_name", "family_name", tf=True, group="household"),
             Field("organisation", "text", tf=True),
-            Field("email", "email"),
+            Field("email", "email", group="household"),
             Field("mobile", "phone", columns=("mobile",)),
             Field("phone", "phone", columns=("phone",), group="household"),
             Field("street", "address", group="household"),
@@ -325,8 +325,12 @@ class MatchResult:
             )
             for p in self:
                 # Ids come from the input: a formula-like one is neutralised (csvsafe).
-                row: list[Any] = [neutralise(p.left_id), neutralise(p.right_id),
-                                  f"{p.probability:.6f}", f"{p.weight:.3f}"]
+                row: list[Any] = [
+                    neutralise(p.left_id),
+                    neutralise(p.right_id),
+                    f"{p.probability:.6f}",
+                    f"{p.weight:.3f}",
+                ]
                 for f in fields:
                     c = p.explanation[f]
                     row += [c.level, f"{c.weight:.3f}"]
