@@ -10,6 +10,9 @@ use super::compare::{get_level, Comparer, SWAPPED};
 use super::config::Config;
 use super::prepare::Prepared;
 
+/// Counts of distinct comparison patterns (packed levels).
+pub type Patterns = HashMap<u64, u64, ahash::RandomState>;
+
 /// SplitMix64: a small, seeded, reproducible generator for sampling.
 pub struct Rng(u64);
 
@@ -253,7 +256,7 @@ impl Model {
     pub fn em(
         &mut self,
         cfg: &Config,
-        sessions: &[(Vec<usize>, HashMap<u64, u64, ahash::RandomState>)],
+        sessions: &[(Vec<usize>, Patterns)],
         all: &HashMap<u64, u64, ahash::RandomState>,
         total_pairs: f64,
     ) {
