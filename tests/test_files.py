@@ -83,3 +83,30 @@ def test_config_mapping_overrides_defaults(mirror: Mirror, tmp_path: Path) -> No
                                         "Family": "family_name", "Tel": "mobile"})
     c = mirror.get(1)
     assert (c.external_id, c.name, c.mobile_e164) == ("K1", "Ann Lee", "+61400000009")
+
+
+def test_rows_known_by_their_bytes_still_show_every_change(mirror: Mirror,
+                                                           tmp_path: Path) -> None:
+    """Unchanged rows are recognised by a hash of their raw bytes; an edited row,
+    another mapping or a contact needing a rule must still take the full path."""
+    f = tmp_path / "export.csv"
+    rows = [f"K{i},Person {i},p{i}@x.com" for i in range(20)]
+    f.write_text("ID,Name,Email\n" + "\n".join(rows) + "\n")
+    mirror.sync_file("xpm", f)
+    assert mirror.sync_file("xpm", f).counts["unchanged"] == 20  # learns the raw hashes
+    assert mirror.sync_file("xpm", f).counts["unchanged"] == 20  # uses them
+    rows[3] = "K3,Person 3,new@x.com"
+    f.write_text("ID,Name,Email\n" + "\n".join(rows) + "\n")
+    report = mirror.sync_file("xpm", f)
+    assert (report.counts["updated"], report.counts["unchanged"]) == (1, 19)
+    assert mirror.get(4).email == "new@x.com"
+    # The same bytes under another mapping are another record.
+    report = mirror.sync_file("xpm", f, mapping={"Email": "notes"})
+    assert report.counts["updated"] == 20
+    assert mirror.get(1).notes == "p0@x.com"
+    # A forced-manual contact always goes to the rules (it may need an activity).
+    mirror.set_forced_manual(2, True)
+    rows[1] = "K1,Person 1,changed@x.com"
+    f.write_text("ID,Name,Email\n" + "\n".join(rows) + "\n")
+    mirror.sync_file("xpm", f, mapping={"Email": "notes"})
+    assert mirror.get(2).notes == "p1@x.com" and len(mirror.activities()) == 1

@@ -617,6 +617,7 @@ class Daemon:
             self._move(w, path, seen, PROCESSED, None, report.run_id)
         finally:
             self._running_file = None
+        self._checkpoint()
         self._judge(w)
 
     def _run_connector(self, w: Watch) -> None:
@@ -684,6 +685,7 @@ class Daemon:
                 c["deleted"],
                 c["rejected"],
             )
+        self._checkpoint()
         self._judge(w)
 
     def _progress(self, records: int) -> None:
@@ -786,6 +788,14 @@ class Daemon:
         return run_id
 
     # ------------------------------------------------------------ health, heartbeat
+
+    def _checkpoint(self) -> None:
+        """Copies the run just committed from the WAL into the database, while idle."""
+        assert self.mirror is not None
+        try:
+            self.mirror.checkpoint()
+        except Exception:  # a busy or full disk: the next run's start tries again
+            log.warning("checkpoint after the run failed; it is retried before the next run")
 
     def _judge(self, w: Watch) -> health.Health:
         """Evaluates a source's health and alerts once per change of state."""

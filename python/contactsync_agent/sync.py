@@ -27,6 +27,7 @@ from contactsync_agent.store import RUN_COUNTS, Store, now_iso
 ProgressFn = Callable[[int], None]
 
 MAX_DECISIONS = 10_000
+WAL_CHECKPOINT_BYTES = 64 << 20
 
 # Set (the test suite does) to rebuild the links from SQL after every run and
 # compare them with the snapshot the run saves.
@@ -215,6 +216,8 @@ def run_sync(
         raise ContactSyncError(f"mode must be 'full' or 'incremental', not {mode!r}")
     if store.readonly:
         raise ContactSyncError("the mirror is open read-only; sync needs the writer")
+    if store.wal_bytes() > WAL_CHECKPOINT_BYTES:
+        store.checkpoint()
     started = time.monotonic()
     run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete)
     run = _Run(store, source, mode, run_id, now_iso(), options.ownership)
@@ -247,7 +250,7 @@ def run_sync(
                 store, source, run_id, run.at, first_new_id, list(run.touched), options.unique)
             duration = int((time.monotonic() - started) * 1000)
             store.finish_run(run_id, "ok", run.counts, error=None, duration_ms=duration)
-            if run.touched or run.created_links or not from_snapshot:
+            if run.touched or run.created_links or not from_snapshot or differ.learned():
                 _save_links(run, differ)
     except BaseException as exc:
         if isinstance(exc, SafetyLimitError | SourceFormatError):
@@ -264,7 +267,6 @@ def run_sync(
         except Exception:  # the database itself may be what failed; the run stays aborted
             pass
         raise
-    store.checkpoint()
     return SyncReport(
         run_id=run_id, source=source, mode=mode, status="ok", counts=run.counts,
         decisions=run.decisions, decisions_dropped=run.dropped, rejected=run.rejected,

@@ -28,7 +28,7 @@ fn main() {
     let mut chunks = Vec::new();
     let t = Instant::now();
     loop {
-        let c = r.next_chunk(50_000).unwrap();
+        let c = r.next_chunk(50_000, None).unwrap();
         if c.is_empty() { break; }
         chunks.push(c);
     }

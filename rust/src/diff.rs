@@ -15,6 +15,8 @@ struct Known {
     hash: Option<u64>,
     flags: u8,
     seen_line: u64,
+    /// Raw-row hash of the record last seen unchanged (0: unknown).
+    raw: u64,
 }
 
 /// What one incoming record is, against the mirror.
@@ -33,6 +35,8 @@ pub enum Class {
 pub struct Differ {
     known: AHashMap<String, Known>,
     new_seen: AHashMap<String, u64>,
+    /// Raw hashes learned this run (the snapshot is worth saving again).
+    learned: usize,
 }
 
 impl Differ {
@@ -44,6 +48,7 @@ impl Differ {
                 hash,
                 flags,
                 seen_line: 0,
+                raw: 0,
             },
         );
     }
@@ -56,16 +61,33 @@ impl Differ {
         self.known.is_empty()
     }
 
+    /// Whether a row is unchanged by its raw hash alone (no cleaning needed):
+    /// a linked contact needing no rule's attention whose last unchanged row
+    /// had these exact bytes.
+    pub fn raw_unchanged(&self, external_id: &str, raw: u64) -> bool {
+        raw != 0
+            && self.known.get(external_id).is_some_and(|k| {
+                k.raw == raw && k.seen_line == 0 && k.flags & FLAG_ATTENTION == 0
+            })
+    }
+
     pub fn classify(&mut self, r: &Record) -> Class {
         if let Some(k) = self.known.get_mut(&r.external_id) {
             if k.seen_line != 0 {
                 return Class::Duplicate(k.seen_line);
             }
             k.seen_line = r.line.max(1);
+            if !r.built {
+                return Class::Unchanged;
+            }
             if r.deleted {
                 return Class::Delete(Some(k.local_id));
             }
             if k.flags & FLAG_ATTENTION == 0 && k.hash == Some(r.hash) {
+                if r.raw_hash != 0 && k.raw != r.raw_hash {
+                    k.raw = r.raw_hash;
+                    self.learned += 1;
+                }
                 return Class::Unchanged;
             }
             return Class::Changed(k.local_id);
@@ -97,19 +119,32 @@ impl Differ {
         self.new_seen.len() + self.known.values().filter(|k| k.seen_line != 0).count()
     }
 
-    /// Records a link made during the run (a created or converted contact).
-    pub fn upsert(&mut self, external_id: &str, local_id: i64, hash: Option<u64>, flags: u8) {
+    /// Records a link made during the run (a created or converted contact);
+    /// `raw` is the raw hash of the row it was made from (0: unknown).
+    pub fn upsert(&mut self, external_id: &str, local_id: i64, hash: Option<u64>, flags: u8, raw: u64) {
         let seen_line = self.new_seen.get(external_id).copied().unwrap_or(1);
         let entry = self.known.entry(external_id.to_string()).or_insert(Known {
             local_id,
             hash,
             flags,
             seen_line,
+            raw: 0,
         });
+        if entry.local_id != local_id || entry.hash != hash || entry.flags != flags {
+            entry.raw = 0;
+        }
+        if raw != 0 {
+            entry.raw = raw;
+            self.learned += 1;
+        }
         entry.local_id = local_id;
         entry.hash = hash;
         entry.flags = flags;
         entry.seen_line = entry.seen_line.max(seen_line);
+    }
+
+    pub fn learned(&self) -> usize {
+        self.learned
     }
 
     /// Drops a link the run removed (deleted or unlinked), if it is still `local_id`'s.
@@ -130,18 +165,19 @@ impl Differ {
         out
     }
 
-    /// Compact snapshot of the links (format "CSD1", little-endian):
+    /// Compact snapshot of the links (format "CSD2", little-endian):
     /// count u64, then per link: id length u32, id bytes, local id i64, hash u64,
-    /// flags u8 (bit 0 attention, bit 1 hash present).
+    /// raw-row hash u64, flags u8 (bit 0 attention, bit 1 hash present).
     pub fn serialize(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.known.len() * 40);
-        out.extend_from_slice(b"CSD1");
+        let mut out = Vec::with_capacity(12 + self.known.len() * 48);
+        out.extend_from_slice(b"CSD2");
         out.extend_from_slice(&(self.known.len() as u64).to_le_bytes());
         for (e, k) in &self.known {
             out.extend_from_slice(&(e.len() as u32).to_le_bytes());
             out.extend_from_slice(e.as_bytes());
             out.extend_from_slice(&k.local_id.to_le_bytes());
             out.extend_from_slice(&k.hash.unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&k.raw.to_le_bytes());
             out.push((k.flags & FLAG_ATTENTION) | if k.hash.is_some() { 2 } else { 0 });
         }
         out
@@ -157,7 +193,7 @@ impl Differ {
             Ok(a)
         }
         let mut d = data;
-        if take(&mut d, 4)? != b"CSD1" {
+        if take(&mut d, 4)? != b"CSD2" {
             return Err("not a link snapshot".into());
         }
         let count = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
@@ -169,6 +205,7 @@ impl Differ {
                 .to_string();
             let local_id = i64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
             let hash = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
+            let raw = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
             let flags = take(&mut d, 1)?[0];
             known.insert(
                 ext,
@@ -177,6 +214,7 @@ impl Differ {
                     hash: (flags & 2 != 0).then_some(hash),
                     flags: flags & FLAG_ATTENTION,
                     seen_line: 0,
+                    raw,
                 },
             );
         }
@@ -186,6 +224,7 @@ impl Differ {
         Ok(Differ {
             known,
             new_seen: AHashMap::new(),
+            learned: 0,
         })
     }
 }
@@ -333,6 +372,7 @@ mod tests {
         let mut r = Record {
             line,
             external_id: id.into(),
+            built: true,
             ..Default::default()
         };
         r.fields[F_EMAIL] = email.into();
@@ -364,13 +404,14 @@ mod tests {
         let mut d = Differ::default();
         d.insert("A".into(), 1, Some(7), 0);
         d.insert("Bé".into(), 2, None, FLAG_ATTENTION);
-        d.upsert("C", 3, Some(u64::MAX), 0);
+        d.upsert("C", 3, Some(u64::MAX), 0, 42);
         d.remove_if("A", 99);
         let back = Differ::deserialize(&d.serialize()).unwrap();
         assert_eq!(back.entries(), d.entries());
         d.remove_if("A", 1);
         assert_eq!(d.len(), 2);
-        assert!(Differ::deserialize(b"CSD1\x01").is_err());
+        assert!(Differ::deserialize(b"CSD2\x01").is_err());
+        assert!(back.raw_unchanged("C", 42) && !back.raw_unchanged("C", 41));
         assert!(Differ::deserialize(b"nope").is_err());
     }
 

@@ -80,6 +80,7 @@ where
 {
     let mut r = Record {
         line,
+        built: true,
         ..Default::default()
     };
     let mut full_name: Option<String> = None;

@@ -43,6 +43,12 @@ pub struct Record {
     /// Unmapped source columns, verbatim, sorted by key.
     pub extra: Vec<(String, String)>,
     pub hash: u64,
+    /// XXH3 of the row's raw field bytes, seeded with the file's layout (0 when
+    /// the source has none): equal raw hash, equal content.
+    pub raw_hash: u64,
+    /// False for a row the reader recognised as unchanged by its raw hash:
+    /// only `line`, `external_id` and `raw_hash` are set.
+    pub built: bool,
 }
 
 /// Keys derived for matching; computed only for records that need them.

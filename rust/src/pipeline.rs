@@ -43,7 +43,7 @@ pub fn process(
             Err(e) => rejected.push(e),
         }
     }
-    records.par_iter_mut().for_each(|r| r.hash = record_hash(r));
+    records.par_iter_mut().filter(|r| r.built).for_each(|r| r.hash = record_hash(r));
 
     let classes: Vec<Class> = {
         let mut d = differ.lock().unwrap_or_else(|e| e.into_inner());

@@ -135,6 +135,11 @@ impl Differ {
         self.inner.lock().map(|d| d.seen()).unwrap_or(0)
     }
 
+    /// Raw-row hashes learned this run (then the snapshot is worth saving).
+    fn learned(&self) -> PyResult<usize> {
+        Ok(self.lock()?.learned())
+    }
+
     /// [(local id, external id)] of linked contacts not seen in this run.
     fn absent(&self) -> Vec<(i64, String)> {
         self.inner.lock().map(|d| d.absent()).unwrap_or_default()
@@ -143,7 +148,8 @@ impl Differ {
     /// Records a link the run made or changed.
     #[pyo3(signature = (external_id, local_id, hash, flags))]
     fn upsert(&self, external_id: &str, local_id: i64, hash: Option<i64>, flags: u8) -> PyResult<()> {
-        self.lock()?.upsert(external_id, local_id, hash.map(|h| h as u64), flags & FLAG_ATTENTION);
+        self.lock()?
+            .upsert(external_id, local_id, hash.map(|h| h as u64), flags & FLAG_ATTENTION, 0);
         Ok(())
     }
 
@@ -391,7 +397,7 @@ impl Batch {
             let mut d = differ.lock()?;
             for (k, &i) in b.creates.iter().enumerate() {
                 let r = &b.records[i];
-                d.upsert(&r.external_id, base_id + k as i64, Some(r.hash), 0);
+                d.upsert(&r.external_id, base_id + k as i64, Some(r.hash), 0, r.raw_hash);
             }
         }
         Ok(CreateRows {
@@ -591,7 +597,7 @@ fn open_file(
     std::thread::Builder::new()
         .name("contactsync-reader".into())
         .spawn(move || loop {
-            match reader.next_chunk(chunk) {
+            match reader.next_chunk(chunk, Some(&differ)) {
                 Ok(items) if items.is_empty() => break,
                 Ok(items) => {
                     let batch = process(items, &differ, ident.as_deref(), &region);

@@ -439,7 +439,8 @@ mod tests {
         let mut d = Differ::default();
         d.insert("A".into(), 1, Some(1), 0);
         d.upsert("A", 1, Some(1), 0, a.raw_hash);
-        let d = Mutex::new(d);
+        // The next run starts from the saved snapshot.
+        let d = Mutex::new(Differ::deserialize(&d.serialize()).unwrap());
         let mut r = CsvReader::open(data, mapping(), Limits::default(), None, None).unwrap();
         let again = r.next_chunk(10, Some(&d)).unwrap();
         let a2 = again[0].as_ref().unwrap();

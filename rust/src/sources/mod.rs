@@ -82,9 +82,15 @@ impl Reader {
         }
     }
 
-    pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Item>, SourceError> {
+    /// The next `n` rows. With a differ, CSV rows whose raw bytes match an
+    /// unchanged link come back unbuilt (see `Record::built`).
+    pub fn next_chunk(
+        &mut self,
+        n: usize,
+        differ: Option<&std::sync::Mutex<crate::diff::Differ>>,
+    ) -> Result<Vec<Item>, SourceError> {
         match self {
-            Reader::Csv(r) => r.next_chunk(n),
+            Reader::Csv(r) => r.next_chunk(n, differ),
             Reader::Json(r) => r.next_chunk(n),
             Reader::Ndjson(r) => r.next_chunk(n),
         }
