@@ -1,0 +1,367 @@
+"""Kill-point harness: SIGKILL a real `contactsync sync` at seeded random moments.
+
+A mirror holding a generated export (the *before* state, with manual,
+external, forced-manual and in-use contacts so every rule has work) gets a
+second snapshot with creates, updates, identity conversions and deletions.
+One uninterrupted run of it gives the *after* state. Then, for each kill
+point, a copy of the before state is synced again and the process is killed
+with SIGKILL at a seeded moment: three quarters at offsets drawn across the
+run's duration (reading and parsing, matching, applying), a quarter aimed at
+the commit (a short random delay after the run's pages start reaching the
+WAL: committing, checkpointing, closing). After each kill:
+
+1. `PRAGMA integrity_check` is `ok` (read-only connection, as a downstream
+   reader would open it);
+2. the canonical dump (contacts, change feed, activities, review items,
+   quarantine, the id high-water mark and the runs with status ok; without
+   timestamps and run ids) equals the before state or the after state;
+3. running the same sync again converges to exactly the after state.
+
+Used by `tests/test_crash.py` (small) and by hand at scale:
+
+    .venv/bin/python benches/killpoints.py --n 1000000 --kills 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from exportgen import generate
+
+CLI = [sys.executable, "-m", "contactsync_agent.cli"]
+SOURCE = "xpm"
+
+
+def child_env(verify: bool = False) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTSYNC_")}
+    e["XDG_CONFIG_HOME"] = "/nonexistent/contactsync-killpoints"
+    if verify:
+        e["CONTACTSYNC_VERIFY_SNAPSHOT"] = "1"
+    return e
+
+
+# ---------------------------------------------------------------- the data
+
+
+@dataclass
+class Scenario:
+    dir: Path
+    before_db: Path
+    target_csv: Path
+    n: int
+    setup_s: float = 0.0
+
+
+def prepare(dir: Path, n: int, seed: int = 7) -> Scenario:
+    """Writes the two exports and builds the before state (in this process)."""
+    from contactsync_agent.mirror import Mirror
+
+    t0 = time.monotonic()
+    dir.mkdir(parents=True, exist_ok=True)
+    n_base = int(n * 0.9)
+    base_csv, full_csv, target_csv = dir / "base.csv", dir / "full.csv", dir / "target.csv"
+    generate(base_csv, n_base, seed)
+    generate(full_csv, n, seed, changed_share=0.05)
+    with full_csv.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    # Every 50th record of the base disappears: 2 % deletions, under the guard's 20 %.
+    dropped = {i for i in range(n_base) if i % 50 == 17}
+    kept = [r for i, r in enumerate(body) if i not in dropped]
+    with target_csv.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(kept)
+    full_csv.unlink()
+    db = dir / "before.db"
+    for p in dir.glob("before.db*"):
+        p.unlink()
+    with Mirror.open(db) as m:
+        m.sync_file(SOURCE, base_csv)
+        new = body[n_base:]
+        rng = random.Random(seed)
+        for r in rng.sample(new, min(len(new), max(3, n // 2000))):
+            # Identity matches of new records: manual ones convert, external ones are ignored.
+            kind = "external" if rng.random() < 0.3 else "manual"
+            m.add_contact(given_name=r[1], family_name=r[2], email=r[3], phone=r[4],
+                          mobile=r[5], record_type=kind,
+                          source="other" if kind == "external" else None)
+        linked = {c.external_id: c.id for c in m.contacts(source=SOURCE, limit=n_base)}
+        dropped_ids = [linked[body[i][0]] for i in sorted(dropped)]
+        for cid in dropped_ids[: max(1, len(dropped_ids) // 10)]:
+            m.add_reference(cid, f"case:{cid}")  # in use: unlinked, not deleted
+        for cid in list(linked.values())[: max(2, n // 5000)]:
+            m.set_forced_manual(cid, True)
+    base_csv.unlink()
+    return Scenario(dir, db, target_csv, n, time.monotonic() - t0)
+
+
+# ---------------------------------------------------------------- the dump
+
+
+def _feed_rows(con: sqlite3.Connection, sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
+
+
+def canonical_dump(db: Path) -> dict[str, str]:
+    """A digest per table of everything a downstream app sees, timestamps and
+    run ids left out (a re-run after a kill has other ones)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        cols = [r[1] for r in con.execute("PRAGMA table_info(contacts)")]
+        keep = [c for c in cols if c not in ("created_at", "updated_at", "deleted_at")]
+        queries = {
+            "contacts": f"SELECT {', '.join(keep)}, deleted_at IS NOT NULL FROM contacts "
+            "ORDER BY id",
+            "changes": "SELECT seq, contact_id, op, fields, reason_code, reason FROM changes "
+            "ORDER BY seq",
+            "activities": "SELECT id, contact_id, source, external_id, kind, fields, reason, "
+            "status FROM activities ORDER BY id",
+            "review_items": "SELECT id, source, external_id, contact_id, candidate_id, kind, "
+            "score, explanation, reason, status FROM review_items ORDER BY id",
+            "quarantine": "SELECT id, source, file, line, reason, raw FROM quarantine ORDER BY id",
+            "meta": "SELECT key, value FROM meta WHERE key = 'contact_id_hwm'",
+            "runs_ok": "SELECT source, mode, origin, origin_hash, records, created, converted, "
+            "updated, unchanged, skipped_forced_manual, ignored_external, unlinked, deleted, "
+            "review_items, activities, rejected, allow_mass_delete FROM runs "
+            "WHERE status = 'ok' ORDER BY id",
+        }
+        out: dict[str, str] = {}
+        for name, sql in queries.items():
+            h = hashlib.sha256()
+            n = 0
+            for row in con.execute(sql):
+                h.update(json.dumps(row, ensure_ascii=False, default=repr).encode())
+                n += 1
+            out[name] = f"{n}:{h.hexdigest()[:16]}"
+        return out
+    finally:
+        con.close()
+
+
+def integrity(db: Path) -> str:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return "; ".join(r[0] for r in con.execute("PRAGMA integrity_check"))
+    finally:
+        con.close()
+
+
+def run_statuses(db: Path) -> list[str]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in con.execute("SELECT status FROM runs ORDER BY id")]
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- the runs
+
+
+def fresh_copy(sc: Scenario, name: str) -> Path:
+    db = sc.dir / name
+    for p in sc.dir.glob(name + "*"):
+        p.unlink()
+    shutil.copyfile(sc.before_db, db)
+    os.chmod(db, 0o600)
+    return db
+
+
+def sync_cmd(db: Path, sc: Scenario) -> list[str]:
+    return [*CLI, "--db", str(db), "sync", "--source", SOURCE, str(sc.target_csv), "--json"]
+
+
+def run_to_end(db: Path, sc: Scenario, verify: bool = False) -> tuple[float, dict]:
+    t0 = time.monotonic()
+    p = subprocess.run(sync_cmd(db, sc), capture_output=True, text=True,
+                       env=child_env(verify), check=False, timeout=3600)
+    took = time.monotonic() - t0
+    if p.returncode != 0:
+        raise AssertionError(f"sync failed ({p.returncode}): {p.stderr.strip()}")
+    return took, json.loads(p.stdout)
+
+
+@dataclass
+class Kill:
+    kind: str
+    offset: float
+    fraction: float
+    outcome: str  # 'before' | 'after' | 'finished' (exited before the signal)
+    aborted_recorded: bool
+    rerun_s: float
+
+
+@dataclass
+class Result:
+    n: int
+    reference_s: float
+    counts: dict[str, int]
+    kills: list[Kill] = field(default_factory=list)
+    total_s: float = 0.0
+
+    def summary(self) -> str:
+        by: dict[str, int] = {}
+        for k in self.kills:
+            by[k.outcome] = by.get(k.outcome, 0) + 1
+        c = self.counts
+        return (
+            f"{self.n:,} records; uninterrupted run {self.reference_s:.2f}s "
+            f"({c['created']:,} created, {c['converted']:,} converted, {c['updated']:,} "
+            f"updated, {c['deleted']:,} deleted, {c['unlinked']:,} unlinked, "
+            f"{c['ignored_external']:,} external ignored, {c['activities']:,} activities); "
+            f"{len(self.kills)} SIGKILLs: "
+            + ", ".join(f"{v} left the {k} state" if k != "finished" else f"{v} after exit"
+                        for k, v in sorted(by.items()))
+            + f"; every one converged on re-run; {self.total_s:.1f}s in all"
+        )
+
+
+@dataclass(frozen=True)
+class KillPlan:
+    kind: str  # 'time': at `offset` s after the start; 'commit': `offset` s after the WAL grows
+    offset: float
+
+
+# The run's transaction reaches the WAL when it commits (or when the page cache
+# spills, on big runs); the opening writes before it are a few frames only.
+WAL_COMMIT_BYTES = 256 * 1024
+
+
+def kill_plan(duration: float, kills: int, seed: int) -> list[KillPlan]:
+    """Seeded kill points: three quarters at offsets across the run (reading,
+    parsing, matching, applying), a quarter aimed at the commit: a short random
+    delay after the WAL starts to grow (commit, checkpoint, close)."""
+    rng = random.Random(seed)
+    late = kills // 4
+    plan = [KillPlan("time", rng.uniform(0.02, 1.0) * duration) for _ in range(kills - late)]
+    plan += [KillPlan("commit", rng.uniform(0.0, 0.05) * duration) for _ in range(late)]
+    return sorted(plan, key=lambda k: (k.kind == "commit", k.offset))
+
+
+def _wait_and_kill(proc: subprocess.Popen[bytes], db: Path, k: KillPlan,
+                   deadline: float) -> bool:
+    """Kills `proc` at the planned moment; False when it ended first."""
+    t0 = time.monotonic()
+    if k.kind == "commit":
+        wal = db.with_name(db.name + "-wal")
+        while True:
+            if proc.poll() is not None:
+                return False
+            try:
+                if wal.stat().st_size > WAL_COMMIT_BYTES:
+                    break
+            except FileNotFoundError:
+                pass
+            if time.monotonic() - t0 > deadline:
+                break
+            time.sleep(0.0005)
+        t0 = time.monotonic()
+    try:
+        proc.wait(timeout=k.offset - (time.monotonic() - t0))
+        return False
+    except (subprocess.TimeoutExpired, ValueError):
+        pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def run(sc: Scenario, kills: int = 20, seed: int = 11, verify: bool = False,
+        log: Callable[[str], None] = print) -> Result:
+    t_all = time.monotonic()
+    before = canonical_dump(sc.before_db)
+    ref = fresh_copy(sc, "reference.db")
+    took, report = run_to_end(ref, sc, verify)
+    after = canonical_dump(ref)
+    if after == before:
+        raise AssertionError("the second snapshot changed nothing: no test")
+    result = Result(sc.n, took, report["counts"])
+    # When the kill came after the commit, the re-run is a second run of the
+    # same snapshot: it writes nothing but its own (ok) run row.
+    _, again = run_to_end(ref, sc, verify)
+    if any(again["counts"][k] for k in ("created", "converted", "updated", "deleted",
+                                         "unlinked", "activities", "review_items")):
+        raise AssertionError(f"the same snapshot twice was not a no-op: {again['counts']}")
+    after_twice = canonical_dump(ref)
+    log(f"reference run: {took:.2f}s, counts {report['counts']}")
+    for i, k in enumerate(kill_plan(took, kills, seed)):
+        db = fresh_copy(sc, "killed.db")
+        proc = subprocess.Popen(sync_cmd(db, sc), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=child_env())
+        t0 = time.monotonic()
+        killed = _wait_and_kill(proc, db, k, deadline=10 * took + 5)
+        finished = not killed
+        at = time.monotonic() - t0
+        fraction = at / took
+        check = integrity(db)
+        if check != "ok":
+            raise AssertionError(f"kill {i} at {at:.3f}s: integrity_check: {check}")
+        state = canonical_dump(db)
+        if state == before:
+            outcome = "before"
+        elif state == after:
+            outcome = "after"
+        else:
+            diff = [t for t in state if state[t] not in (before[t], after[t])]
+            raise AssertionError(
+                f"kill {i} at {at:.3f}s: neither the before nor the after state "
+                f"(tables {diff}: {[state[t] for t in diff]}; before "
+                f"{[before[t] for t in diff]}, after {[after[t] for t in diff]})")
+        if finished:
+            outcome = "finished"
+        rerun_s, _ = run_to_end(db, sc, verify)
+        converged = canonical_dump(db)
+        expected = after if outcome == "before" else after_twice
+        if converged != expected:
+            diff = [t for t in after if converged[t] != expected[t]]
+            raise AssertionError(f"kill {i} at {at:.3f}s ({outcome}): the re-run did not "
+                                 f"converge on {diff}")
+        statuses = run_statuses(db)
+        aborted = "aborted" in statuses
+        if outcome == "before" and statuses.count("running"):
+            raise AssertionError(f"kill {i}: a run left 'running' after the next open")
+        result.kills.append(Kill(k.kind, at, fraction, outcome, aborted, rerun_s))
+        log(f"kill {i + 1:>2}/{kills} ({k.kind:>6}) at {at:6.3f}s ({fraction:4.0%} of the run): "
+            f"{outcome} state, integrity ok"
+            + (", killed run recorded as aborted" if aborted else "")
+            + f"; re-run {rerun_s:.2f}s converged")
+    result.total_s = time.monotonic() - t_all
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--kills", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/contactsync-killpoints"))
+    ap.add_argument("--keep", action="store_true", help="Keep the working folder.")
+    a = ap.parse_args()
+    sc = prepare(a.dir, a.n, a.seed)
+    print(f"prepared {a.n:,} records in {sc.setup_s:.1f}s under {a.dir}")
+    try:
+        res = run(sc, a.kills, a.seed)
+        print(res.summary())
+    finally:
+        if not a.keep:
+            shutil.rmtree(a.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
