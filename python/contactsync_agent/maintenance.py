@@ -34,6 +34,9 @@ from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.store import SCHEMA_VERSION, Store, WriterLock, now_iso
 
 REQUIRED_TABLES = ("contacts", "changes", "runs", "meta")
+# Rows that belong to one contact and go with it when it is purged (schema 2:
+# values held back by field ownership, the contact's organisation link).
+PER_CONTACT_TABLES = ("held_values", "contact_organisations")
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,11 @@ def purge(store: Store, older_than_days: float, *, now: datetime | None = None) 
                 "VALUES (?, NULL, 'purge', '{}', 'purged', ?, ?)",
                 [(cid, f"purged: deleted before {cutoff[:10]} (erasure)", at) for cid in purged],
             )
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table in PER_CONTACT_TABLES:  # what later schemas keep per contact
+                if table in tables:
+                    conn.execute(f"DELETE FROM {table} WHERE contact_id IN ({ids})")
             conn.execute(f"DELETE FROM contacts WHERE id IN ({ids})")
             conn.execute("DELETE FROM temp.purge_ids")
     finally:
