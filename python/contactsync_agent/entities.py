@@ -140,12 +140,21 @@ def _signed(u: int) -> int:
     return u - (1 << 64) if u >= 1 << 63 else u
 
 
+# One encoder for every payload: json.dumps with non-default options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+_CANON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def entity_hash(spec: EntitySpec, values: Mapping[str, str], extra: Mapping[str, str]) -> int:
-    """XXH3-64 (signed) over the canonical JSON of the mirrored values: the fields in
-    the spec's order, then the extra columns sorted by name."""
-    canon = json.dumps([[values[f] for f in spec.fields], sorted(extra.items())],
-                       ensure_ascii=False, separators=(",", ":"))
-    return _signed(xxhash.xxh3_64_intdigest(canon.encode("utf-8")))
+    """XXH3-64 (signed) over the canonical serialisation: compact JSON (UTF-8, no
+    ASCII escaping) of [[field values in the spec's order], [[name, value] of the
+    extra columns sorted by name]]."""
+    canon = _CANON.encode([[values[f] for f in spec.fields], sorted(extra.items())])
+    return _signed(xxhash.xxh3_64_intdigest(canon.encode("utf-8", "surrogatepass")))
+
+
+def _dump(value: Any) -> str:
+    return _JSON.encode(value) if value else "{}"
 
 
 @dataclass
@@ -274,8 +283,7 @@ def plan_entities(
 
 
 def _row_values(spec: EntitySpec, rec: Incoming) -> dict[str, Any]:
-    return {**rec.values, "extra": json.dumps(rec.extra, ensure_ascii=False, sort_keys=True),
-            "hash": rec.hash}
+    return {**rec.values, "extra": _dump(rec.extra), "hash": rec.hash}
 
 
 def _diff(spec: EntitySpec, cur: Mapping[str, Any], rec: Incoming) -> dict[str, list[Any]]:
@@ -367,7 +375,7 @@ def _apply(store: Store, spec: EntitySpec, source: str, plan: EntityPlan, run_id
         cols = ("id", "source", "external_id", *spec.fields, "extra", "hash")
         store.insert_entities(spec.table, cols, (
             (base + k, source, r.external_id, *(r.values[f] for f in spec.fields),
-             json.dumps(r.extra, ensure_ascii=False, sort_keys=True), r.hash)
+             _dump(r.extra), r.hash)
             for k, r in enumerate(plan.creates)), at)
         store.add_entity_changes(kind, (
             (base + k, "create", _created_payload(spec, source, r))

@@ -266,8 +266,8 @@ CREATE TABLE contact_organisations (
     position TEXT NOT NULL DEFAULT '',
     updated_at TEXT NOT NULL
 );
-CREATE INDEX contact_organisations_org ON contact_organisations (source, organisation_ref);
-CREATE INDEX contact_organisations_loc ON contact_organisations (source, location_ref);
+CREATE INDEX contact_organisations_org ON contact_organisations (organisation_ref);
+CREATE INDEX contact_organisations_loc ON contact_organisations (location_ref);
 
 CREATE TABLE contact_customers (
     id INTEGER PRIMARY KEY,
@@ -803,7 +803,7 @@ class Store:
         self.conn.executemany(
             "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at, "
             "entity_type, object_id) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((run_id, op, json.dumps(payload, ensure_ascii=False), reason_code, reason, at,
+            ((run_id, op, _FEED_JSON.encode(payload), reason_code, reason, at,
               entity_type, eid) for eid, op, payload in rows),
         )
 
@@ -819,8 +819,9 @@ class Store:
         )
         has_ref = ("(instr(extra, '\"organisation_ref\"') > 0 "
                    "OR instr(extra, '\"location_ref\"') > 0)")
+        # New ids never had a row (ids are never reused): a plain insert.
         self.conn.execute(
-            "INSERT OR REPLACE INTO contact_organisations (contact_id, source, organisation_ref, "
+            "INSERT INTO contact_organisations (contact_id, source, organisation_ref, "
             f"location_ref, position, updated_at) {select} WHERE id >= ? AND source = ? "
             f"AND {has_ref}",
             (at, first_new_id, source),
@@ -905,6 +906,8 @@ class Store:
             [status, now_iso(), error, duration_ms, *(counts[c] for c in cols), run_id],
         )
 
+
+_FEED_JSON = json.JSONEncoder(ensure_ascii=False)
 
 HWM_KEYS: dict[str, str] = {
     "contacts": "contact_id_hwm",
