@@ -9,8 +9,9 @@ use crate::normalize::{email_key, identity_name, phone_digits, phone_e164};
 
 pub const FLAG_ATTENTION: u8 = 1;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Known {
+    ext: Box<str>,
     local_id: i64,
     hash: Option<u64>,
     flags: u8,
@@ -31,10 +32,16 @@ pub enum Class {
     Duplicate(u64),
 }
 
+/// The map key of an external id: its XXH3-128, so a probe compares two
+/// integers instead of chasing a string (collision odds ~1e-27 at a million ids).
+fn key(external_id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(external_id.as_bytes())
+}
+
 #[derive(Default)]
 pub struct Differ {
-    known: AHashMap<String, Known>,
-    new_seen: AHashMap<String, u64>,
+    known: AHashMap<u128, Known>,
+    new_seen: AHashMap<u128, u64>,
     /// Raw hashes learned this run (the snapshot is worth saving again).
     learned: usize,
 }
@@ -42,8 +49,9 @@ pub struct Differ {
 impl Differ {
     pub fn insert(&mut self, external_id: String, local_id: i64, hash: Option<u64>, flags: u8) {
         self.known.insert(
-            external_id,
+            key(&external_id),
             Known {
+                ext: external_id.into_boxed_str(),
                 local_id,
                 hash,
                 flags,
@@ -61,25 +69,29 @@ impl Differ {
         self.known.is_empty()
     }
 
-    /// Whether a row is unchanged by its raw hash alone (no cleaning needed):
-    /// a linked contact needing no rule's attention whose last unchanged row
-    /// had these exact bytes.
-    pub fn raw_unchanged(&self, external_id: &str, raw: u64) -> bool {
-        raw != 0
-            && self.known.get(external_id).is_some_and(|k| {
-                k.raw == raw && k.seen_line == 0 && k.flags & FLAG_ATTENTION == 0
-            })
+    /// Takes a row as unchanged by its raw hash alone (no cleaning needed) when
+    /// it is a linked contact needing no rule's attention whose last unchanged
+    /// row had these exact bytes; marks it seen at `line`.
+    pub fn take_raw_unchanged(&mut self, external_id: &str, raw: u64, line: u64) -> bool {
+        if raw == 0 {
+            return false;
+        }
+        match self.known.get_mut(&key(external_id)) {
+            Some(k) if k.raw == raw && k.seen_line == 0 && k.flags & FLAG_ATTENTION == 0 => {
+                k.seen_line = line.max(1);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn classify(&mut self, r: &Record) -> Class {
-        if let Some(k) = self.known.get_mut(&r.external_id) {
+        let kx = key(&r.external_id);
+        if let Some(k) = self.known.get_mut(&kx) {
             if k.seen_line != 0 {
                 return Class::Duplicate(k.seen_line);
             }
             k.seen_line = r.line.max(1);
-            if !r.built {
-                return Class::Unchanged;
-            }
             if r.deleted {
                 return Class::Delete(Some(k.local_id));
             }
@@ -92,10 +104,10 @@ impl Differ {
             }
             return Class::Changed(k.local_id);
         }
-        if let Some(first) = self.new_seen.get(&r.external_id) {
+        if let Some(first) = self.new_seen.get(&kx) {
             return Class::Duplicate(*first);
         }
-        self.new_seen.insert(r.external_id.clone(), r.line.max(1));
+        self.new_seen.insert(kx, r.line.max(1));
         if r.deleted {
             Class::Delete(None)
         } else {
@@ -107,9 +119,9 @@ impl Differ {
     pub fn absent(&self) -> Vec<(i64, String)> {
         let mut out: Vec<(i64, String)> = self
             .known
-            .iter()
-            .filter(|(_, k)| k.seen_line == 0)
-            .map(|(e, k)| (k.local_id, e.clone()))
+            .values()
+            .filter(|k| k.seen_line == 0)
+            .map(|k| (k.local_id, k.ext.to_string()))
             .collect();
         out.sort();
         out
@@ -122,8 +134,10 @@ impl Differ {
     /// Records a link made during the run (a created or converted contact);
     /// `raw` is the raw hash of the row it was made from (0: unknown).
     pub fn upsert(&mut self, external_id: &str, local_id: i64, hash: Option<u64>, flags: u8, raw: u64) {
-        let seen_line = self.new_seen.get(external_id).copied().unwrap_or(1);
-        let entry = self.known.entry(external_id.to_string()).or_insert(Known {
+        let kx = key(external_id);
+        let seen_line = self.new_seen.get(&kx).copied().unwrap_or(1);
+        let entry = self.known.entry(kx).or_insert_with(|| Known {
+            ext: external_id.into(),
             local_id,
             hash,
             flags,
@@ -149,8 +163,9 @@ impl Differ {
 
     /// Drops a link the run removed (deleted or unlinked), if it is still `local_id`'s.
     pub fn remove_if(&mut self, external_id: &str, local_id: i64) {
-        if self.known.get(external_id).is_some_and(|k| k.local_id == local_id) {
-            self.known.remove(external_id);
+        let kx = key(external_id);
+        if self.known.get(&kx).is_some_and(|k| k.local_id == local_id) {
+            self.known.remove(&kx);
         }
     }
 
@@ -158,8 +173,8 @@ impl Differ {
     pub fn entries(&self) -> Vec<(String, i64, Option<u64>, u8)> {
         let mut out: Vec<_> = self
             .known
-            .iter()
-            .map(|(e, k)| (e.clone(), k.local_id, k.hash, k.flags))
+            .values()
+            .map(|k| (k.ext.to_string(), k.local_id, k.hash, k.flags))
             .collect();
         out.sort();
         out
@@ -172,9 +187,9 @@ impl Differ {
         let mut out = Vec::with_capacity(12 + self.known.len() * 48);
         out.extend_from_slice(b"CSD2");
         out.extend_from_slice(&(self.known.len() as u64).to_le_bytes());
-        for (e, k) in &self.known {
-            out.extend_from_slice(&(e.len() as u32).to_le_bytes());
-            out.extend_from_slice(e.as_bytes());
+        for k in self.known.values() {
+            out.extend_from_slice(&(k.ext.len() as u32).to_le_bytes());
+            out.extend_from_slice(k.ext.as_bytes());
             out.extend_from_slice(&k.local_id.to_le_bytes());
             out.extend_from_slice(&k.hash.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&k.raw.to_le_bytes());
@@ -192,24 +207,27 @@ impl Differ {
             *d = b;
             Ok(a)
         }
+        fn u64_of(b: &[u8]) -> u64 {
+            u64::from_le_bytes(b.try_into().unwrap_or_default())
+        }
         let mut d = data;
         if take(&mut d, 4)? != b"CSD2" {
             return Err("not a link snapshot".into());
         }
-        let count = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
+        let count = u64_of(take(&mut d, 8)?);
         let mut known = AHashMap::with_capacity(count as usize);
         for _ in 0..count {
             let len = u32::from_le_bytes(take(&mut d, 4)?.try_into().unwrap_or_default());
             let ext = std::str::from_utf8(take(&mut d, len as usize)?)
-                .map_err(|_| "link snapshot holds invalid UTF-8".to_string())?
-                .to_string();
-            let local_id = i64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
-            let hash = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
-            let raw = u64::from_le_bytes(take(&mut d, 8)?.try_into().unwrap_or_default());
+                .map_err(|_| "link snapshot holds invalid UTF-8".to_string())?;
+            let local_id = u64_of(take(&mut d, 8)?) as i64;
+            let hash = u64_of(take(&mut d, 8)?);
+            let raw = u64_of(take(&mut d, 8)?);
             let flags = take(&mut d, 1)?[0];
             known.insert(
-                ext,
+                key(ext),
                 Known {
+                    ext: ext.into(),
                     local_id,
                     hash: (flags & 2 != 0).then_some(hash),
                     flags: flags & FLAG_ATTENTION,
@@ -411,7 +429,10 @@ mod tests {
         d.remove_if("A", 1);
         assert_eq!(d.len(), 2);
         assert!(Differ::deserialize(b"CSD2\x01").is_err());
-        assert!(back.raw_unchanged("C", 42) && !back.raw_unchanged("C", 41));
+        let mut back = back;
+        assert!(!back.take_raw_unchanged("C", 41, 5));
+        assert!(back.take_raw_unchanged("C", 42, 5));
+        assert!(!back.take_raw_unchanged("C", 42, 6), "seen once only");
         assert!(Differ::deserialize(b"nope").is_err());
     }
 

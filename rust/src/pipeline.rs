@@ -47,7 +47,11 @@ pub fn process(
 
     let classes: Vec<Class> = {
         let mut d = differ.lock().unwrap_or_else(|e| e.into_inner());
-        records.iter().map(|r| d.classify(r)).collect()
+        // Unbuilt rows were taken as unchanged (and marked seen) by the reader.
+        records
+            .iter()
+            .map(|r| if r.built { d.classify(r) } else { Class::Unchanged })
+            .collect()
     };
 
     let mut out = Processed {

@@ -23,6 +23,42 @@ impl std::fmt::Display for Encoding {
     }
 }
 
+/// A chunk of rows copied into one buffer (no allocation per row).
+#[derive(Default)]
+struct RawChunk {
+    buf: Vec<u8>,
+    /// Byte range of every field of every row.
+    fields: Vec<(usize, usize)>,
+    /// Per row: line, first field index, field count.
+    rows: Vec<(u64, usize, usize)>,
+}
+
+/// One row of a `RawChunk`.
+#[derive(Clone, Copy)]
+struct RowRef<'a> {
+    chunk: &'a RawChunk,
+    line: u64,
+    first: usize,
+    n: usize,
+}
+
+impl<'a> RowRef<'a> {
+    fn len(&self) -> usize {
+        self.n
+    }
+
+    fn get(&self, i: usize) -> Option<&'a [u8]> {
+        (i < self.n).then(|| {
+            let (a, b) = self.chunk.fields[self.first + i];
+            &self.chunk.buf[a..b]
+        })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        (0..self.n).filter_map(move |i| self.get(i))
+    }
+}
+
 pub struct CsvReader {
     rdr: csv::Reader<Cursor<Vec<u8>>>,
     /// Seed of the raw-row hashes: the header, its mapping and the encoding.
@@ -195,7 +231,7 @@ impl CsvReader {
         })
     }
 
-    fn raw_text(&self, rec: &csv::ByteRecord) -> String {
+    fn raw_text(&self, rec: &RowRef<'_>) -> String {
         let sep = (self.delimiter as char).to_string();
         let joined: Vec<String> = rec
             .iter()
@@ -205,7 +241,7 @@ impl CsvReader {
     }
 
     /// Raw hash of a well-formed row and its cleaned external id.
-    fn raw_key(&self, rec: &csv::ByteRecord) -> Option<(u64, String)> {
+    fn raw_key(&self, rec: &RowRef<'_>) -> Option<(u64, String)> {
         if rec.len() != self.header.len() {
             return None;
         }
@@ -234,62 +270,91 @@ impl CsvReader {
         if self.done {
             return Ok(Vec::new());
         }
-        let mut raw: Vec<Result<csv::ByteRecord, Rejected>> = Vec::with_capacity(n.min(1 << 16));
-        while raw.len() < n {
-            let mut rec = csv::ByteRecord::new();
+        let mut chunk = RawChunk::default();
+        let mut errors: Vec<(usize, Rejected)> = Vec::new();
+        let mut rec = csv::ByteRecord::new();
+        while chunk.rows.len() + errors.len() < n {
             match self.rdr.read_byte_record(&mut rec) {
                 Ok(false) => {
                     self.done = true;
                     break;
                 }
-                Ok(true) => raw.push(Ok(rec)),
+                Ok(true) => {
+                    let line = rec.position().map(|p| self.line_of(p)).unwrap_or(0);
+                    let first = chunk.fields.len();
+                    for f in rec.iter() {
+                        let start = chunk.buf.len();
+                        chunk.buf.extend_from_slice(f);
+                        chunk.fields.push((start, chunk.buf.len()));
+                    }
+                    chunk.rows.push((line, first, rec.len()));
+                }
                 Err(e) => {
                     let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    raw.push(Err(Rejected {
-                        line,
-                        reason: format!("unreadable CSV row: {e}"),
-                        raw: String::new(),
-                    }));
+                    errors.push((
+                        chunk.rows.len(),
+                        Rejected {
+                            line,
+                            reason: format!("unreadable CSV row: {e}"),
+                            raw: String::new(),
+                        },
+                    ));
                 }
             }
         }
         let this = &*self;
-        let keys: Vec<Option<(u64, String)>> = raw
+        let rows: Vec<RowRef<'_>> = chunk
+            .rows
+            .iter()
+            .map(|&(line, first, n)| RowRef {
+                chunk: &chunk,
+                line,
+                first,
+                n,
+            })
+            .collect();
+        let keys: Vec<Option<(u64, String)>> = rows
             .par_iter()
             .with_min_len(512)
-            .map(|r| r.as_ref().ok().and_then(|rec| this.raw_key(rec)))
+            .map(|r| this.raw_key(r))
             .collect();
         let fast: Vec<bool> = match differ {
             Some(d) => {
-                let d = d.lock().unwrap_or_else(|e| e.into_inner());
+                let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
                 keys.iter()
-                    .map(|k| k.as_ref().is_some_and(|(h, id)| d.raw_unchanged(id, *h)))
+                    .zip(rows.iter())
+                    .map(|(k, r)| {
+                        k.as_ref()
+                            .is_some_and(|(h, id)| d.take_raw_unchanged(id, *h, r.line))
+                    })
                     .collect()
             }
             None => vec![false; keys.len()],
         };
-        Ok(raw
-            .into_par_iter()
+        let mut items: Vec<Item> = rows
+            .par_iter()
             .zip(keys.into_par_iter())
             .zip(fast.into_par_iter())
             .with_min_len(512)
-            .map(|((r, key), fast)| {
-                let rec = r?;
+            .map(|((rec, key), fast)| {
                 if fast {
-                    let (raw_hash, external_id) = key.unwrap_or_default();
+                    // Already marked seen by the differ: nothing more to do.
                     return Ok(Record {
-                        line: rec.position().map(|p| p.line()).unwrap_or(0),
-                        external_id,
-                        raw_hash,
+                        line: rec.line,
+                        raw_hash: key.map(|k| k.0).unwrap_or(0),
                         built: false,
                         ..Default::default()
                     });
                 }
-                let mut built = this.convert(&rec)?;
+                let mut built = this.convert(rec)?;
                 built.raw_hash = key.map(|k| k.0).unwrap_or(0);
                 Ok(built)
             })
-            .collect())
+            .collect();
+        for (at, e) in errors.into_iter().rev() {
+            items.insert(at, Err(e));
+        }
+        Ok(items)
     }
 
     /// The line a record starts on. csv_core ends a record at the `\r` of a
@@ -307,8 +372,8 @@ impl CsvReader {
         pos.line() + skipped
     }
 
-    fn convert(&self, rec: &csv::ByteRecord) -> Item {
-        let line = rec.position().map(|p| self.line_of(p)).unwrap_or(0);
+    fn convert(&self, rec: &RowRef<'_>) -> Item {
+        let line = rec.line;
         let reject = |reason: String| Rejected {
             line,
             reason,
@@ -444,7 +509,7 @@ mod tests {
         let mut r = CsvReader::open(data, mapping(), Limits::default(), None, None).unwrap();
         let again = r.next_chunk(10, Some(&d)).unwrap();
         let a2 = again[0].as_ref().unwrap();
-        assert!(!a2.built && a2.external_id == "A" && a2.line == 2);
+        assert!(!a2.built && a2.line == 2);
         assert!(again[1].as_ref().unwrap().built, "B has no link: built");
         // Another mapping of the same bytes is another layout: no shortcut.
         let m2 = Mapping::new(
