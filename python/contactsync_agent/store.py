@@ -266,8 +266,8 @@ CREATE TABLE contact_organisations (
     position TEXT NOT NULL DEFAULT '',
     updated_at TEXT NOT NULL
 );
+-- Contacts of an organisation (by location is rarer: scan, or join from the view).
 CREATE INDEX contact_organisations_org ON contact_organisations (organisation_ref);
-CREATE INDEX contact_organisations_loc ON contact_organisations (location_ref);
 
 CREATE TABLE contact_customers (
     id INTEGER PRIMARY KEY,
