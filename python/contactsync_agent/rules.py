@@ -273,7 +273,10 @@ def resolve_claims(
     for (rec, hits), manual in zip(claims, manual_hits, strict=True):
         ext = rec["external_id"]
         external = [cid for cid, kind in hits if kind == 1]
-        if len(manual) == 1 and claimants[manual[0]] == 1:
+        if len(manual) == 1 and claimants[manual[0]] == 1 and local[manual[0]]["forced_manual"]:
+            # Forced manual outlives an unlink: linked again, never overwritten.
+            actions.append(_forced_identity_link(source, local[manual[0]], rec))
+        elif len(manual) == 1 and claimants[manual[0]] == 1:
             cid = manual[0]
             cur = local[cid]
             diff = field_diff(cur, rec)
@@ -326,6 +329,30 @@ def resolve_claims(
                     contact_id=cid, external_id=ext,
                 ))
     return actions
+
+
+def _forced_identity_link(source: str, cur: Mapping[str, Any], rec: Mapping[str, Any]) -> Action:
+    """Rule 2 for a forced-manual contact (one the source unlinked earlier): it
+    takes the external id like rule 1's forced branch, and no field changes."""
+    cid, ext = cur["id"], rec["external_id"]
+    diff = field_diff(cur, rec)
+    activity = None
+    if diff:
+        activity = {
+            "kind": "forced_manual",
+            "fields": {f: {"current": b, "incoming": a} for f, (b, a) in diff.items()},
+            "reason": "forced manual: the source's changes to " + ", ".join(diff)
+            + " were not applied",
+        }
+    return Action(
+        kind="convert", counter="skipped_forced_manual", reason_code="converted_forced_manual",
+        reason=REASONS["converted_forced_manual"], contact_id=cid, external_id=ext,
+        write={"record_type": "sync", "source": source, "external_id": ext,
+               "source_hash": rec["hash"]},
+        feed={"record_type": [cur["record_type"], "sync"], "source": [cur.get("source"), source],
+              "external_id": [cur.get("external_id"), ext]},
+        op="convert", activity=activity,
+    )
 
 
 def explain_untouched(
