@@ -209,8 +209,14 @@ pub struct RuleStats {
 /// Blocking keys of all records for all rules, plus which keys were capped.
 pub struct Blocker {
     pub rules: Vec<Rule>,
-    keys: Vec<Vec<[u64; MAX_KEYS]>>,
+    /// row-major: each record's keys for every rule side by side (one cache
+    /// line for typical configurations), rule r at `offset[r]`, `width[r]` wide
+    keys: Vec<u64>,
+    stride: usize,
+    offset: Vec<usize>,
+    width: Vec<usize>,
     capped: Vec<HashSet<u64>>,
+    any_capped: Vec<bool>,
     /// records below this index are "left" (link mode); usize::MAX for dedupe
     pub split: usize,
 }
@@ -222,31 +228,60 @@ impl Blocker {
             .iter()
             .map(|r| Rule::compile(r, cfg))
             .collect::<Result<Vec<_>, _>>()?;
-        let keys = rules
+        let width: Vec<usize> = rules
             .iter()
             .map(|r| {
-                (0..prep.n)
-                    .into_par_iter()
-                    .map(|i| r.keys(prep, i))
-                    .collect()
+                r.parts
+                    .iter()
+                    .map(|p| prep.fields[p.field].slots)
+                    .product::<usize>()
+                    .clamp(1, MAX_KEYS)
             })
             .collect();
+        let offset: Vec<usize> = width
+            .iter()
+            .scan(0, |acc, w| {
+                let o = *acc;
+                *acc += w;
+                Some(o)
+            })
+            .collect();
+        let stride: usize = width.iter().sum();
+        let mut keys = vec![0u64; prep.n * stride];
+        keys.par_chunks_mut(stride)
+            .enumerate()
+            .for_each(|(i, row)| {
+                for (r, rule) in rules.iter().enumerate() {
+                    let k = rule.keys(prep, i);
+                    row[offset[r]..offset[r] + width[r]].copy_from_slice(&k[..width[r]]);
+                }
+            });
         Ok(Blocker {
             capped: vec![HashSet::new(); rules.len()],
+            any_capped: vec![false; rules.len()],
             rules,
             keys,
+            stride,
+            offset,
+            width,
             split: split.unwrap_or(usize::MAX),
         })
+    }
+
+    #[inline]
+    fn keys_of(&self, rule: usize, i: usize) -> &[u64] {
+        let a = i * self.stride + self.offset[rule];
+        &self.keys[a..a + self.width[rule]]
     }
 
     /// Some key of `rule` that records i and j share and that was not capped:
     /// the smallest such, or None.
     #[inline]
     fn shared_key(&self, rule: usize, i: usize, j: usize) -> Option<u64> {
-        let (ki, kj) = (&self.keys[rule][i], &self.keys[rule][j]);
+        let (ki, kj) = (self.keys_of(rule, i), self.keys_of(rule, j));
         let mut best: Option<u64> = None;
         for &a in ki.iter().filter(|k| **k != 0) {
-            if kj.contains(&a) && !self.capped[rule].contains(&a) {
+            if kj.contains(&a) && !(self.any_capped[rule] && self.capped[rule].contains(&a)) {
                 best = Some(best.map_or(a, |b: u64| b.min(a)));
             }
         }
@@ -265,10 +300,11 @@ impl Blocker {
         let mut stats = Vec::new();
         let link = self.split != usize::MAX;
         for r in 0..self.rules.len() {
-            let mut entries: Vec<(u64, u32)> = self.keys[r]
-                .par_iter()
-                .enumerate()
-                .flat_map_iter(|(i, ks)| {
+            let this = &*self;
+            let mut entries: Vec<(u64, u32)> = (0..self.keys.len() / self.stride.max(1))
+                .into_par_iter()
+                .flat_map_iter(|i| {
+                    let ks = this.keys_of(r, i);
                     let mut seen = [0u64; MAX_KEYS];
                     let mut out = Vec::new();
                     for (n, &k) in ks.iter().enumerate() {
@@ -309,6 +345,7 @@ impl Blocker {
                         st.capped_blocks += 1;
                         st.capped_pairs += pairs;
                         self.capped[r].insert(entries[a].0);
+                        self.any_capped[r] = true;
                     } else {
                         st.pairs_raw += pairs;
                         runs.push((a, b));

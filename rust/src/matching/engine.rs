@@ -13,6 +13,9 @@ use super::config::{Config, FieldType};
 use super::prepare::{prepare, RawTable, StrCol};
 use super::scoring::{estimate_u, probability, Model, Tf};
 
+/// Most compared pairs EM looks at (a systematic sample beyond that).
+const EM_SAMPLE: usize = 2_000_000;
+
 /// Levels plus the swapped-names flag, without the rule id.
 const LEVEL_BITS: u64 = (1 << 60) - 1;
 
@@ -184,7 +187,16 @@ pub fn run(
         .map(|fs| !fs.iter().fold(0u64, |m, f| m | (0xF << (4 * f))))
         .collect();
     type Counts = HashMap<u64, u64, ahash::RandomState>;
-    let (sessions, patterns): (Vec<Counts>, Counts) = compared
+    // EM needs the pattern frequencies, not every pair: a systematic sample
+    // of at most EM_SAMPLE pairs keeps the rule-coverage checks cheap
+    let step = compared.len().div_ceil(EM_SAMPLE).max(1);
+    let sample: Vec<(u32, u32, u64)> = if step == 1 {
+        Vec::new()
+    } else {
+        compared.iter().step_by(step).copied().collect()
+    };
+    let training: &[(u32, u32, u64)] = if step == 1 { &compared } else { &sample };
+    let (sessions, patterns): (Vec<Counts>, Counts) = training
         .par_chunks(1 << 15)
         .map(|ch| {
             let mut per: Vec<Counts> = vec![Counts::default(); trains.len()];
@@ -226,7 +238,10 @@ pub fn run(
         Some(s) => s as f64 * (n - s) as f64,
         None => n as f64 * (n as f64 - 1.0) / 2.0,
     };
+    // the sample stands for all compared pairs when the prior is scaled
+    let total_pairs = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
     model.em(cfg, &sessions, &patterns, total_pairs);
+    drop(sample);
     lap("em", &mut t);
 
     let tf = Tf {
