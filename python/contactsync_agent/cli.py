@@ -45,7 +45,10 @@ class Ctx:
         return default_db_path()
 
     def mirror(self, readonly: bool = False) -> Mirror:
-        return Mirror.open(self.db, readonly=readonly, region=self.config.default_region)
+        cfg = self.config
+        return Mirror.open(self.db, readonly=readonly, region=cfg.default_region,
+                           review_threshold=cfg.review_threshold,
+                           auto_link_threshold=cfg.auto_link_threshold)
 
 
 def emit_json(data: Any) -> None:
@@ -354,7 +357,8 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
 
 # Commands of other modules register themselves here (one line each).
 EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent", "contactsync_agent.cli_sources",
-                              "contactsync_agent.cli_maint", "contactsync_agent.cli_entities")
+                              "contactsync_agent.cli_maint", "contactsync_agent.cli_entities",
+                              "contactsync_agent.cli_review")
 
 
 def _load_extensions() -> None:

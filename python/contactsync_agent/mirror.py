@@ -66,14 +66,21 @@ class Mirror(RelationsMixin):
     Organisations, locations, customer links, access, ownership and export come
     from `RelationsMixin` (mirror_relations.py)."""
 
-    def __init__(self, store: Store, *, region: str = "AU") -> None:
+    def __init__(self, store: Store, *, region: str = "AU", review_threshold: float = 0.5,
+                 auto_link_threshold: float | None = None) -> None:
         self.store = store
         self.region = region
+        self.review_threshold = review_threshold
+        self.auto_link_threshold = auto_link_threshold
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, readonly: bool = False,
-             region: str = "AU") -> Mirror:
-        return cls(Store.open(path or default_db_path(), readonly=readonly), region=region)
+             region: str = "AU", review_threshold: float = 0.5,
+             auto_link_threshold: float | None = None) -> Mirror:
+        """`review_threshold`: fuzzy candidates above it become review items;
+        `auto_link_threshold` (opt-in) links an unambiguous pair above it."""
+        return cls(Store.open(path or default_db_path(), readonly=readonly), region=region,
+                   review_threshold=review_threshold, auto_link_threshold=auto_link_threshold)
 
     @property
     def path(self) -> Path:
@@ -178,7 +185,9 @@ class Mirror(RelationsMixin):
                  unique: Sequence[str] | None = None) -> sync.SyncOptions:
         own, keys = self._policy_for(source, ownership, unique) if source else ({}, ())
         opts = sync.SyncOptions(region=self.region, allow_mass_delete=allow_mass_delete,
-                                ownership=own, unique=keys)
+                                ownership=own, unique=keys,
+                                review_threshold=self.review_threshold,
+                                auto_link_threshold=self.auto_link_threshold)
         if mass_delete_limit is not None:
             opts = sync.SyncOptions(**{**opts.__dict__, "mass_delete_limit": mass_delete_limit})
         if chunk_size is not None:
@@ -313,6 +322,18 @@ class Mirror(RelationsMixin):
             params.append(status)
         rows = self.store.conn.execute(sql + " ORDER BY id", params)
         return [ReviewItem(*r[:8], json.loads(r[8]), *r[9:]) for r in rows]
+
+    def review_accept(self, item_id: int) -> dict[str, Any]:
+        """Accepts a review item: the local contact becomes the source's record."""
+        from contactsync_agent import review
+
+        return review.accept(self.store, item_id)
+
+    def review_reject(self, item_id: int) -> dict[str, Any]:
+        """Rejects a review item: the pair is never suggested again."""
+        from contactsync_agent import review
+
+        return review.reject(self.store, item_id)
 
     def quarantine(self, run_id: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, run_id, source, file, line, reason, raw, created_at FROM quarantine"

@@ -40,6 +40,10 @@ REASONS: dict[str, str] = {
     "unlinked_forced_manual": "unlinked, kept as manual: removed from the source but forced manual",
     "delete_unknown": "ignored: delete for an external id the mirror does not hold",
     "delete_not_sync": "untouched: delete for a contact that is not a sync record",
+    "review_fuzzy": "possible match ({p:.0%}): {agree}",
+    "converted_fuzzy": "converted: fuzzy match {p:.0%} above the auto-link threshold",
+    "converted_review": "converted: review accepted (match with contact {other})",
+    "merged_review": "deleted: merged into contact {other} (review accepted)",
 }
 
 FIELD_WORDS = {"email": "e-mail", "phone": "phone", "name": "name"}
@@ -420,3 +424,45 @@ def decide_deletion(contact: Mapping[str, Any], refs: Sequence[str]) -> Action:
     return Action(kind="delete", counter="deleted", reason_code="deleted",
                   reason=REASONS["deleted"], contact_id=cid, external_id=ext, op="delete",
                   feed={})
+
+
+def decide_fuzzy(
+    pairs: Sequence[tuple[int, int, float, dict[str, Any]]],
+    new_external: Mapping[int, str],
+    rejected_pairs: set[tuple[str, int]],
+    *,
+    auto_link_threshold: float | None = None,
+) -> list[Action]:
+    """Rule 5: fuzzy candidates (local manual contact, contact this run created,
+    probability, per-field explanation) become review items; never a conversion,
+    unless `auto_link_threshold` is set (opt-in) and the pair is above it and
+    unambiguous on both sides."""
+    kept = [p for p in pairs if (new_external[p[1]], p[0]) not in rejected_pairs]
+    per_new = Counter(p[1] for p in kept)
+    per_local = Counter(p[0] for p in kept)
+    out: list[Action] = []
+    for local_id, new_id, prob, expl in kept:
+        ext = new_external[new_id]
+        if (auto_link_threshold is not None and prob >= auto_link_threshold
+                and per_new[new_id] == 1 and per_local[local_id] == 1):
+            out.append(Action(
+                kind="auto_link", counter="converted", reason_code="converted_fuzzy",
+                reason=REASONS["converted_fuzzy"].format(p=prob), contact_id=local_id,
+                external_id=ext, op="convert",
+                record={"new_id": new_id, "probability": prob, "explanation": expl},
+            ))
+            continue
+        agree = [f for f, e in expl.items() if not e["level"].startswith(("missing", "different"))]
+        differ = [f for f, e in expl.items() if e["level"] == "different"]
+        text = ", ".join(agree) + " agree" if agree else "weak agreement"
+        if differ:
+            text += "; " + ", ".join(differ) + " differ"
+        out.append(Action(
+            kind="review", counter="review_items", reason_code="review_fuzzy",
+            reason=REASONS["review_fuzzy"].format(p=prob, agree=text), contact_id=new_id,
+            external_id=ext,
+            reviews=[{"candidate_id": local_id, "kind": "fuzzy", "score": prob,
+                      "explanation": expl, "reason": REASONS["review_fuzzy"].format(
+                          p=prob, agree=text)}],
+        ))
+    return out

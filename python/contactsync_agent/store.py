@@ -571,6 +571,17 @@ class Store:
         ).fetchall()
         return [(r[0], r[1], list(r[2:])) for r in rows]
 
+    def match_rows(self, where: str, params: Sequence[Any],
+                   columns: Sequence[str]) -> list[dict[str, Any]]:
+        """Live contacts as records for the matching engine ({"id": str, column: value})."""
+        cols = ", ".join(columns)
+        return [
+            {"id": str(r[0]), **dict(zip(columns, r[1:], strict=True))}
+            for r in self.conn.execute(
+                f"SELECT id, {cols} FROM contacts WHERE deleted_at IS NULL AND {where} "
+                "ORDER BY id", params)
+        ]
+
     def sync_count(self, source: str) -> int:
         return int(
             self.conn.execute(

@@ -44,6 +44,11 @@ class SyncOptions:
     # Field ownership ({field: source|local|locked}) and unique fields of the source.
     ownership: Mapping[str, str] = field(default_factory=dict)
     unique: tuple[str, ...] = ()
+    # Rule 5: fuzzy candidates above `review_threshold` become review items;
+    # `auto_link_threshold` (opt-in) links an unambiguous pair above it.
+    fuzzy: bool = True
+    review_threshold: float = 0.5
+    auto_link_threshold: float | None = None
 
 
 class _Run:
@@ -110,6 +115,17 @@ class _Run:
                 )
                 self.counts["review_items"] += 1
             self.decide(cid, a.external_id, a.kind, a.reason_code, a.reason)
+            return
+        if a.kind == "review":
+            assert a.contact_id is not None
+            for rv in a.reviews:
+                self.store.add_review_item(
+                    run_id=self.run_id, source=self.source, external_id=a.external_id or "",
+                    contact_id=a.contact_id, candidate_id=rv["candidate_id"], kind=rv["kind"],
+                    score=rv["score"], explanation=rv["explanation"], reason=rv["reason"],
+                    at=self.at,
+                )
+            self.decide(rv["candidate_id"], a.external_id, "review", a.reason_code, a.reason)
             return
         assert a.contact_id is not None
         if a.write or a.kind == "delete":
@@ -243,6 +259,8 @@ def run_sync(
                     if a.contact_id is not None:
                         touched.add(a.contact_id)
             _deletions(run, differ, deletes, options)
+            if options.fuzzy:
+                touched |= _fuzzy_candidates(run, first_new_id, options)
             for a in rules.explain_untouched(near, touched):
                 run.apply(a)
             # Organisation links and unique fields of what the run wrote (set-based).
@@ -274,14 +292,108 @@ def run_sync(
     )
 
 
+MATCH_COLUMNS = ("given_name", "family_name", "display_name", "organisation", "email",
+                 "phone", "mobile", "street", "city", "postcode", "date_of_birth")
+
+
+def _fuzzy_candidates(run: _Run, first_new_id: int, options: SyncOptions) -> set[int]:
+    """Rule 5 for the contacts this run created: matched against the local manual
+    contacts no source links (only when there are any), pairs above the review
+    threshold become review items (or, opted in, links). Returns touched ids."""
+    from contactsync_agent import matching  # the engine: only when there is work
+
+    store = run.store
+    local = store.match_rows("record_type = 'manual' AND external_id IS NULL", (), MATCH_COLUMNS)
+    if not local:
+        return set()
+    new = store.match_rows("id >= ? AND source = ? AND record_type = 'sync'",
+                           (first_new_id, run.source), (*MATCH_COLUMNS, "external_id"))
+    if not new:
+        return set()
+    cfg = matching.MatchConfig.contacts(threshold=options.review_threshold,
+                                        region=options.region)
+    if len(local) + len(new) < SMALL_MATCH:
+        cfg = _small_data_config(cfg)
+    result = matching.link(local, new, cfg)
+    pairs = [(int(p.left_id), int(p.right_id), p.probability,
+              {f: {"level": c.level, "weight": round(c.weight, 3)}
+               for f, c in p.explanation.items() if not c.level.startswith("missing")})
+             for p in result]
+    queued = set(store.conn.execute(
+        "SELECT contact_id, candidate_id FROM review_items WHERE status = 'open'"))
+    pairs = [p for p in pairs if (p[1], p[0]) not in queued]
+    new_external = {int(r["id"]): r["external_id"] for r in new}
+    touched: set[int] = set()
+    for a in rules.decide_fuzzy(pairs, new_external, store.rejected_pairs(run.source),
+                                auto_link_threshold=options.auto_link_threshold):
+        if a.kind == "auto_link":
+            assert a.record is not None and a.contact_id is not None
+            _auto_link(run, a.contact_id, a.record["new_id"], a)
+            touched.add(a.contact_id)
+        else:
+            run.apply(a)
+    return touched
+
+
+# Below this many records, random pairs are too few to estimate how often
+# non-matches agree (u), and EM has nothing to learn from: fixed values are used.
+SMALL_MATCH = 5000
+
+# u of the best agreement level (exact) per field of the contact defaults: how
+# often two different people agree exactly. Lower levels get a share each and
+# "different" the rest.
+SMALL_U_EXACT = {"given_name": 0.01, "family_name": 0.005, "organisation": 0.01,
+                 "email": 0.0001, "mobile": 0.0001, "phone": 0.0005, "street": 0.0005,
+                 "city": 0.05, "postcode": 0.01, "date_of_birth": 0.0005}
+
+
+def _small_data_config(cfg: Any) -> Any:
+    from dataclasses import replace
+
+    from contactsync_agent import matching
+
+    fields = []
+    for f in cfg.fields:
+        levels = matching.field_levels(f.type)[1:]  # without "missing"
+        exact = SMALL_U_EXACT.get(f.name, 0.01)
+        partial = [exact * 2] * (len(levels) - 2)
+        u = (1.0 - exact - sum(partial), *partial, exact)
+        fields.append(replace(f, u=u))
+    return replace(cfg, fields=tuple(fields), em=False)
+
+
+def _auto_link(run: _Run, local_id: int, new_id: int, a: Action) -> None:
+    """Opt-in rule 5: the manual contact takes over the record this run created
+    for it. The created contact was never committed, so it and its feed entry go."""
+    store = run.store
+    new = store.contact_row(new_id)
+    cur = store.contact_row(local_id)
+    assert new is not None and cur is not None
+    store.conn.execute("DELETE FROM changes WHERE contact_id = ? AND run_id = ?",
+                       (new_id, run.run_id))
+    store.conn.execute("DELETE FROM contacts WHERE id = ?", (new_id,))
+    run.touched.setdefault(new_id, new["external_id"])
+    diff = rules.field_diff(cur, new)
+    write = {f: new[f] for f in (*rules.FIELDS, "extra", "phone_e164", "mobile_e164", "hash")
+             if f in new}
+    write.update(record_type="sync", source=run.source, external_id=new["external_id"],
+                 source_hash=new["source_hash"])
+    feed = {"record_type": [cur["record_type"], "sync"], "source": [cur["source"], run.source],
+            "external_id": [cur["external_id"], new["external_id"]], **diff}
+    run.counts["created"] -= 1
+    run.apply(Action(kind="convert", counter="converted", reason_code=a.reason_code,
+                     reason=a.reason, contact_id=local_id, external_id=new["external_id"],
+                     write=write, feed=feed, op="convert"))
+
+
 def _save_links(run: _Run, differ: _core.Differ) -> None:
     """Brings the in-memory links up to date with what the run wrote and saves
     them as the source's snapshot, inside the run's transaction."""
     store = run.store
-    for cid, src, ext, source_hash, attention, deleted in store.link_rows(list(run.touched)):
-        before = run.touched[cid]
-        if before is not None:
+    for cid, before in run.touched.items():
+        if before is not None:  # re-added below if the contact still holds a link
             differ.remove_if(before, cid)
+    for cid, src, ext, source_hash, attention, deleted in store.link_rows(list(run.touched)):
         if src == run.source and ext is not None and deleted is None:
             differ.upsert(ext, cid, source_hash, int(attention))
     if os.environ.get(VERIFY_ENV):
