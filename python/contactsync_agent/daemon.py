@@ -570,6 +570,8 @@ class Daemon:
                     max_file_bytes=sc.max_file_bytes,
                     chunk_size=sc.chunk_size,
                     progress=self._progress,
+                    ownership=sc.ownership,
+                    unique=sc.unique,
                 )
         except StopRequested:
             log.info(
