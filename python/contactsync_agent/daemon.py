@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -92,6 +93,16 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose every file (the first, and each new one after a
+    rotation) is created owner-only, whatever the umask."""
+
+    def _open(self) -> TextIO:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def default_log_file(db_path: Path) -> Path:
     return db_path.with_name("contactsync-agent.log")
 
@@ -110,7 +121,7 @@ def setup_logging(cfg: AgentConfig, db_path: Path) -> Path:
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = PrivateRotatingFileHandler(
         path,
         maxBytes=cfg.daemon.log_max_bytes,
         backupCount=cfg.daemon.log_backups,
