@@ -11,10 +11,18 @@ use _core::sources::{Limits, Reader};
 fn main() {
     let path = std::env::args().nth(1).expect("FILE");
     let m: HashMap<String, String> = [
-        ("client id", "external_id"), ("first name", "given_name"), ("surname", "family_name"),
-        ("email address", "email"), ("phone", "phone"), ("mobile", "mobile"),
-        ("business name", "organisation"), ("address", "street"), ("suburb", "city"),
-        ("state", "region"), ("postcode", "postcode"), ("date of birth", "date_of_birth"),
+        ("client id", "external_id"),
+        ("first name", "given_name"),
+        ("surname", "family_name"),
+        ("email address", "email"),
+        ("phone", "phone"),
+        ("mobile", "mobile"),
+        ("business name", "organisation"),
+        ("address", "street"),
+        ("suburb", "city"),
+        ("state", "region"),
+        ("postcode", "postcode"),
+        ("date of birth", "date_of_birth"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -23,13 +31,23 @@ fn main() {
     let data = std::fs::read(&path).unwrap();
     println!("read file {:?}", t.elapsed());
     let t = Instant::now();
-    let mut r = Reader::open(data, "csv", Mapping::new(&m).unwrap(), Limits::default(), None, None).unwrap();
+    let mut r = Reader::open(
+        data,
+        "csv",
+        Mapping::new(&m).unwrap(),
+        Limits::default(),
+        None,
+        None,
+    )
+    .unwrap();
     println!("open {:?}", t.elapsed());
     let mut chunks = Vec::new();
     let t = Instant::now();
     loop {
         let c = r.next_chunk(50_000, None).unwrap();
-        if c.is_empty() { break; }
+        if c.is_empty() {
+            break;
+        }
         chunks.push(c);
     }
     println!("parse+build {:?}", t.elapsed());

@@ -133,7 +133,14 @@ impl Differ {
 
     /// Records a link made during the run (a created or converted contact);
     /// `raw` is the raw hash of the row it was made from (0: unknown).
-    pub fn upsert(&mut self, external_id: &str, local_id: i64, hash: Option<u64>, flags: u8, raw: u64) {
+    pub fn upsert(
+        &mut self,
+        external_id: &str,
+        local_id: i64,
+        hash: Option<u64>,
+        flags: u8,
+        raw: u64,
+    ) {
         let kx = key(external_id);
         let seen_line = self.new_seen.get(&kx).copied().unwrap_or(1);
         let entry = self.known.entry(kx).or_insert_with(|| Known {
@@ -339,7 +346,10 @@ impl IdentityIndex {
         if d.identity == 0 {
             return;
         }
-        self.full.entry(d.identity).or_default().push((contact_id, kind));
+        self.full
+            .entry(d.identity)
+            .or_default()
+            .push((contact_id, kind));
         if kind == 0 {
             for (i, h) in d.partial.iter().enumerate() {
                 self.partial[i].entry(*h).or_default().push(contact_id);
@@ -413,7 +423,11 @@ mod tests {
         assert_eq!(d.classify(&rec("A", 10, "")), Class::Duplicate(2));
         let mut c = rec("C", 11, "");
         c.hash = 0;
-        assert_eq!(d.classify(&c), Class::Changed(3), "attention flag forces a decision");
+        assert_eq!(
+            d.classify(&c),
+            Class::Changed(3),
+            "attention flag forces a decision"
+        );
         assert_eq!(d.absent(), vec![(4, "G".to_string())]);
     }
 

@@ -37,7 +37,9 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
         other if RELATIONS.contains(&other) => {
             Target::Relation(RELATIONS.iter().position(|r| *r == other).unwrap_or(0))
         }
-        other => Target::Field(field_index(other).ok_or_else(|| format!("unknown field {other:?}"))?),
+        other => {
+            Target::Field(field_index(other).ok_or_else(|| format!("unknown field {other:?}"))?)
+        }
     })
 }
 
@@ -169,7 +171,10 @@ mod tests {
         let m = mapping();
         let cols = ["ID", "name", "Fax"];
         let vals = ["A", " John  Smith", "123"];
-        let cells = cols.iter().zip(vals.iter()).map(|(c, v)| (m.resolve(c), *c, *v));
+        let cells = cols
+            .iter()
+            .zip(vals.iter())
+            .map(|(c, v)| (m.resolve(c), *c, *v));
         let r = build_record(2, cells).unwrap();
         assert_eq!(r.external_id, "A");
         assert_eq!(r.fields[F_GIVEN], "John");
@@ -200,7 +205,10 @@ mod tests {
         let m = Mapping::new(&t).unwrap();
         let cols = ["ID", "Org ID", "Job Title", "Fax"];
         let vals = ["A", " O-1 ", "Partner", ""];
-        let cells = cols.iter().zip(vals.iter()).map(|(c, v)| (m.resolve(c), *c, *v));
+        let cells = cols
+            .iter()
+            .zip(vals.iter())
+            .map(|(c, v)| (m.resolve(c), *c, *v));
         let r = build_record(2, cells).unwrap();
         assert_eq!(
             r.extra,

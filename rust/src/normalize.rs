@@ -94,15 +94,13 @@ fn region_info(region: &str) -> Option<&'static RegionInfo> {
     if let Some(found) = map.get(&key) {
         return *found;
     }
-    let info = phonenumber::metadata::DATABASE
-        .by_id(&key)
-        .map(|meta| {
-            let leaked: &'static RegionInfo = Box::leak(Box::new(RegionInfo {
-                country_code: meta.country_code(),
-                national_prefix: meta.national_prefix().map(str::to_string),
-            }));
-            leaked
-        });
+    let info = phonenumber::metadata::DATABASE.by_id(&key).map(|meta| {
+        let leaked: &'static RegionInfo = Box::leak(Box::new(RegionInfo {
+            country_code: meta.country_code(),
+            national_prefix: meta.national_prefix().map(str::to_string),
+        }));
+        leaked
+    });
     map.insert(key, info);
     info
 }
@@ -146,7 +144,10 @@ pub fn phone_full(value: &str, region: &str) -> String {
 const FAST_REGIONS: [&str; 1] = ["AU"];
 
 fn phone_fast(value: &str, region: &str) -> Option<String> {
-    if !FAST_REGIONS.iter().any(|r| r.eq_ignore_ascii_case(region.trim())) {
+    if !FAST_REGIONS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(region.trim()))
+    {
         return None;
     }
     let info = region_info(region)?;
@@ -226,7 +227,12 @@ mod tests {
 
     #[test]
     fn phones_au() {
-        for v in ["0400 000 001", "+61 400 000 001", "+61400000001", "0400-000-001"] {
+        for v in [
+            "0400 000 001",
+            "+61 400 000 001",
+            "+61400000001",
+            "0400-000-001",
+        ] {
             assert_eq!(phone_e164(v, "AU"), "+61400000001", "{v}");
         }
         assert_eq!(phone_e164("(02) 9123 4567", "AU"), "+61291234567");
@@ -246,7 +252,12 @@ mod tests {
                     format!("0{}-{}", n / 10_000, n % 10_000),
                     format!("+61 {} {} {}", n / 1_000_000, (n / 1000) % 1000, n % 1000),
                     format!("+61{n:09}"),
-                    format!("(0{}) {} {}", n / 100_000_000, (n / 10_000) % 10_000, n % 10_000),
+                    format!(
+                        "(0{}) {} {}",
+                        n / 100_000_000,
+                        (n / 10_000) % 10_000,
+                        n % 10_000
+                    ),
                     format!("+61 (0) {n:09}"),
                     format!("01831 {n:09}"),
                 ] {
@@ -264,7 +275,10 @@ mod tests {
     fn split_names() {
         assert_eq!(split_name("John Smith"), ("John".into(), "Smith".into()));
         assert_eq!(split_name("Smith, John"), ("John".into(), "Smith".into()));
-        assert_eq!(split_name("Mary Ann Smith"), ("Mary Ann".into(), "Smith".into()));
+        assert_eq!(
+            split_name("Mary Ann Smith"),
+            ("Mary Ann".into(), "Smith".into())
+        );
         assert_eq!(split_name("Cher"), ("".into(), "Cher".into()));
     }
 }

@@ -43,14 +43,23 @@ pub fn process(
             Err(e) => rejected.push(e),
         }
     }
-    records.par_iter_mut().filter(|r| r.built).for_each(|r| r.hash = record_hash(r));
+    records
+        .par_iter_mut()
+        .filter(|r| r.built)
+        .for_each(|r| r.hash = record_hash(r));
 
     let classes: Vec<Class> = {
         let mut d = differ.lock().unwrap_or_else(|e| e.into_inner());
         // Unbuilt rows were taken as unchanged (and marked seen) by the reader.
         records
             .iter()
-            .map(|r| if r.built { d.classify(r) } else { Class::Unchanged })
+            .map(|r| {
+                if r.built {
+                    d.classify(r)
+                } else {
+                    Class::Unchanged
+                }
+            })
             .collect()
     };
 
@@ -148,13 +157,46 @@ pub fn create_payload(r: &Record, source: &str) -> String {
     out
 }
 
+pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {
+    extra
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+pub fn extra_json(extra: &[(String, String)]) -> String {
+    if extra.is_empty() {
+        return "{}".to_string();
+    }
+    let mut out = String::with_capacity(
+        2 + extra
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>(),
+    );
+    out.push('{');
+    for (n, (k, v)) in extra.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    out.push('}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn extra_json_is_a_sorted_escaped_object() {
-        let extra = vec![("A \"x\"".to_string(), "1\n".to_string()), ("B".to_string(), "é".to_string())];
+        let extra = vec![
+            ("A \"x\"".to_string(), "1\n".to_string()),
+            ("B".to_string(), "é".to_string()),
+        ];
         let v: Value = serde_json::from_str(&extra_json(&extra)).unwrap();
         assert_eq!(v, serde_json::json!({"A \"x\"": "1\n", "B": "é"}));
         assert_eq!(extra_json(&[]), "{}");
@@ -176,29 +218,4 @@ mod tests {
                 "extra": [null, {"Fax": "1"}]})
         );
     }
-}
-
-pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {
-    extra
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect()
-}
-
-pub fn extra_json(extra: &[(String, String)]) -> String {
-    if extra.is_empty() {
-        return "{}".to_string();
-    }
-    let mut out = String::with_capacity(2 + extra.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>());
-    out.push('{');
-    for (n, (k, v)) in extra.iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        out.push_str(&serde_json::to_string(k).unwrap_or_default());
-        out.push(':');
-        out.push_str(&serde_json::to_string(v).unwrap_or_default());
-    }
-    out.push('}');
-    out
 }

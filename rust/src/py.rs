@@ -42,7 +42,11 @@ fn mapping_of(entries: HashMap<String, String>) -> PyResult<Mapping> {
 
 /// The canonical serialisation of one record (see README, "Content hash").
 #[pyfunction]
-fn canonical(py: Python<'_>, fields: Vec<String>, extra: Vec<(String, String)>) -> PyResult<Py<PyBytes>> {
+fn canonical(
+    py: Python<'_>,
+    fields: Vec<String>,
+    extra: Vec<(String, String)>,
+) -> PyResult<Py<PyBytes>> {
     let mut extra = extra;
     extra.sort();
     Ok(PyBytes::new(py, &canonical_bytes(&fields_vec(fields)?, &extra)).unbind())
@@ -90,6 +94,11 @@ fn derive_keys(fields: Vec<String>, region: &str) -> PyResult<(String, String, u
     Ok((d.phone_e164, d.mobile_e164, d.identity))
 }
 
+/// (external id, local id, signed hash, flags) of one link.
+type LinkEntry = (String, i64, Option<i64>, u8);
+/// An incoming record and the local contacts its identity keys hit (id, kind).
+type Claim<'py> = (Bound<'py, PyDict>, Vec<(i64, u8)>);
+
 // ---------------------------------------------------------------- Differ
 
 /// (external id -> local id, source hash) of one source's linked contacts.
@@ -119,9 +128,17 @@ impl Differ {
         if local_ids.len() != n || hashes.len() != n || flags.len() != n {
             return Err(PyValueError::new_err("load: columns differ in length"));
         }
-        let mut d = self.inner.lock().map_err(|_| PyRuntimeError::new_err("differ poisoned"))?;
+        let mut d = self
+            .inner
+            .lock()
+            .map_err(|_| PyRuntimeError::new_err("differ poisoned"))?;
         for (i, e) in external_ids.into_iter().enumerate() {
-            d.insert(e, local_ids[i], hashes[i].map(|h| h as u64), flags[i] & FLAG_ATTENTION);
+            d.insert(
+                e,
+                local_ids[i],
+                hashes[i].map(|h| h as u64),
+                flags[i] & FLAG_ATTENTION,
+            );
         }
         Ok(())
     }
@@ -147,9 +164,20 @@ impl Differ {
 
     /// Records a link the run made or changed.
     #[pyo3(signature = (external_id, local_id, hash, flags))]
-    fn upsert(&self, external_id: &str, local_id: i64, hash: Option<i64>, flags: u8) -> PyResult<()> {
-        self.lock()?
-            .upsert(external_id, local_id, hash.map(|h| h as u64), flags & FLAG_ATTENTION, 0);
+    fn upsert(
+        &self,
+        external_id: &str,
+        local_id: i64,
+        hash: Option<i64>,
+        flags: u8,
+    ) -> PyResult<()> {
+        self.lock()?.upsert(
+            external_id,
+            local_id,
+            hash.map(|h| h as u64),
+            flags & FLAG_ATTENTION,
+            0,
+        );
         Ok(())
     }
 
@@ -160,7 +188,7 @@ impl Differ {
     }
 
     /// Sorted (external id, local id, hash, flags) of every link, for checks.
-    fn entries(&self) -> PyResult<Vec<(String, i64, Option<i64>, u8)>> {
+    fn entries(&self) -> PyResult<Vec<LinkEntry>> {
         Ok(self
             .lock()?
             .entries()
@@ -229,7 +257,10 @@ impl IdentityIndex {
                 .map(|(id, kind, f)| (*id, *kind, derive(f, &region)))
                 .collect()
         });
-        let mut ix = self.inner.write().map_err(|_| PyRuntimeError::new_err("index poisoned"))?;
+        let mut ix = self
+            .inner
+            .write()
+            .map_err(|_| PyRuntimeError::new_err("index poisoned"))?;
         for (id, kind, d) in derived {
             ix.add(id, kind, &d);
         }
@@ -333,9 +364,9 @@ impl Batch {
         let mut cells: Vec<(String, String)> = Vec::new();
         for (i, obj) in records.iter().enumerate() {
             let line = first_line + i as u64;
-            let dict = obj.cast::<PyDict>().map_err(|_| {
-                PyValueError::new_err(format!("record {line} is not a mapping"))
-            })?;
+            let dict = obj
+                .cast::<PyDict>()
+                .map_err(|_| PyValueError::new_err(format!("record {line} is not a mapping")))?;
             cells.clear();
             for (k, v) in dict.iter() {
                 let key = k.str()?.to_string();
@@ -344,25 +375,33 @@ impl Batch {
                 } else if let Ok(s) = v.cast::<PyString>() {
                     s.to_string()
                 } else if v.is_instance_of::<pyo3::types::PyBool>() {
-                    if v.is_truthy()? { "true".into() } else { "false".into() }
+                    if v.is_truthy()? {
+                        "true".into()
+                    } else {
+                        "false".into()
+                    }
                 } else {
                     v.str()?.to_string()
                 };
                 cells.push((key, val));
             }
-            items.push(build_record(
-                line,
-                cells.iter().map(|(k, v)| (mapping.resolve(k), k.as_str(), v.as_str())),
-            )
-            .map_err(|reason| crate::sources::Rejected {
-                line,
-                reason,
-                raw: cells
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }));
+            items.push(
+                build_record(
+                    line,
+                    cells
+                        .iter()
+                        .map(|(k, v)| (mapping.resolve(k), k.as_str(), v.as_str())),
+                )
+                .map_err(|reason| crate::sources::Rejected {
+                    line,
+                    reason,
+                    raw: cells
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            );
         }
         let differ = differ.inner.clone();
         let ident = identity.map(|i| i.inner.clone());
@@ -397,7 +436,13 @@ impl Batch {
             let mut d = differ.lock()?;
             for (k, &i) in b.creates.iter().enumerate() {
                 let r = &b.records[i];
-                d.upsert(&r.external_id, base_id + k as i64, Some(r.hash), 0, r.raw_hash);
+                d.upsert(
+                    &r.external_id,
+                    base_id + k as i64,
+                    Some(r.hash),
+                    0,
+                    r.raw_hash,
+                );
             }
         }
         Ok(CreateRows {
@@ -411,7 +456,12 @@ impl Batch {
 
     /// Change-feed rows (contact id, payload JSON) of the plain creates, ids
     /// from `base_id` on; payloads are written in parallel without the GIL.
-    fn create_feed<'py>(&self, py: Python<'py>, base_id: i64, source: &str) -> PyResult<Bound<'py, PyList>> {
+    fn create_feed<'py>(
+        &self,
+        py: Python<'py>,
+        base_id: i64,
+        source: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
         let b = self.inner.clone();
         let src = source.to_string();
         let payloads: Vec<String> = py.detach(move || {
@@ -430,7 +480,13 @@ impl Batch {
 
     /// The plain creates' contacts rows as one list (faster for executemany
     /// than a row iterator); same columns as `creates`.
-    fn create_rows<'py>(&self, py: Python<'py>, base_id: i64, source: &str, differ: &Differ) -> PyResult<Bound<'py, PyList>> {
+    fn create_rows<'py>(
+        &self,
+        py: Python<'py>,
+        base_id: i64,
+        source: &str,
+        differ: &Differ,
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut it = self.creates(base_id, source, differ)?;
         let out = PyList::empty(py);
         while let Some(t) = it.__next__(py)? {
@@ -458,7 +514,7 @@ impl Batch {
     }
 
     /// [(record dict, [(contact id, kind)])]: identity-key hits (kind 0 manual, 1 external).
-    fn claims<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Bound<'py, PyDict>, Vec<(i64, u8)>)>> {
+    fn claims<'py>(&self, py: Python<'py>) -> PyResult<Vec<Claim<'py>>> {
         self.inner
             .claims
             .iter()
@@ -570,7 +626,11 @@ fn open_file(
     let delimiter = match delimiter {
         None => None,
         Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
-        Some(d) => return Err(PyValueError::new_err(format!("delimiter must be one byte, got {d:?}"))),
+        Some(d) => {
+            return Err(PyValueError::new_err(format!(
+                "delimiter must be one byte, got {d:?}"
+            )))
+        }
     };
     let limits = Limits {
         max_field_bytes,
@@ -579,10 +639,19 @@ fn open_file(
     let owned_path = path.to_string();
     let fmt = format.to_ascii_lowercase();
     let enc = encoding.map(str::to_string);
-    let opened = py.detach(move || -> Result<Result<Reader, SourceError>, std::io::Error> {
-        let data = std::fs::read(&owned_path)?;
-        Ok(Reader::open(data, &fmt, mapping, limits, enc.as_deref(), delimiter))
-    });
+    let opened = py.detach(
+        move || -> Result<Result<Reader, SourceError>, std::io::Error> {
+            let data = std::fs::read(&owned_path)?;
+            Ok(Reader::open(
+                data,
+                &fmt,
+                mapping,
+                limits,
+                enc.as_deref(),
+                delimiter,
+            ))
+        },
+    );
     let mut reader = match opened {
         Err(e) => return Err(PyOSError::new_err(format!("cannot read {path}: {e}"))),
         Ok(Err(e)) => return Err(source_error(py, path, e)),

@@ -128,7 +128,9 @@ pub fn sniff_delimiter(data: &[u8]) -> u8 {
                 n
             })
             .collect();
-        let Some(&first) = counts.first() else { continue };
+        let Some(&first) = counts.first() else {
+            continue;
+        };
         if first == 0 {
             continue;
         }
@@ -433,7 +435,8 @@ mod tests {
     }
 
     fn read_all(data: &[u8]) -> (CsvReader, Vec<Item>) {
-        let mut r = CsvReader::open(data.to_vec(), mapping(), Limits::default(), None, None).unwrap();
+        let mut r =
+            CsvReader::open(data.to_vec(), mapping(), Limits::default(), None, None).unwrap();
         let items = r.next_chunk(1000, None).unwrap();
         (r, items)
     }
@@ -490,7 +493,11 @@ mod tests {
         let mut data = "id,name\nA,Zoë\n".as_bytes().to_vec();
         data.extend_from_slice(b"B,\xff\n");
         let (_, items) = read_all(&data);
-        assert!(items[1].as_ref().unwrap_err().reason.contains("invalid UTF-8"));
+        assert!(items[1]
+            .as_ref()
+            .unwrap_err()
+            .reason
+            .contains("invalid UTF-8"));
     }
 
     #[test]
@@ -519,15 +526,33 @@ mod tests {
                 .collect(),
         )
         .unwrap();
-        let mut r2 = CsvReader::open(b"id,name\nA,John Smith\n".to_vec(), m2, Limits::default(), None, None).unwrap();
-        assert!(r2.next_chunk(10, Some(&d)).unwrap()[0].as_ref().unwrap().built);
+        let mut r2 = CsvReader::open(
+            b"id,name\nA,John Smith\n".to_vec(),
+            m2,
+            Limits::default(),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(
+            r2.next_chunk(10, Some(&d)).unwrap()[0]
+                .as_ref()
+                .unwrap()
+                .built
+        );
     }
 
     #[test]
     fn missing_id_column_refuses_file() {
-        let e = CsvReader::open(b"name\nx\n".to_vec(), mapping(), Limits::default(), None, None)
-            .err()
-            .unwrap();
+        let e = CsvReader::open(
+            b"name\nx\n".to_vec(),
+            mapping(),
+            Limits::default(),
+            None,
+            None,
+        )
+        .err()
+        .unwrap();
         assert!(e.message.contains("external_id"));
     }
 }

@@ -100,6 +100,10 @@ impl JsonReader {
         self.spans.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Item>, SourceError> {
         let end = (self.pos + n).min(self.spans.len());
         let mut out = Vec::with_capacity(end - self.pos);
@@ -107,7 +111,9 @@ impl JsonReader {
             let (s, e, line) = self.spans[i];
             let raw = String::from_utf8_lossy(&self.data[s..e]);
             out.push(match serde_json::from_str::<Value>(&raw) {
-                Ok(Value::Object(obj)) => object_record(line, &obj, &raw, &self.mapping, &self.limits),
+                Ok(Value::Object(obj)) => {
+                    object_record(line, &obj, &raw, &self.mapping, &self.limits)
+                }
                 Ok(other) => Err(Rejected {
                     line,
                     reason: format!("element {} is {}, not an object", i + 1, kind_of(&other)),
@@ -172,9 +178,17 @@ impl NdjsonReader {
                 continue;
             }
             out.push(match serde_json::from_str::<Value>(raw) {
-                Ok(Value::Object(obj)) => object_record(line, &obj, raw, &self.mapping, &self.limits),
-                Ok(other) => Err(reject(format!("line is {}, not an object", kind_of(&other)))),
-                Err(e) => Err(reject(format!("invalid JSON at column {}: {e}", e.column()))),
+                Ok(Value::Object(obj)) => {
+                    object_record(line, &obj, raw, &self.mapping, &self.limits)
+                }
+                Ok(other) => Err(reject(format!(
+                    "line is {}, not an object",
+                    kind_of(&other)
+                ))),
+                Err(e) => Err(reject(format!(
+                    "invalid JSON at column {}: {e}",
+                    e.column()
+                ))),
             });
         }
         Ok(out)
@@ -196,7 +210,8 @@ mod tests {
 
     #[test]
     fn json_elements_have_lines() {
-        let data = b"[\n {\"id\": \"A\", \"name\": \"John Smith\"},\n 42,\n {\"id\": 7}\n]".to_vec();
+        let data =
+            b"[\n {\"id\": \"A\", \"name\": \"John Smith\"},\n 42,\n {\"id\": 7}\n]".to_vec();
         let mut r = JsonReader::open(data, mapping(), Limits::default()).unwrap();
         let items = r.next_chunk(10).unwrap();
         assert_eq!(items.len(), 3);

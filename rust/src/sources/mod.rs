@@ -70,7 +70,9 @@ impl Reader {
             "csv" => Ok(Reader::Csv(csvfile::CsvReader::open(
                 data, mapping, limits, encoding, delimiter,
             )?)),
-            "json" => Ok(Reader::Json(jsonfile::JsonReader::open(data, mapping, limits)?)),
+            "json" => Ok(Reader::Json(jsonfile::JsonReader::open(
+                data, mapping, limits,
+            )?)),
             "ndjson" | "jsonl" => Ok(Reader::Ndjson(jsonfile::NdjsonReader::open(
                 data, mapping, limits,
             )?)),
