@@ -13,9 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exportgen import generate  # noqa: E402
-
-from contactsync_agent.mirror import Mirror  # noqa: E402
+from contactsync_agent.mirror import Mirror
+from exportgen import generate
 
 N = 20_000
 

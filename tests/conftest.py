@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import os
-
 import pytest
-
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.sync import VERIFY_ENV
 

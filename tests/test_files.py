@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from contactsync_agent.errors import SourceFormatError
 from contactsync_agent.mirror import Mirror
 

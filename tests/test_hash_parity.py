@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xxhash
-
 from contactsync_agent import _core
 from contactsync_agent.mapping import FIELDS
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from contactsync_agent.mirror import Mirror
+
 from tests.spec_tables import (
     EX1_EXISTING,
     EX1_INCOMING,

@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from contactsync_agent.errors import LockedError, SafetyLimitError
 from contactsync_agent.mirror import Mirror
 
