@@ -46,7 +46,6 @@ lint: setup
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
 
 format: setup
 	cargo fmt
