@@ -345,3 +345,21 @@ def test_match_result_csv_neutralises_formula_ids(tmp_path: Path) -> None:
         [row] = list(csv.DictReader(fh))
     assert {row["left_id"], row["right_id"]} == {"'=1+1", "'@SUM(A1)"}
     assert float(row["probability"]) > 0.5
+
+
+def test_csv_export_neutralises_formula_values(db: Path, tmp_path: Path) -> None:
+    run_cli("--db", str(db), "sync", "-s", "xpm", "--mode", "incremental",
+            str(HOSTILE / "formulas.csv"))
+    out = tmp_path / "export.csv"
+    o = run_cli("--db", str(db), "export", "--full", "--format", "csv", "--out", str(out))
+    assert_clean(o)
+    assert o.code == 0, o.stderr
+    with out.open(encoding="utf-8", newline="") as fh:
+        rows = {r["external_id"]: r for r in csv.DictReader(fh)}
+    for ext, value in FORMULAS.items():
+        assert rows[ext]["given_name"] == "'" + value
+    assert rows["F3"]["notes"] == "'=1+2"
+    assert rows["X1"]["given_name"] == "Given1"  # ordinary values untouched
+    # Only the agent's own numbers (hashes) may start with "-".
+    assert all(not v.startswith(csvsafe.TRIGGERS) or v.lstrip("-").isdigit()
+               for r in rows.values() for v in r.values())
