@@ -39,7 +39,7 @@ class SyncOptions:
     region: str = "AU"
     mass_delete_limit: float = 0.20
     allow_mass_delete: bool = False
-    chunk_size: int = 50_000
+    chunk_size: int = 25_000
     max_field_bytes: int = 1 << 20
     # Field ownership ({field: source|local|locked}) and unique fields of the source.
     ownership: Mapping[str, str] = field(default_factory=dict)

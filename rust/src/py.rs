@@ -658,7 +658,7 @@ fn open_file(
         Ok(Ok(r)) => r,
     };
     let info: HashMap<String, String> = reader.describe().into_iter().collect();
-    let (tx, rx) = sync_channel::<Msg>(2);
+    let (tx, rx) = sync_channel::<Msg>(1);
     let differ = differ.inner.clone();
     let ident = identity.map(|i| i.inner.clone());
     let region = region.to_string();
