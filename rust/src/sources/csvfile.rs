@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use super::{check_size, truncate_raw, Item, Limits, Rejected, SourceError};
+use super::{check_size, Item, Limits, Rejected, SourceError};
 use crate::mapping::{build_record, Mapping, Target};
 use crate::model::Record;
 use crate::normalize::clean;
@@ -233,13 +233,33 @@ impl CsvReader {
         })
     }
 
+    /// The row as text for quarantine, cut at `max_raw_bytes`: only that much
+    /// of the fields is ever copied (a 50 MB field is not, twice over).
     fn raw_text(&self, rec: &RowRef<'_>) -> String {
-        let sep = (self.delimiter as char).to_string();
-        let joined: Vec<String> = rec
-            .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect();
-        truncate_raw(&joined.join(&sep), self.limits.max_raw_bytes)
+        let max = self.limits.max_raw_bytes;
+        let mut total = 0usize;
+        let mut out = String::new();
+        for (i, f) in rec.iter().enumerate() {
+            if i > 0 {
+                total += 1;
+                if out.len() <= max {
+                    out.push(self.delimiter as char);
+                }
+            }
+            total += f.len();
+            if out.len() <= max {
+                let take = f.len().min(max + 4 - out.len());
+                out.push_str(&String::from_utf8_lossy(&f[..take]));
+            }
+        }
+        if total <= max {
+            return out;
+        }
+        let mut end = max.min(out.len());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… [{} bytes in all]", &out[..end], total)
     }
 
     /// Raw hash of a well-formed row and its cleaned external id.
@@ -463,6 +483,22 @@ mod tests {
         assert_eq!(bad.line, 3);
         assert!(bad.reason.contains("expected 2 fields, found 3"));
         assert!(items[2].is_ok());
+    }
+
+    #[test]
+    fn raw_text_of_a_huge_row_is_cut() {
+        let mut data = b"id,name\nA,John\nB,".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 100_000));
+        data.extend_from_slice(b",extra\n");
+        let (_, items) = read_all(&data);
+        let bad = items[1].as_ref().unwrap_err();
+        assert!(bad.raw.starts_with("B,xxx"), "{}", &bad.raw[..20]);
+        assert!(
+            bad.raw.ends_with("… [100008 bytes in all]"),
+            "{}",
+            &bad.raw[4090..]
+        );
+        assert!(bad.raw.len() < 4200);
     }
 
     #[test]
