@@ -121,7 +121,8 @@ def _feed_rows(con: sqlite3.Connection, sql: str) -> list[tuple]:
 
 def canonical_dump(db: Path) -> dict[str, str]:
     """A digest per table of everything a downstream app sees, timestamps and
-    run ids left out (a re-run after a kill has other ones)."""
+    run ids left out (a re-run after a kill has other ones), review scores
+    rounded to 9 places."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         cols = [r[1] for r in con.execute("PRAGMA table_info(contacts)")]
@@ -133,8 +134,10 @@ def canonical_dump(db: Path) -> dict[str, str]:
             "ORDER BY seq",
             "activities": "SELECT id, contact_id, source, external_id, kind, fields, reason, "
             "status FROM activities ORDER BY id",
+            # Scores to 9 places: the matching engine's EM training is not
+            # bit-reproducible (parallel float sums differ in the last ulp).
             "review_items": "SELECT id, source, external_id, contact_id, candidate_id, kind, "
-            "score, explanation, reason, status FROM review_items ORDER BY id",
+            "round(score, 9), explanation, reason, status FROM review_items ORDER BY id",
             "quarantine": "SELECT id, source, file, line, reason, raw FROM quarantine ORDER BY id",
             "meta": "SELECT key, value FROM meta WHERE key = 'contact_id_hwm'",
             "runs_ok": "SELECT source, mode, origin, origin_hash, records, created, converted, "
