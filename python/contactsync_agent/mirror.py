@@ -230,7 +230,7 @@ class Mirror(RelationsMixin):
                 f"{p}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
             )
         if size < 4096 and not p.read_bytes().removeprefix(b"\xef\xbb\xbf").strip():
-            raise SourceFormatError(str(p), 0, 0, f"the file is empty ({size} bytes, not even "
+            raise SourceFormatError(str(p), 1, 0, f"the file is empty ({size} bytes, not even "
                                     "a header line); an empty export is never applied")
         fmt = (format or format_for(p)).lower()
         if ownership is not None or unique is not None:
