@@ -134,7 +134,7 @@ ROW_CASES = [
 ]
 
 REFUSED_CASES = [
-    Case("empty.csv", mode="full", code=3, message=("line", "the file is empty")),
+    Case("empty.csv", mode="full", code=3, message=("line 1: the file is empty",)),
     Case("header_only.csv", mode="full", code=4,
          message=("has no records", "never wipes the mirror", "--allow-mass-delete")),
     Case("missing_external_id.csv", code=3,
