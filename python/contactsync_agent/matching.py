@@ -99,7 +99,7 @@ class MatchConfig:
     threshold: float = 0.5
     cluster_threshold: float | None = None
     max_block_size: int = 1000
-    u_sample_pairs: int = 1_000_000
+    u_sample_pairs: int = 1_000_000  # a cap: 3 random pairs per record, at least 300,000
     em: bool = True
     em_iterations: int = 25
     prior: float | None = None
