@@ -25,6 +25,11 @@ VECTORS = [
 
 
 def test_fields_order_is_the_documented_one() -> None:
+    # The order the README documents for the canonical serialisation.
+    assert FIELDS == (
+        "given_name", "family_name", "display_name", "organisation", "email", "phone",
+        "mobile", "street", "city", "region", "postcode", "country", "date_of_birth", "notes",
+    )
     assert tuple(_core.FIELDS) == FIELDS
 
 

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from contactsync_agent import _core
 from contactsync_agent.errors import ConfigError
 
-FIELDS: tuple[str, ...] = (
-    "given_name",
-    "family_name",
-    "display_name",
-    "organisation",
-    "email",
-    "phone",
-    "mobile",
-    "street",
-    "city",
-    "region",
-    "postcode",
-    "country",
-    "date_of_birth",
-    "notes",
-)
+#: The canonical mirrored fields, in the order of the canonical serialisation
+#: (defined once, in the Rust core: `rust/src/model.rs`).
+FIELDS: tuple[str, ...] = tuple(_core.FIELDS)
 
 #: Targets besides the canonical fields: the source's id, a full name to split,
 #: a delete marker, "keep in extra" and "drop".
