@@ -249,6 +249,8 @@ def _ago(now: datetime, text: str | None) -> str:
     age = _age(now, text)
     if age is None:
         return "—"
+    if -2 < age < 0:  # `now` has whole seconds, run times milliseconds
+        age = 0.0
     a = abs(age)
     span = (
         f"{a:.0f}s"
