@@ -11,12 +11,22 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
+from contactsync_agent.matching import MatchConfig, MatchResult, dedupe, link
+from contactsync_agent.mirror import Mirror
+from contactsync_agent.models import Contact, SyncReport
 
 __all__ = [
     "ConfigError",
+    "Contact",
     "ContactSyncError",
     "LockedError",
+    "MatchConfig",
+    "MatchResult",
+    "Mirror",
     "NotFoundError",
     "SafetyLimitError",
     "SourceFormatError",
+    "SyncReport",
+    "dedupe",
+    "link",
 ]
