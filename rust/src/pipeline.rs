@@ -4,7 +4,6 @@
 use std::sync::{Mutex, RwLock};
 
 use rayon::prelude::*;
-use serde_json::{Map, Value};
 
 use crate::diff::{derive_with, Class, Differ, IdentityIndex};
 use crate::hash::record_hash;
@@ -157,13 +156,6 @@ pub fn create_payload(r: &Record, source: &str) -> String {
     out
 }
 
-pub fn extra_object(extra: &[(String, String)]) -> Map<String, Value> {
-    extra
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect()
-}
-
 pub fn extra_json(extra: &[(String, String)]) -> String {
     if extra.is_empty() {
         return "{}".to_string();
@@ -190,6 +182,7 @@ pub fn extra_json(extra: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn extra_json_is_a_sorted_escaped_object() {

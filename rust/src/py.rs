@@ -297,54 +297,6 @@ pub struct Batch {
     inner: Arc<Processed>,
 }
 
-/// Contacts rows of a batch's plain creates, made one at a time as
-/// `executemany` asks for them (memory stays bounded by the batch).
-#[pyclass(module = "contactsync_agent._core")]
-pub struct CreateRows {
-    batch: Arc<Processed>,
-    base_id: i64,
-    source: String,
-    source_obj: Option<Py<PyString>>,
-    pos: usize,
-}
-
-#[pymethods]
-impl CreateRows {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __len__(&self) -> usize {
-        self.batch.creates.len() - self.pos
-    }
-
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        let b = &self.batch;
-        let Some(&i) = b.creates.get(self.pos) else {
-            return Ok(None);
-        };
-        let id = self.base_id + self.pos as i64;
-        self.pos += 1;
-        let r: &Record = &b.records[i];
-        let d = &b.derived[i];
-        let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(NFIELDS + 7);
-        vals.push(id.into_pyobject(py)?.into_any());
-        let src = self
-            .source_obj
-            .get_or_insert_with(|| PyString::new(py, &self.source).unbind());
-        vals.push(src.bind(py).clone().into_any());
-        vals.push(PyString::new(py, &r.external_id).into_any());
-        for f in r.fields.iter() {
-            vals.push(PyString::new(py, f).into_any());
-        }
-        vals.push(PyString::new(py, &d.extra_json).into_any());
-        vals.push(PyString::new(py, &d.phone_e164).into_any());
-        vals.push(PyString::new(py, &d.mobile_e164).into_any());
-        vals.push((r.hash as i64).into_pyobject(py)?.into_any());
-        Ok(Some(PyTuple::new(py, vals)?))
-    }
-}
-
 #[pymethods]
 impl Batch {
     /// Builds a batch from Python mappings (connectors, the API).
@@ -427,33 +379,6 @@ impl Batch {
         self.inner.creates.len()
     }
 
-    /// The plain creates as an iterator of contacts rows for `executemany`:
-    /// (id, source, external_id, 14 fields, extra, phone_e164, mobile_e164, hash),
-    /// ids from `base_id` on. Records the new links in `differ`.
-    fn creates(&self, base_id: i64, source: &str, differ: &Differ) -> PyResult<CreateRows> {
-        let b = &self.inner;
-        {
-            let mut d = differ.lock()?;
-            for (k, &i) in b.creates.iter().enumerate() {
-                let r = &b.records[i];
-                d.upsert(
-                    &r.external_id,
-                    base_id + k as i64,
-                    Some(r.hash),
-                    0,
-                    r.raw_hash,
-                );
-            }
-        }
-        Ok(CreateRows {
-            batch: self.inner.clone(),
-            base_id,
-            source: source.to_string(),
-            source_obj: None,
-            pos: 0,
-        })
-    }
-
     /// Change-feed rows (contact id, payload JSON) of the plain creates, ids
     /// from `base_id` on; payloads are written in parallel without the GIL.
     fn create_feed<'py>(
@@ -478,8 +403,9 @@ impl Batch {
         Ok(out)
     }
 
-    /// The plain creates' contacts rows as one list (faster for executemany
-    /// than a row iterator); same columns as `creates`.
+    /// The plain creates' contacts rows for `executemany`, as one list:
+    /// (id, source, external_id, 14 fields, extra, phone_e164, mobile_e164,
+    /// hash), ids from `base_id` on. Records the new links in `differ`.
     fn create_rows<'py>(
         &self,
         py: Python<'py>,
@@ -487,10 +413,37 @@ impl Batch {
         source: &str,
         differ: &Differ,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mut it = self.creates(base_id, source, differ)?;
+        let b = &self.inner;
+        {
+            let mut d = differ.lock()?;
+            for (k, &i) in b.creates.iter().enumerate() {
+                let r = &b.records[i];
+                d.upsert(
+                    &r.external_id,
+                    base_id + k as i64,
+                    Some(r.hash),
+                    0,
+                    r.raw_hash,
+                );
+            }
+        }
+        let src = PyString::new(py, source);
         let out = PyList::empty(py);
-        while let Some(t) = it.__next__(py)? {
-            out.append(t)?;
+        for (k, &i) in b.creates.iter().enumerate() {
+            let r: &Record = &b.records[i];
+            let d = &b.derived[i];
+            let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(NFIELDS + 7);
+            vals.push((base_id + k as i64).into_pyobject(py)?.into_any());
+            vals.push(src.clone().into_any());
+            vals.push(PyString::new(py, &r.external_id).into_any());
+            for f in r.fields.iter() {
+                vals.push(PyString::new(py, f).into_any());
+            }
+            vals.push(PyString::new(py, &d.extra_json).into_any());
+            vals.push(PyString::new(py, &d.phone_e164).into_any());
+            vals.push(PyString::new(py, &d.mobile_e164).into_any());
+            vals.push((r.hash as i64).into_pyobject(py)?.into_any());
+            out.append(PyTuple::new(py, vals)?)?;
         }
         Ok(out)
     }
@@ -528,15 +481,6 @@ impl Batch {
             .near
             .iter()
             .map(|(i, cid, f)| (*cid, *f, self.inner.records[*i].external_id.clone()))
-            .collect()
-    }
-
-    /// Record dicts of the plain creates (for fuzzy matching), in create order.
-    fn create_records<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        self.inner
-            .creates
-            .iter()
-            .map(|&i| record_dict(py, &self.inner, i))
             .collect()
     }
 
@@ -736,6 +680,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IdentityIndex>()?;
     m.add_class::<Batch>()?;
     m.add_class::<FileReader>()?;
-    m.add_class::<CreateRows>()?;
     Ok(())
 }
