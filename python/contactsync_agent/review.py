@@ -10,9 +10,8 @@ import json
 from typing import Any
 
 from contactsync_agent.errors import ContactSyncError, NotFoundError
-from contactsync_agent.mapping import FIELDS
 from contactsync_agent.models import ReviewItem
-from contactsync_agent.rules import REASONS, field_diff
+from contactsync_agent.rules import REASONS, take_over
 from contactsync_agent.store import Store, now_iso
 
 
@@ -54,15 +53,8 @@ def accept(store: Store, item_id: int) -> dict[str, Any]:
         store.conn.execute(
             "UPDATE OR IGNORE contact_references SET contact_id = ? WHERE contact_id = ?",
             (lid, cid))
-        diff = field_diff(local, created)
-        write: dict[str, Any] = {f: created[f] for f in (*FIELDS, "extra", "phone_e164",
-                                                         "mobile_e164", "hash", "source_hash")}
-        write.update(record_type="sync", source=created["source"],
-                     external_id=created["external_id"])
+        write, feed = take_over(local, created)
         store.update_contact(lid, write, at)
-        feed = {"record_type": [local["record_type"], "sync"],
-                "source": [local["source"], created["source"]],
-                "external_id": [local["external_id"], created["external_id"]], **diff}
         store.add_change(lid, None, "convert", feed, "converted_review",
                          REASONS["converted_review"].format(other=cid), at)
         store.conn.execute(

@@ -426,6 +426,22 @@ def decide_deletion(contact: Mapping[str, Any], refs: Sequence[str]) -> Action:
                   feed={})
 
 
+def take_over(local: Mapping[str, Any], created: Mapping[str, Any]
+              ) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """A local contact becomes the source record a run created a contact for
+    (an accepted review item, an opt-in automatic link): the columns to write on
+    it and the change-feed payload of its conversion."""
+    write: dict[str, Any] = {f: created[f] for f in (*FIELDS, "extra", "phone_e164",
+                                                     "mobile_e164", "hash", "source_hash")}
+    write.update(record_type="sync", source=created["source"],
+                 external_id=created["external_id"])
+    feed = {"record_type": [local["record_type"], "sync"],
+            "source": [local["source"], created["source"]],
+            "external_id": [local["external_id"], created["external_id"]],
+            **field_diff(local, created)}
+    return write, feed
+
+
 def decide_fuzzy(
     pairs: Sequence[tuple[int, int, float, dict[str, Any]]],
     new_external: Mapping[int, str],
@@ -458,7 +474,7 @@ def decide_fuzzy(
         if differ:
             text += "; " + ", ".join(differ) + " differ"
         out.append(Action(
-            kind="review", counter="review_items", reason_code="review_fuzzy",
+            kind="review", counter="", reason_code="review_fuzzy",
             reason=REASONS["review_fuzzy"].format(p=prob, agree=text), contact_id=new_id,
             external_id=ext,
             reviews=[{"candidate_id": local_id, "kind": "fuzzy", "score": prob,

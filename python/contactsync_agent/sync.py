@@ -101,32 +101,32 @@ class _Run:
         self.store.add_change(cid, self.run_id, "create", feed, code, reason, self.at)
         return cid
 
+    def queue_reviews(self, contact_id: int, a: Action) -> None:
+        """Review items pairing `contact_id` (made for the incoming record) with
+        each candidate of `a`."""
+        for rv in a.reviews:
+            self.store.add_review_item(
+                run_id=self.run_id, source=self.source, external_id=a.external_id or "",
+                contact_id=contact_id, candidate_id=rv["candidate_id"], kind=rv["kind"],
+                score=rv["score"], explanation=rv["explanation"], reason=rv["reason"],
+                at=self.at,
+            )
+            self.counts["review_items"] += 1
+
     def apply(self, a: Action) -> None:
         if a.counter:
             self.counts[a.counter] += 1
         if a.kind == "create":
             assert a.record is not None
             cid = self.create(a.record, a.reason_code, a.reason)
-            for rv in a.reviews:
-                self.store.add_review_item(
-                    run_id=self.run_id, source=self.source, external_id=a.external_id or "",
-                    contact_id=cid, candidate_id=rv["candidate_id"], kind=rv["kind"],
-                    score=rv["score"], explanation=rv["explanation"], reason=rv["reason"],
-                    at=self.at,
-                )
-                self.counts["review_items"] += 1
+            self.queue_reviews(cid, a)
             self.decide(cid, a.external_id, a.kind, a.reason_code, a.reason)
             return
         if a.kind == "review":
             assert a.contact_id is not None
-            for rv in a.reviews:
-                self.store.add_review_item(
-                    run_id=self.run_id, source=self.source, external_id=a.external_id or "",
-                    contact_id=a.contact_id, candidate_id=rv["candidate_id"], kind=rv["kind"],
-                    score=rv["score"], explanation=rv["explanation"], reason=rv["reason"],
-                    at=self.at,
-                )
-            self.decide(rv["candidate_id"], a.external_id, "review", a.reason_code, a.reason)
+            self.queue_reviews(a.contact_id, a)
+            self.decide(a.reviews[0]["candidate_id"], a.external_id, "review", a.reason_code,
+                        a.reason)
             return
         assert a.contact_id is not None
         if a.write or a.kind == "delete":
@@ -382,13 +382,7 @@ def _auto_link(run: _Run, local_id: int, new_id: int, a: Action) -> None:
                        (new_id, run.run_id))
     store.conn.execute("DELETE FROM contacts WHERE id = ?", (new_id,))
     run.touched.setdefault(new_id, new["external_id"])
-    diff = rules.field_diff(cur, new)
-    write = {f: new[f] for f in (*rules.FIELDS, "extra", "phone_e164", "mobile_e164", "hash")
-             if f in new}
-    write.update(record_type="sync", source=run.source, external_id=new["external_id"],
-                 source_hash=new["source_hash"])
-    feed = {"record_type": [cur["record_type"], "sync"], "source": [cur["source"], run.source],
-            "external_id": [cur["external_id"], new["external_id"]], **diff}
+    write, feed = rules.take_over(cur, new)
     run.counts["created"] -= 1
     run.apply(Action(kind="convert", counter="converted", reason_code=a.reason_code,
                      reason=a.reason, contact_id=local_id, external_id=new["external_id"],
