@@ -212,9 +212,29 @@ def test_v1_database_migrates(tmp_path: Path) -> None:
     con.execute("DELETE FROM changes WHERE seq = 3")  # the feed's high-water mark is 3
     con.close()
     with Mirror.open(db) as m:
-        assert m.store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert m.store.conn.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
         old = m.changes()
         assert [(c.seq, c.entity_type, c.entity_id) for c in old] == [
             (1, "contact", 1), (2, "contact", 1)]
         m.sync_organisations("xpm", ORGS[:1])
         assert m.changes()[-1].seq == 4  # seq never goes back
+
+
+def test_migration_3_drops_the_insert_trigger_and_inserts_still_drop_snapshots(
+        tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.sync("xpm", [{"external_id": "A", "name": "Ann Lee"}], mode="full")
+        triggers = {r[0] for r in m.store.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        assert "link_snapshot_insert" not in triggers
+        assert m.store.load_snapshot("xpm") is not None
+        m.add_contact(name="Left Behind", record_type="manual", source="xpm", external_id="B")
+        assert m.store.load_snapshot("xpm") is None  # the insert path dropped it
+        m.sync("xpm", [{"external_id": "C", "name": "Cy Dee"}], mode="incremental")
+        assert m.store.load_snapshot("xpm") is not None
+        m.sync("xpm", [{"external_id": "D", "name": "Di Eck"}], mode="incremental")
+        snap = m.store.load_snapshot("xpm")
+        assert snap is not None
+        n = m.store.conn.execute("SELECT entries FROM link_snapshots").fetchone()[0]
+        assert n == 4

@@ -92,6 +92,7 @@ def open_file(
     max_field_bytes: int = ...,
     encoding: str | None = None,
     delimiter: str | None = None,
+    source: str | None = None,
 ) -> FileReader: ...
 
 # --- matching (issue 3) ---

@@ -246,7 +246,7 @@ class Mirror(RelationsMixin):
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,
-                                    delimiter=delimiter)
+                                    delimiter=delimiter, source=source)
         try:
             return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
                                  origin=str(p), origin_hash=file_digest(p), progress=progress)

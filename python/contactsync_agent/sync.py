@@ -167,7 +167,7 @@ class _Run:
         if n:
             base = self.store.allocate_contact_ids(n)
             self.store.insert_created(
-                batch.create_rows(base, self.source, differ),
+                self.source, batch.create_rows(base, self.source, differ),
                 batch.create_feed(base, self.source), self.run_id, self.at, "created",
                 rules.REASONS["created"])
             self.counts["created"] += n
@@ -453,15 +453,16 @@ def dict_batches(
 
 def file_batches(
     path: str, fmt: str, mapping: dict[str, str], options: SyncOptions, *,
-    encoding: str | None = None, delimiter: str | None = None,
+    encoding: str | None = None, delimiter: str | None = None, source: str | None = None,
 ) -> Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]]:
-    """Batches read from an export file by the Rust reader thread."""
+    """Batches read from an export file by the Rust reader thread (which, given
+    the source, also writes the feed payloads of the creates)."""
 
     def gen(differ: _core.Differ, identity: _core.IdentityIndex | None) -> Iterator[_core.Batch]:
         yield from _core.open_file(
             path, fmt, mapping, differ, identity, region=options.region,
             chunk_size=options.chunk_size, max_field_bytes=options.max_field_bytes,
-            encoding=encoding, delimiter=delimiter,
+            encoding=encoding, delimiter=delimiter, source=source,
         )
 
     return gen

@@ -25,6 +25,11 @@ pub struct Processed {
     pub rejected: Vec<Rejected>,
     pub unchanged: usize,
     pub total: usize,
+    /// Change-feed payloads of the plain creates (in `creates` order), made on
+    /// the reader's cores when the source was known there; else empty.
+    pub create_payloads: Vec<String>,
+    /// The source the payloads were made for.
+    pub payload_source: Option<String>,
 }
 
 pub fn process(
@@ -32,6 +37,7 @@ pub fn process(
     differ: &Mutex<Differ>,
     identity: Option<&RwLock<IdentityIndex>>,
     region: &str,
+    source: Option<&str>,
 ) -> Processed {
     let total = items.len();
     let mut records = Vec::with_capacity(total);
@@ -119,6 +125,14 @@ pub fn process(
         }
     }
     rejected.sort_by_key(|r| r.line);
+    if let Some(src) = source {
+        out.create_payloads = out
+            .creates
+            .par_iter()
+            .map(|&i| create_payload(&records[i], src))
+            .collect();
+        out.payload_source = Some(src.to_string());
+    }
     out.records = records;
     out.derived = derived;
     out.rejected = rejected;

@@ -358,7 +358,7 @@ impl Batch {
         let differ = differ.inner.clone();
         let ident = identity.map(|i| i.inner.clone());
         let region = region.to_string();
-        let inner = py.detach(move || process(items, &differ, ident.as_deref(), &region));
+        let inner = py.detach(move || process(items, &differ, ident.as_deref(), &region, None));
         Ok(Batch {
             inner: Arc::new(inner),
         })
@@ -388,6 +388,15 @@ impl Batch {
         source: &str,
     ) -> PyResult<Bound<'py, PyList>> {
         let b = self.inner.clone();
+        if b.payload_source.as_deref() == Some(source) && b.create_payloads.len() == b.creates.len()
+        {
+            // Made on the reader's cores while the previous batch was written.
+            let out = PyList::empty(py);
+            for (k, p) in b.create_payloads.iter().enumerate() {
+                out.append((base_id + k as i64, p))?;
+            }
+            return Ok(out);
+        }
         let src = source.to_string();
         let payloads: Vec<String> = py.detach(move || {
             use rayon::prelude::*;
@@ -578,7 +587,7 @@ impl FileReader {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None))]
+#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None))]
 #[allow(clippy::too_many_arguments)]
 fn open_file(
     py: Python<'_>,
@@ -592,6 +601,7 @@ fn open_file(
     max_field_bytes: usize,
     encoding: Option<&str>,
     delimiter: Option<&str>,
+    source: Option<&str>,
 ) -> PyResult<FileReader> {
     let mapping = mapping_of(mapping)?;
     let delimiter = match delimiter {
@@ -634,6 +644,7 @@ fn open_file(
     let ident = identity.map(|i| i.inner.clone());
     let region = region.to_string();
     let chunk = chunk_size.max(1);
+    let src = source.map(str::to_string);
     std::thread::Builder::new()
         .name("contactsync-reader".into())
         .spawn(move || {
@@ -642,7 +653,8 @@ fn open_file(
                 match reader.next_chunk(chunk, Some(&differ)) {
                     Ok(items) if items.is_empty() => break,
                     Ok(items) => {
-                        let batch = process(items, &differ, ident.as_deref(), &region);
+                        let batch =
+                            process(items, &differ, ident.as_deref(), &region, src.as_deref());
                         if tx.send(Ok(batch)).is_err() {
                             break;
                         }
