@@ -148,9 +148,20 @@ _CANON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def entity_hash(spec: EntitySpec, values: Mapping[str, str], extra: Mapping[str, str]) -> int:
     """XXH3-64 (signed) over the canonical serialisation: compact JSON (UTF-8, no
     ASCII escaping) of [[field values in the spec's order], [[name, value] of the
-    extra columns sorted by name]]."""
-    canon = _CANON.encode([[values[f] for f in spec.fields], sorted(extra.items())])
-    return _signed(xxhash.xxh3_64_intdigest(canon.encode("utf-8", "surrogatepass")))
+    extra columns sorted by name]]. The core writes and hashes the bytes; text
+    it cannot take (a lone surrogate from a JSON file) is hashed here, over
+    `entity_canonical`, the same serialisation in Python (a test pins both)."""
+    vals = [values[f] for f in spec.fields]
+    try:
+        return _core.entity_hash(vals, list(extra.items()))
+    except UnicodeEncodeError:
+        return _signed(xxhash.xxh3_64_intdigest(entity_canonical(spec, values, extra)))
+
+
+def entity_canonical(spec: EntitySpec, values: Mapping[str, str],
+                     extra: Mapping[str, str]) -> bytes:
+    return _CANON.encode([[values[f] for f in spec.fields], sorted(extra.items())]).encode(
+        "utf-8", "surrogatepass")
 
 
 def _dump(value: Any) -> str:
@@ -167,13 +178,28 @@ class Incoming:
     hash: int
 
 
+_EXTRA, _IGNORE, _EXT, _DEL, _FLAG, _FIELD, _NOTES = range(7)
+
+
+def _as_text(raw: Any) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    return str(raw)
+
+
 def map_records(
     spec: EntitySpec, records: Iterable[Mapping[str, Any]], table: Mapping[str, str],
 ) -> tuple[list[Incoming], list[tuple[int, str, str]]]:
     """(mapped records, rejected (line, reason, raw)) — the first column for a target wins."""
     out: list[Incoming] = []
     rejected: list[tuple[int, str, str]] = []
-    plans: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    plans: dict[tuple[str, ...], list[tuple[Any, int, str]]] = {}
+    clean = _core.clean_value
+    hash_of = _core.entity_hash
+    fields = spec.fields
+    flags = spec.flags
     for line, rec in enumerate(records, start=1):
         keys = tuple(rec)
         plan = plans.get(keys)
@@ -185,40 +211,43 @@ def map_records(
                     if t in taken:
                         t = "extra"
                     taken.add(t)
-                plan.append((k, t))
+                code = {"extra": _EXTRA, "ignore": _IGNORE, "external_id": _EXT,
+                        "deleted": _DEL}.get(t)
+                if code is None:
+                    code = _FLAG if t in flags else _NOTES if t == "notes" else _FIELD
+                plan.append((k, code, t))
             plans[keys] = plan
-        values = dict.fromkeys(spec.fields, "")
+        values = dict.fromkeys(fields, "")
         extra: dict[str, str] = {}
         ext = ""
         deleted = False
         problem = ""
-        for k, t in plan:
+        for k, code, t in plan:
             raw = rec[k]
-            v = "" if raw is None else raw if isinstance(raw, str) else (
-                ("true" if raw else "false") if isinstance(raw, bool) else str(raw))
+            v = raw if type(raw) is str else _as_text(raw)
             if "\0" in v:
                 problem = f"NUL byte in column {k!r}"
                 break
-            if t == "extra":
+            if code == _FIELD:
+                values[t] = clean(v, False)
+            elif code == _EXTRA:
                 if v:
                     extra[str(k)] = v
-            elif t == "ignore":
-                continue
-            elif t == "external_id":
-                ext = _core.clean_value(v, False)
-            elif t == "deleted":
+            elif code == _EXT:
+                ext = clean(v, False)
+            elif code == _NOTES:
+                values[t] = clean(v, True)
+            elif code == _DEL:
                 deleted = v.strip().lower() in _TRUTHY
-            elif t in spec.flags:
+            elif code == _FLAG:
                 f = flag_value(v)
                 if f is None:
                     problem = f"{t}: {v!r} is not Y, N or NA"
                     break
                 values[t] = f
-            else:
-                values[t] = _core.clean_value(v, t == "notes")
         if not problem:
-            if spec.flags:
-                for f in spec.flags:
+            if flags:
+                for f in flags:
                     values[f] = values[f] or "N"
             missing = [f for f in spec.required if not values[f]]
             if missing and not (deleted and ext):
@@ -232,7 +261,11 @@ def map_records(
             raw_text = ", ".join(f"{k}={rec[k]}" for k in keys)
             rejected.append((line, problem, raw_text[:2000]))
             continue
-        out.append(Incoming(line, ext, values, extra, deleted, entity_hash(spec, values, extra)))
+        try:
+            h = hash_of([values[f] for f in fields], list(extra.items()))
+        except UnicodeEncodeError:
+            h = entity_hash(spec, values, extra)
+        out.append(Incoming(line, ext, values, extra, deleted, h))
     return out, rejected
 
 
@@ -373,13 +406,14 @@ def _apply(store: Store, spec: EntitySpec, source: str, plan: EntityPlan, run_id
     if plan.creates:
         base = store.allocate_ids(spec.table, len(plan.creates))
         cols = ("id", "source", "external_id", *spec.fields, "extra", "hash")
-        store.insert_entities(spec.table, cols, (
-            (base + k, source, r.external_id, *(r.values[f] for f in spec.fields),
-             _dump(r.extra), r.hash)
-            for k, r in enumerate(plan.creates)), at)
-        store.add_entity_changes(kind, (
-            (base + k, "create", _created_payload(spec, source, r))
-            for k, r in enumerate(plan.creates)), run_id, "created",
+        fields = spec.fields
+        dump = _JSON.encode
+        store.insert_entities(spec.table, cols, [
+            (base + k, source, r.external_id, *[r.values[f] for f in fields],
+             dump(r.extra) if r.extra else "{}", r.hash)
+            for k, r in enumerate(plan.creates)], at)
+        store.add_entity_create_changes(
+            spec.table, kind, spec.fields, base, len(plan.creates), run_id, "created",
             f"created: new {spec.label} in the source", at)
     if plan.restores:
         for eid, r in plan.restores:

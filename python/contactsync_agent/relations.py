@@ -26,10 +26,12 @@ ROLE_WORDS = {"bill_to": "bill-to", "sold_to": "sold-to", "ship_to": "ship-to",
 
 
 def after_contact_run(store: Store, source: str, run_id: int, at: str, first_new_id: int,
-                      touched: Sequence[int], unique: Sequence[str]) -> int:
-    """Called inside a contact run's transaction; returns the activities it raised."""
+                      touched: Sequence[int], unique: Sequence[str], *,
+                      linked_up_to: int = 0) -> int:
+    """Called inside a contact run's transaction; returns the activities it
+    raised. New contacts up to `linked_up_to` got their links when inserted."""
     changed = [cid for cid in touched if cid < first_new_id]
-    store.relink_contacts(source, first_new_id, changed, at)
+    store.relink_contacts(source, max(first_new_id, linked_up_to + 1), changed, at)
     if not unique:
         return 0
     return enforce_unique(store, source, run_id, at, first_new_id, changed, unique)

@@ -816,6 +816,28 @@ class Store:
             rows,
         )
 
+    def add_entity_create_changes(
+        self, table: str, entity_type: str, fields: Sequence[str], first_id: int, count: int,
+        run_id: int | None, reason_code: str, reason: str, at: str,
+    ) -> None:
+        """Feed entries of entities just inserted under ids first_id .. first_id +
+        count - 1, their payloads ({"source": [null, ...], "external_id": [null,
+        ...], every non-empty field, "extra" when there is one}) written by
+        SQLite from the rows in one statement (no payload passes through Python)."""
+        parts = ["'{\"source\":[null,' || json_quote(source) || "
+                 "'],\"external_id\":[null,' || json_quote(external_id) || ']'"]
+        for f in fields:
+            parts.append(f"CASE WHEN {f} != '' THEN ',\"{f}\":[null,' || json_quote({f}) "
+                         "|| ']' ELSE '' END")
+        parts.append("CASE WHEN extra != '{}' THEN ',\"extra\":[null,' || extra || ']' "
+                     "ELSE '' END || '}'")
+        self.conn.execute(
+            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at, "
+            f"entity_type, object_id) SELECT NULL, ?, 'create', {' || '.join(parts)}, ?, ?, ?, "
+            f"?, id FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id",
+            (run_id, reason_code, reason, at, entity_type, first_id, first_id + count - 1),
+        )
+
     def update_entity(self, table: str, entity_id: int, values: dict[str, Any], at: str) -> None:
         sets = ", ".join(f"{c} = ?" for c in values)
         self.conn.execute(f"UPDATE {table} SET {sets}, updated_at = ? WHERE id = ?",
@@ -832,6 +854,17 @@ class Store:
             "entity_type, object_id) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
             ((run_id, op, _FEED_JSON.encode(payload), reason_code, reason, at,
               entity_type, eid) for eid, op, payload in rows),
+        )
+
+    def insert_relations(self, source: str, rows: Iterable[tuple[int, str, str, str]],
+                         at: str) -> None:
+        """`contact_organisations` rows of newly created contacts, as the Rust
+        batch hands them over: (contact id, organisation ref, location ref, position)."""
+        self.conn.executemany(
+            "INSERT INTO contact_organisations (contact_id, source, organisation_ref, "
+            f"location_ref, position, updated_at) VALUES (?1, {sql_quote(source)}, ?2, ?3, "
+            f"?4, {sql_quote(at)})",
+            rows,
         )
 
     def relink_contacts(self, source: str, first_new_id: int, touched: Sequence[int],

@@ -70,6 +70,11 @@ class _Run:
         # contact id -> its external id before the run touched it (links to refresh)
         self.touched: dict[int, str | None] = {}
         self.created_links = False
+        # Bulk creates whose organisation links were written with them: ids
+        # first_new_id .. linked_up_to (a contiguous prefix; later ids, if any,
+        # are linked by the set-based pass after the stream).
+        self.first_new_id = store.peek_id_hwm("contacts") + 1
+        self.linked_up_to = self.first_new_id - 1
 
     def decide(self, contact_id: int | None, ext: str | None, action: str, code: str,
                reason: str) -> None:
@@ -170,6 +175,9 @@ class _Run:
                 self.source, batch.create_rows(base, self.source, differ),
                 batch.create_feed(base, self.source), self.run_id, self.at, "created",
                 rules.REASONS["created"])
+            if base == self.linked_up_to + 1:
+                self.store.insert_relations(self.source, batch.create_relations(base), self.at)
+                self.linked_up_to = base + n - 1
             self.counts["created"] += n
             self.created_links = True
             room = max(MAX_DECISIONS - len(self.decisions), 0)
@@ -237,10 +245,10 @@ def run_sync(
         store.checkpoint()
     started = time.monotonic()
     run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete)
-    run = _Run(store, source, mode, run_id, now_iso(), options.ownership)
     try:
         with store.transaction():
-            first_new_id = store.peek_id_hwm("contacts") + 1
+            run = _Run(store, source, mode, run_id, now_iso(), options.ownership)
+            first_new_id = run.first_new_id
             differ, from_snapshot = _load_differ(store, source)
             identity = _load_identity(store, source, options.region)
             claims: list[Any] = []
@@ -274,7 +282,8 @@ def run_sync(
                 run.apply(a)
             # Organisation links and unique fields of what the run wrote (set-based).
             run.counts["activities"] += relations.after_contact_run(
-                store, source, run_id, run.at, first_new_id, list(run.touched), options.unique)
+                store, source, run_id, run.at, first_new_id, list(run.touched), options.unique,
+                linked_up_to=run.linked_up_to)
             duration = int((time.monotonic() - started) * 1000)
             store.finish_run(run_id, "ok", run.counts, error=None, duration_ms=duration)
             if run.touched or run.created_links or not from_snapshot or differ.learned():

@@ -55,7 +55,7 @@ fn main() {
     let t = Instant::now();
     let mut n = 0;
     for c in chunks {
-        let p = process(c, &differ, None, "AU");
+        let p = process(c, &differ, None, "AU", None);
         n += p.creates.len();
     }
     println!("process (all new) {:?} {n}", t.elapsed());
