@@ -13,6 +13,7 @@ import queue
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -93,7 +94,10 @@ def run_command(command: str, payload: dict[str, Any], timeout: float) -> None:
         "CONTACTSYNC_ALERT_PREVIOUS": payload["previous"],
         "CONTACTSYNC_ALERT_SUMMARY": payload["summary"],
     }
-    args = shlex.split(command, posix=os.name != "nt")
+    # POSIX: split like a shell would (but run without one). Windows: the command
+    # line goes to CreateProcess unchanged, since each program parses its own and
+    # shlex's non-POSIX mode would keep the quotes of "C:\Program Files\...".
+    args: str | list[str] = command if sys.platform == "win32" else shlex.split(command)
     done = subprocess.run(
         args,
         input=json.dumps(payload).encode(),

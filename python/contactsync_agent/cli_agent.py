@@ -30,7 +30,8 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.pass_obj
     def daemon(obj: Any) -> None:
-        """Run the background agent until SIGTERM/SIGINT (SIGHUP re-reads the config).
+        """Run the background agent until SIGTERM/SIGINT (SIGHUP re-reads the config;
+        on Windows, Ctrl-C or Ctrl-Break stops it and a restart re-reads the config).
 
         Watches each enabled source's folder, syncs settled files one at a time,
         records a heartbeat and alerts on health changes. One per database.
@@ -115,9 +116,10 @@ def register(cli: click.Group) -> None:
     def _toggle(obj: Any, name: str, enabled: bool) -> None:
         path = _config_path(obj)
         write_source_enabled(path, name, enabled)
+        at_once = " (or at once on SIGHUP)" if sys.platform != "win32" else ""
         click.echo(
             f"source {name} {'enabled' if enabled else 'disabled'} in {path}; a running "
-            "agent picks this up within a minute (or at once on SIGHUP)"
+            f"agent picks this up within a minute{at_once}"
         )
 
     @source.command("enable")

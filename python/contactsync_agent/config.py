@@ -493,7 +493,8 @@ def write_example_config(path: str | os.PathLike[str], database: str | os.PathLi
     p.parent.mkdir(parents=True, exist_ok=True)
     text = example_config(database)
     parse_config(tomllib.loads(text), str(p))  # the example must always load
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_BINARY (Windows): the C runtime must not add a second CR to each CRLF line end.
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     return p

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import io
 import json
 import logging
 import logging.handlers
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -95,12 +95,19 @@ class RedactFilter(logging.Filter):
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A rotating log whose every file (the first, and each new one after a
-    rotation) is created owner-only, whatever the umask."""
+    rotation) is created owner-only, whatever the umask.
 
-    def _open(self) -> TextIO:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchmod(fd, 0o600)
-        return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+    On Windows the mode bits mean nothing (os.fchmod is missing before Python
+    3.13): the folder's ACL keeps the log private, and the file is opened in
+    binary mode so the C runtime does not turn each line end into CR CR LF.
+    """
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
+        fd = os.open(self.baseFilename, flags, 0o600)
+        if sys.platform != "win32":
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def default_log_file(db_path: Path) -> Path:
@@ -192,7 +199,8 @@ class _Hints(FileSystemEventHandler):
 
 
 class Daemon:
-    """Runs until SIGTERM/SIGINT; `run()` returns the process exit status."""
+    """Runs until SIGTERM/SIGINT (or SIGBREAK on Windows); `run()` returns the
+    process exit status. SIGHUP, where the platform has it, re-reads the config."""
 
     def __init__(self, config: AgentConfig, db_path: Path) -> None:
         self.config = config
@@ -209,6 +217,7 @@ class Daemon:
         self._rsock, self._wsock = socket.socketpair()
         for s in (self._rsock, self._wsock):
             s.setblocking(False)
+        self._old_wakeup_fd: int | None = None
         self._config_mtime = self._config_stamp()
         self._next_heartbeat = 0.0
         self._running_file: str | None = None
@@ -234,10 +243,31 @@ class Daemon:
         self._wake()
 
     def _install_signals(self) -> None:
-        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        """Stop on SIGTERM and SIGINT everywhere, on SIGBREAK (Ctrl-Break) where it
+        exists (Windows), reload on SIGHUP where it exists (not on Windows).
+
+        The wake-up socket is also the interpreter's signal wake-up fd. On
+        Windows a console event does not interrupt `select()` (there is no
+        EINTR) and the Python handler only runs once the main thread wakes, so
+        without it a Ctrl-C from a service wrapper would wait out the sleep.
+        """
+        for name in ("SIGTERM", "SIGINT", "SIGBREAK", "SIGHUP"):
             sig = getattr(signal, name, None)
             if sig is not None:
                 signal.signal(sig, self._on_signal)
+        try:
+            self._old_wakeup_fd = signal.set_wakeup_fd(
+                self._wsock.fileno(), warn_on_full_buffer=False
+            )
+        except (ValueError, OSError) as e:
+            log.warning("no signal wake-up fd (%s); a stop may wait for the next wake-up", e)
+
+    def _restore_wakeup_fd(self) -> None:
+        """Gives the wake-up fd back, before our socket closes and its number is reused."""
+        if self._old_wakeup_fd is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.set_wakeup_fd(self._old_wakeup_fd)
+            self._old_wakeup_fd = None
 
     def _sleep(self, seconds: float) -> None:
         if self._stop_signal or self._reload:
@@ -257,7 +287,11 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         _lower_priority(self.config.daemon.nice)
-        self.mirror = Mirror.open(self.db_path, region=self.config.default_region)
+        try:
+            self.mirror = Mirror.open(self.db_path, region=self.config.default_region)
+        except BaseException:
+            self._restore_wakeup_fd()
+            raise
         try:
             self.alerter = Alerter(self.config.alerts)
             self._write_start()
@@ -320,6 +354,7 @@ class Daemon:
                 log.error("could not record the stop in the database: %s", e)
             self.mirror.close()
         log.info("stopped%s", f" ({self._stop_signal})" if self._stop_signal else "")
+        self._restore_wakeup_fd()
         self._rsock.close()
         self._wsock.close()
 
@@ -899,8 +934,9 @@ class Daemon:
 
 
 def _lower_priority(nice: int) -> None:
-    """Raises the process's niceness to at least `nice` (never lowers it; POSIX only)."""
-    if os.name != "posix" or nice <= 0:
+    """Raises the process's niceness to at least `nice` (never lowers it; POSIX only:
+    Windows has no os.nice, and the agent there runs at the service's priority)."""
+    if sys.platform == "win32" or nice <= 0:
         return
     with contextlib.suppress(OSError):
         current = os.nice(0)

@@ -25,13 +25,15 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from contactsync_agent.errors import ContactSyncError
-from contactsync_agent.store import SCHEMA_VERSION, Store, WriterLock, now_iso
+from contactsync_agent.locking import WriterLock
+from contactsync_agent.store import SCHEMA_VERSION, Store, now_iso
 
 REQUIRED_TABLES = ("contacts", "changes", "runs", "meta")
 # Rows that belong to one contact and go with it when it is purged (schema 2:
@@ -172,7 +174,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    # Windows: os.fsync (FlushFileBuffers) needs a handle open for writing.
+    fd = os.open(path, os.O_RDWR if sys.platform == "win32" else os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
