@@ -7,7 +7,6 @@ transaction. It makes no decisions: the rules (`rules.py`) do.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
@@ -16,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from contactsync_agent.errors import ContactSyncError, LockedError
+from contactsync_agent.errors import ContactSyncError
+from contactsync_agent.locking import WriterLock
 from contactsync_agent.mapping import FIELDS
 
 SCHEMA_VERSION = 3
@@ -368,40 +368,6 @@ def _create_private_file(path: Path) -> None:
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
-
-
-class WriterLock:
-    """An exclusive flock on `<db>.lock` holding the owner's pid."""
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self.holder()
-            os.close(fd)
-            raise LockedError(str(self.path.with_suffix("")), holder) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def holder(self) -> int | None:
-        try:
-            text = self.path.read_text().strip()
-            return int(text) if text else None
-        except (OSError, ValueError):
-            return None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)
-            self._fd = None
 
 
 class Store:
