@@ -57,7 +57,8 @@ class RelationsMixin:
     # ------------------------------------------------------------ entity feeds
 
     def sync_entities(
-        self, kind: str, source: str, records: Iterable[Mapping[str, Any]], *,
+        self, kind: str, source: str,
+        records: Iterable[Mapping[str, Any]] | entities.CsvFile, *,
         mode: str = "full", mapping: Mapping[str, str] | None = None,
         allow_mass_delete: bool = False, mass_delete_limit: float | None = None,
         origin: str = "api",
@@ -92,7 +93,11 @@ class RelationsMixin:
         p = Path(path)
         if not p.is_file():
             raise ContactSyncError(f"{p}: no such file")
-        return self.sync_entities(kind, source, read_records(p, format), origin=str(p), **kw)
+        kind_of_file = (format or ENTITY_FORMATS.get(p.suffix.lower(), "")).lower()
+        # CSV is read, mapped and hashed by the core; JSON and NDJSON here.
+        records: Iterable[Mapping[str, Any]] | entities.CsvFile = (
+            entities.CsvFile(str(p)) if kind_of_file == "csv" else read_records(p, format))
+        return self.sync_entities(kind, source, records, origin=str(p), **kw)
 
     def organisations(self, source: str | None = None,
                       include_deleted: bool = False) -> list[dict[str, Any]]:

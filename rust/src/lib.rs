@@ -3,6 +3,7 @@
 //! Errors become Python exceptions; nothing may panic across this boundary.
 
 pub mod diff;
+pub mod entities;
 pub mod hash;
 pub mod mapping;
 pub mod matching;

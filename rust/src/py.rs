@@ -65,12 +65,59 @@ fn content_hash(fields: Vec<String>, extra: Vec<(String, String)>) -> PyResult<u
 /// of the extra columns sorted by name]]`, byte for byte what Python's
 /// `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes.
 #[pyfunction]
-fn entity_hash(values: Vec<String>, extra: Vec<(String, String)>) -> PyResult<i64> {
-    let mut extra = extra;
-    extra.sort();
-    let text = serde_json::to_string(&(values, extra))
-        .map_err(|e| PyValueError::new_err(format!("entity hash: {e}")))?;
-    Ok(xxhash_rust::xxh3::xxh3_64(text.as_bytes()) as i64)
+fn entity_hash(values: Vec<String>, extra: Vec<(String, String)>) -> i64 {
+    crate::entities::entity_hash(&values, &extra)
+}
+
+type EntityTuple = (u64, String, Vec<String>, Vec<(String, String)>, bool, i64);
+
+/// An organisation, location or customer-link CSV read, mapped, cleaned and
+/// hashed off the GIL: ([(line, external id, values, extra pairs, deleted,
+/// hash)], [(line, reason, raw)]).
+#[pyfunction]
+#[pyo3(signature = (path, table, fields, flags, required, customer_link, delimiter = None))]
+#[allow(clippy::too_many_arguments)]
+fn read_entity_csv(
+    py: Python<'_>,
+    path: &str,
+    table: HashMap<String, String>,
+    fields: Vec<String>,
+    flags: Vec<String>,
+    required: Vec<String>,
+    customer_link: bool,
+    delimiter: Option<&str>,
+) -> PyResult<(Vec<EntityTuple>, crate::entities::Rejects)> {
+    let delimiter = match delimiter {
+        None => None,
+        Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
+        Some(d) => {
+            return Err(PyValueError::new_err(format!(
+                "delimiter must be one byte, got {d:?}"
+            )))
+        }
+    };
+    let kind = crate::entities::EntityKind {
+        fields,
+        flags,
+        required,
+        customer_link,
+    };
+    let owned = path.to_string();
+    let got = py.detach(move || {
+        let data = std::fs::read(&owned)?;
+        Ok::<_, std::io::Error>(crate::entities::read_csv(data, &table, &kind, delimiter))
+    });
+    let (rows, rejected) = match got {
+        Err(e) => return Err(PyOSError::new_err(format!("cannot read {path}: {e}"))),
+        Ok(Err(e)) => return Err(source_error(py, path, e)),
+        Ok(Ok(r)) => r,
+    };
+    Ok((
+        rows.into_iter()
+            .map(|r| (r.line, r.external_id, r.values, r.extra, r.deleted, r.hash))
+            .collect(),
+        rejected,
+    ))
 }
 
 #[pyfunction]
@@ -716,6 +763,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical, m)?)?;
     m.add_function(wrap_pyfunction!(content_hash, m)?)?;
     m.add_function(wrap_pyfunction!(entity_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(read_entity_csv, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_name, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_email, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_phone, m)?)?;

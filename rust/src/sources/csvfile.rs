@@ -142,7 +142,7 @@ pub fn sniff_delimiter(data: &[u8]) -> u8 {
     best.0
 }
 
-fn decode(bytes: &[u8], enc: Encoding) -> Result<std::borrow::Cow<'_, str>, usize> {
+pub fn decode(bytes: &[u8], enc: Encoding) -> Result<std::borrow::Cow<'_, str>, usize> {
     match enc {
         Encoding::Utf8 => match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.into()),
