@@ -170,7 +170,7 @@ def _dump(value: Any) -> str:
     return _JSON.encode(value) if value else "{}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Incoming:
     line: int
     external_id: str
