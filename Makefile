@@ -46,6 +46,7 @@ lint: setup
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(BIN)/ruff check python tests benches
+	$(BIN)/mypy python/contactsync_agent
 
 format: setup
 	cargo fmt

@@ -186,7 +186,7 @@ def _source(name: str, data: dict[str, Any], path: str | None) -> SourceConfig:
                         path=path, key=f"{full}.{col}")
             src.mapping = dict(value)
         elif key == "mass_delete_limit":
-            v = _expect(value, int | float, full, path)
+            v = _expect(value, (int, float), full, path)
             if not 0 <= v <= 1:
                 raise ConfigError("must be a share between 0 and 1 (0.2 = 20 %)",
                                   path=path, key=full)
@@ -306,9 +306,9 @@ def parse_config(data: dict[str, Any], path: str | None = None) -> AgentConfig:
     for key, value in matching.items():
         full = f"matching.{key}"
         if key == "review_threshold":
-            cfg.review_threshold = float(_expect(value, int | float, full, path))
+            cfg.review_threshold = float(_expect(value, (int, float), full, path))
         elif key == "auto_link_threshold":
-            cfg.auto_link_threshold = float(_expect(value, int | float, full, path))
+            cfg.auto_link_threshold = float(_expect(value, (int, float), full, path))
         else:
             raise ConfigError("unknown setting", path=path, key=full)
     sources = _expect(data.get("sources", {}), dict, "sources", path)

@@ -27,6 +27,7 @@ from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.mirror_relations import RelationsMixin
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, Store, now_iso
+from contactsync_agent.sync import ProgressFn
 
 APP = "contactsync-agent"
 FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".json": "json", ".ndjson": "ndjson",
@@ -198,7 +199,7 @@ class Mirror(RelationsMixin):
         self, source: str, records: Iterable[Mapping[str, Any]], *, mode: str = "full",
         mapping: Mapping[str, str] | None = None, allow_mass_delete: bool = False,
         mass_delete_limit: float | None = None, chunk_size: int | None = None,
-        progress: sync.ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
+        progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
         unique: Sequence[str] | None = None,
     ) -> SyncReport:
         """Syncs records (mappings with an external id) from `source` in one run.
@@ -217,7 +218,7 @@ class Mirror(RelationsMixin):
         allow_mass_delete: bool = False, mass_delete_limit: float | None = None,
         encoding: str | None = None, delimiter: str | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, chunk_size: int | None = None,
-        progress: sync.ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
+        progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
         unique: Sequence[str] | None = None,
     ) -> SyncReport:
         """Syncs one export file (CSV, JSON or NDJSON) from `source` in one run."""
@@ -268,7 +269,8 @@ class Mirror(RelationsMixin):
     def contacts(self, *, include_deleted: bool = False, record_type: str | None = None,
                  source: str | None = None, limit: int | None = None,
                  offset: int = 0) -> list[Contact]:
-        where, params = ["1"], []
+        where: list[str] = ["1"]
+        params: list[Any] = []
         if not include_deleted:
             where.append("deleted_at IS NULL")
         if record_type:
@@ -321,7 +323,7 @@ class Mirror(RelationsMixin):
             sql += " WHERE status = ?"
             params.append(status)
         rows = self.store.conn.execute(sql + " ORDER BY id", params)
-        return [ReviewItem(*r[:8], json.loads(r[8]), *r[9:]) for r in rows]
+        return [ReviewItem.from_row(r) for r in rows]
 
     def review_accept(self, item_id: int) -> dict[str, Any]:
         """Accepts a review item: the local contact becomes the source's record."""

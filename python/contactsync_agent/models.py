@@ -6,6 +6,7 @@ Plain dataclasses built from database rows; no I/O here.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,13 @@ class ReviewItem:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> ReviewItem:
+        """From `SELECT id, run_id, source, external_id, contact_id, candidate_id,
+        kind, score, explanation, reason, status, created_at, decided_at`."""
+        return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9],
+                   r[10], r[11], r[12])
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ transaction each.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from contactsync_agent.errors import ContactSyncError, NotFoundError
@@ -23,7 +22,7 @@ def _open_item(store: Store, item_id: int) -> ReviewItem:
     ).fetchone()
     if row is None:
         raise NotFoundError(f"no review item with id {item_id}")
-    item = ReviewItem(*row[:8], json.loads(row[8]), *row[9:])
+    item = ReviewItem.from_row(row)
     if item.status != "open":
         raise ContactSyncError(f"review item {item_id} is already {item.status}")
     return item

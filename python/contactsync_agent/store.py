@@ -623,7 +623,7 @@ class Store:
     def link_rows(self, ids: Sequence[int]) -> list[tuple[int, str | None, str | None,
                                                           int | None, int, str | None]]:
         """(id, source, external id, source hash, attention, deleted_at) of contacts."""
-        out = []
+        out: list[tuple[int, str | None, str | None, int | None, int, str | None]] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
