@@ -358,3 +358,54 @@ def test_entity_csv_in_windows_1252_is_read(tmp_path: Path) -> None:
         r = m.sync_entity_file("organisation", "xpm", path)
         assert r.counts["created"] == 1
         assert m.organisations("xpm")[0]["name"] == "Société Générale"
+
+
+ORG_FILE = (
+    'ID,Name,Website,ABN,Deleted\n'
+    'O1,"Acme, ""The"" Co",https://a.example,12 345,\n'
+    'O2,Beta,,,\n'
+    'O1,Acme again,,,\n'          # a repeat: rejected, the first one wins
+    'O9,Gone,,,yes\n'             # a delete of an id the mirror never had
+    ',No id,,,\n'                 # unreadable: quarantined
+    'O3,Gamma Pty,,98 765,\n'
+)
+
+
+def test_first_entity_file_import_equals_the_general_path(tmp_path: Path) -> None:
+    """An entity CSV into an empty table takes the core's create-all path; the
+    same records through the general path must leave the same mirror."""
+    import json
+    import re
+
+    from contactsync_agent.mirror_relations import read_records
+
+    path = tmp_path / "orgs.csv"
+    path.write_text(ORG_FILE, encoding="utf-8")
+    cols = "id, source, external_id, name, website, email, phone, extra, hash, deleted_at"
+
+    def state(m: Mirror) -> tuple[object, ...]:
+        q = m.store.conn.execute
+        return (
+            q(f"SELECT {cols} FROM organisations ORDER BY id").fetchall(),
+            [(op, json.loads(f), code, reason, kind, oid) for op, f, code, reason, kind, oid in q(
+                "SELECT op, fields, reason_code, reason, entity_type, object_id FROM changes "
+                "ORDER BY seq")],
+            # the general path counts records, the file path names lines
+            [re.sub(r"line \d+", "line N", r) for (r,) in q(
+                "SELECT reason FROM quarantine ORDER BY id")],
+        )
+
+    with Mirror.open(tmp_path / "fast.db") as fast, Mirror.open(tmp_path / "slow.db") as slow:
+        r1 = fast.sync_entity_file("organisation", "xpm", path)
+        r2 = slow.sync_organisations("xpm", list(read_records(path)))
+        assert r1.counts == r2.counts
+        assert r1.counts["created"] == 3 and r1.counts["rejected"] == 2
+        assert r1.counts["records"] == 6
+        assert state(fast) == state(slow)
+        lines = {line for line, _ in r1.rejected}
+        assert lines == {4, 6}  # the file's lines (header is line 1)
+        # A second file goes through the general path: an update and a delete.
+        path.write_text("ID,Name,ABN\nO1,Acme Renamed,12 345\nO2,Beta,\n", encoding="utf-8")
+        r3 = fast.sync_entity_file("organisation", "xpm", path, allow_mass_delete=True)
+        assert (r3.counts["updated"], r3.counts["deleted"], r3.counts["unchanged"]) == (1, 1, 1)
+        assert [o["name"] for o in fast.organisations("xpm")] == ["Acme Renamed", "Beta"]

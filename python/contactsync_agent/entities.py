@@ -289,16 +289,21 @@ class CsvFile:
     path: str
 
 
-def map_csv(spec: EntitySpec, path: str, table: Mapping[str, str],
-            ) -> tuple[list[Incoming], list[tuple[int, str, str]]]:
-    """`map_records` for a CSV file, done by the core off the GIL and in
-    parallel (UTF-8 or Windows-1252, any delimiter). Lines are the file's."""
-    rows, rejected = _core.read_entity_csv(
+def read_csv(spec: EntitySpec, path: str, table: Mapping[str, str]) -> _core.EntityFile:
+    """A CSV file read, mapped, cleaned and hashed by the core, off the GIL and
+    in parallel (UTF-8 or Windows-1252, any delimiter); lines are the file's."""
+    return _core.read_entity_csv(
         path, dict(table), list(spec.fields), list(spec.flags), list(spec.required),
         spec.kind == "customer_link")
+
+
+def map_csv(spec: EntitySpec, path: str, table: Mapping[str, str],
+            ) -> tuple[list[Incoming], list[tuple[int, str, str]]]:
+    """`map_records` for a CSV file, by the core."""
+    f = read_csv(spec, path, table)
     fields = spec.fields
     return ([Incoming(line, ext, dict(zip(fields, values, strict=True)), dict(extra), deleted, h)
-             for line, ext, values, extra, deleted, h in rows], rejected)
+             for line, ext, values, extra, deleted, h in f.records()], f.rejected())
 
 
 @dataclass
@@ -392,11 +397,29 @@ def run_entities(
         # Tens of thousands of short-lived records without cycles: the cyclic
         # GC would only walk them again and again.
         with store.transaction(), _gc_paused():
+            index = store.entity_index(spec.table, source)
             if isinstance(records, CsvFile):
-                incoming, rejected = map_csv(spec, records.path, table)
+                f = read_csv(spec, records.path, table)
+                if not index:  # the first import: every record is new
+                    rejected = _create_all(store, spec, source, f, run_id, at, counts)
+                    counts["rejected"] = len(rejected)
+                    if rejected:
+                        rejected.sort()
+                        store.add_quarantine(rejected, run_id=run_id, source=source,
+                                             file=origin, at=at)
+                    duration = int((time.monotonic() - started) * 1000)
+                    store.finish_run(run_id, "ok", counts, error=None, duration_ms=duration)
+                    return SyncReport(run_id=run_id, source=source, mode=mode, counts=counts,
+                                      rejected=[(ln, r) for ln, r, _ in rejected[:1000]],
+                                      duration_s=time.monotonic() - started)
+                fields = spec.fields
+                incoming = [
+                    Incoming(line, ext, dict(zip(fields, values, strict=True)), dict(extra),
+                             deleted, h)
+                    for line, ext, values, extra, deleted, h in f.records()]
+                rejected = f.rejected()
             else:
                 incoming, rejected = map_records(spec, records, table)
-            index = store.entity_index(spec.table, source)
             plan = plan_entities(incoming, index, mode)
             rejected += plan.duplicates
             counts["records"] = len(incoming) + len(rejected) - len(plan.duplicates)
@@ -424,6 +447,25 @@ def run_entities(
     return SyncReport(run_id=run_id, source=source, mode=mode, counts=counts,
                       rejected=[(ln, r) for ln, r, _ in rejected[:1000]],
                       duration_s=time.monotonic() - started)
+
+
+def _create_all(store: Store, spec: EntitySpec, source: str, f: _core.EntityFile, run_id: int,
+                at: str, counts: dict[str, int]) -> list[tuple[int, str, str]]:
+    """A file into a table with no rows of the source: what `plan_entities`
+    and `_apply` do then (every record a create, repeats rejected, deletes of
+    unknown ids ignored), with the rows made by the core. Returns the rejected."""
+    n, duplicates, deleted = f.create_plan()
+    rejected = f.rejected()
+    counts["records"] = n + len(duplicates) + deleted + len(rejected)
+    if n:
+        base = store.allocate_ids(spec.table, n)
+        store.insert_entities(spec.table, ("id", "source", "external_id", *spec.fields,
+                                           "extra", "hash"), f.create_rows(base, source), at)
+        store.add_entity_create_changes(spec.table, spec.kind, spec.fields, base, n, run_id,
+                                        "created", f"created: new {spec.label} in the source",
+                                        at)
+    counts["created"] = n
+    return rejected + duplicates
 
 
 def _guard(spec: EntitySpec, source: str, mode: str, would: int, live: int, incoming: int,

@@ -284,6 +284,65 @@ fn map_row(
     })
 }
 
+/// `json.dumps(extra, ensure_ascii=False, sort_keys=True)` as the store
+/// writes an entity's `extra` ("{}" when empty).
+pub fn extra_json(extra: &[(String, String)]) -> String {
+    if extra.is_empty() {
+        return "{}".to_string();
+    }
+    let mut sorted: Vec<&(String, String)> = extra.iter().collect();
+    sorted.sort();
+    let mut out = String::from("{");
+    for (n, (k, v)) in sorted.into_iter().enumerate() {
+        if n > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push_str(": ");
+        out.push_str(&serde_json::to_string(v).unwrap_or_default());
+    }
+    out.push('}');
+    out
+}
+
+/// For an import into an empty table (every record is new): the rows to
+/// create in file order, with later repeats of an external id rejected as
+/// `entities.plan_entities` rejects them; deleted rows are only counted.
+pub struct Creates {
+    pub rows: Vec<usize>,
+    pub duplicates: Rejects,
+    pub deleted: usize,
+}
+
+pub fn plan_creates(rows: &[EntityRow]) -> Creates {
+    let mut seen: HashMap<&str, u64> = HashMap::with_capacity(rows.len());
+    let mut out = Creates {
+        rows: Vec::with_capacity(rows.len()),
+        duplicates: Vec::new(),
+        deleted: 0,
+    };
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(first) = seen.get(r.external_id.as_str()) {
+            out.duplicates.push((
+                r.line,
+                format!(
+                    "duplicate external id '{}' (first seen at line {first})",
+                    r.external_id
+                ),
+                String::new(),
+            ));
+            continue;
+        }
+        seen.insert(&r.external_id, r.line);
+        if r.deleted {
+            out.deleted += 1;
+        } else {
+            out.rows.push(i);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +385,32 @@ mod tests {
         assert_eq!(rej[0].1, "empty external id");
         assert_eq!(rej[1].0, 4);
         assert!(rej[1].1.contains("3 fields"));
+    }
+
+    #[test]
+    fn creates_skip_repeats_and_count_deletes() {
+        let data = b"ID,Name,Deleted\nO1,A,\nO2,B,yes\nO1,C,\nO3,D,\n".to_vec();
+        let mut t = table();
+        t.insert("deleted".into(), "deleted".into());
+        let (rows, _) = read_csv(data, &t, &org(), None).unwrap();
+        let c = plan_creates(&rows);
+        assert_eq!(c.rows, vec![0, 3]);
+        assert_eq!(c.deleted, 1);
+        assert_eq!(c.duplicates[0].0, 4);
+        assert_eq!(
+            c.duplicates[0].1,
+            "duplicate external id 'O1' (first seen at line 2)"
+        );
+    }
+
+    #[test]
+    fn extra_json_is_sorted_with_python_separators() {
+        let e = vec![
+            ("b".to_string(), "2".to_string()),
+            ("a\"".to_string(), "é".to_string()),
+        ];
+        assert_eq!(extra_json(&e), "{\"a\\\"\": \"é\", \"b\": \"2\"}");
+        assert_eq!(extra_json(&[]), "{}");
     }
 
     #[test]

@@ -71,9 +71,77 @@ fn entity_hash(values: Vec<String>, extra: Vec<(String, String)>) -> i64 {
 
 type EntityTuple = (u64, String, Vec<String>, Vec<(String, String)>, bool, i64);
 
-/// An organisation, location or customer-link CSV read, mapped, cleaned and
-/// hashed off the GIL: ([(line, external id, values, extra pairs, deleted,
-/// hash)], [(line, reason, raw)]).
+/// An organisation, location or customer-link CSV file read, mapped, cleaned
+/// and hashed off the GIL (`read_entity_csv`).
+#[pyclass(module = "contactsync_agent._core", frozen)]
+pub struct EntityFile {
+    rows: Vec<crate::entities::EntityRow>,
+    rejected: crate::entities::Rejects,
+    creates: crate::entities::Creates,
+}
+
+#[pymethods]
+impl EntityFile {
+    /// Rows that could not be read: [(line, reason, raw)].
+    fn rejected(&self) -> crate::entities::Rejects {
+        self.rejected.clone()
+    }
+
+    /// Every mapped row: [(line, external id, values, extra pairs, deleted, hash)].
+    fn records(&self) -> Vec<EntityTuple> {
+        self.rows
+            .iter()
+            .map(|r| {
+                (
+                    r.line,
+                    r.external_id.clone(),
+                    r.values.clone(),
+                    r.extra.clone(),
+                    r.deleted,
+                    r.hash,
+                )
+            })
+            .collect()
+    }
+
+    /// For a table without rows of this source: how many rows to create,
+    /// the repeats rejected ([(line, reason, raw)]) and the deleted rows.
+    fn create_plan(&self) -> (usize, crate::entities::Rejects, usize) {
+        (
+            self.creates.rows.len(),
+            self.creates.duplicates.clone(),
+            self.creates.deleted,
+        )
+    }
+
+    /// The rows to create as `insert_entities` takes them: (id, source,
+    /// external id, values..., extra JSON, hash), ids from `base_id` on.
+    fn create_rows<'py>(
+        &self,
+        py: Python<'py>,
+        base_id: i64,
+        source: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let src = PyString::new(py, source);
+        let out = PyList::empty(py);
+        for (k, &i) in self.creates.rows.iter().enumerate() {
+            let r = &self.rows[i];
+            let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(r.values.len() + 5);
+            vals.push((base_id + k as i64).into_pyobject(py)?.into_any());
+            vals.push(src.clone().into_any());
+            vals.push(PyString::new(py, &r.external_id).into_any());
+            for v in &r.values {
+                vals.push(PyString::new(py, v).into_any());
+            }
+            vals.push(PyString::new(py, &crate::entities::extra_json(&r.extra)).into_any());
+            vals.push(r.hash.into_pyobject(py)?.into_any());
+            out.append(PyTuple::new(py, vals)?)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Reads an entity CSV file (UTF-8 or Windows-1252, any delimiter).
 #[pyfunction]
 #[pyo3(signature = (path, table, fields, flags, required, customer_link, delimiter = None))]
 #[allow(clippy::too_many_arguments)]
@@ -86,7 +154,7 @@ fn read_entity_csv(
     required: Vec<String>,
     customer_link: bool,
     delimiter: Option<&str>,
-) -> PyResult<(Vec<EntityTuple>, crate::entities::Rejects)> {
+) -> PyResult<EntityFile> {
     let delimiter = match delimiter {
         None => None,
         Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
@@ -105,19 +173,22 @@ fn read_entity_csv(
     let owned = path.to_string();
     let got = py.detach(move || {
         let data = std::fs::read(&owned)?;
-        Ok::<_, std::io::Error>(crate::entities::read_csv(data, &table, &kind, delimiter))
+        Ok::<_, std::io::Error>(
+            crate::entities::read_csv(data, &table, &kind, delimiter).map(|(rows, rejected)| {
+                let creates = crate::entities::plan_creates(&rows);
+                EntityFile {
+                    rows,
+                    rejected,
+                    creates,
+                }
+            }),
+        )
     });
-    let (rows, rejected) = match got {
-        Err(e) => return Err(PyOSError::new_err(format!("cannot read {path}: {e}"))),
-        Ok(Err(e)) => return Err(source_error(py, path, e)),
-        Ok(Ok(r)) => r,
-    };
-    Ok((
-        rows.into_iter()
-            .map(|r| (r.line, r.external_id, r.values, r.extra, r.deleted, r.hash))
-            .collect(),
-        rejected,
-    ))
+    match got {
+        Err(e) => Err(PyOSError::new_err(format!("cannot read {path}: {e}"))),
+        Ok(Err(e)) => Err(source_error(py, path, e)),
+        Ok(Ok(f)) => Ok(f),
+    }
 }
 
 #[pyfunction]
@@ -775,5 +846,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IdentityIndex>()?;
     m.add_class::<Batch>()?;
     m.add_class::<FileReader>()?;
+    m.add_class::<EntityFile>()?;
     Ok(())
 }
