@@ -409,3 +409,61 @@ def test_first_entity_file_import_equals_the_general_path(tmp_path: Path) -> Non
         r3 = fast.sync_entity_file("organisation", "xpm", path, allow_mass_delete=True)
         assert (r3.counts["updated"], r3.counts["deleted"], r3.counts["unchanged"]) == (1, 1, 1)
         assert [o["name"] for o in fast.organisations("xpm")] == ["Acme Renamed", "Beta"]
+
+
+def test_a_position_without_organisation_or_location_is_no_link(mirror: Mirror) -> None:
+    mirror.sync("xpm", [{"id": "A", "name": "Ann Lee", "Position": "CEO"},
+                        {"id": "B", "name": "Bo Li", "Company ID": "CO1", "Position": "Clerk"}],
+                mapping=MAP)
+    rows = mirror.store.conn.execute(
+        "SELECT organisation_ref, location_ref, position FROM contact_organisations").fetchall()
+    assert rows == [("CO1", "", "Clerk")]
+    with pytest.raises(LookupError), mirror.store.transaction():  # the set-based pass agrees
+        mirror.store.conn.execute("DELETE FROM contact_organisations")
+        mirror.store.relink_contacts("xpm", 1, [], "t")
+        assert mirror.store.conn.execute(
+            "SELECT organisation_ref, location_ref, position FROM contact_organisations"
+        ).fetchall() == rows
+        raise LookupError
+
+
+def test_entity_csv_lines_with_crlf_blank_lines_and_a_trailing_delimiter(
+        tmp_path: Path) -> None:
+    path = tmp_path / "orgs.csv"
+    path.write_bytes(b"ID,Name\r\nO1,A\r\nO2,B,\r\n\r\n,NoId\r\nO1,Again\r\nO3,C,extra\r\n")
+    with Mirror.open(tmp_path / "m.db") as m:
+        r = m.sync_entity_file("organisation", "xpm", path)
+        assert r.counts["created"] == 2  # O2's empty trailing cell loses nothing
+        assert r.rejected == [
+            (5, "empty external id"),
+            (6, "duplicate external id 'O1' (first seen at line 2)"),
+            (7, "3 fields where the header has 2 (is a ',' inside a value not quoted?)")]
+
+
+def test_entity_messages_quote_like_python(tmp_path: Path) -> None:
+    from contactsync_agent import entities
+    from contactsync_agent.mirror_relations import read_records
+
+    path = tmp_path / "links.csv"
+    path.write_text("Link ID,Contact ID,Customer,Bill To\nL'1,P1,C1,Y\nL'1,P2,C1,Y\n"
+                    "L2,P3,C2,it's\n", encoding="utf-8")
+    spec = entities.CUSTOMER_LINK
+    table = entities.build_table(spec, None, "t")
+    py_rows, py_rej = entities.map_records(spec, read_records(path), table)
+    py_dups = entities.plan_entities(py_rows, {}, "full").duplicates
+    f = entities.read_csv(spec, str(path), table)
+    assert [why for _, why, _ in f.rejected()] == [why for _, why, _ in py_rej]
+    rs_dups = f.create_plan()[1]
+    assert [why.replace("line 2", "line N") for _, why, _ in rs_dups] == [
+        why.replace("line 1", "line N") for _, why, _ in py_dups]
+
+
+def test_entity_reader_refuses_flags_that_are_not_fields(tmp_path: Path) -> None:
+    from contactsync_agent import _core
+    from contactsync_agent.errors import ContactSyncError
+
+    path = tmp_path / "x.csv"
+    path.write_text("ID\nA\n", encoding="utf-8")
+    with pytest.raises((ValueError, ContactSyncError), match="not one of the fields"):
+        _core.read_entity_csv(str(path), {"id": "external_id"}, ["name"], ["bill_to"], [],
+                              False)

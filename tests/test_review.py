@@ -106,6 +106,17 @@ def test_automatic_link_is_opt_in(tmp_path: Path) -> None:
         assert m.sync("xpm", [INCOMING]).counts["unchanged"] == 1
 
 
+def test_automatic_link_leaves_no_organisation_link_of_the_dropped_contact(
+        tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    local = seed(db)
+    with Mirror.open(db, auto_link_threshold=0.5) as m:
+        m.sync("xpm", [{**INCOMING, "organisation_ref": "O1"}])
+        links = m.store.conn.execute(
+            "SELECT contact_id, organisation_ref FROM contact_organisations").fetchall()
+        assert links == [(local, "O1")]  # the taken-over contact's, no orphan
+
+
 def test_duplicates_command_finds_clusters(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     with Mirror.open(db) as m:

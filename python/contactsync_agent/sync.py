@@ -390,6 +390,9 @@ def _auto_link(run: _Run, local_id: int, new_id: int, a: Action) -> None:
     store.conn.execute("DELETE FROM changes WHERE contact_id = ? AND run_id = ?",
                        (new_id, run.run_id))
     store.conn.execute("DELETE FROM contacts WHERE id = ?", (new_id,))
+    # Its organisation link was written with it; the local contact gets its own
+    # from the taken-over values (it is touched).
+    store.conn.execute("DELETE FROM contact_organisations WHERE contact_id = ?", (new_id,))
     run.touched.setdefault(new_id, new["external_id"])
     write, feed = rules.take_over(cur, new)
     run.counts["created"] -= 1

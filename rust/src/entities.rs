@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::normalize::clean;
-use crate::sources::csvfile::{decode, detect_encoding, sniff_delimiter, Encoding};
+use crate::sources::csvfile::{decode, detect_encoding, line_at, sniff_delimiter, Encoding};
 use crate::sources::SourceError;
 
 /// How one kind of entity is mapped (from `entities.EntitySpec`).
@@ -66,6 +66,40 @@ pub fn entity_hash(values: &[String], extra: &[(String, String)]) -> i64 {
 
 pub type Rejects = Vec<(u64, String, String)>;
 
+/// The largest value one cell may hold (as for contacts: `Limits::default`).
+pub const MAX_FIELD_BYTES: usize = 1 << 20;
+
+/// A string as Python's `repr` quotes it (for messages that must read the
+/// same from either reader): single quotes unless the text holds one and no
+/// double quote; backslashes and the chosen quote escaped.
+pub fn py_repr(s: &str) -> String {
+    let q = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(q);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == q => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(q);
+    out
+}
+
 /// Reads a whole entity CSV: (rows, rejected (line, reason, raw)). `table`
 /// maps lower-cased headings to targets; a heading not in it goes to extra.
 pub fn read_csv(
@@ -74,6 +108,18 @@ pub fn read_csv(
     kind: &EntityKind,
     delimiter: Option<u8>,
 ) -> Result<(Vec<EntityRow>, Rejects), SourceError> {
+    if let Some(f) = kind
+        .flags
+        .iter()
+        .chain(&kind.required)
+        .find(|f| !kind.fields.contains(f))
+    {
+        return Err(SourceError::new(
+            0,
+            0,
+            format!("{f:?} is not one of the fields {:?}", kind.fields),
+        ));
+    }
     if data.starts_with(b"\xEF\xBB\xBF") {
         data.drain(..3);
     }
@@ -101,16 +147,21 @@ pub fn read_csv(
     let cols = plan(&header, table, kind);
     let mut raw: Vec<(u64, csv::ByteRecord)> = Vec::new();
     loop {
-        let line = rdr.position().line();
         match rdr.read_byte_record(&mut rec) {
             Ok(false) => break,
-            Ok(true) => raw.push((line, rec.clone())),
+            // A blank line is no record (as a mapping reader skips it).
+            Ok(true) if rec.len() == 1 && rec[0].is_empty() => {}
+            Ok(true) => {
+                let line = rec.position().map(|p| line_at(&data, p)).unwrap_or(0);
+                raw.push((line, rec.clone()));
+            }
             Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
                 return Err(SourceError::new(
                     line,
                     0,
                     format!("cannot split the file into rows: {e}"),
-                ))
+                ));
             }
         }
     }
@@ -162,7 +213,7 @@ fn plan(header: &[String], table: &HashMap<String, String>, kind: &EntityKind) -
         .collect()
 }
 
-fn raw_text(header: &[String], r: &csv::ByteRecord) -> String {
+fn raw_text(header: &[String], r: &csv::ByteRecord, enc: Encoding) -> String {
     let mut out = String::new();
     for (i, f) in r.iter().enumerate() {
         if i > 0 {
@@ -171,7 +222,10 @@ fn raw_text(header: &[String], r: &csv::ByteRecord) -> String {
         let name = header.get(i).map(String::as_str).unwrap_or("?");
         out.push_str(name);
         out.push('=');
-        out.push_str(&String::from_utf8_lossy(f));
+        match decode(f, enc) {
+            Ok(v) => out.push_str(&v),
+            Err(_) => out.push_str(&String::from_utf8_lossy(f)),
+        }
         if out.len() > 2000 {
             break;
         }
@@ -193,8 +247,10 @@ fn map_row(
     enc: Encoding,
     delim: u8,
 ) -> Result<EntityRow, (u64, String, String)> {
-    let reject = |why: String| (line, why, raw_text(header, r));
-    if r.len() > header.len() {
+    let reject = |why: String| (line, why, raw_text(header, r, enc));
+    // Cells past the header are an error only when they hold something (a
+    // trailing delimiter is common in exports and loses nothing).
+    if r.iter().skip(header.len()).any(|f| !f.is_empty()) {
         return Err(reject(format!(
             "{} fields where the header has {} (is a {:?} inside a value not quoted?)",
             r.len(),
@@ -210,8 +266,18 @@ fn map_row(
         let bytes = r.get(i).unwrap_or(b"");
         let v = decode(bytes, enc)
             .map_err(|_| reject(format!("column '{}' is not valid UTF-8", header[i])))?;
+        if v.len() > MAX_FIELD_BYTES {
+            return Err(reject(format!(
+                "column '{}' holds {} bytes (more than {MAX_FIELD_BYTES})",
+                header[i],
+                v.len()
+            )));
+        }
         if v.contains('\0') {
-            return Err(reject(format!("NUL byte in column '{}'", header[i])));
+            return Err(reject(format!(
+                "NUL byte in column {}",
+                py_repr(&header[i])
+            )));
         }
         match *col {
             Col::Field(k, multiline) => values[k] = clean(&v, multiline),
@@ -230,8 +296,9 @@ fn map_row(
                 Some(f) => values[k] = f.to_string(),
                 None => {
                     return Err(reject(format!(
-                        "{}: '{}' is not Y, N or NA",
-                        kind.fields[k], v
+                        "{}: {} is not Y, N or NA",
+                        kind.fields[k],
+                        py_repr(&v)
                     )))
                 }
             },
@@ -326,8 +393,8 @@ pub fn plan_creates(rows: &[EntityRow]) -> Creates {
             out.duplicates.push((
                 r.line,
                 format!(
-                    "duplicate external id '{}' (first seen at line {first})",
-                    r.external_id
+                    "duplicate external id {} (first seen at line {first})",
+                    py_repr(&r.external_id)
                 ),
                 String::new(),
             ));

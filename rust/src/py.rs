@@ -589,7 +589,7 @@ impl Batch {
     }
 
     /// (local id, organisation_ref, location_ref, position) of the plain creates
-    /// that carry any relation key, ids from `base_id` on (create order).
+    /// that carry an organisation or location key, ids from `base_id` on.
     fn create_relations(&self, base_id: i64) -> Vec<(i64, &str, &str, &str)> {
         let b = &self.inner;
         let mut out = Vec::new();
@@ -599,7 +599,9 @@ impl Batch {
             for (key, value) in &b.records[i].extra {
                 if let Some(p) = crate::mapping::RELATIONS.iter().position(|r| r == key) {
                     rel[p] = value.as_str();
-                    any = true;
+                    // A link needs an organisation or a location (as the
+                    // set-based relink decides); a position alone is no link.
+                    any |= p < 2;
                 }
             }
             if any {

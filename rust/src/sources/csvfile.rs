@@ -142,6 +142,20 @@ pub fn sniff_delimiter(data: &[u8]) -> u8 {
     best.0
 }
 
+/// The line a record starts on, from the record's position in `data`.
+/// csv_core ends a record at the `\r` of a CRLF and consumes the `\n` (and
+/// any blank lines) only when the next record starts, so a position can still
+/// point at line ends before the record: count them.
+pub fn line_at(data: &[u8], pos: &csv::Position) -> u64 {
+    let start = (pos.byte() as usize).min(data.len());
+    let skipped = data[start..]
+        .iter()
+        .take_while(|&&b| b == b'\n' || b == b'\r')
+        .filter(|&&b| b == b'\n')
+        .count() as u64;
+    pos.line() + skipped
+}
+
 pub fn decode(bytes: &[u8], enc: Encoding) -> Result<std::borrow::Cow<'_, str>, usize> {
     match enc {
         Encoding::Utf8 => match std::str::from_utf8(bytes) {
@@ -384,14 +398,7 @@ impl CsvReader {
     /// record starts, so a position can still point at line ends before the
     /// record: count them.
     fn line_of(&self, pos: &csv::Position) -> u64 {
-        let data = self.rdr.get_ref().get_ref();
-        let start = (pos.byte() as usize).min(data.len());
-        let skipped = data[start..]
-            .iter()
-            .take_while(|&&b| b == b'\n' || b == b'\r')
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
-        pos.line() + skipped
+        line_at(self.rdr.get_ref().get_ref(), pos)
     }
 
     fn convert(&self, rec: &RowRef<'_>) -> Item {
