@@ -467,3 +467,14 @@ def test_entity_reader_refuses_flags_that_are_not_fields(tmp_path: Path) -> None
     with pytest.raises((ValueError, ContactSyncError), match="not one of the fields"):
         _core.read_entity_csv(str(path), {"id": "external_id"}, ["name"], ["bill_to"], [],
                               False)
+
+
+def test_entity_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    from contactsync_agent.errors import SafetyLimitError
+
+    path = tmp_path / "orgs.csv"
+    path.write_text("ID,Name\nO1,A\n", encoding="utf-8")
+    with Mirror.open(tmp_path / "m.db") as m:
+        with pytest.raises(SafetyLimitError, match="maximum file size of 10 bytes"):
+            m.sync_entity_file("organisation", "xpm", path, max_file_bytes=10)
+        assert m.organisations("xpm") == []

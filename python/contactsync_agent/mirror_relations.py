@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from contactsync_agent import _core, entities, relations, rules
-from contactsync_agent.errors import ContactSyncError, NotFoundError, OwnershipError
+from contactsync_agent.errors import (
+    ContactSyncError,
+    NotFoundError,
+    OwnershipError,
+    SafetyLimitError,
+)
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.models import SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, SCHEMA_VERSION, now_iso
@@ -89,10 +94,15 @@ class RelationsMixin:
         return self.sync_entities("customer_link", source, records, mode=mode, **kw)
 
     def sync_entity_file(self, kind: str, source: str, path: str | os.PathLike[str], *,
-                         format: str | None = None, **kw: Any) -> SyncReport:
+                         format: str | None = None, max_file_bytes: int = 2 << 30,
+                         **kw: Any) -> SyncReport:
         p = Path(path)
         if not p.is_file():
             raise ContactSyncError(f"{p}: no such file")
+        size = p.stat().st_size
+        if size > max_file_bytes:  # the readers hold a file in memory while they map it
+            raise SafetyLimitError(
+                f"{p}: {size} bytes is over the maximum file size of {max_file_bytes} bytes")
         kind_of_file = (format or ENTITY_FORMATS.get(p.suffix.lower(), "")).lower()
         # CSV is read, mapped and hashed by the core; JSON and NDJSON here.
         records: Iterable[Mapping[str, Any]] | entities.CsvFile = (
