@@ -354,22 +354,9 @@ fn map_row(
 /// `json.dumps(extra, ensure_ascii=False, sort_keys=True)` as the store
 /// writes an entity's `extra` ("{}" when empty).
 pub fn extra_json(extra: &[(String, String)]) -> String {
-    if extra.is_empty() {
-        return "{}".to_string();
-    }
     let mut sorted: Vec<&(String, String)> = extra.iter().collect();
     sorted.sort();
-    let mut out = String::from("{");
-    for (n, (k, v)) in sorted.into_iter().enumerate() {
-        if n > 0 {
-            out.push_str(", ");
-        }
-        out.push_str(&serde_json::to_string(k).unwrap_or_default());
-        out.push_str(": ");
-        out.push_str(&serde_json::to_string(v).unwrap_or_default());
-    }
-    out.push('}');
-    out
+    crate::pipeline::json_object(sorted.into_iter(), ", ", ": ")
 }
 
 /// For an import into an empty table (every record is new): the rows to

@@ -170,23 +170,30 @@ pub fn create_payload(r: &Record, source: &str) -> String {
     out
 }
 
+/// A contact's `extra` as stored and fed: compact JSON, columns in file order.
 pub fn extra_json(extra: &[(String, String)]) -> String {
-    if extra.is_empty() {
-        return "{}".to_string();
-    }
-    let mut out = String::with_capacity(
-        2 + extra
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 6)
-            .sum::<usize>(),
-    );
+    json_object(extra.iter(), ",", ":")
+}
+
+/// A JSON object of string pairs in the given order, with the given
+/// separators ("{}" when there are none).
+pub fn json_object<'a>(
+    pairs: impl Iterator<Item = &'a (String, String)> + Clone,
+    item_sep: &str,
+    kv_sep: &str,
+) -> String {
+    let cap = pairs
+        .clone()
+        .map(|(k, v)| k.len() + v.len() + 6)
+        .sum::<usize>();
+    let mut out = String::with_capacity(2 + cap);
     out.push('{');
-    for (n, (k, v)) in extra.iter().enumerate() {
+    for (n, (k, v)) in pairs.enumerate() {
         if n > 0 {
-            out.push(',');
+            out.push_str(item_sep);
         }
         out.push_str(&serde_json::to_string(k).unwrap_or_default());
-        out.push(':');
+        out.push_str(kv_sep);
         out.push_str(&serde_json::to_string(v).unwrap_or_default());
     }
     out.push('}');

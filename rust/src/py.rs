@@ -69,6 +69,17 @@ fn entity_hash(values: Vec<String>, extra: Vec<(String, String)>) -> i64 {
     crate::entities::entity_hash(&values, &extra)
 }
 
+/// A CSV delimiter argument: one byte, or None to sniff it.
+fn delimiter_byte(delimiter: Option<&str>) -> PyResult<Option<u8>> {
+    match delimiter {
+        None => Ok(None),
+        Some(d) if d.len() == 1 => Ok(Some(d.as_bytes()[0])),
+        Some(d) => Err(PyValueError::new_err(format!(
+            "delimiter must be one byte, got {d:?}"
+        ))),
+    }
+}
+
 type EntityTuple = (u64, String, Vec<String>, Vec<(String, String)>, bool, i64);
 
 /// An organisation, location or customer-link CSV file read, mapped, cleaned
@@ -155,15 +166,7 @@ fn read_entity_csv(
     customer_link: bool,
     delimiter: Option<&str>,
 ) -> PyResult<EntityFile> {
-    let delimiter = match delimiter {
-        None => None,
-        Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
-        Some(d) => {
-            return Err(PyValueError::new_err(format!(
-                "delimiter must be one byte, got {d:?}"
-            )))
-        }
-    };
+    let delimiter = delimiter_byte(delimiter)?;
     let kind = crate::entities::EntityKind {
         fields,
         flags,
@@ -758,15 +761,7 @@ fn open_file(
     source: Option<&str>,
 ) -> PyResult<FileReader> {
     let mapping = mapping_of(mapping)?;
-    let delimiter = match delimiter {
-        None => None,
-        Some(d) if d.len() == 1 => Some(d.as_bytes()[0]),
-        Some(d) => {
-            return Err(PyValueError::new_err(format!(
-                "delimiter must be one byte, got {d:?}"
-            )))
-        }
-    };
+    let delimiter = delimiter_byte(delimiter)?;
     let limits = Limits {
         max_field_bytes,
         ..Limits::default()
