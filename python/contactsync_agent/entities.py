@@ -297,13 +297,17 @@ def read_csv(spec: EntitySpec, path: str, table: Mapping[str, str]) -> _core.Ent
         spec.kind == "customer_link")
 
 
+def _incoming(spec: EntitySpec, f: _core.EntityFile) -> list[Incoming]:
+    fields = spec.fields
+    return [Incoming(line, ext, dict(zip(fields, values, strict=True)), dict(extra), deleted, h)
+            for line, ext, values, extra, deleted, h in f.records()]
+
+
 def map_csv(spec: EntitySpec, path: str, table: Mapping[str, str],
             ) -> tuple[list[Incoming], list[tuple[int, str, str]]]:
     """`map_records` for a CSV file, by the core."""
     f = read_csv(spec, path, table)
-    fields = spec.fields
-    return ([Incoming(line, ext, dict(zip(fields, values, strict=True)), dict(extra), deleted, h)
-             for line, ext, values, extra, deleted, h in f.records()], f.rejected())
+    return _incoming(spec, f), f.rejected()
 
 
 @dataclass
@@ -398,41 +402,32 @@ def run_entities(
         # GC would only walk them again and again.
         with store.transaction(), _gc_paused():
             index = store.entity_index(spec.table, source)
+            first_file: _core.EntityFile | None = None
             if isinstance(records, CsvFile):
                 f = read_csv(spec, records.path, table)
-                if not index:  # the first import: every record is new
-                    rejected = _create_all(store, spec, source, f, run_id, at, counts)
-                    counts["rejected"] = len(rejected)
-                    if rejected:
-                        rejected.sort()
-                        store.add_quarantine(rejected, run_id=run_id, source=source,
-                                             file=origin, at=at)
-                    duration = int((time.monotonic() - started) * 1000)
-                    store.finish_run(run_id, "ok", counts, error=None, duration_ms=duration)
-                    return SyncReport(run_id=run_id, source=source, mode=mode, counts=counts,
-                                      rejected=[(ln, r) for ln, r, _ in rejected[:1000]],
-                                      duration_s=time.monotonic() - started)
-                fields = spec.fields
-                incoming = [
-                    Incoming(line, ext, dict(zip(fields, values, strict=True)), dict(extra),
-                             deleted, h)
-                    for line, ext, values, extra, deleted, h in f.records()]
-                rejected = f.rejected()
+                if not index:  # a first import: every record is new
+                    first_file = f
+                incoming, rejected = (([], []) if first_file is not None
+                                      else (_incoming(spec, f), f.rejected()))
             else:
                 incoming, rejected = map_records(spec, records, table)
-            plan = plan_entities(incoming, index, mode)
-            rejected += plan.duplicates
-            counts["records"] = len(incoming) + len(rejected) - len(plan.duplicates)
-            live = sum(1 for _, _, d in index.values() if d is None)
-            _guard(spec, source, mode, len(plan.deletes), live, len(incoming),
-                   mass_delete_limit, allow_mass_delete)
+            if first_file is not None:
+                rejected = _create_all(store, spec, source, first_file, run_id, at, counts)
+            else:
+                plan = plan_entities(incoming, index, mode)
+                rejected += plan.duplicates
+                counts["records"] = len(incoming) + len(rejected) - len(plan.duplicates)
+                live = sum(1 for _, _, d in index.values() if d is None)
+                _guard(spec, source, mode, len(plan.deletes), live, len(incoming),
+                       mass_delete_limit, allow_mass_delete)
+                _apply(store, spec, source, plan, run_id, at)
+                counts.update(created=len(plan.creates) + len(plan.restores),
+                              updated=len(plan.updates), unchanged=plan.unchanged,
+                              deleted=len(plan.deletes))
+            counts["rejected"] = len(rejected)
             if rejected:
                 rejected.sort()
                 store.add_quarantine(rejected, run_id=run_id, source=source, file=origin, at=at)
-            _apply(store, spec, source, plan, run_id, at)
-            counts.update(created=len(plan.creates) + len(plan.restores),
-                          updated=len(plan.updates), unchanged=plan.unchanged,
-                          deleted=len(plan.deletes), rejected=len(rejected))
             duration = int((time.monotonic() - started) * 1000)
             store.finish_run(run_id, "ok", counts, error=None, duration_ms=duration)
     except BaseException as exc:
