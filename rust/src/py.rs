@@ -522,23 +522,24 @@ impl Batch {
         source: &str,
     ) -> PyResult<Bound<'py, PyList>> {
         let b = self.inner.clone();
-        if b.payload_source.as_deref() == Some(source) && b.create_payloads.len() == b.creates.len()
+        let computed: Vec<String>;
+        let payloads: &[String] = if b.payload_source.as_deref() == Some(source)
+            && b.create_payloads.len() == b.creates.len()
         {
             // Made on the reader's cores while the previous batch was written.
-            let out = PyList::empty(py);
-            for (k, p) in b.create_payloads.iter().enumerate() {
-                out.append((base_id + k as i64, p))?;
-            }
-            return Ok(out);
-        }
-        let src = source.to_string();
-        let payloads: Vec<String> = py.detach(move || {
-            use rayon::prelude::*;
-            b.creates
-                .par_iter()
-                .map(|&i| crate::pipeline::create_payload(&b.records[i], &src))
-                .collect()
-        });
+            &b.create_payloads
+        } else {
+            let (inner, src) = (b.clone(), source.to_string());
+            computed = py.detach(move || {
+                use rayon::prelude::*;
+                inner
+                    .creates
+                    .par_iter()
+                    .map(|&i| crate::pipeline::create_payload(&inner.records[i], &src))
+                    .collect()
+            });
+            &computed
+        };
         let out = PyList::empty(py);
         for (k, p) in payloads.iter().enumerate() {
             out.append((base_id + k as i64, p))?;
