@@ -5,10 +5,14 @@ external, forced-manual and in-use contacts so every rule has work) gets a
 second snapshot with creates, updates, identity conversions and deletions.
 One uninterrupted run of it gives the *after* state. Then, for each kill
 point, a copy of the before state is synced again and the process is killed
-with SIGKILL at a seeded moment: three quarters at offsets drawn across the
-run's duration (reading and parsing, matching, applying), a quarter aimed at
-the commit (a short random delay after the run's pages start reaching the
-WAL: committing, checkpointing, closing). After each kill:
+with SIGKILL at a seeded moment, spread over the run's phases as seen from
+outside the process (no hook in the product): preparing (links loaded),
+reading the export, applying after it, committing (the WAL grows), and
+committed (another connection reads the run's row as 'ok' while the process
+still checkpoints and closes). Only
+kills that landed count: the harness waits for the run's row before it aims,
+and an attempt whose process exited before the signal (its exit status is not
+SIGKILL) is tried again, not counted. After each kill:
 
 1. `PRAGMA integrity_check` is `ok` (read-only connection, as a downstream
    reader would open it);
@@ -202,10 +206,10 @@ def run_to_end(db: Path, sc: Scenario, verify: bool = False) -> tuple[float, dic
 
 @dataclass
 class Kill:
-    kind: str
-    offset: float
+    phase: str  # where the run was when the signal was sent (see PHASES)
+    offset: float  # seconds after the run's row appeared
     fraction: float
-    outcome: str  # 'before' | 'after' | 'finished' (exited before the signal)
+    outcome: str  # 'before' | 'after'
     aborted_recorded: bool
     rerun_s: float
 
@@ -216,77 +220,164 @@ class Result:
     reference_s: float
     counts: dict[str, int]
     kills: list[Kill] = field(default_factory=list)
+    missed: int = 0  # attempts whose process exited before the signal (not counted)
     total_s: float = 0.0
 
     def summary(self) -> str:
         by: dict[str, int] = {}
         for k in self.kills:
-            by[k.outcome] = by.get(k.outcome, 0) + 1
+            key = f"{k.phase}->{k.outcome}"
+            by[key] = by.get(key, 0) + 1
         c = self.counts
         return (
             f"{self.n:,} records; uninterrupted run {self.reference_s:.2f}s "
             f"({c['created']:,} created, {c['converted']:,} converted, {c['updated']:,} "
             f"updated, {c['deleted']:,} deleted, {c['unlinked']:,} unlinked, "
             f"{c['ignored_external']:,} external ignored, {c['activities']:,} activities); "
-            f"{len(self.kills)} SIGKILLs: "
-            + ", ".join(f"{v} left the {k} state" if k != "finished" else f"{v} after exit"
-                        for k, v in sorted(by.items()))
-            + f"; every one converged on re-run; {self.total_s:.1f}s in all"
+            f"{len(self.kills)} SIGKILLs delivered inside the run "
+            f"({', '.join(f'{v} {k}' for k, v in sorted(by.items()))}; "
+            f"{self.missed} attempts missed and not counted); every one converged on re-run; "
+            f"{self.total_s:.1f}s in all"
         )
 
 
-@dataclass(frozen=True)
-class KillPlan:
-    kind: str  # 'time': at `offset` s after the start; 'commit': `offset` s after the WAL grows
-    offset: float
-
+# Where a run can be, as seen from outside the process (no hook in the product):
+#   preparing   the run's row is 'running', the core's reader thread has not started
+#               (the links and the identity index are loaded)
+#   reading     the core's reader thread is alive (Python applies its batches meanwhile)
+#   applying    the reader is done, the transaction has not reached the WAL yet
+#   committing  the WAL grows past the opening frames, the run's row is still 'running'
+#   committed   the run's row reads 'ok' to another connection; the process has not exited
+PHASES: tuple[str, ...] = ("preparing", "reading", "applying", "committing", "committed")
 
 # The run's transaction reaches the WAL when it commits (or when the page cache
 # spills, on big runs); the opening writes before it are a few frames only.
 WAL_COMMIT_BYTES = 256 * 1024
 
 
+@dataclass(frozen=True)
+class KillPlan:
+    phase: str  # the phase to wait for
+    delay: float  # then this many seconds (bounded by the reference run's length)
+
+
 def kill_plan(duration: float, kills: int, seed: int) -> list[KillPlan]:
-    """Seeded kill points: three quarters at offsets across the run (reading,
-    parsing, matching, applying), a quarter aimed at the commit: a short random
-    delay after the WAL starts to grow (commit, checkpoint, close)."""
+    """Seeded kill points spread over the phases: half while reading (the bulk of
+    a run), the rest over applying, committing and the moment after the commit."""
     rng = random.Random(seed)
-    late = kills // 4
-    plan = [KillPlan("time", rng.uniform(0.02, 1.0) * duration) for _ in range(kills - late)]
-    plan += [KillPlan("commit", rng.uniform(0.0, 0.05) * duration) for _ in range(late)]
-    return sorted(plan, key=lambda k: (k.kind == "commit", k.offset))
+    weights = {"preparing": 0.1, "reading": 0.35, "applying": 0.2, "committing": 0.2,
+               "committed": 0.15}
+    plan: list[KillPlan] = []
+    for phase, w in weights.items():
+        n = max(1, round(kills * w))
+        for _ in range(n):
+            spread = 0.3 * duration if phase == "reading" else 0.0
+            plan.append(KillPlan(phase, rng.uniform(0.0, spread)))
+    return plan[:kills] if len(plan) > kills else plan
 
 
-def _wait_and_kill(proc: subprocess.Popen[bytes], db: Path, k: KillPlan,
-                   deadline: float) -> bool:
-    """Kills `proc` at the planned moment; False when it ended first."""
-    t0 = time.monotonic()
-    if k.kind == "commit":
-        wal = db.with_name(db.name + "-wal")
-        while True:
-            if proc.poll() is not None:
-                return False
-            try:
-                if wal.stat().st_size > WAL_COMMIT_BYTES:
-                    break
-            except FileNotFoundError:
-                pass
-            if time.monotonic() - t0 > deadline:
-                break
-            time.sleep(0.0005)
-        t0 = time.monotonic()
-    try:
-        proc.wait(timeout=k.offset - (time.monotonic() - t0))
+class _Observer:
+    """Reads a running `contactsync sync` from outside: /proc for its reader
+    thread, the WAL's size, and a read-only connection for its run's row."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], db: Path) -> None:
+        self.proc, self.db = proc, db
+        self.wal = db.with_name(db.name + "-wal")
+        self.reader_seen = False
+
+    def _reading(self) -> bool:
+        """The core's reader thread (named `contactsync-reader`) is alive: it
+        parses, maps and hashes the export while Python applies its batches."""
+        try:
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                try:
+                    if (task / "comm").read_text().startswith("contactsync-rea"):
+                        return True
+                except OSError:
+                    continue
+        except OSError:
+            pass
         return False
-    except (subprocess.TimeoutExpired, ValueError):
-        pass
+
+    def _wal_size(self) -> int:
+        try:
+            return self.wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def phase(self, runs_before: int) -> str | None:
+        """The run's phase now, or None before its row appears (start-up)."""
+        con_status = self._run_status_after(runs_before)
+        if con_status is None:
+            return None
+        if con_status != "running":
+            return "committed"
+        if self._reading():
+            self.reader_seen = True
+            return "reading"
+        if self._wal_size() > WAL_COMMIT_BYTES:
+            return "committing"
+        return "applying" if self.reader_seen else "preparing"
+
+    def _run_status_after(self, runs_before: int) -> str | None:
+        try:
+            con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=0.05)
+        except sqlite3.Error:
+            return None
+        try:
+            row = con.execute("SELECT status FROM runs WHERE id > ? ORDER BY id DESC LIMIT 1",
+                              (runs_before,)).fetchone()
+            return row[0] if row else None
+        except sqlite3.Error:
+            return None
+        finally:
+            con.close()
+
+
+def _max_run_id(db: Path) -> int:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(con.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()[0])
+    finally:
+        con.close()
+
+
+def _wait_and_kill(obs: _Observer, k: KillPlan, runs_before: int,
+                   deadline: float) -> tuple[str, float] | None:
+    """Waits for the planned phase (or a later one), then for the planned delay
+    while the run stays in it, and sends SIGKILL. Returns (the phase seen just
+    before the signal, seconds since the run's row appeared), or None when the
+    process exited first or the signal did not kill it (not a kill to count)."""
+    proc = obs.proc
+    order = {p: i for i, p in enumerate(PHASES)}
+    t_start = time.monotonic()
+    t_row: float | None = None
+    t_phase: float | None = None
+    seen = None
+    while True:
+        if proc.poll() is not None or time.monotonic() - t_start > deadline:
+            return None
+        seen = obs.phase(runs_before)
+        now = time.monotonic()
+        if seen is not None and t_row is None:
+            t_row = now
+        if seen is not None and order[seen] >= order[k.phase]:
+            if t_phase is None:
+                t_phase = now
+            # Past the planned phase already, or the delay is over: kill now.
+            if order[seen] > order[k.phase] or now - t_phase >= k.delay:
+                break
+        time.sleep(0.0005 if k.phase in ("committing", "committed") else 0.002)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    return True
+    rc = proc.wait()
+    if rc != -signal.SIGKILL:
+        return None  # it exited on its own between the last look and the signal
+    assert t_row is not None
+    return seen, time.monotonic() - t_row
 
 
 def run(sc: Scenario, kills: int = 20, seed: int = 11, verify: bool = False,
-        log: Callable[[str], None] = print) -> Result:
+        log: Callable[[str], None] = print, max_attempts: int | None = None) -> Result:
     t_all = time.monotonic()
     before = canonical_dump(sc.before_db)
     ref = fresh_copy(sc, "reference.db")
@@ -303,18 +394,35 @@ def run(sc: Scenario, kills: int = 20, seed: int = 11, verify: bool = False,
         raise AssertionError(f"the same snapshot twice was not a no-op: {again['counts']}")
     after_twice = canonical_dump(ref)
     log(f"reference run: {took:.2f}s, counts {report['counts']}")
-    for i, k in enumerate(kill_plan(took, kills, seed)):
+    plan = kill_plan(took, kills, seed)
+    attempts = 0
+    limit = max_attempts if max_attempts is not None else 4 * len(plan)
+    queue = list(plan)
+    while queue:
+        if attempts >= limit:
+            raise AssertionError(
+                f"only {len(result.kills)} of {len(plan)} kills landed inside a run in "
+                f"{attempts} attempts (phases still wanted: {[k.phase for k in queue]})")
+        k = queue.pop(0)
+        attempts += 1
         db = fresh_copy(sc, "killed.db")
+        runs_before = _max_run_id(db)
         proc = subprocess.Popen(sync_cmd(db, sc), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=child_env())
-        t0 = time.monotonic()
-        killed = _wait_and_kill(proc, db, k, deadline=10 * took + 5)
-        finished = not killed
-        at = time.monotonic() - t0
+        landed = _wait_and_kill(_Observer(proc, db), k, runs_before,
+                                deadline=10 * took + 10)
+        if landed is None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            result.missed += 1
+            queue.append(k)  # try that phase again
+            continue
+        phase, at = landed
         fraction = at / took
         check = integrity(db)
         if check != "ok":
-            raise AssertionError(f"kill {i} at {at:.3f}s: integrity_check: {check}")
+            raise AssertionError(f"kill at {phase} {at:.3f}s: integrity_check: {check}")
         state = canonical_dump(db)
         if state == before:
             outcome = "before"
@@ -323,25 +431,28 @@ def run(sc: Scenario, kills: int = 20, seed: int = 11, verify: bool = False,
         else:
             diff = [t for t in state if state[t] not in (before[t], after[t])]
             raise AssertionError(
-                f"kill {i} at {at:.3f}s: neither the before nor the after state "
+                f"kill at {phase} {at:.3f}s: neither the before nor the after state "
                 f"(tables {diff}: {[state[t] for t in diff]}; before "
                 f"{[before[t] for t in diff]}, after {[after[t] for t in diff]})")
-        if finished:
-            outcome = "finished"
+        if phase in ("preparing", "reading", "applying") and outcome != "before":
+            raise AssertionError(f"kill while {phase} left the after state: the run "
+                                 "committed before its end")
+        if phase == "committed" and outcome != "after":
+            raise AssertionError("kill after the run's row read 'ok' lost the run")
         rerun_s, _ = run_to_end(db, sc, verify)
         converged = canonical_dump(db)
         expected = after if outcome == "before" else after_twice
         if converged != expected:
             diff = [t for t in after if converged[t] != expected[t]]
-            raise AssertionError(f"kill {i} at {at:.3f}s ({outcome}): the re-run did not "
+            raise AssertionError(f"kill at {phase} {at:.3f}s ({outcome}): the re-run did not "
                                  f"converge on {diff}")
         statuses = run_statuses(db)
         aborted = "aborted" in statuses
         if outcome == "before" and statuses.count("running"):
-            raise AssertionError(f"kill {i}: a run left 'running' after the next open")
-        result.kills.append(Kill(k.kind, at, fraction, outcome, aborted, rerun_s))
-        log(f"kill {i + 1:>2}/{kills} ({k.kind:>6}) at {at:6.3f}s ({fraction:4.0%} of the run): "
-            f"{outcome} state, integrity ok"
+            raise AssertionError(f"kill at {phase}: a run left 'running' after the next open")
+        result.kills.append(Kill(phase, at, fraction, outcome, aborted, rerun_s))
+        log(f"kill {len(result.kills):>2}/{len(plan)} while {phase:>10} at {at:6.3f}s "
+            f"({fraction:4.0%} of the run): {outcome} state, integrity ok"
             + (", killed run recorded as aborted" if aborted else "")
             + f"; re-run {rerun_s:.2f}s converged")
     result.total_s = time.monotonic() - t_all
