@@ -265,11 +265,15 @@ def test_a_stale_heartbeat_is_degraded_even_while_a_run_is_open(tmp_path: Path) 
     assert d["health"] == "degraded", d
     assert f"run {run_id}" in d["why"] and "no heartbeat for" in d["why"], d
     assert data["health"] in ("degraded", "failing") and r.returncode >= 1
-    # Fresh heartbeat, same open run: healthy (a run in progress is fine).
-    with Mirror.open(db) as m, m.store.transaction():
-        from contactsync_agent.store import now_iso
+    # Fresh heartbeat, same open run: healthy (a run in progress is fine). Written
+    # as the agent would, without opening the mirror as a writer (which would
+    # mark the open run aborted).
+    from contactsync_agent.store import now_iso
 
-        m.store.set_meta("daemon.heartbeat_at", now_iso())
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'daemon.heartbeat_at'", (now_iso(),))
+    con.close()
     d = json.loads(cli("--db", str(db), "status", "--json").stdout)["daemon"]
     assert d["health"] == "healthy" and d["why"] == f"running run {run_id}", d
 
