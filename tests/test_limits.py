@@ -230,6 +230,7 @@ def test_sigterm_ends_the_agent_stuck_in_a_slow_drip_response(tmp_path: Path) ->
             code = a.stop(timeout=15)
             took = time.monotonic() - sent
             assert code == 0, a.stderr
+            print(f"SIGTERM to exit: {took:.2f}s")
             assert took < 10, f"the agent took {took:.1f}s to stop"
             [run] = a.runs("api")
             assert run["status"] == "aborted", run
