@@ -240,6 +240,68 @@ def test_sigterm_ends_the_agent_stuck_in_a_slow_drip_response(tmp_path: Path) ->
             assert "stopped (SIGTERM)" in a.log.read_text()
 
 
+ENDLESS = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+           "SELECT x AS id, 'n' AS name FROM c WHERE x < 0")
+
+
+def test_a_sql_query_that_never_ends_is_stopped_at_max_duration(tmp_path: Path) -> None:
+    cfg = SourceConfig(name="pms", kind="sql", max_duration=1.0,
+                       options={"url": f"sqlite:///{tmp_path / 'pms.db'}", "query": ENDLESS,
+                                "id_column": "id"})
+    with Mirror.open(tmp_path / "m.db") as m:
+        t0 = time.monotonic()
+        with pytest.raises(ContactSyncError) as e:
+            sync_source(m, cfg)
+        assert time.monotonic() - t0 < 6
+        assert "max_duration = 1s" in str(e.value) and "sources.pms.max_duration" in str(e.value)
+        assert m.runs("pms", 5)[0]["status"] == "failed"
+
+
+def test_abort_interrupts_a_running_sql_query_and_the_run_is_aborted(tmp_path: Path) -> None:
+    """What the agent's SIGTERM handler does, from another thread here."""
+    from contactsync_agent.errors import RunAborted
+    from contactsync_agent.sources import open_connector
+
+    cfg = SourceConfig(name="pms", kind="sql",
+                       options={"url": f"sqlite:///{tmp_path / 'pms.db'}", "query": ENDLESS,
+                                "id_column": "id"})
+    conn = open_connector(cfg)
+    with Mirror.open(tmp_path / "m.db") as m:
+        timer = threading.Timer(0.5, conn.abort, ("stopped: test",))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(RunAborted):
+            sync_source(m, cfg, connector=conn)
+        timer.join()
+        assert time.monotonic() - t0 < 5
+        [run] = m.runs("pms", 5)
+        assert run["status"] == "aborted" and run["error"] == "stopped: test"
+
+
+def test_a_stuck_http_source_does_not_starve_a_folder_source(tmp_path: Path) -> None:
+    """The drip source is served first; the folder's file still goes in within its
+    page_timeout, not after the drip ends."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    with server(drip(seconds=60, every=1.0)) as (url, served):
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(config_text(tmp_path, sources={
+            "api": {"kind": "http", "url": url, "id_field": "id", "timeout": 3,
+                    "page_timeout": 3, "max_retries": 0, "interval": "1h"},
+            "xpm": {"path": str(inbox), "settle_seconds": 0.2},
+        }))
+        with agent(tmp_path, cfg) as a:
+            assert served.dripping.wait(20)
+            (inbox / "e.csv").write_text("Client ID,First Name\nX1,Ann\n")
+            t0 = time.monotonic()
+            poll(lambda: any(r["status"] == "ok" for r in a.runs("xpm")), timeout=30,
+                 what="the folder source's run")
+            assert time.monotonic() - t0 < 15
+            failed = [r for r in a.runs("api") if r["status"] == "failed"]
+            assert failed and "page_timeout = 3s" in failed[0]["error"], a.runs("api")
+            assert a.stop() == 0
+
+
 # ---------------------------------------------------------------- heartbeat
 
 
