@@ -118,9 +118,20 @@ class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
         req.timeout = max(0.001, min(given, left) if given else left)  # type: ignore[attr-defined]
 
         class Watched(http_class):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                create: Callable[..., socket.socket] = self.__dict__["_create_connection"]
+
+                def created(*a: Any, **k: Any) -> socket.socket:
+                    sock: socket.socket = create(*a, **k)
+                    watch.attach(sock)  # from the start: a TLS handshake is watched too
+                    return sock
+
+                self._create_connection = created
+
             def connect(self) -> None:
                 super().connect()
-                watch.attach(self.sock)
+                watch.attach(self.sock)  # the TLS socket, once wrapped
 
         return super().do_open(Watched, req, **kw)  # type: ignore[no-any-return]
 
@@ -370,10 +381,10 @@ class HttpSource(Connector):
                 with self._opener.open(req, timeout=min(self.timeout, limit)) as resp:
                     data = self._body(resp, safe)
                     headers = resp.headers
-                self._after(safe, started)
+                self._after(safe, started, None)
                 break
             except urllib.error.HTTPError as e:
-                self._after(safe, started)
+                self._after(safe, started, None)
                 status, reason = e.code, e.reason
                 retry_after = e.headers.get("Retry-After") if e.headers else None
                 e.close()
@@ -387,7 +398,8 @@ class HttpSource(Connector):
                 http.client.HTTPException,
                 OSError,
             ) as e:
-                self._after(safe, started)
+                # A socket timeout clipped to the time left is the deadline too.
+                self._after(safe, started, (limit, page_why))
                 problem = str(getattr(e, "reason", None) or e) or type(e).__name__
             finally:
                 self._watch.stop()
@@ -418,9 +430,14 @@ class HttpSource(Connector):
         except (ValueError, LookupError) as e:
             raise self.fail(f"GET {safe}: not JSON ({e})") from None
 
-    def _after(self, safe: str, started: float) -> None:
-        """After a request ended, however: the reason if the watch cut it off."""
+    def _after(self, safe: str, started: float, deadline: tuple[float, str] | None) -> None:
+        """After a request ended: raises the reason if the watch cut it off, or (for a
+        failed request, `deadline` = (seconds, setting)) if its time was up anyway."""
         why = self._watch.fired
+        if why is None and deadline is not None:
+            limit, setting = deadline
+            if time.monotonic() - started >= limit - 0.01:
+                why = setting
         if why is None:
             return
         if self._aborted is not None:
