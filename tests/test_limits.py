@@ -187,6 +187,22 @@ def test_a_slow_drip_page_is_cut_off_at_page_timeout_naming_url_and_limit(tmp_pa
         assert m.store.conn.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
 
 
+def test_a_tls_handshake_that_never_comes_is_cut_off_at_page_timeout() -> None:
+    """A server that accepts the connection and never answers the TLS hello."""
+    from contactsync_agent.sources import HttpSource
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(5)
+        url = f"https://127.0.0.1:{srv.getsockname()[1]}/contacts"
+        src = HttpSource(http_cfg(url, timeout=30, page_timeout=1.5))
+        t0 = time.monotonic()
+        with pytest.raises(ContactSyncError) as e:
+            list(src.read("full", None))
+        assert time.monotonic() - t0 < 5
+        assert "page_timeout = 1.5s" in str(e.value) and SECRET not in str(e.value)
+
+
 def test_the_run_deadline_ends_a_run_of_many_slow_pages(tmp_path: Path) -> None:
     """Each page is quick enough for page_timeout, but the run is not: max_duration."""
 
