@@ -361,7 +361,13 @@ def read_cards(
             if isinstance(item, tuple):
                 lineno, stray = item
                 stray_text = True
-                log.warning("%s, line %d: text outside any card ignored: %.60r", p, lineno, stray)
+                # Its length only: the text may be personal data.
+                log.warning(
+                    "%s, line %d: text outside any card ignored (%d characters)",
+                    p,
+                    lineno,
+                    len(stray),
+                )
                 continue
             seen += 1
             where = f"{p}, card {item.number} (line {item.line})"
