@@ -261,9 +261,10 @@ def file_encoding(p: Path) -> str:
 def stream_cards(
     f: Any, encoding: str, *, max_field_bytes: int = MAX_FIELD_BYTES,
     drop: frozenset[str] = BINARY,
-) -> Iterator[Card | Oversized | tuple[int, str]]:
+) -> Iterator[Card | Oversized | tuple[int, int]]:
     """`split_cards` over an open binary file, line by line, with the size checks of
-    the module docstring. No physical line is read whole past the field limit."""
+    the module docstring. No physical line is read whole past the field limit. Text
+    outside a card comes as (line, its size in bytes)."""
     limit = max_field_bytes
     max_card = 2 * limit
     start: int | None = None
@@ -299,7 +300,7 @@ def stream_cards(
                 start, buf, held, number = lineno, [line], len(raw), number + 1
                 prop, prop_size, dropping, refused, uid = "BEGIN", 0, False, None, ""
             elif long_line or line.strip():
-                yield (lineno, line[:200] if line else "(a line over the field limit)")
+                yield (lineno, size)
             continue
         if folded:
             prop_size += size - 1
@@ -359,14 +360,11 @@ def read_cards(
     try:
         for item in stream_cards(f, encoding, max_field_bytes=max_field_bytes, drop=drop):
             if isinstance(item, tuple):
-                lineno, stray = item
+                lineno, size = item
                 stray_text = True
-                # Its length only: the text may be personal data.
+                # Its size only: the text may be personal data.
                 log.warning(
-                    "%s, line %d: text outside any card ignored (%d characters)",
-                    p,
-                    lineno,
-                    len(stray),
+                    "%s, line %d: text outside any card ignored (%d bytes)", p, lineno, size
                 )
                 continue
             seen += 1
