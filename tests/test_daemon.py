@@ -93,36 +93,49 @@ def test_file_present_before_start_is_imported(tmp_path: Path) -> None:
 
 
 def test_sigterm_mid_import_exits_0_and_leaves_no_partial_run(tmp_path: Path) -> None:
-    n = 60_000
-    cfg, inbox = setup(tmp_path, settle_seconds=0.2, chunk_size=2000)
+    """SIGTERM proven to land inside a run: the signal goes only once the agent has
+    logged the run's progress (its first batches are written, inside the run's
+    transaction), and the run must then be rolled back whole: status aborted, none
+    of its contacts or feed entries, the file left for the next start. (Without
+    the SIGTERM handler the process dies by the signal; without the check between
+    batches the run commits: either way this fails.)"""
+    n = 100_000
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text(
+        tmp_path,
+        sources={"xpm": {"path": str(inbox), "settle_seconds": 0.2, "chunk_size": 500}},
+        agent={"log_level": "DEBUG"},
+    ))
+    mark = re.compile(r"source xpm: run in progress, (\d+) records so far")
     with agent(tmp_path, cfg) as a:
         write_csv(inbox / "big.csv", n)
-        poll(
-            lambda: any(r["status"] == "running" for r in a.runs()),
-            what="the run to start",
-            interval=0.01,
+        seen = poll(
+            lambda: a.log.exists() and mark.search(a.log.read_text()),
+            timeout=60,
+            what="the run's first progress mark",
+            interval=0.005,
         )
         sent = time.monotonic()
         a.signal(signal.SIGTERM)
-        assert a.stop(timeout=10) == 0
+        assert a.stop(timeout=10) == 0, a.stderr
         assert time.monotonic() - sent < 10
-        runs = a.runs()
-        assert len(runs) == 1
-        run = runs[0]
-        count = a.contacts()
-        if run["status"] == "ok":  # the run had passed its last batch: it finished
-            assert count == n and (inbox / "processed" / "big.csv").exists()
-        else:  # rolled back whole: nothing of it is in the mirror, the file waits
-            assert run["status"] in ("failed", "aborted"), run
-            assert run["error"].startswith("stopped:"), run
-            assert count == 0
-            assert (inbox / "big.csv").exists()
-        assert "stopped (SIGTERM)" in a.log.read_text()
-    if count == 0:  # the next start converges: the file is imported whole
-        with agent(tmp_path, cfg) as b:
-            poll(lambda: ok_runs(b), timeout=60, what="the import after restart")
-            assert b.contacts() == n
-            assert b.stop() == 0
+        assert 0 < int(seen.group(1)) < n
+        [run] = a.runs()
+        assert run["status"] == "aborted", run
+        assert run["error"].startswith("stopped:"), run
+        assert a.contacts() == 0
+        assert a.query("SELECT count(*) FROM changes")[0][0] == 0
+        assert a.query("SELECT count(*) FROM contacts")[0][0] == 0
+        assert (inbox / "big.csv").exists()
+        log = a.log.read_text()
+        assert "rolled back (stopping)" in log and "stopped (SIGTERM)" in log
+    # The next start converges: the file is imported whole.
+    with agent(tmp_path, cfg) as b:
+        poll(lambda: ok_runs(b), timeout=90, what="the import after restart")
+        assert b.contacts() == n
+        assert b.stop() == 0
 
 
 def test_second_daemon_is_refused_naming_the_pid(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from typing import Any, final
 __version__: str
 HASH_VERSION: int
 FIELDS: list[str]
+#: A mapping key that makes `Batch.from_dicts` quarantine the record (value: the reason).
+REJECT_KEY: str
 
 def canonical(fields: list[str], extra: list[tuple[str, str]]) -> bytes: ...
 def entity_hash(values: list[str], extra: list[tuple[str, str]]) -> int: ...
@@ -74,6 +76,7 @@ class Batch:
         identity: IdentityIndex | None = None,
         region: str = "AU",
         first_line: int = 1,
+        max_field_bytes: int = 1 << 20,
     ) -> Batch: ...
     @property
     def total(self) -> int: ...

@@ -35,6 +35,8 @@ def register(cli: click.Group) -> None:
 
         Watches each enabled source's folder, syncs settled files one at a time,
         records a heartbeat and alerts on health changes. One per database.
+        A stop rolls back the run in progress (a sql or http run waiting on its
+        server too) and exits within 10 s.
         """
         from contactsync_agent.daemon import run_daemon
 

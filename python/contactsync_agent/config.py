@@ -71,7 +71,8 @@ class SourceConfig:
     mass_delete_limit: float = 0.20
     max_file_bytes: int = 2 << 30
     chunk_size: int | None = None
-    # A run slower than this makes the source degraded (default: half the interval).
+    # A run slower than this makes the source degraded (default: half the interval);
+    # a sql or http run is also stopped at it (default there: 1 h, see sources.base).
     max_duration: float | None = None
     ownership: dict[str, str] = field(default_factory=dict)
     unique: list[str] = field(default_factory=list)
@@ -374,7 +375,8 @@ polling = false               # true for network shares (SMB/NFS), where file ev
 # mass_delete_limit = 0.2     # refuse a run deleting more than 20 % of the contacts
 # max_file_bytes = 2147483648
 # encoding = "windows-1252"   # default: detected (utf-8, else windows-1252)
-# max_duration = "15m"        # a slower run is reported (default: half the interval)
+# max_duration = "15m"        # a slower run is reported (default: half the interval);
+                              # sql/http sources: also stopped at it (default 1h)
 
 # Source column -> contact field. Common headings are recognised without this.
 [sources.xpm.mapping]

@@ -21,10 +21,12 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, TypeVar
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -43,7 +45,11 @@ from contactsync_agent.errors import (
 from contactsync_agent.mirror import Mirror, file_digest
 from contactsync_agent.store import now_iso
 
+if TYPE_CHECKING:
+    from contactsync_agent.sources.base import Connector
+
 log = logging.getLogger("contactsync_agent.daemon")
+T = TypeVar("T")
 
 PROCESSED, FAILED = "processed", "failed"
 IGNORED_PREFIXES = ("~$", ".")
@@ -52,6 +58,9 @@ HINT_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
 CONNECTOR_KINDS = ("sql", "http")
 STOP_MESSAGE = f"{health.STOPPED_PREFIX} the agent was asked to stop; the run was rolled back"
 RUN_HISTORY = 20
+#: After SIGTERM the agent is gone within this many seconds (the docs promise 10):
+#: a run that has not ended by then is cut off as by a kill, which SQLite rolls back.
+STOP_GRACE = 8.0
 
 
 class StopRequested(RunAborted):
@@ -221,6 +230,10 @@ class Daemon:
         self._config_mtime = self._config_stamp()
         self._next_heartbeat = 0.0
         self._running_file: str | None = None
+        # The connector of the run in progress: a stop request aborts it at once.
+        self._connector: Connector | None = None
+        self._running_source: str | None = None
+        self._grace: threading.Timer | None = None
 
     # ------------------------------------------------------------ wake-ups
 
@@ -235,12 +248,32 @@ class Daemon:
         self._wake()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # Only flags and a byte on a socket: safe whatever the main thread is doing.
+        # Flags, a byte on a socket, the run's abort (flags and a socket shutdown) and
+        # a timer: safe whatever the main thread is doing.
         if signum == getattr(signal, "SIGHUP", None):
             self._reload = True
         elif self._stop_signal is None:
             self._stop_signal = signal.Signals(signum).name
+            conn = self._connector
+            if conn is not None:
+                conn.abort(STOP_MESSAGE)
+            self._grace = threading.Timer(STOP_GRACE, self._cut_off)
+            self._grace.daemon = True
+            self._grace.start()
         self._wake()
+
+    def _cut_off(self) -> None:
+        """The last resort of a stop: the run did not end within STOP_GRACE seconds
+        (stuck where no abort reaches). Exits as a kill would: the open transaction
+        is never committed, and the next start records the run as aborted."""
+        with contextlib.suppress(Exception):
+            log.error(
+                "stop: the run of %s did not end within %.0fs; exiting without it",
+                self._running_source or "(none)",
+                STOP_GRACE,
+            )
+            logging.shutdown()
+        os._exit(1)
 
     def _install_signals(self) -> None:
         """Stop on SIGTERM and SIGINT everywhere, on SIGBREAK (Ctrl-Break) where it
@@ -354,6 +387,8 @@ class Daemon:
                 log.error("could not record the stop in the database: %s", e)
             self.mirror.close()
         log.info("stopped%s", f" ({self._stop_signal})" if self._stop_signal else "")
+        if self._grace is not None:
+            self._grace.cancel()
         self._restore_wakeup_fd()
         self._rsock.close()
         self._wsock.close()
@@ -598,11 +633,19 @@ class Daemon:
         log.info("source %s: %s settled (%d bytes); run starting", w.name, path.name, seen.size)
         last_id = self._last_run_id()
         self._running_file = path.name
+        self._running_source = w.name
         try:
             if sc.format == "vcard":
                 from contactsync_agent import sources  # heavy: only when needed
 
-                report = sources.sync_source(m, sc, path=path, progress=self._progress)
+                conn = sources.open_connector(sc, path=path)
+                report = self._with_connector(
+                    w,
+                    conn,
+                    lambda: sources.sync_source(
+                        m, sc, path=path, progress=self._progress, connector=conn
+                    ),
+                )
             else:
                 report = m.sync_file(
                     w.name,
@@ -619,7 +662,7 @@ class Daemon:
                     ownership=sc.ownership,
                     unique=sc.unique,
                 )
-        except StopRequested:
+        except RunAborted:
             log.info(
                 "source %s: run of %s rolled back (stopping); the file stays for the next start",
                 w.name,
@@ -664,7 +707,7 @@ class Daemon:
             )
             self._move(w, path, seen, PROCESSED, None, report.run_id)
         finally:
-            self._running_file = None
+            self._running_file = self._running_source = None
         self._checkpoint()
         self._judge(w)
 
@@ -677,9 +720,17 @@ class Daemon:
         w.due = False
         last_id = self._last_run_id()
         log.info("source %s: %s run starting", w.name, w.cfg.kind)
+        mirror = self.mirror
         try:
-            report = sources.sync_source(self.mirror, w.cfg, progress=self._progress)
-        except StopRequested:
+            conn = sources.open_connector(w.cfg)
+            report = self._with_connector(
+                w,
+                conn,
+                lambda: sources.sync_source(
+                    mirror, w.cfg, progress=self._progress, connector=conn
+                ),
+            )
+        except RunAborted:
             log.info("source %s: run rolled back (stopping)", w.name)
             return
         except ConfigError as e:
@@ -736,10 +787,21 @@ class Daemon:
         self._checkpoint()
         self._judge(w)
 
+    def _with_connector(self, w: Watch, conn: Connector, run: Callable[[], T]) -> T:
+        """Runs `run` with `conn` as the run a stop request aborts."""
+        self._connector, self._running_source = conn, w.name
+        try:
+            if self.stopping:  # the signal came before the connector was known
+                conn.abort(STOP_MESSAGE)
+            return run()
+        finally:
+            self._connector = self._running_source = None
+
     def _progress(self, records: int) -> None:
         # Called between batches inside the run's transaction: raising rolls it all back.
         if self.stopping:
             raise StopRequested(STOP_MESSAGE)
+        log.debug("source %s: run in progress, %d records so far", self._running_source, records)
 
     def _retry(self, w: Watch, path: Path, seen: Seen, error: str, digest: str | None) -> None:
         key = digest or f"{path}:{seen.size}:{seen.mtime_ns}"

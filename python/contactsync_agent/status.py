@@ -81,15 +81,27 @@ def daemon_status(
     except ValueError:
         beat = 15.0
     age = out["heartbeat_age_s"]
+    stale = age is not None and age > max(HEARTBEAT_GRACE * beat, 30.0)
     if alive is False:
         out.update(
             state="died",
             health=health.FAILING,
             why=f"process {out['pid']} ended without stopping cleanly",
         )
-    elif age is not None and age > max(HEARTBEAT_GRACE * beat, 30.0) and running_run is None:
+    elif stale and running_run is None:
         out.update(
             state="not responding", health=health.FAILING, why=f"no heartbeat for {age:.0f}s"
+        )
+    elif stale:
+        # A run is open, but an agent that has not beaten for this long is stuck in it
+        # (or in something the run waits on): an open run excuses nothing.
+        assert running_run is not None
+        out.update(
+            running=True,
+            uptime_s=_age(now, out["started_at"]),
+            health=health.DEGRADED,
+            why=f"no heartbeat for {age:.0f}s while run {running_run['id']} "
+            f"({running_run['source']}) is open since {running_run['started_at']}",
         )
     else:
         out["running"] = True

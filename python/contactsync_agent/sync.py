@@ -457,7 +457,8 @@ def dict_batches(
             chunk = [dict(r) for r in itertools.islice(it, options.chunk_size)]
             if not chunk:
                 return
-            yield _core.Batch.from_dicts(chunk, mapping, differ, identity, options.region, line)
+            yield _core.Batch.from_dicts(chunk, mapping, differ, identity, options.region, line,
+                                         options.max_field_bytes)
             line += len(chunk)
 
     return gen

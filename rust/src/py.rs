@@ -16,6 +16,10 @@ use crate::normalize;
 use crate::pipeline::{extra_json, process, Processed};
 use crate::sources::{Limits, Reader, SourceError};
 
+/// A mapping key a connector sets (to the reason) to have `Batch.from_dicts`
+/// quarantine that record; no source can name a field so (it starts with NUL).
+pub const REJECT_KEY: &str = "\u{0}rejected";
+
 fn source_error(py: Python<'_>, path: &str, e: SourceError) -> PyErr {
     let built = py
         .import("contactsync_agent.errors")
@@ -434,8 +438,14 @@ pub struct Batch {
 #[pymethods]
 impl Batch {
     /// Builds a batch from Python mappings (connectors, the API).
+    ///
+    /// A value over `max_field_bytes` quarantines its record (as in the file
+    /// readers); so does a mapping holding `REJECT_KEY`, whose value is the reason
+    /// (a connector that refused the record without holding it, e.g. a vCard
+    /// property over the limit). Quarantined raw text is cut at 4 kB.
     #[staticmethod]
-    #[pyo3(signature = (records, mapping, differ, identity = None, region = "AU", first_line = 1))]
+    #[pyo3(signature = (records, mapping, differ, identity = None, region = "AU", first_line = 1, max_field_bytes = 1 << 20))]
+    #[allow(clippy::too_many_arguments)]
     fn from_dicts(
         py: Python<'_>,
         records: &Bound<'_, PyList>,
@@ -444,8 +454,13 @@ impl Batch {
         identity: Option<&IdentityIndex>,
         region: &str,
         first_line: u64,
+        max_field_bytes: usize,
     ) -> PyResult<Batch> {
         let mapping = mapping_of(mapping)?;
+        let limits = Limits {
+            max_field_bytes,
+            ..Limits::default()
+        };
         let mut items = Vec::with_capacity(records.len());
         let mut cells: Vec<(String, String)> = Vec::new();
         for (i, obj) in records.iter().enumerate() {
@@ -471,8 +486,43 @@ impl Batch {
                 };
                 cells.push((key, val));
             }
-            items.push(
-                build_record(
+            let refused = cells
+                .iter()
+                .find(|(k, _)| k == REJECT_KEY)
+                .map(|(_, v)| v.clone())
+                .or_else(|| {
+                    cells
+                        .iter()
+                        .find_map(|(k, v)| crate::sources::check_size(k, v.len(), &limits).err())
+                });
+            let raw = || {
+                let mut raw = String::new();
+                for (k, v) in cells.iter().filter(|(k, _)| k != REJECT_KEY) {
+                    if raw.len() > limits.max_raw_bytes {
+                        break;
+                    }
+                    if !raw.is_empty() {
+                        raw.push_str(", ");
+                    }
+                    raw.push_str(k);
+                    raw.push('=');
+                    // At most a little over the raw limit of each value: never a copy
+                    // of a value over the field limit.
+                    let mut end = v.len().min(limits.max_raw_bytes + 1);
+                    while !v.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    raw.push_str(&v[..end]);
+                }
+                crate::sources::truncate_raw(&raw, limits.max_raw_bytes)
+            };
+            items.push(match refused {
+                Some(reason) => Err(crate::sources::Rejected {
+                    line,
+                    reason,
+                    raw: raw(),
+                }),
+                None => build_record(
                     line,
                     cells
                         .iter()
@@ -481,13 +531,9 @@ impl Batch {
                 .map_err(|reason| crate::sources::Rejected {
                     line,
                     reason,
-                    raw: cells
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    raw: raw(),
                 }),
-            );
+            });
         }
         let differ = differ.inner.clone();
         let ident = identity.map(|i| i.inner.clone());
@@ -840,6 +886,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(split_name, m)?)?;
     m.add_function(wrap_pyfunction!(derive_keys, m)?)?;
     m.add_function(wrap_pyfunction!(open_file, m)?)?;
+    m.add("REJECT_KEY", REJECT_KEY)?;
     m.add_class::<Differ>()?;
     m.add_class::<IdentityIndex>()?;
     m.add_class::<Batch>()?;

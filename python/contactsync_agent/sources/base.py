@@ -3,6 +3,11 @@ high-water mark kept in the mirror's `meta` table, and keeping secrets out of te
 
 A connector reads its source and yields plain mappings; nothing here decides a
 sync or writes contacts.
+
+Every run of a connector has an end: `max_duration` (the source's setting, one
+hour by default for sql and http sources) is checked between records and bounds
+every wait, and `abort(reason)` (the agent's SIGTERM handler calls it) ends the
+run at the next record or unblocks what it waits on (`_interrupt`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import logging
 import os
 import re
 import stat
+import threading
+import time
 import uuid
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
@@ -22,13 +29,16 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from contactsync_agent.config import SourceConfig
-from contactsync_agent.errors import ConfigError, ContactSyncError
+from contactsync_agent.errors import ConfigError, ContactSyncError, RunAborted
 from contactsync_agent.store import Store
 
 log = logging.getLogger("contactsync_agent.sources")
 
 #: Query parameters whose values are never shown (an API key in a URL).
 SECRET_PARAMS = re.compile(r"(token|key|secret|password|passwd|pwd|auth|sig|signature)", re.I)
+
+#: How long one run of a sql or http source may take when `max_duration` is not set.
+DEFAULT_MAX_DURATION = 3600.0
 
 
 class Connector:
@@ -48,6 +58,11 @@ class Connector:
         self.fetched = 0
         self.next_mark: str | None = None
         self._secrets: list[str] = []
+        #: The most one run may take (seconds): the source's `max_duration`.
+        self.max_duration = cfg.max_duration or DEFAULT_MAX_DURATION
+        self._run_ends = float("inf")
+        self._aborted: str | None = None
+        self._woken = threading.Event()
 
     # -------------------------------------------------------------- overridable
 
@@ -102,6 +117,49 @@ class Connector:
 
     def close(self) -> None:
         """Releases connections; a connector may be read again after."""
+
+    # -------------------------------------------------------------- time and stopping
+
+    def start_clock(self) -> None:
+        """Starts the run's `max_duration` (each `read` calls it first)."""
+        self._run_ends = time.monotonic() + self.max_duration
+
+    def remaining(self) -> float:
+        """Seconds the run has left (inf before `start_clock`)."""
+        return self._run_ends - time.monotonic()
+
+    def abort(self, reason: str) -> None:
+        """Ends the run in progress: the next `check` raises RunAborted(reason), and
+        whatever the run waits on (a socket, a query, a retry pause) is woken now.
+
+        Safe to call from a signal handler or another thread: it sets flags and asks
+        the connector to interrupt its wait; it takes no lock and does no I/O of its own.
+        """
+        if self._aborted is None:
+            self._aborted = reason
+        self._woken.set()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Unblocks a wait of this connector (a socket read, a query); see `abort`."""
+
+    def over_time(self) -> ContactSyncError:
+        return self.fail(
+            f"the run took longer than max_duration = {self.max_duration:g}s "
+            f"(sources.{self.name}.max_duration); stopped"
+        )
+
+    def check(self) -> None:
+        """Raises when the run must end: RunAborted once aborted, an error past
+        `max_duration` (the run fails and is retried later)."""
+        if self._aborted is not None:
+            raise RunAborted(self._aborted)
+        if time.monotonic() > self._run_ends:
+            raise self.over_time()
+
+    def pause(self, seconds: float) -> None:
+        """Waits `seconds` (a retry's backoff), ended early by `abort`."""
+        self._woken.wait(max(0.0, min(seconds, self.remaining())))
 
 
 # ------------------------------------------------------------------ options

@@ -3,10 +3,18 @@ pulls, bearer-token auth, timeouts, and bounded retries with backoff on 429/5xx.
 
 Standard library only (urllib). It only issues GETs; the mark is stored by
 `sources.sync_source`, and the token never leaves this module's request headers.
+
+Every wait has an end, whatever the server does: `timeout` bounds the connect and
+each socket read, `page_timeout` one whole request (connect, headers and body: a
+server sending a byte a second is cut off), `max_duration` the whole run, and
+`max_response_bytes` the size of one body (read in chunks, never past the limit).
+A watch thread shuts the request's socket down when its time is up or the run is
+aborted (SIGTERM), so no read outlives its deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import http.client
@@ -14,6 +22,8 @@ import json
 import logging
 import random
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +32,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from contactsync_agent.config import SourceConfig
-from contactsync_agent.errors import ConfigError
+from contactsync_agent.errors import ConfigError, RunAborted
 from contactsync_agent.sources.base import (
     Connector,
     positive,
@@ -36,6 +46,94 @@ log = logging.getLogger("contactsync_agent.sources.http")
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 ITEM_KEYS = ("items", "data", "results", "contacts", "records")
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*\brel="?next"?', re.I)
+DEFAULT_PAGE_TIMEOUT = 120.0
+DEFAULT_MAX_RESPONSE_BYTES = 32 << 20
+READ_CHUNK = 64 << 10
+
+
+class _Watch:
+    """Shuts down the socket of the request in flight once its time is up (a timer
+    thread) or the run is aborted (`fire` from a signal handler).
+
+    Lock-free on purpose: `fire` may run in a signal handler on the main thread
+    while that thread is inside `attach`. Each side writes its own field before
+    reading the other's, so one of them always sees both and shuts the socket.
+    """
+
+    def __init__(self) -> None:
+        self.fired: str | None = None
+        self._sock: socket.socket | None = None
+        self._timer: threading.Timer | None = None
+
+    def start(self, seconds: float, why: str) -> None:
+        self.fired = None
+        self._sock = None
+        self._timer = threading.Timer(max(seconds, 0.0), self.fire, (why,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def attach(self, sock: socket.socket) -> None:
+        self._sock = sock
+        if self.fired is not None:
+            _shut(sock)
+
+    def fire(self, why: str) -> None:
+        if self.fired is None:
+            self.fired = why
+        sock = self._sock
+        if sock is not None:
+            _shut(sock)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._sock = None
+
+
+def _shut(sock: socket.socket) -> None:
+    """Ends every read and write on `sock` now (the plain socket's shutdown, also for
+    TLS: the blocked SSL read sees the end of the stream)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """urllib's HTTP and HTTPS handlers, with connections that hand their socket to
+    the watch and never connect for longer than the time left."""
+
+    def __init__(self, watch: _Watch, time_left: Callable[[], float]) -> None:
+        urllib.request.HTTPHandler.__init__(self)
+        urllib.request.HTTPSHandler.__init__(self)
+        self.watch = watch
+        self.time_left = time_left
+
+    def do_open(
+        self, http_class: Any, req: urllib.request.Request, **kw: Any
+    ) -> http.client.HTTPResponse:
+        watch = self.watch
+        # The connection's timeout (connect, each read): never past the time left.
+        given: float | None = getattr(req, "timeout", None)
+        left = self.time_left()
+        req.timeout = max(0.001, min(given, left) if given else left)  # type: ignore[attr-defined]
+
+        class Watched(http_class):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                create: Callable[..., socket.socket] = self.__dict__["_create_connection"]
+
+                def created(*a: Any, **k: Any) -> socket.socket:
+                    sock: socket.socket = create(*a, **k)
+                    watch.attach(sock)  # from the start: a TLS handshake is watched too
+                    return sock
+
+                self._create_connection = created
+
+            def connect(self) -> None:
+                super().connect()
+                watch.attach(self.sock)  # the TLS socket, once wrapped
+
+        return super().do_open(Watched, req, **kw)  # type: ignore[no-any-return]
 
 
 class HttpSource(Connector):
@@ -55,7 +153,13 @@ class HttpSource(Connector):
                               neither: a Link: <...>; rel="next" header, if any
     id_field, delete_field    item fields mapped to external_id and deleted
     headers                   extra request headers (no credentials)
-    timeout, max_retries, backoff, max_backoff, max_retry_after, max_pages
+    timeout                   seconds to connect, and for each read (default 30)
+    page_timeout              seconds one whole request may take: connect, headers
+                              and body (default 120; never more than max_duration)
+    max_response_bytes        the largest body read (default 32 MiB); a bigger one
+                              fails the run, naming the setting
+    max_retries, backoff, max_backoff, max_retry_after, max_pages
+    The run as a whole ends after the source's max_duration (default 1 h).
     """
 
     kind = "http"
@@ -76,6 +180,8 @@ class HttpSource(Connector):
         "delete_field": str,
         "headers": dict,
         "timeout": (int, float),
+        "page_timeout": (int, float),
+        "max_response_bytes": int,
         "max_retries": int,
         "backoff": (int, float),
         "max_backoff": (int, float),
@@ -83,7 +189,9 @@ class HttpSource(Connector):
         "max_pages": int,
     }
 
-    def __init__(self, cfg: SourceConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, cfg: SourceConfig, *, sleep: Callable[[float], None] | None = None
+    ) -> None:
         super().__init__(cfg)
         url = self.option("url")
         if not url or urlsplit(url).scheme not in ("http", "https"):
@@ -100,6 +208,15 @@ class HttpSource(Connector):
         self.page_size: int | None = self.option("page_size")
         self.page_size_param: str = self.option("page_size_param", "page_size")
         self.timeout = positive(self.option("timeout", 30), self.key("timeout"))
+        self.page_timeout = positive(
+            self.option("page_timeout", DEFAULT_PAGE_TIMEOUT), self.key("page_timeout")
+        )
+        self.max_response_bytes = int(
+            positive(
+                self.option("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+                self.key("max_response_bytes"),
+            )
+        )
         self.max_retries: int = self.option("max_retries", 5)
         if not 0 <= self.max_retries <= 20:
             raise ConfigError("must be between 0 and 20", key=self.key("max_retries"))
@@ -122,8 +239,9 @@ class HttpSource(Connector):
         self.token_header: str = self.option("token_header", "Authorization")
         self.token = read_secret(cfg, direct=None, env="token_env", file="token_file", what="token")
         self._secrets = [self.token] if self.token else []
-        self.sleep = sleep
-        self._opener = urllib.request.build_opener()
+        self.sleep = sleep or self.pause
+        self._watch = _Watch()
+        self._opener = urllib.request.build_opener(_WatchedHandler(self._watch, self.remaining))
         #: Requests sent (retries included), retries, pages read: for tests and `source test`.
         self.requests = 0
         self.retries = 0
@@ -150,6 +268,7 @@ class HttpSource(Connector):
         """Items of every page as flat field -> value (nested objects as a.b)."""
         self.fetched = self.requests = self.retries = self.pages = 0
         self.next_mark = mark
+        self.start_clock()
         # Without a cursor field the next `since` is when this pull began (the server's
         # and our clocks must agree; cursor_field avoids that).
         started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -169,6 +288,7 @@ class HttpSource(Connector):
             items = self.items(body, url)
             self.pages += 1
             for item in items:
+                self.check()
                 record = flatten(item) if isinstance(item, dict) else {"value": item}
                 if id_field and id_field in record:
                     record = {id_field: record.pop(id_field), **record}
@@ -244,14 +364,27 @@ class HttpSource(Connector):
             req.add_unredirected_header(self.token_header, value)
         attempt = 0
         while True:
+            self.check()
             self.requests += 1
             retry_after: str | None = None
+            limit = min(self.page_timeout, self.remaining())
+            page_why = (
+                f"page_timeout = {self.page_timeout:g}s"
+                if limit == self.page_timeout
+                else f"max_duration = {self.max_duration:g}s"
+            )
+            started = time.monotonic()
+            self._watch.start(limit, page_why)
+            if self._aborted is not None:  # aborted since the check above
+                self._watch.fire("the run was aborted")
             try:
-                with self._opener.open(req, timeout=self.timeout) as resp:
-                    data = resp.read()
+                with self._opener.open(req, timeout=min(self.timeout, limit)) as resp:
+                    data = self._body(resp, safe)
                     headers = resp.headers
+                self._after(safe, started, None)
                 break
             except urllib.error.HTTPError as e:
+                self._after(safe, started, None)
                 status, reason = e.code, e.reason
                 retry_after = e.headers.get("Retry-After") if e.headers else None
                 e.close()
@@ -263,11 +396,21 @@ class HttpSource(Connector):
                 TimeoutError,
                 ConnectionError,
                 http.client.HTTPException,
+                OSError,
             ) as e:
+                # A socket timeout clipped to the time left is the deadline too.
+                self._after(safe, started, (limit, page_why))
                 problem = str(getattr(e, "reason", None) or e) or type(e).__name__
+            finally:
+                self._watch.stop()
             if attempt >= self.max_retries:
                 raise self.fail(f"GET {safe}: {problem} (gave up after {attempt} retries)")
             delay = self.delay(attempt, retry_after)
+            if delay >= self.remaining():
+                raise self.fail(
+                    f"GET {safe}: {problem}; the next retry would come after "
+                    f"max_duration = {self.max_duration:g}s (sources.{self.name}.max_duration)"
+                )
             attempt += 1
             self.retries += 1
             log.warning(
@@ -281,9 +424,57 @@ class HttpSource(Connector):
             )
             self.sleep(delay)
         try:
-            return json.loads(data.decode(_charset(headers))), headers
+            text = data.decode(_charset(headers))
+            del data
+            return json.loads(text), headers
         except (ValueError, LookupError) as e:
             raise self.fail(f"GET {safe}: not JSON ({e})") from None
+
+    def _after(self, safe: str, started: float, deadline: tuple[float, str] | None) -> None:
+        """After a request ended: raises the reason if the watch cut it off, or (for a
+        failed request, `deadline` = (seconds, setting)) if its time was up anyway."""
+        why = self._watch.fired
+        if why is None and deadline is not None:
+            limit, setting = deadline
+            if time.monotonic() - started >= limit - 0.01:
+                why = setting
+        if why is None:
+            return
+        if self._aborted is not None:
+            raise RunAborted(self._aborted)
+        took = time.monotonic() - started
+        raise self.fail(
+            f"GET {safe}: no complete response within {why} "
+            f"(cut off after {took:.1f}s; sources.{self.name}.{why.split(' ')[0]})"
+        )
+
+    def _body(self, resp: http.client.HTTPResponse, safe: str) -> bytes:
+        """The body, read in chunks and never past `max_response_bytes`."""
+        limit = self.max_response_bytes
+        key = f"sources.{self.name}.max_response_bytes"
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise self.fail(
+                f"GET {safe}: the response is {int(declared)} bytes, over "
+                f"max_response_bytes = {limit} ({key}); not read"
+            )
+        buf = bytearray()
+        while True:
+            chunk = resp.read1(READ_CHUNK)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > limit:
+                raise self.fail(
+                    f"GET {safe}: the response is over max_response_bytes = {limit} "
+                    f"({key}); stopped reading after {len(buf)} bytes"
+                )
+        if resp.length:  # the server announced more than it sent
+            raise http.client.IncompleteRead(bytes(0), resp.length)
+        return bytes(buf)
+
+    def _interrupt(self) -> None:
+        self._watch.fire("the run was aborted")
 
     def delay(self, attempt: int, retry_after: str | None) -> float:
         """The server's Retry-After (capped) if it sent one, else exponential backoff

@@ -2,6 +2,9 @@
 pulled whole (`full`) or past a cursor column's high-water mark (`incremental`).
 
 It only reads the source database; the mark itself is stored by `sources.sync_source`.
+A run ends after the source's `max_duration` (checked between rows; SQLite's
+progress handler and PostgreSQL's statement_timeout end a query that runs past
+it), and `abort` (SIGTERM) interrupts the query in flight.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class SqlSource(Connector):
                                     `>=` and re-reads the boundary rows, which is free)
     delete_column                   a soft-delete flag (mapped to deleted)
     timeout                         seconds to connect
+    The run as a whole ends after the source's max_duration (default 1 h).
     Rows whose cursor is NULL are read by full runs only.
     """
 
@@ -103,6 +107,7 @@ class SqlSource(Connector):
         # Longest first: the whole URL as given, then the password alone.
         self._secrets = [s for s in (raw, url.password) if s]
         self._engine: Engine | None = None
+        self._dbapi: Any = None  # the driver connection of the query in flight
 
     # -------------------------------------------------------------- description
 
@@ -131,6 +136,9 @@ class SqlSource(Connector):
             backend = self.url.get_backend_name()
             if backend == "postgresql":
                 args["connect_timeout"] = max(1, int(self.timeout))
+                # No statement (each FETCH of the streamed result is one) outlives the run.
+                ms = int(min(self.max_duration, 86400 * 24) * 1000)
+                args["options"] = f"-c statement_timeout={ms}"
             elif backend == "sqlite":
                 args["timeout"] = self.timeout
             # NullPool: a poll every 30 minutes holds no idle connection in between.
@@ -182,8 +190,10 @@ class SqlSource(Connector):
         sql, params = self.statement(incremental, since)
         best: Any = None
         log.debug("source %s: reading %s (%s)", self.name, self.safe_url, mode)
+        self.start_clock()
         try:
             with self.engine().connect() as conn:
+                self._watch_query(conn)
                 result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
                     sa.text(sql), params
                 )
@@ -197,6 +207,7 @@ class SqlSource(Connector):
                     cur_col = lower[self.cursor_column.lower()] if self.cursor_column else None
                     order = ([id_col] if id_col else []) + [c for c in columns if c != id_col]
                     for row in result:
+                        self.check()
                         values = row._mapping
                         self.fetched += 1
                         if cur_col is not None:
@@ -205,14 +216,37 @@ class SqlSource(Connector):
                                 best = v
                         yield {c: text_value(values[c]) for c in order}
         except SQLAlchemyError as e:
+            self.check()  # an interrupted query: aborted, or past max_duration
             # The driver's own message, first line only: SQLAlchemy's adds the statement.
             orig = getattr(e, "orig", None) or e
             text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
             raise self.fail(f"database error on {self.safe_url}: {text}") from None
         finally:
+            self._dbapi = None
             self.close()
         if best is not None:
             self.next_mark = encode_mark(best)
+
+    def _watch_query(self, conn: sa.Connection) -> None:
+        """Lets `abort` and `max_duration` reach a query that is still running."""
+        dbapi = conn.connection.driver_connection
+        self._dbapi = dbapi
+        if self.url.get_backend_name() == "sqlite" and dbapi is not None:
+            # Called every few thousand SQLite instructions: non-zero interrupts.
+            dbapi.set_progress_handler(
+                lambda: int(self._aborted is not None or self.remaining() < 0), 10_000
+            )
+
+    def _interrupt(self) -> None:
+        dbapi = self._dbapi
+        if dbapi is None:
+            return
+        try:
+            if self.url.get_backend_name() == "postgresql":
+                dbapi.cancel()  # libpq's cancel request: the query ends with an error
+            # SQLite: the progress handler sees the abort within a few ms.
+        except Exception as e:  # best effort: the row loop's check still ends the run
+            log.warning("source %s: could not cancel the query: %s", self.name, type(e).__name__)
 
     def _check(self, columns: list[str]) -> None:
         have = {c.lower() for c in columns}

@@ -2,10 +2,17 @@
 
 Each card becomes one mapping of vCard field -> text; it must not decide what a
 field means beyond the connector's default mapping (the config can override it).
+
+Memory is bounded before vobject sees a byte: the file is read line by line, a
+property (its folded lines together) over the field limit (1 MiB) or a card over
+twice that makes the card quarantined with its line and the property's name,
+without the property ever being held whole; pictures and keys (PHOTO, LOGO,
+SOUND, KEY, unless the mapping keeps them) are dropped while reading.
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from collections.abc import Generator, Iterator
@@ -15,6 +22,7 @@ from typing import Any, ClassVar
 
 import vobject  # type: ignore[import-untyped]
 
+from contactsync_agent import _core
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import SourceFormatError
 from contactsync_agent.sources.base import Connector
@@ -50,6 +58,12 @@ DEFAULT_MAPPING: dict[str, str] = {
     "SOUND": "ignore",
     "KEY": "ignore",
 }
+
+#: The field limit of every source (as `SyncOptions.max_field_bytes`).
+MAX_FIELD_BYTES = 1 << 20
+#: Binary properties dropped while reading when the mapping ignores them.
+BINARY = frozenset({"PHOTO", "LOGO", "SOUND", "KEY"})
+_PROP_NAME = re.compile(rb"^\s*(?:[A-Za-z0-9-]+\.)?([A-Za-z0-9-]+)")
 
 _BEGIN = re.compile(r"^\s*BEGIN\s*:\s*VCARD\s*$", re.I)
 _END = re.compile(r"^\s*END\s*:\s*VCARD\s*$", re.I)
@@ -219,46 +233,175 @@ def card_record(component: Any) -> dict[str, Any]:
     return record
 
 
-def read_cards(path: str | Path) -> Iterator[dict[str, Any]]:
+@dataclass
+class Oversized:
+    """A card refused while streaming: it is never parsed, only reported."""
+
+    number: int
+    line: int
+    reason: str
+    uid: str
+
+
+def file_encoding(p: Path) -> str:
+    """utf-8 (a BOM is skipped) if the whole file decodes, else windows-1252; read in
+    chunks, so a huge file is never held for this."""
+    dec = codecs.getincrementaldecoder("utf-8-sig")()
+    try:
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                dec.decode(chunk)
+        dec.decode(b"", final=True)
+    except UnicodeDecodeError:
+        log.warning("%s: not UTF-8; reading it as windows-1252", p)
+        return "cp1252"
+    return "utf-8-sig"
+
+
+def stream_cards(
+    f: Any, encoding: str, *, max_field_bytes: int = MAX_FIELD_BYTES,
+    drop: frozenset[str] = BINARY,
+) -> Iterator[Card | Oversized | tuple[int, int]]:
+    """`split_cards` over an open binary file, line by line, with the size checks of
+    the module docstring. No physical line is read whole past the field limit. Text
+    outside a card comes as (line, its size in bytes)."""
+    limit = max_field_bytes
+    max_card = 2 * limit
+    start: int | None = None
+    buf: list[str] = []
+    held = 0  # bytes of the card held in buf
+    number = 0
+    lineno = 0
+    prop, prop_line, prop_size, dropping = "", 0, 0, False
+    refused: str | None = None
+    uid = ""
+    first = True
+    while True:
+        raw = f.readline(limit + 2)
+        if not raw:
+            break
+        lineno += 1
+        size = len(raw)
+        whole = raw.endswith(b"\n")
+        while not whole:  # a physical line over the limit: counted, not kept
+            more = f.readline(1 << 16)
+            if not more:
+                break
+            size += len(more)
+            whole = more.endswith(b"\n")
+        if first and raw.startswith(codecs.BOM_UTF8):
+            raw, size = raw[3:], size - 3
+        first = False
+        long_line = size > len(raw)
+        folded = raw[:1] in (b" ", b"\t") and start is not None
+        line = "" if long_line else raw.decode(encoding, errors="replace").rstrip("\r\n")
+        if start is None:
+            if not long_line and _BEGIN.match(line):
+                start, buf, held, number = lineno, [line], len(raw), number + 1
+                prop, prop_size, dropping, refused, uid = "BEGIN", 0, False, None, ""
+            elif long_line or line.strip():
+                yield (lineno, size)
+            continue
+        if folded:
+            prop_size += size - 1
+        else:
+            m = _PROP_NAME.match(raw)
+            prop = m.group(1).decode("ascii").upper() if m else "?"
+            prop_line, prop_size = lineno, size
+            dropping = prop in drop
+            if prop == "UID" and not long_line:
+                uid = line.split(":", 1)[-1].strip()
+        if refused is None and not dropping and prop_size > limit + 2:
+            refused = (
+                f"property {prop} at line {prop_line} holds more than {limit} bytes "
+                f"(the field limit); the card was not read"
+            )
+        if refused is None and not dropping:
+            held += size
+            if held > max_card:
+                refused = (
+                    f"the card holds more than {max_card} bytes (twice the field limit) "
+                    f"at line {lineno}; it was not read"
+                )
+        if refused is not None:
+            buf = []
+        elif not dropping:
+            buf.append(line)
+        if not folded and not long_line and _END.match(line):
+            if refused is not None:
+                yield Oversized(number, start, refused, uid)
+            else:
+                yield Card(number, start, "\r\n".join(buf) + "\r\n")
+            start, buf, held = None, [], 0
+    if start is not None:
+        # No END:VCARD: hand it on as is; the parser's complaint names the card.
+        if refused is not None:
+            yield Oversized(number, start, refused, uid)
+        else:
+            yield Card(number, start, "\r\n".join(buf) + "\r\n")
+
+
+def read_cards(
+    path: str | Path, *, max_field_bytes: int = MAX_FIELD_BYTES, drop: frozenset[str] = BINARY
+) -> Iterator[dict[str, Any]]:
     """The cards of one file as records. A card that cannot be parsed, or has no UID,
     is yielded with an empty UID (so the core quarantines it) and logged with file,
-    card number and line; a file with no card at all is a SourceFormatError."""
+    card number and line; a card over the size limits is yielded as a refusal
+    (`_core.REJECT_KEY`: quarantined with its reason); a file with no card at all is a
+    SourceFormatError."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        encoding = file_encoding(p)
+        f = open(p, "rb")  # noqa: SIM115 (closed below, also when the caller stops early)
     except OSError as e:
         raise SourceFormatError(str(p), 0, 0, f"cannot read: {e.strerror}") from None
-    text = decode(data, str(p))
     seen = 0
-    for item in split_cards(text):
-        if isinstance(item, tuple):
-            lineno, stray = item
-            log.warning("%s, line %d: text outside any card ignored: %.60r", p, lineno, stray)
-            continue
-        seen += 1
-        where = f"{p}, card {item.number} (line {item.line})"
-        try:
-            component = vobject.readOne(item.text, ignoreUnreadable=False)
-            if component.name.upper() != "VCARD":
-                raise ValueError(f"a {component.name} is not a vCard")
-            record = card_record(component)
-        except Exception as e:  # vobject raises ParseError, ValueError, AttributeError, ...
-            # vobject counts lines within the card (and oddly): drop its "At line N: ".
-            reason = re.sub(r"^At line \d+:\s*", "", str(e))[:500]
-            log.warning("%s: cannot be parsed (%s); quarantined", where, reason)
-            yield {
-                "UID": "",
-                "vcard_card": item.number,
-                "vcard_line": item.line,
-                "vcard_error": reason,
-            }
-            continue
-        if not record["UID"]:
-            log.warning("%s: has no UID (the external id); quarantined", where)
-            record["vcard_card"] = item.number
-            record["vcard_line"] = item.line
-        yield record
-    if seen == 0 and text.strip():
+    stray_text = False
+    try:
+        for item in stream_cards(f, encoding, max_field_bytes=max_field_bytes, drop=drop):
+            if isinstance(item, tuple):
+                lineno, size = item
+                stray_text = True
+                # Its size only: the text may be personal data.
+                log.warning(
+                    "%s, line %d: text outside any card ignored (%d bytes)", p, lineno, size
+                )
+                continue
+            seen += 1
+            where = f"{p}, card {item.number} (line {item.line})"
+            if isinstance(item, Oversized):
+                log.warning("%s: %s; quarantined", where, item.reason)
+                yield {
+                    "UID": item.uid,
+                    _core.REJECT_KEY: f"card {item.number} (line {item.line}): {item.reason}",
+                    "vcard_card": item.number,
+                    "vcard_line": item.line,
+                }
+                continue
+            try:
+                component = vobject.readOne(item.text, ignoreUnreadable=False)
+                if component.name.upper() != "VCARD":
+                    raise ValueError(f"a {component.name} is not a vCard")
+                record = card_record(component)
+            except Exception as e:  # vobject raises ParseError, ValueError, AttributeError, ...
+                # vobject counts lines within the card (and oddly): drop its "At line N: ".
+                reason = re.sub(r"^At line \d+:\s*", "", str(e))[:500]
+                log.warning("%s: cannot be parsed (%s); quarantined", where, reason)
+                yield {
+                    "UID": "",
+                    "vcard_card": item.number,
+                    "vcard_line": item.line,
+                    "vcard_error": reason,
+                }
+                continue
+            if not record["UID"]:
+                log.warning("%s: has no UID (the external id); quarantined", where)
+                record["vcard_card"] = item.number
+                record["vcard_line"] = item.line
+            yield record
+    finally:
+        f.close()
+    if seen == 0 and stray_text:
         raise SourceFormatError(str(p), 1, 0, "no BEGIN:VCARD found: not a vCard file")
 
 
@@ -295,6 +438,9 @@ class VCardSource(Connector):
 
     def read(self, mode: str, mark: str | None) -> Generator[dict[str, Any], None, None]:
         self.fetched = 0
-        for record in read_cards(self.resolve()):
+        mapping = self.mapping()
+        drop = frozenset(n for n in BINARY if mapping.get(n) == "ignore")
+        for record in read_cards(self.resolve(), drop=drop):
+            self.check()  # the agent asked to stop: the run rolls back
             self.fetched += 1
             yield record
