@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_helpers import config_text, env
 from contactsync_agent import health
 from contactsync_agent.mirror import Mirror
-from contactsync_agent.safetext import EscapingFormatter, escape
-
-from agent_helpers import config_text, env
 
 EXE = Path(sys.executable).with_name("contactsync")
 CMD = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "contactsync_agent.cli"]
@@ -155,7 +153,9 @@ def test_contacts_list_json_streams_in_bounded_memory(tmp_path: Path) -> None:
 PEOPLE = [("Jonathan", "Smith", "jon.smith@example.com", "0400 000 001"),
           ("Jonathon", "Smith", "jon.smith@example.com", "+61 400 000 001"),
           ("Mary", "Jones", "mary@example.org", "0400 222 333"),
-          ("Peter", "Brown", "pb@example.net", "0400 444 555")]
+          ("Peter", "Brown", "pb@example.net", "0400 444 555"),
+          *((f"Given{k}", f"Family{k}", f"g{k}@example.com", f"0411 {k:03d} {k * 7:03d}")
+            for k in range(40))]
 
 
 def _people_csv(path: Path, header: list[str], with_id: bool = False) -> Path:
@@ -248,6 +248,8 @@ def test_table_cells_and_log_lines_are_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in shown.stdout and "\\x1b" in shown.stdout
     import logging
 
+    from contactsync_agent.safetext import EscapingFormatter, escape
+
     rec = logging.LogRecord("x", logging.INFO, __file__, 1, "file %s\nFAKE LINE", ("a\x1bb",),
                             None)
     line = EscapingFormatter("%(levelname)s %(message)s").format(rec)
@@ -306,7 +308,8 @@ def test_empty_text_fields_are_empty_strings_in_show_and_export(tmp_path: Path) 
     with Mirror.open(db) as m:
         cid = m.add_contact(name="No Org", email="n@o.com")
     shown = json.loads(run("--db", str(db), "contacts", "show", str(cid), "--json").stdout)
-    exported = json.loads(run("--db", str(db), "export", "--format", "json").stdout)
+    exported = json.loads(run("--db", str(db), "export", "--full", "--format",
+                              "json").stdout)
     [row] = exported["contacts"]
     from contactsync_agent.mapping import FIELDS
 
@@ -318,8 +321,10 @@ def test_empty_text_fields_are_empty_strings_in_show_and_export(tmp_path: Path) 
     assert listed[0]["organisation"] == ""
 
 
-@pytest.mark.parametrize("args", [["contacts", "list", "--json"], ["contacts", "list"],
-                                  ["changes", "--json"], ["contacts", "list", "--ndjson"]])
+@pytest.mark.parametrize("args", [["contacts", "list", "--json"],
+                                  ["contacts", "list", "--limit", "3000"],
+                                  ["changes"], ["export", "--full"],
+                                  ["contacts", "list", "--ndjson"]])
 def test_a_closed_pipe_ends_quietly(tmp_path: Path, args: list[str]) -> None:
     db = tmp_path / "m.db"
     _mirror_with(db, 5_000)

@@ -156,11 +156,15 @@ def test_match_and_dedupe_commands_write_pairs(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- review in bulk (issue 12)
 
-BULK_LOCAL = [dict(name=f"Jon Smith{k}", email=f"jon{k}@example.com", mobile=f"0400 000 10{k}",
-                   street=f"{k} George St", postcode="2000") for k in range(3)]
-BULK_INCOMING = [dict(external_id=f"B{k}", given_name="John", family_name=f"SMITH{k}",
-                      email=f"jon{k}@example.com", mobile=f"+6140000010{k}",
-                      street=f"{k} George Street", postcode="2000") for k in range(3)]
+BULK = [("Jon", "Smith", "John", "SMITH", "jon.s@example.com", "0400 000 101", "1 George St"),
+        ("Mary", "Jones", "Marie", "JONES", "mary.j@example.org", "0400 000 202", "2 King St"),
+        ("Pete", "Brown", "Peter", "BROWN", "pb@example.net", "0400 000 303", "3 Queen St")]
+BULK_LOCAL = [dict(given_name=g, family_name=f, email=e, mobile=m, street=st, postcode="2000")
+              for g, f, _, _, e, m, st in BULK]
+BULK_INCOMING = [dict(external_id=f"B{k}", given_name=g, family_name=f, email=e,
+                      mobile="+61" + m[1:].replace(" ", ""), street=st.replace("St", "Street"),
+                      postcode="2000")
+                 for k, (_, _, g, f, e, m, st) in enumerate(BULK)]
 
 
 def bulk_seed(db: Path, weak: bool = True) -> list[int]:
@@ -179,30 +183,30 @@ def test_review_list_shows_names_emails_and_score(tmp_path: Path) -> None:
     bulk_seed(db)
     out = cli(db, "review", "list")
     assert out.returncode == 0, out.stderr
-    for k in range(3):
-        assert f"Jon Smith{k}" in out.stdout and f"jon{k}@example.com" in out.stdout
-        assert f"John SMITH{k}" in out.stdout
+    for g, f, g2, f2, e, _, _ in BULK:
+        assert f"{g} {f}" in out.stdout and f"{g2} {f2}" in out.stdout and e in out.stdout
     assert "%" in out.stdout
     items = json.loads(cli(db, "review", "list", "--json").stdout)
-    assert [(i["incoming"]["name"], i["candidate"]["name"]) for i in items] == [
-        (f"John SMITH{k}", f"Jon Smith{k}") for k in range(3)]
+    assert sorted((i["incoming"]["name"], i["candidate"]["name"]) for i in items) == sorted(
+        (f"{g2} {f2}", f"{g} {f}") for g, f, g2, f2, _, _, _ in BULK)
     assert all(i["incoming"]["email"] == i["candidate"]["email"] for i in items)
     assert all(0 < i["score"] <= 1 for i in items)
 
 
 def test_review_show_is_side_by_side_with_agreement_levels(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
-    bulk_seed(db)
+    local = bulk_seed(db)
     with Mirror.open(db, readonly=True) as m:
-        item = m.review_items()[0]
+        [item] = [i for i in m.review_items() if i.candidate_id == local[0]]
     doc = json.loads(cli(db, "review", "show", str(item.id), "--json").stdout)
     fields = {f["field"]: f for f in doc["fields"]}
-    assert fields["email"]["incoming"] == fields["email"]["candidate"] == "jon0@example.com"
+    assert fields["email"]["incoming"] == fields["email"]["candidate"] == "jon.s@example.com"
     assert fields["email"]["level"] == item.explanation["email"]["level"] == "exact"
-    assert fields["family_name"]["incoming"] == "SMITH0"
-    assert fields["family_name"]["candidate"] == "Smith0"
+    assert (fields["given_name"]["incoming"], fields["given_name"]["candidate"]) == (
+        "John", "Jon")
+    assert fields["given_name"]["level"] == item.explanation["given_name"]["level"]
     text = cli(db, "review", "show", str(item.id)).stdout
-    assert "agreement" in text and "exact" in text and "Smith0" in text and "SMITH0" in text
+    assert "agreement" in text and "exact" in text and "Jon" in text and "SMITH" in text
     missing = cli(db, "review", "show", "999")
     assert missing.returncode == 6 and "no review item with id 999" in missing.stderr
 
@@ -211,7 +215,8 @@ def test_review_accept_and_reject_several_ids(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     local = bulk_seed(db)
     with Mirror.open(db, readonly=True) as m:
-        ids = [i.id for i in m.review_items()]
+        by_candidate = {i.candidate_id: i.id for i in m.review_items()}
+        ids = [by_candidate[c] for c in local]
     out = cli(db, "review", "accept", str(ids[0]), str(ids[1]), "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)

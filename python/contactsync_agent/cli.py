@@ -60,7 +60,7 @@ def emit_json(data: Any) -> None:
 def emit_json_stream(items: Iterable[Any], ndjson: bool = False) -> int:
     """Writes `items` as they come: one JSON array, or one object a line
     (`ndjson`); memory holds one item at a time. Returns how many."""
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     n = 0
     if ndjson:
         for item in items:
@@ -83,14 +83,21 @@ def say(text: str, err: bool = False) -> None:
 
 def _stdout_is_gone() -> bool:
     """True when stdout's reader has gone away (`... | head`): flushing what is
-    still buffered fails with a broken pipe again."""
+    still buffered fails again, or the pipe reports an error (no reader left)."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         return True
     except (OSError, ValueError):
-        return False
-    return False
+        pass
+    try:
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True  # no poll() (Windows): a broken pipe this far up is stdout's
 
 
 def _quiet_exit() -> NoReturn:

@@ -16,7 +16,7 @@ import click
 
 from contactsync_agent.cli import Ctx, emit_json, json_option, say
 from contactsync_agent.errors import ConfigError
-from contactsync_agent.safetext import cell, markup
+from contactsync_agent.safetext import escape
 
 T = TypeVar("T")
 
@@ -67,19 +67,15 @@ def register(cli: click.Group) -> None:
         if not items:
             click.echo("no review items" + ("" if show_all else " open"))
             return
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table("item", "score", "incoming record", "e-mail", "may be local contact",
-                  "e-mail", "kind", *(["status"] if show_all else []))
         for i in items:
             a, b = i["incoming"], i["candidate"]
             score = f"{i['score']:.0%}" if i["score"] is not None else "identity"
-            t.add_row(str(i["id"]), score,
-                      cell(f"{a['name']} ({a['contact_id']}, {i['source']}:{i['external_id']})"),
-                      cell(a["email"]), cell(f"{b['name']} ({b['contact_id']})"),
-                      cell(b["email"]), i["kind"], *([i["status"]] if show_all else []))
-        Console().print(t)
+            status = f" [{i['status']}]" if show_all else ""
+            head = f"#{i['id']:<5} {score:>8}  {i['kind']:<9}"
+            say(f"{head} incoming: {a['name'] or '-'} <{a['email'] or '-'}> (contact "
+                f"{a['contact_id']}, {i['source']}:{i['external_id']}){status}")
+            say(f"{'':<{len(head)}} local:    {b['name'] or '-'} <{b['email'] or '-'}> "
+                f"(contact {b['contact_id']})")
 
     @review.command("show")
     @click.argument("item_id", type=int)
@@ -95,19 +91,19 @@ def register(cli: click.Group) -> None:
         item, a, b = cmp["item"], cmp["incoming"], cmp["candidate"]
         score = f"{item['score']:.0%}" if item["score"] is not None else "identity"
         say(f"review item #{item['id']} [{item['status']}] {score}: {item['reason']}")
-        from rich.console import Console
-        from rich.table import Table
-
-        origin = markup(f"{item['source']}:{item['external_id']}")
-        t = Table("field", f"incoming (contact {a['contact_id']}, {origin})",
-                  f"local (contact {b['contact_id']})", "agreement", "weight")
+        rows = [("field", f"incoming (contact {a['contact_id']})",
+                 f"local (contact {b['contact_id']})", "agreement")]
         for f in cmp["fields"]:
             if not (f["incoming"] or f["candidate"] or f["level"]):
                 continue
-            weight = f"{f['weight']:+.2f}" if isinstance(f["weight"], int | float) else ""
-            t.add_row(f["field"], cell(f["incoming"]), cell(f["candidate"]),
-                      cell(f["level"] or "-"), weight)
-        Console().print(t)
+            level = f["level"] or "-"
+            if isinstance(f["weight"], int | float):
+                level += f" ({f['weight']:+.2f})"
+            rows.append((f["field"], escape(f["incoming"]), escape(f["candidate"]), level))
+        widths = [max(len(r[k]) for r in rows) for k in range(3)]
+        for r in rows:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False))
+                       + "  " + r[3])
 
     def _decide(obj: Ctx, action: str, item_ids: tuple[int, ...], take_all: bool,
                 min_score: float | None, yes: bool, as_json: bool) -> None:
@@ -140,7 +136,7 @@ def register(cli: click.Group) -> None:
         if out["failed"]:
             sys.exit(1)
 
-    decide_options = [
+    decide_options: list[Callable[[Any], Any]] = [
         click.argument("item_ids", nargs=-1, type=int),
         click.option("--all", "take_all", is_flag=True, help="Every open item (see --min-score)."),
         click.option("--min-score", type=click.FloatRange(0, 1), default=None,
@@ -274,7 +270,7 @@ def register(cli: click.Group) -> None:
                     say(f"  {p.left_id} ~ {p.right_id}: {p.probability:.3f}")
 
     def matching_options(f: Callable[..., None]) -> Callable[..., None]:
-        for opt in reversed([
+        options: list[Callable[[Any], Any]] = [
             click.option("--config", "config_file",
                          type=click.Path(exists=True, dir_okay=False),
                          help="Matching config (TOML or JSON: fields, blocking, threshold)."),
@@ -291,7 +287,8 @@ def register(cli: click.Group) -> None:
                          help="Write pairs (.csv or .json)."),
             json_option,
             click.pass_obj,
-        ]):
+        ]
+        for opt in reversed(options):
             f = opt(f)
         return f
 

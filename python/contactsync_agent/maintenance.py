@@ -240,7 +240,11 @@ def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Bac
             "goes into that folder); create it first, or name a file")
     if out.is_dir():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        out = out / f"{src_path.stem}-{stamp}.db"
+        folder, n = out, 1
+        out = folder / f"{src_path.stem}-{stamp}.db"
+        while out.exists():  # two backups in the same second
+            n += 1
+            out = folder / f"{src_path.stem}-{stamp}-{n}.db"
     if out.exists():
         raise ContactSyncError(f"{out}: already exists; choose a new backup file name")
     if out.resolve() == src_path.resolve():

@@ -6,8 +6,10 @@ never decides a sync itself (that is `sync.py` and `rules.py`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -309,7 +311,9 @@ class Mirror(RelationsMixin):
                 for r in rows:
                     yield Contact.from_row(dict(zip(CONTACT_COLUMNS, r, strict=True)))
         finally:
-            cur.close()
+            # Left unfinished (a reader stopped early), it may be closed after the mirror.
+            with contextlib.suppress(sqlite3.Error):
+                cur.close()
 
     def contacts(self, *, include_deleted: bool = False, record_type: str | None = None,
                  source: str | None = None, limit: int | None = None,

@@ -125,17 +125,13 @@ def _items(store: Store, status: str | None, min_score: float | None,
 
 def summaries(store: Store, status: str | None = "open",
               min_score: float | None = None) -> list[dict[str, Any]]:
-    """The queue as a person reads it: each item with the score and both
-    contacts' names and e-mails (the incoming record's contact and the local
+    """The queue as a person reads it: each item (its `ReviewItem` fields) with
+    both contacts' names and e-mails (the incoming record's contact and the local
     candidate). `min_score` keeps items scored at least that (identity items,
     which have no score, drop out)."""
     out = []
     for item in _items(store, status, min_score):
-        out.append({"id": item.id, "status": item.status, "kind": item.kind,
-                    "score": item.score, "source": item.source,
-                    "external_id": item.external_id, "reason": item.reason,
-                    "created_at": item.created_at,
-                    "incoming": _person(store, item.contact_id),
+        out.append({**item.to_dict(), "incoming": _person(store, item.contact_id),
                     "candidate": _person(store, item.candidate_id)})
     return out
 

@@ -4,9 +4,9 @@ An export can hold control characters (NUL, an ESC sequence that rewrites the
 admin's terminal, a newline that forges a log line, a bidi override). Every
 message, log line and table cell that quotes input goes through `escape`
 here, at the boundaries: the CLI's error line and printed values, rich table
-cells (`cell`) and rich markup (`markup`), and the log formatter (`EscapingFormatter`). This module only
-renders text; it must not decide what to show or redact (the callers and the
-log's redaction filter do).
+cells (`cell`) and rich markup (`markup`), and the log formatter
+(`EscapingFormatter`). This module only renders text; it must not decide
+what to show or redact (the callers and the log's redaction filter do).
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
 
 def escape(text: Any) -> str:
-    """`text` with every non-printable character written as `\\xNN`, `\\uNNNN` or
-    `\\UNNNNNNNN` (newline and tab too: one message stays one line). Printable
-    text, accents and other scripts included, is returned unchanged."""
+    """`text` with every non-printable character written as `\\n`, `\\r`, `\\t`,
+    `\\xNN`, `\\uNNNN` or `\\UNNNNNNNN` (newline and tab too: one message stays
+    one line). Printable text, accents and other scripts included, is returned
+    unchanged."""
     s = text if isinstance(text, str) else str(text)
     if s.isprintable():
         return s
@@ -28,8 +31,8 @@ def escape(text: Any) -> str:
             out.append(ch)
             continue
         n = ord(ch)
-        out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000
-                   else f"\\U{n:08x}")
+        out.append(_SHORT.get(ch) or (f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+                                      if n < 0x10000 else f"\\U{n:08x}"))
     return "".join(out)
 
 
@@ -51,7 +54,7 @@ def markup(value: Any) -> str:
 class EscapingFormatter(logging.Formatter):
     """A log formatter that escapes the message (never the traceback it adds)."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message
         record.message = escape(message)
         try:

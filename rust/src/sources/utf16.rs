@@ -44,9 +44,7 @@ fn transcode<R: Read>(
         let last = n == 0;
         let mut at = 0;
         loop {
-            let need = dec
-                .max_utf8_buffer_length(n - at)
-                .unwrap_or(CHUNK * 3 + 16);
+            let need = dec.max_utf8_buffer_length(n - at).unwrap_or(CHUNK * 3 + 16);
             out.reserve(need);
             let (res, read, _) = dec.decode_to_string(&buf[at..n], out, last);
             at += read;
