@@ -203,8 +203,8 @@ def register(cli: click.Group) -> None:
                    f"contacts ({result.stats.pairs_compared:,} pairs compared)")
         for c in clusters:
             members = ", ".join(f"{i} {names.get(i, '')}" for i in c.ids)
-            click.echo(f"  [{members}] strongest {c.strongest.probability:.0%}, weakest "
-                       f"{c.weakest.probability:.0%} ({c.weakest.left_id}–{c.weakest.right_id})")
+            say(f"  [{members}] strongest {c.strongest.probability:.0%}, weakest "
+                f"{c.weakest.probability:.0%} ({c.weakest.left_id}–{c.weakest.right_id})")
 
     def _read_options(obj: Ctx, source: str | None, id_column: str | None) -> Any:
         from contactsync_agent import matching

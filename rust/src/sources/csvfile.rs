@@ -613,6 +613,41 @@ mod tests {
     }
 
     #[test]
+    fn line_ids_stand_in_for_a_missing_id_column() {
+        let data = b"name,email\nJo Bloggs,jo@x.com\n\nAl Lee,al@x.com\n".to_vec();
+        let mut r =
+            CsvReader::open_with(data, mapping(), Limits::default(), None, None, true).unwrap();
+        assert!(r.line_ids);
+        let items = r.next_chunk(100, None).unwrap();
+        let ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .map(|rec| rec.external_id.clone())
+            .collect();
+        assert_eq!(ids, vec!["2", "4"]);
+        // With an id column, line_ids changes nothing.
+        let data = b"ID,name\nA1,Jo\n".to_vec();
+        let mut r =
+            CsvReader::open_with(data, mapping(), Limits::default(), None, None, true).unwrap();
+        assert!(!r.line_ids);
+        let items = r.next_chunk(100, None).unwrap();
+        assert_eq!(items[0].as_ref().unwrap().external_id, "A1");
+    }
+
+    #[test]
+    fn utf16_with_bom_is_decoded() {
+        let mut data = vec![0xFF, 0xFE];
+        for u in "ID\tname\r\nA1\tZoë\r\n".encode_utf16() {
+            data.extend_from_slice(&u.to_le_bytes());
+        }
+        let (r, items) = read_all(&data);
+        assert_eq!(r.delimiter, b'\t');
+        let rec = items[0].as_ref().unwrap();
+        assert_eq!(rec.external_id, "A1");
+        assert_eq!(rec.fields[2], "Zoë");
+    }
+
+    #[test]
     fn missing_id_column_refuses_file() {
         let e = CsvReader::open(
             b"name\nx\n".to_vec(),
