@@ -20,7 +20,7 @@ from contactsync_agent import status as status_mod
 from contactsync_agent.config import AgentConfig, load_config
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.mirror import Mirror, default_db_path
-from contactsync_agent.safetext import cell, escape
+from contactsync_agent.safetext import cell, escape, markup
 from contactsync_agent.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -197,7 +197,7 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
             with Progress(SpinnerColumn(), TextColumn("{task.description}"),
                           TextColumn("{task.completed:,} records"), TimeElapsedColumn(),
                           transient=True) as bar:
-                task = bar.add_task(f"syncing {Path(file).name}", total=None)
+                task = bar.add_task(f"syncing {markup(Path(file).name)}", total=None)
                 report = m.sync_file(source, file,
                                      progress=lambda n: bar.update(task, completed=n), **kwargs)
         else:

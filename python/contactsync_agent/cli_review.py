@@ -16,7 +16,7 @@ import click
 
 from contactsync_agent.cli import Ctx, emit_json, json_option, say
 from contactsync_agent.errors import ConfigError
-from contactsync_agent.safetext import escape
+from contactsync_agent.safetext import escape, markup
 
 T = TypeVar("T")
 
@@ -27,6 +27,7 @@ def _with_spinner(label: str, work: Callable[[], T]) -> T:
         return work()
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    label = markup(label)  # file names are input: no markup, no control characters
     with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), transient=True) as p:
         p.add_task(label, total=None)
         return work()
