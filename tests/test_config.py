@@ -81,6 +81,8 @@ def test_enable_and_disable_keep_comments_and_layout(tmp_path: Path) -> None:
         '[sources.a.mapping]\n"Client ID" = "external_id"\n'
     )
     path.write_text(text)
+    (tmp_path / "in").mkdir()  # enabling checks the folders (issue 12)
+    (tmp_path / "in2").mkdir()
     r = cli("--config", str(path), "source", "enable", "a")
     assert r.returncode == 0, r.stderr
     assert path.read_text() == text.replace("enabled = false   # off", "enabled = true   # off")

@@ -14,6 +14,7 @@ from contactsync_agent.matching import (
     Field,
     MatchConfig,
     MatchResult,
+    ReadOptions,
     dedupe,
     link,
 )
@@ -341,10 +342,14 @@ def test_errors_are_python_exceptions(
 def test_missing_csv_and_missing_id_column(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         dedupe(tmp_path / "nope.csv")
-    bad = tmp_path / "bad.csv"
-    bad.write_text("name,email\nx,y\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="no id column"):
-        dedupe(bad)
+    # No id column: the line numbers are the ids (issue 12), and the result says so.
+    noid = tmp_path / "noid.csv"
+    noid.write_text("name,email\nJo Bloggs,jo@x.com\nJo Bloggs,jo@x.com\n", encoding="utf-8")
+    res = dedupe(noid)
+    assert res.inputs[0].id_column is None
+    assert {(p.left_id, p.right_id) for p in res} <= {("2", "3"), ("3", "2")}
+    with pytest.raises(ValueError, match="no column 'code'"):
+        dedupe(noid, read=ReadOptions(id_column="code"))
 
 
 def test_empty_and_single_record_sets() -> None:

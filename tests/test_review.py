@@ -152,3 +152,114 @@ def test_match_and_dedupe_commands_write_pairs(tmp_path: Path) -> None:
     assert pairs == {(f"L{i}", f"R{i}") for i in range(20)}
     dd = cli(tmp_path / "unused.db", "dedupe", str(left), "--json")
     assert dd.returncode == 0 and json.loads(dd.stdout)["pairs"] == 0
+
+
+# ---------------------------------------------------------------- review in bulk (issue 12)
+
+BULK = [("Jon", "Smith", "John", "SMITH", "jon.s@example.com", "0400 000 101", "1 George St"),
+        ("Mary", "Jones", "Marie", "JONES", "mary.j@example.org", "0400 000 202", "2 King St"),
+        ("Pete", "Brown", "Peter", "BROWN", "pb@example.net", "0400 000 303", "3 Queen St")]
+BULK_LOCAL = [dict(given_name=g, family_name=f, email=e, mobile=m, street=st, postcode="2000")
+              for g, f, _, _, e, m, st in BULK]
+BULK_INCOMING = [dict(external_id=f"B{k}", given_name=g, family_name=f, email=e,
+                      mobile="+61" + m[1:].replace(" ", ""), street=st.replace("St", "Street"),
+                      postcode="2000")
+                 for k, (_, _, g, f, e, m, st) in enumerate(BULK)]
+
+
+def bulk_seed(db: Path, weak: bool = True) -> list[int]:
+    incoming = list(BULK_INCOMING)
+    if weak:  # the last pair agrees on less: a lower score
+        incoming[2] = {**incoming[2], "mobile": "0499 999 999", "street": "", "postcode": ""}
+    with Mirror.open(db) as m:
+        ids = [m.add_contact(**p) for p in BULK_LOCAL]
+        m.sync("xpm", incoming)
+        assert len(m.review_items()) == 3
+    return ids
+
+
+def test_review_list_shows_names_emails_and_score(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    bulk_seed(db)
+    out = cli(db, "review", "list")
+    assert out.returncode == 0, out.stderr
+    for g, f, g2, f2, e, _, _ in BULK:
+        assert f"{g} {f}" in out.stdout and f"{g2} {f2}" in out.stdout and e in out.stdout
+    assert "%" in out.stdout
+    items = json.loads(cli(db, "review", "list", "--json").stdout)
+    assert sorted((i["incoming"]["name"], i["candidate"]["name"]) for i in items) == sorted(
+        (f"{g2} {f2}", f"{g} {f}") for g, f, g2, f2, _, _, _ in BULK)
+    assert all(i["incoming"]["email"] == i["candidate"]["email"] for i in items)
+    assert all(0 < i["score"] <= 1 for i in items)
+
+
+def test_review_show_is_side_by_side_with_agreement_levels(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    local = bulk_seed(db)
+    with Mirror.open(db, readonly=True) as m:
+        [item] = [i for i in m.review_items() if i.candidate_id == local[0]]
+    doc = json.loads(cli(db, "review", "show", str(item.id), "--json").stdout)
+    fields = {f["field"]: f for f in doc["fields"]}
+    assert fields["email"]["incoming"] == fields["email"]["candidate"] == "jon.s@example.com"
+    assert fields["email"]["level"] == item.explanation["email"]["level"] == "exact"
+    assert (fields["given_name"]["incoming"], fields["given_name"]["candidate"]) == (
+        "John", "Jon")
+    assert fields["given_name"]["level"] == item.explanation["given_name"]["level"]
+    text = cli(db, "review", "show", str(item.id)).stdout
+    assert "agreement" in text and "exact" in text and "Jon" in text and "SMITH" in text
+    missing = cli(db, "review", "show", "999")
+    assert missing.returncode == 6 and "no review item with id 999" in missing.stderr
+
+
+def test_review_accept_and_reject_several_ids(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    local = bulk_seed(db)
+    with Mirror.open(db, readonly=True) as m:
+        by_candidate = {i.candidate_id: i.id for i in m.review_items()}
+        ids = [by_candidate[c] for c in local]
+    out = cli(db, "review", "accept", str(ids[0]), str(ids[1]), "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert [d["contact"] for d in doc["done"]] == local[:2] and doc["failed"] == []
+    again = cli(db, "review", "reject", str(ids[1]), str(ids[2]), "--json")
+    assert again.returncode == 1  # one was decided already: reported, the other done
+    doc = json.loads(again.stdout)
+    assert [d["item"] for d in doc["done"]] == [ids[2]]
+    assert doc["failed"][0]["item"] == ids[1] and "already accepted" in doc["failed"][0]["error"]
+    with Mirror.open(db, readonly=True) as m:
+        assert [m.get(c).record_type for c in local] == ["sync", "sync", "manual"]
+        assert m.review_items() == []
+
+
+def test_review_accept_all_above_a_score_asks_first(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    local = bulk_seed(db)
+    with Mirror.open(db, readonly=True) as m:
+        scores = {i.id: i.score for i in m.review_items()}
+    weak = min(scores, key=lambda k: scores[k] or 0)
+    assert len(set(scores.values())) > 1
+    cut = f"{(sorted(scores.values())[0] + sorted(scores.values())[1]) / 2:.4f}"
+    # No --yes and no answer: nothing is done.
+    cmd = [sys.executable, "-m", "contactsync_agent.cli", "--db", str(db), "review", "accept",
+           "--all", "--min-score", cut]
+    refused = subprocess.run(cmd, input="n\n", capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert refused.returncode == 1
+    assert "2 open review item(s) scored at least" in refused.stderr
+    with Mirror.open(db, readonly=True) as m:
+        assert len(m.review_items()) == 3
+    done = subprocess.run([*cmd, "--yes", "--json"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert sorted(d["item"] for d in json.loads(done.stdout)["done"]) == sorted(
+        k for k in scores if k != weak)
+    with Mirror.open(db, readonly=True) as m:
+        assert [i.id for i in m.review_items()] == [weak]
+        assert [m.get(c).record_type for c in local] == ["sync", "sync", "manual"]
+    usage = cli(db, "review", "reject")
+    assert usage.returncode == 2 and "--all" in usage.stderr
+    rest = cli(db, "review", "reject", "--all", "--yes")
+    assert rest.returncode == 0, rest.stderr
+    with Mirror.open(db, readonly=True) as m:
+        assert m.review_items() == []
+        assert m.review_summaries(status="rejected")[0]["id"] == weak

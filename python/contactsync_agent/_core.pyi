@@ -124,7 +124,16 @@ class RecordTable:
     @staticmethod
     def from_columns(ids: list[str], columns: dict[str, list[object]]) -> RecordTable: ...
     @staticmethod
-    def from_csv(path: str, id_column: str, columns: list[str]) -> RecordTable: ...
+    def from_mapped_csv(
+        path: str,
+        mapping: dict[str, str],
+        columns: list[tuple[str, str]],
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> tuple[
+        RecordTable,
+        tuple[list[str], list[str], str | None, str, int, list[tuple[int, str]]],
+    ]: ...
     def __len__(self) -> int: ...
     @property
     def columns(self) -> list[str]: ...

@@ -7,11 +7,12 @@ line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -19,6 +20,7 @@ from contactsync_agent import status as status_mod
 from contactsync_agent.config import AgentConfig, load_config
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.mirror import Mirror, default_db_path
+from contactsync_agent.safetext import cell, escape, markup
 from contactsync_agent.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +57,61 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def emit_json_stream(items: Iterable[Any], ndjson: bool = False) -> int:
+    """Writes `items` as they come: one JSON array, or one object a line
+    (`ndjson`); memory holds one item at a time. Returns how many."""
+    out = sys.stdout
+    n = 0
+    if ndjson:
+        for item in items:
+            out.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+            n += 1
+    else:
+        for item in items:
+            out.write(("[\n" if n == 0 else ",\n") + json.dumps(item, ensure_ascii=False,
+                                                              default=str))
+            n += 1
+        out.write("\n]\n" if n else "[]\n")
+    out.flush()
+    return n
+
+
+def say(text: str, err: bool = False) -> None:
+    """Prints one line that may quote input: non-printable characters escaped."""
+    click.echo(escape(text), err=err)
+
+
+def _stdout_is_gone() -> bool:
+    """True when stdout's reader has gone away (`... | head`): flushing what is
+    still buffered fails again, or the pipe reports an error (no reader left)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        pass
+    try:
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True  # no poll() (Windows): a broken pipe this far up is stdout's
+
+
+def _quiet_exit() -> NoReturn:
+    """Stops silently with exit 0, as Unix tools do when their reader stops
+    reading; stdout is pointed at the null device so that the interpreter's
+    last flush does not complain either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
@@ -66,13 +123,18 @@ class CliGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ContactSyncError as e:
-            click.echo(f"contactsync: error: {e}", err=True)
+            say(f"contactsync: error: {e}", err=True)
             sys.exit(e.exit_code)
         except sqlite3.Error as e:
-            click.echo(f"contactsync: database error: {e}", err=True)
+            say(f"contactsync: database error: {e}", err=True)
+            sys.exit(1)
+        except BrokenPipeError as e:
+            if _stdout_is_gone():
+                _quiet_exit()
+            say(f"contactsync: error: {e}", err=True)
             sys.exit(1)
         except OSError as e:
-            click.echo(f"contactsync: error: {e}", err=True)
+            say(f"contactsync: error: {e}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("contactsync: interrupted; the run was rolled back", err=True)
@@ -104,12 +166,21 @@ def cli(ctx: click.Context, db: str | None, config: str | None) -> None:
               help="Confirm a run the mass-deletion or empty-export guard refused.")
 @click.option("--encoding", default=None, help="Force utf-8 or windows-1252.")
 @click.option("--delimiter", default=None, help="Force a CSV delimiter.")
+@click.option("--force", is_flag=True,
+              help="Sync into a source the config does not list, or has disabled "
+              "(recorded on the run).")
 @json_option
 @click.pass_obj
 def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
          allow_mass_delete: bool, encoding: str | None, delimiter: str | None,
-         as_json: bool) -> None:
-    """Sync one export FILE of SOURCE into the mirror (one atomic run)."""
+         force: bool, as_json: bool) -> None:
+    """Sync one export FILE of SOURCE into the mirror (one atomic run).
+
+    When a config file exists, SOURCE must be one of its sources and enabled
+    (a mistyped name would otherwise copy every contact again under it);
+    --force overrides. Without a config file any name is taken.
+    """
+    forced = obj.config.check_sync_target(source, force=force)
     scfg = obj.config.source(source)
     show_progress = sys.stderr.isatty() and not as_json
     with obj.mirror() as m:
@@ -118,6 +189,7 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
             allow_mass_delete=allow_mass_delete, mass_delete_limit=scfg.mass_delete_limit,
             encoding=encoding or scfg.encoding, delimiter=delimiter or scfg.delimiter,
             max_file_bytes=scfg.max_file_bytes, ownership=scfg.ownership, unique=scfg.unique,
+            forced=forced,
         )
         if show_progress:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -125,7 +197,7 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
             with Progress(SpinnerColumn(), TextColumn("{task.description}"),
                           TextColumn("{task.completed:,} records"), TimeElapsedColumn(),
                           transient=True) as bar:
-                task = bar.add_task(f"syncing {Path(file).name}", total=None)
+                task = bar.add_task(f"syncing {markup(Path(file).name)}", total=None)
                 report = m.sync_file(source, file,
                                      progress=lambda n: bar.update(task, completed=n), **kwargs)
         else:
@@ -143,7 +215,7 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
         f"{c['activities']:,} activities, {c['rejected']:,} rejected rows"
     )
     for line, reason in report.rejected[:20]:
-        click.echo(f"  {file}, line {line}: {reason}", err=True)
+        say(f"  {file}, line {line}: {reason}", err=True)
     if c["rejected"] > 20:
         click.echo(f"  … {c['rejected'] - 20} more in `contactsync quarantine`", err=True)
 
@@ -172,6 +244,10 @@ def status(obj: Ctx, as_json: bool) -> None:
 
 # ---------------------------------------------------------------- contacts
 
+#: Rows the `contacts list` table shows without --limit.
+TABLE_PAGE = 50
+
+
 @cli.group()
 def contacts() -> None:
     """List, show and edit local contacts."""
@@ -180,27 +256,44 @@ def contacts() -> None:
 @contacts.command("list")
 @click.option("--type", "record_type", type=click.Choice(["manual", "external", "sync"]))
 @click.option("--source", default=None)
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--offset", type=int, default=0)
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="At most N contacts (default: all of them with --json / --ndjson, "
+              f"the first {TABLE_PAGE} in the table).")
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the first N.")
 @click.option("--deleted", is_flag=True, help="Include soft-deleted contacts.")
 @json_option
+@click.option("--ndjson", is_flag=True, help="One JSON object a line instead of one array.")
 @click.pass_obj
-def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: int,
-                  offset: int, deleted: bool, as_json: bool) -> None:
+def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: int | None,
+                  offset: int, deleted: bool, as_json: bool, ndjson: bool) -> None:
+    """The mirror's contacts, in id order.
+
+    --json (one array) and --ndjson (one object a line) give the whole result
+    set, streamed, unless --limit is given. The table shows a page and says
+    how many there are in all.
+    """
+    filters: dict[str, Any] = dict(record_type=record_type, source=source,
+                                   include_deleted=deleted)
     with obj.mirror(readonly=True) as m:
-        rows = m.contacts(record_type=record_type, source=source, limit=limit, offset=offset,
-                          include_deleted=deleted)
-    if as_json:
-        emit_json([c.to_dict() for c in rows])
-        return
+        if as_json or ndjson:
+            emit_json_stream((c.to_dict() for c in m.iter_contacts(
+                **filters, limit=limit, offset=offset)), ndjson=ndjson)
+            return
+        rows = m.contacts(**filters, limit=TABLE_PAGE if limit is None else limit,
+                          offset=offset)
+        total = m.count_contacts(**filters)
     from rich.console import Console
     from rich.table import Table
 
     t = Table("id", "name", "email", "phone", "type", "forced", "source", "external id")
     for c in rows:
-        t.add_row(str(c.id), c.name, c.email, c.phone or c.mobile, c.record_type,
-                  "yes" if c.forced_manual else "", c.source or "", c.external_id or "")
+        t.add_row(str(c.id), cell(c.name), cell(c.email), cell(c.phone or c.mobile),
+                  c.record_type, "yes" if c.forced_manual else "", cell(c.source or ""),
+                  cell(c.external_id or ""))
     Console().print(t)
+    if offset + len(rows) < total:
+        click.echo(f"{len(rows):,} of {total:,} shown, --limit to see more"
+                   + (f" (from #{offset + 1})" if offset else ""))
 
 
 @contacts.command("show")
@@ -216,24 +309,26 @@ def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
         organisation = m.organisation_of(contact_id)
         customers = m.customers(contact_id)
     if as_json:
-        emit_json({**c.to_dict(), "organisation": organisation, "customers": customers,
+        # `organisation` stays the contact's text field ("" when empty, as in
+        # `export`); the linked organisation record is `organisation_link`.
+        emit_json({**c.to_dict(), "organisation_link": organisation, "customers": customers,
                    "history": [{"seq": s, "op": o, "reason": r, "at": a}
                                for s, o, r, a in history]})
         return
     for k, v in c.to_dict().items():
         if v not in ("", None, {}):
-            click.echo(f"{k:>14}: {v}")
+            say(f"{k:>14}: {v}")
     if organisation:
         org = organisation.get("organisation_name") or organisation.get("organisation_id")
         loc = organisation.get("location_name") or organisation.get("location_id")
-        click.echo(f"{'organisation':>14}: {org or '-'} (location: {loc or '-'}, "
-                   f"position: {organisation.get('position') or '-'})")
+        say(f"{'organisation':>14}: {org or '-'} (location: {loc or '-'}, "
+            f"position: {organisation.get('position') or '-'})")
     for cu in customers:
         roles = ", ".join(cu["roles"]) or "no role"
         name = f" {cu['customer_name']}" if cu["customer_name"] else ""
-        click.echo(f"{'customer':>14}: {cu['customer']}{name}: may act as {roles}")
+        say(f"{'customer':>14}: {cu['customer']}{name}: may act as {roles}")
     for s, o, r, a in history:
-        click.echo(f"  #{s} {a} {o}: {r}")
+        say(f"  #{s} {a} {o}: {r}")
 
 
 @contacts.command("add")
@@ -275,6 +370,66 @@ def contacts_force_manual(obj: Ctx, contact_id: int, off: bool) -> None:
     click.echo(f"contact {contact_id}: forced manual {'off' if off else 'on'}")
 
 
+@contacts.group("ref")
+def contacts_ref() -> None:
+    """What uses a contact (a case, a document, an app).
+
+    A contact in use is unlinked, never deleted, when its source drops it.
+    """
+
+
+@contacts_ref.command("add")
+@click.argument("contact_id", type=int)
+@click.argument("ref")
+@json_option
+@click.pass_obj
+def contacts_ref_add(obj: Ctx, contact_id: int, ref: str, as_json: bool) -> None:
+    """Register that REF (e.g. case:42) uses the contact (again: no change)."""
+    with obj.mirror() as m:
+        m.add_reference(contact_id, ref)
+        refs = m.references(contact_id)
+    if as_json:
+        emit_json({"contact": contact_id, "ref": ref, "references": refs})
+    else:
+        say(f"contact {contact_id} is used by {ref} ({len(refs)} reference(s))")
+
+
+@contacts_ref.command("remove")
+@click.argument("contact_id", type=int)
+@click.argument("ref")
+@json_option
+@click.pass_obj
+def contacts_ref_remove(obj: Ctx, contact_id: int, ref: str, as_json: bool) -> None:
+    """Unregister REF; exit 6 when the contact has no such reference."""
+    from contactsync_agent.errors import NotFoundError
+
+    with obj.mirror() as m:
+        if not m.remove_reference(contact_id, ref):
+            raise NotFoundError(f"contact {contact_id} has no reference {ref!r}")
+        refs = m.references(contact_id)
+    if as_json:
+        emit_json({"contact": contact_id, "ref": ref, "references": refs})
+    else:
+        say(f"contact {contact_id} is no longer used by {ref} ({len(refs)} reference(s) left)")
+
+
+@contacts_ref.command("list")
+@click.argument("contact_id", type=int)
+@json_option
+@click.pass_obj
+def contacts_ref_list(obj: Ctx, contact_id: int, as_json: bool) -> None:
+    """What uses the contact, oldest first."""
+    with obj.mirror(readonly=True) as m:
+        refs = m.references(contact_id)
+    if as_json:
+        emit_json(refs)
+        return
+    if not refs:
+        click.echo(f"contact {contact_id}: no references (not in use)")
+    for r in refs:
+        say(f"{r['ref']}  (since {r['registered_at']})")
+
+
 # ---------------------------------------------------------------- feed, activities
 
 @cli.command()
@@ -292,7 +447,7 @@ def changes(obj: Ctx, since: int, limit: int | None, as_json: bool) -> None:
     for c in rows:
         fields = ", ".join(sorted(c.fields))
         what = c.entity_type.replace("_", " ")
-        click.echo(f"#{c.seq} {what} {c.entity_id} {c.op}: {c.reason} [{fields}]")
+        say(f"#{c.seq} {what} {c.entity_id} {c.op}: {c.reason} [{fields}]")
 
 
 @cli.command()
@@ -307,7 +462,7 @@ def activities(obj: Ctx, show_all: bool, as_json: bool) -> None:
         emit_json([a.to_dict() for a in rows])
         return
     for a in rows:
-        click.echo(f"#{a.id} [{a.status}] contact {a.contact_id} ({a.kind}): {a.reason}")
+        say(f"#{a.id} [{a.status}] contact {a.contact_id} ({a.kind}): {a.reason}")
 
 
 @cli.command("activity")
@@ -334,7 +489,7 @@ def quarantine(obj: Ctx, run_id: int | None, as_json: bool) -> None:
         emit_json(rows)
         return
     for r in rows:
-        click.echo(f"run {r['run_id']} {r['file']}, line {r['line']}: {r['reason']}")
+        say(f"run {r['run_id']} {r['file']}, line {r['line']}: {r['reason']}")
 
 
 @cli.command()
@@ -350,9 +505,9 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
         emit_json(rows)
         return
     for r in rows:
-        click.echo(f"run {r['id']} {r['source']} {r['mode']} {r['status']} {r['started_at']}: "
-                   f"{r['records']} records, {r['created']} created, {r['updated']} updated, "
-                   f"{r['deleted']} deleted{'; ' + r['error'] if r['error'] else ''}")
+        say(f"run {r['id']} {r['source']} {r['mode']} {r['status']} {r['started_at']}: "
+            f"{r['records']} records, {r['created']} created, {r['updated']} updated, "
+            f"{r['deleted']} deleted{'; ' + r['error'] if r['error'] else ''}")
 
 
 # Commands of other modules register themselves here (one line each).

@@ -13,6 +13,7 @@ import click
 
 from contactsync_agent.entities import ROLES
 from contactsync_agent.mapping import FIELDS
+from contactsync_agent.safetext import escape
 
 KINDS = ("organisations", "locations", "customer-links")
 
@@ -38,7 +39,7 @@ def access(obj: Any, contact_id: int, customer: str, role: str, as_json: bool) -
     if as_json:
         emit_json(decision.to_dict())
     else:
-        click.echo(decision.reason)
+        click.echo(escape(decision.reason))
     sys.exit(0 if decision.allowed else 1)
 
 
@@ -143,7 +144,7 @@ def entities_sync(obj: Any, kind: str, file: str, source: str, mode: str, fmt: s
                f"{c['created']} created, {c['updated']} updated, {c['unchanged']} unchanged, "
                f"{c['deleted']} deleted, {c['rejected']} rejected rows")
     for line, reason in report.rejected[:20]:
-        click.echo(f"  {file}, line {line}: {reason}", err=True)
+        click.echo(escape(f"  {file}, line {line}: {reason}"), err=True)
 
 
 @entities_group.command("list")
@@ -160,7 +161,7 @@ def entities_list(obj: Any, kind: str, source: str | None, as_json: bool) -> Non
         return
     for r in rows:
         org = f" (organisation {r['organisation_ref']})" if r.get("organisation_ref") else ""
-        click.echo(f"{r['id']} {r['source']}:{r['external_id']} {r['name']}{org}")
+        click.echo(escape(f"{r['id']} {r['source']}:{r['external_id']} {r['name']}{org}"))
 
 
 def register(cli: click.Group) -> None:

@@ -48,8 +48,10 @@ def register(cli: click.Group) -> None:
     def backup(obj: Any, path: str, as_json: bool) -> None:
         """Write a consistent copy of the mirror to PATH (a new file or a folder).
 
-        Uses SQLite's online backup API on a read-only connection: safe while
-        the daemon runs. The copy is owner-only and checked before it is kept.
+        A PATH that is a folder, or ends in a separator (bk/), means a
+        timestamped file in that folder, which must exist. Uses SQLite's online
+        backup API on a read-only connection: safe while the daemon runs. The
+        copy is owner-only and checked before it is kept.
         """
         report = maintenance.backup(obj.db, path)
         if as_json:

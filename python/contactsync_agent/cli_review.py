@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
-from contactsync_agent.cli import Ctx, emit_json, json_option
+from contactsync_agent.cli import Ctx, emit_json, json_option, say
 from contactsync_agent.errors import ConfigError
+from contactsync_agent.safetext import escape, markup
 
 T = TypeVar("T")
 
@@ -26,6 +27,7 @@ def _with_spinner(label: str, work: Callable[[], T]) -> T:
         return work()
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    label = markup(label)  # file names are input: no markup, no control characters
     with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), transient=True) as p:
         p.add_task(label, total=None)
         return work()
@@ -52,78 +54,126 @@ def register(cli: click.Group) -> None:
 
     @review.command("list")
     @click.option("--all", "show_all", is_flag=True, help="Include decided items.")
+    @click.option("--min-score", type=click.FloatRange(0, 1), default=None,
+                  help="Only items scored at least P (0-1).")
     @json_option
     @click.pass_obj
-    def review_list(obj: Ctx, show_all: bool, as_json: bool) -> None:
+    def review_list(obj: Ctx, show_all: bool, min_score: float | None, as_json: bool) -> None:
+        """The queue: score and both contacts' names and e-mails for each item."""
         with obj.mirror(readonly=True) as m:
-            items = m.review_items(status=None if show_all else "open")
+            items = m.review_summaries(status=None if show_all else "open", min_score=min_score)
         if as_json:
-            emit_json([i.to_dict() for i in items])
+            emit_json(items)
+            return
+        if not items:
+            click.echo("no review items" + ("" if show_all else " open"))
             return
         for i in items:
-            score = f"{i.score:.0%}" if i.score is not None else "identity"
-            click.echo(f"#{i.id} [{i.status}] {i.source}:{i.external_id} (contact {i.contact_id})"
-                       f" may be contact {i.candidate_id} — {score}: {i.reason}")
+            a, b = i["incoming"], i["candidate"]
+            score = f"{i['score']:.0%}" if i["score"] is not None else "identity"
+            status = f" [{i['status']}]" if show_all else ""
+            head = f"#{i['id']:<5} {score:>8}  {i['kind']:<9}"
+            say(f"{head} incoming: {a['name'] or '-'} <{a['email'] or '-'}> (contact "
+                f"{a['contact_id']}, {i['source']}:{i['external_id']}){status}")
+            say(f"{'':<{len(head)}} local:    {b['name'] or '-'} <{b['email'] or '-'}> "
+                f"(contact {b['contact_id']})")
 
     @review.command("show")
     @click.argument("item_id", type=int)
     @json_option
     @click.pass_obj
     def review_show(obj: Ctx, item_id: int, as_json: bool) -> None:
+        """The two records side by side, with each field's agreement level."""
         with obj.mirror(readonly=True) as m:
-            items = {i.id: i for i in m.review_items(status=None)}
-            if item_id not in items:
-                from contactsync_agent.errors import NotFoundError
-
-                raise NotFoundError(f"no review item with id {item_id}")
-            item = items[item_id]
-            incoming = m.get(item.contact_id) if item.contact_id else None
-            local = m.get(item.candidate_id)
+            cmp = m.review_compare(item_id)
         if as_json:
-            emit_json({"item": item.to_dict(), "incoming": incoming.to_dict() if incoming else None,
-                       "candidate": local.to_dict()})
+            emit_json(cmp)
             return
-        click.echo(f"review item #{item.id} [{item.status}]: {item.reason}")
-        rows = [("name", "name"), ("email", "email"), ("phone", "phone"), ("mobile", "mobile"),
-                ("organisation", "organisation"), ("street", "street"), ("city", "city"),
-                ("postcode", "postcode"), ("date of birth", "date_of_birth")]
-        click.echo(f"{'':>14}  {'incoming (contact ' + str(item.contact_id) + ')':<34}"
-                   f"  local (contact {item.candidate_id})")
-        for label, attr in rows:
-            a = getattr(incoming, attr) if incoming else ""
-            b = getattr(local, attr)
-            if a or b:
-                click.echo(f"{label:>14}  {a:<34}  {b}")
-        for fld, e in item.explanation.items():
-            if isinstance(e, dict):
-                click.echo(f"  {fld}: {e.get('level')} ({e.get('weight', 0):+.2f})")
+        item, a, b = cmp["item"], cmp["incoming"], cmp["candidate"]
+        score = f"{item['score']:.0%}" if item["score"] is not None else "identity"
+        say(f"review item #{item['id']} [{item['status']}] {score}: {item['reason']}")
+        rows = [("field", f"incoming (contact {a['contact_id']})",
+                 f"local (contact {b['contact_id']})", "agreement")]
+        for f in cmp["fields"]:
+            if not (f["incoming"] or f["candidate"] or f["level"]):
+                continue
+            level = f["level"] or "-"
+            if isinstance(f["weight"], int | float):
+                level += f" ({f['weight']:+.2f})"
+            rows.append((f["field"], escape(f["incoming"]), escape(f["candidate"]), level))
+        widths = [max(len(r[k]) for r in rows) for k in range(3)]
+        for r in rows:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False))
+                       + "  " + r[3])
+
+    def _decide(obj: Ctx, action: str, item_ids: tuple[int, ...], take_all: bool,
+                min_score: float | None, yes: bool, as_json: bool) -> None:
+        if take_all == bool(item_ids):
+            raise click.UsageError("give item ids, or --all (with --min-score P)")
+        if min_score is not None and not take_all:
+            raise click.UsageError("--min-score goes with --all")
+        with obj.mirror() as m:
+            ids = list(item_ids) if item_ids else m.review_select(min_score)
+            if take_all:
+                above = f" scored at least {min_score:.0%}" if min_score is not None else ""
+                click.echo(f"{len(ids)} open review item(s){above} to {action}", err=True)
+                if ids and not yes:
+                    click.confirm(f"{action} them all?", abort=True, err=True)
+            out = (m.review_accept_many(ids) if action == "accept"
+                   else m.review_reject_many(ids))
+        if as_json:
+            emit_json(out)
+        else:
+            for r in out["done"]:
+                if action == "accept":
+                    say(f"review item {r['item']} accepted: contact {r['contact']} is now "
+                        f"linked to {r['external_id']}; contact {r['merged']} was merged "
+                        "into it")
+                else:
+                    say(f"review item {r['item']} rejected; the pair will not be suggested "
+                        "again")
+            for f in out["failed"]:
+                say(f"contactsync: error: {f['error']}", err=True)
+        if out["failed"]:
+            sys.exit(1)
+
+    decide_options: list[Callable[[Any], Any]] = [
+        click.argument("item_ids", nargs=-1, type=int),
+        click.option("--all", "take_all", is_flag=True, help="Every open item (see --min-score)."),
+        click.option("--min-score", type=click.FloatRange(0, 1), default=None,
+                     help="With --all: only items scored at least P (0-1)."),
+        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (--all)."),
+        json_option,
+        click.pass_obj,
+    ]
+
+    def with_decide_options(f: Callable[..., None]) -> Callable[..., None]:
+        for opt in reversed(decide_options):
+            f = opt(f)
+        return f
 
     @review.command("accept")
-    @click.argument("item_id", type=int)
-    @json_option
-    @click.pass_obj
-    def review_accept(obj: Ctx, item_id: int, as_json: bool) -> None:
-        """The local contact is the source's record: convert and link it."""
-        with obj.mirror() as m:
-            out = m.review_accept(item_id)
-        if as_json:
-            emit_json(out)
-        else:
-            click.echo(f"review item {item_id} accepted: contact {out['contact']} is now linked "
-                       f"to {out['external_id']}; contact {out['merged']} was merged into it")
+    @with_decide_options
+    def review_accept(obj: Ctx, item_ids: tuple[int, ...], take_all: bool,
+                      min_score: float | None, yes: bool, as_json: bool) -> None:
+        """The local contact is the source's record: convert and link it.
+
+        Takes several ITEM_IDS, or --all [--min-score P] (shows the count and
+        asks first unless --yes). Each item is decided on its own; one that
+        cannot be is reported and the exit code is non-zero.
+        """
+        _decide(obj, "accept", item_ids, take_all, min_score, yes, as_json)
 
     @review.command("reject")
-    @click.argument("item_id", type=int)
-    @json_option
-    @click.pass_obj
-    def review_reject(obj: Ctx, item_id: int, as_json: bool) -> None:
-        """Not the same: never suggest this pair again."""
-        with obj.mirror() as m:
-            out = m.review_reject(item_id)
-        if as_json:
-            emit_json(out)
-        else:
-            click.echo(f"review item {item_id} rejected; the pair will not be suggested again")
+    @with_decide_options
+    def review_reject(obj: Ctx, item_ids: tuple[int, ...], take_all: bool,
+                      min_score: float | None, yes: bool, as_json: bool) -> None:
+        """Not the same: never suggest these pairs again.
+
+        Takes several ITEM_IDS, or --all [--min-score P] (shows the count and
+        asks first unless --yes).
+        """
+        _decide(obj, "reject", item_ids, take_all, min_score, yes, as_json)
 
     @cli.command()
     @click.option("--threshold", type=float, default=0.9, show_default=True,
@@ -154,8 +204,49 @@ def register(cli: click.Group) -> None:
                    f"contacts ({result.stats.pairs_compared:,} pairs compared)")
         for c in clusters:
             members = ", ".join(f"{i} {names.get(i, '')}" for i in c.ids)
-            click.echo(f"  [{members}] strongest {c.strongest.probability:.0%}, weakest "
-                       f"{c.weakest.probability:.0%} ({c.weakest.left_id}–{c.weakest.right_id})")
+            say(f"  [{members}] strongest {c.strongest.probability:.0%}, weakest "
+                f"{c.weakest.probability:.0%} ({c.weakest.left_id}–{c.weakest.right_id})")
+
+    def _read_options(obj: Ctx, source: str | None, id_column: str | None) -> Any:
+        from contactsync_agent import matching
+
+        if source is None:
+            return matching.ReadOptions(id_column=id_column)
+        cfg = obj.config
+        if cfg.path is not None and source not in cfg.sources:
+            known = ", ".join(sorted(cfg.sources)) or "none"
+            raise ConfigError(f"no source {source!r} (sources: {known})", path=str(cfg.path))
+        scfg = cfg.source(source)
+        return matching.ReadOptions(mapping=scfg.mapping, id_column=id_column,
+                                    encoding=scfg.encoding, delimiter=scfg.delimiter)
+
+    def _matching_config(config_file: str | None, threshold: float | None) -> Any:
+        from dataclasses import replace
+
+        cfg = _match_config(config_file)
+        return cfg if threshold is None else replace(cfg, threshold=threshold)
+
+    def _run(work: Callable[[], T]) -> T:
+        """Matching errors (a bad file, a bad setting) as one line, never a traceback."""
+        from contactsync_agent.errors import ContactSyncError
+
+        try:
+            return work()
+        except ValueError as e:
+            raise ContactSyncError(str(e)) from None
+
+    def _describe_inputs(result: Any) -> None:
+        for info in result.inputs:
+            ids = (f"ids from column {info.id_column!r}" if info.id_column
+                   else "no id column: line numbers are the ids (--id COLUMN to choose one)")
+            used = ", ".join(f"{h} → {f}" if h != f else h for h, f in info.columns.items())
+            say(f"{info.path}: {ids}; columns used: {used or 'none'} ({info.encoding})",
+                err=True)
+            if info.rejected:
+                say(f"{info.path}: {info.rejected} row(s) could not be read and were left "
+                    "out", err=True)
+                for line, reason in info.first_rejected[:5]:
+                    say(f"  line {line}: {reason}", err=True)
 
     def _write(result: Any, out: str | None, as_json: bool) -> None:
         if out:
@@ -166,44 +257,80 @@ def register(cli: click.Group) -> None:
         s = result.stats
         summary = {"pairs": len(result), "pairs_compared": s.pairs_compared,
                    "capped_blocks": s.capped_blocks, "capped_pairs": s.capped_pairs,
-                   "seconds": s.seconds, "out": out}
+                   "seconds": s.seconds, "out": out,
+                   "inputs": [i.to_dict() for i in result.inputs]}
         if as_json:
             emit_json(summary)
         else:
+            _describe_inputs(result)
             click.echo(f"{len(result):,} pairs above threshold ({s.pairs_compared:,} compared; "
                        f"{s.capped_blocks} oversized block(s) capped, {s.capped_pairs:,} pairs "
                        f"skipped){'; written to ' + out if out else ''}")
             if not out:
                 for p in list(result)[:20]:
-                    click.echo(f"  {p.left_id} ~ {p.right_id}: {p.probability:.3f}")
+                    say(f"  {p.left_id} ~ {p.right_id}: {p.probability:.3f}")
+
+    def matching_options(f: Callable[..., None]) -> Callable[..., None]:
+        options: list[Callable[[Any], Any]] = [
+            click.option("--config", "config_file",
+                         type=click.Path(exists=True, dir_okay=False),
+                         help="Matching config (TOML or JSON: fields, blocking, threshold)."),
+            click.option("--source", "-s", default=None,
+                         help="Read the file as this configured source's exports "
+                         "([sources.NAME.mapping], encoding, delimiter)."),
+            click.option("--id", "id_column", default=None, metavar="COLUMN",
+                         help="The column holding the ids (default: the one sync maps to "
+                         "external_id, e.g. id or Client ID; without one, line numbers)."),
+            click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+                         metavar="P", help="Report pairs with a match probability of at "
+                         "least P (default 0.5, or the config's)."),
+            click.option("--out", type=click.Path(dir_okay=False),
+                         help="Write pairs (.csv or .json)."),
+            json_option,
+            click.pass_obj,
+        ]
+        for opt in reversed(options):
+            f = opt(f)
+        return f
 
     @cli.command("match")
     @click.argument("left", type=click.Path(exists=True, dir_okay=False))
     @click.argument("right", type=click.Path(exists=True, dir_okay=False))
-    @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                  help="Matching config (TOML or JSON: fields, blocking, threshold).")
-    @click.option("--out", type=click.Path(dir_okay=False), help="Write pairs (.csv or .json).")
-    @json_option
-    def match_cmd(left: str, right: str, config_file: str | None, out: str | None,
-                  as_json: bool) -> None:
-        """Link two CSV files of records (one-off, large runs)."""
+    @matching_options
+    def match_cmd(obj: Ctx, left: str, right: str, config_file: str | None,
+                  source: str | None, id_column: str | None, threshold: float | None,
+                  out: str | None, as_json: bool) -> None:
+        """Link two CSV files of records (one-off, large runs).
+
+        Columns are read as `sync` reads them: the built-in headings (First
+        Name, Surname, Email Address, Mobile, ...) and, with --source, that
+        source's [sources.NAME.mapping]. The columns used are named on stderr
+        (and under "inputs" with --json).
+        """
         from contactsync_agent import matching
 
-        cfg = _match_config(config_file)
-        result = _with_spinner(f"matching {Path(left).name} with {Path(right).name}",
-                               lambda: matching.link(left, right, cfg))
+        cfg = _matching_config(config_file, threshold)
+        read = _read_options(obj, source, id_column)
+        result = _run(lambda: _with_spinner(
+            f"matching {Path(left).name} with {Path(right).name}",
+            lambda: matching.link(left, right, cfg, read=read)))
         _write(result, out, as_json)
 
     @cli.command("dedupe")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-    @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False))
-    @click.option("--out", type=click.Path(dir_okay=False), help="Write pairs (.csv or .json).")
-    @json_option
-    def dedupe_cmd(file: str, config_file: str | None, out: str | None, as_json: bool) -> None:
-        """Probable duplicates inside one CSV file of records."""
+    @matching_options
+    def dedupe_cmd(obj: Ctx, file: str, config_file: str | None, source: str | None,
+                   id_column: str | None, threshold: float | None, out: str | None,
+                   as_json: bool) -> None:
+        """Probable duplicates inside one CSV file of records.
+
+        Columns are read as for `match` (and `sync`); without an id column the
+        line numbers are the ids, and it says so.
+        """
         from contactsync_agent import matching
 
-        cfg = _match_config(config_file)
-        result = _with_spinner(f"deduplicating {Path(file).name}",
-                               lambda: matching.dedupe(file, cfg))
+        cfg = _matching_config(config_file, threshold)
+        read = _read_options(obj, source, id_column)
+        result = _run(lambda: _with_spinner(f"deduplicating {Path(file).name}",
+                                            lambda: matching.dedupe(file, cfg, read=read)))
         _write(result, out, as_json)

@@ -7,6 +7,7 @@ and the key. It must not open the database or touch sources.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import re
 import tomllib
@@ -125,6 +126,30 @@ class AgentConfig:
         if name in self.sources:
             return self.sources[name]
         return SourceConfig(name=name)
+
+    def check_sync_target(self, name: str, *, force: bool = False) -> bool:
+        """May a manual sync go into source `name`? With a config file, the
+        source must be listed there and enabled, or a mistyped name would build
+        a second copy of the mirror under it; `force` overrides (and the run
+        records it). Without a config file any name is taken (a quick one-off
+        import). Returns True when `force` was needed."""
+        if self.path is None:
+            return False
+        if name not in self.sources:
+            if force:
+                return True
+            known = ", ".join(sorted(self.sources)) or "none"
+            close = difflib.get_close_matches(name, list(self.sources), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"no source {name!r} (sources: {known}){hint} "
+                              "(--force syncs into it anyway)", path=str(self.path))
+        if not self.sources[name].enabled:
+            if force:
+                return True
+            raise ConfigError(f"source {name!r} is disabled; enable it with `contactsync source "
+                              f"enable {name}` (or --force for this one run)",
+                              path=str(self.path), key=f"sources.{name}.enabled")
+        return False
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], key: str, path: str | None) -> Any:
@@ -473,6 +498,11 @@ def write_source_enabled(path: str | os.PathLike[str], name: str, enabled: bool)
     if cfg.sources[name].enabled != enabled:
         raise ConfigError("could not set it with a line edit; edit the file by hand",
                           path=str(p), key=f"sources.{name}.enabled")
+    src = cfg.sources[name]
+    if enabled and src.kind == "folder" and src.path and not Path(src.path).is_dir():
+        what = "is not a folder" if Path(src.path).exists() else "does not exist"
+        raise ConfigError(f"the folder {src.path} {what}; create it or fix the path, then "
+                          "enable the source", path=str(p), key=f"sources.{name}.path")
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8", newline="") as f:

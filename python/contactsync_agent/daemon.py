@@ -43,6 +43,7 @@ from contactsync_agent.errors import (
     SourceFormatError,
 )
 from contactsync_agent.mirror import Mirror, file_digest
+from contactsync_agent.safetext import EscapingFormatter
 from contactsync_agent.store import now_iso
 
 if TYPE_CHECKING:
@@ -130,7 +131,8 @@ def setup_logging(cfg: AgentConfig, db_path: Path) -> Path:
     if not path.exists():
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Messages are escaped (safetext): a control character from input never reaches the log raw.
+    fmt = EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     fmt.converter = time.gmtime
     fmt.default_msec_format = "%s.%03dZ"
     root = logging.getLogger("contactsync_agent")

@@ -59,6 +59,15 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def duration_text(seconds: float) -> str:
+    """A run's duration: milliseconds under a second, one decimal under a minute."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return _age(seconds)
+
+
 def counted(runs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Runs that say something about the source: not in progress, not stopped by us."""
     return [
@@ -108,7 +117,8 @@ def evaluate(
             degraded.append(f"last run rejected {last['rejected']} row(s) (see `quarantine`)")
         limit = max_duration if max_duration is not None else (interval / 2 if interval else None)
         if limit and last["duration_ms"] is not None and last["duration_ms"] > limit * 1000:
-            degraded.append(f"last run took {last['duration_ms'] / 1000:.0f}s (over {limit:.0f}s)")
+            degraded.append(f"last run took {duration_text(last['duration_ms'] / 1000)} "
+                            f"(over {duration_text(limit)})")
     if interval:
         last_ok = next((r for r in done if r["status"] == "ok"), None)
         since = parse_time(last_ok["finished_at"]) if last_ok else expected_since

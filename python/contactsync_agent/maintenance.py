@@ -222,17 +222,29 @@ def check_mirror_file(path: Path) -> tuple[int, int]:
 
 
 def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> BackupReport:
-    """A consistent copy of the mirror at `dest` (a new file, or a folder to put one in).
+    """A consistent copy of the mirror at `dest`: a new file, or a folder to put
+    one in with a timestamped name. `dest` names a folder when it is one or
+    when it ends in a path separator (`bk/`); such a folder must exist.
 
     Safe while the daemon runs: the mirror is only read.
     """
     src_path = Path(db_path).expanduser().absolute()
     if not src_path.is_file():
         raise ContactSyncError(f"{src_path}: no mirror database here")
+    text = os.fspath(dest)
     out = Path(dest).expanduser().absolute()
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    if text.endswith(seps) and not out.is_dir():
+        raise ContactSyncError(
+            f"{out}{os.sep}: no such folder (the path ends in {os.sep!r}, so the backup "
+            "goes into that folder); create it first, or name a file")
     if out.is_dir():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        out = out / f"{src_path.stem}-{stamp}.db"
+        folder, n = out, 1
+        out = folder / f"{src_path.stem}-{stamp}.db"
+        while out.exists():  # two backups in the same second
+            n += 1
+            out = folder / f"{src_path.stem}-{stamp}-{n}.db"
     if out.exists():
         raise ContactSyncError(f"{out}: already exists; choose a new backup file name")
     if out.resolve() == src_path.resolve():

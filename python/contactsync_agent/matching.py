@@ -275,8 +275,10 @@ class MatchStats:
 class MatchResult:
     """The pairs above threshold, iterated best-first, plus clusters and stats."""
 
-    def __init__(self, output: _core.MatchOutput) -> None:
+    def __init__(self, output: _core.MatchOutput, inputs: Sequence[InputInfo] = ()) -> None:
         self._out = output
+        #: How each CSV file was read (empty for records given as mappings).
+        self.inputs: tuple[InputInfo, ...] = tuple(inputs)
         s = json.loads(output.stats_json())
         s["rules"] = tuple(RuleStats(**r) for r in s["rules"])
         s["seconds"] = {k: v for k, v in s["seconds"]}
@@ -365,10 +367,79 @@ def _config(config: MatchConfig | Mapping[str, Any] | None) -> MatchConfig:
     raise TypeError(f"config must be a MatchConfig or a mapping, not {type(config).__name__}")
 
 
-def _table(records: Records, cfg: MatchConfig, extra: Sequence[str] = ()) -> _core.RecordTable:
+@dataclass(frozen=True)
+class InputInfo:
+    """How a CSV file was read: the column that gave the ids (None: each row's
+    line number did), the source columns used and the field each was read as,
+    the encoding, and the rows that could not be read (with the first few)."""
+
+    path: str
+    id_column: str | None
+    columns: dict[str, str]
+    encoding: str
+    rejected: int = 0
+    first_rejected: tuple[tuple[int, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "id_column": self.id_column,
+                "ids": "column" if self.id_column else "line numbers",
+                "columns": dict(self.columns), "encoding": self.encoding,
+                "rejected": self.rejected,
+                "first_rejected": [{"line": ln, "reason": r} for ln, r in self.first_rejected]}
+
+
+def _mapped_table(path: str, cfg: MatchConfig, columns: Sequence[str],
+                  mapping: Mapping[str, str] | None, id_column: str | None,
+                  encoding: str | None, delimiter: str | None,
+                  ) -> tuple[_core.RecordTable, InputInfo]:
+    """A CSV file read as `sync` reads it: the same core reader, encodings and
+    mapping (built-in headings plus `mapping`, as in `[sources.NAME.mapping]`).
+    A config column that is a canonical field (or a heading mapped to one)
+    reads that field; any other reads the unmapped column of that name."""
+    from contactsync_agent.mapping import FIELDS, build_mapping
+
+    table = build_mapping(mapping)
+    if id_column is None and cfg.id_field != "id":
+        id_column = cfg.id_field
+    if id_column is not None:
+        table = {k: ("extra" if v == "external_id" else v) for k, v in table.items()}
+        table[id_column.strip().lower()] = "external_id"
+    specs: list[tuple[str, str]] = []
+    for c in columns:
+        target = c if c in FIELDS else table.get(c.strip().lower(), "extra")
+        if target == "name":
+            target = "display_name"
+        specs.append((c, f"field:{target}" if target in FIELDS else f"column:{c}"))
+    core, (header, targets, id_col, enc, rejected, first) = _core.RecordTable.from_mapped_csv(
+        path, table, specs, encoding, delimiter)
+    if id_column is not None and id_col is None:
+        raise ValueError(f"{path}: no column {id_column!r} for the ids (columns: "
+                         f"{', '.join(header[:12])}{', …' if len(header) > 12 else ''})")
+    fields_used = {sp[6:] for _, sp in specs if sp.startswith("field:")}
+    raw_used = {sp[7:].strip().lower() for _, sp in specs if sp.startswith("column:")}
+    used: dict[str, str] = {}
+    for h, t in zip(header, targets, strict=True):
+        if t in fields_used and t not in used.values():
+            used[h] = t
+        elif t == "name" and fields_used & {"given_name", "family_name", "display_name"}:
+            used[h] = "name"
+        elif t == "extra" and h.strip().lower() in raw_used:
+            used[h] = h
+    info = InputInfo(path, id_col, used, enc, rejected, tuple(first))
+    return core, info
+
+
+def _table(records: Records, cfg: MatchConfig, extra: Sequence[str] = (),
+           read: ReadOptions | None = None, infos: list[InputInfo] | None = None,
+           ) -> _core.RecordTable:
     columns = cfg.columns() + [c for c in extra if c not in cfg.columns()]
     if isinstance(records, str | os.PathLike):
-        return _core.RecordTable.from_csv(os.fspath(records), cfg.id_field, columns)
+        r = read or ReadOptions()
+        core, info = _mapped_table(os.fspath(records), cfg, columns, r.mapping, r.id_column,
+                                   r.encoding, r.delimiter)
+        if infos is not None:
+            infos.append(info)
+        return core
     if isinstance(records, Mapping):
         raise TypeError("records must be an iterable of mappings (or a CSV path), not a mapping")
     ids: list[str] = []
@@ -386,24 +457,42 @@ def _table(records: Records, cfg: MatchConfig, extra: Sequence[str] = ()) -> _co
     return _core.RecordTable.from_columns(ids, cols)
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How CSV files are read (records given as mappings ignore it): `mapping`
+    is a source's column -> field table on top of the built-in headings (as
+    `[sources.NAME.mapping]`), `id_column` the column holding the ids (default:
+    the one mapped to external_id; with none, each row's line number is its
+    id), `encoding` / `delimiter` as for `sync`."""
+
+    mapping: Mapping[str, str] | None = None
+    id_column: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+
+
 def link(
     left: Records,
     right: Records,
     config: MatchConfig | Mapping[str, Any] | None = None,
     *,
     truth_column: str | None = None,
+    read: ReadOptions | None = None,
 ) -> MatchResult:
     """Pairs (left record, right record) that probably refer to the same entity.
 
     `truth_column`, when given, names a column of known entity labels: the
-    stats then report blocking recall against them.
+    stats then report blocking recall against them. CSV paths are read as
+    `sync` reads them (`read`); `result.inputs` says how.
     """
     cfg = _config(config)
     extra = [truth_column] if truth_column else []
+    infos: list[InputInfo] = []
     out = _core.run_match(
-        cfg.to_json(), _table(left, cfg, extra), _table(right, cfg, extra), truth_column
+        cfg.to_json(), _table(left, cfg, extra, read, infos), _table(right, cfg, extra, read,
+                                                                     infos), truth_column
     )
-    return MatchResult(out)
+    return MatchResult(out, infos)
 
 
 def dedupe(
@@ -411,12 +500,16 @@ def dedupe(
     config: MatchConfig | Mapping[str, Any] | None = None,
     *,
     truth_column: str | None = None,
+    read: ReadOptions | None = None,
 ) -> MatchResult:
-    """Probable duplicate pairs inside one record set, and their clusters."""
+    """Probable duplicate pairs inside one record set, and their clusters.
+    A CSV path is read as `sync` reads it (`read`); `result.inputs` says how."""
     cfg = _config(config)
     extra = [truth_column] if truth_column else []
-    out = _core.run_match(cfg.to_json(), _table(records, cfg, extra), None, truth_column)
-    return MatchResult(out)
+    infos: list[InputInfo] = []
+    out = _core.run_match(cfg.to_json(), _table(records, cfg, extra, read, infos), None,
+                          truth_column)
+    return MatchResult(out, infos)
 
 
 def field_levels(field_type: str) -> list[str]:
@@ -429,10 +522,12 @@ __all__ = [
     "Cluster",
     "Field",
     "FieldContribution",
+    "InputInfo",
     "MatchConfig",
     "MatchPair",
     "MatchResult",
     "MatchStats",
+    "ReadOptions",
     "RuleStats",
     "dedupe",
     "field_levels",

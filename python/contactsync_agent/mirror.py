@@ -6,9 +6,11 @@ never decides a sync itself (that is `sync.py` and `rules.py`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -175,18 +177,28 @@ class Mirror(RelationsMixin):
             self.store.add_reference(contact_id, ref, now_iso())
 
     def remove_reference(self, contact_id: int, ref: str) -> bool:
+        """Unregisters one use of the contact; False when it was not registered."""
+        self._row(contact_id)
         with self.store.transaction():
             return self.store.remove_reference(contact_id, ref)
+
+    def references(self, contact_id: int) -> list[dict[str, Any]]:
+        """What uses the contact: `ref` and `registered_at`, oldest first."""
+        self._row(contact_id)
+        return [{"ref": r, "registered_at": at} for r, at in self.store.conn.execute(
+            "SELECT ref, registered_at FROM contact_references WHERE contact_id = ? "
+            "ORDER BY registered_at, ref", (contact_id,))]
 
     # ------------------------------------------------------------ sync
 
     def _options(self, allow_mass_delete: bool, mass_delete_limit: float | None,
                  chunk_size: int | None, source: str | None = None,
                  ownership: Mapping[str, str] | None = None,
-                 unique: Sequence[str] | None = None) -> sync.SyncOptions:
+                 unique: Sequence[str] | None = None, forced: bool = False
+                 ) -> sync.SyncOptions:
         own, keys = self._policy_for(source, ownership, unique) if source else ({}, ())
         opts = sync.SyncOptions(region=self.region, allow_mass_delete=allow_mass_delete,
-                                ownership=own, unique=keys,
+                                ownership=own, unique=keys, forced=forced,
                                 review_threshold=self.review_threshold,
                                 auto_link_threshold=self.auto_link_threshold)
         if mass_delete_limit is not None:
@@ -200,14 +212,16 @@ class Mirror(RelationsMixin):
         mapping: Mapping[str, str] | None = None, allow_mass_delete: bool = False,
         mass_delete_limit: float | None = None, chunk_size: int | None = None,
         progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
-        unique: Sequence[str] | None = None,
+        unique: Sequence[str] | None = None, forced: bool = False,
     ) -> SyncReport:
         """Syncs records (mappings with an external id) from `source` in one run.
 
         `ownership` and `unique` (the source's config) are recorded and used from
-        then on; left out, the ones recorded last time apply."""
+        then on; left out, the ones recorded last time apply. `forced` records on
+        the run that it overrode the config's source check
+        (`AgentConfig.check_sync_target`)."""
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
-                             ownership, unique)
+                             ownership, unique, forced)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         return sync.run_sync(self.store, source, sync.dict_batches(records, table, opts),
                              mode=mode, options=opts, origin="api", progress=progress)
@@ -219,9 +233,10 @@ class Mirror(RelationsMixin):
         encoding: str | None = None, delimiter: str | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, chunk_size: int | None = None,
         progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
-        unique: Sequence[str] | None = None,
+        unique: Sequence[str] | None = None, forced: bool = False,
     ) -> SyncReport:
-        """Syncs one export file (CSV, JSON or NDJSON) from `source` in one run."""
+        """Syncs one export file (CSV, JSON or NDJSON) from `source` in one run
+        (`forced`: as for `sync`)."""
         p = Path(path)
         if not p.is_file():
             raise ContactSyncError(f"{p}: no such file")
@@ -243,8 +258,9 @@ class Mirror(RelationsMixin):
                 self, source, p, mode=mode, mapping=dict(mapping or {}),
                 allow_mass_delete=allow_mass_delete,
                 mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit,
-                progress=progress)
-        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source)
+                progress=progress, forced=forced)
+        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
+                             forced=forced)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,
                                     delimiter=delimiter, source=source)
@@ -266,9 +282,9 @@ class Mirror(RelationsMixin):
     def get(self, contact_id: int) -> Contact:
         return Contact.from_row(self._row(contact_id))
 
-    def contacts(self, *, include_deleted: bool = False, record_type: str | None = None,
-                 source: str | None = None, limit: int | None = None,
-                 offset: int = 0) -> list[Contact]:
+    @staticmethod
+    def _contact_filter(include_deleted: bool, record_type: str | None,
+                        source: str | None) -> tuple[str, list[Any]]:
         where: list[str] = ["1"]
         params: list[Any] = []
         if not include_deleted:
@@ -279,11 +295,39 @@ class Mirror(RelationsMixin):
         if source:
             where.append("source = ?")
             params.append(source)
-        sql = (f"SELECT {', '.join(CONTACT_COLUMNS)} FROM contacts WHERE {' AND '.join(where)} "
-               f"ORDER BY id LIMIT ? OFFSET ?")
-        params += [-1 if limit is None else limit, offset]
-        return [Contact.from_row(dict(zip(CONTACT_COLUMNS, r, strict=True)))
-                for r in self.store.conn.execute(sql, params)]
+        return " AND ".join(where), params
+
+    def iter_contacts(self, *, include_deleted: bool = False, record_type: str | None = None,
+                      source: str | None = None, limit: int | None = None,
+                      offset: int = 0) -> Iterator[Contact]:
+        """The contacts in id order, read from a cursor as they are consumed:
+        memory holds a small batch, whatever the mirror's size."""
+        where, params = self._contact_filter(include_deleted, record_type, source)
+        cur = self.store.conn.execute(
+            f"SELECT {', '.join(CONTACT_COLUMNS)} FROM contacts WHERE {where} "
+            "ORDER BY id LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, offset])
+        try:
+            while rows := cur.fetchmany(500):
+                for r in rows:
+                    yield Contact.from_row(dict(zip(CONTACT_COLUMNS, r, strict=True)))
+        finally:
+            # Left unfinished (a reader stopped early), it may be closed after the mirror.
+            with contextlib.suppress(sqlite3.Error):
+                cur.close()
+
+    def contacts(self, *, include_deleted: bool = False, record_type: str | None = None,
+                 source: str | None = None, limit: int | None = None,
+                 offset: int = 0) -> list[Contact]:
+        return list(self.iter_contacts(include_deleted=include_deleted,
+                                       record_type=record_type, source=source, limit=limit,
+                                       offset=offset))
+
+    def count_contacts(self, *, include_deleted: bool = False, record_type: str | None = None,
+                       source: str | None = None) -> int:
+        """How many contacts `contacts()` would give without a limit."""
+        where, params = self._contact_filter(include_deleted, record_type, source)
+        return int(self.store.conn.execute(
+            f"SELECT count(*) FROM contacts WHERE {where}", params).fetchone()[0])
 
     def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
         rows = self.store.conn.execute(
@@ -336,6 +380,37 @@ class Mirror(RelationsMixin):
         from contactsync_agent import review
 
         return review.reject(self.store, item_id)
+
+    def review_summaries(self, status: str | None = "open",
+                         min_score: float | None = None) -> list[dict[str, Any]]:
+        """The queue with the score and both contacts' names and e-mails."""
+        from contactsync_agent import review
+
+        return review.summaries(self.store, status, min_score)
+
+    def review_compare(self, item_id: int) -> dict[str, Any]:
+        """One item's two contacts side by side with each field's agreement level."""
+        from contactsync_agent import review
+
+        return review.compare(self.store, item_id)
+
+    def review_select(self, min_score: float | None = None) -> list[int]:
+        """Ids of the open items (scored at least `min_score`, when given)."""
+        from contactsync_agent import review
+
+        return review.select(self.store, min_score)
+
+    def review_accept_many(self, item_ids: Sequence[int]) -> dict[str, Any]:
+        """Accepts several items (one transaction each); failures are listed, not raised."""
+        from contactsync_agent import review
+
+        return review.decide_many(self.store, list(item_ids), "accept")
+
+    def review_reject_many(self, item_ids: Sequence[int]) -> dict[str, Any]:
+        """Rejects several items (one transaction each); failures are listed, not raised."""
+        from contactsync_agent import review
+
+        return review.decide_many(self.store, list(item_ids), "reject")
 
     def quarantine(self, run_id: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT id, run_id, source, file, line, reason, raw, created_at FROM quarantine"

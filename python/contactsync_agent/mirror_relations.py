@@ -324,7 +324,9 @@ def _refusal(contact_id: int, source: str, refused: Mapping[str, str]) -> str:
 
 _CONTACT_SQL = (
     f"SELECT {', '.join('c.' + c for c in CONTACT_COLUMNS)}, "
-    "o.id, l.id, co.position, co.organisation_ref, co.location_ref "
+    # Text is "" when empty, as everywhere (the ids stay NULL: no link).
+    "o.id, l.id, coalesce(co.position, ''), coalesce(co.organisation_ref, ''), "
+    "coalesce(co.location_ref, '') "
     "FROM contacts c LEFT JOIN contact_organisations co ON co.contact_id = c.id "
     "LEFT JOIN locations l ON l.source = co.source AND l.external_id = co.location_ref "
     "AND l.deleted_at IS NULL "

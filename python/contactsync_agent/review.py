@@ -1,7 +1,9 @@
-"""The review queue's decisions: accept merges a candidate pair, reject remembers it.
+"""The review queue: listing it with both contacts, comparing one pair field by
+field, and the decisions (accept merges a candidate pair, reject remembers it),
+one item or many.
 
 Library twin of `contactsync review`; all writes go through the store in one
-transaction each.
+transaction per item. It prints nothing and logs no names or e-mails.
 """
 
 from __future__ import annotations
@@ -80,3 +82,107 @@ def reject(store: Store, item_id: int) -> dict[str, Any]:
             (item.source, item.external_id, item.candidate_id, at))
     return {"item": item_id, "source": item.source, "external_id": item.external_id,
             "candidate": item.candidate_id}
+
+
+# ------------------------------------------------------------------ bulk work and comparisons
+
+#: The fields `compare` shows side by side, in this order.
+COMPARED: tuple[str, ...] = ("name", "given_name", "family_name", "organisation", "email",
+                             "phone", "mobile", "street", "city", "postcode", "date_of_birth")
+
+_ITEM_COLUMNS = ("id, run_id, source, external_id, contact_id, candidate_id, kind, score, "
+                 "explanation, reason, status, created_at, decided_at")
+
+
+def _person(store: Store, contact_id: int | None) -> dict[str, Any]:
+    row = store.contact_row(contact_id) if contact_id else None
+    if row is None:
+        return {"contact_id": contact_id, "name": "", "email": "", "deleted": True}
+    name = row["display_name"] or " ".join(
+        p for p in (row["given_name"], row["family_name"]) if p)
+    return {"contact_id": contact_id, "name": name, "email": row["email"],
+            "deleted": row["deleted_at"] is not None}
+
+
+def _items(store: Store, status: str | None, min_score: float | None,
+           ids: list[int] | None = None) -> list[ReviewItem]:
+    where: list[str] = ["1"]
+    params: list[Any] = []
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    if min_score is not None:
+        where.append("score IS NOT NULL AND score >= ?")
+        params.append(min_score)
+    if ids is not None:
+        where.append(f"id IN ({', '.join('?' * len(ids))})")
+        params.extend(ids)
+    rows = store.conn.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM review_items WHERE {' AND '.join(where)} ORDER BY id",
+        params)
+    return [ReviewItem.from_row(r) for r in rows]
+
+
+def summaries(store: Store, status: str | None = "open",
+              min_score: float | None = None) -> list[dict[str, Any]]:
+    """The queue as a person reads it: each item (its `ReviewItem` fields) with
+    both contacts' names and e-mails (the incoming record's contact and the local
+    candidate). `min_score` keeps items scored at least that (identity items,
+    which have no score, drop out)."""
+    out = []
+    for item in _items(store, status, min_score):
+        out.append({**item.to_dict(), "incoming": _person(store, item.contact_id),
+                    "candidate": _person(store, item.candidate_id)})
+    return out
+
+
+def select(store: Store, min_score: float | None = None) -> list[int]:
+    """Ids of the open items (scored at least `min_score`, when given)."""
+    return [i.id for i in _items(store, "open", min_score)]
+
+
+def compare(store: Store, item_id: int) -> dict[str, Any]:
+    """One item with its two contacts side by side: per field both values and
+    the agreement level and weight the matcher stored for it (None when the
+    field was not compared, as for identity items)."""
+    items = _items(store, None, None, [item_id])
+    if not items:
+        raise NotFoundError(f"no review item with id {item_id}")
+    item = items[0]
+    left = store.contact_row(item.contact_id) if item.contact_id else None
+    right = store.contact_row(item.candidate_id)
+
+    def value(row: dict[str, Any] | None, f: str) -> str:
+        if row is None:
+            return ""
+        if f == "name":
+            return str(row["display_name"] or " ".join(
+                p for p in (row["given_name"], row["family_name"]) if p))
+        return str(row[f] or "")
+
+    fields = []
+    for f in COMPARED:
+        e = item.explanation.get(f)
+        level = e.get("level") if isinstance(e, dict) else None
+        weight = e.get("weight") if isinstance(e, dict) else None
+        fields.append({"field": f, "incoming": value(left, f), "candidate": value(right, f),
+                       "level": level, "weight": weight})
+    return {"item": item.to_dict(), "incoming": _person(store, item.contact_id),
+            "candidate": _person(store, item.candidate_id), "fields": fields}
+
+
+def decide_many(store: Store, item_ids: list[int], action: str) -> dict[str, Any]:
+    """Accepts or rejects several items, each in its own transaction: one that
+    cannot be decided (already decided, gone) is reported and the others go on.
+    Returns `{"action", "done": [results], "failed": [{"item", "error"}]}`."""
+    if action not in ("accept", "reject"):
+        raise ContactSyncError(f"action must be 'accept' or 'reject', not {action!r}")
+    one = accept if action == "accept" else reject
+    done: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for item_id in dict.fromkeys(item_ids):
+        try:
+            done.append(one(store, item_id))
+        except ContactSyncError as e:
+            failed.append({"item": item_id, "error": str(e)})
+    return {"action": action, "done": done, "failed": failed}

@@ -281,6 +281,8 @@ def render(data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from contactsync_agent.safetext import cell, markup
+
     now = health.parse_time(data["checked_at"]) or datetime.now(UTC)
     colour = {"healthy": "green", "degraded": "yellow", "failing": "red"}
     con = Console()
@@ -301,7 +303,7 @@ def render(data: dict[str, Any]) -> None:
         style = colour[d["health"]]
         con.print(
             f"agent: [{style}]{d['state']}[/]"
-            + (f" (pid {d['pid']}): {d['why']}" if d["pid"] else "")
+            + (f" (pid {d['pid']}): {markup(d['why'])}" if d["pid"] else "")
         )
     c = data["contacts"]
     con.print(
@@ -333,7 +335,7 @@ def render(data: dict[str, Any]) -> None:
             else "—"
         )
         t.add_row(
-            s["name"],
+            cell(s["name"]),
             "yes" if s["enabled"] else "no",
             f"[{colour[s['health']]}]{s['health']}[/]",
             f"{s['contacts']:,}",
@@ -345,4 +347,4 @@ def render(data: dict[str, Any]) -> None:
     con.print(t)
     for s in data["sources"]:
         if s["health"] != "healthy" or s["reasons"]:
-            con.print(f"  [{colour[s['health']]}]{s['name']}[/]: {s['why']}")
+            con.print(f"  [{colour[s['health']]}]{markup(s['name'])}[/]: {markup(s['why'])}")

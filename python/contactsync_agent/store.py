@@ -19,7 +19,7 @@ from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.locking import WriterLock
 from contactsync_agent.mapping import FIELDS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PAGE_SIZE = 16384
 
 # Every column of `contacts` a downstream app may read, in table order.
@@ -359,6 +359,12 @@ MIGRATIONS[2] = MIGRATION_2
 MIGRATIONS[3] = """
 DROP TRIGGER IF EXISTS link_snapshot_insert;
 DROP INDEX IF EXISTS contact_organisations_org;
+"""
+
+# Migration 4 (issue 12): `runs.forced` is 1 for a run started with `--force`
+# into a source the config does not list or has disabled.
+MIGRATIONS[4] = """
+ALTER TABLE runs ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;
 """
 
 
@@ -920,13 +926,15 @@ class Store:
     # ------------------------------------------------------------ runs
 
     def begin_run(self, source: str, mode: str, origin: str | None, origin_hash: str | None,
-                  allow_mass_delete: bool, entity_type: str = "contact") -> int:
+                  allow_mass_delete: bool, entity_type: str = "contact", *,
+                  forced: bool = False) -> int:
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO runs (source, mode, origin, origin_hash, started_at, status, "
-                "allow_mass_delete, entity_type) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+                "allow_mass_delete, entity_type, forced) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
                 (source, mode, origin, origin_hash, now_iso(), int(allow_mass_delete),
-                 entity_type),
+                 entity_type, int(forced)),
             )
             return int(cur.lastrowid or 0)
 

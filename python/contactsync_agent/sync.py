@@ -50,6 +50,8 @@ class SyncOptions:
     fuzzy: bool = True
     review_threshold: float = 0.5
     auto_link_threshold: float | None = None
+    # Started with --force into a source the config does not list or has disabled.
+    forced: bool = False
 
 
 class _Run:
@@ -244,7 +246,8 @@ def run_sync(
     if store.wal_bytes() > WAL_CHECKPOINT_BYTES:
         store.checkpoint()
     started = time.monotonic()
-    run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete)
+    run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete,
+                             forced=options.forced)
     try:
         with store.transaction():
             run = _Run(store, source, mode, run_id, now_iso(), options.ownership)

@@ -103,7 +103,7 @@ pub fn py_repr(s: &str) -> String {
 /// Reads a whole entity CSV: (rows, rejected (line, reason, raw)). `table`
 /// maps lower-cased headings to targets; a heading not in it goes to extra.
 pub fn read_csv(
-    mut data: Vec<u8>,
+    data: Vec<u8>,
     table: &HashMap<String, String>,
     kind: &EntityKind,
     delimiter: Option<u8>,
@@ -120,6 +120,7 @@ pub fn read_csv(
             format!("{f:?} is not one of the fields {:?}", kind.fields),
         ));
     }
+    let mut data = crate::sources::utf16::to_utf8(data);
     if data.starts_with(b"\xEF\xBB\xBF") {
         data.drain(..3);
     }

@@ -20,7 +20,7 @@ use crate::sources::{Limits, Reader, SourceError};
 /// quarantine that record; no source can name a field so (it starts with NUL).
 pub const REJECT_KEY: &str = "\u{0}rejected";
 
-fn source_error(py: Python<'_>, path: &str, e: SourceError) -> PyErr {
+pub(crate) fn source_error(py: Python<'_>, path: &str, e: SourceError) -> PyErr {
     let built = py
         .import("contactsync_agent.errors")
         .and_then(|m| m.getattr("SourceFormatError"))
@@ -38,7 +38,7 @@ fn fields_vec(fields: Vec<String>) -> PyResult<[String; NFIELDS]> {
         .map_err(|_| PyValueError::new_err(format!("expected {NFIELDS} field values, got {n}")))
 }
 
-fn mapping_of(entries: HashMap<String, String>) -> PyResult<Mapping> {
+pub(crate) fn mapping_of(entries: HashMap<String, String>) -> PyResult<Mapping> {
     Mapping::new(&entries).map_err(|e| PyValueError::new_err(format!("mapping: {e}")))
 }
 
@@ -74,7 +74,7 @@ fn entity_hash(values: Vec<String>, extra: Vec<(String, String)>) -> i64 {
 }
 
 /// A CSV delimiter argument: one byte, or None to sniff it.
-fn delimiter_byte(delimiter: Option<&str>) -> PyResult<Option<u8>> {
+pub(crate) fn delimiter_byte(delimiter: Option<&str>) -> PyResult<Option<u8>> {
     match delimiter {
         None => Ok(None),
         Some(d) if d.len() == 1 => Ok(Some(d.as_bytes()[0])),
@@ -179,7 +179,7 @@ fn read_entity_csv(
     };
     let owned = path.to_string();
     let got = py.detach(move || {
-        let data = std::fs::read(&owned)?;
+        let (data, _) = crate::sources::utf16::read_file(&owned)?;
         Ok::<_, std::io::Error>(
             crate::entities::read_csv(data, &table, &kind, delimiter).map(|(rows, rejected)| {
                 let creates = crate::entities::plan_creates(&rows);
@@ -818,15 +818,14 @@ fn open_file(
     let enc = encoding.map(str::to_string);
     let opened = py.detach(
         move || -> Result<Result<Reader, SourceError>, std::io::Error> {
-            let data = std::fs::read(&owned_path)?;
-            Ok(Reader::open(
-                data,
-                &fmt,
-                mapping,
-                limits,
-                enc.as_deref(),
-                delimiter,
-            ))
+            // UTF-16 (by its BOM) is decoded while read; the text is UTF-8 then.
+            let (data, utf16) = crate::sources::utf16::read_file(&owned_path)?;
+            let enc = if utf16.is_some() {
+                Some("utf-8")
+            } else {
+                enc.as_deref()
+            };
+            Ok(Reader::open(data, &fmt, mapping, limits, enc, delimiter))
         },
     );
     let mut reader = match opened {

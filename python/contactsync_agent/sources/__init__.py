@@ -110,6 +110,7 @@ def sync_source(
     allow_mass_delete: bool = False,
     progress: sync.ProgressFn | None = None,
     connector: Connector | None = None,
+    forced: bool = False,
 ) -> SyncReport:
     """One run of a sql, http or vCard source; the mark advances only if it commits.
 
@@ -124,6 +125,7 @@ def sync_source(
         region=mirror.region,
         allow_mass_delete=allow_mass_delete,
         mass_delete_limit=cfg.mass_delete_limit,
+        forced=forced,
     )
     chunk = getattr(cfg, "chunk_size", None)  # a newer SourceConfig setting
     if chunk:
@@ -179,6 +181,7 @@ def sync_vcard_file(
     allow_mass_delete: bool = False,
     mass_delete_limit: float = 0.20,
     progress: sync.ProgressFn | None = None,
+    forced: bool = False,
 ) -> SyncReport:
     """`Mirror.sync_file` for a vCard file (3.0 or 4.0, one or many cards)."""
     p = Path(path)
@@ -192,7 +195,8 @@ def sync_vcard_file(
         mapping=dict(mapping or {}),
         mass_delete_limit=mass_delete_limit,
     )
-    return sync_source(mirror, cfg, path=p, allow_mass_delete=allow_mass_delete, progress=progress)
+    return sync_source(mirror, cfg, path=p, allow_mass_delete=allow_mass_delete, progress=progress,
+                       forced=forced)
 
 
 # ------------------------------------------------------------------ preview

@@ -10,7 +10,12 @@ use super::config::{Config, FieldType};
 use super::engine::{self, Output};
 use super::prepare::{RawTable, StrCol};
 use super::similarity as sim;
-use crate::sources::csvfile::sniff_delimiter;
+use std::collections::HashMap;
+
+use crate::mapping::{Mapping, Target, RELATIONS};
+use crate::model::{field_index, FIELDS};
+use crate::sources::csvfile::CsvReader;
+use crate::sources::{Limits, SourceError};
 
 fn value_str(v: &Bound<'_, PyAny>) -> PyResult<String> {
     if v.is_none() {
@@ -71,24 +76,53 @@ impl RecordTable {
         })
     }
 
-    /// Reads the id column and `columns` from a CSV file (UTF-8, delimiter
-    /// sniffed); columns absent from the file are read as empty.
+    /// Reads a CSV file exactly as `sync` does (encoding, delimiter, the
+    /// mapping table of built-in headings plus the source's entries, cleaning)
+    /// and keeps `columns`: (name in the table, "field:NAME" for a canonical
+    /// field or "column:HEADING" for an unmapped column, case-insensitive).
+    /// Without an id column the line number is the id. Returns the table and
+    /// what was used: (header, target of each column, id column or None,
+    /// encoding, rows rejected, the first few rejections as (line, reason)).
     #[staticmethod]
-    #[pyo3(signature = (path, id_column, columns))]
-    fn from_csv(
+    #[pyo3(signature = (path, mapping, columns, encoding=None, delimiter=None))]
+    fn from_mapped_csv(
         py: Python<'_>,
         path: &str,
-        id_column: &str,
-        columns: Vec<String>,
-    ) -> PyResult<RecordTable> {
-        let path_s = path.to_string();
-        let raw = py
-            .detach(move || read_csv(&path_s, id_column, &columns))
-            .map_err(|e| match e {
-                CsvError::Io(e) => PyOSError::new_err(format!("{path}: {e}")),
-                CsvError::Format(m) => PyValueError::new_err(format!("{path}: {m}")),
-            })?;
-        Ok(RecordTable { raw })
+        mapping: HashMap<String, String>,
+        columns: Vec<(String, String)>,
+        encoding: Option<&str>,
+        delimiter: Option<&str>,
+    ) -> PyResult<(RecordTable, MappedInfo)> {
+        let mapping = crate::py::mapping_of(mapping)?;
+        let delimiter = crate::py::delimiter_byte(delimiter)?;
+        let mut wanted: Vec<Wanted> = Vec::with_capacity(columns.len());
+        for (_, spec) in &columns {
+            wanted.push(match spec.split_once(':') {
+                Some(("field", f)) => Wanted::Field(field_index(f).ok_or_else(|| {
+                    PyValueError::new_err(format!("{f:?} is not a canonical field"))
+                })?),
+                Some(("column", c)) => Wanted::Column(c.trim().to_lowercase()),
+                _ => {
+                    return Err(PyValueError::new_err(format!(
+                        "column spec {spec:?}: expected field:NAME or column:HEADING"
+                    )))
+                }
+            });
+        }
+        let owned = path.to_string();
+        let enc = encoding.map(str::to_string);
+        let got = py.detach(move || read_mapped_csv(&owned, mapping, &wanted, enc, delimiter));
+        let (cols, info) = match got {
+            Err(MappedError::Io(e)) => return Err(PyOSError::new_err(format!("{path}: {e}"))),
+            Err(MappedError::Source(e)) => return Err(crate::py::source_error(py, path, e)),
+            Ok(v) => v,
+        };
+        let (ids, values) = cols;
+        let raw = RawTable {
+            ids,
+            columns: columns.into_iter().map(|(n, _)| n).zip(values).collect(),
+        };
+        Ok((RecordTable { raw }, info))
     }
 
     fn __len__(&self) -> usize {
@@ -101,53 +135,114 @@ impl RecordTable {
     }
 }
 
-enum CsvError {
-    Io(std::io::Error),
-    Format(String),
+/// (header, target per column, id column, encoding, rejected, first rejections).
+type MappedInfo = (
+    Vec<String>,
+    Vec<String>,
+    Option<String>,
+    String,
+    u64,
+    Vec<(u64, String)>,
+);
+
+enum Wanted {
+    Field(usize),
+    Column(String),
 }
 
-fn read_csv(path: &str, id_column: &str, columns: &[String]) -> Result<RawTable, CsvError> {
-    let data = std::fs::read(path).map_err(CsvError::Io)?;
-    let body = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
-    let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(sniff_delimiter(body))
-        .flexible(true)
-        .from_reader(body);
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(|e| CsvError::Format(e.to_string()))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    let id_at = headers
-        .iter()
-        .position(|h| h == id_column)
-        .ok_or_else(|| CsvError::Format(format!("no id column {id_column:?} in the header")))?;
-    let wanted: Vec<(String, Option<usize>)> = columns
-        .iter()
-        .map(|c| (c.clone(), headers.iter().position(|h| h == c)))
-        .collect();
+enum MappedError {
+    Io(std::io::Error),
+    Source(SourceError),
+}
+
+fn target_name(t: Target) -> String {
+    match t {
+        Target::Field(i) => FIELDS[i].to_string(),
+        Target::ExternalId => "external_id".into(),
+        Target::Name => "name".into(),
+        Target::Deleted => "deleted".into(),
+        Target::Extra => "extra".into(),
+        Target::Ignore => "ignore".into(),
+        Target::Relation(k) => RELATIONS[k].to_string(),
+    }
+}
+
+type MappedColumns = (StrCol, Vec<StrCol>);
+
+fn read_mapped_csv(
+    path: &str,
+    mapping: Mapping,
+    wanted: &[Wanted],
+    encoding: Option<String>,
+    delimiter: Option<u8>,
+) -> Result<(MappedColumns, MappedInfo), MappedError> {
+    let (data, utf16) = crate::sources::utf16::read_file(path).map_err(MappedError::Io)?;
+    let enc = if utf16.is_some() {
+        Some("utf-8")
+    } else {
+        encoding.as_deref()
+    };
+    let mut rdr = CsvReader::open_with(
+        data,
+        mapping.clone(),
+        Limits::default(),
+        enc,
+        delimiter,
+        true,
+    )
+    .map_err(MappedError::Source)?;
+    let header = rdr.header.clone();
+    let targets = mapping.resolve_all(&header);
+    let id_column = if rdr.line_ids {
+        None
+    } else {
+        targets
+            .iter()
+            .position(|t| *t == Target::ExternalId)
+            .map(|i| header[i].clone())
+    };
+    let encoding = utf16
+        .map(str::to_string)
+        .unwrap_or_else(|| rdr.encoding.to_string());
     let mut ids = StrCol::new();
     let mut cols: Vec<StrCol> = wanted.iter().map(|_| StrCol::new()).collect();
-    let mut rec = csv::StringRecord::new();
+    let mut rejected = 0u64;
+    let mut first: Vec<(u64, String)> = Vec::new();
     loop {
-        match rdr.read_record(&mut rec) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                return Err(CsvError::Format(format!("line {line}: {e}")));
+        let items = rdr.next_chunk(8192, None).map_err(MappedError::Source)?;
+        if items.is_empty() {
+            break;
+        }
+        for item in items {
+            match item {
+                Ok(rec) => {
+                    ids.push(&rec.external_id);
+                    for (w, col) in wanted.iter().zip(cols.iter_mut()) {
+                        match w {
+                            Wanted::Field(i) => col.push(&rec.fields[*i]),
+                            Wanted::Column(c) => col.push(
+                                rec.extra
+                                    .iter()
+                                    .find(|(k, _)| k.trim().to_lowercase() == *c)
+                                    .map_or("", |(_, v)| v.as_str()),
+                            ),
+                        }
+                    }
+                }
+                Err(r) => {
+                    rejected += 1;
+                    if first.len() < 10 {
+                        first.push((r.line, r.reason));
+                    }
+                }
             }
         }
-        ids.push(rec.get(id_at).unwrap_or("").trim());
-        for ((_, at), col) in wanted.iter().zip(cols.iter_mut()) {
-            col.push(at.and_then(|a| rec.get(a)).unwrap_or(""));
-        }
     }
-    Ok(RawTable {
-        ids,
-        columns: wanted.into_iter().map(|(n, _)| n).zip(cols).collect(),
-    })
+    let targets = targets.into_iter().map(target_name).collect();
+    Ok((
+        (ids, cols),
+        (header, targets, id_column, encoding, rejected, first),
+    ))
 }
 
 /// The outcome of one run: the pairs above threshold, their explanations,

@@ -1,4 +1,5 @@
-//! CSV exports: UTF-8 (with or without BOM) or Windows-1252, any delimiter
+//! CSV exports: UTF-8 (with or without BOM), UTF-16 with a BOM (decoded by
+//! `utf16`) or Windows-1252, any delimiter
 //! the first lines sniff to, ragged rows quarantined with their line.
 
 use std::io::Cursor;
@@ -71,6 +72,8 @@ pub struct CsvReader {
     pub delimiter: u8,
     limits: Limits,
     done: bool,
+    /// No id column: the line number is the id (see `open_with`).
+    pub line_ids: bool,
 }
 
 /// UTF-8 when the bytes are valid UTF-8 (or hold any valid multi-byte
@@ -171,12 +174,30 @@ pub fn decode(bytes: &[u8], enc: Encoding) -> Result<std::borrow::Cow<'_, str>, 
 
 impl CsvReader {
     pub fn open(
-        mut data: Vec<u8>,
+        data: Vec<u8>,
         mapping: Mapping,
         limits: Limits,
         encoding: Option<&str>,
         delimiter: Option<u8>,
     ) -> Result<Self, SourceError> {
+        Self::open_with(data, mapping, limits, encoding, delimiter, false)
+    }
+
+    /// `open`; with `line_ids`, a file where no column maps to the external
+    /// id is read with each row's line number as its id (one-off matching
+    /// only: a sync always needs the source's own ids).
+    pub fn open_with(
+        data: Vec<u8>,
+        mapping: Mapping,
+        limits: Limits,
+        encoding: Option<&str>,
+        delimiter: Option<u8>,
+        line_ids: bool,
+    ) -> Result<Self, SourceError> {
+        // A UTF-16 BOM is authoritative: the text is decoded, whatever was forced.
+        let utf16 = super::utf16::bom_encoding(&data).is_some();
+        let encoding = if utf16 { Some("utf-8") } else { encoding };
+        let mut data = super::utf16::to_utf8(data);
         if data.starts_with(b"\xEF\xBB\xBF") {
             data.drain(..3);
         }
@@ -215,7 +236,7 @@ impl CsvReader {
             Err(e) => return Err(SourceError::new(1, 0, format!("cannot read header: {e}"))),
         };
         let targets = mapping.resolve_all(&header);
-        if !header.is_empty() && !targets.contains(&Target::ExternalId) {
+        if !header.is_empty() && !targets.contains(&Target::ExternalId) && !line_ids {
             let shown: Vec<&str> = header.iter().take(12).map(String::as_str).collect();
             return Err(SourceError::new(
                 1,
@@ -244,6 +265,7 @@ impl CsvReader {
             delimiter,
             limits,
             done,
+            line_ids: line_ids && id_col.is_none(),
         })
     }
 
@@ -438,12 +460,17 @@ impl CsvReader {
                 }
             }
         }
+        let line_id = line.to_string();
         let cells = self
             .targets
             .iter()
             .zip(self.header.iter())
             .zip(values.iter())
-            .map(|((t, c), v)| (*t, c.as_str(), v.as_ref()));
+            .map(|((t, c), v)| (*t, c.as_str(), v.as_ref()))
+            .chain(
+                self.line_ids
+                    .then_some((Target::ExternalId, "line", line_id.as_str())),
+            );
         build_record(line, cells).map_err(reject)
     }
 }
@@ -583,6 +610,41 @@ mod tests {
                 .unwrap()
                 .built
         );
+    }
+
+    #[test]
+    fn line_ids_stand_in_for_a_missing_id_column() {
+        let data = b"name,email\nJo Bloggs,jo@x.com\n\nAl Lee,al@x.com\n".to_vec();
+        let mut r =
+            CsvReader::open_with(data, mapping(), Limits::default(), None, None, true).unwrap();
+        assert!(r.line_ids);
+        let items = r.next_chunk(100, None).unwrap();
+        let ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .map(|rec| rec.external_id.clone())
+            .collect();
+        assert_eq!(ids, vec!["2", "4"]);
+        // With an id column, line_ids changes nothing.
+        let data = b"ID,name\nA1,Jo\n".to_vec();
+        let mut r =
+            CsvReader::open_with(data, mapping(), Limits::default(), None, None, true).unwrap();
+        assert!(!r.line_ids);
+        let items = r.next_chunk(100, None).unwrap();
+        assert_eq!(items[0].as_ref().unwrap().external_id, "A1");
+    }
+
+    #[test]
+    fn utf16_with_bom_is_decoded() {
+        let mut data = vec![0xFF, 0xFE];
+        for u in "ID\tname\r\nA1\tZoë\r\n".encode_utf16() {
+            data.extend_from_slice(&u.to_le_bytes());
+        }
+        let (r, items) = read_all(&data);
+        assert_eq!(r.delimiter, b'\t');
+        let rec = items[0].as_ref().unwrap();
+        assert_eq!(rec.external_id, "A1");
+        assert_eq!(rec.fields[2], "Zoë");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod csvfile;
 pub mod jsonfile;
+pub mod utf16;
 
 use crate::mapping::Mapping;
 use crate::model::Record;
