@@ -304,6 +304,18 @@ def test_unidentifiable_row_skips_deletions_and_says_so(ten: Path, tmp_path: Pat
     assert any("deletions skipped" in w for w in r.warnings)
 
 
+def test_a_quote_never_closed_skips_deletions(ten: Path, tmp_path: Path) -> None:
+    """K8's row opens a quote that is never closed: it swallows K9's row, so
+    nothing tells which records the broken row held: K8 and K9 are kept."""
+    rows = [person(i) for i in range(8)] + ['K8,"Given8,Family8,person8@example.com,0412',
+                                            person(9)]
+    with Mirror.open(ten) as m:
+        r = m.sync_file("xpm", write_csv(tmp_path / "quote.csv", rows))
+    assert r.counts["rejected"] == 1
+    assert (r.counts["deleted"], r.counts["deletions_skipped"]) == (0, 2)
+    assert len(live(ten)) == 10
+
+
 def test_ndjson_unreadable_line_skips_deletions_readable_id_keeps(ten: Path,
                                                                  tmp_path: Path) -> None:
     def line(i: int, **over: Any) -> str:

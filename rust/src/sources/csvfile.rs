@@ -257,8 +257,13 @@ impl CsvReader {
     }
 
     /// Which record a row that cannot be taken was: its id cell, if that can
-    /// be read (`guess`: the row has the wrong number of fields).
+    /// be read (`guess`: the row has the wrong number of fields). A ragged row
+    /// with a field across lines may have swallowed the rows after it (a
+    /// quote never closed): nothing tells which records those were.
     fn row_id(&self, rec: &RowRef<'_>, guess: bool) -> RowId {
+        if guess && rec.iter().any(|f| f.contains(&b'\n')) {
+            return RowId::Unreadable;
+        }
         let Some(cell) = self.id_col.and_then(|i| rec.get(i)) else {
             return RowId::Unreadable;
         };
@@ -636,6 +641,22 @@ mod tests {
                 RowId::Unreadable
             ]
         );
+    }
+
+    #[test]
+    fn a_row_that_swallowed_lines_is_unidentified() {
+        // A quote never closed: row A runs to the end of the file (2 of 3 fields).
+        let mut r = CsvReader::open(
+            b"id,name,mail\nA,\"open\nB,x,y\nC,y,z\n".to_vec(),
+            mapping(),
+            Limits::default(),
+            None,
+            None,
+        )
+        .unwrap();
+        let items = r.next_chunk(10, None).unwrap();
+        let bad = items[0].as_ref().unwrap_err();
+        assert_eq!(bad.id, RowId::Unreadable, "{}", bad.reason);
     }
 
     #[test]
