@@ -175,7 +175,7 @@ def _print_report(report: Any, source: str, file: str) -> None:
         return
     click.echo("dry run: nothing was written (no run, no change, no feed entry)")
     for message in report.refused:
-        click.echo(f"would be refused: {message}")
+        click.echo(f"would be refused: {message.removeprefix('refused: ')}")
     if report.refused:
         click.echo("what it would do once confirmed:")
     for key, label in (("creates", "create"), ("converts", "convert"), ("updates", "update"),
@@ -200,7 +200,9 @@ def _print_report(report: Any, source: str, file: str) -> None:
 
 def _short(value: Any, width: int = 40) -> str:
     """A value for one line of text: non-printable characters escaped, cut."""
-    text = "" if value is None else (value if isinstance(value, str) else json.dumps(value))
+    if value is None or value == "":
+        return "(empty)"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
                    for ch in text)
     return text if len(text) <= width else text[: width - 1] + "…"
