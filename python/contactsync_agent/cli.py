@@ -164,6 +164,13 @@ def cli(ctx: click.Context, db: str | None, config: str | None) -> None:
               default=None)
 @click.option("--allow-mass-delete", is_flag=True,
               help="Confirm a run the mass-deletion or empty-export guard refused.")
+@click.option("--allow-column-drop", is_flag=True,
+              help="Confirm a full CSV snapshot whose header lost a column the source sent "
+                   "before (its field is then cleared on every contact).")
+@click.option("--dry-run", is_flag=True,
+              help="Run the whole plan and roll it back: print what would happen (counts, "
+                   "the first creates, updates, deletes, unlinks, and whether a guard would "
+                   "refuse); nothing is written. Exit 4 when the real run would be refused.")
 @click.option("--encoding", default=None, help="Force utf-8 or windows-1252.")
 @click.option("--delimiter", default=None, help="Force a CSV delimiter.")
 @click.option("--force", is_flag=True,
@@ -172,9 +179,15 @@ def cli(ctx: click.Context, db: str | None, config: str | None) -> None:
 @json_option
 @click.pass_obj
 def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
-         allow_mass_delete: bool, encoding: str | None, delimiter: str | None,
-         force: bool, as_json: bool) -> None:
+         allow_mass_delete: bool, allow_column_drop: bool, dry_run: bool,
+         encoding: str | None, delimiter: str | None, force: bool, as_json: bool) -> None:
     """Sync one export FILE of SOURCE into the mirror (one atomic run).
+
+    full (the default): the file is the whole source, each row the whole
+    record: an empty cell clears the field, an absent row is a deletion.
+    incremental: changes only; a column or key a row leaves out keeps the
+    mirror's value, an empty cell or null clears it, and only rows marked
+    deleted are deletions.
 
     When a config file exists, SOURCE must be one of its sources and enabled
     (a mistyped name would otherwise copy every contact again under it);
@@ -189,7 +202,7 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
             allow_mass_delete=allow_mass_delete, mass_delete_limit=scfg.mass_delete_limit,
             encoding=encoding or scfg.encoding, delimiter=delimiter or scfg.delimiter,
             max_file_bytes=scfg.max_file_bytes, ownership=scfg.ownership, unique=scfg.unique,
-            forced=forced,
+            forced=forced, allow_column_drop=allow_column_drop, dry_run=dry_run,
         )
         if show_progress:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -204,20 +217,66 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
             report = m.sync_file(source, file, **kwargs)
     if as_json:
         emit_json(report.to_dict())
-        return
+    else:
+        _print_report(report, source, file)
+    if report.dry_run and report.refused:
+        sys.exit(4)  # what the real run would do (SafetyLimitError's code)
+
+
+def _print_report(report: Any, source: str, file: str) -> None:
     c = report.counts
+    what = ("dry run" if report.dry_run else f"run {report.run_id}")
     click.echo(
-        f"run {report.run_id} ({report.mode}) of {source}: {c['records']:,} records in "
+        f"{what} ({report.mode}) of {source}: {c['records']:,} records in "
         f"{report.duration_s:.2f}s: {c['created']:,} created, {c['converted']:,} converted, "
         f"{c['updated']:,} updated, {c['unchanged']:,} unchanged, {c['deleted']:,} deleted, "
         f"{c['unlinked']:,} unlinked, {c['skipped_forced_manual']:,} forced manual, "
         f"{c['ignored_external']:,} external ignored, {c['review_items']:,} to review, "
         f"{c['activities']:,} activities, {c['rejected']:,} rejected rows"
+        + (f", {c['deletions_skipped']:,} deletions skipped" if c.get("deletions_skipped")
+           else "")
     )
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
     for line, reason in report.rejected[:20]:
         say(f"  {file}, line {line}: {reason}", err=True)
     if c["rejected"] > 20:
         click.echo(f"  … {c['rejected'] - 20} more in `contactsync quarantine`", err=True)
+    if not report.dry_run:
+        return
+    click.echo("dry run: nothing was written (no run, no change, no feed entry)")
+    for message in report.refused:
+        click.echo(f"would be refused: {message.removeprefix('refused: ')}")
+    if report.refused:
+        click.echo("what it would do once confirmed:")
+    for key, label in (("creates", "create"), ("converts", "convert"), ("updates", "update"),
+                       ("deletes", "delete"), ("unlinks", "unlink")):
+        items = report.preview.get(key, [])
+        for item in items:
+            who = f"{item['external_id'] or '-'} (contact {item['contact_id']})"
+            if key == "creates":
+                detail = ", ".join(f for f in item["fields"]
+                                   if f not in ("record_type", "source", "external_id"))
+            elif key in ("updates", "converts"):
+                detail = "; ".join(f"{f}: {_short(b)} -> {_short(a)}"
+                                   for f, (b, a) in item["fields"].items())
+            else:
+                detail = item["reason"]
+            click.echo(f"  {label} {_short(who, 60)}: {detail}")
+        total = {"creates": c["created"], "updates": c["updated"], "deletes": c["deleted"],
+                 "unlinks": c["unlinked"]}.get(key, 0)
+        if total > len(items):
+            click.echo(f"  … and {total - len(items):,} more to {label}")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    """A value for one line of text: non-printable characters escaped, cut."""
+    if value is None or value == "":
+        return "(empty)"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # ---------------------------------------------------------------- status

@@ -707,6 +707,8 @@ class Daemon:
                 c["activities"],
                 c["rejected"],
             )
+            for warning in report.warnings:  # e.g. deletions skipped (counts only, no data)
+                log.warning("source %s: run %d: %s", w.name, report.run_id, warning)
             self._move(w, path, seen, PROCESSED, None, report.run_id)
         finally:
             self._running_file = self._running_source = None

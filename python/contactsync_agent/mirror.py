@@ -194,13 +194,24 @@ class Mirror(RelationsMixin):
     def _options(self, allow_mass_delete: bool, mass_delete_limit: float | None,
                  chunk_size: int | None, source: str | None = None,
                  ownership: Mapping[str, str] | None = None,
-                 unique: Sequence[str] | None = None, forced: bool = False
+                 unique: Sequence[str] | None = None, forced: bool = False, *,
+                 allow_column_drop: bool = False, dry_run: bool = False
                  ) -> sync.SyncOptions:
-        own, keys = self._policy_for(source, ownership, unique) if source else ({}, ())
+        own: dict[str, str]
+        keys: tuple[str, ...]
+        if not source:
+            own, keys = {}, ()
+        elif dry_run:  # the policy given, else the recorded one; nothing is recorded
+            old_own, old_unique = self.policy(source)
+            own = dict(old_own if ownership is None else ownership)
+            keys = tuple(old_unique if unique is None else unique)
+        else:
+            own, keys = self._policy_for(source, ownership, unique)
         opts = sync.SyncOptions(region=self.region, allow_mass_delete=allow_mass_delete,
                                 ownership=own, unique=keys, forced=forced,
                                 review_threshold=self.review_threshold,
-                                auto_link_threshold=self.auto_link_threshold)
+                                auto_link_threshold=self.auto_link_threshold,
+                                allow_column_drop=allow_column_drop)
         if mass_delete_limit is not None:
             opts = sync.SyncOptions(**{**opts.__dict__, "mass_delete_limit": mass_delete_limit})
         if chunk_size is not None:
@@ -212,19 +223,25 @@ class Mirror(RelationsMixin):
         mapping: Mapping[str, str] | None = None, allow_mass_delete: bool = False,
         mass_delete_limit: float | None = None, chunk_size: int | None = None,
         progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
-        unique: Sequence[str] | None = None, forced: bool = False,
+        unique: Sequence[str] | None = None, forced: bool = False, dry_run: bool = False,
     ) -> SyncReport:
         """Syncs records (mappings with an external id) from `source` in one run.
 
-        `ownership` and `unique` (the source's config) are recorded and used from
-        then on; left out, the ones recorded last time apply. `forced` records on
+        `mode="full"`: the records are the whole source (a key a record leaves
+        out is empty; absent records are deletions). `mode="incremental"`: only
+        changes; a key a record leaves out keeps the mirror's value, an empty
+        or None value clears it. `ownership` and `unique` (the source's config)
+        are recorded and used from then on; left out, the ones recorded last
+        time apply. `dry_run`: nothing is written; the report says what would
+        happen (see `SyncReport.preview` and `refused`). `forced` records on
         the run that it overrode the config's source check
         (`AgentConfig.check_sync_target`)."""
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
-                             ownership, unique, forced)
+                             ownership, unique, forced, dry_run=dry_run)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
-        return sync.run_sync(self.store, source, sync.dict_batches(records, table, opts),
-                             mode=mode, options=opts, origin="api", progress=progress)
+        batches = sync.dict_batches(records, table, opts, partial=mode == "incremental")
+        return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
+                             origin="api", progress=progress, dry_run=dry_run)
 
     def sync_file(
         self, source: str, path: str | os.PathLike[str], *, mode: str = "full",
@@ -234,9 +251,14 @@ class Mirror(RelationsMixin):
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, chunk_size: int | None = None,
         progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
         unique: Sequence[str] | None = None, forced: bool = False,
+        allow_column_drop: bool = False, dry_run: bool = False,
     ) -> SyncReport:
-        """Syncs one export file (CSV, JSON or NDJSON) from `source` in one run
-        (`forced`: as for `sync`)."""
+        """Syncs one export file (CSV, JSON, NDJSON or vCard) from `source` in one run.
+
+        `allow_column_drop` confirms a full CSV snapshot whose header lost a
+        column the source's last full snapshot carried (refused otherwise:
+        it would clear that field on every contact). `dry_run`: nothing is
+        written; the report says what would happen. `forced`: as for `sync`."""
         p = Path(path)
         if not p.is_file():
             raise ContactSyncError(f"{p}: no such file")
@@ -249,7 +271,7 @@ class Mirror(RelationsMixin):
             raise SourceFormatError(str(p), 1, 0, f"the file is empty ({size} bytes, not even "
                                     "a header line); an empty export is never applied")
         fmt = (format or format_for(p)).lower()
-        if ownership is not None or unique is not None:
+        if (ownership is not None or unique is not None) and not dry_run:
             self._policy_for(source, ownership, unique)
         if fmt == "vcard":
             from contactsync_agent.sources import sync_vcard_file
@@ -258,15 +280,18 @@ class Mirror(RelationsMixin):
                 self, source, p, mode=mode, mapping=dict(mapping or {}),
                 allow_mass_delete=allow_mass_delete,
                 mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit,
-                progress=progress, forced=forced)
+                progress=progress, forced=forced, dry_run=dry_run)
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
-                             forced=forced)
+                             ownership, unique, forced, allow_column_drop=allow_column_drop,
+                             dry_run=dry_run)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,
-                                    delimiter=delimiter, source=source)
+                                    delimiter=delimiter, source=source,
+                                    partial=mode == "incremental")
         try:
             return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
-                                 origin=str(p), origin_hash=file_digest(p), progress=progress)
+                                 origin=str(p), origin_hash=file_digest(p), progress=progress,
+                                 dry_run=dry_run)
         except SafetyLimitError as e:  # say which file was refused
             raise SafetyLimitError(f"{p}: {e}", would_delete=e.would_delete, total=e.total,
                                    limit=e.limit) from None

@@ -157,6 +157,16 @@ class SyncReport:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     duration_s: float = 0.0
     error: str | None = None
+    # Things the admin must know about a run that went through (e.g. deletions
+    # skipped because quarantined rows could not be identified).
+    warnings: list[str] = field(default_factory=list)
+    # A dry run (`dry_run=True`): nothing was written, `run_id` is 0, `counts`
+    # say what the run would do, `preview` lists the first entries of each kind
+    # ({"creates"|"converts"|"updates"|"deletes"|"unlinks": [{contact_id,
+    # external_id, fields, reason}]}) and `refused` what a guard would refuse.
+    dry_run: bool = False
+    refused: list[str] = field(default_factory=list)
+    preview: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def decision_for(self, contact_id: int) -> Decision | None:
         """The decision about one local contact (the last one, if several)."""
@@ -178,4 +188,8 @@ class SyncReport:
             "decisions_dropped": self.decisions_dropped,
             "rejected": [{"line": ln, "reason": r} for ln, r in self.rejected],
             "error": self.error,
+            "warnings": list(self.warnings),
+            "dry_run": self.dry_run,
+            "refused": list(self.refused),
+            "preview": self.preview,
         }

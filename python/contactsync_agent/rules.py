@@ -39,6 +39,8 @@ REASONS: dict[str, str] = {
     "unlinked_in_use": "unlinked, kept as manual: removed from the source but in use ({refs})",
     "unlinked_forced_manual": "unlinked, kept as manual: removed from the source but forced manual",
     "delete_unknown": "ignored: delete for an external id the mirror does not hold",
+    "kept_quarantined": "kept, not updated: its row could not be read (line {line}, quarantined)",
+    "deletion_skipped": "not deleted: the snapshot has rows that could not be identified",
     "delete_not_sync": "untouched: delete for a contact that is not a sync record",
     "review_fuzzy": "possible match ({p:.0%}): {agree}",
     "converted_fuzzy": "converted: fuzzy match {p:.0%} above the auto-link threshold",
@@ -161,6 +163,48 @@ def _extra(value: Any) -> dict[str, Any]:
     return json.loads(value or "{}")
 
 
+def merge_partial(
+    current: Mapping[str, Any], incoming: Mapping[str, Any],
+    held: Mapping[str, str] | None = None, region: str = "AU",
+) -> dict[str, Any]:
+    """An incremental record completed from the contact it updates.
+
+    `incoming` came from an incremental batch: `absent_fields` lists the
+    canonical fields it did not carry and `cleared_extra` the unmapped columns
+    it sent empty. A field or `extra` key it did not carry keeps the source's
+    last value (the mirror's current one, or for a local-owned field the one in
+    `held`); one it sent (empty included) is the new value. Returns the whole
+    record as the source now says it, with its hash and E.164 keys, so that the
+    rules compare and hash whole records. A record from a full snapshot (no
+    `absent_fields`) is returned as it is."""
+    absent = incoming.get("absent_fields")
+    if absent is None:
+        return dict(incoming)
+    held = held or {}
+    out = dict(incoming)
+    for f in absent:
+        out[f] = held.get(f, current.get(f) or "")
+    for base in ("phone", "mobile"):
+        if base in absent:
+            out[f"{base}_e164"] = (_core.normalize_phone(held[base], region) if base in held
+                                   else current.get(f"{base}_e164") or "")
+    cur_x, inc_x = _extra(current.get("extra")), _extra(incoming.get("extra"))
+    cleared = set(incoming.get("cleared_extra") or ())
+    sent = cleared | set(inc_x)
+    merged = {k: v for k, v in cur_x.items() if k not in sent}
+    for key, value in held.items():  # local-owned columns: the source's last value
+        if key.startswith("extra:") and key[6:] not in sent:
+            if value:
+                merged[key[6:]] = value
+            else:
+                merged.pop(key[6:], None)
+    merged.update(inc_x)
+    merged = dict(sorted(merged.items()))
+    out["extra"] = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+    out["hash"] = _signed(_core.content_hash([out[f] for f in FIELDS], list(merged.items())))
+    return out
+
+
 def field_diff(current: Mapping[str, Any], incoming: Mapping[str, Any]) -> dict[str, list[Any]]:
     """{field: [current, incoming]} for the mirrored fields that differ."""
     out: dict[str, list[Any]] = {}
@@ -279,10 +323,12 @@ def resolve_claims(
         external = [cid for cid, kind in hits if kind == 1]
         if len(manual) == 1 and claimants[manual[0]] == 1 and local[manual[0]]["forced_manual"]:
             # Forced manual outlives an unlink: linked again, never overwritten.
-            actions.append(_forced_identity_link(source, local[manual[0]], rec))
+            actions.append(_forced_identity_link(source, local[manual[0]],
+                                                 merge_partial(local[manual[0]], rec)))
         elif len(manual) == 1 and claimants[manual[0]] == 1:
             cid = manual[0]
             cur = local[cid]
+            rec = merge_partial(cur, rec)  # an incremental record keeps what it left out
             diff = field_diff(cur, rec)
             write = _apply_values(diff, rec)
             write.update(record_type="sync", source=source, external_id=ext,
@@ -399,6 +445,19 @@ def check_deletion_guard(
             "(re-run with --allow-mass-delete to confirm)",
             would_delete=would_delete, total=linked, limit=limit,
         )
+
+
+def check_column_drop(source: str, missing: Mapping[str, str], *, allowed: bool) -> None:
+    """Refuses a full snapshot whose header lacks columns ({field: heading}) the
+    source's last full snapshot carried: it would clear them on every contact."""
+    if allowed or not missing:
+        return
+    names = ", ".join(f"{h!r} ({f})" for f, h in sorted(missing.items()))
+    raise SafetyLimitError(
+        f"refused: the full snapshot of source {source!r} has no column for {names}, which "
+        "its last full snapshot carried; applying it would clear "
+        f"{'that field' if len(missing) == 1 else 'those fields'} on every contact of the "
+        "source; nothing was changed (re-run with --allow-column-drop to confirm)")
 
 
 def decide_deletion(contact: Mapping[str, Any], refs: Sequence[str]) -> Action:

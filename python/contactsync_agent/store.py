@@ -361,10 +361,14 @@ DROP TRIGGER IF EXISTS link_snapshot_insert;
 DROP INDEX IF EXISTS contact_organisations_org;
 """
 
-# Migration 4 (issue 12): `runs.forced` is 1 for a run started with `--force`
-# into a source the config does not list or has disabled.
+# Migration 4 (issue 12): a run records whether a column drop was confirmed
+# (`--allow-column-drop`), how many deletions it skipped because rows of its
+# snapshot could not be identified, and `forced` = 1 for a run started with
+# `--force` into a source the config does not list or has disabled.
 MIGRATIONS[4] = """
 ALTER TABLE runs ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN allow_column_drop INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN deletions_skipped INTEGER NOT NULL DEFAULT 0;
 """
 
 
@@ -927,16 +931,52 @@ class Store:
 
     def begin_run(self, source: str, mode: str, origin: str | None, origin_hash: str | None,
                   allow_mass_delete: bool, entity_type: str = "contact", *,
-                  forced: bool = False) -> int:
+                  allow_column_drop: bool = False, forced: bool = False) -> int:
         with self.transaction():
-            cur = self.conn.execute(
-                "INSERT INTO runs (source, mode, origin, origin_hash, started_at, status, "
-                "allow_mass_delete, entity_type, forced) "
-                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-                (source, mode, origin, origin_hash, now_iso(), int(allow_mass_delete),
-                 entity_type, int(forced)),
-            )
-            return int(cur.lastrowid or 0)
+            return self.insert_run(source, mode, origin, origin_hash, allow_mass_delete,
+                                   entity_type, allow_column_drop=allow_column_drop,
+                                   forced=forced)
+
+    def insert_run(self, source: str, mode: str, origin: str | None, origin_hash: str | None,
+                   allow_mass_delete: bool, entity_type: str = "contact", *,
+                   allow_column_drop: bool = False, forced: bool = False) -> int:
+        """The run row, inside the caller's transaction (a dry run rolls it back)."""
+        cur = self.conn.execute(
+            "INSERT INTO runs (source, mode, origin, origin_hash, started_at, status, "
+            "allow_mass_delete, entity_type, allow_column_drop, forced) "
+            "VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+            (source, mode, origin, origin_hash, now_iso(), int(allow_mass_delete),
+             entity_type, int(allow_column_drop), int(forced)),
+        )
+        return int(cur.lastrowid or 0)
+    def feed_seq(self) -> int:
+        """The highest change-feed seq so far (0 if none)."""
+        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+
+    def run_preview(self, after_seq: int, limit: int) -> dict[str, list[dict[str, Any]]]:
+        """The first `limit` contact feed entries after `after_seq` of each kind
+        (creates, converts, updates, deletes, unlinks): what a dry run shows
+        before it rolls back."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for key, op in (("creates", "create"), ("converts", "convert"), ("updates", "update"),
+                        ("deletes", "delete"), ("unlinks", "unlink")):
+            rows = self.conn.execute(
+                "SELECT ch.contact_id, ch.fields, ch.reason, c.external_id FROM changes ch "
+                "LEFT JOIN contacts c ON c.id = ch.contact_id WHERE ch.seq > ? AND ch.op = ? "
+                "AND ch.contact_id IS NOT NULL ORDER BY ch.seq LIMIT ?",
+                (after_seq, op, limit))
+            items: list[dict[str, Any]] = []
+            for cid, fields_json, reason, ext in rows:
+                fields = json.loads(fields_json)
+                link = fields.get("external_id")
+                if ext is None and isinstance(link, list):  # an unlink removed it
+                    ext = link[0] if link[0] is not None else link[1]
+                if op == "create":
+                    fields = {f: after for f, (_, after) in fields.items()}
+                items.append({"contact_id": cid, "external_id": ext, "fields": fields,
+                              "reason": reason})
+            out[key] = items
+        return out
 
     def finish_run(self, run_id: int, status: str, counts: dict[str, int], *,
                    error: str | None, duration_ms: int) -> None:
@@ -972,6 +1012,7 @@ RUN_COUNTS: tuple[str, ...] = (
     "review_items",
     "activities",
     "rejected",
+    "deletions_skipped",
 )
 
 

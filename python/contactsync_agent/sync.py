@@ -4,6 +4,7 @@ one transaction. Orchestration only: no rule logic and no SQL live here.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
@@ -52,14 +53,31 @@ class SyncOptions:
     auto_link_threshold: float | None = None
     # Started with --force into a source the config does not list or has disabled.
     forced: bool = False
+    # Confirms a full CSV snapshot whose header lost columns the source sent before.
+    allow_column_drop: bool = False
+    # A dry run shows this many creates, updates, deletes, ... of each kind.
+    preview_limit: int = 20
 
 
 class _Run:
     """State of one run while it streams; applies actions through the store."""
 
     def __init__(self, store: Store, source: str, mode: str, run_id: int, at: str,
-                 ownership: Mapping[str, str] | None = None) -> None:
+                 ownership: Mapping[str, str] | None = None, *, dry_run: bool = False,
+                 region: str = "AU") -> None:
         self.store = store
+        self.dry_run = dry_run
+        self.region = region
+        # What a guard refused (a dry run goes on as if confirmed, and says so).
+        self.refusals: list[str] = []
+        self.warnings: list[str] = []
+        # Quarantined rows that nothing tells apart: a full snapshot then deletes nothing.
+        self.unidentified = 0
+        # (field, heading) of what the snapshot's header carries (CSV files).
+        self.columns: list[tuple[str, str]] | None = None
+        # The source's share for the deletion guard is against what it held
+        # before this run (its creates must not dilute it).
+        self.linked_before = store.sync_count(source) if mode == "full" else 0
         self.ownership = dict(ownership or {})
         self.source = source
         self.mode = mode
@@ -164,12 +182,18 @@ class _Run:
              near: list[tuple[int, str, str]], deletes: list[tuple[str, int | None, int]]) -> None:
         self.counts["records"] += batch.total
         self.counts["unchanged"] += batch.unchanged
+        if self.columns is None:
+            self.columns = batch.columns()
         rejected = batch.rejected()
         if rejected:
             self.store.add_quarantine(rejected, run_id=self.run_id, source=self.source,
                                       file=file, at=self.at)
             self.counts["rejected"] += len(rejected)
             self.rejected.extend((line, reason) for line, reason, _ in rejected[:1000])
+            self.unidentified += batch.unidentified
+            for cid, ext, line in batch.held():
+                self.decide(cid, ext, "kept", "kept_quarantined",
+                            rules.REASONS["kept_quarantined"].format(line=line))
         n = batch.create_count
         if n:
             base = self.store.allocate_contact_ids(n)
@@ -194,11 +218,27 @@ class _Run:
             held = (self.store.held_values(ids) if "local" in self.ownership.values()
                     else {})
             for cid, rec in changed:
-                self.apply(rules.decide_linked(current[cid], rec, self.ownership,
-                                               held.get(cid)))
+                cur = current[cid]
+                if "absent_fields" in rec:  # incremental: what it left out is kept
+                    rec = rules.merge_partial(cur, rec, held.get(cid), self.region)
+                    if (cur["source_hash"] == rec["hash"] and cur["record_type"] == "sync"
+                            and not cur["forced_manual"]):
+                        self.counts["unchanged"] += 1  # says what it said: no write
+                        continue
+                self.apply(rules.decide_linked(cur, rec, self.ownership, held.get(cid)))
         claims.extend(batch.claims())
         near.extend(batch.near_misses())
         deletes.extend(batch.deletes())
+
+    def guard(self, check: Callable[[], None]) -> None:
+        """Runs a safety check: its refusal ends the run, except in a dry run,
+        which records it and goes on as if it had been confirmed."""
+        try:
+            check()
+        except SafetyLimitError as e:
+            if not self.dry_run:
+                raise
+            self.refusals.append(str(e))
 
 
 def _load_differ(store: Store, source: str) -> tuple[_core.Differ, bool]:
@@ -237,56 +277,32 @@ def run_sync(
     origin: str | None = None,
     origin_hash: str | None = None,
     progress: ProgressFn | None = None,
+    dry_run: bool = False,
 ) -> SyncReport:
-    """Runs one sync. `batches(differ, identity)` yields processed batches."""
+    """Runs one sync. `batches(differ, identity)` yields processed batches.
+
+    `dry_run`: the whole plan runs inside a transaction that is rolled back
+    (no run row, no feed entry, nothing); the report says what would happen,
+    with the first `options.preview_limit` entries of each kind and what a
+    guard would refuse (the plan goes on as if confirmed)."""
     if mode not in ("full", "incremental"):
         raise ContactSyncError(f"mode must be 'full' or 'incremental', not {mode!r}")
     if store.readonly:
         raise ContactSyncError("the mirror is open read-only; sync needs the writer")
+    if dry_run:
+        return _dry_run(store, source, batches, mode=mode, options=options, origin=origin,
+                        origin_hash=origin_hash, progress=progress)
     if store.wal_bytes() > WAL_CHECKPOINT_BYTES:
         store.checkpoint()
     started = time.monotonic()
     run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete,
+                             allow_column_drop=options.allow_column_drop,
                              forced=options.forced)
     try:
         with store.transaction():
-            run = _Run(store, source, mode, run_id, now_iso(), options.ownership)
-            first_new_id = run.first_new_id
-            differ, from_snapshot = _load_differ(store, source)
-            identity = _load_identity(store, source, options.region)
-            claims: list[Any] = []
-            near: list[tuple[int, str, str]] = []
-            deletes: list[tuple[str, int | None, int]] = []
-            # A bulk run makes millions of short-lived tuples of strings and ints
-            # (no cycles); the cyclic GC would walk them again and again.
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
-                for batch in batches(differ, identity):
-                    run.take(batch, differ, origin, claims, near, deletes)
-                    if progress is not None:
-                        progress(run.counts["records"])
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
-            touched: set[int] = set()
-            if claims:
-                ids = sorted({cid for _, hits in claims for cid, _ in hits})
-                local = store.contact_rows(ids)
-                for a in rules.resolve_claims(source, claims, local,
-                                              store.rejected_pairs(source)):
-                    run.apply(a)
-                    if a.contact_id is not None:
-                        touched.add(a.contact_id)
-            _deletions(run, differ, deletes, options)
-            if options.fuzzy:
-                touched |= _fuzzy_candidates(run, first_new_id, options)
-            for a in rules.explain_untouched(near, touched):
-                run.apply(a)
-            # Organisation links and unique fields of what the run wrote (set-based).
-            run.counts["activities"] += relations.after_contact_run(
-                store, source, run_id, run.at, first_new_id, list(run.touched), options.unique,
-                linked_up_to=run.linked_up_to)
+            run = _Run(store, source, mode, run_id, now_iso(), options.ownership,
+                       region=options.region)
+            differ, from_snapshot = _plan(run, batches, origin, options, progress)
             duration = int((time.monotonic() - started) * 1000)
             store.finish_run(run_id, "ok", run.counts, error=None, duration_ms=duration)
             if run.touched or run.created_links or not from_snapshot or differ.learned():
@@ -309,8 +325,105 @@ def run_sync(
     return SyncReport(
         run_id=run_id, source=source, mode=mode, status="ok", counts=run.counts,
         decisions=run.decisions, decisions_dropped=run.dropped, rejected=run.rejected,
-        duration_s=time.monotonic() - started,
+        duration_s=time.monotonic() - started, warnings=run.warnings,
     )
+
+
+def _dry_run(
+    store: Store, source: str,
+    batches: Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]],
+    *, mode: str, options: SyncOptions, origin: str | None, origin_hash: str | None,
+    progress: ProgressFn | None,
+) -> SyncReport:
+    """`run_sync(dry_run=True)`: the run row and the whole plan in one
+    transaction that is always rolled back (AUTOINCREMENT counters included)."""
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        store.conn.execute("BEGIN IMMEDIATE")
+        stack.callback(store.conn.execute, "ROLLBACK")
+        run_id = store.insert_run(source, mode, origin, origin_hash, options.allow_mass_delete,
+                                  allow_column_drop=options.allow_column_drop)
+        seq = store.feed_seq()
+        run = _Run(store, source, mode, run_id, now_iso(), options.ownership, dry_run=True,
+                   region=options.region)
+        _plan(run, batches, origin, options, progress)
+        preview = store.run_preview(seq, options.preview_limit)
+    return SyncReport(
+        run_id=0, source=source, mode=mode, status="dry_run", counts=run.counts,
+        decisions=run.decisions, decisions_dropped=run.dropped, rejected=run.rejected,
+        duration_s=time.monotonic() - started, warnings=run.warnings, dry_run=True,
+        refused=run.refusals, preview=preview,
+    )
+
+
+def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None],
+                                       Iterator[_core.Batch]],
+          origin: str | None, options: SyncOptions,
+          progress: ProgressFn | None) -> tuple[_core.Differ, bool]:
+    """The run's work inside its transaction: stream the batches, decide and
+    apply; returns the links and whether they came from the saved snapshot."""
+    store, source = run.store, run.source
+    first_new_id = run.first_new_id
+    differ, from_snapshot = _load_differ(store, source)
+    identity = _load_identity(store, source, options.region)
+    claims: list[Any] = []
+    near: list[tuple[int, str, str]] = []
+    deletes: list[tuple[str, int | None, int]] = []
+    # A bulk run makes millions of short-lived tuples of strings and ints
+    # (no cycles); the cyclic GC would walk them again and again.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for batch in batches(differ, identity):
+            run.take(batch, differ, origin, claims, near, deletes)
+            if progress is not None:
+                progress(run.counts["records"])
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    touched: set[int] = set()
+    if claims:
+        ids = sorted({cid for _, hits in claims for cid, _ in hits})
+        local = store.contact_rows(ids)
+        for a in rules.resolve_claims(source, claims, local, store.rejected_pairs(source)):
+            run.apply(a)
+            if a.contact_id is not None:
+                touched.add(a.contact_id)
+    _column_guard(run, options)
+    _deletions(run, differ, deletes, options)
+    if options.fuzzy:
+        touched |= _fuzzy_candidates(run, first_new_id, options)
+    for a in rules.explain_untouched(near, touched):
+        run.apply(a)
+    # Organisation links and unique fields of what the run wrote (set-based).
+    run.counts["activities"] += relations.after_contact_run(
+        store, source, run.run_id, run.at, first_new_id, list(run.touched), options.unique,
+        linked_up_to=run.linked_up_to)
+    return differ, from_snapshot
+
+
+def columns_key(source: str) -> str:
+    """`meta` key of the columns a source's full CSV snapshots carry."""
+    return f"source.{source}.columns"
+
+
+def _column_guard(run: _Run, options: SyncOptions) -> None:
+    """A full snapshot is the whole record, so a header that lost a column the
+    source's last full snapshot carried would clear that field on every
+    contact: refused like a mass deletion until confirmed. Only files with a
+    header (CSV) are checked; the columns of a run that goes through become
+    the source's (JSON `{field: heading}` in `meta`)."""
+    if run.mode != "full" or run.columns is None:
+        return
+    store = run.store
+    now = dict(run.columns)
+    before: dict[str, str] = json.loads(store.get_meta(columns_key(run.source)) or "{}")
+    missing = {f: h for f, h in before.items() if f not in now}
+    if missing:
+        run.guard(lambda: rules.check_column_drop(run.source, missing,
+                                                  allowed=options.allow_column_drop))
+    if now != before:
+        store.set_meta(columns_key(run.source), json.dumps(now, sort_keys=True))
 
 
 MATCH_COLUMNS = ("given_name", "family_name", "display_name", "organisation", "email",
@@ -432,13 +545,26 @@ def _deletions(run: _Run, differ: _core.Differ,
             targets.append(cid)
     if run.mode == "full":
         absent = [cid for cid, _ in differ.absent()]
-        linked = store.sync_count(run.source)
         rows = store.contact_rows(absent)
-        would = sum(1 for cid in absent if rows[cid]["record_type"] == "sync")
-        rules.check_deletion_guard(
-            run.source, would_delete=would, linked=linked, incoming=differ.seen(),
-            limit=options.mass_delete_limit, allowed=options.allow_mass_delete,
-        )
+        would = [cid for cid in absent if rows[cid]["record_type"] == "sync"]
+        if run.unidentified:
+            # Rows nobody can name may be any of the absent contacts: keep them all.
+            run.counts["deletions_skipped"] += len(would)
+            if would:
+                run.warnings.append(
+                    f"deletions skipped: {run.unidentified} quarantined row(s) could not be "
+                    f"identified, so the {len(would)} contact(s) absent from this snapshot "
+                    "were kept (fix the rows in `contactsync quarantine` and sync again)")
+            for cid in would:
+                run.decide(cid, rows[cid]["external_id"], "kept", "deletion_skipped",
+                           rules.REASONS["deletion_skipped"])
+            absent = []
+        else:
+            run.guard(lambda: rules.check_deletion_guard(
+                run.source, would_delete=len(would), linked=run.linked_before,
+                incoming=differ.seen(), limit=options.mass_delete_limit,
+                allowed=options.allow_mass_delete,
+            ))
         targets.extend(absent)
     if not targets:
         return
@@ -449,9 +575,11 @@ def _deletions(run: _Run, differ: _core.Differ,
 
 
 def dict_batches(
-    records: Iterable[Mapping[str, Any]], mapping: dict[str, str], options: SyncOptions
+    records: Iterable[Mapping[str, Any]], mapping: dict[str, str], options: SyncOptions,
+    *, partial: bool = False,
 ) -> Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]]:
-    """Batches from Python mappings (the API and the non-file connectors)."""
+    """Batches from Python mappings (the API and the non-file connectors).
+    `partial` (incremental runs): a key a record leaves out keeps the mirror's value."""
 
     def gen(differ: _core.Differ, identity: _core.IdentityIndex | None) -> Iterator[_core.Batch]:
         it = iter(records)
@@ -461,7 +589,7 @@ def dict_batches(
             if not chunk:
                 return
             yield _core.Batch.from_dicts(chunk, mapping, differ, identity, options.region, line,
-                                         options.max_field_bytes)
+                                         options.max_field_bytes, partial=partial)
             line += len(chunk)
 
     return gen
@@ -470,15 +598,17 @@ def dict_batches(
 def file_batches(
     path: str, fmt: str, mapping: dict[str, str], options: SyncOptions, *,
     encoding: str | None = None, delimiter: str | None = None, source: str | None = None,
+    partial: bool = False,
 ) -> Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]]:
     """Batches read from an export file by the Rust reader thread (which, given
-    the source, also writes the feed payloads of the creates)."""
+    the source, also writes the feed payloads of the creates). `partial`
+    (incremental runs): a column or key a record leaves out keeps the mirror's value."""
 
     def gen(differ: _core.Differ, identity: _core.IdentityIndex | None) -> Iterator[_core.Batch]:
         yield from _core.open_file(
             path, fmt, mapping, differ, identity, region=options.region,
             chunk_size=options.chunk_size, max_field_bytes=options.max_field_bytes,
-            encoding=encoding, delimiter=delimiter, source=source,
+            encoding=encoding, delimiter=delimiter, source=source, partial=partial,
         )
 
     return gen

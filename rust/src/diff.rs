@@ -18,6 +18,9 @@ struct Known {
     seen_line: u64,
     /// Raw-row hash of the record last seen unchanged (0: unknown).
     raw: u64,
+    /// A quarantined row of this run named it: kept, neither updated nor an
+    /// absence (per run, like `seen_line`).
+    held: bool,
 }
 
 /// What one incoming record is, against the mirror.
@@ -57,8 +60,17 @@ impl Differ {
                 flags,
                 seen_line: 0,
                 raw: 0,
+                held: false,
             },
         );
+    }
+
+    /// A quarantined row names `external_id`: if the mirror links it, the
+    /// contact is kept (not an absence, not updated) and its local id returned.
+    pub fn hold(&mut self, external_id: &str) -> Option<i64> {
+        let k = self.known.get_mut(&key(external_id))?;
+        k.held = true;
+        Some(k.local_id)
     }
 
     pub fn len(&self) -> usize {
@@ -120,7 +132,7 @@ impl Differ {
         let mut out: Vec<(i64, String)> = self
             .known
             .values()
-            .filter(|k| k.seen_line == 0)
+            .filter(|k| k.seen_line == 0 && !k.held)
             .map(|k| (k.local_id, k.ext.to_string()))
             .collect();
         out.sort();
@@ -128,7 +140,12 @@ impl Differ {
     }
 
     pub fn seen(&self) -> usize {
-        self.new_seen.len() + self.known.values().filter(|k| k.seen_line != 0).count()
+        self.new_seen.len()
+            + self
+                .known
+                .values()
+                .filter(|k| k.seen_line != 0 || k.held)
+                .count()
     }
 
     /// Records a link made during the run (a created or converted contact);
@@ -150,6 +167,7 @@ impl Differ {
             flags,
             seen_line,
             raw: 0,
+            held: false,
         });
         if entry.local_id != local_id || entry.hash != hash || entry.flags != flags {
             entry.raw = 0;
@@ -240,6 +258,7 @@ impl Differ {
                     flags: flags & FLAG_ATTENTION,
                     seen_line: 0,
                     raw,
+                    held: false,
                 },
             );
         }
@@ -429,6 +448,9 @@ mod tests {
             "attention flag forces a decision"
         );
         assert_eq!(d.absent(), vec![(4, "G".to_string())]);
+        assert_eq!(d.hold("G"), Some(4));
+        assert_eq!(d.hold("nobody"), None);
+        assert!(d.absent().is_empty(), "a held contact is no absence");
     }
 
     #[test]

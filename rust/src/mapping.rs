@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{field_index, Record, F_DISPLAY, F_FAMILY, F_GIVEN, F_NOTES, NFIELDS};
+use crate::model::{field_index, Record, FIELDS, F_DISPLAY, F_FAMILY, F_GIVEN, F_NOTES, NFIELDS};
 use crate::normalize::{clean, split_name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,48 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
 #[derive(Debug, Clone, Default)]
 pub struct Mapping {
     table: HashMap<String, Target>,
+    /// Records of an incremental batch: collect the unmapped columns sent
+    /// empty (`Record::cleared`), since there an absent column means "keep".
+    pub partial: bool,
+}
+
+/// Number of `Record::present` bits: the canonical fields, then the relations.
+pub const PRESENT_BITS: usize = NFIELDS + RELATIONS.len();
+
+/// The field (or relation key) of a `Record::present` bit.
+pub fn present_name(bit: usize) -> &'static str {
+    if bit < NFIELDS {
+        FIELDS[bit]
+    } else {
+        RELATIONS[bit - NFIELDS]
+    }
+}
+
+/// The `Record::present` bits a column mapped to `target` sets.
+pub fn target_bits(target: Target) -> u32 {
+    match target {
+        Target::Field(i) => 1 << i,
+        Target::Name => (1 << F_GIVEN) | (1 << F_FAMILY) | (1 << F_DISPLAY),
+        Target::Relation(k) => 1 << (NFIELDS + k),
+        _ => 0,
+    }
+}
+
+/// (field or relation key, heading of the first column that carries it) of a
+/// header: what a snapshot with this header sends.
+pub fn mapped_columns(header: &[String], targets: &[Target]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut seen = 0u32;
+    for (h, t) in header.iter().zip(targets.iter()) {
+        let bits = target_bits(*t);
+        for b in 0..PRESENT_BITS {
+            if bits & (1 << b) != 0 && seen & (1 << b) == 0 {
+                seen |= 1 << b;
+                out.push((present_name(b).to_string(), h.clone()));
+            }
+        }
+    }
+    out
 }
 
 impl Mapping {
@@ -54,7 +96,10 @@ impl Mapping {
         for (k, v) in entries {
             table.insert(k.trim().to_lowercase(), parse_target(v)?);
         }
-        Ok(Mapping { table })
+        Ok(Mapping {
+            table,
+            partial: false,
+        })
     }
 
     pub fn resolve(&self, column: &str) -> Target {
@@ -76,7 +121,9 @@ pub fn is_truthy(v: &str) -> bool {
 
 /// Builds a record from (target, column name, raw value) triples. Returns an
 /// error string for a record that cannot be stored (quarantined by the caller).
-pub fn build_record<'a, I>(line: u64, cells: I) -> Result<Record, String>
+/// `partial` (incremental batches): unmapped columns sent empty are listed in
+/// `Record::cleared`.
+pub fn build_record<'a, I>(line: u64, cells: I, partial: bool) -> Result<Record, String>
 where
     I: IntoIterator<Item = (Target, &'a str, &'a str)>,
 {
@@ -106,6 +153,7 @@ where
             taken |= bit;
             target
         };
+        r.present |= target_bits(target);
         match target {
             Target::Field(i) => r.fields[i] = clean(value, i == F_NOTES),
             Target::ExternalId => r.external_id = clean(value, false),
@@ -114,12 +162,16 @@ where
             Target::Extra => {
                 if !value.is_empty() {
                     r.extra.push((column.to_string(), value.to_string()));
+                } else if partial {
+                    r.cleared.push(column.to_string());
                 }
             }
             Target::Relation(k) => {
                 let v = clean(value, false);
                 if !v.is_empty() {
                     r.extra.push((RELATIONS[k].to_string(), v));
+                } else if partial {
+                    r.cleared.push(RELATIONS[k].to_string());
                 }
             }
             Target::Ignore => {}
@@ -175,7 +227,7 @@ mod tests {
             .iter()
             .zip(vals.iter())
             .map(|(c, v)| (m.resolve(c), *c, *v));
-        let r = build_record(2, cells).unwrap();
+        let r = build_record(2, cells, false).unwrap();
         assert_eq!(r.external_id, "A");
         assert_eq!(r.fields[F_GIVEN], "John");
         assert_eq!(r.fields[F_FAMILY], "Smith");
@@ -190,7 +242,7 @@ mod tests {
             (Target::ExternalId, "ID", "A"),
             (Target::ExternalId, "Code", "C1"),
         ];
-        let r = build_record(2, cells).unwrap();
+        let r = build_record(2, cells, false).unwrap();
         assert_eq!(r.external_id, "A");
         assert_eq!(r.extra, vec![("Code".to_string(), "C1".to_string())]);
         let _ = m;
@@ -209,7 +261,7 @@ mod tests {
             .iter()
             .zip(vals.iter())
             .map(|(c, v)| (m.resolve(c), *c, *v));
-        let r = build_record(2, cells).unwrap();
+        let r = build_record(2, cells, false).unwrap();
         assert_eq!(
             r.extra,
             vec![
@@ -220,11 +272,46 @@ mod tests {
     }
 
     #[test]
+    fn present_fields_and_cleared_columns() {
+        let m = mapping();
+        let cells = [
+            (m.resolve("ID"), "ID", "A"),
+            (m.resolve("name"), "name", "Jo Lee"),
+            (m.resolve("Fax"), "Fax", ""),
+        ];
+        let r = build_record(2, cells, true).unwrap();
+        let names: Vec<&str> = (0..PRESENT_BITS)
+            .filter(|b| r.present & (1 << b) != 0)
+            .map(present_name)
+            .collect();
+        assert_eq!(names, ["given_name", "family_name", "display_name"]);
+        assert_eq!(r.cleared, ["Fax"]);
+        let r = build_record(2, cells, false).unwrap();
+        assert!(r.cleared.is_empty(), "full snapshots collect nothing");
+        let header: Vec<String> = ["ID", "E-mail", "name", "email"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cols = mapped_columns(&header, &m.resolve_all(&header));
+        assert_eq!(
+            cols.iter()
+                .map(|(f, h)| (f.as_str(), h.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("email", "E-mail"),
+                ("given_name", "name"),
+                ("family_name", "name"),
+                ("display_name", "name")
+            ]
+        );
+    }
+
+    #[test]
     fn rejects_empty_id_and_nul() {
         let m = mapping();
-        let e = build_record(3, [(m.resolve("ID"), "ID", " ")]).unwrap_err();
+        let e = build_record(3, [(m.resolve("ID"), "ID", " ")], false).unwrap_err();
         assert!(e.contains("empty external id"));
-        let e = build_record(3, [(m.resolve("ID"), "ID", "a\0b")]).unwrap_err();
+        let e = build_record(3, [(m.resolve("ID"), "ID", "a\0b")], false).unwrap_err();
         assert!(e.contains("NUL"));
     }
 }

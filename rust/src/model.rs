@@ -49,6 +49,14 @@ pub struct Record {
     /// False for a row the reader recognised as unchanged by its raw hash:
     /// only `line`, `external_id` and `raw_hash` are set.
     pub built: bool,
+    /// What the record carried (see `mapping::present_name`): bit i < NFIELDS
+    /// for canonical field i (a full-name column carries the given, family and
+    /// display names), bits NFIELDS.. for the relation keys. A field whose bit
+    /// is clear was not sent (an incremental record then keeps the mirror's value).
+    pub present: u32,
+    /// Unmapped columns (and relation keys) sent with an empty value: cleared.
+    /// Collected only for incremental batches (`Mapping::partial`).
+    pub cleared: Vec<String>,
 }
 
 /// Keys derived for matching; computed only for records that need them.

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::diff::{derive_with, Class, Differ, IdentityIndex};
 use crate::hash::record_hash;
 use crate::model::{Derived, Record};
-use crate::sources::{Item, Rejected};
+use crate::sources::{Item, Rejected, RowId};
 
 #[derive(Default)]
 pub struct Processed {
@@ -30,6 +30,16 @@ pub struct Processed {
     pub create_payloads: Vec<String>,
     /// The source the payloads were made for.
     pub payload_source: Option<String>,
+    /// Built from an incremental batch: records say what they carried.
+    pub partial: bool,
+    /// (local id, external id, line) of linked contacts a quarantined row
+    /// named: kept as they are (no update, no absence).
+    pub held: Vec<(i64, String, u64)>,
+    /// Quarantined rows that nothing tells apart (a full snapshot then
+    /// deletes nothing).
+    pub unidentified: usize,
+    /// (field, heading) of what the file's header carries (CSV files only).
+    pub columns: Option<std::sync::Arc<Vec<(String, String)>>>,
 }
 
 pub fn process(
@@ -53,8 +63,26 @@ pub fn process(
         .filter(|r| r.built)
         .for_each(|r| r.hash = record_hash(r));
 
+    let mut held = Vec::new();
+    let mut unidentified = 0usize;
     let classes: Vec<Class> = {
         let mut d = differ.lock().unwrap_or_else(|e| e.into_inner());
+        // A quarantined row is no absence: the contact it names is kept.
+        for r in &rejected {
+            match &r.id {
+                RowId::Read(id) => {
+                    if let Some(cid) = d.hold(id) {
+                        held.push((cid, id.clone(), r.line));
+                    }
+                }
+                RowId::Guess(id) => match d.hold(id) {
+                    Some(cid) => held.push((cid, id.clone(), r.line)),
+                    None => unidentified += 1,
+                },
+                RowId::Unreadable => unidentified += 1,
+                RowId::NotARecord => {}
+            }
+        }
         // Unbuilt rows were taken as unchanged (and marked seen) by the reader.
         records
             .iter()
@@ -70,6 +98,8 @@ pub fn process(
 
     let mut out = Processed {
         total,
+        held,
+        unidentified,
         ..Default::default()
     };
     let mut need: Vec<usize> = Vec::new();
@@ -89,6 +119,7 @@ pub fn process(
                     records[i].external_id
                 ),
                 raw: String::new(),
+                id: RowId::NotARecord,
             }),
         }
     }

@@ -10,11 +10,11 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::diff::{derive, Differ as CoreDiffer, IdentityIndex as CoreIdentity, FLAG_ATTENTION};
 use crate::hash::{canonical_bytes, content_hash as core_hash};
-use crate::mapping::{build_record, Mapping};
+use crate::mapping::{build_record, Mapping, Target};
 use crate::model::{Record, FIELDS, NFIELDS};
 use crate::normalize;
 use crate::pipeline::{extra_json, process, Processed};
-use crate::sources::{Limits, Reader, SourceError};
+use crate::sources::{Limits, Reader, RowId, SourceError};
 
 /// A mapping key a connector sets (to the reason) to have `Batch.from_dicts`
 /// quarantine that record; no source can name a field so (it starts with NUL).
@@ -425,6 +425,15 @@ fn record_dict<'py>(py: Python<'py>, b: &Processed, i: usize) -> PyResult<Bound<
     d.set_item("phone_e164", &dv.phone_e164)?;
     d.set_item("mobile_e164", &dv.mobile_e164)?;
     d.set_item("hash", r.hash as i64)?;
+    if b.partial {
+        // An incremental record: what it left out keeps the mirror's value.
+        let absent: Vec<&str> = (0..NFIELDS)
+            .filter(|k| r.present & (1 << k) == 0)
+            .map(|k| FIELDS[k])
+            .collect();
+        d.set_item("absent_fields", absent)?;
+        d.set_item("cleared_extra", &r.cleared)?;
+    }
     Ok(d)
 }
 
@@ -444,7 +453,7 @@ impl Batch {
     /// (a connector that refused the record without holding it, e.g. a vCard
     /// property over the limit). Quarantined raw text is cut at 4 kB.
     #[staticmethod]
-    #[pyo3(signature = (records, mapping, differ, identity = None, region = "AU", first_line = 1, max_field_bytes = 1 << 20))]
+    #[pyo3(signature = (records, mapping, differ, identity = None, region = "AU", first_line = 1, max_field_bytes = 1 << 20, partial = false))]
     #[allow(clippy::too_many_arguments)]
     fn from_dicts(
         py: Python<'_>,
@@ -455,8 +464,10 @@ impl Batch {
         region: &str,
         first_line: u64,
         max_field_bytes: usize,
+        partial: bool,
     ) -> PyResult<Batch> {
-        let mapping = mapping_of(mapping)?;
+        let mut mapping = mapping_of(mapping)?;
+        mapping.partial = partial;
         let limits = Limits {
             max_field_bytes,
             ..Limits::default()
@@ -516,29 +527,44 @@ impl Batch {
                 }
                 crate::sources::truncate_raw(&raw, limits.max_raw_bytes)
             };
+            // Which record a refused one was: its id cell, unless that cell is
+            // itself over the field limit.
+            let id_of = || {
+                RowId::of_cell(
+                    cells
+                        .iter()
+                        .find(|(k, _)| mapping.resolve(k) == Target::ExternalId)
+                        .map(|(_, v)| v.as_str())
+                        .filter(|v| v.len() <= limits.max_field_bytes),
+                )
+            };
             items.push(match refused {
                 Some(reason) => Err(crate::sources::Rejected {
                     line,
                     reason,
                     raw: raw(),
+                    id: id_of(),
                 }),
                 None => build_record(
                     line,
                     cells
                         .iter()
                         .map(|(k, v)| (mapping.resolve(k), k.as_str(), v.as_str())),
+                    partial,
                 )
                 .map_err(|reason| crate::sources::Rejected {
                     line,
                     reason,
                     raw: raw(),
+                    id: id_of(),
                 }),
             });
         }
         let differ = differ.inner.clone();
         let ident = identity.map(|i| i.inner.clone());
         let region = region.to_string();
-        let inner = py.detach(move || process(items, &differ, ident.as_deref(), &region, None));
+        let mut inner = py.detach(move || process(items, &differ, ident.as_deref(), &region, None));
+        inner.partial = partial;
         Ok(Batch {
             inner: Arc::new(inner),
         })
@@ -557,6 +583,24 @@ impl Batch {
     #[getter]
     fn create_count(&self) -> usize {
         self.inner.creates.len()
+    }
+
+    /// Quarantined rows that nothing tells apart (no readable external id).
+    #[getter]
+    fn unidentified(&self) -> usize {
+        self.inner.unidentified
+    }
+
+    /// [(local id, external id, line)] of linked contacts that quarantined rows
+    /// named: kept untouched.
+    fn held(&self) -> Vec<(i64, String, u64)> {
+        self.inner.held.clone()
+    }
+
+    /// [(field, heading)] of what the file's header carries; None for formats
+    /// without a header (JSON, NDJSON, mappings).
+    fn columns(&self) -> Option<Vec<(String, String)>> {
+        self.inner.columns.as_ref().map(|c| c.as_ref().clone())
     }
 
     /// Change-feed rows (contact id, payload JSON) of the plain creates, ids
@@ -791,7 +835,7 @@ impl FileReader {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None))]
+#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None, partial = false))]
 #[allow(clippy::too_many_arguments)]
 fn open_file(
     py: Python<'_>,
@@ -806,8 +850,10 @@ fn open_file(
     encoding: Option<&str>,
     delimiter: Option<&str>,
     source: Option<&str>,
+    partial: bool,
 ) -> PyResult<FileReader> {
-    let mapping = mapping_of(mapping)?;
+    let mut mapping = mapping_of(mapping)?;
+    mapping.partial = partial;
     let delimiter = delimiter_byte(delimiter)?;
     let limits = Limits {
         max_field_bytes,
@@ -834,6 +880,7 @@ fn open_file(
         Ok(Ok(r)) => r,
     };
     let info: HashMap<String, String> = reader.describe().into_iter().collect();
+    let columns = reader.mapped_columns().map(Arc::new);
     let (tx, rx) = sync_channel::<Msg>(1);
     let differ = differ.inner.clone();
     let ident = identity.map(|i| i.inner.clone());
@@ -848,8 +895,10 @@ fn open_file(
                 match reader.next_chunk(chunk, Some(&differ)) {
                     Ok(items) if items.is_empty() => break,
                     Ok(items) => {
-                        let batch =
+                        let mut batch =
                             process(items, &differ, ident.as_deref(), &region, src.as_deref());
+                        batch.partial = partial;
+                        batch.columns = columns.clone();
                         if tx.send(Ok(batch)).is_err() {
                             break;
                         }

@@ -111,10 +111,12 @@ def sync_source(
     progress: sync.ProgressFn | None = None,
     connector: Connector | None = None,
     forced: bool = False,
+    dry_run: bool = False,
 ) -> SyncReport:
     """One run of a sql, http or vCard source; the mark advances only if it commits.
 
     `connector` lets a caller keep the instance (and read its `fetched` counter).
+    `dry_run`: nothing is written (the mark does not move either).
     """
     conn = connector or open_connector(cfg, path=path)
     mode = mode or cfg.mode
@@ -156,15 +158,18 @@ def sync_source(
         report = sync.run_sync(
             store,
             cfg.name,
-            sync.dict_batches(records(), table, opts),
+            sync.dict_batches(records(), table, opts, partial=mode == "incremental"),
             mode=mode,
             options=opts,
             origin=conn.origin,
             origin_hash=origin_hash,
             progress=progress,
+            dry_run=dry_run,
         )
     finally:
         conn.close()
+    if dry_run:
+        return report
     if not written and conn.next_mark is not None and conn.next_mark != mark:
         with store.transaction():
             store.set_meta(mark_key(conn.name), mark_json(conn, conn.next_mark))
@@ -182,6 +187,7 @@ def sync_vcard_file(
     mass_delete_limit: float = 0.20,
     progress: sync.ProgressFn | None = None,
     forced: bool = False,
+    dry_run: bool = False,
 ) -> SyncReport:
     """`Mirror.sync_file` for a vCard file (3.0 or 4.0, one or many cards)."""
     p = Path(path)
@@ -196,7 +202,7 @@ def sync_vcard_file(
         mass_delete_limit=mass_delete_limit,
     )
     return sync_source(mirror, cfg, path=p, allow_mass_delete=allow_mass_delete, progress=progress,
-                       forced=forced)
+                       forced=forced, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------ preview

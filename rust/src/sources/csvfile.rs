@@ -4,8 +4,8 @@
 
 use std::io::Cursor;
 
-use super::{check_size, Item, Limits, Rejected, SourceError};
-use crate::mapping::{build_record, Mapping, Target};
+use super::{check_size, Item, Limits, Rejected, RowId, SourceError};
+use crate::mapping::{build_record, mapped_columns, Mapping, Target};
 use crate::model::Record;
 use crate::normalize::clean;
 
@@ -74,6 +74,8 @@ pub struct CsvReader {
     done: bool,
     /// No id column: the line number is the id (see `open_with`).
     pub line_ids: bool,
+    /// An incremental batch: collect the unmapped columns sent empty.
+    partial: bool,
 }
 
 /// UTF-8 when the bytes are valid UTF-8 (or hold any valid multi-byte
@@ -255,6 +257,7 @@ impl CsvReader {
         }
         let raw_seed = xxhash_rust::xxh3::xxh3_64(layout.as_bytes());
         let id_col = targets.iter().position(|t| *t == Target::ExternalId);
+        let partial = mapping.partial;
         Ok(CsvReader {
             rdr,
             raw_seed,
@@ -266,7 +269,37 @@ impl CsvReader {
             limits,
             done,
             line_ids: line_ids && id_col.is_none(),
+            partial,
         })
+    }
+
+    /// (field or relation key, heading) of what this file's header carries.
+    pub fn mapped_columns(&self) -> Vec<(String, String)> {
+        mapped_columns(&self.header, &self.targets)
+    }
+
+    /// Which record a row that cannot be taken was: its id cell, if that can
+    /// be read (`guess`: the row has the wrong number of fields). A ragged row
+    /// with a field across lines may have swallowed the rows after it (a
+    /// quote never closed): nothing tells which records those were.
+    fn row_id(&self, rec: &RowRef<'_>, guess: bool) -> RowId {
+        if guess && rec.iter().any(|f| f.contains(&b'\n')) {
+            return RowId::Unreadable;
+        }
+        let Some(cell) = self.id_col.and_then(|i| rec.get(i)) else {
+            return RowId::Unreadable;
+        };
+        if cell.len() > self.limits.max_field_bytes {
+            return RowId::Unreadable;
+        }
+        let id = match decode(cell, self.encoding) {
+            Ok(text) => RowId::of_cell(Some(&text)),
+            Err(_) => RowId::Unreadable,
+        };
+        match id {
+            RowId::Read(id) if guess => RowId::Guess(id),
+            other => other,
+        }
     }
 
     /// The row as text for quarantine, cut at `max_raw_bytes`: only that much
@@ -355,6 +388,7 @@ impl CsvReader {
                             line,
                             reason: format!("unreadable CSV row: {e}"),
                             raw: String::new(),
+                            id: RowId::Unreadable,
                         },
                     ));
                 }
@@ -429,9 +463,13 @@ impl CsvReader {
             line,
             reason,
             raw: self.raw_text(rec),
+            id: self.row_id(rec, rec.len() != self.header.len()),
         };
         if rec.len() == 1 && rec.get(0).is_some_and(|f| f.is_empty()) {
-            return Err(reject("blank line".into()));
+            return Err(Rejected {
+                id: RowId::NotARecord,
+                ..reject("blank line".into())
+            });
         }
         if rec.len() != self.header.len() {
             let spans = rec.iter().any(|f| f.contains(&b'\n'));
@@ -471,7 +509,7 @@ impl CsvReader {
                 self.line_ids
                     .then_some((Target::ExternalId, "line", line_id.as_str())),
             );
-        build_record(line, cells).map_err(reject)
+        build_record(line, cells, self.partial).map_err(reject)
     }
 }
 
@@ -645,6 +683,42 @@ mod tests {
         let rec = items[0].as_ref().unwrap();
         assert_eq!(rec.external_id, "A1");
         assert_eq!(rec.fields[2], "Zoë");
+    }
+
+    #[test]
+    fn rejected_rows_say_which_record_they_were() {
+        let mut data = b"name,id\nJohn,A\nMary,B,extra\nX,\n".to_vec();
+        data.extend_from_slice(b"Zo\xc3\xab,C\nBad,\xff\n\"open,D\n");
+        let (_, items) = read_all(&data);
+        let ids: Vec<RowId> = items
+            .iter()
+            .filter_map(|i| i.as_ref().err().map(|e| e.id.clone()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                RowId::Guess("B".into()),
+                RowId::Unreadable,
+                RowId::Unreadable,
+                RowId::Unreadable
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_that_swallowed_lines_is_unidentified() {
+        // A quote never closed: row A runs to the end of the file (2 of 3 fields).
+        let mut r = CsvReader::open(
+            b"id,name,mail\nA,\"open\nB,x,y\nC,y,z\n".to_vec(),
+            mapping(),
+            Limits::default(),
+            None,
+            None,
+        )
+        .unwrap();
+        let items = r.next_chunk(10, None).unwrap();
+        let bad = items[0].as_ref().unwrap_err();
+        assert_eq!(bad.id, RowId::Unreadable, "{}", bad.reason);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{check_size, truncate_raw, Item, Limits, Rejected, SourceError};
-use crate::mapping::{build_record, Mapping};
+use super::{check_size, truncate_raw, Item, Limits, Rejected, RowId, SourceError};
+use crate::mapping::{build_record, Mapping, Target};
 
 fn value_text(v: &Value) -> String {
     match v {
@@ -27,6 +27,7 @@ fn object_record(
         line,
         reason,
         raw: truncate_raw(raw, limits.max_raw_bytes),
+        id: object_id(obj, mapping, limits),
     };
     let mut texts = Vec::with_capacity(obj.len());
     for (k, v) in obj {
@@ -34,7 +35,23 @@ fn object_record(
         check_size(k, t.len(), limits).map_err(reject)?;
         texts.push((mapping.resolve(k), k.as_str(), t));
     }
-    build_record(line, texts.iter().map(|(t, k, v)| (*t, *k, v.as_str()))).map_err(reject)
+    build_record(
+        line,
+        texts.iter().map(|(t, k, v)| (*t, *k, v.as_str())),
+        mapping.partial,
+    )
+    .map_err(reject)
+}
+
+/// The external id of an object that cannot be taken (its first key mapped
+/// to the external id), if it can be read.
+fn object_id(obj: &Map<String, Value>, mapping: &Mapping, limits: &Limits) -> RowId {
+    let cell = obj
+        .iter()
+        .find(|(k, _)| mapping.resolve(k) == Target::ExternalId)
+        .map(|(_, v)| value_text(v))
+        .filter(|t| t.len() <= limits.max_field_bytes);
+    RowId::of_cell(cell.as_deref())
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -118,11 +135,13 @@ impl JsonReader {
                     line,
                     reason: format!("element {} is {}, not an object", i + 1, kind_of(&other)),
                     raw: truncate_raw(&raw, self.limits.max_raw_bytes),
+                    id: RowId::Unreadable,
                 }),
                 Err(e) => Err(Rejected {
                     line,
                     reason: format!("element {}: {e}", i + 1),
                     raw: truncate_raw(&raw, self.limits.max_raw_bytes),
+                    id: RowId::Unreadable,
                 }),
             });
         }
@@ -172,6 +191,7 @@ impl NdjsonReader {
                 line,
                 reason,
                 raw: truncate_raw(raw, self.limits.max_raw_bytes),
+                id: RowId::Unreadable,
             };
             if std::str::from_utf8(bytes).is_err() {
                 out.push(Err(reject("invalid UTF-8".into())));
@@ -241,6 +261,20 @@ mod tests {
         let items = r.next_chunk(10).unwrap();
         assert_eq!(items.len(), 3);
         assert_eq!(items[1].as_ref().unwrap_err().line, 3);
+        assert_eq!(items[1].as_ref().unwrap_err().id, RowId::Unreadable);
         assert_eq!(items[2].as_ref().unwrap().line, 4);
+    }
+
+    #[test]
+    fn an_object_over_the_limit_keeps_its_id() {
+        let limits = Limits {
+            max_field_bytes: 8,
+            ..Limits::default()
+        };
+        let data = b"{\"id\":\"A\",\"name\":\"far too long a name\"}\n{\"id\":\"\"}\n".to_vec();
+        let mut r = NdjsonReader::open(data, mapping(), limits).unwrap();
+        let items = r.next_chunk(10).unwrap();
+        assert_eq!(items[0].as_ref().unwrap_err().id, RowId::Read("A".into()));
+        assert_eq!(items[1].as_ref().unwrap_err().id, RowId::Unreadable);
     }
 }

@@ -32,6 +32,41 @@ pub struct Rejected {
     pub line: u64,
     pub reason: String,
     pub raw: String,
+    /// Which record the row was, as far as it can be told.
+    pub id: RowId,
+}
+
+/// The external id of a quarantined row. In a full snapshot a quarantined row
+/// is no absence: its contact is kept; a row that cannot be told at all makes
+/// the run skip its deletions (sync.py).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowId {
+    /// The id cell was read (the row failed on another cell).
+    Read(String),
+    /// The id cell of a row with the wrong number of fields: trusted only when
+    /// it names a contact the mirror links (the cells may have shifted).
+    Guess(String),
+    /// Nothing tells which record the row was.
+    Unreadable,
+    /// Not a record at all (a blank line).
+    NotARecord,
+}
+
+impl RowId {
+    /// The id an id cell's text gives: cleaned, non-empty, no NUL.
+    pub fn of_cell(value: Option<&str>) -> RowId {
+        match value {
+            Some(v) if !v.contains('\0') => {
+                let id = crate::normalize::clean(v, false);
+                if id.is_empty() {
+                    RowId::Unreadable
+                } else {
+                    RowId::Read(id)
+                }
+            }
+            _ => RowId::Unreadable,
+        }
+    }
 }
 
 pub type Item = Result<Record, Rejected>;
@@ -96,6 +131,15 @@ impl Reader {
             Reader::Csv(r) => r.next_chunk(n, differ),
             Reader::Json(r) => r.next_chunk(n),
             Reader::Ndjson(r) => r.next_chunk(n),
+        }
+    }
+
+    /// (field, heading) of what the header carries: CSV files only (the
+    /// other formats have no header; each record carries its own keys).
+    pub fn mapped_columns(&self) -> Option<Vec<(String, String)>> {
+        match self {
+            Reader::Csv(r) => Some(r.mapped_columns()),
+            _ => None,
         }
     }
 
