@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import logging.handlers
+import math
 import os
 import re
 import select
@@ -40,6 +41,7 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
+from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, file_digest
 from contactsync_agent.store import now_iso
 
@@ -52,6 +54,9 @@ HINT_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
 CONNECTOR_KINDS = ("sql", "http")
 STOP_MESSAGE = f"{health.STOPPED_PREFIX} the agent was asked to stop; the run was rolled back"
 RUN_HISTORY = 20
+#: At a stop, how long each last write (the stop mark, the final checkpoint) waits
+#: for another process's write: the stop stays within its 10 s promise.
+SHUTDOWN_LOCK_WAIT = 3.0
 
 
 class StopRequested(RunAborted):
@@ -287,8 +292,24 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         _lower_priority(self.config.daemon.nice)
+        # One agent per database; the writer lock is taken per run and per write.
+        agent = AgentLock(self.db_path)
         try:
-            self.mirror = Mirror.open(self.db_path, region=self.config.default_region)
+            agent.acquire()
+            try:
+                self.mirror = Mirror.open(
+                    self.db_path,
+                    region=self.config.default_region,
+                    wait=math.inf,
+                    on_wait=self._waiting,
+                    interrupt=self._check_stop,
+                )
+            except BaseException:
+                agent.release()
+                raise
+        except StopRequested:
+            self._restore_wakeup_fd()
+            return 0
         except BaseException:
             self._restore_wakeup_fd()
             raise
@@ -304,11 +325,26 @@ class Daemon:
             )
             self._build_watches()
             self._loop()
+        except StopRequested:
+            pass  # asked to stop while waiting for a write of another process
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                agent.release()
         return 0
 
+    def _check_stop(self) -> None:
+        """Called while waiting for the writer lock: a stop request ends the wait."""
+        if self.stopping:
+            raise StopRequested(STOP_MESSAGE)
+
+    def _waiting(self, pid: int | None) -> None:
+        log.info("waiting for process %s to finish its write to the mirror", pid or "?")
+
     def _loop(self) -> None:
+        assert self.mirror is not None
+        store = self.mirror.store
         while not self.stopping:
             if self._reload:
                 self._reload = False
@@ -322,7 +358,10 @@ class Daemon:
                     self._scan(w, now)
             picked = self._pick(now)
             if picked is not None:
-                self._process(*picked)
+                # The writer lock for the run, its file move, checkpoint and
+                # health: CLI writes wait for this much, and go first when waiting.
+                with store.writing(polite=True):
+                    self._process(*picked)
                 self._heartbeat()
                 continue
             if now >= self._next_heartbeat:
@@ -346,6 +385,9 @@ class Daemon:
         if self.alerter is not None:
             self.alerter.close()
         if self.mirror is not None:
+            # Waits a little for another process's write, then gives up on it.
+            self.mirror.store.interrupt = None
+            self.mirror.store.lock_wait = SHUTDOWN_LOCK_WAIT
             try:
                 with self.mirror.store.transaction():
                     self.mirror.store.set_meta("daemon.state", "stopped")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,7 +26,7 @@ from contactsync_agent.errors import (
 from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.mirror_relations import RelationsMixin
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
-from contactsync_agent.store import CONTACT_COLUMNS, Store, now_iso
+from contactsync_agent.store import CONTACT_COLUMNS, DEFAULT_WRITE_WAIT, Store, now_iso
 from contactsync_agent.sync import ProgressFn
 
 APP = "contactsync-agent"
@@ -77,11 +77,22 @@ class Mirror(RelationsMixin):
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, readonly: bool = False,
              region: str = "AU", review_threshold: float = 0.5,
-             auto_link_threshold: float | None = None) -> Mirror:
+             auto_link_threshold: float | None = None,
+             wait: float = DEFAULT_WRITE_WAIT,
+             on_wait: Callable[[int | None], None] | None = None,
+             interrupt: Callable[[], None] | None = None) -> Mirror:
         """`review_threshold`: fuzzy candidates above it become review items;
-        `auto_link_threshold` (opt-in) links an unambiguous pair above it."""
-        return cls(Store.open(path or default_db_path(), readonly=readonly), region=region,
-                   review_threshold=review_threshold, auto_link_threshold=auto_link_threshold)
+        `auto_link_threshold` (opt-in) links an unambiguous pair above it.
+
+        Read-write mirrors may be open in several processes (the agent's and a
+        CLI's): each write waits for the writer lock while another write (an
+        agent run) holds it, up to `wait` seconds, calling `on_wait(holder pid)`
+        once, then raises `LockedError`; `interrupt()`, called while waiting,
+        may raise to give up."""
+        store = Store.open(path or default_db_path(), readonly=readonly, lock_wait=wait,
+                           on_wait=on_wait, interrupt=interrupt)
+        return cls(store, region=region, review_threshold=review_threshold,
+                   auto_link_threshold=auto_link_threshold)
 
     @property
     def path(self) -> Path:
@@ -209,8 +220,9 @@ class Mirror(RelationsMixin):
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
                              ownership, unique)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
-        return sync.run_sync(self.store, source, sync.dict_batches(records, table, opts),
-                             mode=mode, options=opts, origin="api", progress=progress)
+        with self.store.writing():  # one writer from the run row to the commit
+            return sync.run_sync(self.store, source, sync.dict_batches(records, table, opts),
+                                 mode=mode, options=opts, origin="api", progress=progress)
 
     def sync_file(
         self, source: str, path: str | os.PathLike[str], *, mode: str = "full",
@@ -249,8 +261,10 @@ class Mirror(RelationsMixin):
         batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,
                                     delimiter=delimiter, source=source)
         try:
-            return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
-                                 origin=str(p), origin_hash=file_digest(p), progress=progress)
+            with self.store.writing():  # one writer from the run row to the commit
+                return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
+                                     origin=str(p), origin_hash=file_digest(p),
+                                     progress=progress)
         except SafetyLimitError as e:  # say which file was refused
             raise SafetyLimitError(f"{p}: {e}", would_delete=e.would_delete, total=e.total,
                                    limit=e.limit) from None

@@ -150,22 +150,24 @@ def sync_source(
                 f"{p}: {size} bytes is over the maximum file size of {cfg.max_file_bytes} bytes"
             )
         origin_hash = file_digest(p) if p.is_file() else None
-    try:
-        report = sync.run_sync(
-            store,
-            cfg.name,
-            sync.dict_batches(records(), table, opts),
-            mode=mode,
-            options=opts,
-            origin=conn.origin,
-            origin_hash=origin_hash,
-            progress=progress,
-        )
-    finally:
-        conn.close()
-    if not written and conn.next_mark is not None and conn.next_mark != mark:
-        with store.transaction():
-            store.set_meta(mark_key(conn.name), mark_json(conn, conn.next_mark))
+    # One writer from the run row to the mark: no other write comes in between.
+    with store.writing():
+        try:
+            report = sync.run_sync(
+                store,
+                cfg.name,
+                sync.dict_batches(records(), table, opts),
+                mode=mode,
+                options=opts,
+                origin=conn.origin,
+                origin_hash=origin_hash,
+                progress=progress,
+            )
+        finally:
+            conn.close()
+        if not written and conn.next_mark is not None and conn.next_mark != mark:
+            with store.transaction():
+                store.set_meta(mark_key(conn.name), mark_json(conn, conn.next_mark))
     return report
 
 
