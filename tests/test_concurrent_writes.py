@@ -343,3 +343,34 @@ def test_nobody_writes_the_database_while_another_holds_the_writer_lock(
     with Mirror.open(db, readonly=True) as m:
         assert len([c for c in m.contacts(record_type="manual")
                     if c.name.startswith("Added Person")]) == 3
+
+
+def test_a_cli_write_goes_in_between_two_runs_not_after_the_queue(tmp_path: Path) -> None:
+    """Back-to-back runs do not starve a waiting write: the agent lets an announced
+    waiter go first before it starts its next run."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text(tmp_path, sources={"drop": {
+        "path": str(inbox), "settle_seconds": 0.2, "mode": "incremental"}}))
+    db = tmp_path / "mirror.db"
+    files, rows = 8, 20_000
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for i in range(files):  # complete files, moved in at once
+        write_csv(staging / f"part{i}.csv", rows, start=i * rows)
+    with agent(tmp_path, cfg) as a:
+        for p in sorted(staging.iterdir()):
+            p.rename(inbox / p.name)
+        poll(lambda: [r for r in a.runs("drop") if r["status"] == "running"], timeout=60,
+             what="the first run to start")
+        proc, err = start_cli(tmp_path, "add", "--db", str(db), "contacts", "add",
+                              "--name", "Quick Add")
+        assert proc.wait(120) == 0, err.read_text()
+        done_when_added = len([r for r in a.runs("drop") if r["status"] == "ok"])
+        poll(lambda: len([r for r in a.runs("drop") if r["status"] == "ok"]) == files,
+             timeout=180, what="every file to be imported")
+        assert done_when_added < files - 2, done_when_added
+        assert a.contacts("drop") == files * rows
+        assert a.stop() == 0
+    assert _integrity(db) == "ok"
