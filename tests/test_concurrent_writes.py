@@ -374,3 +374,24 @@ def test_a_cli_write_goes_in_between_two_runs_not_after_the_queue(tmp_path: Path
         assert a.contacts("drop") == files * rows
         assert a.stop() == 0
     assert _integrity(db) == "ok"
+
+
+def test_restore_is_refused_while_an_agent_or_another_connection_has_the_mirror(
+    tmp_path: Path,
+) -> None:
+    from contactsync_agent import maintenance
+
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.add_contact(name="Ann Example")
+    copy = maintenance.backup(db, tmp_path / "copy.db")
+    agent_lock = AgentLock(db)
+    agent_lock.acquire()  # as a running daemon holds it
+    try:
+        with pytest.raises(LockedError, match="one agent per database"):
+            maintenance.restore(db, copy.path)
+    finally:
+        agent_lock.release()
+    with Mirror.open(db) as idle, pytest.raises(LockedError, match="still open"):
+        maintenance.restore(db, copy.path)  # an idle read-write mirror is open
+    assert maintenance.restore(db, copy.path).contacts == 1
