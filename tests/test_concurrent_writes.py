@@ -392,6 +392,6 @@ def test_restore_is_refused_while_an_agent_or_another_connection_has_the_mirror(
             maintenance.restore(db, copy.path)
     finally:
         agent_lock.release()
-    with Mirror.open(db) as idle, pytest.raises(LockedError, match="still open"):
+    with Mirror.open(db), pytest.raises(LockedError, match="still open"):
         maintenance.restore(db, copy.path)  # an idle read-write mirror is open
     assert maintenance.restore(db, copy.path).contacts == 1

@@ -1002,9 +1002,8 @@ def _free_name(dest: Path) -> Path:
 def _refusal_help(source: str, path: Path, e: Exception) -> str:
     if isinstance(e, SafetyLimitError) and e.would_delete:
         return (
-            f"{e}\n\nIf these deletions are real: stop the agent, run\n"
+            f"{e}\n\nIf these deletions are real, run (the agent may keep running)\n"
             f'  contactsync sync --source {source} --allow-mass-delete "<this file>"\n'
-            f"then start the agent again."
         )
     return str(e)
 
