@@ -160,7 +160,13 @@ def test_a_write_waits_for_the_holder_and_then_goes_in(tmp_path: Path) -> None:
         quick = Mirror.open(db, wait=0.2)
         with a.store.transaction(), pytest.raises(LockedError, match="after waiting"):
             quick.add_contact(name="Too Late")
-        quick.close()
+
+        def no_wait(pid: int | None) -> None:
+            raise AssertionError("close() waited for the writer lock")
+
+        quick.store.on_wait = no_wait
+        with a.store.transaction():
+            quick.close()  # at once: the checkpoint is left to the lock's holder
     finally:
         b.close()
         a.close()

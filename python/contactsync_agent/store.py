@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from contactsync_agent.errors import ContactSyncError, LockedError
+from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.locking import WriterLock, real_db_path
 from contactsync_agent.mapping import FIELDS
 
@@ -509,17 +509,23 @@ class Store:
         if self.lock is None:
             self.conn.close()
             return
-        try:
-            with self.writing():
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                # Closing the last connection checkpoints too: under the lock as well.
-                self.conn.close()
-        except LockedError:
-            # Not checkpointed. The close-time checkpoint SQLite may still run
-            # needs every other connection closed (an exclusive lock on the
-            # file), so it cannot meet another writer either.
+        if self._depth == 0 and not self.lock.try_acquire():
+            # A run of the agent (or another write) is under way: no waiting to
+            # checkpoint, the agent checkpoints after its run. The close-time
+            # checkpoint SQLite itself may run needs every other connection
+            # closed (an exclusive lock on the file): it cannot meet a writer.
             self.conn.close()
+            return
+        self._depth += 1
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # Closing the last connection checkpoints too: under the lock as well.
+            self.conn.close()
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.lock.release()
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
