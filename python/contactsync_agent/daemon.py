@@ -2,7 +2,9 @@
 
 Owns scheduling, file handling (settle, move, error notes), signals, health
 alerts and its log. It decides nothing about contacts: every run goes through
-`Mirror.sync_file`, and every database write through the store.
+`Mirror.sync_file`, and every database write through the store. It holds the
+agent lock for its life (one agent per database) and the writer lock only for
+one run at a time, letting waiting CLI writes go first between runs.
 """
 
 from __future__ import annotations
