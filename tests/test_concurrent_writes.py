@@ -401,3 +401,25 @@ def test_restore_is_refused_while_an_agent_or_another_connection_has_the_mirror(
     with Mirror.open(db), pytest.raises(LockedError, match="still open"):
         maintenance.restore(db, copy.path)  # an idle read-write mirror is open
     assert maintenance.restore(db, copy.path).contacts == 1
+
+
+def test_a_write_through_a_connection_to_a_replaced_file_is_refused(tmp_path: Path) -> None:
+    """A program that opened the mirror before its file was swapped (as restore
+    does) would write into the old file: its next write is refused instead."""
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.add_contact(name="Ann Example")
+    other = tmp_path / "other.db"
+    with Mirror.open(other) as m:
+        m.add_contact(name="Bo Other")
+    early = Mirror.open(db)
+    try:
+        os.replace(other, db)
+        for suffix in ("-wal", "-shm"):
+            db.with_name(db.name + suffix).unlink(missing_ok=True)
+        with pytest.raises(ContactSyncError, match="was replaced"):
+            early.add_contact(name="Lost Write")
+    finally:
+        early.close()
+    with Mirror.open(db, readonly=True) as ro:
+        assert [c.name for c in ro.contacts()] == ["Bo Other"]

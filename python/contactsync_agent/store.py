@@ -401,6 +401,11 @@ def _db_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _file_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 class Store:
     """One connection to the mirror: read-write or read-only.
 
@@ -423,6 +428,11 @@ class Store:
         #: Called while waiting; may raise to give up (the agent, asked to stop).
         self.interrupt: Callable[[], None] | None = None
         self._depth = 0
+        # The file this connection opened (device, inode): a write checks it is
+        # still the file at `path`.
+        self._file_id: tuple[int, int] | None = None
+        # Runs left 'running' by a killed process are marked at the first write.
+        self._stale_pending = lock is not None
 
     # ------------------------------------------------------------ opening
 
@@ -446,40 +456,41 @@ class Store:
                 )
             return store
         _create_private_file(p)
-        lock = WriterLock(p)
-        # Connected under the lock: a `restore` swapping the file in is never half seen.
-        lock.wait(lock_wait, on_wait=on_wait, interrupt=interrupt)
+        conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+        store = cls(p, conn, WriterLock(p), lock_wait=lock_wait, on_wait=on_wait)
+        store.interrupt = interrupt
         try:
-            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
-            store = cls(p, conn, lock, lock_wait=lock_wait, on_wait=on_wait)
-            store.interrupt = interrupt
-            store._depth = 1
-            try:
-                conn.execute("PRAGMA busy_timeout = 5000")
-                # New databases only (a no-op on an existing file): 16 KiB pages
-                # cut a million-contact import by about 1.5 s against the default
-                # 4 KiB (fewer pages, page writes and B-tree splits), with no loss
-                # on the small re-imports; measured in benches/headline.py.
-                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                # FULL: a commit the change feed has published survives a power cut.
-                conn.execute("PRAGMA synchronous = FULL")
-                conn.execute("PRAGMA cache_size = -131072")
-                # The checkpoint is not left to COMMIT (which would copy a large
-                # run's WAL into the database inside the run): `checkpoint()` runs
-                # it at close, after each agent run and before a run when the WAL
-                # has grown, so the WAL stays bounded by about one run.
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-                conn.execute("PRAGMA temp_store = MEMORY")
-                store._migrate()
-                store._abort_stale_runs()
-            except BaseException:
-                conn.close()
-                raise
-            finally:
-                store._depth = 0
-        finally:
-            lock.release()
+            conn.execute("PRAGMA busy_timeout = 5000")
+            # FULL: a commit the change feed has published survives a power cut.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA cache_size = -131072")
+            # The checkpoint is not left to COMMIT (which would copy a large
+            # run's WAL into the database inside the run): `checkpoint()` runs
+            # it at close, after each agent run and before a run when the WAL
+            # has grown, so the WAL stays bounded by about one run.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            store._file_id = _file_id(p)
+            store._stale_pending = False  # not before the tables exist
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if version != SCHEMA_VERSION or mode != "wal":
+                # A new or older database: set up now, under the lock. (An up to
+                # date one needs no lock to open, so a CLI write waits once, at
+                # its write, not also at its open.)
+                with store.writing():
+                    # New databases only (a no-op on an existing file): 16 KiB
+                    # pages cut a million-contact import by about 1.5 s against
+                    # the default 4 KiB (fewer pages, page writes and B-tree
+                    # splits), with no loss on the small re-imports; measured in
+                    # benches/headline.py.
+                    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    store._migrate()
+            store._stale_pending = True
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     @property
@@ -497,8 +508,18 @@ class Store:
         if self._depth == 0:
             self.lock.wait(self.lock_wait, polite=polite, on_wait=self.on_wait,
                            interrupt=self.interrupt)
+            if self._file_id is not None and _file_id(self.path) != self._file_id:
+                self.lock.release()
+                raise ContactSyncError(
+                    f"{self.path}: the database file was replaced (a restore?) since this "
+                    "program opened it; open it again")
         self._depth += 1
         try:
+            if self._stale_pending:
+                # Under the lock no run of another process is under way: a run
+                # row still 'running' was left by a killed process.
+                self._stale_pending = False
+                self._abort_stale_runs()
             yield
         finally:
             self._depth -= 1
@@ -509,9 +530,14 @@ class Store:
         if self.lock is None:
             self.conn.close()
             return
-        if self._depth == 0 and not self.lock.try_acquire():
+        try:
+            replaced = self._file_id is not None and _file_id(self.path) != self._file_id
+        except OSError:
+            replaced = True
+        if replaced or (self._depth == 0 and not self.lock.try_acquire()):
             # A run of the agent (or another write) is under way: no waiting to
-            # checkpoint, the agent checkpoints after its run. The close-time
+            # checkpoint, the agent checkpoints after its run. (Or the file was
+            # replaced: nothing of this connection's belongs there.) The close-time
             # checkpoint SQLite itself may run needs every other connection
             # closed (an exclusive lock on the file): it cannot meet a writer.
             self.conn.close()
