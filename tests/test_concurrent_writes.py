@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -423,3 +424,30 @@ def test_a_write_through_a_connection_to_a_replaced_file_is_refused(tmp_path: Pa
         early.close()
     with Mirror.open(db, readonly=True) as ro:
         assert [c.name for c in ro.contacts()] == ["Bo Other"]
+
+
+def test_sigterm_ends_an_agent_that_waits_for_another_write(tmp_path: Path) -> None:
+    """The agent waits as long as another process writes, but a stop request
+    ends the wait: it exits 0 within the promised 10 s."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text(tmp_path, sources={"drop": {"path": str(inbox),
+                                                           "settle_seconds": 0.2}}))
+    db = tmp_path / "mirror.db"
+    with agent(tmp_path, cfg) as a:
+        lock = WriterLock(db)
+        lock.wait(30)  # a long write of another process (a CLI sync, say)
+        try:
+            write_csv(inbox / "a.csv", 10)
+            poll(lambda: f"waiting for process {os.getpid()}" in a.log.read_text(),
+                 timeout=30, what="the agent to wait for the writer lock")
+            assert a.proc is not None and a.proc.poll() is None
+            t0 = time.monotonic()
+            a.signal(signal.SIGTERM)
+            assert a.proc.wait(10) == 0
+            assert time.monotonic() - t0 < 10
+        finally:
+            lock.release()
+    assert not [r for r in a.runs() if r["status"] == "running"]
+    assert (inbox / "a.csv").exists()  # not taken: the next start imports it
