@@ -115,11 +115,15 @@ def test_purge_cli(tmp_path: Path, db_path: Path) -> None:
     assert p.returncode == 2 and "Traceback" not in p.stderr
 
 
-def test_purge_needs_the_writer(db_path: Path) -> None:
+def test_purge_waits_for_a_write_under_way(db_path: Path) -> None:
     with Mirror.open(db_path) as m:
         m.sync("xpm", five())
-        p = cli("--db", str(db_path), "purge", "--older-than", "0")
-    assert p.returncode == 5 and "locked by process" in p.stderr, p.stderr
+        with m.store.transaction():  # a write under way (an agent run, say)
+            p = cli("--db", str(db_path), "--wait", "0.5", "purge", "--older-than", "0")
+        assert p.returncode == 5 and "still locked by process" in p.stderr, p.stderr
+        assert "waiting for" in p.stderr
+        p = cli("--db", str(db_path), "purge", "--older-than", "0")  # between writes: fine
+        assert p.returncode == 0, p.stderr
 
 
 # ---------------------------------------------------------------- backup

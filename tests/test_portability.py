@@ -218,10 +218,13 @@ def helper():
     out["handler"] = getattr(signal.getsignal(signal.SIGBREAK), "__name__", None)
     out["sighup_untouched"] = signal.getsignal(1) == signal.SIG_DFL
     try:
-        L.WriterLock(db).acquire()
+        L.AgentLock(db).acquire()
         out["while_running"] = "acquired"
     except LockedError as e:
         out["while_running"] = e.pid
+    w = L.WriterLock(db)  # free while the agent idles: it is taken per write
+    out["writer_while_idle"] = w.try_acquire()
+    w.release()
     out["sent"] = time.monotonic()
     signal.pthread_kill(threading.get_ident(), signal.SIGBREAK)
     if not done.wait(5):
@@ -271,7 +274,7 @@ def test_the_package_imports_and_runs_as_on_windows(tmp_path: Path) -> None:
     assert out["size"] < WIN_LOCK_OFFSET
     assert out["second"] == [
         pid,
-        f"{tmp_path / 'mirror.db'} is locked by process {pid} (one agent per database)",
+        f"{tmp_path / 'mirror.db'} is locked by process {pid} (one writer at a time)",
     ]
     assert out["after_release"] == ""
     assert out["reacquired"] == f"{pid}\n"
@@ -281,7 +284,8 @@ def test_the_package_imports_and_runs_as_on_windows(tmp_path: Path) -> None:
 
     assert out["handler"] == "_on_signal"
     assert out["sighup_untouched"] is True
-    assert out["while_running"] == pid  # the daemon's store holds the msvcrt lock
+    assert out["while_running"] == pid  # the daemon holds the agent lock (msvcrt)
+    assert out["writer_while_idle"] is True
     assert out["rc"] == 0
     assert out["stop_s"] < 3.0  # not the 60 s heartbeat sleep
     assert out["stopped_line"] == ["stopped (SIGUSR1)"]

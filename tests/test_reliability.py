@@ -171,14 +171,19 @@ def test_the_wal_does_not_grow_from_run_to_run(tmp_path: Path) -> None:
     assert wal_size(db) == 0  # close() truncates it
 
 
-def test_a_second_writer_process_is_refused_with_the_holder(tmp_path: Path) -> None:
+def test_a_writer_process_that_waits_too_long_gives_up_naming_the_holder(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "mirror.db"
     with Mirror.open(db) as m:
         m.sync_file("xpm", write_csv(tmp_path / "a.csv", 5))
         before = dump(db)
-        p = cli("--db", str(db), "sync", "-s", "xpm", str(write_csv(tmp_path / "b.csv", 9)))
+        with m.store.writing():  # a run under way in this process
+            p = cli("--db", str(db), "--wait", "0.5", "sync", "-s", "xpm",
+                    str(write_csv(tmp_path / "b.csv", 9)))
         assert p.returncode == 5
-        assert f"locked by process {os.getpid()}" in p.stderr and "Traceback" not in p.stderr
+        assert f"still locked by process {os.getpid()} after waiting" in p.stderr
+        assert "Traceback" not in p.stderr
         assert dump(db) == before
 
 

@@ -204,11 +204,14 @@ def test_unmapped_columns_are_kept_in_extra(mirror: Mirror) -> None:
     assert c.extra == {"Client Code": "C1", "Partner": "AB"}
 
 
-def test_a_second_writer_is_refused(db_path: Path, mirror: Mirror) -> None:
-    with pytest.raises(LockedError, match="locked by process"):
-        Mirror.open(db_path)
+def test_a_second_writer_waits_for_the_first_ones_write(db_path: Path, mirror: Mirror) -> None:
+    # Two read-write mirrors may be open; their writes take turns (issue 12).
+    with Mirror.open(db_path, wait=0.2) as second:
+        with mirror.store.transaction(), pytest.raises(LockedError, match="still locked by"):
+            second.add_contact(name="Too Soon")
+        second.add_contact(name="In Turn")
     with Mirror.open(db_path, readonly=True) as ro:
-        assert ro.contacts() == []
+        assert [c.name for c in ro.contacts()] == ["In Turn"]
 
 
 def test_database_is_owner_only(db_path: Path, mirror: Mirror) -> None:

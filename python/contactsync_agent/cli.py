@@ -19,18 +19,22 @@ import click
 from contactsync_agent import status as status_mod
 from contactsync_agent.config import AgentConfig, load_config
 from contactsync_agent.errors import ContactSyncError
+from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
+from contactsync_agent.models import SyncReport
 from contactsync_agent.safetext import cell, escape, markup
-from contactsync_agent.store import Store
+from contactsync_agent.store import DEFAULT_WRITE_WAIT, Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Ctx:
-    def __init__(self, db: str | None, config: str | None) -> None:
+    def __init__(self, db: str | None, config: str | None,
+                 wait: float = DEFAULT_WRITE_WAIT) -> None:
         self.config_path = config
         self._config: AgentConfig | None = None
         self._db = db
+        self.wait = wait
 
     @property
     def config(self) -> AgentConfig:
@@ -50,7 +54,16 @@ class Ctx:
         cfg = self.config
         return Mirror.open(self.db, readonly=readonly, region=cfg.default_region,
                            review_threshold=cfg.review_threshold,
-                           auto_link_threshold=cfg.auto_link_threshold)
+                           auto_link_threshold=cfg.auto_link_threshold,
+                           wait=self.wait, on_wait=self.say_waiting)
+
+    def say_waiting(self, pid: int | None) -> None:
+        """Told once per write that has to wait for the writer lock."""
+        agent = AgentLock(self.db).holder()
+        who = ("the agent's run" if pid is not None and pid == agent
+               else f"process {pid}'s write" if pid else "another write")
+        click.echo(f"contactsync: waiting for {who} to finish… (up to {self.wait:.0f}s; "
+                   "--wait to change)", err=True)
 
 
 def emit_json(data: Any) -> None:
@@ -146,18 +159,25 @@ class CliGroup(click.Group):
               help="Mirror database (default: [agent] database, else the user data directory).")
 @click.option("--config", "config", envvar="CONTACTSYNC_CONFIG",
               type=click.Path(dir_okay=False), help="Config file (TOML).")
+@click.option("--wait", "wait", envvar="CONTACTSYNC_WAIT", type=click.FloatRange(min=0),
+              default=DEFAULT_WRITE_WAIT, show_default=True,
+              help="Seconds a write waits while the agent's run (or another write) holds "
+                   "the mirror; past it the command exits 5.")
 @click.version_option(package_name="contactsync-agent")
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, config: str | None) -> None:
-    """Mirror a practice-management system's contacts into a local SQLite database."""
-    ctx.obj = Ctx(db, config)
+def cli(ctx: click.Context, db: str | None, config: str | None, wait: float) -> None:
+    """Mirror a practice-management system's contacts into a local SQLite database.
+
+    Writes work while the agent runs: a write waits for the agent's current run
+    to finish (up to --wait seconds), then goes in between two runs."""
+    ctx.obj = Ctx(db, config, wait)
 
 
 # ---------------------------------------------------------------- sync
 
 @cli.command()
 @click.option("--source", "-s", required=True, help="Source name, e.g. xpm.")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
 @click.option("--mode", type=click.Choice(["full", "incremental"]), default=None,
               help="full: absences are deletions; incremental: changes and explicit deletes.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson", "vcard"]),
@@ -178,7 +198,7 @@ def cli(ctx: click.Context, db: str | None, config: str | None) -> None:
               "(recorded on the run).")
 @json_option
 @click.pass_obj
-def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
+def sync(obj: Ctx, source: str, file: str | None, mode: str | None, fmt: str | None,
          allow_mass_delete: bool, allow_column_drop: bool, dry_run: bool,
          encoding: str | None, delimiter: str | None, force: bool, as_json: bool) -> None:
     """Sync one export FILE of SOURCE into the mirror (one atomic run).
@@ -192,7 +212,24 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
     When a config file exists, SOURCE must be one of its sources and enabled
     (a mistyped name would otherwise copy every contact again under it);
     --force overrides. Without a config file any name is taken.
+
+    Without FILE, pulls the configured SOURCE once: a sql or http source is read
+    (incrementally by its cursor when its mode is incremental; the cursor moves
+    only with the commit); a folder source's waiting files are synced as the
+    agent would (moved to processed/ or failed/). Exit 0 when every run is ok;
+    for a folder, 4 when a file was refused, 1 when one failed. Works while the
+    agent runs (each run waits for the agent's current one).
     """
+    if file is None:
+        given = [o for o, v in (("--format", fmt), ("--encoding", encoding),
+                                ("--delimiter", delimiter), ("--dry-run", dry_run),
+                                ("--allow-column-drop", allow_column_drop),
+                                ("--force", force)) if v]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} applies to a FILE; without one the "
+                                   "source's configured settings are used")
+        _pull(obj, source, mode, allow_mass_delete, as_json)
+        return
     forced = obj.config.check_sync_target(source, force=force)
     scfg = obj.config.source(source)
     show_progress = sys.stderr.isatty() and not as_json
@@ -218,12 +255,12 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
     if as_json:
         emit_json(report.to_dict())
     else:
-        _print_report(report, source, file)
+        _echo_report(source, report, file)
     if report.dry_run and report.refused:
         sys.exit(4)  # what the real run would do (SafetyLimitError's code)
 
 
-def _print_report(report: Any, source: str, file: str) -> None:
+def _echo_report(source: str, report: SyncReport, origin: str) -> None:
     c = report.counts
     what = ("dry run" if report.dry_run else f"run {report.run_id}")
     click.echo(
@@ -239,7 +276,7 @@ def _print_report(report: Any, source: str, file: str) -> None:
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for line, reason in report.rejected[:20]:
-        say(f"  {file}, line {line}: {reason}", err=True)
+        say(f"  {origin}, line {line}: {reason}", err=True)
     if c["rejected"] > 20:
         click.echo(f"  … {c['rejected'] - 20} more in `contactsync quarantine`", err=True)
     if not report.dry_run:
@@ -277,6 +314,33 @@ def _short(value: Any, width: int = 40) -> str:
     text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
                    for ch in text)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _pull(obj: Ctx, source: str, mode: str | None, allow_mass_delete: bool,
+          as_json: bool) -> None:
+    """`sync --source NAME` without a FILE: `runner.pull_source`, printed."""
+    from contactsync_agent.runner import pull_source
+
+    with obj.mirror() as m:
+        pulled = pull_source(m, obj.config, source, mode=mode,
+                             allow_mass_delete=allow_mass_delete)
+    if as_json:
+        emit_json(pulled.to_dict())
+    elif pulled.report is not None:
+        _echo_report(source, pulled.report, pulled.report.source)
+    elif not pulled.files:
+        click.echo(f"source {source}: no files waiting")
+    for f in [] if as_json else pulled.files:
+        if f.report is not None and f.status == "ok":
+            _echo_report(source, f.report, f.file)
+        else:
+            why = f" ({f.report.error})" if f.report and f.report.error else ""
+            click.echo(f"{f.file}: {f.status}{why}", err=True)
+        click.echo(f"  {f.file}: " + (f"moved to {f.moved_to}/" if f.moved_to
+                                      else "left in the folder"))
+    if not pulled.ok:
+        statuses = {f.status for f in pulled.files}
+        sys.exit(4 if statuses <= {"ok", "refused"} else 1)
 
 
 # ---------------------------------------------------------------- status

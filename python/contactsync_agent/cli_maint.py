@@ -26,7 +26,7 @@ def register(cli: click.Group) -> None:
         The rows are hard-deleted; their change-feed entries stay (so sequence
         numbers never go back) with the payload blanked, and a `purge` entry is
         added for each. Quarantined raw rows older than DAYS are blanked too.
-        Needs the writer lock: stop the daemon first.
+        Works while the agent runs: it waits for the agent's current run.
         """
         with obj.mirror() as m:
             report = maintenance.purge(m.store, days)
@@ -68,7 +68,8 @@ def register(cli: click.Group) -> None:
         """Replace the mirror with the backup at PATH, after checking it.
 
         Refuses a damaged backup, or one of a newer schema, before touching
-        anything. Needs the writer lock (stop the daemon first); the current
+        anything. Needs the agent stopped and no program with the mirror open
+        (exit 5 says who holds it); the current
         database is kept beside it as `<db>.pre-restore-<time>`.
         """
         report = maintenance.restore(obj.db, path)

@@ -2,7 +2,9 @@
 
 Owns scheduling, file handling (settle, move, error notes), signals, health
 alerts and its log. It decides nothing about contacts: every run goes through
-`Mirror.sync_file`, and every database write through the store.
+`Mirror.sync_file`, and every database write through the store. It holds the
+agent lock for its life (one agent per database) and the writer lock only for
+one run at a time, letting waiting CLI writes go first between runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import logging
 import logging.handlers
+import math
 import os
 import re
 import select
@@ -42,6 +45,7 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
+from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, file_digest
 from contactsync_agent.safetext import EscapingFormatter
 from contactsync_agent.store import now_iso
@@ -62,6 +66,9 @@ RUN_HISTORY = 20
 #: After SIGTERM the agent is gone within this many seconds (the docs promise 10):
 #: a run that has not ended by then is cut off as by a kill, which SQLite rolls back.
 STOP_GRACE = 8.0
+#: At a stop, how long each last write (the stop mark, the final checkpoint) waits
+#: for another process's write: the stop stays within its 10 s promise.
+SHUTDOWN_LOCK_WAIT = 3.0
 
 
 class StopRequested(RunAborted):
@@ -322,8 +329,24 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         _lower_priority(self.config.daemon.nice)
+        # One agent per database; the writer lock is taken per run and per write.
+        agent = AgentLock(self.db_path)
         try:
-            self.mirror = Mirror.open(self.db_path, region=self.config.default_region)
+            agent.acquire()
+            try:
+                self.mirror = Mirror.open(
+                    self.db_path,
+                    region=self.config.default_region,
+                    wait=math.inf,
+                    on_wait=self._waiting,
+                    interrupt=self._check_stop,
+                )
+            except BaseException:
+                agent.release()
+                raise
+        except StopRequested:
+            self._restore_wakeup_fd()
+            return 0
         except BaseException:
             self._restore_wakeup_fd()
             raise
@@ -339,11 +362,26 @@ class Daemon:
             )
             self._build_watches()
             self._loop()
+        except StopRequested:
+            pass  # asked to stop while waiting for a write of another process
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                agent.release()
         return 0
 
+    def _check_stop(self) -> None:
+        """Called while waiting for the writer lock: a stop request ends the wait."""
+        if self.stopping:
+            raise StopRequested(STOP_MESSAGE)
+
+    def _waiting(self, pid: int | None) -> None:
+        log.info("waiting for process %s to finish its write to the mirror", pid or "?")
+
     def _loop(self) -> None:
+        assert self.mirror is not None
+        store = self.mirror.store
         while not self.stopping:
             if self._reload:
                 self._reload = False
@@ -357,7 +395,10 @@ class Daemon:
                     self._scan(w, now)
             picked = self._pick(now)
             if picked is not None:
-                self._process(*picked)
+                # The writer lock for the run, its file move, checkpoint and
+                # health: CLI writes wait for this much, and go first when waiting.
+                with store.writing(polite=True):
+                    self._process(*picked)
                 self._heartbeat()
                 continue
             if now >= self._next_heartbeat:
@@ -381,6 +422,9 @@ class Daemon:
         if self.alerter is not None:
             self.alerter.close()
         if self.mirror is not None:
+            # Waits a little for another process's write, then gives up on it.
+            self.mirror.store.interrupt = None
+            self.mirror.store.lock_wait = SHUTDOWN_LOCK_WAIT
             try:
                 with self.mirror.store.transaction():
                     self.mirror.store.set_meta("daemon.state", "stopped")
@@ -1026,9 +1070,8 @@ def _free_name(dest: Path) -> Path:
 def _refusal_help(source: str, path: Path, e: Exception) -> str:
     if isinstance(e, SafetyLimitError) and e.would_delete:
         return (
-            f"{e}\n\nIf these deletions are real: stop the agent, run\n"
+            f"{e}\n\nIf these deletions are real, run (the agent may keep running)\n"
             f'  contactsync sync --source {source} --allow-mass-delete "<this file>"\n'
-            f"then start the agent again."
         )
     return str(e)
 

@@ -63,15 +63,24 @@ class RunAborted(ContactSyncError):
 
 
 class LockedError(ContactSyncError):
-    """Another process holds the database's writer lock."""
+    """Another process holds the database's agent lock (a second agent), or held
+    its writer lock for longer than this process would wait."""
 
     exit_code = 5
 
-    def __init__(self, path: str, pid: int | None) -> None:
+    def __init__(self, path: str, pid: int | None, *, purpose: str = "one agent per database",
+                 waited: float | None = None) -> None:
         self.path = path
         self.pid = pid
+        self.waited = waited
         who = f"process {pid}" if pid else "another process"
-        super().__init__(f"{path} is locked by {who} (one agent per database)")
+        if waited is None:
+            super().__init__(f"{path} is locked by {who} ({purpose})")
+        else:
+            super().__init__(
+                f"{path} is still locked by {who} after waiting {waited:.0f}s ({purpose}: "
+                "the agent's run or another write is still going on); try again later, "
+                "or wait longer with --wait SECONDS")
 
 
 class NotFoundError(ContactSyncError):

@@ -1,14 +1,26 @@
-"""The database's writer lock, on POSIX and on Windows.
+"""The database's locks, on POSIX and on Windows.
 
-One process at a time may write to a mirror: it holds an exclusive lock on
-`<db>.lock`, a small file beside the database that also holds the owner's pid
-(`"<pid>\\n"`), so a refused process can say who holds it. The lock belongs to
-the open file: it goes away when the holder exits or is killed, whatever the
-file still says, and a stale pid left in the file is simply overwritten by the
-next holder.
+Two locks, both small files beside the database's *real* path (symlinks
+resolved, so `--db link.db` and `--db ./m.db` lock the same files as `m.db`),
+each holding its owner's pid (`"<pid>\\n"`) so a refused or waiting process can
+say who holds it:
+
+- `<db>.lock`, the **writer lock** (`WriterLock`): whoever writes to the
+  database or checkpoints it holds it, for the length of that write only: a
+  CLI or API transaction, or one agent run with its checkpoint. So two SQLite
+  connections never write or checkpoint one database at the same instant (the
+  precondition of SQLite's WAL-reset race before 3.51.3), yet a CLI write works
+  while the agent runs: it waits for the agent's current run, bounded.
+- `<db>.agent.lock`, the **agent lock** (`AgentLock`): held by the daemon for
+  its whole life; a second agent on the same database is refused.
+
+The lock belongs to the open file: it goes away when the holder exits or is
+killed, whatever the file still says, and a stale pid left in the file is simply
+overwritten by the next holder.
 
 POSIX: `fcntl.flock(LOCK_EX | LOCK_NB)` on the whole file (advisory; reading the
-file is never blocked).
+file is never blocked). flock locks the inode, so two paths to one lock file
+(a bind mount) still exclude each other.
 
 Windows: `msvcrt.locking(LK_NBLCK)` on one byte. Windows byte-range locks are
 mandatory: no other handle can read a locked byte. Locking byte 0 would hide the
@@ -24,6 +36,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from contactsync_agent.errors import LockedError
@@ -33,6 +47,9 @@ WIN_LOCK_OFFSET = 1 << 30
 
 # Text-mode translation of the Windows C runtime stays off for the pid.
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0)
+
+# A shared lock announces a waiter (POSIX only; None on Windows).
+_try_lock_shared: Callable[[int], bool] | None = None
 
 if sys.platform == "win32":
     import errno
@@ -71,16 +88,46 @@ else:
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def _try_lock_shared_posix(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
-class WriterLock:
-    """An exclusive lock on `<db>.lock` holding the owner's pid."""
+    _try_lock_shared = _try_lock_shared_posix
 
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
+
+def real_db_path(db_path: str | os.PathLike[str]) -> Path:
+    """The database's real path (symlinks and `..` resolved, relative made absolute):
+    what every lock is keyed by, never the string the user typed."""
+    return Path(os.path.realpath(Path(db_path).expanduser()))
+
+
+class FileLock:
+    """An exclusive lock on one small file that holds the owner's pid.
+
+    `acquire()` takes it at once or raises `LockedError`; `wait()` polls for it
+    up to a deadline. The lock belongs to this object's open file description:
+    two `FileLock`s of one file exclude each other even in one process.
+    """
+
+    #: What a refusal says the lock is for (ends the LockedError message).
+    purpose = "one agent per database"
+
+    def __init__(self, path: Path, db_path: Path) -> None:
+        self.path = path
+        self.db_path = db_path
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Takes the lock at once, or raises `LockedError` naming the holder's pid."""
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        """Takes the lock if it is free (True), else False; never waits."""
+        if self._fd is not None:
+            return True
         fd = os.open(self.path, _OPEN_FLAGS, 0o600)
         try:
             locked = _try_lock(fd)
@@ -88,13 +135,18 @@ class WriterLock:
             os.close(fd)
             raise
         if not locked:
-            holder = self.holder()
             os.close(fd)
-            raise LockedError(str(self.path.with_suffix("")), holder)
+            return False
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        return True
+
+    def acquire(self) -> None:
+        """Takes the lock at once, or raises `LockedError` naming the holder's pid."""
+        if not self.try_acquire():
+            raise LockedError(str(self.db_path), self.holder(), purpose=self.purpose)
 
     def holder(self) -> int | None:
         """The pid written by the current (or last) holder; None if unknown."""
@@ -105,7 +157,7 @@ class WriterLock:
             return None
 
     def release(self) -> None:
-        """Clears the pid and lets the next writer in; does nothing if not held."""
+        """Clears the pid and lets the next holder in; does nothing if not held."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
@@ -115,4 +167,92 @@ class WriterLock:
             os.close(fd)
 
 
-__all__ = ["WIN_LOCK_OFFSET", "WriterLock"]
+class AgentLock(FileLock):
+    """`<real db>.agent.lock`: held by the daemon for its whole life, so a second
+    agent on the same database is refused. It guards no write by itself."""
+
+    purpose = "one agent per database"
+
+    def __init__(self, db_path: Path) -> None:
+        real = real_db_path(db_path)
+        super().__init__(real.with_name(real.name + ".agent.lock"), Path(db_path))
+
+
+class WriterLock(FileLock):
+    """`<real db>.lock`: held by whoever writes or checkpoints the database, for
+    the length of that write (a transaction, or an agent run with its checkpoint).
+
+    `wait()` waits for it; a waiter announces itself with a shared lock on
+    `<real db>.lock-wait` (POSIX), and a *polite* acquirer (the agent, before a
+    run) lets every announced waiter go first, so a CLI write is not starved by
+    back-to-back runs. Windows has no shared file locks: there a polite acquirer
+    does not see the waiters (a waiter may then wait for more than one run).
+    """
+
+    purpose = "one writer at a time"
+
+    def __init__(self, db_path: Path) -> None:
+        real = real_db_path(db_path)
+        super().__init__(real.with_name(real.name + ".lock"), Path(db_path))
+        self.queue_path = real.with_name(real.name + ".lock-wait")
+
+    def _waiters(self) -> bool:
+        """True when another process or object announced that it waits for the lock."""
+        if _try_lock_shared is None:
+            return False
+        fd = os.open(self.queue_path, _OPEN_FLAGS, 0o600)
+        try:
+            return not _try_lock(fd)  # exclusive fails while any waiter holds it shared
+        finally:
+            os.close(fd)
+
+    def wait(
+        self,
+        timeout: float,
+        *,
+        polite: bool = False,
+        on_wait: Callable[[int | None], None] | None = None,
+        interrupt: Callable[[], None] | None = None,
+    ) -> None:
+        """Takes the lock, waiting up to `timeout` seconds (`math.inf`: no bound).
+
+        `on_wait(holder pid)` is called once if the lock is busy; `interrupt()` is
+        called while waiting and may raise to give up. A timeout raises
+        `LockedError` naming the holder and the time waited."""
+        if not polite and self.try_acquire():
+            return
+        start = time.monotonic()
+        deadline = start + timeout
+        announced: int | None = None
+        told = False
+        pause = 0.005
+        try:
+            while True:
+                if polite and self._waiters():
+                    pass  # let them go first
+                elif self.try_acquire():
+                    return
+                if not polite and announced is None and _try_lock_shared is not None:
+                    announced = os.open(self.queue_path, _OPEN_FLAGS, 0o600)
+                    if not _try_lock_shared(announced):
+                        os.close(announced)
+                        announced = None
+                if not told and on_wait is not None:
+                    told = True
+                    on_wait(self.holder())
+                if interrupt is not None:
+                    interrupt()
+                now = time.monotonic()
+                if now >= deadline:
+                    raise LockedError(
+                        str(self.db_path), self.holder(), purpose=self.purpose,
+                        waited=now - start,
+                    )
+                time.sleep(min(pause, max(deadline - now, 0.0)))
+                pause = min(pause * 2, 0.05)
+        finally:
+            if announced is not None:
+                os.close(announced)  # drops the shared lock
+
+
+__all__ = ["WIN_LOCK_OFFSET", "AgentLock", "FileLock", "WriterLock", "real_db_path"]

@@ -14,9 +14,10 @@
   the daemon writes. The copy is written to a private temporary file, checked,
   switched to a single-file journal mode and moved into place.
 - `restore` checks the backup (integrity, schema version, the mirror's
-  tables) before touching anything, then, holding the writer lock (so no
-  agent runs), keeps a copy of the current database, removes its WAL and
-  swaps the backup in with an atomic rename.
+  tables) before touching anything, then, holding the agent lock (so no
+  agent runs) and the writer lock (no write under way), and once sure no
+  other connection has the file open, keeps a copy of the current database,
+  removes its WAL and swaps the backup in with an atomic rename.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from contactsync_agent.errors import ContactSyncError
-from contactsync_agent.locking import WriterLock
+from contactsync_agent.errors import ContactSyncError, LockedError
+from contactsync_agent.locking import AgentLock, WriterLock, real_db_path
 from contactsync_agent.store import SCHEMA_VERSION, Store, now_iso
 
 REQUIRED_TABLES = ("contacts", "changes", "runs", "meta")
@@ -151,7 +152,7 @@ def purge(store: Store, older_than_days: float, *, now: datetime | None = None) 
     finally:
         conn.execute("PRAGMA secure_delete = OFF")
     # Old page images of the erased rows live in the WAL until it is reset.
-    with contextlib.suppress(sqlite3.Error):
+    with store.writing(), contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return PurgeReport(cutoff, len(purged), int(kept), changes, activities, reviews, quarantine)
 
@@ -290,16 +291,25 @@ def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Bac
 def restore(db_path: str | os.PathLike[str], backup_path: str | os.PathLike[str]) -> RestoreReport:
     """Replaces the mirror with a checked backup; the old database is kept beside it.
 
-    Needs the writer lock: stop the daemon first (a LockedError says who holds it).
+    Needs the agent stopped and no write under way (agent and writer locks; a
+    LockedError says who holds them), and no other program with the mirror open.
     """
-    db = Path(db_path).expanduser().absolute()
+    db = real_db_path(db_path)  # a symlink stays a symlink: the file it names is replaced
     src = Path(backup_path).expanduser().absolute()
     version, contacts = check_mirror_file(src)  # before anything is touched
     if db.exists() and src.resolve() == db.resolve():
         raise ContactSyncError(f"{src}: is the mirror itself")
     db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # No agent may have the file open (it would go on writing the old one), and
+    # no write may be under way.
+    agent = AgentLock(db)
+    agent.acquire()
     lock = WriterLock(db)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except BaseException:
+        agent.release()
+        raise
     try:
         tmp = db.with_name(f".{db.name}.restore-{os.getpid()}")
         with contextlib.suppress(FileNotFoundError):
@@ -324,6 +334,12 @@ def restore(db_path: str | os.PathLike[str], backup_path: str | os.PathLike[str]
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
                     conn.close()
+                if db.with_name(db.name + "-wal").exists():
+                    # The last connection to close deletes the WAL: another one is
+                    # still open (a program with the mirror open), and would go on
+                    # using the old file.
+                    raise LockedError(str(db), None, purpose="the mirror is still open in "
+                                      "another program or reader: close it first")
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
                 kept = db.with_name(f"{db.name}.pre-restore-{stamp}")
                 n = 1
@@ -348,6 +364,7 @@ def restore(db_path: str | os.PathLike[str], backup_path: str | os.PathLike[str]
             raise
     finally:
         lock.release()
+        agent.release()
     return RestoreReport(str(db), str(src), str(kept) if kept else None, version, contacts)
 
 

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,7 +28,7 @@ from contactsync_agent.errors import (
 from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.mirror_relations import RelationsMixin
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
-from contactsync_agent.store import CONTACT_COLUMNS, Store, now_iso
+from contactsync_agent.store import CONTACT_COLUMNS, DEFAULT_WRITE_WAIT, Store, now_iso
 from contactsync_agent.sync import ProgressFn
 
 APP = "contactsync-agent"
@@ -79,11 +79,22 @@ class Mirror(RelationsMixin):
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, readonly: bool = False,
              region: str = "AU", review_threshold: float = 0.5,
-             auto_link_threshold: float | None = None) -> Mirror:
+             auto_link_threshold: float | None = None,
+             wait: float = DEFAULT_WRITE_WAIT,
+             on_wait: Callable[[int | None], None] | None = None,
+             interrupt: Callable[[], None] | None = None) -> Mirror:
         """`review_threshold`: fuzzy candidates above it become review items;
-        `auto_link_threshold` (opt-in) links an unambiguous pair above it."""
-        return cls(Store.open(path or default_db_path(), readonly=readonly), region=region,
-                   review_threshold=review_threshold, auto_link_threshold=auto_link_threshold)
+        `auto_link_threshold` (opt-in) links an unambiguous pair above it.
+
+        Read-write mirrors may be open in several processes (the agent's and a
+        CLI's): each write waits for the writer lock while another write (an
+        agent run) holds it, up to `wait` seconds, calling `on_wait(holder pid)`
+        once, then raises `LockedError`; `interrupt()`, called while waiting,
+        may raise to give up."""
+        store = Store.open(path or default_db_path(), readonly=readonly, lock_wait=wait,
+                           on_wait=on_wait, interrupt=interrupt)
+        return cls(store, region=region, review_threshold=review_threshold,
+                   auto_link_threshold=auto_link_threshold)
 
     @property
     def path(self) -> Path:
@@ -240,8 +251,9 @@ class Mirror(RelationsMixin):
                              ownership, unique, forced, dry_run=dry_run)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.dict_batches(records, table, opts, partial=mode == "incremental")
-        return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
-                             origin="api", progress=progress, dry_run=dry_run)
+        with self.store.writing():  # one writer from the run row to the commit
+            return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
+                                 origin="api", progress=progress, dry_run=dry_run)
 
     def sync_file(
         self, source: str, path: str | os.PathLike[str], *, mode: str = "full",
@@ -289,9 +301,10 @@ class Mirror(RelationsMixin):
                                     delimiter=delimiter, source=source,
                                     partial=mode == "incremental")
         try:
-            return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
-                                 origin=str(p), origin_hash=file_digest(p), progress=progress,
-                                 dry_run=dry_run)
+            with self.store.writing():  # one writer from the run row to the commit
+                return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
+                                     origin=str(p), origin_hash=file_digest(p),
+                                     progress=progress, dry_run=dry_run)
         except SafetyLimitError as e:  # say which file was refused
             raise SafetyLimitError(f"{p}: {e}", would_delete=e.would_delete, total=e.total,
                                    limit=e.limit) from None

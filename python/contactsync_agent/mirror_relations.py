@@ -73,10 +73,11 @@ class RelationsMixin:
         if spec is None:
             raise ContactSyncError(f"unknown entity kind {kind!r} "
                                    f"(one of {', '.join(entities.SPECS)})")
-        return entities.run_entities(
-            self.store, spec, source, records, mode=mode, mapping=mapping, origin=origin,
-            allow_mass_delete=allow_mass_delete,
-            mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit)
+        with self.store.writing():  # one writer from the run row to the commit
+            return entities.run_entities(
+                self.store, spec, source, records, mode=mode, mapping=mapping, origin=origin,
+                allow_mass_delete=allow_mass_delete,
+                mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit)
 
     def sync_organisations(self, source: str, records: Iterable[Mapping[str, Any]], *,
                            mode: str = "full", **kw: Any) -> SyncReport:

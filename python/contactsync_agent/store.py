@@ -1,4 +1,4 @@
-"""The SQLite mirror: schema, migrations, the writer lock and every write.
+"""The SQLite mirror: schema, migrations, every write, under the writer lock.
 
 Only this module writes to the database, and it applies a run's plan inside one
 transaction. It makes no decisions: the rules (`rules.py`) do.
@@ -10,13 +10,13 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from contactsync_agent.errors import ContactSyncError
-from contactsync_agent.locking import WriterLock
+from contactsync_agent.locking import WriterLock, real_db_path
 from contactsync_agent.mapping import FIELDS
 
 SCHEMA_VERSION = 4
@@ -389,20 +389,69 @@ def _create_private_file(path: Path) -> None:
         os.close(fd)
 
 
-class Store:
-    """One connection to the mirror: read-write (holding the lock) or read-only."""
+#: How long a write waits for the writer lock by default (an agent run's length).
+DEFAULT_WRITE_WAIT = 120.0
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock: WriterLock | None) -> None:
+
+def _db_path(path: str | os.PathLike[str]) -> Path:
+    """The database's real path; refuses a file with several hard links.
+
+    SQLite names the WAL and shared-memory files after the path it opened, so
+    two hard links of one database would write two different WALs into one file
+    (and would key two different writer locks): refused, for readers too."""
+    p = real_db_path(path)
+    with contextlib.suppress(FileNotFoundError):
+        links = p.stat().st_nlink
+        if links > 1:
+            raise ContactSyncError(
+                f"{p}: the database file has {links} hard links; SQLite keys its WAL by "
+                "name, so a database reached under two names can be corrupted: remove the "
+                "other links (a symlink is fine) or copy it with `contactsync backup`"
+            )
+    return p
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
+class Store:
+    """One connection to the mirror: read-write or read-only.
+
+    A read-write store keeps its connection open but writes and checkpoints only
+    while it holds the writer lock (`writing()`; `transaction()` and
+    `checkpoint()` take it themselves), waiting up to `lock_wait` seconds for
+    it. Reads need no lock (WAL: they see the last commit)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: WriterLock | None, *,
+                 lock_wait: float = DEFAULT_WRITE_WAIT,
+                 on_wait: Callable[[int | None], None] | None = None) -> None:
         self.path = path
         self.conn = conn
         self.lock = lock
         self.readonly = lock is None
+        #: Seconds a write waits for the writer lock (math.inf: as long as it takes).
+        self.lock_wait = lock_wait
+        #: Called once per wait with the holder's pid (the CLI says "waiting ...").
+        self.on_wait = on_wait
+        #: Called while waiting; may raise to give up (the agent, asked to stop).
+        self.interrupt: Callable[[], None] | None = None
+        self._depth = 0
+        # The file this connection opened (device, inode): a write checks it is
+        # still the file at `path`.
+        self._file_id: tuple[int, int] | None = None
+        # Runs left 'running' by a killed process are marked at the first write.
+        self._stale_pending = lock is not None
 
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Store:
-        p = Path(path).expanduser().absolute()
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
+             lock_wait: float = DEFAULT_WRITE_WAIT,
+             on_wait: Callable[[int | None], None] | None = None,
+             interrupt: Callable[[], None] | None = None) -> Store:
+        p = _db_path(path)
         if readonly:
             if not p.exists():
                 raise ContactSyncError(f"{p}: no mirror database here (run a sync first)")
@@ -417,19 +466,13 @@ class Store:
                 )
             return store
         _create_private_file(p)
-        lock = WriterLock(p)
-        lock.acquire()
+        conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+        store = cls(p, conn, WriterLock(p), lock_wait=lock_wait, on_wait=on_wait)
+        store.interrupt = interrupt
         try:
-            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
-            # New databases only (a no-op on an existing file): 16 KiB pages
-            # cut a million-contact import by about 1.5 s against the default
-            # 4 KiB (fewer pages, page writes and B-tree splits), with no loss
-            # on the small re-imports; measured in benches/headline.py.
-            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA busy_timeout = 5000")
             # FULL: a commit the change feed has published survives a power cut.
             conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA busy_timeout = 5000")
             conn.execute("PRAGMA cache_size = -131072")
             # The checkpoint is not left to COMMIT (which would copy a large
             # run's WAL into the database inside the run): `checkpoint()` runs
@@ -437,21 +480,88 @@ class Store:
             # has grown, so the WAL stays bounded by about one run.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute("PRAGMA temp_store = MEMORY")
-            store = cls(p, conn, lock)
-            store._migrate()
-            store._abort_stale_runs()
+            store._file_id = _file_id(p)
+            store._stale_pending = False  # not before the tables exist
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if version != SCHEMA_VERSION or mode != "wal":
+                # A new or older database: set up now, under the lock. (An up to
+                # date one needs no lock to open, so a CLI write waits once, at
+                # its write, not also at its open.)
+                with store.writing():
+                    # New databases only (a no-op on an existing file): 16 KiB
+                    # pages cut a million-contact import by about 1.5 s against
+                    # the default 4 KiB (fewer pages, page writes and B-tree
+                    # splits), with no loss on the small re-imports; measured in
+                    # benches/headline.py.
+                    conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    store._migrate()
+            store._stale_pending = True
         except BaseException:
-            lock.release()
+            conn.close()
             raise
         return store
 
+    @property
+    def holding(self) -> bool:
+        """True while this store holds the writer lock."""
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def writing(self, *, polite: bool = False) -> Iterator[None]:
+        """Holds the writer lock for the block (re-entrant): every write and
+        checkpoint of this connection happens inside one. `polite`: let writers
+        already waiting go first (the agent, before a run)."""
+        if self.lock is None:
+            raise ContactSyncError(f"{self.path}: the mirror is open read-only")
+        if self._depth == 0:
+            self.lock.wait(self.lock_wait, polite=polite, on_wait=self.on_wait,
+                           interrupt=self.interrupt)
+            if self._file_id is not None and _file_id(self.path) != self._file_id:
+                self.lock.release()
+                raise ContactSyncError(
+                    f"{self.path}: the database file was replaced (a restore?) since this "
+                    "program opened it; open it again")
+        self._depth += 1
+        try:
+            if self._stale_pending:
+                # Under the lock no run of another process is under way: a run
+                # row still 'running' was left by a killed process.
+                self._stale_pending = False
+                self._abort_stale_runs()
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.lock.release()
+
     def close(self) -> None:
-        if not self.readonly:
+        if self.lock is None:
+            self.conn.close()
+            return
+        try:
+            replaced = self._file_id is not None and _file_id(self.path) != self._file_id
+        except OSError:
+            replaced = True
+        if replaced or (self._depth == 0 and not self.lock.try_acquire()):
+            # A run of the agent (or another write) is under way: no waiting to
+            # checkpoint, the agent checkpoints after its run. (Or the file was
+            # replaced: nothing of this connection's belongs there.) The close-time
+            # checkpoint SQLite itself may run needs every other connection
+            # closed (an exclusive lock on the file): it cannot meet a writer.
+            self.conn.close()
+            return
+        self._depth += 1
+        try:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self.conn.close()
-        if self.lock is not None:
-            self.lock.release()
+            # Closing the last connection checkpoints too: under the lock as well.
+            self.conn.close()
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.lock.release()
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -477,18 +587,22 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        else:
-            self.conn.execute("COMMIT")
+        """One write transaction, under the writer lock (waiting for it if busy)."""
+        with self.writing():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
 
     def checkpoint(self) -> None:
-        """Copies the WAL into the database (PASSIVE: never waits on readers)."""
-        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Copies the WAL into the database (PASSIVE: never waits on readers),
+        under the writer lock."""
+        with self.writing():
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def wal_bytes(self) -> int:
         try:

@@ -19,10 +19,11 @@ re-reads some rows, which costs nothing since unchanged hashes are not written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from contactsync_agent import _core, sync
 from contactsync_agent.config import AgentConfig, SourceConfig
@@ -101,6 +102,22 @@ def stored_mark(store: Store, source: str) -> str | None:
 # ------------------------------------------------------------------ sync
 
 
+_F = TypeVar("_F", bound=Callable[..., SyncReport])
+
+
+def _one_writer(fn: _F) -> _F:
+    """Holds the mirror's writer lock for the whole call: from the stored mark
+    read, through the run, to the mark written (no other write in between)."""
+
+    @functools.wraps(fn)
+    def wrapper(mirror: Mirror, *args: Any, **kwargs: Any) -> SyncReport:
+        with mirror.store.writing():
+            return fn(mirror, *args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
+@_one_writer
 def sync_source(
     mirror: Mirror,
     cfg: SourceConfig,
