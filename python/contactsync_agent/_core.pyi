@@ -111,7 +111,10 @@ def open_file(
     encoding: str | None = None,
     delimiter: str | None = None,
     source: str | None = None,
-) -> FileReader: ...
+    name: str | None = None,
+) -> FileReader:
+    """Reads the export at `path` on a thread; errors name the file as `name`
+    (default: `path`), e.g. when `path` is /proc/self/fd/N."""
 
 # --- matching (issue 3) ---
 @final

@@ -21,6 +21,7 @@ from contactsync_agent.errors import (
     OwnershipError,
     SafetyLimitError,
 )
+from contactsync_agent.infile import open_private_text
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.models import SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, SCHEMA_VERSION, now_iso
@@ -409,13 +410,16 @@ def _export_csv(conn: Any, out: IO[str]) -> dict[str, int]:
 
 def export_to_path(mirror: RelationsMixin, path: str | None, fmt: str,
                    stdout: IO[str]) -> dict[str, Any]:
-    """Export to a file (written beside, then moved into place) or to `stdout`."""
+    """Export to a file (written beside, owner-only, then moved into place) or to
+    `stdout`."""
     if path is None or path == "-":
         return mirror.export(stdout, fmt)
     p = Path(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        tmp.unlink()  # left by a killed earlier export of the same pid
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with open_private_text(tmp) as fh:
             result = mirror.export(fh, fmt)
             fh.flush()
             os.fsync(fh.fileno())

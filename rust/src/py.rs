@@ -745,7 +745,7 @@ impl FileReader {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None))]
+#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None, name = None))]
 #[allow(clippy::too_many_arguments)]
 fn open_file(
     py: Python<'_>,
@@ -760,7 +760,10 @@ fn open_file(
     encoding: Option<&str>,
     delimiter: Option<&str>,
     source: Option<&str>,
+    name: Option<&str>,
 ) -> PyResult<FileReader> {
+    // `path` may be /proc/self/fd/N (the caller opened the file once); errors name `name`.
+    let shown = name.unwrap_or(path);
     let mapping = mapping_of(mapping)?;
     let delimiter = delimiter_byte(delimiter)?;
     let limits = Limits {
@@ -784,8 +787,8 @@ fn open_file(
         },
     );
     let mut reader = match opened {
-        Err(e) => return Err(PyOSError::new_err(format!("cannot read {path}: {e}"))),
-        Ok(Err(e)) => return Err(source_error(py, path, e)),
+        Err(e) => return Err(PyOSError::new_err(format!("cannot read {shown}: {e}"))),
+        Ok(Err(e)) => return Err(source_error(py, shown, e)),
         Ok(Ok(r)) => r,
     };
     let info: HashMap<String, String> = reader.describe().into_iter().collect();
@@ -823,7 +826,7 @@ fn open_file(
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start reader thread: {e}")))?;
     Ok(FileReader {
         rx: Some(Mutex::new(rx)),
-        path: path.to_string(),
+        path: shown.to_string(),
         info,
     })
 }

@@ -164,7 +164,9 @@ class HttpSource(Connector):
         url = with_params(self.url, params)
         best: Any = None
         id_field = self.option("id_field")
+        fetched: set[str] = set()
         while True:
+            fetched.add(url)
             body, headers = self.get(url)
             items = self.items(body, url)
             self.pages += 1
@@ -193,6 +195,11 @@ class HttpSource(Connector):
                 if not m:
                     break
                 url = urljoin(url, m.group(1))
+            if url in fetched:  # a next link back to a page of this pull: a loop, now
+                raise self.fail(
+                    f"the next link of page {self.pages} points to a page already fetched "
+                    f"({redact_url(url)}); the pagination loops"
+                )
             if self.pages >= self.max_pages:
                 raise self.fail(
                     f"more than max_pages = {self.max_pages} pages; is the pagination looping?"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import stat
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ import vobject  # type: ignore[import-untyped]
 
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import SourceFormatError
+from contactsync_agent.infile import InputFile, OwnFiles, open_input
 from contactsync_agent.sources.base import Connector
+from contactsync_agent.textsafe import escape_name
 
 log = logging.getLogger("contactsync_agent.sources.vcard")
 
@@ -50,6 +53,9 @@ DEFAULT_MAPPING: dict[str, str] = {
     "SOUND": "ignore",
     "KEY": "ignore",
 }
+
+#: How many problems of one file are logged one by one; the rest are counted.
+WARNINGS_SHOWN = 5
 
 _BEGIN = re.compile(r"^\s*BEGIN\s*:\s*VCARD\s*$", re.I)
 _END = re.compile(r"^\s*END\s*:\s*VCARD\s*$", re.I)
@@ -98,13 +104,42 @@ def split_cards(text: str) -> Iterator[Card | tuple[int, str]]:
         yield Card(number, start, "\r\n".join(buf) + "\r\n")
 
 
-def decode(data: bytes, path: str) -> str:
+@dataclass
+class Warnings:
+    """The first few problems of a file logged in full, then one line counting the
+    rest (a file of 100,000 broken cards must not write 100,000 log lines; every
+    card concerned is in the quarantine anyway)."""
+
+    shown: str
+    limit: int = WARNINGS_SHOWN
+    count: int = 0
+
+    def warn(self, msg: str, *args: object) -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            log.warning(msg, *args)
+
+    def summary(self) -> None:
+        if self.count > self.limit:
+            log.warning(
+                "%s: %d problems in all, %d more than the %d shown (each quarantined card "
+                "is in the quarantine with its line)",
+                self.shown,
+                self.count,
+                self.count - self.limit,
+                self.limit,
+            )
+
+
+def decode(data: bytes, path: str, warnings: Warnings | None = None) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        log.warning("%s: not UTF-8; reading it as windows-1252", path)
+        (warnings.warn if warnings else log.warning)(
+            "%s: not UTF-8; reading it as windows-1252", path
+        )
         return data.decode("cp1252", errors="replace")
 
 
@@ -219,21 +254,30 @@ def card_record(component: Any) -> dict[str, Any]:
     return record
 
 
-def read_cards(path: str | Path) -> Iterator[dict[str, Any]]:
+def read_cards(path: str | Path | InputFile) -> Iterator[dict[str, Any]]:
     """The cards of one file as records. A card that cannot be parsed, or has no UID,
     is yielded with an empty UID (so the core quarantines it) and logged with file,
-    card number and line; a file with no card at all is a SourceFormatError."""
-    p = Path(path)
+    card number and line (the first few; then a count); a file with no card at all
+    is a SourceFormatError. An `InputFile` is read through its descriptor."""
+    p = path.shown if isinstance(path, InputFile) else escape_name(path)
     try:
-        data = p.read_bytes()
+        data = path.read_bytes() if isinstance(path, InputFile) else Path(path).read_bytes()
     except OSError as e:
-        raise SourceFormatError(str(p), 0, 0, f"cannot read: {e.strerror}") from None
-    text = decode(data, str(p))
+        raise SourceFormatError(p, 0, 0, f"cannot read: {e.strerror}") from None
+    warnings = Warnings(p)
+    try:
+        yield from _cards(data, p, warnings)
+    finally:
+        warnings.summary()
+
+
+def _cards(data: bytes, p: str, warnings: Warnings) -> Iterator[dict[str, Any]]:
+    text = decode(data, p, warnings)
     seen = 0
     for item in split_cards(text):
         if isinstance(item, tuple):
             lineno, stray = item
-            log.warning("%s, line %d: text outside any card ignored: %.60r", p, lineno, stray)
+            warnings.warn("%s, line %d: text outside any card ignored: %.60r", p, lineno, stray)
             continue
         seen += 1
         where = f"{p}, card {item.number} (line {item.line})"
@@ -245,7 +289,7 @@ def read_cards(path: str | Path) -> Iterator[dict[str, Any]]:
         except Exception as e:  # vobject raises ParseError, ValueError, AttributeError, ...
             # vobject counts lines within the card (and oddly): drop its "At line N: ".
             reason = re.sub(r"^At line \d+:\s*", "", str(e))[:500]
-            log.warning("%s: cannot be parsed (%s); quarantined", where, reason)
+            warnings.warn("%s: cannot be parsed (%s); quarantined", where, reason)
             yield {
                 "UID": "",
                 "vcard_card": item.number,
@@ -254,12 +298,12 @@ def read_cards(path: str | Path) -> Iterator[dict[str, Any]]:
             }
             continue
         if not record["UID"]:
-            log.warning("%s: has no UID (the external id); quarantined", where)
+            warnings.warn("%s: has no UID (the external id); quarantined", where)
             record["vcard_card"] = item.number
             record["vcard_line"] = item.line
         yield record
     if seen == 0 and text.strip():
-        raise SourceFormatError(str(p), 1, 0, "no BEGIN:VCARD found: not a vCard file")
+        raise SourceFormatError(p, 1, 0, "no BEGIN:VCARD found: not a vCard file")
 
 
 class VCardSource(Connector):
@@ -268,9 +312,16 @@ class VCardSource(Connector):
     kind = "vcard"
     OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {}
 
-    def __init__(self, cfg: SourceConfig, path: str | Path | None = None) -> None:
+    def __init__(self, cfg: SourceConfig, path: str | Path | InputFile | None = None) -> None:
         super().__init__(cfg)
-        self.path = Path(path) if path is not None else None
+        #: The file as opened once (infile.py): read, hashed and named from it.
+        self.opened: InputFile | None = path if isinstance(path, InputFile) else None
+        self.path = (
+            path.path if isinstance(path, InputFile) else Path(path) if path is not None else None
+        )
+        #: Whether the path was named (a link there is followed) or found in a folder.
+        self.named = True
+        self._opened_here = False
 
     def default_mapping(self) -> dict[str, str]:
         return dict(DEFAULT_MAPPING)
@@ -284,17 +335,42 @@ class VCardSource(Connector):
         if base.is_file():
             return base
         pattern = self.cfg.pattern if self.cfg.pattern != "*.csv" else "*.vcf"
-        files = sorted(base.glob(pattern), key=lambda f: f.stat().st_mtime)
-        if not files:
+        # Regular files only (lstat): a link in the folder is never followed.
+        found = []
+        for f in base.glob(pattern):
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, f))
+        if not found:
             raise self.fail(f"no file matching {pattern} in {base}")
-        return files[-1]
+        self.named = False
+        return max(found)[1]
+
+    def open(self, own: OwnFiles | None = None) -> InputFile:
+        """The file, opened once (kept for the run; closed by `close`); never one of
+        `own` (the mirror's files), never through a link found in a folder."""
+        if self.opened is None:
+            target = self.resolve()
+            self.opened = open_input(target, follow_links=self.named, own=own)
+            self._opened_here = True
+        return self.opened
 
     @property
     def origin(self) -> str:
-        return str(self.resolve())
+        return self.opened.shown if self.opened is not None else escape_name(self.resolve())
 
     def read(self, mode: str, mark: str | None) -> Generator[dict[str, Any], None, None]:
         self.fetched = 0
-        for record in read_cards(self.resolve()):
+        for record in read_cards(self.open()):
             self.fetched += 1
             yield record
+
+    def close(self) -> None:
+        if self._opened_here and self.opened is not None:
+            self.opened.close()
+            self.opened = None
+            self._opened_here = False
+        super().close()
