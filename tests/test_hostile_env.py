@@ -548,6 +548,14 @@ def test_a_link_given_to_sync_that_is_the_mirror_is_refused(tmp_path: Path) -> N
     r = cli("--db", str(db), "sync", "--source", "xpm", str(tmp_path / "sneaky.csv"))
     assert r.returncode == 3, r.stderr
     assert "mirror's own database" in r.stderr
+    r = cli("--db", str(db), "entities", "sync", "organisations", str(tmp_path / "sneaky.csv"),
+            "-s", "xpm")
+    assert r.returncode == 3, r.stderr
+    assert "mirror's own database" in r.stderr
+    (tmp_path / "sneaky.vcf").symlink_to(f"{db}-wal" if Path(f"{db}-wal").exists() else db)
+    r = cli("--db", str(db), "sync", "--source", "phone", str(tmp_path / "sneaky.vcf"))
+    assert r.returncode == 3, r.stderr
+    assert "mirror's own database" in r.stderr
 
 
 def test_escape_name() -> None:
