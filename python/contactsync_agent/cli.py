@@ -20,6 +20,7 @@ from contactsync_agent.config import AgentConfig, load_config
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.store import Store
+from contactsync_agent.textsafe import escape_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,7 +144,7 @@ def sync(obj: Ctx, source: str, file: str, mode: str | None, fmt: str | None,
         f"{c['activities']:,} activities, {c['rejected']:,} rejected rows"
     )
     for line, reason in report.rejected[:20]:
-        click.echo(f"  {file}, line {line}: {reason}", err=True)
+        click.echo(f"  {escape_name(file)}, line {line}: {reason}", err=True)
     if c["rejected"] > 20:
         click.echo(f"  … {c['rejected'] - 20} more in `contactsync quarantine`", err=True)
 

@@ -52,7 +52,9 @@ class HttpSource(Connector):
                               else items | data | results | contacts | records)
     next_field | page_param   pagination: a dotted path to the next page's URL, or a page
                               number parameter (page_start, page_size, page_size_param);
-                              neither: a Link: <...>; rel="next" header, if any
+                              neither: a Link: <...>; rel="next" header, if any. A next
+                              link back to a page this pull already fetched is a loop:
+                              the run is refused at once
     id_field, delete_field    item fields mapped to external_id and deleted
     headers                   extra request headers (no credentials)
     timeout, max_retries, backoff, max_backoff, max_retry_after, max_pages
