@@ -120,7 +120,10 @@ def open_file(
     delimiter: str | None = None,
     source: str | None = None,
     partial: bool = False,
-) -> FileReader: ...
+    name: str | None = None,
+) -> FileReader:
+    """Reads the export at `path` on a thread; errors name the file as `name`
+    (default: `path`), e.g. when `path` is /proc/self/fd/N."""
 
 # --- matching (issue 3) ---
 @final

@@ -24,6 +24,7 @@ from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.models import SyncReport
 from contactsync_agent.safetext import cell, escape, markup
 from contactsync_agent.store import DEFAULT_WRITE_WAIT, Store
+from contactsync_agent.textsafe import escape_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -276,7 +277,7 @@ def _echo_report(source: str, report: SyncReport, origin: str) -> None:
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for line, reason in report.rejected[:20]:
-        say(f"  {origin}, line {line}: {reason}", err=True)
+        say(f"  {escape_name(origin)}, line {line}: {reason}", err=True)
     if c["rejected"] > 20:
         click.echo(f"  … {c['rejected'] - 20} more in `contactsync quarantine`", err=True)
     if not report.dry_run:

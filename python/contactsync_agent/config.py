@@ -18,6 +18,7 @@ from typing import Any
 import platformdirs
 
 from contactsync_agent.errors import ConfigError
+from contactsync_agent.infile import open_private_text
 from contactsync_agent.mapping import TARGETS
 
 APP = "contactsync-agent"
@@ -505,7 +506,11 @@ def write_source_enabled(path: str | os.PathLike[str], name: str, enabled: bool)
                           "enable the source", path=str(p), key=f"sources.{name}.path")
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+        # Owner-only from the start (it is the whole config); the file's own mode
+        # is put back on it just before the rename.
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a killed earlier edit of the same pid
+        with open_private_text(tmp) as f:
             f.write(new_text)
             f.flush()
             os.fsync(f.fileno())

@@ -10,6 +10,7 @@ one run at a time, letting waiting CLI writes go first between runs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fnmatch
 import io
 import json
@@ -21,6 +22,7 @@ import re
 import select
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -45,10 +47,21 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
+from contactsync_agent.infile import (
+    LINK_REASON,
+    OWN_REASON,
+    InputFile,
+    InputRefused,
+    identity,
+    open_input,
+    private_dir,
+    private_file,
+)
 from contactsync_agent.locking import AgentLock
-from contactsync_agent.mirror import Mirror, file_digest
+from contactsync_agent.mirror import Mirror
 from contactsync_agent.safetext import EscapingFormatter
 from contactsync_agent.store import now_iso
+from contactsync_agent.textsafe import escape_name
 
 if TYPE_CHECKING:
     from contactsync_agent.sources.base import Connector
@@ -57,6 +70,8 @@ log = logging.getLogger("contactsync_agent.daemon")
 T = TypeVar("T")
 
 PROCESSED, FAILED = "processed", "failed"
+#: How a problem with processed/ or failed/ begins (it clears when they are fixed).
+DEST_PROBLEM = "cannot move files:"
 IGNORED_PREFIXES = ("~$", ".")
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
 HINT_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
@@ -172,6 +187,21 @@ class Seen:
     size: int
     mtime_ns: int
     since: float
+    # Which file: another one renamed over the name starts settling afresh.
+    dev: int = 0
+    ino: int = 0
+
+    @classmethod
+    def of(cls, st: os.stat_result, since: float) -> Seen:
+        return cls(st.st_size, st.st_mtime_ns, since, st.st_dev, st.st_ino)
+
+    def same(self, st: os.stat_result) -> bool:
+        return (self.size, self.mtime_ns, self.dev, self.ino) == (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_dev,
+            st.st_ino,
+        )
 
 
 @dataclass
@@ -183,6 +213,9 @@ class Watch:
     pending: dict[Path, Seen] = field(default_factory=dict)
     # Files handled but not movable (read-only share): left alone while unchanged.
     kept: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    # Names never taken (links, pipes, the mirror's own files): said once in the log
+    # per (device, inode) of the name itself.
+    refused: dict[Path, tuple[int, int]] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
     retry_at: float = 0.0
     next_scan: float = 0.0
@@ -392,13 +425,13 @@ class Daemon:
                 hinted, self._hinted = self._hinted, set()
             for w in self.watches.values():
                 if w.name in hinted or now >= w.next_scan:
-                    self._scan(w, now)
+                    self._guarded(w, None, self._scan, w, now)
             picked = self._pick(now)
             if picked is not None:
                 # The writer lock for the run, its file move, checkpoint and
                 # health: CLI writes wait for this much, and go first when waiting.
                 with store.writing(polite=True):
-                    self._process(*picked)
+                    self._job(*picked)
                 self._heartbeat()
                 continue
             if now >= self._next_heartbeat:
@@ -581,7 +614,11 @@ class Daemon:
     # ------------------------------------------------------------ files
 
     def _scan(self, w: Watch, now: float) -> None:
-        """Lists the folder: new files start settling, changed ones start again."""
+        """Lists the folder: new files start settling, changed ones start again.
+
+        Only regular files are candidates, judged by `lstat`: a symbolic link, a
+        pipe or a device is never opened, nor a name for the mirror's own files
+        (a hard link to the database); each is said once in the log."""
         if w.cfg.kind in CONNECTOR_KINDS:
             if now >= w.next_scan:
                 w.due = True
@@ -597,27 +634,85 @@ class Daemon:
             return
         if w.problem and w.problem.startswith("watched folder"):
             self._problem(w, None)
+        blocked = self._dest_problem(w)
+        if blocked is not None:
+            self._problem(w, blocked)
+        elif w.problem and w.problem.startswith(DEST_PROBLEM):
+            self._problem(w, None)
+        own = self.mirror.own_files.ids() if self.mirror is not None else frozenset()
         present: set[Path] = set()
         for entry in entries:
             if not w.matches(entry.name):
                 continue
             try:
-                if not entry.is_file():
-                    continue
-                st = entry.stat()
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
             p = Path(entry.path)
+            if stat.S_ISDIR(st.st_mode):
+                continue  # processed/, failed/ and other folders: silently not files
             present.add(p)
+            if stat.S_ISLNK(st.st_mode):
+                self._refuse_once(w, p, st, LINK_REASON)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                self._refuse_once(w, p, st, "is not a regular file (a pipe, socket or device)")
+                continue
+            if (st.st_dev, st.st_ino) in own:
+                self._refuse_once(w, p, st, OWN_REASON)
+                continue
+            w.refused.pop(p, None)
             if w.kept.get(p) == (st.st_size, st.st_mtime_ns):
                 continue
             seen = w.pending.get(p)
-            if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-                w.pending[p] = Seen(st.st_size, st.st_mtime_ns, now)
+            if seen is None or not seen.same(st):
+                w.pending[p] = Seen.of(st, now)
         for p in set(w.pending) - present:
             del w.pending[p]
         for p in set(w.kept) - present:
             del w.kept[p]
+        for p in set(w.refused) - present:
+            del w.refused[p]
+
+    def _refuse_once(self, w: Watch, path: Path, st: os.stat_result | None, reason: str) -> None:
+        """A name the agent never takes: logged the first time it is seen (again only
+        if another file takes the name), and left where it is."""
+        w.pending.pop(path, None)
+        if st is None:
+            with contextlib.suppress(OSError):
+                st = os.stat(path, follow_symlinks=False)
+        key = (st.st_dev, st.st_ino) if st is not None else (-1, -1)
+        if w.refused.get(path) == key:
+            return
+        w.refused[path] = key
+        log.warning(
+            "source %s: %s %s; not read, left where it is",
+            w.name,
+            escape_name(path.name),
+            reason,
+        )
+
+    def _dest_problem(self, w: Watch) -> str | None:
+        """processed/ or failed/ that is not a real folder (a link could move
+        imported files anywhere): the source takes no file until it is fixed."""
+        for where in (PROCESSED, FAILED):
+            try:
+                st = os.stat(w.folder / where, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                return f"{DEST_PROBLEM} {where}/ in {w.folder} cannot be read: {e.strerror or e}"
+            if stat.S_ISLNK(st.st_mode):
+                return (
+                    f"{DEST_PROBLEM} {where}/ in {w.folder} is a symbolic link; files are never "
+                    "moved through a link: make it a real folder"
+                )
+            if not stat.S_ISDIR(st.st_mode):
+                return (
+                    f"{DEST_PROBLEM} {where}/ in {w.folder} is not a folder: "
+                    "remove it or make it a real folder"
+                )
+        return None
 
     def _pick(self, now: float) -> tuple[Watch, Path | None] | None:
         """The next settled file (or due sql/http run), the least recently served source
@@ -627,34 +722,90 @@ class Daemon:
                 continue
             if w.due and w.problem is None:
                 return w, None
-            if not w.pending:
-                continue
+            if not w.pending or w.problem is not None:
+                continue  # a folder source with a problem (say processed/ is a link) waits
             for p, seen in sorted(w.pending.items(), key=lambda kv: kv[1].mtime_ns):
                 if now - seen.since < w.cfg.settle_seconds:
                     continue
                 try:
-                    st = p.stat()
+                    st = os.stat(p, follow_symlinks=False)
                 except OSError:
                     del w.pending[p]
                     continue
-                if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
-                    w.pending[p] = Seen(st.st_size, st.st_mtime_ns, now)
+                if not seen.same(st):
+                    w.pending[p] = Seen.of(st, now)
                     continue
                 return w, p
         return None
+
+    def _job(self, w: Watch, path: Path | None) -> None:
+        """One file or connector run; nothing it raises ends the agent."""
+        self._guarded(w, path, self._process, w, path)
+
+    def _guarded(self, w: Watch, path: Path | None, fn: Callable[..., None], *args: Any) -> None:
+        """Runs `fn(*args)`; an error nobody foresaw is logged (the traceback at debug
+        level), the file is set aside while it stays unchanged, and the agent goes on."""
+        try:
+            fn(*args)
+        except Exception as e:
+            what = escape_name(path.name) if path is not None else "its turn"
+            log.error(
+                "source %s: unexpected error while handling %s (%s: %s); set aside, "
+                "the agent goes on",
+                w.name,
+                what,
+                type(e).__name__,
+                escape_name(str(e)),
+            )
+            log.debug("the unexpected error", exc_info=True)
+            if path is None:
+                w.due = False  # a connector: again at its next interval
+                return
+            w.pending.pop(path, None)
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                return
+            w.kept[path] = (st.st_size, st.st_mtime_ns)
 
     def _process(self, w: Watch, path: Path | None) -> None:
         if path is None:
             self._run_connector(w)
             return
         assert self.mirror is not None
-        m = self.mirror
         w.last_run = time.monotonic()
         seen = w.pending.pop(path)
+        shown = escape_name(path.name)
+        # Opened once, never through a link nor onto the mirror's files: the digest,
+        # the reader and the move below all concern this one file.
         try:
-            digest = file_digest(path)
+            f = open_input(path, follow_links=False, own=self.mirror.own_files)
+        except InputRefused as e:
+            self._refuse_once(w, path, None, e.reason)
+            return
+        except FileNotFoundError:
+            log.info("source %s: %s vanished before its run", w.name, shown)
+            return
         except OSError as e:
-            self._retry(w, path, seen, f"cannot read the file: {e.strerror or e}", None)
+            self._retry(w, path, seen, f"cannot open the file: {e.strerror or e}", None, None)
+            return
+        except ContactSyncError:  # no such file
+            log.info("source %s: %s vanished before its run", w.name, shown)
+            return
+        with f:
+            if not seen.same(f.st):  # changed between the last look and the open
+                w.pending[path] = Seen.of(f.st, time.monotonic())
+                return
+            self._process_file(w, f, seen)
+
+    def _process_file(self, w: Watch, f: InputFile, seen: Seen) -> None:
+        assert self.mirror is not None
+        m = self.mirror
+        path, shown = f.path, escape_name(f.path.name)
+        try:
+            digest = f.digest()
+        except OSError as e:
+            self._retry(w, path, seen, f"cannot read the file: {e.strerror or e}", None, f)
             return
         earlier = self._refused_before(w.name, digest)
         if earlier is not None:
@@ -662,13 +813,12 @@ class Daemon:
             log.warning(
                 "source %s: %s has the same content as the file refused in run %d; not run again",
                 w.name,
-                path.name,
+                shown,
                 run_id,
             )
             self._move(
                 w,
-                path,
-                seen,
+                f,
                 FAILED,
                 f"The same content was refused in run {run_id} "
                 f"and the configuration has not changed since.\n\n{error}",
@@ -676,26 +826,26 @@ class Daemon:
             )
             return
         sc = w.cfg
-        log.info("source %s: %s settled (%d bytes); run starting", w.name, path.name, seen.size)
+        log.info("source %s: %s settled (%d bytes); run starting", w.name, shown, seen.size)
         last_id = self._last_run_id()
-        self._running_file = path.name
+        self._running_file = shown
         self._running_source = w.name
         try:
             if sc.format == "vcard":
                 from contactsync_agent import sources  # heavy: only when needed
 
-                conn = sources.open_connector(sc, path=path)
+                conn = sources.open_connector(sc, path=f)
                 report = self._with_connector(
                     w,
                     conn,
                     lambda: sources.sync_source(
-                        m, sc, path=path, progress=self._progress, connector=conn
+                        m, sc, path=f, progress=self._progress, connector=conn
                     ),
                 )
             else:
                 report = m.sync_file(
                     w.name,
-                    path,
+                    f,
                     mode=sc.mode,
                     format=sc.format,
                     mapping=sc.mapping,
@@ -712,23 +862,21 @@ class Daemon:
             log.info(
                 "source %s: run of %s rolled back (stopping); the file stays for the next start",
                 w.name,
-                path.name,
+                shown,
             )
             return
         except (SourceFormatError, SafetyLimitError) as e:
-            run_id = self._ensure_refused_run(w, path, digest, last_id, str(e))
-            log.warning("source %s: %s refused (run %s): %s", w.name, path.name, run_id, e)
-            self._move(w, path, seen, FAILED, _refusal_help(w.name, path, e), run_id)
+            run_id = self._ensure_refused_run(w, f.shown, digest, last_id, str(e))
+            log.warning("source %s: %s refused (run %s): %s", w.name, shown, run_id, e)
+            self._move(w, f, FAILED, _refusal_help(w.name, f.shown, e), run_id)
         except ContactSyncError as e:
-            if not path.exists():
-                log.info("source %s: %s vanished before its run", w.name, path.name)
-                return
-            run_id = self._ensure_refused_run(w, path, digest, last_id, str(e))
-            log.warning("source %s: %s refused (run %s): %s", w.name, path.name, run_id, e)
-            self._move(w, path, seen, FAILED, str(e), run_id)
+            run_id = self._ensure_refused_run(w, f.shown, digest, last_id, str(e))
+            log.warning("source %s: %s refused (run %s): %s", w.name, shown, run_id, e)
+            self._move(w, f, FAILED, str(e), run_id)
         except Exception as e:  # the database or the disk: worth another try later
-            log.exception("source %s: run of %s failed", w.name, path.name)
-            self._retry(w, path, seen, f"{type(e).__name__}: {e}", digest)
+            log.error("source %s: run of %s failed: %s: %s", w.name, shown, type(e).__name__, e)
+            log.debug("the failed run", exc_info=True)
+            self._retry(w, path, seen, f"{type(e).__name__}: {e}", digest, f)
         else:
             w.attempts.pop(digest, None)
             w.retry_at = 0.0
@@ -753,7 +901,7 @@ class Daemon:
             )
             for warning in report.warnings:  # e.g. deletions skipped (counts only, no data)
                 log.warning("source %s: run %d: %s", w.name, report.run_id, warning)
-            self._move(w, path, seen, PROCESSED, None, report.run_id)
+            self._move(w, f, PROCESSED, None, report.run_id)
         finally:
             self._running_file = self._running_source = None
         self._checkpoint()
@@ -851,15 +999,27 @@ class Daemon:
             raise StopRequested(STOP_MESSAGE)
         log.debug("source %s: run in progress, %d records so far", self._running_source, records)
 
-    def _retry(self, w: Watch, path: Path, seen: Seen, error: str, digest: str | None) -> None:
-        key = digest or f"{path}:{seen.size}:{seen.mtime_ns}"
+    def _retry(
+        self,
+        w: Watch,
+        path: Path,
+        seen: Seen,
+        error: str,
+        digest: str | None,
+        f: InputFile | None,
+    ) -> None:
+        key = digest or f"{escape_name(path)}:{seen.size}:{seen.mtime_ns}"
         n = w.attempts.get(key, 0) + 1
         w.attempts[key] = n
         d = self.config.daemon
+        shown = escape_name(path.name)
         if n >= d.max_attempts:
             w.attempts.pop(key, None)
-            log.error("source %s: %s failed %d times; giving up on it", w.name, path.name, n)
-            self._move(w, path, seen, FAILED, f"Failed {n} times; the last error:\n{error}", None)
+            log.error("source %s: %s failed %d times; giving up on it", w.name, shown, n)
+            if f is not None:
+                self._move(w, f, FAILED, f"Failed {n} times; the last error:\n{error}", None)
+            else:
+                w.kept[path] = (seen.size, seen.mtime_ns)  # not opened: left alone
             return
         delay = min(d.retry_base * 2 ** (n - 1), d.retry_max)
         w.retry_at = time.monotonic() + delay
@@ -869,34 +1029,60 @@ class Daemon:
             w.name,
             n,
             d.max_attempts,
-            path.name,
-            error,
+            shown,
+            escape_name(error),
             delay,
         )
 
     def _move(
-        self, w: Watch, path: Path, seen: Seen, where: str, error: str | None, run_id: int | None
+        self, w: Watch, f: InputFile, where: str, error: str | None, run_id: int | None
     ) -> None:
-        dest_dir = w.folder / where
-        try:
-            dest_dir.mkdir(exist_ok=True)
-            dest = _free_name(dest_dir / path.name)
-            os.replace(path, dest)
-            if error is not None:
-                note = dest.with_name(dest.name + ".error.txt")
-                note.write_text(
-                    f"contactsync-agent refused this file.\n\n"
-                    f"source: {w.name}\nfile: {path}\nmoved to: {dest}\n"
-                    f"run: {run_id if run_id is not None else '(none)'}\n"
-                    f"at: {now_iso()}\n\nwhy:\n{error}\n",
-                    encoding="utf-8",
-                )
-        except OSError as e:
-            # Left in place; the content hash keeps a refused file from running again.
-            w.kept[path] = (seen.size, seen.mtime_ns)
-            log.error("source %s: could not move %s to %s/: %s", w.name, path.name, where, e)
+        """Moves the file taken (`f`) to processed/ or failed/ with its error note, if
+        the name still stands for that very file, unchanged; otherwise whatever has
+        the name now is left for a run of its own. Never through a link: the folder
+        is opened O_NOFOLLOW and the rename and the note go through its descriptor."""
+        path, shown = f.path, escape_name(f.path.name)
+        why = f.changed()
+        if why is not None:
+            log.warning(
+                "source %s: %s not moved to %s/: %s; what has the name now is taken as a new file",
+                w.name,
+                shown,
+                where,
+                why,
+            )
             return
-        log.info("source %s: moved %s to %s/%s", w.name, path.name, where, dest.name)
+        try:
+            dest = _Dest.open(w.folder / where)
+        except OSError as e:
+            w.kept[path] = (f.st.st_size, f.st.st_mtime_ns)
+            if e.errno == errno.ELOOP or isinstance(e, NotADirectoryError):
+                self._problem(w, self._dest_problem(w) or f"{DEST_PROBLEM} {where}/: {e}")
+            else:
+                log.error("source %s: could not move %s to %s/: %s", w.name, shown, where, e)
+            return
+        with dest:
+            try:
+                name = dest.free_name(path.name)
+                dest.take(path, name, f)
+                if error is not None:
+                    dest.write_note(
+                        name + ".error.txt",
+                        f"contactsync-agent refused this file.\n\n"
+                        f"source: {w.name}\nfile: {f.shown}\n"
+                        f"moved to: {escape_name(dest.path / name)}\n"
+                        f"run: {run_id if run_id is not None else '(none)'}\n"
+                        f"at: {now_iso()}\n\nwhy:\n{escape_name_lines(error)}\n",
+                    )
+            except _NotOurs as e:
+                log.error("source %s: %s: %s", w.name, shown, e)
+                return
+            except OSError as e:
+                # Left in place; the content hash keeps a refused file from running again.
+                w.kept[path] = (f.st.st_size, f.st.st_mtime_ns)
+                log.error("source %s: could not move %s to %s/: %s", w.name, shown, where, e)
+                return
+        log.info("source %s: moved %s to %s/%s", w.name, shown, where, escape_name(name))
 
     # ------------------------------------------------------------ runs (read) and refusals
 
@@ -1054,20 +1240,94 @@ def _lower_priority(nice: int) -> None:
             os.nice(nice - current)
 
 
-def _free_name(dest: Path) -> Path:
-    """`dest`, or `name-<UTC time>[-n].ext` when a file of that name is already there."""
-    if not dest.exists():
-        return dest
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1000):
-        tail = f"-{stamp}" + (f"-{n}" if n else "")
-        cand = dest.with_name(f"{dest.stem}{tail}{dest.suffix}")
-        if not cand.exists():
-            return cand
-    raise FileExistsError(f"no free name for {dest}")
+_DIR_FDS = {os.open, os.rename, os.stat, os.link, os.unlink} <= os.supports_dir_fd
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
-def _refusal_help(source: str, path: Path, e: Exception) -> str:
+class _NotOurs(Exception):
+    """Another file took the name between the identity check and the rename."""
+
+
+@dataclass
+class _Dest:
+    """processed/ or failed/ (created 0700), opened without following a link: files
+    and notes go in through its descriptor (by path where the platform has no
+    dir_fd, Windows, after an lstat check)."""
+
+    path: Path
+    fd: int | None
+
+    @classmethod
+    def open(cls, path: Path) -> _Dest:
+        private_dir(path)
+        if _DIR_FDS:
+            return cls(path, os.open(path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW))
+        if not stat.S_ISDIR(os.stat(path, follow_symlinks=False).st_mode):
+            raise NotADirectoryError(f"{escape_name(path)} is not a folder")
+        return cls(path, None)
+
+    def __enter__(self) -> _Dest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _at(self, name: str) -> str:
+        return name if self.fd is not None else str(self.path / name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            os.stat(self._at(name), dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def free_name(self, name: str) -> str:
+        """`name`, or `stem-<UTC time>[-n].ext` when a file of that name is already there."""
+        if not self.exists(name):
+            return name
+        stem, suffix = os.path.splitext(name)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        for n in range(1000):
+            cand = f"{stem}-{stamp}" + (f"-{n}" if n else "") + suffix
+            if not self.exists(cand):
+                return cand
+        raise FileExistsError(f"no free name for {escape_name(name)} in {escape_name(self.path)}")
+
+    def take(self, src: Path, name: str, f: InputFile) -> None:
+        """Renames `src` in as `name`, and checks that what arrived is the file `f`."""
+        target = self._at(name)
+        os.rename(src, target, dst_dir_fd=self.fd)
+        if identity(os.stat(target, dir_fd=self.fd, follow_symlinks=False)) == f.identity:
+            return
+        try:  # give it back under its name, unless yet another file has taken it
+            os.link(target, src, src_dir_fd=self.fd, follow_symlinks=False)
+        except FileExistsError:
+            raise _NotOurs(
+                "another file took its name just as it was being moved; that file is now "
+                f"{escape_name(self.path / name)}: move it back to import it"
+            ) from None
+        os.unlink(target, dir_fd=self.fd)
+        raise _NotOurs(
+            "another file took its name just as it was being moved; it was put back and "
+            "is taken as a new file"
+        )
+
+    def write_note(self, name: str, text: str) -> None:
+        fd = private_file(self._at(name), exclusive=False, dir_fd=self.fd)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(text)
+
+
+def escape_name_lines(text: str) -> str:
+    """Multi-line text (an error and its help) with each line escaped, line breaks kept."""
+    return "\n".join(escape_name(line) for line in text.split("\n"))
+
+
+def _refusal_help(source: str, shown: str, e: Exception) -> str:
     if isinstance(e, SafetyLimitError) and e.would_delete:
         return (
             f"{e}\n\nIf these deletions are real, run (the agent may keep running)\n"

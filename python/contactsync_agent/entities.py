@@ -19,7 +19,12 @@ from typing import Any
 import xxhash
 
 from contactsync_agent import _core
-from contactsync_agent.errors import ConfigError, ContactSyncError, SafetyLimitError
+from contactsync_agent.errors import (
+    ConfigError,
+    ContactSyncError,
+    SafetyLimitError,
+    SourceFormatError,
+)
 from contactsync_agent.models import SyncReport
 from contactsync_agent.store import RUN_COUNTS, Store, now_iso
 
@@ -284,17 +289,29 @@ def _gc_paused() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class CsvFile:
-    """An entity export in CSV, handed to the core whole (see `map_csv`)."""
+    """An entity export in CSV, handed to the core whole (see `map_csv`). `name`:
+    the file as errors name it, when `path` is a /proc/self/fd path (infile.py)."""
 
     path: str
+    name: str | None = None
 
 
-def read_csv(spec: EntitySpec, path: str, table: Mapping[str, str]) -> _core.EntityFile:
+def read_csv(spec: EntitySpec, path: str, table: Mapping[str, str],
+             name: str | None = None) -> _core.EntityFile:
     """A CSV file read, mapped, cleaned and hashed by the core, off the GIL and
     in parallel (UTF-8 or Windows-1252, any delimiter); lines are the file's."""
-    return _core.read_entity_csv(
-        path, dict(table), list(spec.fields), list(spec.flags), list(spec.required),
-        spec.kind == "customer_link")
+    try:
+        return _core.read_entity_csv(
+            path, dict(table), list(spec.fields), list(spec.flags), list(spec.required),
+            spec.kind == "customer_link")
+    except SourceFormatError as e:
+        if name is None:
+            raise
+        raise SourceFormatError(name, e.line, e.column, e.message) from None
+    except OSError as e:
+        if name is None:
+            raise
+        raise OSError(e.errno, f"cannot read {name}: {e.strerror or e}") from None
 
 
 def _incoming(spec: EntitySpec, f: _core.EntityFile) -> list[Incoming]:
@@ -404,7 +421,7 @@ def run_entities(
             index = store.entity_index(spec.table, source)
             first_file: _core.EntityFile | None = None
             if isinstance(records, CsvFile):
-                f = read_csv(spec, records.path, table)
+                f = read_csv(spec, records.path, table, records.name)
                 if not index:  # a first import: every record is new
                     first_file = f
                 incoming, rejected = (([], []) if first_file is not None

@@ -34,7 +34,7 @@ from typing import Any
 
 from contactsync_agent.errors import ContactSyncError, LockedError
 from contactsync_agent.locking import AgentLock, WriterLock, real_db_path
-from contactsync_agent.store import SCHEMA_VERSION, Store, now_iso
+from contactsync_agent.store import SCHEMA_VERSION, Store, now_iso, readonly_uri
 
 REQUIRED_TABLES = ("contacts", "changes", "runs", "meta")
 # Rows that belong to one contact and go with it when it is purged (schema 2:
@@ -191,7 +191,7 @@ def check_mirror_file(path: Path) -> tuple[int, int]:
     if not path.is_file():
         raise ContactSyncError(f"{path}: no such file")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
     except sqlite3.Error as e:
         raise ContactSyncError(f"{path}: cannot open as SQLite: {e}") from None
     try:
@@ -256,7 +256,7 @@ def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Bac
         tmp.unlink()
     _private_new_file(tmp)
     try:
-        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
+        src = sqlite3.connect(readonly_uri(src_path), uri=True)
         try:
             src.execute("PRAGMA busy_timeout = 10000")
             dst = sqlite3.connect(tmp)
@@ -269,7 +269,7 @@ def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Bac
         finally:
             src.close()
         version, contacts = check_mirror_file(tmp)
-        conn = sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)
+        conn = sqlite3.connect(readonly_uri(tmp), uri=True)
         try:
             last_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
         finally:
@@ -316,7 +316,7 @@ def restore(db_path: str | os.PathLike[str], backup_path: str | os.PathLike[str]
             tmp.unlink()
         _private_new_file(tmp)
         try:
-            s = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+            s = sqlite3.connect(readonly_uri(src), uri=True)
             d = sqlite3.connect(tmp)
             try:
                 s.backup(d, pages=-1)

@@ -12,11 +12,11 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, TypeAlias
 
 from contactsync_agent import _core
 from contactsync_agent.csvsafe import neutralise
+from contactsync_agent.infile import open_private_text
 
 Records: TypeAlias = Iterable[Mapping[str, Any]] | str | os.PathLike[str]
 
@@ -319,7 +319,8 @@ class MatchResult:
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """One row per pair: ids, probability, weight, then level and weight per field."""
         fields = self._out.fields
-        with open(path, "w", newline="", encoding="utf-8") as fh:
+        # Owner-only: it holds the input's ids.
+        with open_private_text(path, exclusive=False, follow_links=True) as fh:
             w = csv.writer(fh)
             w.writerow(
                 ["left_id", "right_id", "probability", "weight"]
@@ -354,7 +355,9 @@ class MatchResult:
                 }
                 for c in self.clusters()
             ]
-        Path(path).write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        # Owner-only: the explanations hold the input's values.
+        with open_private_text(path, exclusive=False, follow_links=True) as fh:
+            fh.write(json.dumps(doc, indent=1))
 
 
 def _config(config: MatchConfig | Mapping[str, Any] | None) -> MatchConfig:

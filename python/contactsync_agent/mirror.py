@@ -25,11 +25,13 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
+from contactsync_agent.infile import InputFile, OwnFiles, open_input
 from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.mirror_relations import RelationsMixin
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, DEFAULT_WRITE_WAIT, Store, now_iso
 from contactsync_agent.sync import ProgressFn
+from contactsync_agent.textsafe import escape_name
 
 APP = "contactsync-agent"
 FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".json": "json", ".ndjson": "ndjson",
@@ -58,7 +60,8 @@ def format_for(path: str | os.PathLike[str]) -> str:
     fmt = FORMATS.get(Path(path).suffix.lower())
     if fmt is None:
         raise ContactSyncError(
-            f"{path}: cannot tell the format from the file name; pass format= (csv, json, ndjson)"
+            f"{escape_name(path)}: cannot tell the format from the file name; "
+            "pass format= (csv, json, ndjson)"
         )
     return fmt
 
@@ -72,6 +75,8 @@ class Mirror(RelationsMixin):
     def __init__(self, store: Store, *, region: str = "AU", review_threshold: float = 0.5,
                  auto_link_threshold: float | None = None) -> None:
         self.store = store
+        #: The database's own files: never opened as an export (see infile.py).
+        self.own_files = OwnFiles(store.path)
         self.region = region
         self.review_threshold = review_threshold
         self.auto_link_threshold = auto_link_threshold
@@ -102,6 +107,7 @@ class Mirror(RelationsMixin):
 
     def close(self) -> None:
         self.store.close()
+        self.own_files.release()
 
     def checkpoint(self) -> None:
         """Copies committed runs from the WAL into the database file (the agent
@@ -256,7 +262,7 @@ class Mirror(RelationsMixin):
                                  origin="api", progress=progress, dry_run=dry_run)
 
     def sync_file(
-        self, source: str, path: str | os.PathLike[str], *, mode: str = "full",
+        self, source: str, path: str | os.PathLike[str] | InputFile, *, mode: str = "full",
         format: str | None = None, mapping: Mapping[str, str] | None = None,
         allow_mass_delete: bool = False, mass_delete_limit: float | None = None,
         encoding: str | None = None, delimiter: str | None = None,
@@ -270,26 +276,48 @@ class Mirror(RelationsMixin):
         `allow_column_drop` confirms a full CSV snapshot whose header lost a
         column the source's last full snapshot carried (refused otherwise:
         it would clear that field on every contact). `dry_run`: nothing is
-        written; the report says what would happen. `forced`: as for `sync`."""
-        p = Path(path)
-        if not p.is_file():
-            raise ContactSyncError(f"{p}: no such file")
-        size = p.stat().st_size
+        written; the report says what would happen. `forced`: as for `sync`.
+
+        `path` is opened once (`infile.open_input`: a regular file, never one of
+        the mirror's own files) and everything is read from that descriptor; or
+        pass an `InputFile` already opened (the daemon does, to move that very
+        file afterwards)."""
+        f = path if isinstance(path, InputFile) else open_input(path, own=self.own_files)
+        try:
+            return self._sync_input(
+                source, f, mode=mode, format=format, mapping=mapping,
+                allow_mass_delete=allow_mass_delete, mass_delete_limit=mass_delete_limit,
+                encoding=encoding, delimiter=delimiter, max_file_bytes=max_file_bytes,
+                chunk_size=chunk_size, progress=progress, ownership=ownership, unique=unique,
+                forced=forced, allow_column_drop=allow_column_drop, dry_run=dry_run)
+        finally:
+            if f is not path:
+                f.close()
+
+    def _sync_input(
+        self, source: str, f: InputFile, *, mode: str, format: str | None,
+        mapping: Mapping[str, str] | None, allow_mass_delete: bool,
+        mass_delete_limit: float | None, encoding: str | None, delimiter: str | None,
+        max_file_bytes: int, chunk_size: int | None, progress: ProgressFn | None,
+        ownership: Mapping[str, str] | None, unique: Sequence[str] | None,
+        forced: bool, allow_column_drop: bool, dry_run: bool,
+    ) -> SyncReport:
+        shown, size = f.shown, f.size
         if size > max_file_bytes:
             raise SafetyLimitError(
-                f"{p}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
+                f"{shown}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
             )
-        if size < 4096 and not p.read_bytes().removeprefix(b"\xef\xbb\xbf").strip():
-            raise SourceFormatError(str(p), 1, 0, f"the file is empty ({size} bytes, not even "
+        if size < 4096 and not f.head(4096).removeprefix(b"\xef\xbb\xbf").strip():
+            raise SourceFormatError(shown, 1, 0, f"the file is empty ({size} bytes, not even "
                                     "a header line); an empty export is never applied")
-        fmt = (format or format_for(p)).lower()
+        fmt = (format or format_for(f.path)).lower()
         if (ownership is not None or unique is not None) and not dry_run:
             self._policy_for(source, ownership, unique)
         if fmt == "vcard":
             from contactsync_agent.sources import sync_vcard_file
 
             return sync_vcard_file(
-                self, source, p, mode=mode, mapping=dict(mapping or {}),
+                self, source, f, mode=mode, mapping=dict(mapping or {}),
                 allow_mass_delete=allow_mass_delete,
                 mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit,
                 progress=progress, forced=forced, dry_run=dry_run)
@@ -297,16 +325,17 @@ class Mirror(RelationsMixin):
                              ownership, unique, forced, allow_column_drop=allow_column_drop,
                              dry_run=dry_run)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
-        batches = sync.file_batches(str(p), fmt, table, opts, encoding=encoding,
+        digest = f.digest()
+        batches = sync.file_batches(f.reader_path(), fmt, table, opts, encoding=encoding,
                                     delimiter=delimiter, source=source,
-                                    partial=mode == "incremental")
+                                    partial=mode == "incremental", name=shown)
         try:
             with self.store.writing():  # one writer from the run row to the commit
                 return sync.run_sync(self.store, source, batches, mode=mode, options=opts,
-                                     origin=str(p), origin_hash=file_digest(p),
-                                     progress=progress, dry_run=dry_run)
+                                     origin=shown, origin_hash=digest, progress=progress,
+                                     dry_run=dry_run)
         except SafetyLimitError as e:  # say which file was refused
-            raise SafetyLimitError(f"{p}: {e}", would_delete=e.would_delete, total=e.total,
+            raise SafetyLimitError(f"{shown}: {e}", would_delete=e.would_delete, total=e.total,
                                    limit=e.limit) from None
 
     # ------------------------------------------------------------ reads

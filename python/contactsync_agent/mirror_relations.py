@@ -21,6 +21,7 @@ from contactsync_agent.errors import (
     OwnershipError,
     SafetyLimitError,
 )
+from contactsync_agent.infile import OwnFiles, open_input, open_private_text
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.models import SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, SCHEMA_VERSION, now_iso
@@ -57,6 +58,7 @@ class RelationsMixin:
     """Organisations, locations, customer links, ownership and export for `Mirror`."""
 
     store: Store
+    own_files: OwnFiles
     region: str
 
     # ------------------------------------------------------------ entity feeds
@@ -97,18 +99,21 @@ class RelationsMixin:
     def sync_entity_file(self, kind: str, source: str, path: str | os.PathLike[str], *,
                          format: str | None = None, max_file_bytes: int = 2 << 30,
                          **kw: Any) -> SyncReport:
-        p = Path(path)
-        if not p.is_file():
-            raise ContactSyncError(f"{p}: no such file")
-        size = p.stat().st_size
-        if size > max_file_bytes:  # the readers hold a file in memory while they map it
-            raise SafetyLimitError(
-                f"{p}: {size} bytes is over the maximum file size of {max_file_bytes} bytes")
-        kind_of_file = (format or ENTITY_FORMATS.get(p.suffix.lower(), "")).lower()
-        # CSV is read, mapped and hashed by the core; JSON and NDJSON here.
-        records: Iterable[Mapping[str, Any]] | entities.CsvFile = (
-            entities.CsvFile(str(p)) if kind_of_file == "csv" else read_records(p, format))
-        return self.sync_entities(kind, source, records, origin=str(p), **kw)
+        # Opened once (never one of the mirror's own files) and read through that
+        # descriptor; errors and the run name the file escaped (infile.py).
+        with open_input(path, own=self.own_files) as f:
+            if f.size > max_file_bytes:  # the readers hold a file in memory while they map it
+                raise SafetyLimitError(f"{f.shown}: {f.size} bytes is over the maximum file "
+                                       f"size of {max_file_bytes} bytes")
+            kind_of_file = (format or ENTITY_FORMATS.get(f.path.suffix.lower(), "")).lower()
+            if kind_of_file not in ("csv", "json", "ndjson"):
+                raise ContactSyncError(f"{f.shown}: cannot tell the format; "
+                                       "pass csv, json or ndjson")
+            # CSV is read, mapped and hashed by the core; JSON and NDJSON here.
+            records: Iterable[Mapping[str, Any]] | entities.CsvFile = (
+                entities.CsvFile(f.reader_path(), f.shown) if kind_of_file == "csv"
+                else read_records(f.reader_path(), kind_of_file))
+            return self.sync_entities(kind, source, records, origin=f.shown, **kw)
 
     def organisations(self, source: str | None = None,
                       include_deleted: bool = False) -> list[dict[str, Any]]:
@@ -412,13 +417,16 @@ def _export_csv(conn: Any, out: IO[str]) -> dict[str, int]:
 
 def export_to_path(mirror: RelationsMixin, path: str | None, fmt: str,
                    stdout: IO[str]) -> dict[str, Any]:
-    """Export to a file (written beside, then moved into place) or to `stdout`."""
+    """Export to a file (written beside, owner-only, then moved into place) or to
+    `stdout`."""
     if path is None or path == "-":
         return mirror.export(stdout, fmt)
     p = Path(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        tmp.unlink()  # left by a killed earlier export of the same pid
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        with open_private_text(tmp) as fh:
             result = mirror.export(fh, fmt)
             fh.flush()
             os.fsync(fh.fileno())

@@ -381,6 +381,13 @@ def sql_quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def readonly_uri(path: str | os.PathLike[str]) -> str:
+    """The `file:` URI that opens `path` read-only (`uri=True`), with `#`, `?`, `%`
+    and the like percent-escaped: pasted raw, `#` would end the path and `?` start
+    the query, opening another file (or dropping `mode=ro`)."""
+    return Path(path).absolute().as_uri() + "?mode=ro"
+
+
 def _create_private_file(path: Path) -> None:
     """Creates the database file readable and writable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -455,7 +462,7 @@ class Store:
         if readonly:
             if not p.exists():
                 raise ContactSyncError(f"{p}: no mirror database here (run a sync first)")
-            conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, isolation_level=None,
+            conn = sqlite3.connect(readonly_uri(p), uri=True, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 5000")
             store = cls(p, conn, None)

@@ -835,7 +835,7 @@ impl FileReader {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None, partial = false))]
+#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None, partial = false, name = None))]
 #[allow(clippy::too_many_arguments)]
 fn open_file(
     py: Python<'_>,
@@ -851,7 +851,10 @@ fn open_file(
     delimiter: Option<&str>,
     source: Option<&str>,
     partial: bool,
+    name: Option<&str>,
 ) -> PyResult<FileReader> {
+    // `path` may be /proc/self/fd/N (the caller opened the file once); errors name `name`.
+    let shown = name.unwrap_or(path);
     let mut mapping = mapping_of(mapping)?;
     mapping.partial = partial;
     let delimiter = delimiter_byte(delimiter)?;
@@ -875,8 +878,8 @@ fn open_file(
         },
     );
     let mut reader = match opened {
-        Err(e) => return Err(PyOSError::new_err(format!("cannot read {path}: {e}"))),
-        Ok(Err(e)) => return Err(source_error(py, path, e)),
+        Err(e) => return Err(PyOSError::new_err(format!("cannot read {shown}: {e}"))),
+        Ok(Err(e)) => return Err(source_error(py, shown, e)),
         Ok(Ok(r)) => r,
     };
     let info: HashMap<String, String> = reader.describe().into_iter().collect();
@@ -917,7 +920,7 @@ fn open_file(
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start reader thread: {e}")))?;
     Ok(FileReader {
         rx: Some(Mutex::new(rx)),
-        path: path.to_string(),
+        path: shown.to_string(),
         info,
     })
 }

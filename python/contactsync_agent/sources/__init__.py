@@ -28,8 +28,9 @@ from typing import Any, TypeVar, cast
 from contactsync_agent import _core, sync
 from contactsync_agent.config import AgentConfig, SourceConfig
 from contactsync_agent.errors import ContactSyncError, SafetyLimitError
+from contactsync_agent.infile import InputFile
 from contactsync_agent.mapping import FIELDS, build_mapping
-from contactsync_agent.mirror import Mirror, file_digest
+from contactsync_agent.mirror import Mirror
 from contactsync_agent.models import SyncReport
 from contactsync_agent.sources.base import (
     Connector,
@@ -63,14 +64,17 @@ __all__ = [
 VCARD_SUFFIXES = (".vcf", ".vcard")
 
 
-def open_connector(cfg: SourceConfig, *, path: str | Path | None = None) -> Connector:
+def open_connector(
+    cfg: SourceConfig, *, path: str | Path | InputFile | None = None
+) -> Connector:
     """The connector of a configured source (validating its options), or a vCard file."""
     if cfg.kind == "sql":
         return SqlSource(cfg)
     if cfg.kind == "http":
         return HttpSource(cfg)
+    named = path.path if isinstance(path, InputFile) else path
     is_vcard = cfg.format == "vcard" or (
-        path is not None and Path(path).suffix.lower() in VCARD_SUFFIXES
+        named is not None and Path(named).suffix.lower() in VCARD_SUFFIXES
     )
     if cfg.kind == "folder" and is_vcard:
         return VCardSource(cfg, path)
@@ -123,7 +127,7 @@ def sync_source(
     cfg: SourceConfig,
     *,
     mode: str | None = None,
-    path: str | Path | None = None,
+    path: str | Path | InputFile | None = None,
     allow_mass_delete: bool = False,
     progress: sync.ProgressFn | None = None,
     connector: Connector | None = None,
@@ -134,6 +138,9 @@ def sync_source(
 
     `connector` lets a caller keep the instance (and read its `fetched` counter).
     `dry_run`: nothing is written (the mark does not move either).
+    A vCard file is opened once (`infile.open_input`, never one of the mirror's
+    own files) and read, hashed and named from that descriptor; `path` may be an
+    `InputFile` already opened.
     """
     conn = connector or open_connector(cfg, path=path)
     mode = mode or cfg.mode
@@ -162,16 +169,18 @@ def sync_source(
             written = True
 
     origin_hash = None
-    if isinstance(conn, VCardSource):
-        # Pinned: a folder's newest file must not change between hashing and reading.
-        p = conn.path = conn.resolve()
-        size = p.stat().st_size if p.is_file() else 0
-        if size > cfg.max_file_bytes:
-            raise SafetyLimitError(
-                f"{p}: {size} bytes is over the maximum file size of {cfg.max_file_bytes} bytes"
-            )
-        origin_hash = file_digest(p) if p.is_file() else None
     try:
+        if isinstance(conn, VCardSource):
+            # Pinned: opened once, so a folder's newest file cannot change between
+            # hashing and reading.
+            f = conn.open(own=mirror.own_files)
+            conn.path = f.path
+            if f.size > cfg.max_file_bytes:
+                raise SafetyLimitError(
+                    f"{f.shown}: {f.size} bytes is over the maximum file size of "
+                    f"{cfg.max_file_bytes} bytes"
+                )
+            origin_hash = f.digest()
         report = sync.run_sync(
             store,
             cfg.name,
@@ -196,7 +205,7 @@ def sync_source(
 def sync_vcard_file(
     mirror: Mirror,
     source: str,
-    path: str | Path,
+    path: str | Path | InputFile,
     *,
     mode: str = "full",
     mapping: dict[str, str] | None = None,
@@ -206,10 +215,8 @@ def sync_vcard_file(
     forced: bool = False,
     dry_run: bool = False,
 ) -> SyncReport:
-    """`Mirror.sync_file` for a vCard file (3.0 or 4.0, one or many cards)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ContactSyncError(f"{p}: no such file")
+    """`Mirror.sync_file` for a vCard file (3.0 or 4.0, one or many cards); `path`
+    may be an `InputFile` already opened."""
     cfg = SourceConfig(
         name=source,
         kind="folder",
@@ -218,8 +225,10 @@ def sync_vcard_file(
         mapping=dict(mapping or {}),
         mass_delete_limit=mass_delete_limit,
     )
-    return sync_source(mirror, cfg, path=p, allow_mass_delete=allow_mass_delete, progress=progress,
-                       forced=forced, dry_run=dry_run)
+    return sync_source(
+        mirror, cfg, path=path, allow_mass_delete=allow_mass_delete, progress=progress,
+        forced=forced, dry_run=dry_run,
+    )
 
 
 # ------------------------------------------------------------------ preview

@@ -150,7 +150,9 @@ class HttpSource(Connector):
                               else items | data | results | contacts | records)
     next_field | page_param   pagination: a dotted path to the next page's URL, or a page
                               number parameter (page_start, page_size, page_size_param);
-                              neither: a Link: <...>; rel="next" header, if any
+                              neither: a Link: <...>; rel="next" header, if any. A next
+                              link back to a page this pull already fetched is a loop:
+                              the run is refused at once
     id_field, delete_field    item fields mapped to external_id and deleted
     headers                   extra request headers (no credentials)
     timeout                   seconds to connect, and for each read (default 30)
@@ -283,7 +285,9 @@ class HttpSource(Connector):
         url = with_params(self.url, params)
         best: Any = None
         id_field = self.option("id_field")
+        fetched: set[str] = set()
         while True:
+            fetched.add(url)
             body, headers = self.get(url)
             items = self.items(body, url)
             self.pages += 1
@@ -313,6 +317,11 @@ class HttpSource(Connector):
                 if not m:
                     break
                 url = urljoin(url, m.group(1))
+            if url in fetched:  # a next link back to a page of this pull: a loop, now
+                raise self.fail(
+                    f"the next link of page {self.pages} points to a page already fetched "
+                    f"({redact_url(url)}); the pagination loops"
+                )
             if self.pages >= self.max_pages:
                 raise self.fail(
                     f"more than max_pages = {self.max_pages} pages; is the pagination looping?"

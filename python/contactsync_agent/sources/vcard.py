@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import codecs
 import logging
+import os
 import re
+import stat
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,9 @@ import vobject  # type: ignore[import-untyped]
 from contactsync_agent import _core
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import SourceFormatError
+from contactsync_agent.infile import InputFile, OwnFiles, open_input
 from contactsync_agent.sources.base import Connector
+from contactsync_agent.textsafe import escape_name
 
 log = logging.getLogger("contactsync_agent.sources.vcard")
 
@@ -64,6 +68,8 @@ MAX_FIELD_BYTES = 1 << 20
 #: Binary properties dropped while reading when the mapping ignores them.
 BINARY = frozenset({"PHOTO", "LOGO", "SOUND", "KEY"})
 _PROP_NAME = re.compile(rb"^\s*(?:[A-Za-z0-9-]+\.)?([A-Za-z0-9-]+)")
+#: How many problems of one file are logged one by one; the rest are counted.
+WARNINGS_SHOWN = 5
 
 _BEGIN = re.compile(r"^\s*BEGIN\s*:\s*VCARD\s*$", re.I)
 _END = re.compile(r"^\s*END\s*:\s*VCARD\s*$", re.I)
@@ -112,13 +118,42 @@ def split_cards(text: str) -> Iterator[Card | tuple[int, str]]:
         yield Card(number, start, "\r\n".join(buf) + "\r\n")
 
 
-def decode(data: bytes, path: str) -> str:
+@dataclass
+class Warnings:
+    """The first few problems of a file logged in full, then one line counting the
+    rest (a file of 100,000 broken cards must not write 100,000 log lines; every
+    card concerned is in the quarantine anyway)."""
+
+    shown: str
+    limit: int = WARNINGS_SHOWN
+    count: int = 0
+
+    def warn(self, msg: str, *args: object) -> None:
+        self.count += 1
+        if self.count <= self.limit:
+            log.warning(msg, *args)
+
+    def summary(self) -> None:
+        if self.count > self.limit:
+            log.warning(
+                "%s: %d problems in all, %d more than the %d shown (each quarantined card "
+                "is in the quarantine with its line)",
+                self.shown,
+                self.count,
+                self.count - self.limit,
+                self.limit,
+            )
+
+
+def decode(data: bytes, path: str, warnings: Warnings | None = None) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        log.warning("%s: not UTF-8; reading it as windows-1252", path)
+        (warnings.warn if warnings else log.warning)(
+            "%s: not UTF-8; reading it as windows-1252", path
+        )
         return data.decode("cp1252", errors="replace")
 
 
@@ -243,18 +278,20 @@ class Oversized:
     uid: str
 
 
-def file_encoding(p: Path) -> str:
+def file_encoding(f: Any, shown: str, warnings: Warnings) -> str:
     """utf-8 (a BOM is skipped) if the whole file decodes, else windows-1252; read in
-    chunks, so a huge file is never held for this."""
+    chunks from the open binary file `f` (rewound after), so a huge file is never
+    held for this."""
     dec = codecs.getincrementaldecoder("utf-8-sig")()
     try:
-        with open(p, "rb") as f:
-            while chunk := f.read(1 << 20):
-                dec.decode(chunk)
+        while chunk := f.read(1 << 20):
+            dec.decode(chunk)
         dec.decode(b"", final=True)
     except UnicodeDecodeError:
-        log.warning("%s: not UTF-8; reading it as windows-1252", p)
+        warnings.warn("%s: not UTF-8; reading it as windows-1252", shown)
         return "cp1252"
+    finally:
+        f.seek(0)
     return "utf-8-sig"
 
 
@@ -342,35 +379,42 @@ def stream_cards(
 
 
 def read_cards(
-    path: str | Path, *, max_field_bytes: int = MAX_FIELD_BYTES, drop: frozenset[str] = BINARY
+    path: str | Path | InputFile, *, max_field_bytes: int = MAX_FIELD_BYTES,
+    drop: frozenset[str] = BINARY,
 ) -> Iterator[dict[str, Any]]:
     """The cards of one file as records. A card that cannot be parsed, or has no UID,
     is yielded with an empty UID (so the core quarantines it) and logged with file,
-    card number and line; a card over the size limits is yielded as a refusal
-    (`_core.REJECT_KEY`: quarantined with its reason); a file with no card at all is a
-    SourceFormatError."""
-    p = Path(path)
+    card number and line (the first few; then a count); a card over the size limits
+    is yielded as a refusal (`_core.REJECT_KEY`: quarantined with its reason); a file
+    with no card at all is a SourceFormatError. An `InputFile` is read through its
+    descriptor (a duplicate of it, rewound)."""
+    p = path.shown if isinstance(path, InputFile) else escape_name(path)
+    warnings = Warnings(p)
     try:
-        encoding = file_encoding(p)
-        f = open(p, "rb")  # noqa: SIM115 (closed below, also when the caller stops early)
+        if isinstance(path, InputFile):
+            f = os.fdopen(os.dup(path.fd), "rb")
+            f.seek(0)
+        else:
+            f = open(path, "rb")  # noqa: SIM115 (closed below, also when the caller stops early)
     except OSError as e:
-        raise SourceFormatError(str(p), 0, 0, f"cannot read: {e.strerror}") from None
+        raise SourceFormatError(p, 0, 0, f"cannot read: {e.strerror}") from None
     seen = 0
     stray_text = False
     try:
+        encoding = file_encoding(f, p, warnings)
         for item in stream_cards(f, encoding, max_field_bytes=max_field_bytes, drop=drop):
             if isinstance(item, tuple):
                 lineno, size = item
                 stray_text = True
                 # Its size only: the text may be personal data.
-                log.warning(
+                warnings.warn(
                     "%s, line %d: text outside any card ignored (%d bytes)", p, lineno, size
                 )
                 continue
             seen += 1
             where = f"{p}, card {item.number} (line {item.line})"
             if isinstance(item, Oversized):
-                log.warning("%s: %s; quarantined", where, item.reason)
+                warnings.warn("%s: %s; quarantined", where, item.reason)
                 yield {
                     "UID": item.uid,
                     _core.REJECT_KEY: f"card {item.number} (line {item.line}): {item.reason}",
@@ -386,7 +430,7 @@ def read_cards(
             except Exception as e:  # vobject raises ParseError, ValueError, AttributeError, ...
                 # vobject counts lines within the card (and oddly): drop its "At line N: ".
                 reason = re.sub(r"^At line \d+:\s*", "", str(e))[:500]
-                log.warning("%s: cannot be parsed (%s); quarantined", where, reason)
+                warnings.warn("%s: cannot be parsed (%s); quarantined", where, reason)
                 yield {
                     "UID": "",
                     "vcard_card": item.number,
@@ -395,14 +439,15 @@ def read_cards(
                 }
                 continue
             if not record["UID"]:
-                log.warning("%s: has no UID (the external id); quarantined", where)
+                warnings.warn("%s: has no UID (the external id); quarantined", where)
                 record["vcard_card"] = item.number
                 record["vcard_line"] = item.line
             yield record
     finally:
         f.close()
+        warnings.summary()
     if seen == 0 and stray_text:
-        raise SourceFormatError(str(p), 1, 0, "no BEGIN:VCARD found: not a vCard file")
+        raise SourceFormatError(p, 1, 0, "no BEGIN:VCARD found: not a vCard file")
 
 
 class VCardSource(Connector):
@@ -411,9 +456,16 @@ class VCardSource(Connector):
     kind = "vcard"
     OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {}
 
-    def __init__(self, cfg: SourceConfig, path: str | Path | None = None) -> None:
+    def __init__(self, cfg: SourceConfig, path: str | Path | InputFile | None = None) -> None:
         super().__init__(cfg)
-        self.path = Path(path) if path is not None else None
+        #: The file as opened once (infile.py): read, hashed and named from it.
+        self.opened: InputFile | None = path if isinstance(path, InputFile) else None
+        self.path = (
+            path.path if isinstance(path, InputFile) else Path(path) if path is not None else None
+        )
+        #: Whether the path was named (a link there is followed) or found in a folder.
+        self.named = True
+        self._opened_here = False
 
     def default_mapping(self) -> dict[str, str]:
         return dict(DEFAULT_MAPPING)
@@ -427,20 +479,45 @@ class VCardSource(Connector):
         if base.is_file():
             return base
         pattern = self.cfg.pattern if self.cfg.pattern != "*.csv" else "*.vcf"
-        files = sorted(base.glob(pattern), key=lambda f: f.stat().st_mtime)
-        if not files:
+        # Regular files only (lstat): a link in the folder is never followed.
+        found = []
+        for f in base.glob(pattern):
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime, f))
+        if not found:
             raise self.fail(f"no file matching {pattern} in {base}")
-        return files[-1]
+        self.named = False
+        return max(found)[1]
+
+    def open(self, own: OwnFiles | None = None) -> InputFile:
+        """The file, opened once (kept for the run; closed by `close`); never one of
+        `own` (the mirror's files), never through a link found in a folder."""
+        if self.opened is None:
+            target = self.resolve()
+            self.opened = open_input(target, follow_links=self.named, own=own)
+            self._opened_here = True
+        return self.opened
 
     @property
     def origin(self) -> str:
-        return str(self.resolve())
+        return self.opened.shown if self.opened is not None else escape_name(self.resolve())
 
     def read(self, mode: str, mark: str | None) -> Generator[dict[str, Any], None, None]:
         self.fetched = 0
         mapping = self.mapping()
         drop = frozenset(n for n in BINARY if mapping.get(n) == "ignore")
-        for record in read_cards(self.resolve(), drop=drop):
+        for record in read_cards(self.open(), drop=drop):
             self.check()  # the agent asked to stop: the run rolls back
             self.fetched += 1
             yield record
+
+    def close(self) -> None:
+        if self._opened_here and self.opened is not None:
+            self.opened.close()
+            self.opened = None
+            self._opened_here = False
+        super().close()
