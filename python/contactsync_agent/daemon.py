@@ -1,8 +1,10 @@
 """The background agent: watches source folders, runs one sync at a time, heartbeats.
 
 Owns scheduling, file handling (settle, move, error notes), signals, health
-alerts and its log. It decides nothing about contacts: every run goes through
-`Mirror.sync_file`, and every database write through the store.
+alerts and its log; while idle it asks the store for a checkpoint and
+`maintenance.prune_files` to apply the retention period. It decides nothing
+about contacts: every run goes through `Mirror.sync_file`, and every database
+write through the store.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from contactsync_agent import health
+from contactsync_agent import health, maintenance
 from contactsync_agent.alerts import Alert, Alerter, should_alert
 from contactsync_agent.config import AgentConfig, ConfigError, SourceConfig, load_config
 from contactsync_agent.errors import (
@@ -52,6 +54,8 @@ HINT_EVENTS = frozenset({"created", "modified", "moved", "closed", "deleted"})
 CONNECTOR_KINDS = ("sql", "http")
 STOP_MESSAGE = f"{health.STOPPED_PREFIX} the agent was asked to stop; the run was rolled back"
 RUN_HISTORY = 20
+#: How often (seconds) old files of processed/ and failed/ are looked for.
+PRUNE_EVERY = 3600.0
 
 
 class StopRequested(RunAborted):
@@ -221,6 +225,8 @@ class Daemon:
         self._config_mtime = self._config_stamp()
         self._next_heartbeat = 0.0
         self._running_file: str | None = None
+        self._checkpoint_busy = False
+        self._next_prune = 0.0
 
     # ------------------------------------------------------------ wake-ups
 
@@ -886,7 +892,38 @@ class Daemon:
         for w in self.watches.values():
             self._check_observer(w)
             self._judge(w)
+        self._idle_upkeep()
         self._heartbeat()
+
+    def _idle_upkeep(self) -> None:
+        """While idle: the checkpoint that resets the WAL (completing a pending
+        erasure), and now and then the retention of processed/ and failed/."""
+        assert self.mirror is not None
+        store = self.mirror.store
+        try:
+            pending = store.erasure_pending() is not None
+            result = store.idle_checkpoint()
+        except Exception as e:  # a full disk or a damaged file: try again next time
+            log.warning("idle checkpoint failed: %s", e)
+        else:
+            busy = result is not None and not result.complete
+            if busy and not self._checkpoint_busy:
+                log.info("idle checkpoint: readers still use the WAL (%.1f MB); retrying",
+                         result.wal_bytes / 1e6 if result else 0.0)
+            elif pending and result is not None and result.complete:
+                log.info("idle checkpoint: the pending erasure is complete")
+            self._checkpoint_busy = busy
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + min(PRUNE_EVERY,
+                                                      self.config.daemon.retention / 2)
+            folders = [w.folder / sub for w in self.watches.values() if w.cfg.kind == "folder"
+                       for sub in (PROCESSED, FAILED)]
+            pruned = maintenance.prune_files(folders, [self.db_path.parent],
+                                             self.config.daemon.retention)
+            if pruned.removed or pruned.failed:
+                log.info("retention: removed %d file(s) older than %.0f days%s",
+                         len(pruned.removed), self.config.daemon.retention / 86400,
+                         f"; {len(pruned.failed)} could not be removed" if pruned.failed else "")
 
     def _write_start(self) -> None:
         assert self.mirror is not None

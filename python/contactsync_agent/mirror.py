@@ -227,12 +227,13 @@ class Mirror(RelationsMixin):
             raise ContactSyncError(f"{p}: no such file")
         size = p.stat().st_size
         if size > max_file_bytes:
-            raise SafetyLimitError(
+            raise self._refused(source, mode, p, SafetyLimitError(
                 f"{p}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
-            )
+            ), digest=False)
         if size < 4096 and not p.read_bytes().removeprefix(b"\xef\xbb\xbf").strip():
-            raise SourceFormatError(str(p), 1, 0, f"the file is empty ({size} bytes, not even "
-                                    "a header line); an empty export is never applied")
+            raise self._refused(source, mode, p, SourceFormatError(
+                str(p), 1, 0, f"the file is empty ({size} bytes, not even a header line); "
+                "an empty export is never applied"))
         fmt = (format or format_for(p)).lower()
         if ownership is not None or unique is not None:
             self._policy_for(source, ownership, unique)
@@ -254,6 +255,21 @@ class Mirror(RelationsMixin):
         except SafetyLimitError as e:  # say which file was refused
             raise SafetyLimitError(f"{p}: {e}", would_delete=e.would_delete, total=e.total,
                                    limit=e.limit) from None
+
+    def _refused(self, source: str, mode: str, path: Path, error: ContactSyncError, *,
+                 digest: bool = True) -> ContactSyncError:
+        """Records a file refused before its run could start (too big, empty) as a
+        refused run, as a refusal inside a run is: every refusal is on record
+        (with the content hash, unless `digest` is False: a file too big to read)."""
+        if not self.store.readonly and mode in ("full", "incremental"):
+            try:
+                content: str | None = file_digest(path) if digest else None
+            except OSError:
+                content = None
+            run_id = self.store.begin_run(source, mode, str(path), content, False)
+            with self.store.transaction():
+                self.store.finish_run(run_id, "refused", {}, error=str(error), duration_ms=0)
+        return error
 
     # ------------------------------------------------------------ reads
 

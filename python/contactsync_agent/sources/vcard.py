@@ -219,6 +219,17 @@ def card_record(component: Any) -> dict[str, Any]:
     return record
 
 
+def card_error(e: Exception) -> str:
+    """Why a card could not be parsed, as structure only: vobject quotes the
+    offending line ("Failed to parse line: FN:Jane Doe"), and a date error
+    quotes the date; those go, so no value reaches the log or the quarantine
+    reason. vobject counts lines within the card (and oddly): its "At line N:"
+    goes too (the card's line in the file is given by the caller)."""
+    text = re.sub(r"^At line \d+:\s*", "", str(e))
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "…", text.split(":", 1)[0]).strip()
+    return f"{text[:120] or 'unreadable'} ({type(e).__name__})"
+
+
 def read_cards(path: str | Path) -> Iterator[dict[str, Any]]:
     """The cards of one file as records. A card that cannot be parsed, or has no UID,
     is yielded with an empty UID (so the core quarantines it) and logged with file,
@@ -233,7 +244,8 @@ def read_cards(path: str | Path) -> Iterator[dict[str, Any]]:
     for item in split_cards(text):
         if isinstance(item, tuple):
             lineno, stray = item
-            log.warning("%s, line %d: text outside any card ignored: %.60r", p, lineno, stray)
+            log.warning("%s, line %d: text outside any card ignored (%d characters)", p, lineno,
+                        len(stray))
             continue
         seen += 1
         where = f"{p}, card {item.number} (line {item.line})"
@@ -243,8 +255,7 @@ def read_cards(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise ValueError(f"a {component.name} is not a vCard")
             record = card_record(component)
         except Exception as e:  # vobject raises ParseError, ValueError, AttributeError, ...
-            # vobject counts lines within the card (and oddly): drop its "At line N: ".
-            reason = re.sub(r"^At line \d+:\s*", "", str(e))[:500]
+            reason = card_error(e)
             log.warning("%s: cannot be parsed (%s); quarantined", where, reason)
             yield {
                 "UID": "",

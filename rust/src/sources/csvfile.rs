@@ -216,14 +216,17 @@ impl CsvReader {
         };
         let targets = mapping.resolve_all(&header);
         if !header.is_empty() && !targets.contains(&Target::ExternalId) {
-            let shown: Vec<&str> = header.iter().take(12).map(String::as_str).collect();
+            // Structure only, never the cells: in a file without a header line
+            // the "headings" are the first person's name, e-mail and phone.
             return Err(SourceError::new(
                 1,
                 0,
                 format!(
-                    "no column maps to external_id (columns: {}{}); map one in the source's mapping",
-                    shown.join(", "),
-                    if header.len() > 12 { ", …" } else { "" }
+                    "no column maps to external_id (line 1 has {} column(s), none with a \
+                     heading known as the external id, such as \"Client ID\"); if the file \
+                     has no header line, add one, else map a column to external_id in the \
+                     source's mapping",
+                    header.len()
                 ),
             ));
         }
