@@ -472,6 +472,23 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_header_is_reported_without_the_cells() {
+        let data = b"Jannike Quill,jannike@example.org,0412 555 123\nB,b@x.org,1\n".to_vec();
+        let Err(e) = CsvReader::open(data, mapping(), Limits::default(), None, None) else {
+            panic!("a file without an id column must be refused");
+        };
+        assert_eq!(e.line, 1);
+        assert!(
+            e.message.contains("line 1 has 3 column(s)"),
+            "{}",
+            e.message
+        );
+        for value in ["Jannike", "jannike@", "0412"] {
+            assert!(!e.message.contains(value), "{}", e.message);
+        }
+    }
+
+    #[test]
     fn sniffs_semicolons_and_bom() {
         let (r, items) = read_all(b"\xEF\xBB\xBFid;name\nA;John Smith\nB;\"Smith; Mary\"\n");
         assert_eq!(r.delimiter, b';');
