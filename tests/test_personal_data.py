@@ -136,3 +136,18 @@ def test_an_alert_command_gets_a_minimal_environment(tmp_path: Path,
                "CONTACTSYNC_ALERT_STATE", "CONTACTSYNC_ALERT_PREVIOUS",
                "CONTACTSYNC_ALERT_SUMMARY", "LC_CTYPE", "PWD"}  # the last two: Python/libc
     assert set(env) <= allowed, set(env) - allowed
+
+
+@pytest.mark.parametrize(("message", "shown"), [
+    ('invalid input syntax for type date: "1980-13-45"',
+     'invalid input syntax for type date: "…"'),
+    (f"value too long for type character varying(5): '{EMAIL}'",
+     "value too long for type character varying(5): '…'"),
+    ('relation "clients" does not exist', 'relation "clients" does not exist'),
+    ('column "emial" does not exist', 'column "emial" does not exist'),
+])
+def test_a_database_drivers_error_keeps_names_of_objects_but_not_values(
+        message: str, shown: str) -> None:
+    from contactsync_agent.sources.sql import driver_message
+
+    assert driver_message(message) == shown
