@@ -844,10 +844,14 @@ class Daemon:
     # ------------------------------------------------------------ health, heartbeat
 
     def _checkpoint(self) -> None:
-        """Copies the run just committed from the WAL into the database, while idle."""
+        """Copies the run just committed from the WAL into the database, and resets
+        the WAL when no reader uses it (bounded wait): files queued back to back
+        leave no idle time, and readers overlapping them would otherwise keep the
+        WAL from ever starting over."""
         assert self.mirror is not None
         try:
             self.mirror.checkpoint()
+            self.mirror.store.idle_checkpoint()
         except Exception:  # a busy or full disk: the next run's start tries again
             log.warning("checkpoint after the run failed; it is retried before the next run")
 

@@ -43,6 +43,7 @@ class CheckpointResult:
     copied: int
     wal_bytes: int
 
+
 # Every column of `contacts` a downstream app may read, in table order.
 CONTACT_COLUMNS: tuple[str, ...] = (
     "id",
