@@ -164,6 +164,65 @@ def test_the_agents_idle_checkpoint_brings_the_wal_down_after_readers_let_go(
     assert after_status["wal_bytes"] < MB and code_after == 0, after_status
 
 
+# Downstream readers that overlap: three threads, each in a loop of short
+# (0.4 s) read transactions, so some reader is nearly always inside one.
+OVERLAPPING_READERS = """
+import sqlite3, sys, threading, time
+def loop(offset):
+    time.sleep(offset)
+    con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, isolation_level=None)
+    while True:
+        con.execute("BEGIN")
+        con.execute("SELECT count(*), sum(length(email)) FROM contacts").fetchone()
+        time.sleep(0.4)
+        con.execute("COMMIT")
+for k in range(3):
+    threading.Thread(target=loop, args=(k * 0.15,), daemon=True).start()
+print("reading", flush=True)
+time.sleep(600)
+"""
+
+
+def test_back_to_back_runs_under_overlapping_readers_do_not_grow_the_wal(
+        tmp_path: Path) -> None:
+    """The issue's 28 MB to 2 GB: files queued back to back leave the agent no
+    idle time, and readers overlapping the runs kept every PASSIVE checkpoint
+    from letting the WAL start over, so it grew by a run each time. The
+    agent's bounded TRUNCATE after each run resets it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = tmp_path / "config.toml"
+    # A long heartbeat: no idle housekeeping between the runs.
+    config.write_text(config_text(tmp_path, sources={"xpm": {"path": str(inbox)}},
+                                  agent={"heartbeat": "60s"}))
+    db = tmp_path / "mirror.db"
+    n, runs = 10_000, 5
+    with agent(tmp_path, config) as a:
+        drop(inbox, "a.csv", HEADER + csv_rows(n))
+        poll(lambda: a.runs("xpm") and a.runs("xpm")[-1]["status"] == "ok", timeout=60,
+             what="the first run")
+        with subprocess.Popen([sys.executable, "-c", OVERLAPPING_READERS, str(db)],
+                              stdout=subprocess.PIPE, text=True, env=env()) as readers:
+            try:
+                assert readers.stdout is not None and readers.stdout.readline()
+                for k in range(runs):  # all queued at once: the runs go back to back
+                    drop(inbox, f"b{k}.csv", HEADER + changed_rows(n, 10 + k))
+                sizes: list[int] = []
+
+                def done() -> bool:
+                    sizes.append(wal_size(db))
+                    return sum(r["status"] == "ok" for r in a.runs("xpm")) == runs + 1
+
+                poll(done, timeout=120, what="the queued runs")
+                after = wal_size(db)
+            finally:
+                readers.kill()
+    print(f"WAL during {runs} back-to-back runs of {n} updates under overlapping readers: "
+          f"max {max(sizes):,} bytes, {after:,} after the last")
+    # One run's worth at most (about 4 MB here), never the sum of the runs.
+    assert max(sizes) < 8 * MB and after < 8 * MB, (max(sizes), after)
+
+
 def test_idle_checkpoint_waits_a_bounded_time_and_reports_busy(tmp_path: Path) -> None:
     db = tmp_path / "mirror.db"
     with Mirror.open(db) as m:
