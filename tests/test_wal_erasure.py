@@ -196,7 +196,7 @@ def test_back_to_back_runs_under_overlapping_readers_do_not_grow_the_wal(
     config.write_text(config_text(tmp_path, sources={"xpm": {"path": str(inbox)}},
                                   agent={"heartbeat": "60s"}))
     db = tmp_path / "mirror.db"
-    n, runs = 10_000, 5
+    n, runs = 10_000, 6
     with agent(tmp_path, config) as a:
         drop(inbox, "a.csv", HEADER + csv_rows(n))
         poll(lambda: a.runs("xpm") and a.runs("xpm")[-1]["status"] == "ok", timeout=60,
@@ -219,8 +219,9 @@ def test_back_to_back_runs_under_overlapping_readers_do_not_grow_the_wal(
                 readers.kill()
     print(f"WAL during {runs} back-to-back runs of {n} updates under overlapping readers: "
           f"max {max(sizes):,} bytes, {after:,} after the last")
-    # One run's worth at most (about 4 MB here), never the sum of the runs.
-    assert max(sizes) < 8 * MB and after < 8 * MB, (max(sizes), after)
+    # About one run's worth (about 5 MB here; two if a reset was missed under
+    # load), never the sum of the runs (about 30 MB without the reset).
+    assert max(sizes) < 15 * MB and after < 15 * MB, (max(sizes), after)
 
 
 def test_idle_checkpoint_waits_a_bounded_time_and_reports_busy(tmp_path: Path) -> None:
