@@ -17,7 +17,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,15 +85,34 @@ def post_webhook(url: str, payload: dict[str, Any], timeout: float) -> None:
         resp.read(1024)
 
 
-def run_command(command: str, payload: dict[str, Any], timeout: float) -> None:
-    """Runs the configured command (no shell) with the alert as JSON on stdin and in env."""
-    env = {
-        **os.environ,
+#: What an alert command inherits from the agent's environment; nothing else
+#: (database passwords, API tokens) reaches it. Windows needs a few more to
+#: start a program at all.
+COMMAND_ENV = ("PATH", "HOME", "LANG", "TZ")
+COMMAND_ENV_WINDOWS = ("SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "TEMP",
+                       "TMP", "USERPROFILE")
+
+
+def command_env(payload: dict[str, Any], environ: Mapping[str, str] | None = None
+                ) -> dict[str, str]:
+    """The minimal environment of an alert command: PATH, HOME, LANG and TZ
+    (those set), and the CONTACTSYNC_ALERT_* variables of this alert."""
+    environ = os.environ if environ is None else environ
+    keep = COMMAND_ENV + (COMMAND_ENV_WINDOWS if sys.platform == "win32" else ())
+    env = {k: environ[k] for k in keep if k in environ}
+    env.update({
         "CONTACTSYNC_ALERT_SOURCE": payload["source"],
         "CONTACTSYNC_ALERT_STATE": payload["state"],
         "CONTACTSYNC_ALERT_PREVIOUS": payload["previous"],
         "CONTACTSYNC_ALERT_SUMMARY": payload["summary"],
-    }
+    })
+    return env
+
+
+def run_command(command: str, payload: dict[str, Any], timeout: float) -> None:
+    """Runs the configured command (no shell) with the alert as JSON on stdin and
+    in a minimal environment (`command_env`)."""
+    env = command_env(payload)
     # POSIX: split like a shell would (but run without one). Windows: the command
     # line goes to CreateProcess unchanged, since each program parses its own and
     # shlex's non-POSIX mode would keep the quotes of "C:\Program Files\...".

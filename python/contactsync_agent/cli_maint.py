@@ -6,9 +6,13 @@ group by `cli.EXTENSIONS`; no logic of its own.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
+
+#: `purge`'s exit status when the erasure could not complete (values still in the WAL).
+ERASURE_PENDING_EXIT = 8
 
 
 def register(cli: click.Group) -> None:
@@ -16,30 +20,59 @@ def register(cli: click.Group) -> None:
     from contactsync_agent.cli import emit_json, json_option
 
     @cli.command()
-    @click.option("--older-than", "days", type=click.FloatRange(min=0), required=True,
-                  metavar="DAYS", help="Purge contacts deleted more than DAYS days ago.")
+    @click.option("--older-than", "days", type=click.FloatRange(min=0), default=None,
+                  metavar="DAYS", help="Purge contacts deleted more than DAYS days ago "
+                  "(default: [agent] retention, 90 days).")
+    @click.option("--reader-wait", "wait", type=click.FloatRange(min=0),
+                  default=maintenance.PURGE_WAIT,
+                  show_default=True, metavar="SECONDS",
+                  help="How long to wait for readers to let go of the WAL.")
     @json_option
     @click.pass_obj
-    def purge(obj: Any, days: float, as_json: bool) -> None:
+    def purge(obj: Any, days: float | None, wait: float, as_json: bool) -> None:
         """Erase contacts soft-deleted more than DAYS ago, with their feed payloads.
 
         The rows are hard-deleted; their change-feed entries stay (so sequence
         numbers never go back) with the payload blanked, and a `purge` entry is
-        added for each. Quarantined raw rows older than DAYS are blanked too.
+        added for each. Quarantined raw rows and run error texts older than
+        DAYS (or holding a purged contact's values) are blanked too, and files
+        in the folder sources' processed/ and failed/ older than DAYS removed.
         Works while the agent runs: it waits for the agent's current run.
+
+        The erased values leave the WAL only when no reader holds a transaction
+        on it: purge waits up to --reader-wait seconds for that. If it cannot, it says
+        so and exits 8; `status` shows the erasure as pending until the agent's
+        idle checkpoint (or another purge) completes it.
         """
+        cfg = obj.config
+        retention = cfg.daemon.retention if days is None else days * 86400.0
         with obj.mirror() as m:
-            report = maintenance.purge(m.store, days)
+            report = maintenance.purge(m.store, retention / 86400.0, wait=wait)
+        if not report.complete:  # closing checkpoints once more: did that complete it?
+            report = maintenance.recheck_erasure(obj.db, report)
+        pruned = maintenance.prune_files(maintenance.retention_folders(cfg),
+                                         [obj.db.expanduser().absolute().parent], retention)
         if as_json:
-            emit_json(report.to_dict())
-            return
-        click.echo(
-            f"purged {report.contacts} contact(s) deleted before {report.cutoff}; blanked "
-            f"{report.changes_blanked} feed payload(s), {report.activities_blanked} "
-            f"activit(ies), {report.reviews_blanked} review explanation(s), "
-            f"{report.quarantine_blanked} quarantined row(s)"
-            + (f"; kept {report.kept_in_use} still in use" if report.kept_in_use else "")
-        )
+            emit_json({**report.to_dict(), "files": pruned.to_dict()})
+        else:
+            click.echo(
+                f"purged {report.contacts} contact(s) deleted before {report.cutoff}; blanked "
+                f"{report.changes_blanked} feed payload(s), {report.activities_blanked} "
+                f"activit(ies), {report.reviews_blanked} review explanation(s), "
+                f"{report.quarantine_blanked} quarantined row(s), {report.run_errors_blanked} "
+                f"run error(s); removed {len(pruned.removed)} old file(s)"
+                + (f"; kept {report.kept_in_use} still in use" if report.kept_in_use else "")
+            )
+            for path in pruned.failed:
+                click.echo(f"contactsync: warning: could not remove {path}", err=True)
+        if not report.complete:
+            click.echo(
+                f"contactsync: error: erasure not complete: a reader is holding a transaction "
+                f"on {obj.db}, so the erased values are still in its WAL "
+                f"({report.wal_bytes:,} bytes) after waiting {wait:.0f}s. `status` shows it as "
+                "pending until a checkpoint completes (the agent's idle checkpoint, or "
+                "`purge` again once readers let go).", err=True)
+            sys.exit(ERASURE_PENDING_EXIT)
 
     @cli.command()
     @click.argument("path", type=click.Path())

@@ -104,6 +104,14 @@ class DaemonConfig:
     # CPU priority of the agent (POSIX nice, 0-19): imports yield to interactive work
     # such as `status`, which must answer fast even while a big file is synced.
     nice: int = 10
+    # `status` is degraded while the WAL file is bigger than this: a reader holding
+    # its transaction for a long time keeps the agent's checkpoints from resetting it.
+    wal_warn_bytes: int = 1 << 30
+    # How long personal data of deleted contacts may stay: `purge` without
+    # --older-than erases contacts deleted longer ago, and files in processed/
+    # and failed/ (and leftovers of killed backup/restore runs) older than
+    # this are removed by the agent and by `purge`.
+    retention: float = 90 * 86400.0
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -279,8 +287,10 @@ def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) ->
         if not 0 <= d.nice <= 19:
             raise ConfigError(f"expected 0 (normal) to 19 (lowest), got {d.nice}",
                               path=path, key=full)
-    elif key == "log_max_bytes":
-        d.log_max_bytes = _positive_int(value, full, path)
+    elif key in ("log_max_bytes", "wal_warn_bytes"):
+        setattr(d, key, _positive_int(value, full, path))
+    elif key == "retention":
+        d.retention = parse_duration(value, full, path)
     elif key == "log_backups":
         d.log_backups = int(_expect(value, int, full, path))
         if d.log_backups < 0:
@@ -383,6 +393,10 @@ default_region = "AU"
 # retry_max = "15m"           # ... at most this far apart,
 # max_attempts = 5            # ... and then the file goes to failed/.
 # nice = 10                   # CPU priority (0 normal .. 19 lowest): syncs yield to others
+# wal_warn_bytes = 1073741824 # `status` is degraded while the WAL is bigger (a reader
+                              # holding a transaction open keeps it from being reset)
+# retention = "90d"           # `purge` default; processed/ and failed/ files older than
+                              # this are removed
 
 # One table per source. Every source is disabled until enabled with
 #   contactsync source enable NAME

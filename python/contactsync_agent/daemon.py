@@ -1,10 +1,12 @@
 """The background agent: watches source folders, runs one sync at a time, heartbeats.
 
 Owns scheduling, file handling (settle, move, error notes), signals, health
-alerts and its log. It decides nothing about contacts: every run goes through
-`Mirror.sync_file`, and every database write through the store. It holds the
-agent lock for its life (one agent per database) and the writer lock only for
-one run at a time, letting waiting CLI writes go first between runs.
+alerts and its log; while idle it asks the store for a checkpoint and
+`maintenance.prune_files` to apply the retention period. It decides nothing
+about contacts: every run goes through `Mirror.sync_file`, and every database
+write through the store. It holds the agent lock for its life (one agent per
+database) and the writer lock only for one run at a time, letting waiting CLI
+writes go first between runs.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from contactsync_agent import health
+from contactsync_agent import health, maintenance
 from contactsync_agent.alerts import Alert, Alerter, should_alert
 from contactsync_agent.config import AgentConfig, ConfigError, SourceConfig, load_config
 from contactsync_agent.errors import (
@@ -84,6 +86,8 @@ STOP_GRACE = 8.0
 #: At a stop, how long each last write (the stop mark, the final checkpoint) waits
 #: for another process's write: the stop stays within its 10 s promise.
 SHUTDOWN_LOCK_WAIT = 3.0
+#: How often (seconds) old files of processed/ and failed/ are looked for.
+PRUNE_EVERY = 3600.0
 
 
 class StopRequested(RunAborted):
@@ -276,6 +280,8 @@ class Daemon:
         self._connector: Connector | None = None
         self._running_source: str | None = None
         self._grace: threading.Timer | None = None
+        self._checkpoint_busy = False
+        self._next_prune = 0.0
 
     # ------------------------------------------------------------ wake-ups
 
@@ -1134,10 +1140,14 @@ class Daemon:
     # ------------------------------------------------------------ health, heartbeat
 
     def _checkpoint(self) -> None:
-        """Copies the run just committed from the WAL into the database, while idle."""
+        """Copies the run just committed from the WAL into the database, and resets
+        the WAL when no reader uses it (bounded wait): files queued back to back
+        leave no idle time, and readers overlapping them would otherwise keep the
+        WAL from ever starting over."""
         assert self.mirror is not None
         try:
             self.mirror.checkpoint()
+            self.mirror.store.idle_checkpoint()
         except Exception:  # a busy or full disk: the next run's start tries again
             log.warning("checkpoint after the run failed; it is retried before the next run")
 
@@ -1182,7 +1192,38 @@ class Daemon:
         for w in self.watches.values():
             self._check_observer(w)
             self._judge(w)
+        self._idle_upkeep()
         self._heartbeat()
+
+    def _idle_upkeep(self) -> None:
+        """While idle: the checkpoint that resets the WAL (completing a pending
+        erasure), and now and then the retention of processed/ and failed/."""
+        assert self.mirror is not None
+        store = self.mirror.store
+        try:
+            pending = store.erasure_pending() is not None
+            result = store.idle_checkpoint()
+        except Exception as e:  # a full disk or a damaged file: try again next time
+            log.warning("idle checkpoint failed: %s", e)
+        else:
+            busy = result is not None and not result.complete
+            if busy and not self._checkpoint_busy:
+                log.info("idle checkpoint: readers still use the WAL (%.1f MB); retrying",
+                         result.wal_bytes / 1e6 if result else 0.0)
+            elif pending and result is not None and result.complete:
+                log.info("idle checkpoint: the pending erasure is complete")
+            self._checkpoint_busy = busy
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + min(PRUNE_EVERY,
+                                                      self.config.daemon.retention / 2)
+            folders = [w.folder / sub for w in self.watches.values() if w.cfg.kind == "folder"
+                       for sub in (PROCESSED, FAILED)]
+            pruned = maintenance.prune_files(folders, [self.db_path.parent],
+                                             self.config.daemon.retention)
+            if pruned.removed or pruned.failed:
+                log.info("retention: removed %d file(s) older than %.0f days%s",
+                         len(pruned.removed), self.config.daemon.retention / 86400,
+                         f"; {len(pruned.failed)} could not be removed" if pruned.failed else "")
 
     def _write_start(self) -> None:
         assert self.mirror is not None

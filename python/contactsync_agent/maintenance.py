@@ -2,12 +2,19 @@
 
 - `purge` hard-deletes contacts soft-deleted longer ago than a cut-off and
   blanks every stored copy of their data (change-feed payloads, activity
-  fields, review explanations), plus the raw text of quarantined rows older
-  than the cut-off. Feed rows stay (payload `{}`), so `seq` only ever grows;
-  a `purge` entry tells feed readers the contact is gone. Local ids come from
-  the `contact_id_hwm` high-water mark, so a purged id is never handed out
-  again. Runs with `secure_delete` on and truncates the WAL afterwards, so the
-  erased values do not linger in free pages.
+  fields, review explanations, held values), plus the raw text of
+  quarantined rows and the error text of runs older than the cut-off (and of
+  any age when they hold a purged contact's e-mail, phone or name). Feed rows
+  stay (payload `{}`), so `seq` only ever grows; a `purge` entry tells feed
+  readers the contact is gone. Local ids come from the `contact_id_hwm`
+  high-water mark, so a purged id is never handed out again. Runs with
+  `secure_delete` on and then waits (bounded) for a TRUNCATE checkpoint, so
+  the erased values do not linger in free pages or the WAL; when a reader
+  keeps that from completing, the erasure is recorded as pending (`meta`)
+  and reported incomplete, until a later checkpoint completes it.
+- `prune_files` removes `processed/` and `failed/` files and the hidden
+  copies killed `backup`/`restore` runs left, past the retention period
+  (`[agent] retention`); `purge` (CLI) and the daemon call it.
 - `backup` only reads the mirror (a `mode=ro` connection, as every process
   but the writer must) and copies it with SQLite's online backup API in one
   step: one read transaction, so the copy is one committed state even while
@@ -24,19 +31,33 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import sys
+import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from contactsync_agent.config import AgentConfig
 from contactsync_agent.errors import ContactSyncError, LockedError
 from contactsync_agent.locking import AgentLock, WriterLock, real_db_path
 from contactsync_agent.store import SCHEMA_VERSION, Store, now_iso, readonly_uri
 
 REQUIRED_TABLES = ("contacts", "changes", "runs", "meta")
+#: How long `purge` waits for readers to let go of the WAL (seconds).
+PURGE_WAIT = 30.0
+#: Contact fields whose values purge also looks for in free text (quarantined
+#: raw rows, run errors), when at least this long (shorter ones match anything).
+TRACED_FIELDS = ("email", "phone", "mobile", "display_name")
+MIN_TRACED_LENGTH = 6
+ERASED_ERROR = "(the error text was erased by purge)"
+# Hidden copies of a backup or restore in progress: `.NAME.partial-PID`,
+# `.NAME.restore-PID` and SQLite's `-journal` beside them.
+_HIDDEN_COPY = re.compile(r"^\..+\.(?:partial|restore)-(\d+)(?:-journal)?$")
 # Rows that belong to one contact and go with it when it is purged (schema 2:
 # values held back by field ownership, the contact's organisation link).
 PER_CONTACT_TABLES = ("held_values", "contact_organisations")
@@ -51,9 +72,27 @@ class PurgeReport:
     activities_blanked: int
     reviews_blanked: int
     quarantine_blanked: int
+    run_errors_blanked: int = 0
+    # False while the erased values may still be in the WAL (a reader kept the
+    # checkpoint from finishing): `status` shows the erasure as pending until a
+    # later checkpoint (the agent's idle one, or another purge) completes it.
+    complete: bool = True
+    pending_since: str | None = None
+    wal_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """Files `prune_files` removed (paths), and the ones it could not remove."""
+
+    removed: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"removed": list(self.removed), "failed": list(self.failed)}
 
 
 @dataclass(frozen=True)
@@ -87,10 +126,14 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def purge(store: Store, older_than_days: float, *, now: datetime | None = None) -> PurgeReport:
+def purge(store: Store, older_than_days: float, *, now: datetime | None = None,
+          wait: float = PURGE_WAIT) -> PurgeReport:
     """Hard-deletes contacts soft-deleted more than `older_than_days` ago (see module doc).
 
     Contacts registered as in use (`contact_references`) are kept and counted.
+    Then waits up to `wait` seconds for a TRUNCATE checkpoint; when readers keep
+    it from completing, the report says `complete=False` and the erasure stays
+    recorded as pending (`Store.erasure_pending`) until a checkpoint completes.
     """
     if store.readonly:
         raise ContactSyncError("purge needs the writer: the mirror is open read-only")
@@ -120,6 +163,15 @@ def purge(store: Store, older_than_days: float, *, now: datetime | None = None) 
                 (cutoff,),
             ).fetchone()[0]
             ids = "SELECT id FROM temp.purge_ids"
+            # Values distinctive enough to look for in free text (raw rows, errors).
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_values (v TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM temp.purge_values")
+            for col in TRACED_FIELDS:
+                conn.execute(
+                    f"INSERT OR IGNORE INTO temp.purge_values SELECT {col} FROM contacts "
+                    f"WHERE id IN ({ids}) AND length({col}) >= {MIN_TRACED_LENGTH}")
+            has_value = ("EXISTS (SELECT 1 FROM temp.purge_values p "
+                         "WHERE instr({0}, p.v) > 0)")
             changes = conn.execute(
                 f"UPDATE changes SET fields = '{{}}' WHERE contact_id IN ({ids}) "
                 "AND fields != '{}'"
@@ -132,8 +184,19 @@ def purge(store: Store, older_than_days: float, *, now: datetime | None = None) 
                 f"UPDATE review_items SET explanation = '{{}}' WHERE contact_id IN ({ids}) "
                 f"OR candidate_id IN ({ids})"
             ).rowcount
+            # Quarantined rows and run errors may quote anyone, even people never
+            # imported: blanked once older than the cut-off, and at any age when
+            # they hold a value of a purged contact.
             quarantine = conn.execute(
-                "UPDATE quarantine SET raw = '' WHERE created_at < ? AND raw != ''", (cutoff,)
+                "UPDATE quarantine SET raw = '' WHERE raw != '' AND (created_at < ? OR "
+                + has_value.format("quarantine.raw") + ")", (cutoff,)
+            ).rowcount
+            conn.execute("UPDATE quarantine SET reason = ? WHERE "
+                         + has_value.format("quarantine.reason"), (ERASED_ERROR,))
+            run_errors = conn.execute(
+                "UPDATE runs SET error = ? WHERE error IS NOT NULL AND error != ? "
+                "AND status != 'running' AND (started_at < ? OR "
+                + has_value.format("runs.error") + ")", (ERASED_ERROR, ERASED_ERROR, cutoff)
             ).rowcount
             purged = [r[0] for r in conn.execute(ids + " ORDER BY id")]
             at = now_iso()
@@ -149,12 +212,132 @@ def purge(store: Store, older_than_days: float, *, now: datetime | None = None) 
                     conn.execute(f"DELETE FROM {table} WHERE contact_id IN ({ids})")
             conn.execute(f"DELETE FROM contacts WHERE id IN ({ids})")
             conn.execute("DELETE FROM temp.purge_ids")
+            conn.execute("DELETE FROM temp.purge_values")
+            if purged or changes or activities or reviews or quarantine or run_errors:
+                # Cleared once a checkpoint has emptied the WAL (below, or later).
+                store.mark_erasure_pending({"since": at, "contacts": len(purged), "purges": 1})
     finally:
         conn.execute("PRAGMA secure_delete = OFF")
-    # Old page images of the erased rows live in the WAL until it is reset.
-    with store.writing(), contextlib.suppress(sqlite3.Error):
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return PurgeReport(cutoff, len(purged), int(kept), changes, activities, reviews, quarantine)
+    # Old page images of the erased rows live in the WAL until it is reset; a
+    # reader holding a transaction keeps it from being reset.
+    store.idle_checkpoint(wait, force=True)
+    pending = store.erasure_pending()
+    return PurgeReport(cutoff, len(purged), int(kept), changes, activities, reviews, quarantine,
+                       run_errors, complete=pending is None,
+                       pending_since=pending.get("since") if pending else None,
+                       wal_bytes=store.wal_bytes())
+
+
+def recheck_erasure(db_path: str | os.PathLike[str], report: PurgeReport) -> PurgeReport:
+    """`report` brought up to date from the mirror (read-only): closing the
+    writer checkpoints once more, which may have completed the erasure."""
+    from dataclasses import replace
+
+    ro = Store.open(db_path, readonly=True)
+    try:
+        pending = ro.erasure_pending()
+        return replace(report, complete=pending is None,
+                       pending_since=pending.get("since") if pending else None,
+                       wal_bytes=ro.wal_bytes())
+    finally:
+        ro.close()
+
+
+# ---------------------------------------------------------------- retention of files
+
+
+def _pid_gone(pid: int) -> bool:
+    if os.name != "posix":
+        return False  # cannot tell safely: the age decides
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def prune_files(folders: Iterable[Path], copies_in: Iterable[Path], older_than: float, *,
+                now: float | None = None) -> PruneReport:
+    """Removes what personal data lingers in files past the retention period.
+
+    - every regular file in each of `folders` (the watched folders'
+      `processed/` and `failed/`, with their error notes) last changed more
+      than `older_than` seconds ago (the time of the move, ctime, counts: a
+      file keeps its export's mtime when it is moved);
+    - in each of `copies_in` (the database's folder, backup folders), the
+      hidden copies a killed `backup` or `restore` left
+      (`.NAME.partial-PID`, `.NAME.restore-PID`, their `-journal`): those of
+      a process that is gone (POSIX; a live one may still be writing its
+      copy), or, where that cannot be told (Windows), older than `older_than`.
+
+    Links and folders are never followed or removed; a missing folder is
+    skipped. Never raises for one file: what could not go is listed.
+    """
+    cut = (time.time() if now is None else now) - older_than
+    removed: list[str] = []
+    failed: list[str] = []
+
+    def remove(path: str) -> None:
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            failed.append(path)
+
+    for folder in folders:
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            failed.append(str(folder))
+            continue
+        for e in entries:
+            try:
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if max(st.st_mtime, st.st_ctime) < cut:
+                remove(e.path)
+    for folder in copies_in:
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            m = _HIDDEN_COPY.match(e.name)
+            if m is None:
+                continue
+            try:
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            pid = int(m.group(1))
+            if pid == os.getpid():
+                continue
+            if _pid_gone(pid) if os.name == "posix" else st.st_mtime < cut:
+                remove(e.path)
+    return PruneReport(tuple(removed), tuple(failed))
+
+
+def retention_folders(config: AgentConfig) -> list[Path]:
+    """`processed/` and `failed/` of every folder source of `config`."""
+    out: list[Path] = []
+    for s in config.sources.values():
+        if s.kind == "folder" and s.path:
+            base = Path(s.path)
+            out += [base / "processed", base / "failed"]
+    return out
 
 
 # ---------------------------------------------------------------- backup
@@ -277,6 +460,8 @@ def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Bac
         _fsync_file(tmp)
         os.replace(tmp, out)
         _fsync_dir(out.parent)
+        # Copies earlier backups into this folder left when they were killed.
+        prune_files([], [out.parent], float("inf"))
     except BaseException:
         for p in (tmp, tmp.with_name(tmp.name + "-journal")):
             with contextlib.suppress(FileNotFoundError):
@@ -368,5 +553,6 @@ def restore(db_path: str | os.PathLike[str], backup_path: str | os.PathLike[str]
     return RestoreReport(str(db), str(src), str(kept) if kept else None, version, contacts)
 
 
-__all__ = ["BackupReport", "PurgeReport", "RestoreReport", "backup", "check_mirror_file",
-           "purge", "restore"]
+__all__ = ["BackupReport", "PruneReport", "PurgeReport", "RestoreReport", "backup",
+           "check_mirror_file", "prune_files", "purge", "recheck_erasure", "restore",
+           "retention_folders"]

@@ -304,12 +304,13 @@ class Mirror(RelationsMixin):
     ) -> SyncReport:
         shown, size = f.shown, f.size
         if size > max_file_bytes:
-            raise SafetyLimitError(
+            raise self._refused(source, mode, f, SafetyLimitError(
                 f"{shown}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
-            )
+            ), digest=False, dry_run=dry_run)
         if size < 4096 and not f.head(4096).removeprefix(b"\xef\xbb\xbf").strip():
-            raise SourceFormatError(shown, 1, 0, f"the file is empty ({size} bytes, not even "
-                                    "a header line); an empty export is never applied")
+            raise self._refused(source, mode, f, SourceFormatError(
+                shown, 1, 0, f"the file is empty ({size} bytes, not even a header line); "
+                "an empty export is never applied"), dry_run=dry_run)
         fmt = (format or format_for(f.path)).lower()
         if (ownership is not None or unique is not None) and not dry_run:
             self._policy_for(source, ownership, unique)
@@ -337,6 +338,22 @@ class Mirror(RelationsMixin):
         except SafetyLimitError as e:  # say which file was refused
             raise SafetyLimitError(f"{shown}: {e}", would_delete=e.would_delete, total=e.total,
                                    limit=e.limit) from None
+
+    def _refused(self, source: str, mode: str, f: InputFile, error: ContactSyncError, *,
+                 digest: bool = True, dry_run: bool = False) -> ContactSyncError:
+        """Records a file refused before its run could start (too big, empty) as a
+        refused run, as a refusal inside a run is: every refusal is on record
+        (with the content hash, unless `digest` is False: a file too big to read).
+        A dry run records nothing."""
+        if not self.store.readonly and not dry_run and mode in ("full", "incremental"):
+            try:
+                content: str | None = f.digest() if digest else None
+            except OSError:
+                content = None
+            with self.store.transaction():
+                run_id = self.store.insert_run(source, mode, f.shown, content, False)
+                self.store.finish_run(run_id, "refused", {}, error=str(error), duration_ms=0)
+        return error
 
     # ------------------------------------------------------------ reads
 

@@ -1,7 +1,7 @@
 """What `contactsync status` reports, read from the mirror opened read-only.
 
-Collects facts (daemon, sources, queues, size) and judges health with
-`health.py`; never writes and never waits on the writer.
+Collects facts (daemon, sources, queues, size, the WAL, a pending erasure)
+and judges health with `health.py`; never writes and never waits on the writer.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from contactsync_agent import health
 from contactsync_agent.config import AgentConfig
-from contactsync_agent.store import Store
+from contactsync_agent.store import ERASURE_PENDING_KEY, Store
 
 HEALTH_CODES = health.CODES
 RUN_HISTORY = 20
@@ -110,6 +110,37 @@ def daemon_status(
     return out
 
 
+def storage_status(wal_bytes: int, wal_warn_bytes: int, meta: dict[str, str]) -> dict[str, Any]:
+    """The WAL's size and a pending erasure: degraded past `wal_warn_bytes`
+    (`[agent] wal_warn_bytes`) or while a purge's erasure is not complete."""
+    reasons: list[str] = []
+    if wal_bytes > wal_warn_bytes:
+        reasons.append(
+            f"the WAL is {wal_bytes / 1e6:,.0f} MB (over {wal_warn_bytes / 1e6:,.0f} MB): a "
+            "reader holding a transaction open keeps the agent's checkpoint from resetting it"
+        )
+    pending: dict[str, Any] | None = None
+    if ERASURE_PENDING_KEY in meta:
+        try:
+            pending = json.loads(meta[ERASURE_PENDING_KEY])
+        except ValueError:
+            pending = {}
+        if not isinstance(pending, dict):
+            pending = {}
+        reasons.append(
+            f"erasure pending since {pending.get('since', '?')}: the purged values may still "
+            "be in the WAL until a checkpoint completes (a reader is holding a transaction)"
+        )
+    return {
+        "wal_bytes": wal_bytes,
+        "wal_warn_bytes": wal_warn_bytes,
+        "erasure_pending": pending,
+        "erasure_completed_at": meta.get("erasure.completed_at"),
+        "health": health.DEGRADED if reasons else health.HEALTHY,
+        "reasons": reasons,
+    }
+
+
 def _runs(conn: Any, source: str) -> list[dict[str, Any]]:
     cur = conn.execute(
         "SELECT * FROM runs WHERE source = ? ORDER BY id DESC LIMIT ?", (source, RUN_HISTORY)
@@ -164,6 +195,7 @@ def collect(
             },
             "deleted": sum(n for (_, _, alive), n in counts.items() if not alive),
         }
+        storage = storage_status(store.wal_bytes(), config.daemon.wal_warn_bytes, meta)
         data = {
             "database": str(store.path),
             "database_bytes": sum(
@@ -171,8 +203,11 @@ def collect(
                 for p in (str(store.path), f"{store.path}-wal", f"{store.path}-shm")
                 if os.path.exists(p)
             ),
+            "wal_bytes": storage["wal_bytes"],
+            "storage": storage,
             "checked_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "health": health.worst([daemon["health"], *(s["health"] for s in sources)]),
+            "health": health.worst([daemon["health"], storage["health"],
+                                    *(s["health"] for s in sources)]),
             "daemon": daemon,
             "contacts": totals,
             "open_activities": count("SELECT count(*) FROM activities WHERE status = 'open'"),
@@ -288,9 +323,11 @@ def render(data: dict[str, Any]) -> None:
     con = Console()
     h = data["health"]
     con.print(
-        f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB) — "
-        f"health: [bold {colour[h]}]{h}[/]"
+        f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB, "
+        f"WAL {data['wal_bytes'] / 1e6:.1f} MB) — health: [bold {colour[h]}]{h}[/]"
     )
+    for why in data["storage"]["reasons"]:
+        con.print(f"  [{colour[data['storage']['health']]}]storage[/]: {why}")
     d = data["daemon"]
     if d["running"]:
         up = d["uptime_s"] or 0

@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,27 @@ from contactsync_agent.mapping import FIELDS
 
 SCHEMA_VERSION = 4
 PAGE_SIZE = 16384
+BUSY_TIMEOUT_MS = 5000
+#: The agent's idle checkpoint runs when the WAL is bigger than this (an idle
+#: agent's heartbeats add a page or two each) or an erasure is pending...
+IDLE_CHECKPOINT_MIN_BYTES = 1 << 20
+#: ... and waits at most this long (seconds) for readers still using the WAL.
+IDLE_CHECKPOINT_WAIT = 1.0
+#: `meta` key of a purge whose checkpoint could not complete (JSON).
+ERASURE_PENDING_KEY = "erasure.pending"
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    """What a TRUNCATE checkpoint achieved: `complete` when every frame was
+    copied and the WAL emptied; `frames`/`copied` as SQLite reports them
+    (-1 when the database was locked); `wal_bytes` the WAL file's size after."""
+
+    complete: bool
+    frames: int
+    copied: int
+    wal_bytes: int
+
 
 # Every column of `contacts` a downstream app may read, in table order.
 CONTACT_COLUMNS: tuple[str, ...] = (
@@ -464,7 +486,7 @@ class Store:
                 raise ContactSyncError(f"{p}: no mirror database here (run a sync first)")
             conn = sqlite3.connect(readonly_uri(p), uri=True, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             store = cls(p, conn, None)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -477,7 +499,7 @@ class Store:
         store = cls(p, conn, WriterLock(p), lock_wait=lock_wait, on_wait=on_wait)
         store.interrupt = interrupt
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # FULL: a commit the change feed has published survives a power cut.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA cache_size = -131072")
@@ -562,7 +584,7 @@ class Store:
         self._depth += 1
         try:
             with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.idle_checkpoint(BUSY_TIMEOUT_MS / 1000, force=True)
             # Closing the last connection checkpoints too: under the lock as well.
             self.conn.close()
         finally:
@@ -610,6 +632,73 @@ class Store:
         under the writer lock."""
         with self.writing():
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def checkpoint_truncate(self, wait: float) -> CheckpointResult:
+        """A TRUNCATE checkpoint: copies every frame of the WAL into the database
+        and empties the WAL file, waiting at most `wait` seconds for readers that
+        still use it (a reader holding a transaction keeps it busy until it ends).
+
+        `complete` is False when a reader kept it from finishing: the WAL then
+        still holds old page images. Writer only; taken under the writer lock
+        (nested in the caller's hold, if any)."""
+        if self.readonly:
+            raise ContactSyncError("a checkpoint needs the writer: the mirror is open read-only")
+        with self.writing():
+            self.conn.execute(f"PRAGMA busy_timeout = {max(int(wait * 1000), 0)}")
+            try:
+                busy, frames, copied = self.conn.execute(
+                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError:  # locked: as busy as it gets
+                busy, frames, copied = 1, -1, -1
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return CheckpointResult(complete=busy == 0, frames=int(frames), copied=int(copied),
+                                wal_bytes=self.wal_bytes())
+
+    def idle_checkpoint(self, wait: float = IDLE_CHECKPOINT_WAIT, *,
+                        force: bool = False) -> CheckpointResult | None:
+        """What the agent runs while idle: a TRUNCATE checkpoint (bounded wait)
+        when the WAL holds more than `IDLE_CHECKPOINT_MIN_BYTES` or an erasure
+        is pending (or always, with `force`: `close()`); on success a pending
+        erasure is recorded complete. None when there was nothing to do.
+        Writer only (call it holding the writer lock).
+
+        Only PASSIVE checkpoints run right after a run, and they cannot reset the
+        WAL while a reader is using it: under readers that overlap run after run
+        the WAL would grow without bound. This one waits a little for them."""
+        pending = self.get_meta(ERASURE_PENDING_KEY) is not None
+        if not (force or pending) and self.wal_bytes() <= IDLE_CHECKPOINT_MIN_BYTES:
+            return None
+        result = self.checkpoint_truncate(wait)
+        if result.complete and pending:
+            self.clear_erasure_pending()
+            result = self.checkpoint_truncate(wait)  # the meta write itself
+        return result
+
+    def erasure_pending(self) -> dict[str, Any] | None:
+        """The purge whose erased values may still be in the WAL or in free pages
+        (`purge` could not complete its checkpoint), or None."""
+        text = self.get_meta(ERASURE_PENDING_KEY)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = {}
+        return data if isinstance(data, dict) else {}
+
+    def mark_erasure_pending(self, info: dict[str, Any]) -> None:
+        """Records an erasure as pending (call inside the purge's transaction)."""
+        earlier = self.erasure_pending()
+        if earlier:  # keep the oldest pending one's start: that is how long it waits
+            info = {**info, "since": earlier.get("since", info.get("since")),
+                    "purges": int(earlier.get("purges", 1)) + 1}
+        self.set_meta(ERASURE_PENDING_KEY, json.dumps(info, sort_keys=True))
+
+    def clear_erasure_pending(self) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (ERASURE_PENDING_KEY,))
+            self.set_meta("erasure.completed_at", now_iso())
 
     def wal_bytes(self) -> int:
         try:
@@ -993,14 +1082,22 @@ class Store:
             (at, first_new_id, source),
         )
         # Changed contacts still linked to a source: their row follows their extra.
-        # (Unlinked ones, kept as manual, keep the relations they had.)
+        # (Unlinked ones, kept as manual, keep the relations they had.) A row
+        # that would not change is not written: its updated_at stays.
         for start in range(0, len(touched), 500):
             chunk = list(touched[start : start + 500])
             marks = ",".join("?" * len(chunk))
             self.conn.execute(
-                "INSERT OR REPLACE INTO contact_organisations (contact_id, source, "
+                "INSERT INTO contact_organisations (contact_id, source, "
                 f"organisation_ref, location_ref, position, updated_at) {select} "
-                f"WHERE id IN ({marks}) AND source IS NOT NULL AND {has_ref}",
+                f"WHERE id IN ({marks}) AND source IS NOT NULL AND {has_ref} "
+                "ON CONFLICT (contact_id) DO UPDATE SET source = excluded.source, "
+                "organisation_ref = excluded.organisation_ref, "
+                "location_ref = excluded.location_ref, position = excluded.position, "
+                "updated_at = excluded.updated_at "
+                "WHERE (source, organisation_ref, location_ref, position) IS NOT "
+                "(excluded.source, excluded.organisation_ref, excluded.location_ref, "
+                "excluded.position)",
                 [at, *chunk],
             )
             self.conn.execute(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Generator
 from typing import Any, ClassVar
 
@@ -27,6 +28,25 @@ from contactsync_agent.sources.base import Connector, positive, read_secret, tex
 log = logging.getLogger("contactsync_agent.sources.sql")
 
 STREAM_ROWS = 1000
+
+# A quoted part of a driver's message is kept when it names a database object
+# ('relation "clients" does not exist'); any other may be a row's value
+# ('invalid input syntax for type date: "1980-13-45"') and is masked.
+_OBJECTS = ("relation|column|table|schema|database|function|type|role|index|constraint|"
+            "sequence|view|operator")
+_QUOTED = re.compile(rf"(?P<before>\b(?:{_OBJECTS})\s+)?(?P<q>[\"'])(?P<text>[^\"']*)(?P=q)",
+                     re.IGNORECASE)
+
+
+def driver_message(text: str) -> str:
+    """A database driver's error line with quoted values masked (`"…"`): an
+    error text stays in `runs.error`, the log and alerts, and must not carry
+    personal data; names of tables, columns and types stay."""
+
+    def mask(m: re.Match[str]) -> str:
+        return m.group(0) if m.group("before") else f"{m.group('q')}…{m.group('q')}"
+
+    return _QUOTED.sub(mask, text)
 
 
 class SqlSource(Connector):
@@ -220,7 +240,8 @@ class SqlSource(Connector):
             # The driver's own message, first line only: SQLAlchemy's adds the statement.
             orig = getattr(e, "orig", None) or e
             text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-            raise self.fail(f"database error on {self.safe_url}: {text}") from None
+            raise self.fail(f"database error on {self.safe_url}: {driver_message(text)}"
+                            ) from None
         finally:
             self._dbapi = None
             self.close()

@@ -378,6 +378,17 @@ def stream_cards(
             yield Card(number, start, "\r\n".join(buf) + "\r\n")
 
 
+def card_error(e: Exception) -> str:
+    """Why a card could not be parsed, as structure only: vobject quotes the
+    offending line ("Failed to parse line: FN:Jane Doe"), and a date error
+    quotes the date; those go, so no value reaches the log or the quarantine
+    reason. vobject counts lines within the card (and oddly): its "At line N:"
+    goes too (the card's line in the file is given by the caller)."""
+    text = re.sub(r"^At line \d+:\s*", "", str(e))
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "…", text.split(":", 1)[0]).strip()
+    return f"{text[:120] or 'unreadable'} ({type(e).__name__})"
+
+
 def read_cards(
     path: str | Path | InputFile, *, max_field_bytes: int = MAX_FIELD_BYTES,
     drop: frozenset[str] = BINARY,
@@ -428,8 +439,7 @@ def read_cards(
                     raise ValueError(f"a {component.name} is not a vCard")
                 record = card_record(component)
             except Exception as e:  # vobject raises ParseError, ValueError, AttributeError, ...
-                # vobject counts lines within the card (and oddly): drop its "At line N: ".
-                reason = re.sub(r"^At line \d+:\s*", "", str(e))[:500]
+                reason = card_error(e)
                 warnings.warn("%s: cannot be parsed (%s); quarantined", where, reason)
                 yield {
                     "UID": "",

@@ -239,14 +239,17 @@ impl CsvReader {
         };
         let targets = mapping.resolve_all(&header);
         if !header.is_empty() && !targets.contains(&Target::ExternalId) && !line_ids {
-            let shown: Vec<&str> = header.iter().take(12).map(String::as_str).collect();
+            // Structure only, never the cells: in a file without a header line
+            // the "headings" are the first person's name, e-mail and phone.
             return Err(SourceError::new(
                 1,
                 0,
                 format!(
-                    "no column maps to external_id (columns: {}{}); map one in the source's mapping",
-                    shown.join(", "),
-                    if header.len() > 12 { ", …" } else { "" }
+                    "no column maps to external_id (line 1 has {} column(s), none with a \
+                     heading known as the external id, such as \"Client ID\"); if the file \
+                     has no header line, add one, else map a column to external_id in the \
+                     source's mapping",
+                    header.len()
                 ),
             ));
         }
@@ -531,6 +534,23 @@ mod tests {
             CsvReader::open(data.to_vec(), mapping(), Limits::default(), None, None).unwrap();
         let items = r.next_chunk(1000, None).unwrap();
         (r, items)
+    }
+
+    #[test]
+    fn a_missing_header_is_reported_without_the_cells() {
+        let data = b"Jannike Quill,jannike@example.org,0412 555 123\nB,b@x.org,1\n".to_vec();
+        let Err(e) = CsvReader::open(data, mapping(), Limits::default(), None, None) else {
+            panic!("a file without an id column must be refused");
+        };
+        assert_eq!(e.line, 1);
+        assert!(
+            e.message.contains("line 1 has 3 column(s)"),
+            "{}",
+            e.message
+        );
+        for value in ["Jannike", "jannike@", "0412"] {
+            assert!(!e.message.contains(value), "{}", e.message);
+        }
     }
 
     #[test]
