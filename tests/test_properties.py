@@ -262,3 +262,65 @@ def test_forced_manual_survives_unlink_and_identity_relink() -> None:
         assert report.decision_for(1).reason == "converted, not updated: forced manual"  # type: ignore[union-attr]
         [act] = [a for a in m.activities() if a.kind == "forced_manual"]
         assert act.contact_id == 1 and "organisation" in act.fields
+
+
+# Every mirrored field and an unmapped column, non-empty: a create or update
+# feed entry that leaves one out is caught on every path, not by chance.
+FULL_RECORD = {
+    "external_id": "F1", "given_name": "Zoë", "family_name": "Ångström",
+    "display_name": "Zoë Ångström", "organisation": "Acme Pty Ltd",
+    "email": "zoe@acme.example", "phone": "(02) 9123 4567", "mobile": "0400 000 009",
+    "street": "1 George St", "city": "Sydney", "region": "NSW", "postcode": "2000",
+    "country": "AU", "date_of_birth": "1980-02-29", "notes": "likes tea", "Partner": "AB",
+}
+CHANGED = {**FULL_RECORD, **{f: f"{v}x" for f, v in FULL_RECORD.items()
+                             if f not in ("external_id", "date_of_birth", "country")}}
+
+
+def _write(path: Path, fmt: str, records: list[dict[str, str]]) -> Path:
+    import csv
+
+    if fmt == "csv":
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(records[0]))
+            w.writeheader()
+            w.writerows(records)
+    elif fmt == "ndjson":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    else:
+        path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def test_every_field_reaches_the_feed_on_every_path(tmp_path: Path) -> None:
+    """Create (the bulk first import and a later one), update, delete, through
+    the API and every file format: the feed replayed is the table, field by field."""
+    ids = iter(range(100))
+    for way in ("api", "csv", "ndjson", "json"):
+        with Mirror.open(tmp_path / f"{way}.db") as m:
+            def sync_(records: list[dict[str, str]], way: str = way, m: Mirror = m) -> None:
+                if way == "api":
+                    m.sync("xpm", records, allow_mass_delete=True)
+                else:
+                    f = _write(tmp_path / f"{way}{next(ids)}.{way}", way, records)
+                    m.sync_file("xpm", f, allow_mass_delete=True)
+
+            m.add_contact(name="Someone Local", email="local@example.org")
+            # An external record with F3's identity: F3 is created by the rules'
+            # own path (the only match was an external record), not the bulk one.
+            m.add_contact(name="Zoë Ångström", email="zoe3@acme.example",
+                          phone="(02) 9123 4567", record_type="external", source="other",
+                          external_id="O1")
+            f3 = {**FULL_RECORD, "external_id": "F3", "email": "zoe3@acme.example"}
+            sync_([FULL_RECORD, f3])  # the first import: the bulk create path
+            assert replay_changes(m.changes()) == table(m), way
+            assert m.contacts(source="xpm")[1].external_id == "F3"
+            assert m.changes()[-1].reason_code == "created_external_only", way
+            sync_([FULL_RECORD, f3, {**FULL_RECORD, "external_id": "F2"}])  # a later create
+            assert replay_changes(m.changes()) == table(m), way
+            sync_([CHANGED, f3, {**FULL_RECORD, "external_id": "F2"}])  # every field updated
+            assert replay_changes(m.changes()) == table(m), way
+            created = {f: v for f, v in table(m)[m.contacts(source="xpm")[0].id].items()}
+            assert all(created[f] for f in FIELDS if f != "date_of_birth"), (way, created)
+            sync_([f3, {**FULL_RECORD, "external_id": "F2"}])  # F1 deleted
+            assert replay_changes(m.changes()) == table(m), way
