@@ -258,6 +258,10 @@ class Model:
         self.refs[created.id] = self.refs.get(created.id, set()) - moved
         local.fields = dict(created.fields)
         local.record_type, local.source, local.ext = "sync", created.source, created.ext
+        # As the code does (review.accept copies source_hash). Note: when the created
+        # contact was forced manual and the source changed since, the local contact
+        # gets stale values with the latest source hash and is not forced, so the
+        # source's unchanged snapshots never correct it (reported with issue 12).
         local.said = created.said
         self._op(local.id, "convert")
         item.status = "accepted"
