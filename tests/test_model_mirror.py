@@ -56,7 +56,9 @@ failure is (`--model-legacy=1,2,3`, see `tests/conftest.py` and the README's
    with one field too many) keeps its contact untouched; if a quarantined
    row's id cannot be read (empty id), the run makes no deletions (and so no
    deletion share to refuse) but applies creates and updates (today: both
-   are absences and delete).
+   are absences and delete). The id of a row with the wrong number of fields
+   is only a guess: when it names no contact of the source it counts as
+   unreadable (as the fix does: it may be a mangled id of any of them).
 Two readings the model takes where issue 12 leaves a choice: an incremental
 record merges into the contact's current values before it is compared with
 what the source last said, and a file whose rows all fail to be read is never
@@ -379,7 +381,10 @@ class Model:
             readable_bad = protected if 3 in self.fixes else frozenset()
             absent = sorted(cid for ext, cid in links.items()
                             if ext not in seen and ext not in readable_bad)
-            if unreadable_ids and 3 in self.fixes:
+            # A ragged row's id is only a guess: one naming no contact of the
+            # source may be a mangled id of any of them, so it counts as unreadable.
+            unidentified = unreadable_ids + sum(1 for ext in readable_bad if ext not in links)
+            if unidentified and 3 in self.fixes:
                 absent = []
             would = sum(1 for cid in absent if self.contacts[cid].record_type == "sync")
             held = held_before if 1 in self.fixes else sum(
