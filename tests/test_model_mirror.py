@@ -49,9 +49,10 @@ failure is (`--model-legacy=1,2,3`, see `tests/conftest.py` and the README's
    the run (today: after its creates and conversions).
 2. In an incremental batch an absent CSV column or NDJSON key keeps the
    mirror's value, an empty cell or `null` clears it (today: absent clears);
-   a full CSV snapshot whose header lacks a column the source sent in an
-   earlier full CSV snapshot is refused (SafetyLimitError) unless
-   `allow_column_drop=True`, which then clears that field (today: clears).
+   a full CSV snapshot whose header lacks a column that the source's last
+   full CSV snapshot (with rows) carried is refused (SafetyLimitError) unless
+   `allow_column_drop=True`, which then clears that field (today: clears);
+   once confirmed, the smaller header is the source's.
 3. In a full snapshot a quarantined row whose external id can be read (a row
    with one field too many) keeps its contact untouched; if a quarantined
    row's id cannot be read (empty id), the run makes no deletions (and so no
@@ -182,8 +183,8 @@ class Model:
     activities: dict[int, list[str]] = field(default_factory=dict)
     reviews: list[MReview] = field(default_factory=list)
     rejections: set[tuple[str, int]] = field(default_factory=set)
-    # A full CSV snapshot with records went through (its header sent every column).
-    full_csv_seen: bool = False
+    # The fields the header of the source's last full CSV snapshot (with rows) carried.
+    csv_columns: frozenset[str] | None = None
 
     # ------------------------------------------------------------ helpers
 
@@ -281,24 +282,24 @@ class Model:
 
     def sync(self, records: Sequence[Incoming], mode: str, *, allow_mass_delete: bool = False,
              protected: frozenset[str] = frozenset(), unreadable_ids: int = 0,
-             dropped: frozenset[str] = frozenset(), allow_column_drop: bool = False,
-             csv_file: bool = False) -> str:
-        """Applies one run; returns 'ok' or 'refused' (then nothing changed)."""
+             columns: frozenset[str] | None = None, allow_column_drop: bool = False) -> str:
+        """Applies one run; returns 'ok' or 'refused' (then nothing changed).
+        `columns`: the fields a CSV file's header carries (None: not a CSV file)."""
         before = copy.deepcopy(self.__dict__)
         outcome = self._sync(records, mode, allow_mass_delete, protected, unreadable_ids,
-                             dropped, allow_column_drop)
+                             columns, allow_column_drop)
         if outcome == "refused":
             self.__dict__.update(before)
-        elif mode == "full" and csv_file and records:
-            self.full_csv_seen = True
+        elif mode == "full" and columns is not None and records:
+            self.csv_columns = columns
         return outcome
 
     def _sync(self, records: Sequence[Incoming], mode: str, allow_mass_delete: bool,
-              protected: frozenset[str], unreadable_ids: int, dropped: frozenset[str],
+              protected: frozenset[str], unreadable_ids: int, columns: frozenset[str] | None,
               allow_column_drop: bool) -> str:
-        if (mode == "full" and dropped and self.full_csv_seen and 2 in self.fixes
-                and not allow_column_drop):
-            return "refused"
+        if (mode == "full" and columns is not None and self.csv_columns is not None
+                and self.csv_columns - columns and 2 in self.fixes and not allow_column_drop):
+            return "refused"  # the header lost a column the last full CSV carried
         live = self.live()
         links = {c.ext: c.id for c in live if c.source == SOURCE and c.ext is not None}
         held_before = sum(1 for c in live if c.source == SOURCE and c.ext is not None
@@ -718,7 +719,6 @@ class MirrorMachine(RuleBasedStateMachine):
                  allow: bool) -> None:
         self._full_csv(recs, bad, allow, frozenset(), False)
 
-    @precondition(lambda self: self.model.full_csv_seen)
     @rule(recs=RECORDS.filter(bool), drop=st.sampled_from(MF), allow_drop=st.booleans())
     def full_csv_dropping_a_column(self, recs: list[tuple[str, Any]], drop: str,
                                    allow_drop: bool) -> None:
@@ -753,9 +753,9 @@ class MirrorMachine(RuleBasedStateMachine):
                 + (f"; unreadable rows {[(k, e) for k, e, _ in bad]}" if bad else ""))
         expected = self.expect(what, records=inc, mode="full", allow_mass_delete=allow,
                                protected=protected, unreadable_ids=unreadable,
-                               dropped=dropped, allow_column_drop=allow_drop, csv_file=True)
+                               columns=frozenset(cols), allow_column_drop=allow_drop)
         kw: dict[str, Any] = {}
-        if dropped and allow_drop and 2 in self.fixes:
+        if allow_drop and 2 in self.fixes:
             if "allow_column_drop" not in inspect.signature(Mirror.sync_file).parameters:
                 raise AssertionError("Mirror.sync_file has no allow_column_drop parameter. "
                                      + DEFECTS[2])
