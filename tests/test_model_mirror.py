@@ -18,7 +18,7 @@ Operations: full snapshots (API records, CSV files with unreadable rows, NDJSON
 files; sometimes confirmed with `allow_mass_delete`), a full CSV snapshot that
 leaves out a column, incremental batches (CSV files with a subset of the
 columns and explicit empty cells, NDJSON objects with absent keys and `null`,
-API records), explicit deletes, local adds (manual, external, forced manual,
+API records with every field), explicit deletes, local adds (manual, external, forced manual,
 manual carrying a source id) and edits, force-manual, references added and
 removed, review accept and reject, purge.
 
