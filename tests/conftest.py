@@ -1,4 +1,6 @@
-"""Shared fixtures: a fresh mirror database in a temporary directory."""
+"""Shared fixtures: a fresh mirror database in a temporary directory; the
+Hypothesis `long` profile and the `--model-legacy` option of the stateful
+model test (tests/test_model_mirror.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,26 @@ from pathlib import Path
 import pytest
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.sync import VERIFY_ENV
+from hypothesis import HealthCheck, settings
 
 # Every sync in the suite (in this process and in the agents it starts) checks
 # that the link snapshot it saves equals the links rebuilt from the table.
 os.environ[VERIFY_ENV] = "1"
+
+# The nightly run of the stateful model test: `pytest --hypothesis-profile=long
+# tests/test_model_mirror.py` (about 20x the default run's examples, longer runs).
+settings.register_profile(
+    "long", max_examples=1000, stateful_step_count=60, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--model-legacy", default="", metavar="1,2,3",
+        help="tests/test_model_mirror.py: switch the model back to today's behaviour for "
+             "these defects of issue 12 (a failure that goes away names its defect)",
+    )
 
 
 @pytest.fixture
