@@ -115,7 +115,23 @@ def test_the_durability_pragmas_hold_on_the_writer_connection(tmp_path: Path) ->
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
         assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
         assert not m.store.readonly and m.store.lock is not None
+    # A mirror someone switched out of WAL (a copy made by another tool, a
+    # restore from elsewhere) is put back into WAL by the writer's open.
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    con.close()
+    with Mirror.open(db) as m:
+        assert m.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert m.get(1).given_name == "Ann"
+    # Read-only connections never write, never change the journal mode, and
+    # see the committed data.
+    with Mirror.open(db, readonly=True) as m:
+        assert m.store.readonly and m.store.lock is None
+        assert m.get(1).given_name == "Ann"
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            m.store.conn.execute("DELETE FROM contacts")
 
 
 # ---------------------------------------------------------------- the WAL under readers
