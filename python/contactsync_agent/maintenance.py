@@ -258,6 +258,28 @@ def _pid_gone(pid: int) -> bool:
     return False
 
 
+def _regular_files(folder: Path, failed: list[str] | None) -> list[tuple[str, os.stat_result]]:
+    """The regular files directly in `folder` (never through a link), with their
+    stat; none when the folder is a link or missing. A folder that cannot be
+    listed goes into `failed` (when given)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        if failed is not None:
+            failed.append(str(folder))
+        return []
+    out: list[tuple[str, os.stat_result]] = []
+    for e in entries:
+        try:
+            if e.is_file(follow_symlinks=False):
+                out.append((e.path, e.stat(follow_symlinks=False)))
+        except OSError:
+            continue
+    return out
+
+
 def prune_files(folders: Iterable[Path], copies_in: Iterable[Path], older_than: float, *,
                 now: float | None = None) -> PruneReport:
     """Removes what personal data lingers in files past the retention period.
@@ -289,44 +311,19 @@ def prune_files(folders: Iterable[Path], copies_in: Iterable[Path], older_than: 
             failed.append(path)
 
     for folder in folders:
-        if folder.is_symlink() or not folder.is_dir():
-            continue
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            failed.append(str(folder))
-            continue
-        for e in entries:
-            try:
-                if not e.is_file(follow_symlinks=False):
-                    continue
-                st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
+        for path, st in _regular_files(folder, failed):
             if max(st.st_mtime, st.st_ctime) < cut:
-                remove(e.path)
+                remove(path)
     for folder in copies_in:
-        if folder.is_symlink() or not folder.is_dir():
-            continue
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for e in entries:
-            m = _HIDDEN_COPY.match(e.name)
+        for path, st in _regular_files(folder, None):
+            m = _HIDDEN_COPY.match(os.path.basename(path))
             if m is None:
-                continue
-            try:
-                if not e.is_file(follow_symlinks=False):
-                    continue
-                st = e.stat(follow_symlinks=False)
-            except OSError:
                 continue
             pid = int(m.group(1))
             if pid == os.getpid():
                 continue
             if _pid_gone(pid) if os.name == "posix" else st.st_mtime < cut:
-                remove(e.path)
+                remove(path)
     return PruneReport(tuple(removed), tuple(failed))
 
 
