@@ -40,7 +40,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,20 +163,24 @@ def canonical_dump(db: Path) -> dict[str, str]:
         con.close()
 
 
-def integrity(db: Path) -> str:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+@contextmanager
+def read_only(db: Path, timeout: float = 5.0) -> Iterator[sqlite3.Connection]:
+    """A read-only connection, as a downstream reader opens the mirror."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)
     try:
-        return "; ".join(r[0] for r in con.execute("PRAGMA integrity_check"))
+        yield con
     finally:
         con.close()
+
+
+def integrity(db: Path) -> str:
+    with read_only(db) as con:
+        return "; ".join(r[0] for r in con.execute("PRAGMA integrity_check"))
 
 
 def run_statuses(db: Path) -> list[str]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
+    with read_only(db) as con:
         return [r[0] for r in con.execute("SELECT status FROM runs ORDER BY id")]
-    finally:
-        con.close()
 
 
 # ---------------------------------------------------------------- the runs
@@ -321,25 +326,17 @@ class _Observer:
 
     def _run_status_after(self, runs_before: int) -> str | None:
         try:
-            con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=0.05)
+            with read_only(self.db, timeout=0.05) as con:
+                row = con.execute("SELECT status FROM runs WHERE id > ? ORDER BY id DESC "
+                                  "LIMIT 1", (runs_before,)).fetchone()
         except sqlite3.Error:
             return None
-        try:
-            row = con.execute("SELECT status FROM runs WHERE id > ? ORDER BY id DESC LIMIT 1",
-                              (runs_before,)).fetchone()
-            return row[0] if row else None
-        except sqlite3.Error:
-            return None
-        finally:
-            con.close()
+        return row[0] if row else None
 
 
 def _max_run_id(db: Path) -> int:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
+    with read_only(db) as con:
         return int(con.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()[0])
-    finally:
-        con.close()
 
 
 def _wait_and_kill(obs: _Observer, k: KillPlan, runs_before: int,
