@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -401,3 +402,21 @@ def test_contacts_ref_add_list_remove(tmp_path: Path) -> None:
     assert nobody.returncode == 6 and "no contact with id 999" in nobody.stderr
     with Mirror.open(db, readonly=True) as m:
         assert [r["ref"] for r in m.references(1)] == ["doc:7"]
+
+
+@pytest.mark.parametrize("args", [["status"], ["contacts", "list"], ["status", "--json"]])
+def test_a_pipe_closed_before_any_output_ends_quietly_with_exit_0(
+        tmp_path: Path, args: list[str]) -> None:
+    """`status | true`: the reader is gone before the first write. rich's own
+    answer is exit 1, which a monitoring wrapper would read as "degraded"."""
+    db = tmp_path / "m.db"
+    _mirror_with(db, 10)
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([*CMD, "--db", str(db), *args], stdout=w, stderr=subprocess.PIPE,
+                           env=env(), timeout=60, check=False)
+    finally:
+        os.close(w)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == b""

@@ -22,7 +22,7 @@ from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.models import SyncReport
-from contactsync_agent.safetext import cell, escape, markup
+from contactsync_agent.safetext import cell, console, escape, markup
 from contactsync_agent.store import DEFAULT_WRITE_WAIT, Store
 from contactsync_agent.textsafe import escape_name
 
@@ -406,7 +406,6 @@ def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: 
         rows = m.contacts(**filters, limit=TABLE_PAGE if limit is None else limit,
                           offset=offset)
         total = m.count_contacts(**filters)
-    from rich.console import Console
     from rich.table import Table
 
     t = Table("id", "name", "email", "phone", "type", "forced", "source", "external id")
@@ -414,7 +413,7 @@ def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: 
         t.add_row(str(c.id), cell(c.name), cell(c.email), cell(c.phone or c.mobile),
                   c.record_type, "yes" if c.forced_manual else "", cell(c.source or ""),
                   cell(c.external_id or ""))
-    Console().print(t)
+    console().print(t)
     if offset + len(rows) < total:
         click.echo(f"{len(rows):,} of {total:,} shown, --limit to see more"
                    + (f" (from #{offset + 1})" if offset else ""))

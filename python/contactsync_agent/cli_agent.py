@@ -95,8 +95,9 @@ def register(cli: click.Group) -> None:
         if as_json:
             emit_json(rows)
             return
-        from rich.console import Console
         from rich.table import Table
+
+        from contactsync_agent.safetext import console
 
         t = Table(
             "source", "enabled", "kind", "path", "pattern", "format", "mode", "interval", "watch"
@@ -113,7 +114,7 @@ def register(cli: click.Group) -> None:
                 f"{r['interval_s']:.0f}s",
                 "polling" if r["polling"] else "events",
             )
-        Console().print(t)
+        console().print(t)
 
     def _toggle(obj: Any, name: str, enabled: bool) -> None:
         path = _config_path(obj)

@@ -5,8 +5,9 @@ admin's terminal, a newline that forges a log line, a bidi override). Every
 message, log line and table cell that quotes input goes through `escape`
 here, at the boundaries: the CLI's error line and printed values, rich table
 cells (`cell`) and rich markup (`markup`), and the log formatter
-(`EscapingFormatter`). This module only renders text; it must not decide
-what to show or redact (the callers and the log's redaction filter do).
+(`EscapingFormatter`); and the rich console those tables print through
+(`console`). This module only renders text; it must not decide what to show
+or redact (the callers and the log's redaction filter do).
 """
 
 from __future__ import annotations
@@ -64,3 +65,17 @@ class EscapingFormatter(logging.Formatter):
 
 
 __all__ = ["EscapingFormatter", "cell", "escape", "markup"]
+
+
+def console() -> Any:
+    """A rich Console for the CLI's tables. rich's own answer to a closed pipe
+    (`... | head`) is exit 1, which monitoring reads as "degraded": this one
+    hands the BrokenPipeError to the CLI, which ends quietly with exit 0."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError("stdout closed")
+
+    return _Console()

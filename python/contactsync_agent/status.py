@@ -313,14 +313,13 @@ def _ago(now: datetime, text: str | None) -> str:
 
 def render(data: dict[str, Any]) -> None:
     """Prints `data` as a few lines and a table (rich) for a person at a terminal."""
-    from rich.console import Console
     from rich.table import Table
 
-    from contactsync_agent.safetext import cell, markup
+    from contactsync_agent.safetext import cell, console, markup
 
     now = health.parse_time(data["checked_at"]) or datetime.now(UTC)
     colour = {"healthy": "green", "degraded": "yellow", "failing": "red"}
-    con = Console()
+    con = console()
     h = data["health"]
     con.print(
         f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB, "
