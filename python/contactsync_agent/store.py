@@ -23,6 +23,8 @@ from contactsync_agent.mapping import FIELDS
 SCHEMA_VERSION = 4
 PAGE_SIZE = 16384
 BUSY_TIMEOUT_MS = 5000
+#: How long `close()`'s TRUNCATE checkpoint waits for readers: not at all.
+CLOSE_CHECKPOINT_WAIT = 0.0
 #: The agent's idle checkpoint runs when the WAL is bigger than this (an idle
 #: agent's heartbeats add a page or two each) or an erasure is pending...
 IDLE_CHECKPOINT_MIN_BYTES = 1 << 20
@@ -583,8 +585,12 @@ class Store:
             return
         self._depth += 1
         try:
+            # No waiting for readers here: a downstream reader holding a
+            # transaction would add its wait to every CLI write. What a busy
+            # reader keeps in the WAL goes at the agent's idle checkpoint (or the
+            # next close), and a pending erasure stays recorded until then.
             with contextlib.suppress(sqlite3.Error):
-                self.idle_checkpoint(BUSY_TIMEOUT_MS / 1000, force=True)
+                self.idle_checkpoint(CLOSE_CHECKPOINT_WAIT, force=True)
             # Closing the last connection checkpoints too: under the lock as well.
             self.conn.close()
         finally:
