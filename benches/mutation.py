@@ -38,7 +38,8 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          f"{PKG}.sync.xǁ_Runǁguard*"],
         # Not the stateful model test: it finds these too, but shrinking a failure
         # takes minutes, which a run over hundreds of mutants cannot pay.
-        ["tests/test_data_safety.py", "tests/test_sync_rules.py", "tests/test_spec_examples.py"],
+        ["tests/test_rules_deletion.py", "tests/test_data_safety.py", "tests/test_sync_rules.py",
+         "tests/test_spec_examples.py", "tests/test_properties.py"],
     ),
     "purge": (
         ["maintenance.py"],
