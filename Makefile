@@ -34,9 +34,12 @@ build: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: setup
-	$(BIN)/contactsync sync --source sample examples/sample-export.csv
-	$(BIN)/contactsync status
+# The demo has a mirror of its own (.venv/demo-mirror.db) and reads no config
+# file, so it neither touches a configured mirror nor trips over its sources.
+DEMO := XDG_CONFIG_HOME=$(CURDIR)/.venv/demo-config CONTACTSYNC_CONFIG= $(BIN)/contactsync --db .venv/demo-mirror.db
+demo: $(STAMP)
+	$(DEMO) sync --source sample examples/sample-export.csv
+	$(DEMO) status
 
 test: setup
 	cargo test --quiet
