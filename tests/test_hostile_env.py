@@ -559,7 +559,7 @@ def test_a_link_given_to_sync_that_is_the_mirror_is_refused(tmp_path: Path) -> N
 
 
 def test_escape_name() -> None:
-    from contactsync_agent.textsafe import escape_name
+    from contactsync_agent.safetext import escape_name
 
     assert escape_name("café.csv") == "café.csv"
     assert escape_name(os.fsdecode(b"bad\xff\xfename.csv")) == "bad\\xff\\xfename.csv"

@@ -22,9 +22,8 @@ from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.models import SyncReport
-from contactsync_agent.safetext import cell, console, escape, markup
+from contactsync_agent.safetext import cell, console, escape, escape_name, markup
 from contactsync_agent.store import DEFAULT_WRITE_WAIT, Store
-from contactsync_agent.textsafe import escape_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -61,9 +61,8 @@ from contactsync_agent.infile import (
 )
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror
-from contactsync_agent.safetext import EscapingFormatter
+from contactsync_agent.safetext import EscapingFormatter, escape_name
 from contactsync_agent.store import now_iso
-from contactsync_agent.textsafe import escape_name
 
 if TYPE_CHECKING:
     from contactsync_agent.sources.base import Connector

@@ -31,7 +31,7 @@ from typing import IO
 import xxhash
 
 from contactsync_agent.errors import ContactSyncError
-from contactsync_agent.textsafe import escape_name
+from contactsync_agent.safetext import escape_name
 
 #: The mirror's own files, by suffix of the database path.
 OWN_SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")
@@ -133,7 +133,7 @@ class InputFile:
 
     @property
     def shown(self) -> str:
-        """The path as stored and shown (escaped: see textsafe.escape_name)."""
+        """The path as stored and shown (escaped: see safetext.escape_name)."""
         return escape_name(self.path)
 
     @property

@@ -29,9 +29,9 @@ from contactsync_agent.infile import InputFile, OwnFiles, open_input
 from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.mirror_relations import RelationsMixin
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
+from contactsync_agent.safetext import escape_name
 from contactsync_agent.store import CONTACT_COLUMNS, DEFAULT_WRITE_WAIT, Store, now_iso
 from contactsync_agent.sync import ProgressFn
-from contactsync_agent.textsafe import escape_name
 
 APP = "contactsync-agent"
 FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "csv", ".json": "json", ".ndjson": "ndjson",

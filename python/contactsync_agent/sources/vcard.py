@@ -28,8 +28,8 @@ from contactsync_agent import _core
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import SourceFormatError
 from contactsync_agent.infile import InputFile, OwnFiles, open_input
+from contactsync_agent.safetext import escape_name
 from contactsync_agent.sources.base import Connector
-from contactsync_agent.textsafe import escape_name
 
 log = logging.getLogger("contactsync_agent.sources.vcard")
 
