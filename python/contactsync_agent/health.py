@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from contactsync_agent.textsafe import escape_name
+
 HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
 STATES = (HEALTHY, DEGRADED, FAILING)
 CODES = {HEALTHY: 0, DEGRADED: 1, FAILING: 2}
@@ -77,6 +79,31 @@ def counted(runs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     ]
 
 
+def _origin_name(run: Mapping[str, Any]) -> str | None:
+    """The file (or other origin) a run read, escaped; None for an API call."""
+    origin = run.get("origin")
+    if not origin or origin == "api":
+        return None
+    return escape_name(origin)
+
+
+def run_outcome(run: Mapping[str, Any]) -> str:
+    """`last run refused: FILE: why`: the status said once (refusals are recorded
+    as `refused: ...`, sometimes after the file name), naming the run's file when
+    the message does not already."""
+    msg = escape_name(run["error"] or "no message")
+    name = _origin_name(run)
+    base = name.rsplit("/", 1)[-1] if name else None  # the daemon records whole paths
+    for prefix in {p for p in (name, base) if p}:
+        if msg.startswith(f"{prefix}: "):
+            msg = msg[len(prefix) + 2:]
+            break
+    msg = msg.removeprefix(f"{run['status']}: ")
+    if name and not (base and base in msg) and name not in msg:
+        msg = f"{name}: {msg}"
+    return f"last run {run['status']}: {msg}"
+
+
 def evaluate(
     runs: Sequence[Mapping[str, Any]],
     *,
@@ -106,7 +133,7 @@ def evaluate(
         streak += 1
     if done and streak:
         last = done[0]
-        msg = f"last run {last['status']}: {last['error'] or 'no message'}"
+        msg = run_outcome(last)
         if last["status"] == "refused" or streak >= 2:
             failing.append(msg if streak == 1 else f"{streak} runs in a row unsuccessful; {msg}")
         else:
