@@ -169,7 +169,9 @@ def test_only_enabled_configured_sources_are_judged_when_a_config_exists(
     assert by["xpm"]["judged"] is True
     assert by["t2"]["judged"] is False and by["t2"]["last_run"]["status"] == "refused"
     assert by["t3"]["judged"] is False and by["t3"]["last_run"]["status"] == "ok"
-    r = cli("--config", str(cfg), "--db", str(db), "status")
+    wide = {**env(), "COLUMNS": "250"}  # one table row per source, whatever the terminal
+    r = subprocess.run([*CLI, "--config", str(cfg), "--db", str(db), "status"],
+                       capture_output=True, text=True, env=wide, timeout=30, check=False)
     assert r.returncode == 0, r.stdout
     t2 = next(line for line in r.stdout.splitlines() if line.strip("│ ").startswith("t2"))
     assert "not judged" in t2

@@ -6,6 +6,8 @@ Pure: takes run rows and the time, returns a verdict with reasons. The daemon
 
 from __future__ import annotations
 
+import ntpath
+import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,10 +82,15 @@ def counted(runs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _origin_name(run: Mapping[str, Any]) -> str | None:
-    """The file (or other origin) a run read, escaped; None for an API call."""
+    """The file a run read (its name only: the daemon records whole paths) or
+    its other origin, escaped; None for an API call."""
     origin = run.get("origin")
     if not origin or origin == "api":
         return None
+    if posixpath.isabs(origin):  # (an escaped name keeps its `\xNN`: not a separator)
+        origin = posixpath.basename(origin)
+    elif ntpath.splitdrive(origin)[0]:  # C:\... or \\server\share\... on Windows
+        origin = ntpath.basename(origin)
     return escape_name(origin)
 
 
@@ -93,13 +100,10 @@ def run_outcome(run: Mapping[str, Any]) -> str:
     the message does not already."""
     msg = escape_name(run["error"] or "no message")
     name = _origin_name(run)
-    base = name.rsplit("/", 1)[-1] if name else None  # the daemon records whole paths
-    for prefix in {p for p in (name, base) if p}:
-        if msg.startswith(f"{prefix}: "):
-            msg = msg[len(prefix) + 2:]
-            break
+    if name and msg.startswith(f"{name}: "):
+        msg = msg[len(name) + 2:]
     msg = msg.removeprefix(f"{run['status']}: ")
-    if name and not (base and base in msg) and name not in msg:
+    if name and name not in msg:
         msg = f"{name}: {msg}"
     return f"last run {run['status']}: {msg}"
 

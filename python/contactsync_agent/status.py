@@ -354,7 +354,8 @@ def render(data: dict[str, Any]) -> None:
     con = Console()
     h = data["health"]
     if "daemon" not in data:  # no mirror at all (`missing_database`)
-        con.print(f"[bold]Mirror[/] — health: [bold {colour[h]}]{h}[/]: {markup(data['why'])}")
+        con.print(f"[bold]Mirror[/] — health: [bold {colour[h]}]{h}[/]: {markup(data['why'])}",
+                  soft_wrap=True)
         return
     con.print(
         f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB, "
