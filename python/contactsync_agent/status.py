@@ -424,5 +424,5 @@ def render(data: dict[str, Any]) -> None:
     for s in data["sources"]:
         if s["health"] != "healthy" or s["reasons"]:
             style = colour[s["health"]] if s["judged"] else "dim"
-            con.print(f"  [{style}]{markup(s['name'])}[/]: {markup(s['why'])}"
-                      + ("" if s["judged"] else " (not judged)"))
+            con.print(f"  [{style}]{markup(s['name'])}[/]"
+                      + ("" if s["judged"] else " (not judged)") + f": {markup(s['why'])}")
