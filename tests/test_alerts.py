@@ -131,3 +131,53 @@ def test_failing_source_alerts_once_and_once_on_recovery(tmp_path: Path) -> None
             b.heartbeats_after(now_iso(), 3)
             assert b.stop() == 0
         assert len(hook.received) == 2
+
+
+@pytest.mark.parametrize(
+    ("origin", "error", "reason"),
+    [
+        # A guard's refusal through the API: recorded as `refused: ...`, no file.
+        ("api", "refused: the snapshot would delete 9 of 10",
+         "last run refused: the snapshot would delete 9 of 10"),
+        # `contactsync sync FILE`: the file name, then the guard's `refused: ...`.
+        ("t2.csv", "t2.csv: refused: the snapshot would delete 9 of 10",
+         "last run refused: t2.csv: the snapshot would delete 9 of 10"),
+        # The daemon records the whole path; the message names the file already.
+        ("/in/bad.csv", "bad.csv, line 1: no column maps to external_id",
+         "last run refused: bad.csv, line 1: no column maps to external_id"),
+        # A message without the file gets it, escaped (a name cannot rewrite a terminal).
+        ("ex\x1b[2J.csv", "refused: the file is too big",
+         "last run refused: ex\\x1b[2J.csv: the file is too big"),
+    ],
+)
+def test_a_refusal_reason_says_refused_once_and_names_the_file(
+    origin: str, error: str, reason: str
+) -> None:
+    verdict = health.evaluate([{**run("refused", error=error), "origin": origin}], now=NOW)
+    assert verdict.state == "failing"
+    assert verdict.reasons == (reason,)
+
+
+def test_a_refused_mass_deletion_alerts_once_with_the_file_name(tmp_path: Path) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    with Webhook() as hook:
+        cfg = tmp_path / "config.toml"
+        cfg.write_text(
+            config_text(
+                tmp_path,
+                sources={"xpm": {"path": str(inbox), "settle_seconds": 0.2}},
+                alerts={"webhook": hook.url, "timeout": "5s"},
+            )
+        )
+        with agent(tmp_path, cfg) as a:
+            write_csv(inbox / "full.csv", 10)
+            poll(lambda: not (inbox / "full.csv").exists(), what="the first import")
+            write_csv(inbox / "small.csv", 1)
+            poll(lambda: hook.received, what="the failing alert")
+            assert a.stop() == 0
+    [alert] = hook.received
+    assert alert["state"] == "failing"
+    [reason] = alert["reasons"]
+    assert reason.startswith("last run refused: small.csv: "), reason
+    assert reason.count("refused") == 1 and "small.csv" in alert["summary"], reason

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import CLI, agent, cli, config_text, env, poll, write_csv
-from contactsync_agent.errors import SourceFormatError
+from contactsync_agent.errors import SafetyLimitError, SourceFormatError
 from contactsync_agent.mirror import Mirror
 
 pytestmark = pytest.mark.timeout(120)
@@ -141,3 +141,71 @@ def _cli_import_seconds() -> float:
         check=True,
     )
     return float(r.stdout)
+
+
+def test_only_enabled_configured_sources_are_judged_when_a_config_exists(
+    db: Path, tmp_path: Path
+) -> None:
+    """A one-off import into a source the config does not list (refused, or with a
+    quarantined row) is listed with its last run but does not set the health."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Foo,Bar\n1,2\n")
+    bad_row = tmp_path / "b.csv"
+    bad_row.write_text("Client ID,First Name\nX1,Ann\n,no id\n")
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", 5))
+        with pytest.raises(SourceFormatError):
+            m.sync_file("t2", bad)
+        m.sync_file("t3", bad_row)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text(tmp_path, sources={"xpm": {"path": str(inbox)}}))
+    r = cli("--config", str(cfg), "--db", str(db), "status", "--json")
+    assert r.returncode == 0, r.stdout
+    data = json.loads(r.stdout)
+    assert data["health"] == "healthy"
+    by = {s["name"]: s for s in data["sources"]}
+    assert by["xpm"]["judged"] is True
+    assert by["t2"]["judged"] is False and by["t2"]["last_run"]["status"] == "refused"
+    assert by["t3"]["judged"] is False and by["t3"]["last_run"]["status"] == "ok"
+    wide = {**env(), "COLUMNS": "250"}  # one table row per source, whatever the terminal
+    r = subprocess.run([*CLI, "--config", str(cfg), "--db", str(db), "status"],
+                       capture_output=True, text=True, env=wide, timeout=30, check=False)
+    assert r.returncode == 0, r.stdout
+    t2 = next(line for line in r.stdout.splitlines() if line.strip("│ ").startswith("t2"))
+    assert "not judged" in t2
+    # Without a config file every source with runs is judged, as before.
+    r = cli("--config", str(tmp_path / "absent.toml"), "--db", str(db), "status", "--json")
+    assert r.returncode != 0  # the named config file is missing: an error, not a verdict
+    r = status(db, "--json")
+    assert r.returncode == 2, r.stdout
+    assert all(s["judged"] for s in json.loads(r.stdout)["sources"])
+
+
+def test_a_missing_database_is_failing_and_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "mirorr.db"
+    r = status(missing)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"no mirror database at {missing}" in r.stdout + r.stderr
+    assert "--db / CONTACTSYNC_DB" in r.stdout + r.stderr
+    r = status(missing, "--json")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    data = json.loads(r.stdout)
+    assert data["health"] == "failing" and data["database"] == str(missing)
+    assert f"no mirror database at {missing}" in data["why"]
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_a_refusal_reads_once_and_names_the_file(db: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "export\x1b[2J.csv"
+    write_csv(bad, 10)
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", 10))
+        with pytest.raises(SafetyLimitError):
+            m.sync_file("xpm", write_csv(bad, 1))
+    r = status(db, "--json")
+    assert r.returncode == 2, r.stdout
+    why = json.loads(r.stdout)["sources"][0]["why"]
+    assert "refused: refused" not in why and why.count("refused") == 1, why
+    assert "export\\x1b[2J.csv" in why and "\x1b" not in why, why

@@ -23,7 +23,7 @@ from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.models import SyncReport
 from contactsync_agent.safetext import cell, console, escape, escape_name, markup
-from contactsync_agent.store import DEFAULT_WRITE_WAIT, Store
+from contactsync_agent.store import DEFAULT_WRITE_WAIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -351,13 +351,11 @@ def _pull(obj: Ctx, source: str, mode: str | None, allow_mass_delete: bool,
 def status(obj: Ctx, as_json: bool) -> None:
     """Agent, sources and queues; exit 0 healthy, 1 degraded, 2 failing.
 
-    Opens the mirror read-only: safe to call while the agent writes.
+    Opens the mirror read-only: safe to call while the agent writes. With a
+    config file, only its enabled sources are judged (others are listed as not
+    judged); no database at the path is failing (exit 2).
     """
-    store = Store.open(obj.db, readonly=True)
-    try:
-        data = status_mod.collect(store, obj.config)
-    finally:
-        store.close()
+    data = status_mod.report(obj.db, obj.config)
     if as_json:
         emit_json(data)
     else:

@@ -6,10 +6,14 @@ Pure: takes run rows and the time, returns a verdict with reasons. The daemon
 
 from __future__ import annotations
 
+import ntpath
+import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from contactsync_agent.safetext import escape_name
 
 HEALTHY, DEGRADED, FAILING = "healthy", "degraded", "failing"
 STATES = (HEALTHY, DEGRADED, FAILING)
@@ -77,6 +81,33 @@ def counted(runs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     ]
 
 
+def _origin_name(run: Mapping[str, Any]) -> str | None:
+    """The file a run read (its name only: the daemon records whole paths) or
+    its other origin, escaped; None for an API call."""
+    origin = run.get("origin")
+    if not origin or origin == "api":
+        return None
+    if posixpath.isabs(origin):  # (an escaped name keeps its `\xNN`: not a separator)
+        origin = posixpath.basename(origin)
+    elif ntpath.splitdrive(origin)[0]:  # C:\... or \\server\share\... on Windows
+        origin = ntpath.basename(origin)
+    return escape_name(origin)
+
+
+def run_outcome(run: Mapping[str, Any]) -> str:
+    """`last run refused: FILE: why`: the status said once (refusals are recorded
+    as `refused: ...`, sometimes after the file name), naming the run's file when
+    the message does not already."""
+    msg = escape_name(run["error"] or "no message")
+    name = _origin_name(run)
+    if name and msg.startswith(f"{name}: "):
+        msg = msg[len(name) + 2:]
+    msg = msg.removeprefix(f"{run['status']}: ")
+    if name and name not in msg:
+        msg = f"{name}: {msg}"
+    return f"last run {run['status']}: {msg}"
+
+
 def evaluate(
     runs: Sequence[Mapping[str, Any]],
     *,
@@ -106,7 +137,7 @@ def evaluate(
         streak += 1
     if done and streak:
         last = done[0]
-        msg = f"last run {last['status']}: {last['error'] or 'no message'}"
+        msg = run_outcome(last)
         if last["status"] == "refused" or streak >= 2:
             failing.append(msg if streak == 1 else f"{streak} runs in a row unsuccessful; {msg}")
         else:

@@ -14,6 +14,7 @@ from typing import Any
 
 from contactsync_agent import health
 from contactsync_agent.config import AgentConfig
+from contactsync_agent.safetext import escape_name
 from contactsync_agent.store import ERASURE_PENDING_KEY, Store
 
 HEALTH_CODES = health.CODES
@@ -141,6 +142,32 @@ def storage_status(wal_bytes: int, wal_warn_bytes: int, meta: dict[str, str]) ->
     }
 
 
+def missing_database(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What `status` reports when there is no mirror at `path` (a mistyped `--db`,
+    or no sync yet): failing, since nothing is being mirrored there."""
+    shown = escape_name(path)
+    return {
+        "database": str(path),
+        "checked_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "health": health.FAILING,
+        "why": f"no mirror database at {shown} (run a sync first, or check --db / "
+        "CONTACTSYNC_DB)",
+        "sources": [],
+    }
+
+
+def report(db: str | os.PathLike[str], config: AgentConfig | None = None) -> dict[str, Any]:
+    """`collect` for the mirror at `db` opened read-only (the API twin of
+    `contactsync status --json`); `missing_database` when there is none."""
+    if not os.path.exists(db):
+        return missing_database(db)
+    store = Store.open(db, readonly=True)
+    try:
+        return collect(store, config)
+    finally:
+        store.close()
+
+
 def _runs(conn: Any, source: str) -> list[dict[str, Any]]:
     cur = conn.execute(
         "SELECT * FROM runs WHERE source = ? ORDER BY id DESC LIMIT ?", (source, RUN_HISTORY)
@@ -207,7 +234,7 @@ def collect(
             "storage": storage,
             "checked_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
             "health": health.worst([daemon["health"], storage["health"],
-                                    *(s["health"] for s in sources)]),
+                                    *(s["health"] for s in sources if s["judged"])]),
             "daemon": daemon,
             "contacts": totals,
             "open_activities": count("SELECT count(*) FROM activities WHERE status = 'open'"),
@@ -233,6 +260,9 @@ def _source(
 ) -> dict[str, Any]:
     cfg = config.sources.get(name)
     enabled = bool(cfg and cfg.enabled)
+    # With a config file only its enabled sources are judged: a one-off import
+    # into another source is listed, never the overall health (docs/operations.md).
+    judged = enabled or config.path is None
     expected = health.parse_time(daemon["started_at"]) if daemon["running"] else None
     verdict = health.evaluate(
         runs,
@@ -271,6 +301,7 @@ def _source(
         "name": name,
         "configured": cfg is not None,
         "enabled": enabled,
+        "judged": judged,
         "kind": cfg.kind if cfg else None,
         "path": cfg.path if cfg else None,
         "interval_s": cfg.interval if cfg else None,
@@ -321,6 +352,10 @@ def render(data: dict[str, Any]) -> None:
     colour = {"healthy": "green", "degraded": "yellow", "failing": "red"}
     con = console()
     h = data["health"]
+    if "daemon" not in data:  # no mirror at all (`missing_database`)
+        con.print(f"[bold]Mirror[/] — health: [bold {colour[h]}]{h}[/]: {markup(data['why'])}",
+                  soft_wrap=True)
+        return
     con.print(
         f"[bold]Mirror[/] {data['database']} ({data['database_bytes'] / 1e6:.1f} MB, "
         f"WAL {data['wal_bytes'] / 1e6:.1f} MB) — health: [bold {colour[h]}]{h}[/]"
@@ -373,7 +408,11 @@ def render(data: dict[str, Any]) -> None:
         t.add_row(
             cell(s["name"]),
             "yes" if s["enabled"] else "no",
-            f"[{colour[s['health']]}]{s['health']}[/]",
+            f"[{colour[s['health']]}]{s['health']}[/]"
+            if s["judged"]
+            else f"[dim]{s['health']} ("
+            + ("disabled" if s["configured"] else "not configured")
+            + ": not judged)[/]",
             f"{s['contacts']:,}",
             _ago(now, r.get("finished_at") or r.get("started_at")),
             r.get("status", "—"),
@@ -383,4 +422,6 @@ def render(data: dict[str, Any]) -> None:
     con.print(t)
     for s in data["sources"]:
         if s["health"] != "healthy" or s["reasons"]:
-            con.print(f"  [{colour[s['health']]}]{markup(s['name'])}[/]: {markup(s['why'])}")
+            style = colour[s["health"]] if s["judged"] else "dim"
+            con.print(f"  [{style}]{markup(s['name'])}[/]"
+                      + ("" if s["judged"] else " (not judged)") + f": {markup(s['why'])}")
