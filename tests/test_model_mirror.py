@@ -614,6 +614,12 @@ class MirrorMachine(RuleBasedStateMachine):
             free = [e for e in EXT if e not in taken]
             ext = free[0] if free else None
         source = OTHER if record_type == "external" else (SOURCE if ext else None)
+        if not any(v.values()):
+            # A contact with no field at all is refused, and nothing is written.
+            with pytest.raises(ContactSyncError, match="at least one"):
+                self.mirror.add_contact(record_type=record_type, forced_manual=forced,
+                                        source=source, external_id=ext, **v)
+            return
         want = self.model.add(record_type, forced, source, ext, v)
         got = self.mirror.add_contact(record_type=record_type, forced_manual=forced,
                                       source=source, external_id=ext, **v)

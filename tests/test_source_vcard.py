@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from contactsync_agent import _core
 from contactsync_agent import cli as cli_mod
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import SafetyLimitError, SourceFormatError
@@ -224,3 +225,30 @@ def test_source_test_joins_the_source_group_in_either_order(source_group_first: 
     assert isinstance(group, click.Group)
     assert group.commands["test"] is cli_sources.source_test
     assert root.commands["source-test"] is cli_sources.source_test
+
+
+def test_quarantine_and_cli_name_the_cards_first_line(tmp_path: Path) -> None:
+    """A card without UID is quarantined at its BEGIN:VCARD line in the file (9 in
+    problems.vcf), not at its position among the cards (2): through `Mirror.sync_file`
+    and in the CLI's rejected-rows lines."""
+    f = tmp_path / "v.vcf"
+    shutil.copy(DATA / "problems.vcf", f)
+    with Mirror.open(tmp_path / "api.db") as m:
+        report = m.sync_file("cards", f)
+        assert sorted(report.rejected) == [
+            (9, "empty external id"), (15, "empty external id")
+        ]
+        rows = m.quarantine(report.run_id)
+        assert sorted(r["line"] for r in rows) == [9, 15]
+        # The reserved key is no field: not in the raw text, not kept anywhere.
+        assert all("\0" not in r["raw"] for r in rows)
+        assert all(_core.LINE_KEY not in c.extra for c in m.contacts())
+    db = tmp_path / "cli.db"
+    result = CliRunner().invoke(cli_mod.cli, ["--db", str(db), "sync", "-s", "cards", str(f)])
+    assert result.exit_code == 0, result.output
+    assert "v.vcf, line 9: empty external id" in result.stderr
+    assert "v.vcf, line 15: empty external id" in result.stderr
+    assert "line 2:" not in result.stderr and "line 3:" not in result.stderr
+    out = CliRunner().invoke(cli_mod.cli, ["--db", str(db), "quarantine"])
+    assert ", line 9: empty external id" in out.output
+    assert ", line 2:" not in out.output

@@ -12,6 +12,8 @@ HASH_VERSION: int
 FIELDS: list[str]
 #: A mapping key that makes `Batch.from_dicts` quarantine the record (value: the reason).
 REJECT_KEY: str
+#: A mapping key that gives a record of `Batch.from_dicts` its own line (default: by position).
+LINE_KEY: str
 
 def canonical(fields: list[str], extra: list[tuple[str, str]]) -> bytes: ...
 def entity_hash(values: list[str], extra: list[tuple[str, str]]) -> int: ...

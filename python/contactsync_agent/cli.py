@@ -18,7 +18,12 @@ import click
 
 from contactsync_agent import status as status_mod
 from contactsync_agent.config import AgentConfig, load_config
-from contactsync_agent.errors import ContactSyncError
+from contactsync_agent.errors import (
+    ContactSyncError,
+    SafetyLimitError,
+    SourceFormatError,
+    seconds,
+)
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.models import SyncReport
@@ -62,7 +67,7 @@ class Ctx:
         agent = AgentLock(self.db).holder()
         who = ("the agent's run" if pid is not None and pid == agent
                else f"process {pid}'s write" if pid else "another write")
-        click.echo(f"contactsync: waiting for {who} to finish… (up to {self.wait:.0f}s; "
+        click.echo(f"contactsync: waiting for {who} to finish… (up to {seconds(self.wait)}; "
                    "--wait to change)", err=True)
 
 
@@ -125,33 +130,75 @@ def _quiet_exit() -> NoReturn:
     sys.exit(0)
 
 
+#: `Context.meta` key (shared by a command's context and its parents'): --json was given.
+JSON_META = "contactsync.as_json"
+
+
+def _note_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[JSON_META] = True
+    return value
+
+
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+    return click.option("--json", "as_json", is_flag=True, callback=_note_json,
+                        help="Print JSON for scripts (errors too: one object on stdout "
+                             "with status, error and exit_code).")(f)
 
 
 class CliGroup(click.Group):
-    """Turns the package's errors into one line and their exit code."""
+    """Turns the package's errors into one line and their exit code (and, when the
+    command was given --json, also one JSON object on stdout)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ContactSyncError as e:
-            say(f"contactsync: error: {e}", err=True)
-            sys.exit(e.exit_code)
+            refused = isinstance(e, (SafetyLimitError, SourceFormatError))
+            self._fail(ctx, f"contactsync: error: {e}", str(e), e.exit_code,
+                       "refused" if refused else "error")
         except sqlite3.Error as e:
-            say(f"contactsync: database error: {e}", err=True)
-            sys.exit(1)
+            self._fail(ctx, f"contactsync: database error: {e}", f"database error: {e}", 1)
         except BrokenPipeError as e:
             if _stdout_is_gone():
                 _quiet_exit()
-            say(f"contactsync: error: {e}", err=True)
-            sys.exit(1)
+            self._fail(ctx, f"contactsync: error: {e}", str(e), 1)
         except OSError as e:
-            say(f"contactsync: error: {e}", err=True)
-            sys.exit(1)
+            self._fail(ctx, f"contactsync: error: {e}", str(e), 1)
         except KeyboardInterrupt:
             click.echo("contactsync: interrupted; the run was rolled back", err=True)
             sys.exit(130)
+
+    @staticmethod
+    def _fail(ctx: click.Context, line: str, message: str, code: int,
+              status: str = "error") -> NoReturn:
+        say(line, err=True)
+        if ctx.meta.get(JSON_META):
+            emit_json({"status": status, "error": escape(message), "exit_code": code})
+        sys.exit(code)
+
+
+class WaitSeconds(click.FloatRange):
+    """--wait's seconds (>= 0); a bad value taken from CONTACTSYNC_WAIT names the
+    variable, not only the option nobody typed."""
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            if (ctx is not None and param is not None and param.name is not None
+                    and ctx.get_parameter_source(param.name)
+                    is click.core.ParameterSource.ENVIRONMENT):
+                raise click.BadParameter(
+                    f"{e.message.rstrip('.')}; give seconds (e.g. CONTACTSYNC_WAIT=30) or "
+                    "unset the variable", ctx=ctx,
+                    param_hint="'--wait', from the environment variable CONTACTSYNC_WAIT",
+                ) from None
+            raise
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,7 +206,7 @@ class CliGroup(click.Group):
               help="Mirror database (default: [agent] database, else the user data directory).")
 @click.option("--config", "config", envvar="CONTACTSYNC_CONFIG",
               type=click.Path(dir_okay=False), help="Config file (TOML).")
-@click.option("--wait", "wait", envvar="CONTACTSYNC_WAIT", type=click.FloatRange(min=0),
+@click.option("--wait", "wait", envvar="CONTACTSYNC_WAIT", type=WaitSeconds(),
               default=DEFAULT_WRITE_WAIT, show_default=True,
               help="Seconds a write waits while the agent's run (or another write) holds "
                    "the mirror; past it the command exits 5.")
@@ -468,7 +515,13 @@ def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
 def contacts_add(obj: Ctx, name: str | None, given_name: str, family_name: str, email: str,
                  phone: str, mobile: str, organisation: str, record_type: str,
                  source: str | None, external_id: str | None, as_json: bool) -> None:
-    """Add a local contact (manual, or external to record another integration's)."""
+    """Add a local contact (manual, or external to record another integration's).
+
+    At least one of --name, --given-name, --family-name, --email, --phone,
+    --mobile or --organisation is needed."""
+    if not any((name, given_name, family_name, email, phone, mobile, organisation)):
+        raise click.UsageError("nothing to add: give at least one of --name, --given-name, "
+                               "--family-name, --email, --phone, --mobile, --organisation")
     with obj.mirror() as m:
         cid = m.add_contact(name=name, given_name=given_name, family_name=family_name,
                             email=email, phone=phone, mobile=mobile, organisation=organisation,

@@ -62,6 +62,11 @@ class RunAborted(ContactSyncError):
     stop): rolled back whole and recorded with status 'aborted', not 'failed'."""
 
 
+def seconds(s: float) -> str:
+    """A wait as people read it: one decimal under 10 s (0.5s, not 0s), whole seconds above."""
+    return f"{s:.1f}s" if s < 10 else f"{s:.0f}s"
+
+
 class LockedError(ContactSyncError):
     """Another process holds the database's agent lock (a second agent), or held
     its writer lock for longer than this process would wait."""
@@ -78,7 +83,7 @@ class LockedError(ContactSyncError):
             super().__init__(f"{path} is locked by {who} ({purpose})")
         else:
             super().__init__(
-                f"{path} is still locked by {who} after waiting {waited:.0f}s ({purpose}: "
+                f"{path} is still locked by {who} after waiting {seconds(waited)} ({purpose}: "
                 "the agent's run or another write is still going on); try again later, "
                 "or wait longer with --wait SECONDS")
 

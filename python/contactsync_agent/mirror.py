@@ -135,7 +135,8 @@ class Mirror(RelationsMixin):
         source: str | None = None, external_id: str | None = None,
         forced_manual: bool = False, extra: Mapping[str, str] | None = None, **fields: Any,
     ) -> int:
-        """Adds a contact created locally (or left by another integration: `external`)."""
+        """Adds a contact created locally (or left by another integration: `external`).
+        A contact with no field at all (an id alone is not one) is a ContactSyncError."""
         unknown = set(fields) - set(FIELDS)
         if unknown:
             raise ContactSyncError(f"unknown contact field(s): {', '.join(sorted(unknown))}")
@@ -150,6 +151,9 @@ class Mirror(RelationsMixin):
             if not values["display_name"]:
                 values["display_name"] = full
         extra_map = {str(k): str(v) for k, v in sorted((extra or {}).items())}
+        if not any(values.values()) and not any(extra_map.values()):
+            raise ContactSyncError("a contact needs at least one of a name, an e-mail, a phone "
+                                   "or another field; nothing was given")
         field_list = [values[f] for f in FIELDS]
         phone_e, mobile_e, _ = _core.derive_keys(field_list, self.region)
         digest = _core.content_hash(field_list, list(extra_map.items()))

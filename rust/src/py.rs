@@ -19,6 +19,10 @@ use crate::sources::{Limits, Reader, RowId, SourceError};
 /// A mapping key a connector sets (to the reason) to have `Batch.from_dicts`
 /// quarantine that record; no source can name a field so (it starts with NUL).
 pub const REJECT_KEY: &str = "\u{0}rejected";
+/// A mapping key a connector sets (to a line number) to have `Batch.from_dicts`
+/// number that record by its own line in the file (a vCard's first line) rather
+/// than by its position; never a field (it starts with NUL).
+pub const LINE_KEY: &str = "\u{0}line";
 
 pub(crate) fn source_error(py: Python<'_>, path: &str, e: SourceError) -> PyErr {
     let built = py
@@ -451,7 +455,8 @@ impl Batch {
     /// A value over `max_field_bytes` quarantines its record (as in the file
     /// readers); so does a mapping holding `REJECT_KEY`, whose value is the reason
     /// (a connector that refused the record without holding it, e.g. a vCard
-    /// property over the limit). Quarantined raw text is cut at 4 kB.
+    /// property over the limit). Quarantined raw text is cut at 4 kB. A record is
+    /// numbered `first_line` + its position, unless it holds `LINE_KEY` (its own line).
     #[staticmethod]
     #[pyo3(signature = (records, mapping, differ, identity = None, region = "AU", first_line = 1, max_field_bytes = 1 << 20, partial = false))]
     #[allow(clippy::too_many_arguments)]
@@ -475,7 +480,7 @@ impl Batch {
         let mut items = Vec::with_capacity(records.len());
         let mut cells: Vec<(String, String)> = Vec::new();
         for (i, obj) in records.iter().enumerate() {
-            let line = first_line + i as u64;
+            let mut line = first_line + i as u64;
             let dict = obj
                 .cast::<PyDict>()
                 .map_err(|_| PyValueError::new_err(format!("record {line} is not a mapping")))?;
@@ -496,6 +501,14 @@ impl Batch {
                     v.str()?.to_string()
                 };
                 cells.push((key, val));
+            }
+            if let Some(pos) = cells.iter().position(|(k, _)| k == LINE_KEY) {
+                let (_, v) = cells.remove(pos);
+                line = v.trim().parse().map_err(|_| {
+                    PyValueError::new_err(format!(
+                        "record {line}: line number {v:?} is not a number"
+                    ))
+                })?;
             }
             let refused = cells
                 .iter()
@@ -938,6 +951,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(derive_keys, m)?)?;
     m.add_function(wrap_pyfunction!(open_file, m)?)?;
     m.add("REJECT_KEY", REJECT_KEY)?;
+    m.add("LINE_KEY", LINE_KEY)?;
     m.add_class::<Differ>()?;
     m.add_class::<IdentityIndex>()?;
     m.add_class::<Batch>()?;

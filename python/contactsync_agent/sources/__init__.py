@@ -270,6 +270,8 @@ def map_record(
     out = SampleRecord(number=number, external_id="")
     taken: set[str] = set()
     for column, raw in record.items():
+        if column == _core.LINE_KEY:
+            continue  # where the record is in its file, not a field
         value = (
             ""
             if raw is None

@@ -396,7 +396,8 @@ def read_cards(
     """The cards of one file as records. A card that cannot be parsed, or has no UID,
     is yielded with an empty UID (so the core quarantines it) and logged with file,
     card number and line (the first few; then a count); a card over the size limits
-    is yielded as a refusal (`_core.REJECT_KEY`: quarantined with its reason); a file
+    is yielded as a refusal (`_core.REJECT_KEY`: quarantined with its reason); every
+    record carries its card's first line under `_core.LINE_KEY`; a file
     with no card at all is a SourceFormatError. An `InputFile` is read through its
     descriptor (a duplicate of it, rewound)."""
     p = path.shown if isinstance(path, InputFile) else escape_name(path)
@@ -431,6 +432,7 @@ def read_cards(
                     _core.REJECT_KEY: f"card {item.number} (line {item.line}): {item.reason}",
                     "vcard_card": item.number,
                     "vcard_line": item.line,
+                    _core.LINE_KEY: item.line,
                 }
                 continue
             try:
@@ -446,12 +448,15 @@ def read_cards(
                     "vcard_card": item.number,
                     "vcard_line": item.line,
                     "vcard_error": reason,
+                    _core.LINE_KEY: item.line,
                 }
                 continue
             if not record["UID"]:
                 warnings.warn("%s: has no UID (the external id); quarantined", where)
                 record["vcard_card"] = item.number
                 record["vcard_line"] = item.line
+            # The card's first line numbers it in the quarantine (not its position).
+            record[_core.LINE_KEY] = item.line
             yield record
     finally:
         f.close()
