@@ -173,3 +173,13 @@ def test_a_run_refuses_a_column_drop_naming_the_source_until_confirmed(tmp_path:
         assert report.counts["updated"] == 1 and m.contacts(source="xpm")[0].mobile == ""
         # The confirmed header is the source's now: the same file again goes through.
         assert m.sync_file("xpm", b).counts["unchanged"] == 1
+
+
+def test_a_run_refused_by_the_mass_deletion_guard_names_its_source(tmp_path: Path) -> None:
+    with Mirror.open(tmp_path / "m.db") as m:
+        m.sync("crm", [{"external_id": f"K{i}", "name": f"P{i} Lee"} for i in range(10)])
+        with pytest.raises(SafetyLimitError, match="would delete 8 of 10 contacts of source "
+                                                   "'crm'") as e:
+            m.sync("crm", [{"external_id": f"K{i}", "name": f"P{i} Lee"} for i in range(2)])
+        assert (e.value.would_delete, e.value.total) == (8, 10)
+        assert len(m.contacts(source="crm")) == 10
