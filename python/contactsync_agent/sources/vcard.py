@@ -95,29 +95,6 @@ class Card:
     text: str
 
 
-def split_cards(text: str) -> Iterator[Card | tuple[int, str]]:
-    """The cards of a file, with their line numbers. Stray non-blank text outside a
-    card is yielded as (line, text) so the caller can report it."""
-    start: int | None = None
-    buf: list[str] = []
-    number = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if start is None:
-            if _BEGIN.match(line):
-                start, buf = lineno, [line]
-                number += 1
-            elif line.strip():
-                yield (lineno, line)
-            continue
-        buf.append(line)
-        if _END.match(line):
-            yield Card(number, start, "\r\n".join(buf) + "\r\n")
-            start, buf = None, []
-    if start is not None:
-        # No END:VCARD: hand it on as is; the parser's complaint names the card.
-        yield Card(number, start, "\r\n".join(buf) + "\r\n")
-
-
 @dataclass
 class Warnings:
     """The first few problems of a file logged in full, then one line counting the
@@ -143,18 +120,6 @@ class Warnings:
                 self.count - self.limit,
                 self.limit,
             )
-
-
-def decode(data: bytes, path: str, warnings: Warnings | None = None) -> str:
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        (warnings.warn if warnings else log.warning)(
-            "%s: not UTF-8; reading it as windows-1252", path
-        )
-        return data.decode("cp1252", errors="replace")
 
 
 def _types(prop: Any) -> set[str]:
@@ -299,9 +264,9 @@ def stream_cards(
     f: Any, encoding: str, *, max_field_bytes: int = MAX_FIELD_BYTES,
     drop: frozenset[str] = BINARY,
 ) -> Iterator[Card | Oversized | tuple[int, int]]:
-    """`split_cards` over an open binary file, line by line, with the size checks of
-    the module docstring. No physical line is read whole past the field limit. Text
-    outside a card comes as (line, its size in bytes)."""
+    """The cards of an open binary file with their line numbers, read line by line,
+    with the size checks of the module docstring. No physical line is read whole
+    past the field limit. Text outside a card comes as (line, its size in bytes)."""
     limit = max_field_bytes
     max_card = 2 * limit
     start: int | None = None
