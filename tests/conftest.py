@@ -1,10 +1,13 @@
-"""Shared fixtures: a fresh mirror database in a temporary directory; the
+"""Shared fixtures: a fresh mirror database in a temporary directory; another
+process holding a mirror's writer lock (`holder`); the
 Hypothesis `long` profile and the `--model-legacy` option of the stateful
 model test (tests/test_model_mirror.py)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,3 +45,35 @@ def db_path(tmp_path: Path) -> Path:
 def mirror(db_path: Path) -> Iterator[Mirror]:
     with Mirror.open(db_path) as m:
         yield m
+
+
+# Another process holding the writer lock until its stdin gets a line.
+HOLD = """
+import sys
+from pathlib import Path
+from contactsync_agent.locking import WriterLock
+lock = WriterLock(Path(sys.argv[1]))
+lock.acquire()
+print("held", flush=True)
+sys.stdin.readline()
+lock.release()
+"""
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """Another process holding the writer lock of tmp/m.db (as an agent run would)."""
+    from agent_helpers import env
+
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.add_contact(name="Ann Example")
+    with subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=env()) as proc:
+        assert proc.stdout is not None
+        try:
+            assert proc.stdout.readline().strip() == "held"
+            yield proc, db
+        finally:
+            proc.kill()
+            proc.wait(10)

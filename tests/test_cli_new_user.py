@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,39 +16,11 @@ from agent_helpers import CLI, env
 from contactsync_agent.errors import ContactSyncError, LockedError
 from contactsync_agent.mirror import Mirror
 
-HOLD = """
-import sys
-from pathlib import Path
-from contactsync_agent.locking import WriterLock
-lock = WriterLock(Path(sys.argv[1]))
-lock.acquire()
-print("held", flush=True)
-sys.stdin.readline()
-lock.release()
-"""
-
 
 def run(*args: str, extra_env: dict[str, str] | None = None,
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True,
                           env={**env(), **(extra_env or {})}, timeout=timeout, check=False)
-
-
-@pytest.fixture
-def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    """Another process holding the writer lock of tmp/m.db (as an agent run would)."""
-    db = tmp_path / "m.db"
-    with Mirror.open(db) as m:
-        m.add_contact(name="Ann Example")
-    with subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True, env=env()) as proc:
-        assert proc.stdout is not None
-        try:
-            assert proc.stdout.readline().strip() == "held"
-            yield proc, db
-        finally:
-            proc.kill()
-            proc.wait(10)
 
 
 # ---------------------------------------------------------------- contacts add, nothing given

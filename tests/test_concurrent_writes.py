@@ -14,10 +14,8 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,17 +27,6 @@ from agent_helpers import CLI, agent, config_text, env, poll, write_csv
 from contactsync_agent.errors import ContactSyncError, LockedError
 from contactsync_agent.locking import AgentLock, WriterLock
 from contactsync_agent.mirror import Mirror
-
-HOLD = """
-import sys
-from pathlib import Path
-from contactsync_agent.locking import WriterLock
-lock = WriterLock(Path(sys.argv[1]))
-lock.acquire()
-print("held", flush=True)
-sys.stdin.readline()
-lock.release()
-"""
 
 
 def run_cli(*args: str, cwd: Path | None = None,
@@ -53,23 +40,6 @@ def start_cli(tmp: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes]
     with open(err, "wb") as f:
         proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=f, env=env())
     return proc, err
-
-
-@pytest.fixture
-def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    """Another process holding the writer lock of tmp/m.db (as an agent run would)."""
-    db = tmp_path / "m.db"
-    with Mirror.open(db) as m:
-        m.add_contact(name="Ann Example")
-    with subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True, env=env()) as proc:
-        assert proc.stdout is not None
-        try:
-            assert proc.stdout.readline().strip() == "held"
-            yield proc, db
-        finally:
-            proc.kill()
-            proc.wait(10)
 
 
 # ---------------------------------------------------------------- keyed by the real path
