@@ -85,6 +85,18 @@ OWN_REASON = (
 )
 
 
+def fd_digest(fd: int) -> str:
+    """XXH3-128 of the bytes of the open file `fd` (read with pread: the
+    descriptor's offset is left alone): how the agent recognises a file it has
+    seen, whatever name it comes under."""
+    h = xxhash.xxh3_128()
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        h.update(chunk)
+        offset += len(chunk)
+    return h.hexdigest()
+
+
 @dataclass
 class OwnFiles:
     """The mirror's own files, which are never opened as input.
@@ -154,25 +166,12 @@ class InputFile:
                 return f"{base}/{self.fd}"
         return str(self.path)
 
-    def read_bytes(self) -> bytes:
-        parts: list[bytes] = []
-        offset = 0
-        while chunk := os.pread(self.fd, CHUNK, offset):
-            parts.append(chunk)
-            offset += len(chunk)
-        return b"".join(parts)
-
     def head(self, n: int) -> bytes:
         return os.pread(self.fd, n, 0)
 
     def digest(self) -> str:
-        """XXH3-128 of the file's bytes (the same as `mirror.file_digest`)."""
-        h = xxhash.xxh3_128()
-        offset = 0
-        while chunk := os.pread(self.fd, CHUNK, offset):
-            h.update(chunk)
-            offset += len(chunk)
-        return h.hexdigest()
+        """XXH3-128 of the file's bytes (`fd_digest`)."""
+        return fd_digest(self.fd)
 
     def changed(self) -> str | None:
         """Why the name no longer stands for the file as opened (None: it does, and

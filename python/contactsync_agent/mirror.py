@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import Any
 
 import platformdirs
-import xxhash
 
 from contactsync_agent import _core, sync
 from contactsync_agent.errors import (
@@ -25,7 +24,7 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
-from contactsync_agent.infile import InputFile, OwnFiles, open_input
+from contactsync_agent.infile import InputFile, OwnFiles, fd_digest, open_input
 from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.mirror_relations import RelationsMixin
 from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
@@ -48,12 +47,9 @@ def default_db_path() -> Path:
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """XXH3-128 of a file's bytes: how the agent recognises a file it has seen."""
-    h = xxhash.xxh3_128()
+    """XXH3-128 of a file's bytes, by its path (`infile.fd_digest`)."""
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return fd_digest(f.fileno())
 
 
 def format_for(path: str | os.PathLike[str]) -> str:
