@@ -110,7 +110,8 @@ def owner_of(fld: str, ownership: Mapping[str, str] | None) -> str:
     return ownership.get(fld, "source")
 
 
-def _signed(u: int) -> int:
+def signed_hash(u: int) -> int:
+    """An unsigned 64-bit hash as SQLite's signed INTEGER (how the store keeps it)."""
     return u - (1 << 64) if u >= 1 << 63 else u
 
 
@@ -168,7 +169,7 @@ def _content_hash(contact: Mapping[str, Any], diff: Mapping[str, list[Any]]) -> 
     """The content hash of a contact once `diff` is applied (signed, as stored)."""
     values = [diff[f][1] if f in diff else (contact.get(f) or "") for f in FIELDS]
     extra = diff["extra"][1] if "extra" in diff else _extra(contact.get("extra"))
-    return _signed(_core.content_hash(values, sorted(extra.items())))
+    return signed_hash(_core.content_hash(values, sorted(extra.items())))
 
 
 def _collision_activity(collisions: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -225,7 +226,7 @@ def merge_partial(
     merged.update(inc_x)
     merged = dict(sorted(merged.items()))
     out["extra"] = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
-    out["hash"] = _signed(_core.content_hash([out[f] for f in FIELDS], list(merged.items())))
+    out["hash"] = signed_hash(_core.content_hash([out[f] for f in FIELDS], list(merged.items())))
     return out
 
 

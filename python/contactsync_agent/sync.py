@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from contactsync_agent import _core, relations, rules
+from contactsync_agent.defaults import MASS_DELETE_LIMIT, MAX_FIELD_BYTES, REVIEW_THRESHOLD
 from contactsync_agent.errors import (
     ContactSyncError,
     RunAborted,
@@ -39,17 +40,17 @@ VERIFY_ENV = "CONTACTSYNC_VERIFY_SNAPSHOT"
 @dataclass(frozen=True)
 class SyncOptions:
     region: str = "AU"
-    mass_delete_limit: float = 0.20
+    mass_delete_limit: float = MASS_DELETE_LIMIT
     allow_mass_delete: bool = False
     chunk_size: int = 25_000
-    max_field_bytes: int = 1 << 20
+    max_field_bytes: int = MAX_FIELD_BYTES
     # Field ownership ({field: source|local|locked}) and unique fields of the source.
     ownership: Mapping[str, str] = field(default_factory=dict)
     unique: tuple[str, ...] = ()
     # Rule 5: fuzzy candidates above `review_threshold` become review items;
     # `auto_link_threshold` (opt-in) links an unambiguous pair above it.
     fuzzy: bool = True
-    review_threshold: float = 0.5
+    review_threshold: float = REVIEW_THRESHOLD
     auto_link_threshold: float | None = None
     # Started with --force into a source the config does not list or has disabled.
     forced: bool = False
