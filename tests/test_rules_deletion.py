@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from contactsync_agent import rules
+from contactsync_agent.defaults import MASS_DELETE_LIMIT
 from contactsync_agent.errors import SafetyLimitError
 from contactsync_agent.mirror import Mirror
 
@@ -28,6 +29,9 @@ GUARD = [
     (10, 10, 0, 0.20, True, False),  # an empty export, confirmed
     (5, 10, 5, 0.50, False, False),  # a source's own limit
     (6, 10, 4, 0.50, False, True),
+    (1, 5, 4, MASS_DELETE_LIMIT, False, False),  # the default limit (20 %), exactly
+    (20, 100, 80, MASS_DELETE_LIMIT, False, False),
+    (21, 100, 79, MASS_DELETE_LIMIT, False, True),  # just over it
 ]
 
 
@@ -121,6 +125,12 @@ def test_a_deletion_of_a_contact_in_use_unlinks_it(refs: list[str], shown: str) 
     assert a.write == UNLINK_WRITE and a.feed == UNLINK_FEED
     assert a.activity == {"kind": "source_deletion", "fields": {"references": refs},
                           "reason": a.reason}
+
+
+def test_a_deletion_of_a_forced_manual_contact_in_use_names_its_references() -> None:
+    a = rules.decide_deletion(contact(forced=True), ["case:1"])
+    assert (a.kind, a.reason_code) == ("unlink", "unlinked_in_use")
+    assert a.activity is not None and a.activity["fields"] == {"references": ["case:1"]}
 
 
 def test_a_deletion_of_a_forced_manual_contact_unlinks_it() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import platformdirs
 
+from contactsync_agent.defaults import MASS_DELETE_LIMIT, REVIEW_THRESHOLD
 from contactsync_agent.errors import ConfigError
 from contactsync_agent.infile import open_private_text
 from contactsync_agent.mapping import TARGETS
@@ -70,7 +71,7 @@ class SourceConfig:
     encoding: str | None = None
     delimiter: str | None = None
     mapping: dict[str, str] = field(default_factory=dict)
-    mass_delete_limit: float = 0.20
+    mass_delete_limit: float = MASS_DELETE_LIMIT
     max_file_bytes: int = 2 << 30
     chunk_size: int | None = None
     # A run slower than this makes the source degraded (default: half the interval);
@@ -125,7 +126,7 @@ class AgentConfig:
     default_region: str = "AU"
     log_file: Path | None = None
     auto_link_threshold: float | None = None
-    review_threshold: float = 0.5
+    review_threshold: float = REVIEW_THRESHOLD
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)

@@ -19,6 +19,7 @@ from typing import Any
 import xxhash
 
 from contactsync_agent import _core
+from contactsync_agent.defaults import MASS_DELETE_LIMIT
 from contactsync_agent.errors import (
     ConfigError,
     ContactSyncError,
@@ -26,6 +27,7 @@ from contactsync_agent.errors import (
     SourceFormatError,
 )
 from contactsync_agent.models import SyncReport
+from contactsync_agent.rules import signed_hash
 from contactsync_agent.store import RUN_COUNTS, Store, now_iso
 
 _ADDRESS: dict[str, tuple[str, ...]] = {
@@ -143,10 +145,6 @@ def build_table(spec: EntitySpec, overrides: Mapping[str, str] | None,
     return table
 
 
-def _signed(u: int) -> int:
-    return u - (1 << 64) if u >= 1 << 63 else u
-
-
 # One encoder for every payload: json.dumps with non-default options builds a new one per call.
 _JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
 _CANON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -162,7 +160,7 @@ def entity_hash(spec: EntitySpec, values: Mapping[str, str], extra: Mapping[str,
     try:
         return _core.entity_hash(vals, list(extra.items()))
     except UnicodeEncodeError:
-        return _signed(xxhash.xxh3_64_intdigest(entity_canonical(spec, values, extra)))
+        return signed_hash(xxhash.xxh3_64_intdigest(entity_canonical(spec, values, extra)))
 
 
 def entity_canonical(spec: EntitySpec, values: Mapping[str, str],
@@ -400,7 +398,7 @@ def run_entities(
     store: Store, spec: EntitySpec, source: str,
     records: Iterable[Mapping[str, Any]] | CsvFile, *,
     mode: str = "full", mapping: Mapping[str, str] | None = None, origin: str = "api",
-    mass_delete_limit: float = 0.20, allow_mass_delete: bool = False,
+    mass_delete_limit: float = MASS_DELETE_LIMIT, allow_mass_delete: bool = False,
 ) -> SyncReport:
     """One run of an entity feed: full (absent ones are deleted) or incremental
     (explicit deletes by a `deleted` column); atomic, recorded in `runs`."""

@@ -17,7 +17,8 @@ from typing import Any
 
 import platformdirs
 
-from contactsync_agent import _core, sync
+from contactsync_agent import _core, rules, sync
+from contactsync_agent.defaults import MASS_DELETE_LIMIT, REVIEW_THRESHOLD
 from contactsync_agent.errors import (
     ContactSyncError,
     NotFoundError,
@@ -68,7 +69,8 @@ class Mirror(RelationsMixin):
     Organisations, locations, customer links, access, ownership and export come
     from `RelationsMixin` (mirror_relations.py)."""
 
-    def __init__(self, store: Store, *, region: str = "AU", review_threshold: float = 0.5,
+    def __init__(self, store: Store, *, region: str = "AU",
+                 review_threshold: float = REVIEW_THRESHOLD,
                  auto_link_threshold: float | None = None) -> None:
         self.store = store
         #: The database's own files: never opened as an export (see infile.py).
@@ -79,7 +81,7 @@ class Mirror(RelationsMixin):
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, readonly: bool = False,
-             region: str = "AU", review_threshold: float = 0.5,
+             region: str = "AU", review_threshold: float = REVIEW_THRESHOLD,
              auto_link_threshold: float | None = None,
              wait: float = DEFAULT_WRITE_WAIT,
              on_wait: Callable[[int | None], None] | None = None,
@@ -157,7 +159,7 @@ class Mirror(RelationsMixin):
             **values, "record_type": record_type, "forced_manual": int(forced_manual),
             "source": source, "external_id": external_id,
             "extra": json.dumps(extra_map, ensure_ascii=False, sort_keys=True),
-            "phone_e164": phone_e, "mobile_e164": mobile_e, "hash": _signed(digest),
+            "phone_e164": phone_e, "mobile_e164": mobile_e, "hash": rules.signed_hash(digest),
         }
         at = now_iso()
         with self.store.transaction():
@@ -320,7 +322,8 @@ class Mirror(RelationsMixin):
             return sync_vcard_file(
                 self, source, f, mode=mode, mapping=dict(mapping or {}),
                 allow_mass_delete=allow_mass_delete,
-                mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit,
+                mass_delete_limit=(MASS_DELETE_LIMIT if mass_delete_limit is None
+                                   else mass_delete_limit),
                 progress=progress, forced=forced, dry_run=dry_run)
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
                              ownership, unique, forced, allow_column_drop=allow_column_drop,
@@ -515,8 +518,3 @@ class Mirror(RelationsMixin):
         cur = self.store.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur]
-
-
-def _signed(u: int) -> int:
-    """An unsigned 64-bit hash as SQLite's signed INTEGER."""
-    return u - (1 << 64) if u >= 1 << 63 else u

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from contactsync_agent import _core, entities, relations, rules
+from contactsync_agent.defaults import MASS_DELETE_LIMIT
 from contactsync_agent.errors import (
     ContactSyncError,
     NotFoundError,
@@ -79,7 +80,8 @@ class RelationsMixin:
             return entities.run_entities(
                 self.store, spec, source, records, mode=mode, mapping=mapping, origin=origin,
                 allow_mass_delete=allow_mass_delete,
-                mass_delete_limit=0.20 if mass_delete_limit is None else mass_delete_limit)
+                mass_delete_limit=(MASS_DELETE_LIMIT if mass_delete_limit is None
+                                   else mass_delete_limit))
 
     def sync_organisations(self, source: str, records: Iterable[Mapping[str, Any]], *,
                            mode: str = "full", **kw: Any) -> SyncReport:
@@ -239,7 +241,7 @@ class RelationsMixin:
         phone_e, mobile_e, _ = _core.derive_keys(values, self.region)
         digest = _core.content_hash(values, sorted(extra_new.items()))
         write.update(phone_e164=phone_e, mobile_e164=mobile_e,
-                     hash=digest - (1 << 64) if digest >= 1 << 63 else digest)
+                     hash=rules.signed_hash(digest))
         at = now_iso()
         with self.store.transaction():
             if synced:

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from contactsync_agent import _core
 from contactsync_agent.errors import SafetyLimitError
@@ -19,7 +19,17 @@ from contactsync_agent.mapping import FIELDS
 
 MIRRORED: tuple[str, ...] = (*FIELDS, "extra")
 
-REASONS: dict[str, str] = {
+ReasonCode = Literal[
+    "created", "created_external_only", "created_ambiguous", "created_contested",
+    "created_rejected_pair", "converted_identity", "converted_external_id",
+    "converted_updated_external_id", "converted_forced_manual", "updated_external_id",
+    "unchanged", "skipped_forced_manual", "untouched_no_identity", "untouched_external",
+    "untouched_ambiguous", "deleted", "unlinked_in_use", "unlinked_forced_manual",
+    "delete_unknown", "kept_quarantined", "deletion_skipped", "delete_not_sync",
+    "review_fuzzy", "converted_fuzzy", "converted_review", "merged_review",
+]
+
+REASONS: dict[ReasonCode, str] = {
     "created": "created: no existing match",
     "created_external_only": "created: the only match was an external record",
     "created_ambiguous": "created: {n} local contacts matched, sent to review",
@@ -51,20 +61,34 @@ REASONS: dict[str, str] = {
 FIELD_WORDS = {"email": "e-mail", "phone": "phone", "name": "name"}
 
 
-@dataclass
+# What a step of a plan does (the run applies each kind its own way, sync.py):
+# create a contact; convert one to `sync` (or link a forced-manual one again);
+# update its fields; record an unchanged one's source hash; skip a forced-manual
+# one; leave one untouched (a reason only); unlink or soft-delete one; queue a
+# fuzzy review item; link a fuzzy pair (opt-in, becomes a convert).
+ActionKind = Literal["create", "convert", "update", "unchanged", "skip", "untouched",
+                     "unlink", "delete", "review", "auto_link"]
+# The run count (store.RUN_COUNTS) an action adds one to; "" for none.
+RunCounter = Literal["", "created", "converted", "updated", "unchanged",
+                     "skipped_forced_manual", "ignored_external", "unlinked", "deleted"]
+# The change-feed operation an action writes (`changes.op`).
+FeedOp = Literal["create", "convert", "update", "unlink", "delete"]
+
+
+@dataclass(frozen=True)
 class Action:
     """One step of a plan. `write` are the contact columns to set; `feed` the
     change-feed payload ({field: [before, after]}); `counter` the run count it adds to."""
 
-    kind: str
-    counter: str
-    reason_code: str
+    kind: ActionKind
+    counter: RunCounter
+    reason_code: ReasonCode
     reason: str
     contact_id: int | None = None
     external_id: str | None = None
     write: dict[str, Any] = field(default_factory=dict)
     feed: dict[str, list[Any]] = field(default_factory=dict)
-    op: str | None = None
+    op: FeedOp | None = None
     record: dict[str, Any] | None = None
     activity: dict[str, Any] | None = None
     reviews: list[dict[str, Any]] = field(default_factory=list)
@@ -86,7 +110,8 @@ def owner_of(fld: str, ownership: Mapping[str, str] | None) -> str:
     return ownership.get(fld, "source")
 
 
-def _signed(u: int) -> int:
+def signed_hash(u: int) -> int:
+    """An unsigned 64-bit hash as SQLite's signed INTEGER (how the store keeps it)."""
     return u - (1 << 64) if u >= 1 << 63 else u
 
 
@@ -144,7 +169,7 @@ def _content_hash(contact: Mapping[str, Any], diff: Mapping[str, list[Any]]) -> 
     """The content hash of a contact once `diff` is applied (signed, as stored)."""
     values = [diff[f][1] if f in diff else (contact.get(f) or "") for f in FIELDS]
     extra = diff["extra"][1] if "extra" in diff else _extra(contact.get("extra"))
-    return _signed(_core.content_hash(values, sorted(extra.items())))
+    return signed_hash(_core.content_hash(values, sorted(extra.items())))
 
 
 def _collision_activity(collisions: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
@@ -201,7 +226,7 @@ def merge_partial(
     merged.update(inc_x)
     merged = dict(sorted(merged.items()))
     out["extra"] = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
-    out["hash"] = _signed(_core.content_hash([out[f] for f in FIELDS], list(merged.items())))
+    out["hash"] = signed_hash(_core.content_hash([out[f] for f in FIELDS], list(merged.items())))
     return out
 
 
@@ -242,7 +267,7 @@ def decide_linked(
     converting = contact["record_type"] != "sync"
     type_feed = {"record_type": [contact["record_type"], "sync"]} if converting else {}
     if contact["forced_manual"]:
-        code = "converted_forced_manual" if converting else "skipped_forced_manual"
+        code: ReasonCode = "converted_forced_manual" if converting else "skipped_forced_manual"
         activity = None
         if diff and contact.get("source_hash") != incoming["hash"]:
             activity = {
@@ -346,7 +371,7 @@ def resolve_claims(
             ))
         elif manual:
             contested = len(manual) == 1
-            code = "created_contested" if contested else "created_ambiguous"
+            code: ReasonCode = "created_contested" if contested else "created_ambiguous"
             n = claimants[manual[0]] if contested else len(manual)
             reviews = [
                 {"candidate_id": cid, "kind": "ambiguous", "score": None,
@@ -467,7 +492,7 @@ def decide_deletion(contact: Mapping[str, Any], refs: Sequence[str]) -> Action:
         return Action(kind="untouched", counter="", reason_code="delete_not_sync",
                       reason=REASONS["delete_not_sync"], contact_id=cid, external_id=ext)
     if refs or contact["forced_manual"]:
-        code = "unlinked_in_use" if refs else "unlinked_forced_manual"
+        code: ReasonCode = "unlinked_in_use" if refs else "unlinked_forced_manual"
         reason = REASONS[code].format(refs=", ".join(refs[:5]) + (" …" if len(refs) > 5 else ""))
         return Action(
             kind="unlink", counter="unlinked", reason_code=code, reason=reason,

@@ -12,9 +12,10 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from contactsync_agent import _core, relations, rules
+from contactsync_agent.defaults import MASS_DELETE_LIMIT, MAX_FIELD_BYTES, REVIEW_THRESHOLD
 from contactsync_agent.errors import (
     ContactSyncError,
     RunAborted,
@@ -39,17 +40,17 @@ VERIFY_ENV = "CONTACTSYNC_VERIFY_SNAPSHOT"
 @dataclass(frozen=True)
 class SyncOptions:
     region: str = "AU"
-    mass_delete_limit: float = 0.20
+    mass_delete_limit: float = MASS_DELETE_LIMIT
     allow_mass_delete: bool = False
     chunk_size: int = 25_000
-    max_field_bytes: int = 1 << 20
+    max_field_bytes: int = MAX_FIELD_BYTES
     # Field ownership ({field: source|local|locked}) and unique fields of the source.
     ownership: Mapping[str, str] = field(default_factory=dict)
     unique: tuple[str, ...] = ()
     # Rule 5: fuzzy candidates above `review_threshold` become review items;
     # `auto_link_threshold` (opt-in) links an unambiguous pair above it.
     fuzzy: bool = True
-    review_threshold: float = 0.5
+    review_threshold: float = REVIEW_THRESHOLD
     auto_link_threshold: float | None = None
     # Started with --force into a source the config does not list or has disabled.
     forced: bool = False
@@ -139,20 +140,43 @@ class _Run:
             self.counts["review_items"] += 1
 
     def apply(self, a: Action) -> None:
+        """Applies one step of the plan, by its kind (every kind has its arm:
+        mypy checks that none is left out)."""
+        match a.kind:
+            case "create":
+                self.apply_create(a)
+            case "review":
+                self.apply_review(a)
+            case "auto_link":  # applied as the conversion it becomes (counted there)
+                assert a.record is not None and a.contact_id is not None
+                _auto_link(self, a.contact_id, a.record["new_id"], a)
+            case "convert" | "update" | "unchanged" | "skip" | "untouched" | "unlink" | "delete":
+                self.apply_to_contact(a)
+            case _:
+                assert_never(a.kind)
+
+    def count(self, a: Action) -> None:
         if a.counter:
             self.counts[a.counter] += 1
-        if a.kind == "create":
-            assert a.record is not None
-            cid = self.create(a.record, a.reason_code, a.reason)
-            self.queue_reviews(cid, a)
-            self.decide(cid, a.external_id, a.kind, a.reason_code, a.reason)
-            return
-        if a.kind == "review":
-            assert a.contact_id is not None
-            self.queue_reviews(a.contact_id, a)
-            self.decide(a.reviews[0]["candidate_id"], a.external_id, "review", a.reason_code,
-                        a.reason)
-            return
+
+    def apply_create(self, a: Action) -> None:
+        self.count(a)
+        assert a.record is not None
+        cid = self.create(a.record, a.reason_code, a.reason)
+        self.queue_reviews(cid, a)
+        self.decide(cid, a.external_id, a.kind, a.reason_code, a.reason)
+
+    def apply_review(self, a: Action) -> None:
+        self.count(a)
+        assert a.contact_id is not None
+        self.queue_reviews(a.contact_id, a)
+        self.decide(a.reviews[0]["candidate_id"], a.external_id, "review", a.reason_code,
+                    a.reason)
+
+    def apply_to_contact(self, a: Action) -> None:
+        """An action on one existing contact: its write, feed entry, held
+        values and activity (each when it has one)."""
+        self.count(a)
         assert a.contact_id is not None
         if a.write or a.kind == "delete":
             self.touched.setdefault(a.contact_id, a.external_id)
@@ -460,12 +484,9 @@ def _fuzzy_candidates(run: _Run, first_new_id: int, options: SyncOptions) -> set
     touched: set[int] = set()
     for a in rules.decide_fuzzy(pairs, new_external, store.rejected_pairs(run.source),
                                 auto_link_threshold=options.auto_link_threshold):
-        if a.kind == "auto_link":
-            assert a.record is not None and a.contact_id is not None
-            _auto_link(run, a.contact_id, a.record["new_id"], a)
+        run.apply(a)
+        if a.kind == "auto_link" and a.contact_id is not None:
             touched.add(a.contact_id)
-        else:
-            run.apply(a)
     return touched
 
 

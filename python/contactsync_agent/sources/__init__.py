@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 
 from contactsync_agent import _core, sync
 from contactsync_agent.config import AgentConfig, SourceConfig
+from contactsync_agent.defaults import MASS_DELETE_LIMIT
 from contactsync_agent.errors import ContactSyncError, SafetyLimitError
 from contactsync_agent.infile import InputFile
 from contactsync_agent.mapping import FIELDS, build_mapping
@@ -210,7 +211,7 @@ def sync_vcard_file(
     mode: str = "full",
     mapping: dict[str, str] | None = None,
     allow_mass_delete: bool = False,
-    mass_delete_limit: float = 0.20,
+    mass_delete_limit: float = MASS_DELETE_LIMIT,
     progress: sync.ProgressFn | None = None,
     forced: bool = False,
     dry_run: bool = False,

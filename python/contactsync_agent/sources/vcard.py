@@ -26,6 +26,7 @@ import vobject  # type: ignore[import-untyped]
 
 from contactsync_agent import _core
 from contactsync_agent.config import SourceConfig
+from contactsync_agent.defaults import MAX_FIELD_BYTES
 from contactsync_agent.errors import SourceFormatError
 from contactsync_agent.infile import InputFile, OwnFiles, open_input
 from contactsync_agent.safetext import escape_name
@@ -63,8 +64,6 @@ DEFAULT_MAPPING: dict[str, str] = {
     "KEY": "ignore",
 }
 
-#: The field limit of every source (as `SyncOptions.max_field_bytes`).
-MAX_FIELD_BYTES = 1 << 20
 #: Binary properties dropped while reading when the mapping ignores them.
 BINARY = frozenset({"PHOTO", "LOGO", "SOUND", "KEY"})
 _PROP_NAME = re.compile(rb"^\s*(?:[A-Za-z0-9-]+\.)?([A-Za-z0-9-]+)")
