@@ -80,7 +80,7 @@ class Signals:
             hinted, self._hinted = self._hinted, set()
         return hinted
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Flags, a byte on a socket, the run's abort (flags and a socket shutdown) and
         # a timer: safe whatever the main thread is doing.
         if signum == getattr(signal, "SIGHUP", None):
@@ -90,12 +90,12 @@ class Signals:
             conn = self.state.connector
             if conn is not None:
                 conn.abort(STOP_MESSAGE)
-            self._grace = threading.Timer(STOP_GRACE, self.cut_off)
+            self._grace = threading.Timer(STOP_GRACE, self._cut_off)
             self._grace.daemon = True
             self._grace.start()
         self.wake()
 
-    def cut_off(self) -> None:
+    def _cut_off(self) -> None:
         """The last resort of a stop: the run did not end within STOP_GRACE seconds
         (stuck where no abort reaches). Exits as a kill would: the open transaction
         is never committed, and the next start records the run as aborted."""
@@ -120,7 +120,7 @@ class Signals:
         for name in ("SIGTERM", "SIGINT", "SIGBREAK", "SIGHUP"):
             sig = getattr(signal, name, None)
             if sig is not None:
-                signal.signal(sig, self.on_signal)
+                signal.signal(sig, self._on_signal)
         try:
             self._old_wakeup_fd = signal.set_wakeup_fd(
                 self._wsock.fileno(), warn_on_full_buffer=False
