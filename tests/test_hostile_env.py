@@ -322,29 +322,28 @@ def test_the_daemon_survives_whatever_a_job_raises(
 
     d.mirror = Mirror.open(d.db_path)
     try:
-        d._build_watches()
+        d.watcher.build()
         w = d.watches["xpm"]
         p = write_csv(inbox / "x.csv", 2)
-        d._scan(w, time.monotonic() - 10)
+        d.watcher.scan(w, time.monotonic() - 10)
         for s in w.pending.values():
             s.since -= 10
 
         def boom(*args: Any, **kw: Any) -> None:
             raise RuntimeError("something nobody foresaw")
 
-        d._process = boom  # type: ignore[method-assign]
+        d.jobs.process = boom  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="contactsync_agent"):
-            picked = d._pick(time.monotonic())
+            picked = d.watcher.pick(time.monotonic())
             assert picked is not None
-            d._job(*picked)  # must not raise
+            d.jobs.job(*picked)  # must not raise
         assert "something nobody foresaw" in caplog.text
         assert p in w.kept and p not in w.pending
     finally:
         for w in d.watches.values():
-            d._stop_observer(w)
+            d.watcher.stop_observer(w)
         d.mirror.close()
-        d._rsock.close()
-        d._wsock.close()
+        d.signals.close()
 
 
 # ---------------------------------------------------------------- 10. umask, URIs, loops, logs

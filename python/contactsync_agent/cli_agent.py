@@ -1,6 +1,6 @@
 """The agent's commands: `daemon`, `init` and `source list|enable|disable`.
 
-A thin layer over `daemon.py` and `config.py`, registered into the main
+A thin layer over the `daemon` package and `config.py`, registered into the main
 `contactsync` group by `cli.register`; no logic of its own.
 """
 

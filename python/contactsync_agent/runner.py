@@ -104,7 +104,7 @@ class _FolderPass(Daemon):
         super().__init__(config, mirror.path)
         self.mirror = mirror
         self.watch = Watch(cfg=cfg, folder=Path(cfg.path or "."))
-        self.watches = {cfg.name: self.watch}
+        self.watcher.watches = {cfg.name: self.watch}
 
     def run(self) -> list[FileRun]:  # type: ignore[override]
         assert self.mirror is not None
@@ -115,7 +115,7 @@ class _FolderPass(Daemon):
         self.alerter = Alerter(self.config.alerts)
         out: list[FileRun] = []
         try:
-            self._scan(w, time.monotonic())
+            self.watcher.scan(w, time.monotonic())
             if w.problem:
                 raise ContactSyncError(f"source {w.name}: {w.problem}")
             done: set[Path] = set()
@@ -123,7 +123,7 @@ class _FolderPass(Daemon):
                 # Files as the scan found them, still unchanged (no settle wait:
                 # the admin says they are complete).
                 w.retry_at = 0.0
-                picked = self._pick(time.monotonic() + w.cfg.settle_seconds)
+                picked = self.watcher.pick(time.monotonic() + w.cfg.settle_seconds)
                 if picked is None:
                     break
                 _, path = picked
@@ -135,19 +135,18 @@ class _FolderPass(Daemon):
                 out.append(self._one(w, path))
         finally:
             self.alerter.close()
-            self._rsock.close()
-            self._wsock.close()
+            self.signals.close()
         return out
 
     def _one(self, w: Watch, path: Path) -> FileRun:
         assert self.mirror is not None
         store = self.mirror.store
         with store.writing():
-            last = self._last_run_id()
+            last = self.jobs.last_run_id()
             earlier = None
             with contextlib.suppress(OSError):
-                earlier = self._refused_before(w.name, file_digest(path))
-            self._process(w, path)
+                earlier = self.jobs.refused_before(w.name, file_digest(path))
+            self.jobs.process(w, path)
             w.pending.pop(path, None)  # once per pass, even if the agent would retry it
             row = store.conn.execute(
                 "SELECT max(id) FROM runs WHERE source = ? AND id > ?", (w.name, last)
