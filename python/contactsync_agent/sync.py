@@ -221,8 +221,9 @@ class _Run:
         n = batch.create_count
         if n:
             base = self.store.allocate_contact_ids(n)
+            differ.add_created(batch, base)  # the creates' links, ids from base on
             self.store.insert_created(
-                self.source, batch.create_rows(base, self.source, differ),
+                self.source, batch.create_rows(base, self.source),
                 batch.create_feed(base, self.source), self.run_id, self.at, "created",
                 rules.REASONS["created"])
             if base == self.linked_up_to + 1:

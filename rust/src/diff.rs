@@ -350,6 +350,18 @@ pub fn derive_with(fields: &[String], region: &str, identity: bool) -> Derived {
     }
 }
 
+/// The keys of many local contacts, in parallel: (contact id, kind, derived)
+/// of (contact id, kind, field values), for `IdentityIndex::add`.
+pub fn derive_rows<F: AsRef<[String]> + Sync>(
+    rows: &[(i64, u8, F)],
+    region: &str,
+) -> Vec<(i64, u8, Derived)> {
+    use rayon::prelude::*;
+    rows.par_iter()
+        .map(|(id, kind, f)| (*id, *kind, derive(f.as_ref(), region)))
+        .collect()
+}
+
 /// Which local contact a partial key points at, and which field then differs.
 pub const PARTIAL_DIFFERS: [&str; 3] = ["phone", "email", "name"];
 

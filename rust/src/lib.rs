@@ -10,6 +10,7 @@ pub mod matching;
 pub mod model;
 pub mod normalize;
 pub mod pipeline;
+pub mod runtime;
 pub mod sources;
 
 mod py;

@@ -170,6 +170,66 @@ pub fn process(
     out
 }
 
+impl Processed {
+    /// Records the links of the plain creates in `differ`: local ids from
+    /// `base_id` on, in create order (the ids `Batch.create_rows` writes), with
+    /// the hash and raw-row hash each record was read with. The import calls
+    /// it where it writes the creates (sync.py), not as a side effect.
+    pub fn register_created(&self, differ: &mut Differ, base_id: i64) {
+        for (k, &i) in self.creates.iter().enumerate() {
+            let r = &self.records[i];
+            differ.upsert(
+                &r.external_id,
+                base_id + k as i64,
+                Some(r.hash),
+                0,
+                r.raw_hash,
+            );
+        }
+    }
+
+    /// The change-feed payloads of the plain creates for `source`: those made
+    /// on the reader's cores when they were made for this source, else made
+    /// now in parallel.
+    pub fn feed_payloads(&self, source: &str) -> std::borrow::Cow<'_, [String]> {
+        if self.payload_source.as_deref() == Some(source)
+            && self.create_payloads.len() == self.creates.len()
+        {
+            // Made on the reader's cores while the previous batch was written.
+            std::borrow::Cow::Borrowed(&self.create_payloads)
+        } else {
+            std::borrow::Cow::Owned(
+                self.creates
+                    .par_iter()
+                    .map(|&i| create_payload(&self.records[i], source))
+                    .collect(),
+            )
+        }
+    }
+
+    /// (local id, organisation_ref, location_ref, position) of the plain
+    /// creates that carry an organisation or location key, ids from `base_id` on.
+    pub fn create_relations(&self, base_id: i64) -> Vec<(i64, &str, &str, &str)> {
+        let mut out = Vec::new();
+        for (k, &i) in self.creates.iter().enumerate() {
+            let mut rel = ["", "", ""];
+            let mut any = false;
+            for (key, value) in &self.records[i].extra {
+                if let Some(p) = crate::mapping::RELATIONS.iter().position(|r| r == key) {
+                    rel[p] = value.as_str();
+                    // A link needs an organisation or a location (as the
+                    // set-based relink decides); a position alone is no link.
+                    any |= p < 2;
+                }
+            }
+            if any {
+                out.push((base_id + k as i64, rel[0], rel[1], rel[2]));
+            }
+        }
+        out
+    }
+}
+
 /// The change-feed payload of a created contact: {"field": [null, value], ...}
 /// for the link and every non-empty field, written directly (no JSON tree).
 pub fn create_payload(r: &Record, source: &str) -> String {
@@ -235,6 +295,86 @@ pub fn json_object<'a>(
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    fn new_record(id: &str, line: u64, extra: &[(&str, &str)]) -> crate::sources::Item {
+        let mut r = Record {
+            external_id: id.into(),
+            line,
+            built: true,
+            raw_hash: 1000 + line,
+            ..Default::default()
+        };
+        r.extra = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(r)
+    }
+
+    #[test]
+    fn register_created_links_the_creates_from_base_id_on() {
+        let differ = Mutex::new(Differ::default());
+        differ.lock().unwrap().insert("OLD".into(), 1, Some(5), 0);
+        let items = vec![
+            new_record("N1", 2, &[]),
+            new_record("OLD", 3, &[]),
+            new_record("N2", 4, &[]),
+        ];
+        let b = process(items, &differ, None, "AU", None);
+        assert_eq!(b.creates.len(), 2);
+        assert_eq!(differ.lock().unwrap().len(), 1, "processing links nothing");
+        let mut d = differ.into_inner().unwrap();
+        b.register_created(&mut d, 100);
+        let hash = |id: &str| b.records.iter().find(|r| r.external_id == id).unwrap().hash;
+        assert_eq!(
+            d.entries(),
+            vec![
+                ("N1".to_string(), 100, Some(hash("N1")), 0),
+                ("N2".to_string(), 101, Some(hash("N2")), 0),
+                ("OLD".to_string(), 1, Some(5), 0),
+            ]
+        );
+        assert_eq!(d.learned(), 2, "the raw-row hashes are learned");
+    }
+
+    #[test]
+    fn feed_payloads_are_reused_only_for_their_source() {
+        let differ = Mutex::new(Differ::default());
+        let b = process(
+            vec![new_record("N1", 2, &[])],
+            &differ,
+            None,
+            "AU",
+            Some("xpm"),
+        );
+        assert!(matches!(
+            b.feed_payloads("xpm"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let other = b.feed_payloads("crm");
+        assert!(matches!(other, std::borrow::Cow::Owned(_)));
+        assert_eq!(other[0], create_payload(&b.records[0], "crm"));
+    }
+
+    #[test]
+    fn create_relations_need_an_organisation_or_a_location() {
+        let differ = Mutex::new(Differ::default());
+        let (org, loc, pos) = (
+            crate::mapping::RELATIONS[0],
+            crate::mapping::RELATIONS[1],
+            crate::mapping::RELATIONS[2],
+        );
+        let items = vec![
+            new_record("A", 2, &[(org, "o1"), (pos, "CEO")]),
+            new_record("B", 3, &[(pos, "CFO")]),
+            new_record("C", 4, &[(loc, "l1")]),
+        ];
+        let b = process(items, &differ, None, "AU", None);
+        assert_eq!(
+            b.create_relations(10),
+            vec![(10, "o1", "", "CEO"), (12, "", "l1", "")]
+        );
+    }
 
     #[test]
     fn extra_json_is_a_sorted_escaped_object() {

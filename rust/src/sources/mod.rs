@@ -1,6 +1,7 @@
 //! Readers for export files. Each yields records (or quarantined rows) in
 //! chunks; a file that cannot be read as a whole is a `SourceError`.
 
+pub mod cells;
 pub mod csvfile;
 pub mod jsonfile;
 pub mod utf16;
