@@ -1,7 +1,8 @@
 """The library's front door: `Mirror.open(path)` and everything a user does with it.
 
-Every CLI command is a thin call into this class. It owns one `Store` and
-never decides a sync itself (that is `sync.py` and `rules.py`).
+Every CLI command is a thin call into this class. It owns one `Store` (whose
+parts run every SQL statement: none lives here) and never decides a sync
+itself (that is `sync.py` and `rules.py`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 organisation and location, and unique fields enforced; plus the customer-access
 check over mirrored contact–customer links.
 
-Set-based SQL over the contacts a run wrote, through the store; it decides no
-contact's fields itself (a clashing unique value is handed back, not chosen).
+Set-based work over the contacts a run wrote; its SQL is the store's
+(`store.entities`, `store.feed`, `store.contacts`): none lives here. It decides
+no contact's fields itself (a clashing unique value is handed back, not chosen).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 field, and the decisions (accept merges a candidate pair, reject remembers it),
 one item or many.
 
-Library twin of `contactsync review`; all writes go through the store in one
-transaction per item. It prints nothing and logs no names or e-mails.
+Library twin of `contactsync review`; all reads and writes go through the store
+(`store.review`, no SQL here), in one transaction per item. It prints nothing
+and logs no names or e-mails.
 """
 
 from __future__ import annotations

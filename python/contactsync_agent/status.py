@@ -1,7 +1,8 @@
 """What `contactsync status` reports, read from the mirror opened read-only.
 
 Collects facts (daemon, sources, queues, size, the WAL, a pending erasure)
-and judges health with `health.py`; never writes and never waits on the writer.
+through the store's reads (no SQL here) and judges health with `health.py`;
+never writes and never waits on the writer.
 """
 
 from __future__ import annotations

@@ -57,7 +57,6 @@ class CheckpointResult:
     wal_bytes: int
 
 
-
 def _create_private_file(path: Path) -> None:
     """Creates the database file readable and writable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -99,7 +98,10 @@ class Store:
     A read-write store keeps its connection open but writes and checkpoints only
     while it holds the writer lock (`writing()`; `transaction()` and
     `checkpoint()` take it themselves), waiting up to `lock_wait` seconds for
-    it. Reads need no lock (WAL: they see the last commit)."""
+    it. Reads need no lock (WAL: they see the last commit).
+
+    Each concept's SQL is a part: `contacts`, `feed`, `review`, `runs`,
+    `entities`, `maintenance` (attributes, on this store's connection)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection, lock: WriterLock | None, *,
                  lock_wait: float = DEFAULT_WRITE_WAIT,
