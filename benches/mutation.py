@@ -42,8 +42,9 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          "tests/test_spec_examples.py", "tests/test_properties.py"],
     ),
     "purge": (
-        ["maintenance.py"],
-        [f"{PKG}.maintenance.x_purge*"],
+        # The orchestration and, since issue 14, the erasure's SQL in the store.
+        ["maintenance.py", "store/maintenance.py"],
+        [f"{PKG}.maintenance.x_purge*", f"{PKG}.store.maintenance.xǁMaintenanceǁerase*"],
         ["tests/test_maintenance.py::test_purge_erases_deleted_contacts_and_their_payloads",
          "tests/test_maintenance.py::test_purge_of_the_highest_id_never_lets_ids_go_back",
          "tests/test_maintenance.py::test_purge_keeps_contacts_in_use_and_blanks_old_quarantine",
@@ -55,8 +56,8 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          "tests/test_properties.py::test_the_feed_replayed_from_zero_is_the_contacts_table"],
     ),
     "durability": (
-        ["store.py"],
-        [f"{PKG}.store.xǁStoreǁopen*"],
+        ["store/core.py"],
+        [f"{PKG}.store.core.xǁStoreǁopen*"],
         ["tests/test_wal_erasure.py::test_the_durability_pragmas_hold_on_the_writer_connection",
          "tests/test_store.py"],
     ),

@@ -213,12 +213,12 @@ def test_incremental_record_leaves_local_owned_fields_alone(tmp_path: Path) -> N
         m.sync_file("xpm", write_csv(tmp_path / "a.csv", ["K1,Ann,Lee,a@x.com,0412 111 111,src"],
                                      header=HEADER + ",Notes"), ownership={"notes": "local"})
         m.edit_contact(1, notes="mine")
-        held = m.store.held_values([1])
+        held = m.store.contacts.held_values([1])
         r = m.sync("xpm", [{"external_id": "K1", "mobile": "0400 777 777"}], mode="incremental")
         assert r.counts["updated"] == 1 and r.counts["activities"] == 0
         c = m.get(1)
         assert (c.notes, c.mobile, c.given_name) == ("mine", "0400 777 777", "Ann")
-        assert m.store.held_values([1]) == held
+        assert m.store.contacts.held_values([1]) == held
         # The source then changes the note: that is a collision, as in a full run.
         r = m.sync("xpm", [{"external_id": "K1", "notes": "new"}], mode="incremental")
         assert r.counts["activities"] == 1 and m.get(1).notes == "mine"

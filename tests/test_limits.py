@@ -326,7 +326,7 @@ def test_a_stale_heartbeat_is_degraded_even_while_a_run_is_open(tmp_path: Path) 
     db = tmp_path / "mirror.db"
     with Mirror.open(db) as m:
         store = m.store
-        run_id = store.begin_run("api", "full", "http:x", None, False)  # left open
+        run_id = store.runs.begin("api", "full", "http:x", None, False)  # left open
         old = "2020-01-01T00:00:00Z"
         with store.transaction():
             for k, v in {

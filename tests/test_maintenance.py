@@ -60,7 +60,7 @@ def test_purge_erases_deleted_contacts_and_their_payloads(db_path: Path) -> None
         later = datetime.now(UTC) + timedelta(days=31)
         report = maintenance.purge(m.store, 30, now=later)
         assert report.contacts == 1 and report.changes_blanked >= 1
-        assert m.store.contact_row(gone.id) is None
+        assert m.store.contacts.row(gone.id) is None
         feed = [c for c in m.changes() if c.contact_id == gone.id]
         assert [c.op for c in feed][-1] == "purge"
         assert all(c.fields == {} for c in feed)
@@ -80,7 +80,7 @@ def test_purge_of_the_highest_id_never_lets_ids_go_back(db_path: Path) -> None:
         m.sync("xpm", [rec(str(i), f"P{i} Smith") for i in range(9)])  # id 10 deleted
         seq_before = m.changes()[-1].seq
         assert maintenance.purge(m.store, 0).contacts == 1
-        assert m.store.contact_row(10) is None
+        assert m.store.contacts.row(10) is None
         assert m.add_contact(name="Next") == 11
         r = m.sync("xpm", [rec(str(i), f"P{i} Smith") for i in range(9)] + [rec("9", "P9 Smith")])
         assert r.counts["created"] == 1
@@ -100,7 +100,7 @@ def test_purge_keeps_contacts_in_use_and_blanks_old_quarantine(db_path: Path,
         m.add_reference(1, "case:77")  # registered as in use after its deletion
         report = maintenance.purge(m.store, 0)
         assert (report.contacts, report.kept_in_use, report.quarantine_blanked) == (0, 1, 1)
-        assert m.store.contact_row(1) is not None
+        assert m.store.contacts.row(1) is not None
         assert m.quarantine()[0]["raw"] == "" and m.quarantine()[0]["line"] == 7
 
 

@@ -228,13 +228,13 @@ def test_migration_3_drops_the_insert_trigger_and_inserts_still_drop_snapshots(
         triggers = {r[0] for r in m.store.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
         assert "link_snapshot_insert" not in triggers
-        assert m.store.load_snapshot("xpm") is not None
+        assert m.store.contacts.load_snapshot("xpm") is not None
         m.add_contact(name="Left Behind", record_type="manual", source="xpm", external_id="B")
-        assert m.store.load_snapshot("xpm") is None  # the insert path dropped it
+        assert m.store.contacts.load_snapshot("xpm") is None  # the insert path dropped it
         m.sync("xpm", [{"external_id": "C", "name": "Cy Dee"}], mode="incremental")
-        assert m.store.load_snapshot("xpm") is not None
+        assert m.store.contacts.load_snapshot("xpm") is not None
         m.sync("xpm", [{"external_id": "D", "name": "Di Eck"}], mode="incremental")
-        snap = m.store.load_snapshot("xpm")
+        snap = m.store.contacts.load_snapshot("xpm")
         assert snap is not None
         n = m.store.conn.execute("SELECT entries FROM link_snapshots").fetchone()[0]
         assert n == 4
@@ -282,7 +282,7 @@ def test_links_written_with_the_bulk_creates_equal_the_set_based_relink(
         ("CO2", "L3", ""), ("", "L4", "")]
     with pytest.raises(LookupError), m.store.transaction():  # rolled back
         m.store.conn.execute("DELETE FROM contact_organisations")
-        m.store.relink_contacts("xpm", 1, [], "t")
+        m.store.entities.relink_contacts("xpm", 1, [], "t")
         assert m.store.conn.execute(q).fetchall() == bulk
         raise LookupError
     assert m.store.conn.execute(q).fetchall() == bulk
@@ -420,7 +420,7 @@ def test_a_position_without_organisation_or_location_is_no_link(mirror: Mirror) 
     assert rows == [("CO1", "", "Clerk")]
     with pytest.raises(LookupError), mirror.store.transaction():  # the set-based pass agrees
         mirror.store.conn.execute("DELETE FROM contact_organisations")
-        mirror.store.relink_contacts("xpm", 1, [], "t")
+        mirror.store.entities.relink_contacts("xpm", 1, [], "t")
         assert mirror.store.conn.execute(
             "SELECT organisation_ref, location_ref, position FROM contact_organisations"
         ).fetchall() == rows

@@ -76,7 +76,7 @@ def sync(m: Mirror, snap: list[dict[str, str]]) -> None:
 
 
 def row(m: Mirror, cid: int) -> dict[str, Any]:
-    r = m.store.contact_row(cid)
+    r = m.store.contacts.row(cid)
     assert r is not None
     return r
 

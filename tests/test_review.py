@@ -84,7 +84,7 @@ def test_reject_through_the_cli_remembers_the_pair(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     with Mirror.open(db) as m:
         assert m.get(local).record_type == "manual"
-        assert m.store.rejected_pairs("xpm") == {("X1", local)}
+        assert m.store.review.rejected_pairs("xpm") == {("X1", local)}
         assert [i.status for i in m.review_items(status=None)] == ["rejected"]
     # The rule drops a remembered pair wherever it comes up again.
     pairs = [(local, 3, 0.9, {"email": {"level": "exact", "weight": 3.0}})]

@@ -312,7 +312,7 @@ def _secret_everywhere(m: Mirror, tmp_path: Path) -> int:
     # Removed from the source (full snapshot without them): soft-deleted. The
     # twin's created contact goes too, with its review items.
     m.sync("xpm", people[1:], ownership={"notes": "local"}, allow_mass_delete=True)
-    assert m.store.contact_row(sid)["deleted_at"] is not None  # type: ignore[index]
+    assert m.store.contacts.row(sid)["deleted_at"] is not None  # type: ignore[index]
     return sid
 
 

@@ -470,9 +470,7 @@ def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: 
 def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
     with obj.mirror(readonly=True) as m:
         c = m.get(contact_id)
-        history = [ch for ch in m.store.conn.execute(
-            "SELECT seq, op, reason, at FROM changes WHERE contact_id = ? ORDER BY seq",
-            (contact_id,))]
+        history = m.store.feed.contact_history(contact_id)
         organisation = m.organisation_of(contact_id)
         customers = m.customers(contact_id)
     if as_json:

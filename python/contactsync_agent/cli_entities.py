@@ -72,7 +72,7 @@ def contacts_edit(obj: Any, contact_id: int, extras: tuple[str, ...], as_json: b
     if not values and not extra:
         raise click.UsageError("nothing to edit: give at least one --FIELD VALUE")
     with obj.mirror() as m:
-        src = m.store.contact_row(contact_id)
+        src = m.store.contacts.row(contact_id)
         if src is not None and src["source"] and src["source"] in obj.config.sources:
             scfg = obj.config.sources[src["source"]]
             m.set_policy(src["source"], scfg.ownership, scfg.unique)

@@ -186,7 +186,7 @@ def register(cli: click.Group) -> None:
         from contactsync_agent.sync import MATCH_COLUMNS
 
         with obj.mirror(readonly=True) as m:
-            records = m.store.match_rows("1", (), MATCH_COLUMNS)
+            records = m.store.contacts.match_rows("1", (), MATCH_COLUMNS)
             names = {r["id"]: (r["display_name"] or f"{r['given_name']} {r['family_name']}").strip()
                      for r in records}
         cfg = matching.MatchConfig.contacts(threshold=threshold)

@@ -408,7 +408,7 @@ def run_entities(
         raise ContactSyncError("the mirror is open read-only; sync needs the writer")
     table = build_table(spec, mapping, f"sources.{source}.{spec.table}.mapping")
     started = time.monotonic()
-    run_id = store.begin_run(source, mode, origin, None, allow_mass_delete,
+    run_id = store.runs.begin(source, mode, origin, None, allow_mass_delete,
                              entity_type=spec.kind)
     counts = dict.fromkeys(RUN_COUNTS, 0)
     at = now_iso()
@@ -416,7 +416,7 @@ def run_entities(
         # Tens of thousands of short-lived records without cycles: the cyclic
         # GC would only walk them again and again.
         with store.transaction(), _gc_paused():
-            index = store.entity_index(spec.table, source)
+            index = store.entities.index(spec.table, source)
             first_file: _core.EntityFile | None = None
             if isinstance(records, CsvFile):
                 f = read_csv(spec, records.path, table, records.name)
@@ -442,14 +442,15 @@ def run_entities(
             counts["rejected"] = len(rejected)
             if rejected:
                 rejected.sort()
-                store.add_quarantine(rejected, run_id=run_id, source=source, file=origin, at=at)
+                store.review.add_quarantine(rejected, run_id=run_id, source=source, file=origin,
+                                            at=at)
             duration = int((time.monotonic() - started) * 1000)
-            store.finish_run(run_id, "ok", counts, error=None, duration_ms=duration)
+            store.runs.finish(run_id, "ok", counts, error=None, duration_ms=duration)
     except BaseException as exc:
         status = "refused" if isinstance(exc, SafetyLimitError) else "failed"
         try:
             with store.transaction():
-                store.finish_run(run_id, status, {}, error=str(exc) or type(exc).__name__,
+                store.runs.finish(run_id, status, {}, error=str(exc) or type(exc).__name__,
                                  duration_ms=int((time.monotonic() - started) * 1000))
         except Exception:  # the database itself may be what failed
             pass
@@ -469,9 +470,9 @@ def _create_all(store: Store, spec: EntitySpec, source: str, f: _core.EntityFile
     counts["records"] = n + len(duplicates) + deleted + len(rejected)
     if n:
         base = store.allocate_ids(spec.table, n)
-        store.insert_entities(spec.table, ("id", "source", "external_id", *spec.fields,
+        store.entities.insert(spec.table, ("id", "source", "external_id", *spec.fields,
                                            "extra", "hash"), f.create_rows(base, source), at)
-        store.add_entity_create_changes(spec.table, spec.kind, spec.fields, base, n, run_id,
+        store.feed.add_entity_create_changes(spec.table, spec.kind, spec.fields, base, n, run_id,
                                         "created", f"created: new {spec.label} in the source",
                                         at)
     counts["created"] = n
@@ -498,32 +499,32 @@ def _apply(store: Store, spec: EntitySpec, source: str, plan: EntityPlan, run_id
         cols = ("id", "source", "external_id", *spec.fields, "extra", "hash")
         fields = spec.fields
         dump = _JSON.encode
-        store.insert_entities(spec.table, cols, [
+        store.entities.insert(spec.table, cols, [
             (base + k, source, r.external_id, *[r.values[f] for f in fields],
              dump(r.extra) if r.extra else "{}", r.hash)
             for k, r in enumerate(plan.creates)], at)
-        store.add_entity_create_changes(
+        store.feed.add_entity_create_changes(
             spec.table, kind, spec.fields, base, len(plan.creates), run_id, "created",
             f"created: new {spec.label} in the source", at)
     if plan.restores:
         for eid, r in plan.restores:
-            store.update_entity(spec.table, eid, {**_row_values(spec, r), "deleted_at": None}, at)
-        store.add_entity_changes(kind, (
+            store.entities.update(spec.table, eid, {**_row_values(spec, r), "deleted_at": None}, at)
+        store.feed.add_entity_changes(kind, (
             (eid, "create", _created_payload(spec, source, r)) for eid, r in plan.restores),
             run_id, "restored", f"restored: the {spec.label} is back in the source", at)
     if plan.updates:
-        current = store.entity_rows(spec.table, [eid for eid, _ in plan.updates])
+        current = store.entities.rows(spec.table, [eid for eid, _ in plan.updates])
         feed = []
         for eid, r in plan.updates:
             diff = _diff(spec, current[eid], r)
-            store.update_entity(spec.table, eid, _row_values(spec, r), at)
+            store.entities.update(spec.table, eid, _row_values(spec, r), at)
             if diff:
                 feed.append((eid, "update", diff))
-        store.add_entity_changes(kind, feed, run_id, "updated_external_id",
+        store.feed.add_entity_changes(kind, feed, run_id, "updated_external_id",
                                  "updated: external id matched", at)
     if plan.deletes:
         for eid in plan.deletes:
-            store.update_entity(spec.table, eid, {"deleted_at": at}, at)
-        store.add_entity_changes(kind, ((eid, "delete", {}) for eid in plan.deletes), run_id,
+            store.entities.update(spec.table, eid, {"deleted_at": at}, at)
+        store.feed.add_entity_changes(kind, ((eid, "delete", {}) for eid in plan.deletes), run_id,
                                  "deleted", "deleted: removed from the source", at)
 

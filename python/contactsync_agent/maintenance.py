@@ -25,6 +25,9 @@
   agent runs) and the writer lock (no write under way), and once sure no
   other connection has the file open, keeps a copy of the current database,
   removes its WAL and swaps the backup in with an atomic rename.
+
+Orchestration only: every SQL statement and database connection of these is
+the store's (`store/maintenance.py`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import contextlib
 import os
 import re
 import shutil
-import sqlite3
 import sys
 import time
 from collections.abc import Iterable
@@ -45,22 +47,20 @@ from typing import Any
 from contactsync_agent.config import AgentConfig
 from contactsync_agent.errors import ContactSyncError, LockedError
 from contactsync_agent.locking import AgentLock, WriterLock, real_db_path
-from contactsync_agent.store import SCHEMA_VERSION, Store, now_iso, readonly_uri
+from contactsync_agent.store import Store
+from contactsync_agent.store.maintenance import (  # re-exported: the API's names
+    backup_copy,
+    check_mirror_file,
+    file_last_seq,
+    fold_wal,
+    restore_copy,
+)
 
-REQUIRED_TABLES = ("contacts", "changes", "runs", "meta")
 #: How long `purge` waits for readers to let go of the WAL (seconds).
 PURGE_WAIT = 30.0
-#: Contact fields whose values purge also looks for in free text (quarantined
-#: raw rows, run errors), when at least this long (shorter ones match anything).
-TRACED_FIELDS = ("email", "phone", "mobile", "display_name")
-MIN_TRACED_LENGTH = 6
-ERASED_ERROR = "(the error text was erased by purge)"
 # Hidden copies of a backup or restore in progress: `.NAME.partial-PID`,
 # `.NAME.restore-PID` and SQLite's `-journal` beside them.
 _HIDDEN_COPY = re.compile(r"^\..+\.(?:partial|restore)-(\d+)(?:-journal)?$")
-# Rows that belong to one contact and go with it when it is purged (schema 2:
-# values held back by field ownership, the contact's organisation link).
-PER_CONTACT_TABLES = ("held_values", "contact_organisations")
 
 
 @dataclass(frozen=True)
@@ -140,90 +140,14 @@ def purge(store: Store, older_than_days: float, *, now: datetime | None = None,
     if older_than_days < 0:
         raise ContactSyncError("--older-than must be 0 days or more")
     cutoff = _iso((now or datetime.now(UTC)) - timedelta(days=older_than_days))
-    conn = store.conn
-    conn.execute("PRAGMA secure_delete = ON")
-    try:
-        with store.transaction():
-            # Pin the id high-water mark before any row goes (ids are never reused).
-            top = conn.execute("SELECT coalesce(max(id), 0) FROM contacts").fetchone()[0]
-            hwm = int(store.get_meta("contact_id_hwm") or 0)
-            if top > hwm:
-                store.set_meta("contact_id_hwm", str(top))
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_ids (id INTEGER PRIMARY KEY)")
-            conn.execute("DELETE FROM temp.purge_ids")
-            conn.execute(
-                "INSERT INTO temp.purge_ids SELECT id FROM contacts "
-                "WHERE deleted_at IS NOT NULL AND deleted_at < ? "
-                "AND id NOT IN (SELECT contact_id FROM contact_references)",
-                (cutoff,),
-            )
-            kept = conn.execute(
-                "SELECT count(DISTINCT c.id) FROM contacts c JOIN contact_references r "
-                "ON r.contact_id = c.id WHERE c.deleted_at IS NOT NULL AND c.deleted_at < ?",
-                (cutoff,),
-            ).fetchone()[0]
-            ids = "SELECT id FROM temp.purge_ids"
-            # Values distinctive enough to look for in free text (raw rows, errors).
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS purge_values (v TEXT PRIMARY KEY)")
-            conn.execute("DELETE FROM temp.purge_values")
-            for col in TRACED_FIELDS:
-                conn.execute(
-                    f"INSERT OR IGNORE INTO temp.purge_values SELECT {col} FROM contacts "
-                    f"WHERE id IN ({ids}) AND length({col}) >= {MIN_TRACED_LENGTH}")
-            has_value = ("EXISTS (SELECT 1 FROM temp.purge_values p "
-                         "WHERE instr({0}, p.v) > 0)")
-            changes = conn.execute(
-                f"UPDATE changes SET fields = '{{}}' WHERE contact_id IN ({ids}) "
-                "AND fields != '{}'"
-            ).rowcount
-            activities = conn.execute(
-                f"UPDATE activities SET fields = '{{}}', resolution = NULL "
-                f"WHERE contact_id IN ({ids})"
-            ).rowcount
-            reviews = conn.execute(
-                f"UPDATE review_items SET explanation = '{{}}' WHERE contact_id IN ({ids}) "
-                f"OR candidate_id IN ({ids})"
-            ).rowcount
-            # Quarantined rows and run errors may quote anyone, even people never
-            # imported: blanked once older than the cut-off, and at any age when
-            # they hold a value of a purged contact.
-            quarantine = conn.execute(
-                "UPDATE quarantine SET raw = '' WHERE raw != '' AND (created_at < ? OR "
-                + has_value.format("quarantine.raw") + ")", (cutoff,)
-            ).rowcount
-            conn.execute("UPDATE quarantine SET reason = ? WHERE "
-                         + has_value.format("quarantine.reason"), (ERASED_ERROR,))
-            run_errors = conn.execute(
-                "UPDATE runs SET error = ? WHERE error IS NOT NULL AND error != ? "
-                "AND status != 'running' AND (started_at < ? OR "
-                + has_value.format("runs.error") + ")", (ERASED_ERROR, ERASED_ERROR, cutoff)
-            ).rowcount
-            purged = [r[0] for r in conn.execute(ids + " ORDER BY id")]
-            at = now_iso()
-            conn.executemany(
-                "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
-                "VALUES (?, NULL, 'purge', '{}', 'purged', ?, ?)",
-                [(cid, f"purged: deleted before {cutoff[:10]} (erasure)", at) for cid in purged],
-            )
-            tables = {r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            for table in PER_CONTACT_TABLES:  # what later schemas keep per contact
-                if table in tables:
-                    conn.execute(f"DELETE FROM {table} WHERE contact_id IN ({ids})")
-            conn.execute(f"DELETE FROM contacts WHERE id IN ({ids})")
-            conn.execute("DELETE FROM temp.purge_ids")
-            conn.execute("DELETE FROM temp.purge_values")
-            if purged or changes or activities or reviews or quarantine or run_errors:
-                # Cleared once a checkpoint has emptied the WAL (below, or later).
-                store.mark_erasure_pending({"since": at, "contacts": len(purged), "purges": 1})
-    finally:
-        conn.execute("PRAGMA secure_delete = OFF")
+    erased = store.maintenance.erase(cutoff)
     # Old page images of the erased rows live in the WAL until it is reset; a
     # reader holding a transaction keeps it from being reset.
     store.idle_checkpoint(wait, force=True)
     pending = store.erasure_pending()
-    return PurgeReport(cutoff, len(purged), int(kept), changes, activities, reviews, quarantine,
-                       run_errors, complete=pending is None,
+    return PurgeReport(cutoff, len(erased.purged), erased.kept_in_use, erased.changes,
+                       erased.activities, erased.reviews, erased.quarantine,
+                       erased.run_errors, complete=pending is None,
                        pending_since=pending.get("since") if pending else None,
                        wal_bytes=store.wal_bytes())
 
@@ -363,45 +287,6 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def check_mirror_file(path: Path) -> tuple[int, int]:
-    """Checks a database file is a whole, readable mirror this agent can open.
-
-    Returns (schema version, contacts). Raises ContactSyncError naming the problem.
-    """
-    if not path.is_file():
-        raise ContactSyncError(f"{path}: no such file")
-    try:
-        conn = sqlite3.connect(readonly_uri(path), uri=True)
-    except sqlite3.Error as e:
-        raise ContactSyncError(f"{path}: cannot open as SQLite: {e}") from None
-    try:
-        try:
-            result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
-        except sqlite3.DatabaseError as e:
-            raise ContactSyncError(f"{path}: not a usable SQLite database: {e}") from None
-        if result != ["ok"]:
-            shown = "; ".join(str(r) for r in result[:3])
-            raise ContactSyncError(f"{path}: integrity check failed: {shown}")
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        missing = [t for t in REQUIRED_TABLES if t not in tables]
-        if version < 1 or missing:
-            raise ContactSyncError(
-                f"{path}: not a contactsync mirror (schema version {version}"
-                + (f", missing tables: {', '.join(missing)}" if missing else "")
-                + ")"
-            )
-        if version > SCHEMA_VERSION:
-            raise ContactSyncError(
-                f"{path}: schema version {version} is newer than this agent ({SCHEMA_VERSION}); "
-                "restore it with a newer contactsync-agent"
-            )
-        contacts = int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
-        return version, contacts
-    finally:
-        conn.close()
-
-
 def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> BackupReport:
     """A consistent copy of the mirror at `dest`: a new file, or a folder to put
     one in with a timestamped name. `dest` names a folder when it is one or
@@ -436,24 +321,9 @@ def backup(db_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Bac
         tmp.unlink()
     _private_new_file(tmp)
     try:
-        src = sqlite3.connect(readonly_uri(src_path), uri=True)
-        try:
-            src.execute("PRAGMA busy_timeout = 10000")
-            dst = sqlite3.connect(tmp)
-            try:
-                # pages=-1: every page in one step, under one read transaction.
-                src.backup(dst, pages=-1)
-                dst.execute("PRAGMA journal_mode = DELETE")
-            finally:
-                dst.close()
-        finally:
-            src.close()
+        backup_copy(src_path, tmp)
         version, contacts = check_mirror_file(tmp)
-        conn = sqlite3.connect(readonly_uri(tmp), uri=True)
-        try:
-            last_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
-        finally:
-            conn.close()
+        last_seq = file_last_seq(tmp)
         _fsync_file(tmp)
         os.replace(tmp, out)
         _fsync_dir(out.parent)
@@ -498,24 +368,13 @@ def restore(db_path: str | os.PathLike[str], backup_path: str | os.PathLike[str]
             tmp.unlink()
         _private_new_file(tmp)
         try:
-            s = sqlite3.connect(readonly_uri(src), uri=True)
-            d = sqlite3.connect(tmp)
-            try:
-                s.backup(d, pages=-1)
-                d.execute("PRAGMA journal_mode = DELETE")
-            finally:
-                d.close()
-                s.close()
+            restore_copy(src, tmp)
             check_mirror_file(tmp)
             _fsync_file(tmp)
             kept: Path | None = None
             if db.exists():
                 # Fold the WAL into the file, so the file alone is the whole old mirror.
-                conn = sqlite3.connect(db)
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    conn.close()
+                fold_wal(db)
                 if db.with_name(db.name + "-wal").exists():
                     # The last connection to close deletes the WAL: another one is
                     # still open (a program with the mirror open), and would go on

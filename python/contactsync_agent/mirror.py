@@ -1,7 +1,8 @@
 """The library's front door: `Mirror.open(path)` and everything a user does with it.
 
-Every CLI command is a thin call into this class. It owns one `Store` and
-never decides a sync itself (that is `sync.py` and `rules.py`).
+Every CLI command is a thin call into this class. It owns one `Store` (whose
+parts run every SQL statement: none lives here) and never decides a sync
+itself (that is `sync.py` and `rules.py`).
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class Mirror(RelationsMixin):
         }
         at = now_iso()
         with self.store.transaction():
-            cid = self.store.insert_contact(row, at)
+            cid = self.store.contacts.insert(row, at)
             feed: dict[str, list[Any]] = {
                 k: [None, row[k]] for k in ("record_type", "source", "external_id") if row[k]
             }
@@ -172,7 +173,7 @@ class Mirror(RelationsMixin):
             feed.update({f: [None, values[f]] for f in FIELDS if values[f]})
             if extra_map:
                 feed["extra"] = [None, extra_map]
-            self.store.add_change(cid, None, "create", feed, "added_locally",
+            self.store.feed.add_change(cid, None, "create", feed, "added_locally",
                                   "created: added locally", at)
         return cid
 
@@ -182,8 +183,8 @@ class Mirror(RelationsMixin):
             return
         at = now_iso()
         with self.store.transaction():
-            self.store.update_contact(contact_id, {"forced_manual": int(value)}, at)
-            self.store.add_change(contact_id, None, "update",
+            self.store.contacts.update(contact_id, {"forced_manual": int(value)}, at)
+            self.store.feed.add_change(contact_id, None, "update",
                                   {"forced_manual": [bool(cur["forced_manual"]), value]},
                                   "forced_manual_set" if value else "forced_manual_cleared",
                                   "forced manual set locally" if value
@@ -193,20 +194,19 @@ class Mirror(RelationsMixin):
         """Registers that something (a case, a document, an app) uses this contact."""
         self._row(contact_id)
         with self.store.transaction():
-            self.store.add_reference(contact_id, ref, now_iso())
+            self.store.contacts.add_reference(contact_id, ref, now_iso())
 
     def remove_reference(self, contact_id: int, ref: str) -> bool:
         """Unregisters one use of the contact; False when it was not registered."""
         self._row(contact_id)
         with self.store.transaction():
-            return self.store.remove_reference(contact_id, ref)
+            return self.store.contacts.remove_reference(contact_id, ref)
 
     def references(self, contact_id: int) -> list[dict[str, Any]]:
         """What uses the contact: `ref` and `registered_at`, oldest first."""
         self._row(contact_id)
-        return [{"ref": r, "registered_at": at} for r, at in self.store.conn.execute(
-            "SELECT ref, registered_at FROM contact_references WHERE contact_id = ? "
-            "ORDER BY registered_at, ref", (contact_id,))]
+        return [{"ref": r, "registered_at": at}
+                for r, at in self.store.contacts.references(contact_id)]
 
     # ------------------------------------------------------------ sync
 
@@ -354,14 +354,14 @@ class Mirror(RelationsMixin):
             except OSError:
                 content = None
             with self.store.transaction():
-                run_id = self.store.insert_run(source, mode, f.shown, content, False)
-                self.store.finish_run(run_id, "refused", {}, error=str(error), duration_ms=0)
+                run_id = self.store.runs.insert(source, mode, f.shown, content, False)
+                self.store.runs.finish(run_id, "refused", {}, error=str(error), duration_ms=0)
         return error
 
     # ------------------------------------------------------------ reads
 
     def _row(self, contact_id: int) -> dict[str, Any]:
-        row = self.store.contact_row(contact_id)
+        row = self.store.contacts.row(contact_id)
         if row is None:
             raise NotFoundError(f"no contact with id {contact_id}")
         return row
@@ -390,9 +390,7 @@ class Mirror(RelationsMixin):
         """The contacts in id order, read from a cursor as they are consumed:
         memory holds a small batch, whatever the mirror's size."""
         where, params = self._contact_filter(include_deleted, record_type, source)
-        cur = self.store.conn.execute(
-            f"SELECT {', '.join(CONTACT_COLUMNS)} FROM contacts WHERE {where} "
-            "ORDER BY id LIMIT ? OFFSET ?", [*params, -1 if limit is None else limit, offset])
+        cur = self.store.contacts.cursor(where, params, limit, offset)
         try:
             while rows := cur.fetchmany(500):
                 for r in rows:
@@ -413,25 +411,15 @@ class Mirror(RelationsMixin):
                        source: str | None = None) -> int:
         """How many contacts `contacts()` would give without a limit."""
         where, params = self._contact_filter(include_deleted, record_type, source)
-        return int(self.store.conn.execute(
-            f"SELECT count(*) FROM contacts WHERE {where}", params).fetchone()[0])
+        return self.store.contacts.count(where, params)
 
     def changes(self, since: int = 0, limit: int | None = None) -> list[Change]:
-        rows = self.store.conn.execute(
-            "SELECT seq, contact_id, run_id, op, fields, reason_code, reason, at, entity_type, "
-            "entity_id FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-            (since, -1 if limit is None else limit))
+        rows = self.store.feed.page(since, limit)
         return [Change(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], r[9])
                 for r in rows]
 
     def activities(self, status: str | None = "open") -> list[Activity]:
-        sql = ("SELECT id, contact_id, run_id, source, external_id, kind, fields, reason, status, "
-               "created_at, closed_at, resolution FROM activities")
-        params: list[Any] = []
-        if status:
-            sql += " WHERE status = ?"
-            params.append(status)
-        rows = self.store.conn.execute(sql + " ORDER BY id", params)
+        rows = self.store.feed.activities(status)
         return [Activity(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), *r[7:])
                 for r in rows]
 
@@ -440,20 +428,11 @@ class Mirror(RelationsMixin):
         if status not in ("resolved", "dismissed"):
             raise ContactSyncError("an activity is closed as 'resolved' or 'dismissed'")
         with self.store.transaction():
-            cur = self.store.conn.execute(
-                "UPDATE activities SET status = ?, closed_at = ?, resolution = ? "
-                "WHERE id = ? AND status = 'open'", (status, now_iso(), note, activity_id))
-            if cur.rowcount == 0:
+            if not self.store.feed.close_activity(activity_id, status, note, now_iso()):
                 raise NotFoundError(f"no open activity with id {activity_id}")
 
     def review_items(self, status: str | None = "open") -> list[ReviewItem]:
-        sql = ("SELECT id, run_id, source, external_id, contact_id, candidate_id, kind, score, "
-               "explanation, reason, status, created_at, decided_at FROM review_items")
-        params: list[Any] = []
-        if status:
-            sql += " WHERE status = ?"
-            params.append(status)
-        rows = self.store.conn.execute(sql + " ORDER BY id", params)
+        rows = self.store.review.items(status)
         return [ReviewItem.from_row(r) for r in rows]
 
     def review_accept(self, item_id: int) -> dict[str, Any]:
@@ -500,21 +479,7 @@ class Mirror(RelationsMixin):
         return review.decide_many(self.store, list(item_ids), "reject")
 
     def quarantine(self, run_id: int | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT id, run_id, source, file, line, reason, raw, created_at FROM quarantine"
-        params: list[Any] = []
-        if run_id is not None:
-            sql += " WHERE run_id = ?"
-            params.append(run_id)
-        cols = ("id", "run_id", "source", "file", "line", "reason", "raw", "created_at")
-        return [dict(zip(cols, r, strict=True))
-                for r in self.store.conn.execute(sql + " ORDER BY id", params)]
+        return self.store.review.quarantined(run_id)
 
     def runs(self, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM runs"
-        params: list[Any] = []
-        if source:
-            sql += " WHERE source = ?"
-            params.append(source)
-        cur = self.store.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r, strict=True)) for r in cur]
+        return self.store.runs.recent(source, limit)

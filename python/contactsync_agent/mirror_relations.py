@@ -26,6 +26,7 @@ from contactsync_agent.infile import OwnFiles, open_input, open_private_text
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.models import SyncReport
 from contactsync_agent.store import CONTACT_COLUMNS, SCHEMA_VERSION, now_iso
+from contactsync_agent.store.entities import EXPORT_LINK_COLUMNS
 
 if TYPE_CHECKING:
     from contactsync_agent.store import Store
@@ -127,16 +128,7 @@ class RelationsMixin:
 
     def _entity_list(self, table: str, source: str | None,
                      include_deleted: bool) -> list[dict[str, Any]]:
-        where, params = ["1"], []
-        if not include_deleted:
-            where.append("deleted_at IS NULL")
-        if source:
-            where.append("source = ?")
-            params.append(source)
-        cur = self.store.conn.execute(
-            f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY id", params)
-        cols = [d[0] for d in cur.description]
-        return [_decode(dict(zip(cols, r, strict=True))) for r in cur]
+        return [_decode(r) for r in self.store.entities.list_rows(table, source, include_deleted)]
 
     # ------------------------------------------------------------ access
 
@@ -165,14 +157,14 @@ class RelationsMixin:
                                        f"{', '.join(rules.OWNERS)}, not {v!r}")
         keys = relations.check_unique_keys(list(unique or []),
                                            where=f"sources.{source}.unique")
-        if self.store.policy(source) == (own, keys):
+        if self.store.runs.policy(source) == (own, keys):
             return
         with self.store.transaction():
-            self.store.set_policy(source, own, keys, now_iso())
+            self.store.runs.set_policy(source, own, keys, now_iso())
 
     def policy(self, source: str) -> tuple[dict[str, str], list[str]]:
         """(ownership, unique fields) in force for `source` (empty when never set)."""
-        return self.store.policy(source) or ({}, [])
+        return self.store.runs.policy(source) or ({}, [])
 
     def _policy_for(self, source: str, ownership: Mapping[str, str] | None,
                     unique: Sequence[str] | None) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -197,7 +189,7 @@ class RelationsMixin:
         unknown = set(fields) - set(FIELDS)
         if unknown:
             raise ContactSyncError(f"unknown contact field(s): {', '.join(sorted(unknown))}")
-        row = self.store.contact_row(contact_id)
+        row = self.store.contacts.row(contact_id)
         if row is None or row["deleted_at"] is not None:
             raise NotFoundError(f"no contact with id {contact_id}")
         wanted: dict[str, str] = {
@@ -247,35 +239,32 @@ class RelationsMixin:
             if synced:
                 # Remember what the source last sent for the local-owned fields edited,
                 # so a later source change to them is told apart from this edit.
-                held = self.store.held_values([contact_id]).get(contact_id, {})
+                held = self.store.contacts.held_values([contact_id]).get(contact_id, {})
                 keep = {f: (row[f] or "") if f in FIELDS else str(extra_now.get(f[6:], ""))
                         for f in touched if f not in held}
                 if keep:
-                    self.store.set_held_values(contact_id, keep)
-            self.store.update_contact(contact_id, write, at)
-            self.store.add_change(contact_id, None, "update", feed, "edited_locally",
+                    self.store.contacts.set_held_values(contact_id, keep)
+            self.store.contacts.update(contact_id, write, at)
+            self.store.feed.add_change(contact_id, None, "update", feed, "edited_locally",
                                   "edited locally", at)
             if "extra" in write and source is not None:
-                self.store.relink_contacts(source, 1 << 62, [contact_id], at)
+                self.store.entities.relink_contacts(source, 1 << 62, [contact_id], at)
         return feed
 
     def _check_unique_edit(self, contact_id: int, source: str | None,
                            wanted: Mapping[str, str], extra_new: Mapping[str, str]) -> None:
         keys: set[str] = set()
-        for src in [source] if source else [r[0] for r in self.store.conn.execute(
-                "SELECT source FROM source_policies")]:
+        for src in [source] if source else self.store.runs.policy_sources():
             keys.update(self.policy(src)[1])
         for key in sorted(keys):
             value = wanted.get(key) if key in FIELDS else extra_new.get(key[6:])
             if not value:
                 continue
-            hit = self.store.conn.execute(
-                f"SELECT id FROM contacts WHERE {relations.unique_expr(key)} = ? "
-                "AND deleted_at IS NULL AND id != ? LIMIT 1", (value, contact_id)).fetchone()
-            if hit:
+            hit = self.store.entities.unique_holder(relations.unique_expr(key), value, contact_id)
+            if hit is not None:
                 raise ContactSyncError(
                     f"contact {contact_id}: {key} {value!r} is already used by contact "
-                    f"{hit[0]} ({key} is unique); nothing was changed")
+                    f"{hit} ({key} is unique); nothing was changed")
 
     # ------------------------------------------------------------ export
 
@@ -287,18 +276,11 @@ class RelationsMixin:
         fmt = format.lower()
         if fmt not in ("json", "csv"):
             raise ContactSyncError(f"export format must be json or csv, not {format!r}")
-        conn = self.store.conn
-        own_tx = not conn.in_transaction
-        if own_tx:
-            conn.execute("BEGIN")  # one read snapshot for every table
-        try:
-            last_seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM changes")
-                           .fetchone()[0])
-            counts = (_export_csv(conn, out) if fmt == "csv"
-                      else _export_json(conn, out, last_seq))
-        finally:
-            if own_tx:
-                conn.execute("COMMIT")
+        store = self.store
+        with store.read_snapshot():  # one read snapshot for every table
+            last_seq = store.feed.last_seq()
+            counts = (_export_csv(store, out) if fmt == "csv"
+                      else _export_json(store, out, last_seq))
         return {"format": fmt, "last_seq": last_seq, **counts}
 
 
@@ -330,44 +312,28 @@ def _refusal(contact_id: int, source: str, refused: Mapping[str, str]) -> str:
     return "refused: " + "; ".join(parts)
 
 
-_CONTACT_SQL = (
-    f"SELECT {', '.join('c.' + c for c in CONTACT_COLUMNS)}, "
-    # Text is "" when empty, as everywhere (the ids stay NULL: no link).
-    "o.id, l.id, coalesce(co.position, ''), coalesce(co.organisation_ref, ''), "
-    "coalesce(co.location_ref, '') "
-    "FROM contacts c LEFT JOIN contact_organisations co ON co.contact_id = c.id "
-    "LEFT JOIN locations l ON l.source = co.source AND l.external_id = co.location_ref "
-    "AND l.deleted_at IS NULL "
-    "LEFT JOIN organisations o ON o.source = co.source AND o.external_id = "
-    "coalesce(nullif(co.organisation_ref, ''), l.organisation_ref) AND o.deleted_at IS NULL "
-    "WHERE c.deleted_at IS NULL ORDER BY c.id"
-)
-_LINK_COLS = ("organisation_id", "location_id", "position", "organisation_ref",
-              "location_ref")
+_LINK_COLS = EXPORT_LINK_COLUMNS
 
 
-def _contacts(conn: Any) -> Iterator[dict[str, Any]]:
+def _contacts(store: Store) -> Iterator[dict[str, Any]]:
     cols = (*CONTACT_COLUMNS, *_LINK_COLS)
-    for r in conn.execute(_CONTACT_SQL):
+    for r in store.entities.export_contacts():
         d = dict(zip(cols, r, strict=True))
         d["forced_manual"] = bool(d["forced_manual"])
         d["extra"] = json.loads(d["extra"] or "{}")
         yield d
 
 
-def _roles_by_contact(conn: Any) -> dict[int, list[dict[str, Any]]]:
+def _roles_by_contact(store: Store) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = {}
-    for cid, customer, name, *flags in conn.execute(
-        "SELECT contact_id, customer, customer_name, bill_to, sold_to, ship_to, correspondence "
-        "FROM contact_customer_roles ORDER BY contact_id, customer"
-    ):
+    for cid, customer, name, *flags in store.entities.customer_roles():
         out.setdefault(cid, []).append(
             {"customer": customer, "customer_name": name,
              **dict(zip(entities.ROLES, flags, strict=True))})
     return out
 
 
-def _export_json(conn: Any, out: IO[str], last_seq: int) -> dict[str, int]:
+def _export_json(store: Store, out: IO[str], last_seq: int) -> dict[str, int]:
     def dump(v: Any) -> str:
         return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 
@@ -384,28 +350,26 @@ def _export_json(conn: Any, out: IO[str], last_seq: int) -> dict[str, int]:
         out.write("]")
         counts[name] = n
 
-    roles = _roles_by_contact(conn)
-    section("contacts", _contacts(conn))
+    roles = _roles_by_contact(store)
+    section("contacts", _contacts(store))
     for table in ("organisations", "locations"):
-        cur = conn.execute(f"SELECT * FROM {table} WHERE deleted_at IS NULL ORDER BY id")
-        cols = [d[0] for d in cur.description]
-        section(table, (_decode(dict(zip(cols, r, strict=True))) for r in cur))
+        section(table, (_decode(r) for r in store.entities.live_rows(table)))
     section("customer_links", ({"contact_id": cid, **link}
                                for cid, links in sorted(roles.items()) for link in links))
     out.write("\n}\n")
     return counts
 
 
-def _export_csv(conn: Any, out: IO[str]) -> dict[str, int]:
+def _export_csv(store: Store, out: IO[str]) -> dict[str, int]:
     # Formula-like cells are neutralised: the export is opened in spreadsheets.
     from contactsync_agent import csvsafe
 
     w = csvsafe.writer(out)
-    roles = _roles_by_contact(conn)
+    roles = _roles_by_contact(store)
     header = [*CONTACT_COLUMNS, *_LINK_COLS, "customer_roles"]
     w.writerow(header)
     n = 0
-    for d in _contacts(conn):
+    for d in _contacts(store):
         d["extra"] = json.dumps(d["extra"], ensure_ascii=False, sort_keys=True)
         d["forced_manual"] = int(d["forced_manual"])
         links = roles.get(d["id"], [])

@@ -2,8 +2,9 @@
 organisation and location, and unique fields enforced; plus the customer-access
 check over mirrored contact–customer links.
 
-Set-based SQL over the contacts a run wrote, through the store; it decides no
-contact's fields itself (a clashing unique value is handed back, not chosen).
+Set-based work over the contacts a run wrote; its SQL is the store's
+(`store.entities`, `store.feed`, `store.contacts`): none lives here. It decides
+no contact's fields itself (a clashing unique value is handed back, not chosen).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def after_contact_run(store: Store, source: str, run_id: int, at: str, first_new
     """Called inside a contact run's transaction; returns the activities it
     raised. New contacts up to `linked_up_to` got their links when inserted."""
     changed = [cid for cid in touched if cid < first_new_id]
-    store.relink_contacts(source, max(first_new_id, linked_up_to + 1), changed, at)
+    store.entities.relink_contacts(source, max(first_new_id, linked_up_to + 1), changed, at)
     if not unique:
         return 0
     return enforce_unique(store, source, run_id, at, first_new_id, changed, unique)
@@ -72,26 +73,18 @@ def enforce_unique(store: Store, source: str, run_id: int, at: str, first_new_id
     for a new one), the feed gets the revert, and a `unique_clash` activity names
     both contacts. Among contacts that all got the value in this run, the lowest
     id keeps it. Clashes the run did not write are left alone."""
-    conn = store.conn
     # Before-values of the fields this run changed on existing contacts, from its feed.
     before: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(changed), 500):
-        chunk = list(changed[start : start + 500])
-        marks = ",".join("?" * len(chunk))
-        for cid, payload in conn.execute(
-            f"SELECT contact_id, fields FROM changes WHERE run_id = ? AND contact_id IN "
-            f"({marks}) ORDER BY seq", [run_id, *chunk],
-        ):
-            d = before.setdefault(cid, {})
-            for f, pair in json.loads(payload).items():
-                d.setdefault(f, pair[0])
+    for cid, payload in store.feed.run_payloads(run_id, changed):
+        d = before.setdefault(cid, {})
+        for f, pair in json.loads(payload).items():
+            d.setdefault(f, pair[0])
     raised = 0
     reverts: dict[int, dict[str, str]] = {}
     for key in unique:
         expr, oexpr = unique_expr(key, "c"), unique_expr(key, "o")
         name = "contacts_unique_" + xxhash.xxh3_64_hexdigest(key.encode())
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON contacts ({unique_expr(key)}) "
-                     "WHERE deleted_at IS NULL")
+        store.entities.ensure_unique_index(name, unique_expr(key))
         # Contacts whose value of `key` this run wrote.
         writers: dict[int, Any] = {}
         if key in FIELDS:
@@ -100,15 +93,8 @@ def enforce_unique(store: Store, source: str, run_id: int, at: str, first_new_id
             k = key[6:]
             field_changed = [
                 cid for cid in changed if "extra" in before.get(cid, {})
-                and _extra_changed(conn, cid, before[cid]["extra"], k)]
-        marks = ",".join("?" * len(field_changed)) or "NULL"
-        rows = conn.execute(
-            f"SELECT c.id, {expr}, o.id FROM contacts c JOIN contacts o "
-            f"ON {oexpr} = {expr} AND o.deleted_at IS NULL AND o.id != c.id "
-            f"WHERE c.deleted_at IS NULL AND coalesce({expr}, '') != '' AND "
-            f"((c.id >= ? AND c.source = ?) OR c.id IN ({marks}))",
-            [first_new_id, source, *field_changed],
-        ).fetchall()
+                and _extra_changed(store, cid, before[cid]["extra"], k)]
+        rows = store.entities.unique_clashes(expr, oexpr, first_new_id, source, field_changed)
         if not rows:
             continue
         groups: dict[str, set[int]] = {}
@@ -129,11 +115,11 @@ def enforce_unique(store: Store, source: str, run_id: int, at: str, first_new_id
                 else:
                     old = str((before[loser].get("extra") or {}).get(key[6:], ""))
                 reverts.setdefault(loser, {})[key] = old
-                if _open_clash(conn, loser, key, value):
+                if store.feed.has_open_clash(loser, key, value):
                     continue
-                store.add_activity(
+                store.feed.add_activity(
                     contact_id=loser, run_id=run_id, source=source,
-                    external_id=_external_id(conn, loser), kind="unique_clash",
+                    external_id=store.contacts.external_id(loser), kind="unique_clash",
                     fields={key: {"value": value, "held_by": keeper, "kept": old}},
                     reason=f"unique field {key}: {value!r} is already held by contact "
                            f"{keeper}; not applied to contact {loser}, which keeps "
@@ -145,27 +131,14 @@ def enforce_unique(store: Store, source: str, run_id: int, at: str, first_new_id
     return raised
 
 
-def _extra_changed(conn: Any, cid: int, old_extra: Any, k: str) -> bool:
-    row = conn.execute("SELECT extra FROM contacts WHERE id = ?", (cid,)).fetchone()
-    now = json.loads(row[0] or "{}") if row else {}
+def _extra_changed(store: Store, cid: int, old_extra: Any, k: str) -> bool:
+    extra = store.contacts.extra(cid)
+    now = json.loads(extra or "{}") if extra is not None else {}
     return (old_extra or {}).get(k) != now.get(k)
 
 
-def _open_clash(conn: Any, cid: int, key: str, value: str) -> bool:
-    path = '$."' + key.replace('"', '\\"') + '".value'
-    return conn.execute(
-        "SELECT 1 FROM activities WHERE contact_id = ? AND kind = 'unique_clash' "
-        "AND status = 'open' AND json_extract(fields, ?) = ?", (cid, path, value),
-    ).fetchone() is not None
-
-
-def _external_id(conn: Any, cid: int) -> str | None:
-    row = conn.execute("SELECT external_id FROM contacts WHERE id = ?", (cid,)).fetchone()
-    return row[0] if row else None
-
-
 def _revert(store: Store, cid: int, values: Mapping[str, str], run_id: int, at: str) -> None:
-    row = store.contact_row(cid)
+    row = store.contacts.row(cid)
     assert row is not None
     write: dict[str, Any] = {}
     feed: dict[str, list[Any]] = {}
@@ -188,8 +161,8 @@ def _revert(store: Store, cid: int, values: Mapping[str, str], run_id: int, at: 
     write["hash"] = digest - (1 << 64) if digest >= 1 << 63 else digest
     if "phone" in write or "mobile" in write:
         write["phone_e164"], write["mobile_e164"], _ = _core.derive_keys(fields)
-    store.update_contact(cid, write, at)
-    store.add_change(cid, run_id, "update", feed, "unique_clash",
+    store.contacts.update(cid, write, at)
+    store.feed.add_change(cid, run_id, "update", feed, "unique_clash",
                      "not applied: " + ", ".join(values) + " would clash with another contact "
                      "(unique field)", at)
 
@@ -231,9 +204,7 @@ def access(store: Store, contact_id: int, customer: str, role: str) -> AccessDec
     def deny(reason: str) -> AccessDecision:
         return AccessDecision(False, "denied: " + reason, contact_id, customer, role)
 
-    row = store.conn.execute(
-        "SELECT source, external_id, deleted_at FROM contacts WHERE id = ?", (contact_id,)
-    ).fetchone()
+    row = store.contacts.link(contact_id)
     if row is None:
         return deny(f"no contact with id {contact_id}")
     src, ext, deleted = row
@@ -241,13 +212,9 @@ def access(store: Store, contact_id: int, customer: str, role: str) -> AccessDec
         return deny(f"contact {contact_id} was deleted")
     if ext is None:
         return deny(f"contact {contact_id} is not linked to a source, so it has no customers")
-    link = store.conn.execute(
-        f"SELECT {role} FROM contact_customers WHERE source = ? AND contact_ref = ? "
-        "AND customer = ? AND deleted_at IS NULL", (src, ext, customer),
-    ).fetchone()
-    if link is None:
+    flag = store.entities.customer_flag(role, src, ext, customer)
+    if flag is None:
         return deny(f"contact {contact_id} is not assigned to customer {customer}")
-    flag = link[0]
     if flag == "NA":
         return deny(f"customer {customer} is not a {word} customer")
     if flag != "Y":
@@ -259,11 +226,8 @@ def access(store: Store, contact_id: int, customer: str, role: str) -> AccessDec
 
 def customers_of(store: Store, contact_id: int) -> list[dict[str, Any]]:
     """The customers a contact is linked to, with each role's flag and the roles it may use."""
-    cur = store.conn.execute(
-        "SELECT customer, customer_name, bill_to, sold_to, ship_to, correspondence "
-        "FROM contact_customer_roles WHERE contact_id = ? ORDER BY customer", (contact_id,))
     out = []
-    for customer, name, *flags in cur:
+    for customer, name, *flags in store.entities.customers_of(contact_id):
         roles = dict(zip(ROLES, flags, strict=True))
         out.append({"customer": customer, "customer_name": name, "flags": roles,
                     "roles": [r for r in ROLES if roles[r] == "Y"]})
@@ -272,13 +236,9 @@ def customers_of(store: Store, contact_id: int) -> list[dict[str, Any]]:
 
 def organisation_of(store: Store, contact_id: int) -> dict[str, Any] | None:
     """The contact's organisation, location and position (from the view), if linked."""
-    cur = store.conn.execute(
-        "SELECT * FROM contacts_with_organisation WHERE contact_id = ?", (contact_id,))
-    cols = [d[0] for d in cur.description]
-    row = cur.fetchone()
-    if row is None:
+    d = store.entities.organisation_view(contact_id)
+    if d is None:
         return None
-    d = dict(zip(cols, row, strict=True))
     if d["organisation_id"] is None and d["location_id"] is None and not d["position"]:
         return None
     keep = ("position",)

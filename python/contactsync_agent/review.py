@@ -2,8 +2,9 @@
 field, and the decisions (accept merges a candidate pair, reject remembers it),
 one item or many.
 
-Library twin of `contactsync review`; all writes go through the store in one
-transaction per item. It prints nothing and logs no names or e-mails.
+Library twin of `contactsync review`; all reads and writes go through the store
+(`store.review`, no SQL here), in one transaction per item. It prints nothing
+and logs no names or e-mails.
 """
 
 from __future__ import annotations
@@ -17,11 +18,7 @@ from contactsync_agent.store import Store, now_iso
 
 
 def _open_item(store: Store, item_id: int) -> ReviewItem:
-    row = store.conn.execute(
-        "SELECT id, run_id, source, external_id, contact_id, candidate_id, kind, score, "
-        "explanation, reason, status, created_at, decided_at FROM review_items WHERE id = ?",
-        (item_id,),
-    ).fetchone()
+    row = store.review.item(item_id)
     if row is None:
         raise NotFoundError(f"no review item with id {item_id}")
     item = ReviewItem.from_row(row)
@@ -37,8 +34,8 @@ def accept(store: Store, item_id: int) -> dict[str, Any]:
     at = now_iso()
     with store.transaction():
         item = _open_item(store, item_id)
-        local = store.contact_row(item.candidate_id)
-        created = store.contact_row(item.contact_id) if item.contact_id else None
+        local = store.contacts.row(item.candidate_id)
+        created = store.contacts.row(item.contact_id) if item.contact_id else None
         if local is None or local["deleted_at"] or local["record_type"] != "manual":
             raise ContactSyncError(
                 f"review item {item_id}: contact {item.candidate_id} is no longer a manual "
@@ -48,23 +45,16 @@ def accept(store: Store, item_id: int) -> dict[str, Any]:
                 f"review item {item_id}: the contact made for {item.external_id!r} is gone; "
                 "reject the item instead")
         cid, lid = created["id"], local["id"]
-        store.update_contact(cid, {"deleted_at": at}, at)
-        store.add_change(cid, None, "delete", {}, "merged_review",
+        store.contacts.update(cid, {"deleted_at": at}, at)
+        store.feed.add_change(cid, None, "delete", {}, "merged_review",
                          REASONS["merged_review"].format(other=lid), at)
-        store.conn.execute(
-            "UPDATE OR IGNORE contact_references SET contact_id = ? WHERE contact_id = ?",
-            (lid, cid))
+        store.contacts.move_references(cid, lid)
         write, feed = take_over(local, created)
-        store.update_contact(lid, write, at)
-        store.add_change(lid, None, "convert", feed, "converted_review",
+        store.contacts.update(lid, write, at)
+        store.feed.add_change(lid, None, "convert", feed, "converted_review",
                          REASONS["converted_review"].format(other=cid), at)
-        store.conn.execute(
-            "UPDATE review_items SET status = 'accepted', decided_at = ? WHERE id = ?",
-            (at, item_id))
         # Other open suggestions about either contact are settled by this one.
-        store.conn.execute(
-            "UPDATE review_items SET status = 'rejected', decided_at = ? WHERE status = 'open' "
-            "AND (contact_id = ? OR candidate_id = ?)", (at, cid, lid))
+        store.review.settle_accepted(item_id, cid, lid, at)
     return {"item": item_id, "contact": lid, "merged": cid, "external_id": created["external_id"]}
 
 
@@ -73,13 +63,8 @@ def reject(store: Store, item_id: int) -> dict[str, Any]:
     at = now_iso()
     with store.transaction():
         item = _open_item(store, item_id)
-        store.conn.execute(
-            "UPDATE review_items SET status = 'rejected', decided_at = ? WHERE id = ?",
-            (at, item_id))
-        store.conn.execute(
-            "INSERT OR IGNORE INTO review_rejections (source, external_id, candidate_id, "
-            "rejected_at) VALUES (?, ?, ?, ?)",
-            (item.source, item.external_id, item.candidate_id, at))
+        store.review.record_rejection(item_id, item.source, item.external_id,
+                                      item.candidate_id, at)
     return {"item": item_id, "source": item.source, "external_id": item.external_id,
             "candidate": item.candidate_id}
 
@@ -90,12 +75,8 @@ def reject(store: Store, item_id: int) -> dict[str, Any]:
 COMPARED: tuple[str, ...] = ("name", "given_name", "family_name", "organisation", "email",
                              "phone", "mobile", "street", "city", "postcode", "date_of_birth")
 
-_ITEM_COLUMNS = ("id, run_id, source, external_id, contact_id, candidate_id, kind, score, "
-                 "explanation, reason, status, created_at, decided_at")
-
-
 def _person(store: Store, contact_id: int | None) -> dict[str, Any]:
-    row = store.contact_row(contact_id) if contact_id else None
+    row = store.contacts.row(contact_id) if contact_id else None
     if row is None:
         return {"contact_id": contact_id, "name": "", "email": "", "deleted": True}
     name = row["display_name"] or " ".join(
@@ -106,20 +87,7 @@ def _person(store: Store, contact_id: int | None) -> dict[str, Any]:
 
 def _items(store: Store, status: str | None, min_score: float | None,
            ids: list[int] | None = None) -> list[ReviewItem]:
-    where: list[str] = ["1"]
-    params: list[Any] = []
-    if status:
-        where.append("status = ?")
-        params.append(status)
-    if min_score is not None:
-        where.append("score IS NOT NULL AND score >= ?")
-        params.append(min_score)
-    if ids is not None:
-        where.append(f"id IN ({', '.join('?' * len(ids))})")
-        params.extend(ids)
-    rows = store.conn.execute(
-        f"SELECT {_ITEM_COLUMNS} FROM review_items WHERE {' AND '.join(where)} ORDER BY id",
-        params)
+    rows = store.review.items(status, min_score, ids)
     return [ReviewItem.from_row(r) for r in rows]
 
 
@@ -149,8 +117,8 @@ def compare(store: Store, item_id: int) -> dict[str, Any]:
     if not items:
         raise NotFoundError(f"no review item with id {item_id}")
     item = items[0]
-    left = store.contact_row(item.contact_id) if item.contact_id else None
-    right = store.contact_row(item.candidate_id)
+    left = store.contacts.row(item.contact_id) if item.contact_id else None
+    right = store.contacts.row(item.candidate_id)
 
     def value(row: dict[str, Any] | None, f: str) -> str:
         if row is None:

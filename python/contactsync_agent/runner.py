@@ -148,10 +148,7 @@ class _FolderPass(Daemon):
                 earlier = self.jobs.refused_before(w.name, file_digest(path))
             self.jobs.process(w, path)
             w.pending.pop(path, None)  # once per pass, even if the agent would retry it
-            row = store.conn.execute(
-                "SELECT max(id) FROM runs WHERE source = ? AND id > ?", (w.name, last)
-            ).fetchone()
-            run_id: int | None = row[0]
+            run_id: int | None = store.runs.latest_since(w.name, last)
             if run_id is None and earlier is not None:
                 run_id = earlier[0]  # not run again: the same content was refused before
         report = run_report(self.mirror, run_id) if run_id is not None else None
@@ -172,7 +169,4 @@ def run_report(mirror: Mirror, run_id: int) -> SyncReport:
 
 
 def _run_row(mirror: Mirror, run_id: int) -> dict[str, Any]:
-    cur = mirror.store.conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
-    cols = [d[0] for d in cur.description]
-    row = cur.fetchone()
-    return dict(zip(cols, row, strict=True))
+    return mirror.store.runs.row(run_id)

@@ -1,7 +1,8 @@
 """What `contactsync status` reports, read from the mirror opened read-only.
 
 Collects facts (daemon, sources, queues, size, the WAL, a pending erasure)
-and judges health with `health.py`; never writes and never waits on the writer.
+through the store's reads (no SQL here) and judges health with `health.py`;
+never writes and never waits on the writer.
 """
 
 from __future__ import annotations
@@ -168,28 +169,16 @@ def report(db: str | os.PathLike[str], config: AgentConfig | None = None) -> dic
         store.close()
 
 
-def _runs(conn: Any, source: str) -> list[dict[str, Any]]:
-    cur = conn.execute(
-        "SELECT * FROM runs WHERE source = ? ORDER BY id DESC LIMIT ?", (source, RUN_HISTORY)
-    )
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, r, strict=True)) for r in cur]
-
-
 def collect(
     store: Store, config: AgentConfig | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
     """Everything `status` shows, as plain data (the `--json` output)."""
     now = now or datetime.now(UTC)
     config = config or AgentConfig()
-    conn = store.conn
-    conn.execute("BEGIN")  # one consistent snapshot; a read transaction never blocks the writer
-    try:
-        meta = dict(conn.execute("SELECT key, value FROM meta"))
-        running = conn.execute(
-            "SELECT id, source, started_at FROM runs WHERE status = 'running' "
-            "ORDER BY id DESC LIMIT 1"
-        ).fetchone()
+    # One consistent snapshot; a read transaction never blocks the writer.
+    with store.read_snapshot():
+        meta = store.all_meta()
+        running = store.runs.running()
         running_run = (
             {"id": running[0], "source": running[1], "started_at": running[2]} if running else None
         )
@@ -198,21 +187,16 @@ def collect(
             live = json.loads(meta.get("daemon.sources", "{}")) if daemon["running"] else {}
         except ValueError:
             live = {}
-        names = {r[0] for r in conn.execute("SELECT DISTINCT source FROM runs")}
+        names = store.runs.sources()
         names |= set(config.sources)
         counts: dict[tuple[str | None, str, bool], int] = {}
-        for src, rtype, alive, n in conn.execute(
-            "SELECT source, record_type, deleted_at IS NULL, count(*) FROM contacts "
-            "GROUP BY 1, 2, 3"
-        ):
+        for src, rtype, alive, n in store.contacts.counts_by_kind():
             counts[(src, rtype, bool(alive))] = n
         sources = [
-            _source(name, config, _runs(conn, name), live.get(name, {}), daemon, meta, counts, now)
+            _source(name, config, store.runs.of_source(name, RUN_HISTORY), live.get(name, {}),
+                    daemon, meta, counts, now)
             for name in sorted(names)
         ]
-
-        def count(sql: str) -> int:
-            return int(conn.execute(sql).fetchone()[0])
 
         totals = {
             "total": sum(n for (_, _, alive), n in counts.items() if alive),
@@ -237,14 +221,12 @@ def collect(
                                     *(s["health"] for s in sources if s["judged"])]),
             "daemon": daemon,
             "contacts": totals,
-            "open_activities": count("SELECT count(*) FROM activities WHERE status = 'open'"),
-            "open_review_items": count("SELECT count(*) FROM review_items WHERE status = 'open'"),
-            "quarantined_rows": count("SELECT count(*) FROM quarantine"),
-            "last_change_seq": count("SELECT coalesce(max(seq), 0) FROM changes"),
+            "open_activities": store.feed.open_activities(),
+            "open_review_items": store.review.open_count(),
+            "quarantined_rows": store.review.quarantined_count(),
+            "last_change_seq": store.feed.last_seq(),
             "sources": sources,
         }
-    finally:
-        conn.execute("COMMIT")
     return data
 
 

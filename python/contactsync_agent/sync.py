@@ -4,7 +4,6 @@ one transaction. Orchestration only: no rule logic and no SQL live here.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
 import json
@@ -78,7 +77,7 @@ class _Run:
         self.columns: list[tuple[str, str]] | None = None
         # The source's share for the deletion guard is against what it held
         # before this run (its creates must not dilute it).
-        self.linked_before = store.sync_count(source) if mode == "full" else 0
+        self.linked_before = store.contacts.sync_count(source) if mode == "full" else 0
         self.ownership = dict(ownership or {})
         self.source = source
         self.mode = mode
@@ -114,7 +113,7 @@ class _Run:
             phone_e164=rec.get("phone_e164", ""), mobile_e164=rec.get("mobile_e164", ""),
             hash=rec["hash"], source_hash=rec["hash"],
         )
-        cid = self.store.insert_contact(values, self.at)
+        cid = self.store.contacts.insert(values, self.at)
         self.touched.setdefault(cid, None)
         feed: dict[str, list[Any]] = {
             "record_type": [None, "sync"], "source": [None, self.source],
@@ -124,14 +123,14 @@ class _Run:
         extra = json.loads(values["extra"])
         if extra:
             feed["extra"] = [None, extra]
-        self.store.add_change(cid, self.run_id, "create", feed, code, reason, self.at)
+        self.store.feed.add_change(cid, self.run_id, "create", feed, code, reason, self.at)
         return cid
 
     def queue_reviews(self, contact_id: int, a: Action) -> None:
         """Review items pairing `contact_id` (made for the incoming record) with
         each candidate of `a`."""
         for rv in a.reviews:
-            self.store.add_review_item(
+            self.store.review.add_item(
                 run_id=self.run_id, source=self.source, external_id=a.external_id or "",
                 contact_id=contact_id, candidate_id=rv["candidate_id"], kind=rv["kind"],
                 score=rv["score"], explanation=rv["explanation"], reason=rv["reason"],
@@ -181,17 +180,17 @@ class _Run:
         if a.write or a.kind == "delete":
             self.touched.setdefault(a.contact_id, a.external_id)
         if a.kind == "delete":
-            self.store.update_contact(a.contact_id, {"deleted_at": self.at}, self.at)
+            self.store.contacts.update(a.contact_id, {"deleted_at": self.at}, self.at)
         elif a.write:
             # Only a change of mirrored data moves updated_at.
-            self.store.update_contact(a.contact_id, a.write, self.at if a.feed else None)
+            self.store.contacts.update(a.contact_id, a.write, self.at if a.feed else None)
         if a.op is not None:
-            self.store.add_change(a.contact_id, self.run_id, a.op, a.feed, a.reason_code,
+            self.store.feed.add_change(a.contact_id, self.run_id, a.op, a.feed, a.reason_code,
                                   a.reason, self.at)
         if a.held:
-            self.store.set_held_values(a.contact_id, a.held)
+            self.store.contacts.set_held_values(a.contact_id, a.held)
         if a.activity is not None:
-            self.store.add_activity(
+            self.store.feed.add_activity(
                 contact_id=a.contact_id, run_id=self.run_id, source=self.source,
                 external_id=a.external_id, kind=a.activity["kind"],
                 fields=a.activity["fields"], reason=a.activity["reason"], at=self.at,
@@ -210,7 +209,7 @@ class _Run:
             self.columns = batch.columns()
         rejected = batch.rejected()
         if rejected:
-            self.store.add_quarantine(rejected, run_id=self.run_id, source=self.source,
+            self.store.review.add_quarantine(rejected, run_id=self.run_id, source=self.source,
                                       file=file, at=self.at)
             self.counts["rejected"] += len(rejected)
             self.rejected.extend((line, reason) for line, reason, _ in rejected[:1000])
@@ -220,14 +219,15 @@ class _Run:
                             rules.REASONS["kept_quarantined"].format(line=line))
         n = batch.create_count
         if n:
-            base = self.store.allocate_contact_ids(n)
+            base = self.store.contacts.allocate_ids(n)
             differ.add_created(batch, base)  # the creates' links, ids from base on
-            self.store.insert_created(
+            self.store.contacts.insert_created(
                 self.source, batch.create_rows(base, self.source),
                 batch.create_feed(base, self.source), self.run_id, self.at, "created",
                 rules.REASONS["created"])
             if base == self.linked_up_to + 1:
-                self.store.insert_relations(self.source, batch.create_relations(base), self.at)
+                self.store.entities.insert_relations(self.source, batch.create_relations(base),
+                                                     self.at)
                 self.linked_up_to = base + n - 1
             self.counts["created"] += n
             self.created_links = True
@@ -239,8 +239,8 @@ class _Run:
         changed = batch.changed()
         if changed:
             ids = [cid for cid, _ in changed]
-            current = self.store.contact_rows(ids)
-            held = (self.store.held_values(ids) if "local" in self.ownership.values()
+            current = self.store.contacts.rows(ids)
+            held = (self.store.contacts.held_values(ids) if "local" in self.ownership.values()
                     else {})
             for cid, rec in changed:
                 cur = current[cid]
@@ -269,7 +269,7 @@ class _Run:
 def _load_differ(store: Store, source: str) -> tuple[_core.Differ, bool]:
     """The source's links: from the saved snapshot when it is still valid (any
     write to a contact drops it, by trigger), else from the contacts table."""
-    data = store.load_snapshot(source)
+    data = store.contacts.load_snapshot(source)
     if data is not None:
         return _core.Differ.deserialize(data), True
     return _differ_from_sql(store, source), False
@@ -277,14 +277,14 @@ def _load_differ(store: Store, source: str) -> tuple[_core.Differ, bool]:
 
 def _differ_from_sql(store: Store, source: str) -> _core.Differ:
     differ = _core.Differ()
-    for rows in store.linked(source):
+    for rows in store.contacts.linked(source):
         ext, ids, hashes, flags = zip(*rows, strict=True)
         differ.load(list(ext), list(ids), list(hashes), [int(f) for f in flags])
     return differ
 
 
 def _load_identity(store: Store, source: str, region: str) -> _core.IdentityIndex | None:
-    rows = store.local_identity_rows(source)
+    rows = store.contacts.local_identity_rows(source)
     if not rows:
         return None
     index = _core.IdentityIndex(region)
@@ -320,7 +320,7 @@ def run_sync(
     if store.wal_bytes() > WAL_CHECKPOINT_BYTES:
         store.checkpoint()
     started = time.monotonic()
-    run_id = store.begin_run(source, mode, origin, origin_hash, options.allow_mass_delete,
+    run_id = store.runs.begin(source, mode, origin, origin_hash, options.allow_mass_delete,
                              allow_column_drop=options.allow_column_drop,
                              forced=options.forced)
     try:
@@ -329,7 +329,7 @@ def run_sync(
                        region=options.region)
             differ, from_snapshot = _plan(run, batches, origin, options, progress)
             duration = int((time.monotonic() - started) * 1000)
-            store.finish_run(run_id, "ok", run.counts, error=None, duration_ms=duration)
+            store.runs.finish(run_id, "ok", run.counts, error=None, duration_ms=duration)
             if run.touched or run.created_links or not from_snapshot or differ.learned():
                 _save_links(run, differ)
     except BaseException as exc:
@@ -343,7 +343,7 @@ def run_sync(
         duration = int((time.monotonic() - started) * 1000)
         try:
             with store.transaction():
-                store.finish_run(run_id, status, {}, error=message, duration_ms=duration)
+                store.runs.finish(run_id, status, {}, error=message, duration_ms=duration)
         except Exception:  # the database itself may be what failed; the run stays aborted
             pass
         raise
@@ -363,16 +363,14 @@ def _dry_run(
     """`run_sync(dry_run=True)`: the run row and the whole plan in one
     transaction that is always rolled back (AUTOINCREMENT counters included)."""
     started = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        store.conn.execute("BEGIN IMMEDIATE")
-        stack.callback(store.conn.execute, "ROLLBACK")
-        run_id = store.insert_run(source, mode, origin, origin_hash, options.allow_mass_delete,
+    with store.rolled_back():
+        run_id = store.runs.insert(source, mode, origin, origin_hash, options.allow_mass_delete,
                                   allow_column_drop=options.allow_column_drop)
-        seq = store.feed_seq()
+        seq = store.feed.last_seq()
         run = _Run(store, source, mode, run_id, now_iso(), options.ownership, dry_run=True,
                    region=options.region)
         _plan(run, batches, origin, options, progress)
-        preview = store.run_preview(seq, options.preview_limit)
+        preview = store.feed.run_preview(seq, options.preview_limit)
     return SyncReport(
         run_id=0, source=source, mode=mode, status="dry_run", counts=run.counts,
         decisions=run.decisions, decisions_dropped=run.dropped, rejected=run.rejected,
@@ -409,8 +407,8 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
     touched: set[int] = set()
     if claims:
         ids = sorted({cid for _, hits in claims for cid, _ in hits})
-        local = store.contact_rows(ids)
-        for a in rules.resolve_claims(source, claims, local, store.rejected_pairs(source)):
+        local = store.contacts.rows(ids)
+        for a in rules.resolve_claims(source, claims, local, store.review.rejected_pairs(source)):
             run.apply(a)
             if a.contact_id is not None:
                 touched.add(a.contact_id)
@@ -462,10 +460,11 @@ def _fuzzy_candidates(run: _Run, first_new_id: int, options: SyncOptions) -> set
     from contactsync_agent import matching  # the engine: only when there is work
 
     store = run.store
-    local = store.match_rows("record_type = 'manual' AND external_id IS NULL", (), MATCH_COLUMNS)
+    local = store.contacts.match_rows("record_type = 'manual' AND external_id IS NULL", (),
+                                      MATCH_COLUMNS)
     if not local:
         return set()
-    new = store.match_rows("id >= ? AND source = ? AND record_type = 'sync'",
+    new = store.contacts.match_rows("id >= ? AND source = ? AND record_type = 'sync'",
                            (first_new_id, run.source), (*MATCH_COLUMNS, "external_id"))
     if not new:
         return set()
@@ -478,12 +477,11 @@ def _fuzzy_candidates(run: _Run, first_new_id: int, options: SyncOptions) -> set
               {f: {"level": c.level, "weight": round(c.weight, 3)}
                for f, c in p.explanation.items() if not c.level.startswith("missing")})
              for p in result]
-    queued = set(store.conn.execute(
-        "SELECT contact_id, candidate_id FROM review_items WHERE status = 'open'"))
+    queued = store.review.open_pairs()
     pairs = [p for p in pairs if (p[1], p[0]) not in queued]
     new_external = {int(r["id"]): r["external_id"] for r in new}
     touched: set[int] = set()
-    for a in rules.decide_fuzzy(pairs, new_external, store.rejected_pairs(run.source),
+    for a in rules.decide_fuzzy(pairs, new_external, store.review.rejected_pairs(run.source),
                                 auto_link_threshold=options.auto_link_threshold):
         run.apply(a)
         if a.kind == "auto_link" and a.contact_id is not None:
@@ -522,15 +520,12 @@ def _auto_link(run: _Run, local_id: int, new_id: int, a: Action) -> None:
     """Opt-in rule 5: the manual contact takes over the record this run created
     for it. The created contact was never committed, so it and its feed entry go."""
     store = run.store
-    new = store.contact_row(new_id)
-    cur = store.contact_row(local_id)
+    new = store.contacts.row(new_id)
+    cur = store.contacts.row(local_id)
     assert new is not None and cur is not None
-    store.conn.execute("DELETE FROM changes WHERE contact_id = ? AND run_id = ?",
-                       (new_id, run.run_id))
-    store.conn.execute("DELETE FROM contacts WHERE id = ?", (new_id,))
-    # Its organisation link was written with it; the local contact gets its own
-    # from the taken-over values (it is touched).
-    store.conn.execute("DELETE FROM contact_organisations WHERE contact_id = ?", (new_id,))
+    # Its organisation link goes with it; the local contact gets its own from
+    # the taken-over values (it is touched).
+    store.contacts.discard_created(new_id, run.run_id)
     run.touched.setdefault(new_id, new["external_id"])
     write, feed = rules.take_over(cur, new)
     run.counts["created"] -= 1
@@ -546,14 +541,15 @@ def _save_links(run: _Run, differ: _core.Differ) -> None:
     for cid, before in run.touched.items():
         if before is not None:  # re-added below if the contact still holds a link
             differ.remove_if(before, cid)
-    for cid, src, ext, source_hash, attention, deleted in store.link_rows(list(run.touched)):
+    for cid, src, ext, source_hash, attention, deleted in store.contacts.link_rows(
+            list(run.touched)):
         if src == run.source and ext is not None and deleted is None:
             differ.upsert(ext, cid, source_hash, int(attention))
     if os.environ.get(VERIFY_ENV):
         fresh = _differ_from_sql(store, run.source)
         if fresh.entries() != differ.entries():
             raise ContactSyncError(f"link snapshot of {run.source!r} drifted from the table")
-    store.save_snapshot(run.source, differ.serialize(), len(differ), run.at)
+    store.contacts.save_snapshot(run.source, differ.serialize(), len(differ), run.at)
 
 
 def _deletions(run: _Run, differ: _core.Differ,
@@ -567,7 +563,7 @@ def _deletions(run: _Run, differ: _core.Differ,
             targets.append(cid)
     if run.mode == "full":
         absent = [cid for cid, _ in differ.absent()]
-        rows = store.contact_rows(absent)
+        rows = store.contacts.rows(absent)
         would = [cid for cid in absent if rows[cid]["record_type"] == "sync"]
         if run.unidentified:
             # Rows nobody can name may be any of the absent contacts: keep them all.
@@ -590,8 +586,8 @@ def _deletions(run: _Run, differ: _core.Differ,
         targets.extend(absent)
     if not targets:
         return
-    rows = store.contact_rows(targets)
-    refs = store.in_use(targets)
+    rows = store.contacts.rows(targets)
+    refs = store.contacts.in_use(targets)
     for cid in targets:
         run.apply(rules.decide_deletion(rows[cid], refs.get(cid, [])))
 

@@ -385,17 +385,12 @@ class Jobs(Part):
 
     def last_run_id(self) -> int:
         assert self.mirror is not None
-        row = self.mirror.store.conn.execute("SELECT coalesce(max(id), 0) FROM runs").fetchone()
-        return int(row[0])
+        return self.mirror.store.runs.last_id()
 
     def refused_before(self, source: str, digest: str) -> tuple[int, str] | None:
         """A refused run of this very content since the config last changed."""
         assert self.mirror is not None
-        row = self.mirror.store.conn.execute(
-            "SELECT id, status, error, started_at FROM runs WHERE source = ? AND origin_hash = ? "
-            "AND status != 'running' ORDER BY id DESC LIMIT 1",
-            (source, digest),
-        ).fetchone()
+        row = self.mirror.store.runs.last_done_with(source, digest)
         if row is None or row[1] != "refused":
             return None
         started = health.parse_time(row[3])
@@ -418,14 +413,12 @@ class Jobs(Part):
         shows in `status` and health, and the same file is recognised next time."""
         assert self.mirror is not None
         store = self.mirror.store
-        row = store.conn.execute(
-            "SELECT max(id) FROM runs WHERE source = ? AND id > ?", (w.name, last_id)
-        ).fetchone()
-        if row[0] is not None:
-            return int(row[0])
-        run_id = store.begin_run(w.name, w.cfg.mode, str(path), digest, False)
+        latest = store.runs.latest_since(w.name, last_id)
+        if latest is not None:
+            return latest
+        run_id = store.runs.begin(w.name, w.cfg.mode, str(path), digest, False)
         with store.transaction():
-            store.finish_run(run_id, status, {}, error=error, duration_ms=0)
+            store.runs.finish(run_id, status, {}, error=error, duration_ms=0)
         return run_id
 
 
