@@ -69,8 +69,8 @@ def plain_run(db: Path, contacts: Path) -> float:
 def related_run(db: Path, contacts: Path, orgs: Path, locs: Path) -> float:
     with Mirror.open(db) as m:
         t = time.perf_counter()
-        m.sync_entity_file("organisation", "xpm", orgs)
-        m.sync_entity_file("location", "xpm", locs)
+        m.entities.sync_file("organisation", "xpm", orgs)
+        m.entities.sync_file("location", "xpm", locs)
         m.sync_file("xpm", contacts, mapping=MAPPING)
         elapsed = time.perf_counter() - t
         linked = m.store.conn.execute(

@@ -34,7 +34,7 @@ def link_records(links=LINKS):
 @pytest.fixture
 def b2b(mirror: Mirror) -> tuple[Mirror, dict[str, int]]:
     mirror.sync("erp", PEOPLE)
-    mirror.sync_customer_links("erp", link_records())
+    mirror.entities.sync_customer_links("erp", link_records())
     ids = {c.external_id: c.id for c in mirror.contacts()}
     return mirror, ids
 
@@ -64,7 +64,7 @@ def b2b(mirror: Mirror) -> tuple[Mirror, dict[str, int]]:
 ])
 def test_access_table(b2b, who, customer, role, allowed, reason) -> None:
     m, ids = b2b
-    d = m.access(ids[who], customer, role)
+    d = m.access.check(ids[who], customer, role)
     assert d.allowed is allowed
     assert reason.format(id=ids[who]) in d.reason
     assert d.reason.startswith("allowed" if allowed else "denied")
@@ -76,30 +76,30 @@ def test_roles_change_and_links_go(b2b) -> None:
     links = [x if x[:2] != ("MARY", "5001") else ("MARY", "5001", "Y", "Y", "NA", "N")
              for x in LINKS]
     last = m.changes()[-1].seq
-    r = m.sync_customer_links("erp", link_records(links))
+    r = m.entities.sync_customer_links("erp", link_records(links))
     assert r.counts["updated"] == 1
     new = m.changes(since=last)
     assert [(c.entity_type, c.op, c.fields) for c in new] == [
         ("customer_link", "update", {"bill_to": ["N", "Y"]})]
-    assert m.access(ids["MARY"], "5001", "bill_to").allowed
+    assert m.access.check(ids["MARY"], "5001", "bill_to").allowed
     # Tim's link removed by an incremental delete.
-    m.sync_customer_links("erp", [{"Contact ID": "TIM", "Customer ID": "6001", "Deleted": "1"}],
-                          mode="incremental")
-    assert "not assigned" in m.access(ids["TIM"], "6001", "sold_to").reason
+    m.entities.sync_customer_links(
+        "erp", [{"Contact ID": "TIM", "Customer ID": "6001", "Deleted": "1"}], mode="incremental")
+    assert "not assigned" in m.access.check(ids["TIM"], "6001", "sold_to").reason
 
 
 def test_deleted_unknown_and_manual_contacts_are_denied(b2b) -> None:
     m, ids = b2b
-    assert "no contact with id 999" in m.access(999, "5001", "bill_to").reason
+    assert "no contact with id 999" in m.access.check(999, "5001", "bill_to").reason
     manual = m.add_contact(name="Walk In")
-    assert "not linked to a source" in m.access(manual, "5001", "bill_to").reason
+    assert "not linked to a source" in m.access.check(manual, "5001", "bill_to").reason
     m.sync("erp", [p for p in PEOPLE if p["id"] != "ED"])
-    assert "was deleted" in m.access(ids["ED"], "7001", "bill_to").reason
+    assert "was deleted" in m.access.check(ids["ED"], "7001", "bill_to").reason
 
 
 def test_customers_of_a_contact_and_views(b2b) -> None:
     m, ids = b2b
-    got = m.customers(ids["MARY"])
+    got = m.access.customers(ids["MARY"])
     assert [(c["customer"], c["roles"]) for c in got] == [
         ("5001", ["sold_to"]), ("6001", ["bill_to", "sold_to"])]
     rows = m.store.conn.execute(

@@ -194,7 +194,7 @@ def _seed_queues(db: Path) -> tuple[int, int, int]:
                         "street": "12 George Street", "postcode": "2000"},
                        {"external_id": "X2", "given_name": "Kim", "family_name": "Lee",
                         "email": "kim@example.com"}], mode="incremental")
-        [item] = m.review_items()
+        [item] = m.review.items()
         assert item.candidate_id == local
         kim = next(c.id for c in m.contacts() if c.external_id == "X2")
         m.set_forced_manual(kim)
@@ -258,7 +258,7 @@ def test_cli_writes_while_the_agents_run_is_held_mid_way(tmp_path: Path) -> None
         httpd.server_close()
     assert _integrity(db) == "ok"
     with Mirror.open(db, readonly=True) as m:
-        assert m.review_items(status="accepted")[0].id == item
+        assert m.review.items(status="accepted")[0].id == item
         assert m.get(other).email == "changed@example.org"
         assert [c.id for c in m.contacts() if c.email == "dee@example.org"]
         assert [x.id for x in m.activities(status="resolved")] == [act]

@@ -212,7 +212,7 @@ def test_incremental_record_leaves_local_owned_fields_alone(tmp_path: Path) -> N
     with Mirror.open(db) as m:
         m.sync_file("xpm", write_csv(tmp_path / "a.csv", ["K1,Ann,Lee,a@x.com,0412 111 111,src"],
                                      header=HEADER + ",Notes"), ownership={"notes": "local"})
-        m.edit_contact(1, notes="mine")
+        m.ownership.edit_contact(1, notes="mine")
         held = m.store.contacts.held_values([1])
         r = m.sync("xpm", [{"external_id": "K1", "mobile": "0400 777 777"}], mode="incremental")
         assert r.counts["updated"] == 1 and r.counts["activities"] == 0

@@ -62,7 +62,8 @@ def as_state(data: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
 
 
 def test_full_export_plus_changes_equals_next_export(mirror: Mirror) -> None:
-    mirror.sync_organisations("xpm", [{"ID": "O1", "Name": "Acme"}, {"ID": "O2", "Name": "Bee"}])
+    mirror.entities.sync_organisations("xpm", [{"ID": "O1", "Name": "Acme"},
+                                               {"ID": "O2", "Name": "Bee"}])
     mirror.sync("xpm", [
         {"id": "A", "name": "Ann Lee", "email": "a@x.example", "Company ID": "O1",
          "Position": "CEO"},
@@ -76,15 +77,15 @@ def test_full_export_plus_changes_equals_next_export(mirror: Mirror) -> None:
 
     # Increments: an organisation renamed, a contact changed, one deleted, one new,
     # a local edit.
-    mirror.sync_organisations("xpm", [{"ID": "O1", "Name": "Acme Ltd"},
-                                      {"ID": "O2", "Name": "Bee"}])
+    mirror.entities.sync_organisations("xpm", [{"ID": "O1", "Name": "Acme Ltd"},
+                                               {"ID": "O2", "Name": "Bee"}])
     mirror.sync("xpm", [
         {"id": "A", "name": "Ann Lee", "email": "ann@x.example", "Company ID": "O1",
          "Position": "CEO"},
         {"id": "B", "name": "Bob Lee", "email": "b@x.example", "Company ID": "O2"},
         {"id": "D", "name": "Dee Lee"},
     ], mapping=MAP, allow_mass_delete=True)
-    mirror.edit_contact(manual, phone="0400 555 555")
+    mirror.ownership.edit_contact(manual, phone="0400 555 555")
     second = snapshot(mirror)
     feed = mirror.changes(since=first["last_seq"])
     assert feed and all(c.seq > first["last_seq"] for c in feed)
@@ -94,9 +95,9 @@ def test_full_export_plus_changes_equals_next_export(mirror: Mirror) -> None:
 
 def test_export_includes_customer_links_and_locations(mirror: Mirror) -> None:
     mirror.sync("erp", [{"id": "S", "name": "Sally"}])
-    mirror.sync_locations("erp", [{"ID": "L1", "Name": "HQ"}])
-    mirror.sync_customer_links("erp", [{"Contact ID": "S", "Customer ID": "5001",
-                                        "Bill To": "Y", "Ship To": "NA"}])
+    mirror.entities.sync_locations("erp", [{"ID": "L1", "Name": "HQ"}])
+    mirror.entities.sync_customer_links("erp", [{"Contact ID": "S", "Customer ID": "5001",
+                                                 "Bill To": "Y", "Ship To": "NA"}])
     data = snapshot(mirror)
     assert data["locations"][0]["name"] == "HQ"
     assert data["customer_links"] == [{
@@ -108,8 +109,8 @@ def test_csv_export_neutralises_formulas(mirror: Mirror, tmp_path: Path,
                                          db_path: Path) -> None:
     mirror.sync("xpm", [{"id": "A", "name": "=HYPERLINK(\"http://evil\")",
                          "notes": "+cmd|' /C calc'!A0", "email": "a@x.example"}])
-    mirror.sync_customer_links("xpm", [{"Contact ID": "A", "Customer ID": "5001",
-                                        "Bill To": "Y"}])
+    mirror.entities.sync_customer_links("xpm", [{"Contact ID": "A", "Customer ID": "5001",
+                                                 "Bill To": "Y"}])
     _load_extensions()
     out = tmp_path / "mirror.csv"
     r = CliRunner().invoke(cli, ["--db", str(db_path), "export", "--full", "--format", "csv",

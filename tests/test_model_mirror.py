@@ -452,7 +452,7 @@ def real_view(m: Mirror) -> dict[str, Any]:
         "activities": acts,
         # Identity ambiguities only: fuzzy suggestions are left out (module doc).
         "reviews": [(r.contact_id, r.candidate_id, r.status)
-                    for r in m.review_items(status=None) if r.kind == "ambiguous"],
+                    for r in m.review.items(status=None) if r.kind == "ambiguous"],
     }
 
 
@@ -642,7 +642,7 @@ class MirrorMachine(RuleBasedStateMachine):
         expected = self.model.edit(c.id, new)
         self.local_step(f"edit #{c.id} {new} -> model {expected}")
         try:
-            feed = self.mirror.edit_contact(c.id, **new)
+            feed = self.mirror.ownership.edit_contact(c.id, **new)
             got = "ok" if feed else "noop"
         except ContactSyncError as e:  # OwnershipError: the source owns the field
             got = "refused"
@@ -682,7 +682,7 @@ class MirrorMachine(RuleBasedStateMachine):
     def review(self, n: int, accept: bool) -> None:
         items = [r for r in self.model.reviews if r.status == "open"]
         item = items[n % len(items)]
-        real = [r.id for r in self.mirror.review_items(status="open")
+        real = [r.id for r in self.mirror.review.items(status="open")
                 if (r.kind, r.contact_id, r.candidate_id)
                 == ("ambiguous", item.contact_id, item.candidate_id)]
         what = (f"review {'accept' if accept else 'reject'} "
@@ -691,12 +691,12 @@ class MirrorMachine(RuleBasedStateMachine):
         if not accept:
             self.model.review_reject(item)
             self.local_step(what)
-            self.mirror.review_reject(real[0])
+            self.mirror.review.reject(real[0])
             return
         ok = self.model.review_accept(item)
         self.local_step(f"{what} -> model {'accepts' if ok else 'refuses'}")
         try:
-            self.mirror.review_accept(real[0])
+            self.mirror.review.accept(real[0])
             got = True
         except ContactSyncError:
             got = False

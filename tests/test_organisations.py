@@ -34,8 +34,8 @@ CONTACTS = [
 
 @pytest.fixture
 def company(mirror: Mirror) -> Mirror:
-    mirror.sync_organisations("xpm", ORGS)
-    mirror.sync_locations("xpm", LOCS)
+    mirror.entities.sync_organisations("xpm", ORGS)
+    mirror.entities.sync_locations("xpm", LOCS)
     mirror.sync("xpm", CONTACTS, mapping=MAP)
     return mirror
 
@@ -55,13 +55,13 @@ def test_contacts_link_to_organisation_and_location(company: Mirror) -> None:
     assert v["P3"]["location_city"] == "Parramatta"
     assert v["P4"]["organisation_external_id"] == "CO2"
     assert v["P5"]["organisation_external_id"] == "CO3"  # from its location
-    orgs = {o["external_id"]: o["id"] for o in company.organisations("xpm")}
+    orgs = {o["external_id"]: o["id"] for o in company.entities.organisations("xpm")}
     assert {v[p]["organisation_id"] for p in ("P1", "P2", "P3")} == {orgs["CO1"]}
 
 
 def test_one_organisation_change_is_one_update_and_one_feed_entry(company: Mirror) -> None:
     last = company.changes()[-1].seq
-    report = company.sync_organisations(
+    report = company.entities.sync_organisations(
         "xpm", [{**ORGS[0], "Name": "CompanyName Pty Ltd"}, *ORGS[1:]])
     assert report.counts["updated"] == 1 and report.counts["unchanged"] == 2
     new = company.changes(since=last)
@@ -80,7 +80,7 @@ def test_one_organisation_change_is_one_update_and_one_feed_entry(company: Mirro
 
 def test_one_location_change_reaches_only_its_contacts(company: Mirror) -> None:
     last = company.changes()[-1].seq
-    company.sync_locations("xpm", [{**LOCS[0], "Street": "2 George St"}, *LOCS[1:]])
+    company.entities.sync_locations("xpm", [{**LOCS[0], "Street": "2 George St"}, *LOCS[1:]])
     new = company.changes(since=last)
     assert [(c.entity_type, c.op) for c in new] == [("location", "update")]
     v = view(company)
@@ -102,7 +102,7 @@ def test_per_link_fields_live_on_the_link(company: Mirror) -> None:
     assert view(company)["P1"]["position"] == "Managing partner"
     assert view(company)["P2"]["position"] == "Accountant"
     cid = new[0].contact_id
-    assert company.organisation_of(cid)["position"] == "Managing partner"
+    assert company.entities.organisation_of(cid)["position"] == "Managing partner"
 
 
 def test_moving_a_contact_and_dropping_its_link(company: Mirror) -> None:
@@ -121,55 +121,55 @@ def test_moving_a_contact_and_dropping_its_link(company: Mirror) -> None:
 def test_organisation_arriving_after_its_contacts(mirror: Mirror) -> None:
     mirror.sync("xpm", CONTACTS[:1], mapping=MAP)
     assert view(mirror)["P1"]["organisation_id"] is None
-    mirror.sync_organisations("xpm", ORGS[:1])
+    mirror.entities.sync_organisations("xpm", ORGS[:1])
     assert view(mirror)["P1"]["organisation_name"] == "CompanyName"
 
 
 def test_full_feed_deletes_absent_incremental_only_explicit(company: Mirror) -> None:
-    r = company.sync_organisations("xpm", [*ORGS[:2], {"ID": "CO4", "Name": "New"}],
-                                   mode="incremental")
+    r = company.entities.sync_organisations("xpm", [*ORGS[:2], {"ID": "CO4", "Name": "New"}],
+                                            mode="incremental")
     assert r.counts["created"] == 1 and r.counts["deleted"] == 0
-    r = company.sync_organisations("xpm", [{"ID": "CO2", "Deleted": "yes"}],
-                                   mode="incremental")
+    r = company.entities.sync_organisations("xpm", [{"ID": "CO2", "Deleted": "yes"}],
+                                            mode="incremental")
     assert r.counts["deleted"] == 1
     assert view(company)["P4"]["organisation_id"] is None  # deleted: gone from the view
     last = company.changes()[-1]
     assert (last.entity_type, last.op) == ("organisation", "delete")
-    r = company.sync_organisations("xpm", [*ORGS, {"ID": "CO4", "Name": "New"}],
-                                   mode="full")
+    r = company.entities.sync_organisations("xpm", [*ORGS, {"ID": "CO4", "Name": "New"}],
+                                            mode="full")
     assert r.counts["created"] == 1  # CO2 restored under its old local id
-    r = company.sync_organisations("xpm", ORGS[:1] + ORGS[2:] + [{"ID": "CO4", "Name": "New"}],
-                                   mass_delete_limit=0.5)
+    r = company.entities.sync_organisations(
+        "xpm", ORGS[:1] + ORGS[2:] + [{"ID": "CO4", "Name": "New"}], mass_delete_limit=0.5)
     assert r.counts["deleted"] == 1
 
 
 def test_mass_deletion_guard_for_entities(company: Mirror) -> None:
     with pytest.raises(SafetyLimitError, match="organisation snapshot"):
-        company.sync_organisations("xpm", ORGS[:1])
-    assert len(company.organisations("xpm")) == 3
+        company.entities.sync_organisations("xpm", ORGS[:1])
+    assert len(company.entities.organisations("xpm")) == 3
     with pytest.raises(SafetyLimitError):
-        company.sync_organisations("xpm", [])
-    r = company.sync_organisations("xpm", ORGS[:1], allow_mass_delete=True)
+        company.entities.sync_organisations("xpm", [])
+    r = company.entities.sync_organisations("xpm", ORGS[:1], allow_mass_delete=True)
     assert r.counts["deleted"] == 2
     assert company.runs(limit=1)[0]["entity_type"] == "organisation"
 
 
 def test_local_ids_never_reused(mirror: Mirror) -> None:
-    mirror.sync_organisations("xpm", ORGS)
-    ids = {o["external_id"]: o["id"] for o in mirror.organisations()}
-    mirror.sync_organisations("xpm", ORGS[:1], allow_mass_delete=True)
+    mirror.entities.sync_organisations("xpm", ORGS)
+    ids = {o["external_id"]: o["id"] for o in mirror.entities.organisations()}
+    mirror.entities.sync_organisations("xpm", ORGS[:1], allow_mass_delete=True)
     mirror.store.conn.execute("DELETE FROM organisations WHERE external_id = 'CO3'")
-    mirror.sync_organisations("xpm", [*ORGS[:1], {"ID": "CO9", "Name": "Later"}])
-    new = {o["external_id"]: o["id"] for o in mirror.organisations()}
+    mirror.entities.sync_organisations("xpm", [*ORGS[:1], {"ID": "CO9", "Name": "Later"}])
+    new = {o["external_id"]: o["id"] for o in mirror.entities.organisations()}
     assert new["CO9"] > max(ids.values())
     # Source ids are never local ids.
-    mirror.sync_organisations("other", [{"ID": "1", "Name": "One"}])
-    one = next(iter(mirror.organisations("other")))
+    mirror.entities.sync_organisations("other", [{"ID": "1", "Name": "One"}])
+    one = next(iter(mirror.entities.organisations("other")))
     assert one["id"] == new["CO9"] + 1
 
 
 def test_bad_rows_are_quarantined_not_fatal(mirror: Mirror) -> None:
-    r = mirror.sync_customer_links("xpm", [
+    r = mirror.entities.sync_customer_links("xpm", [
         {"Contact ID": "P1", "Customer ID": "5001", "Bill To": "maybe"},
         {"Contact ID": "", "Customer ID": "5001"},
         {"Contact ID": "P1", "Customer ID": "6001", "Bill To": "Y"},
@@ -178,7 +178,8 @@ def test_bad_rows_are_quarantined_not_fatal(mirror: Mirror) -> None:
     reasons = [q["reason"] for q in mirror.quarantine(r.run_id)]
     assert any("not Y, N or NA" in x for x in reasons)
     assert any("empty contact ref" in x for x in reasons)
-    r = mirror.sync_organisations("xpm", [{"ID": "A", "Name": "x"}, {"ID": "A", "Name": "y"}])
+    r = mirror.entities.sync_organisations("xpm", [{"ID": "A", "Name": "x"},
+                                                   {"ID": "A", "Name": "y"}])
     assert r.counts["created"] == 1 and r.counts["rejected"] == 1
 
 
@@ -216,7 +217,7 @@ def test_v1_database_migrates(tmp_path: Path) -> None:
         old = m.changes()
         assert [(c.seq, c.entity_type, c.entity_id) for c in old] == [
             (1, "contact", 1), (2, "contact", 1)]
-        m.sync_organisations("xpm", ORGS[:1])
+        m.entities.sync_organisations("xpm", ORGS[:1])
         assert m.changes()[-1].seq == 4  # seq never goes back
 
 
@@ -253,10 +254,10 @@ def test_created_entity_payloads_written_by_sqlite_equal_the_python_payload(
         {"Organisation ID": "O3", "Name": "Plain"},
     ]
     with Mirror.open(tmp_path / "m.db") as m:
-        m.sync_organisations("xpm", recs)
+        m.entities.sync_organisations("xpm", recs)
         got = {row[0]: json.loads(row[1]) for row in m.store.conn.execute(
             "SELECT object_id, fields FROM changes WHERE entity_type = 'organisation'")}
-        ids = {o["external_id"]: o["id"] for o in m.organisations("xpm")}
+        ids = {o["external_id"]: o["id"] for o in m.entities.organisations("xpm")}
     table = entities.build_table(entities.ORGANISATION, None, "t")
     incoming, rejected = entities.map_records(entities.ORGANISATION, recs, table)
     assert not rejected and len(got) == 3
@@ -332,7 +333,7 @@ LINK_CSV = (
 def test_csv_mapped_by_the_core_equals_the_python_mapping(
         tmp_path: Path, kind: str, text: str) -> None:
     from contactsync_agent import entities
-    from contactsync_agent.mirror_relations import read_records
+    from contactsync_agent.entities import read_records
 
     spec = entities.SPECS[kind]
     path = tmp_path / f"{kind}.csv"
@@ -355,9 +356,9 @@ def test_entity_csv_in_windows_1252_is_read(tmp_path: Path) -> None:
     path = tmp_path / "orgs.csv"
     path.write_bytes("ID;Name\nO1;Société Générale\n".encode("cp1252"))
     with Mirror.open(tmp_path / "m.db") as m:
-        r = m.sync_entity_file("organisation", "xpm", path)
+        r = m.entities.sync_file("organisation", "xpm", path)
         assert r.counts["created"] == 1
-        assert m.organisations("xpm")[0]["name"] == "Société Générale"
+        assert m.entities.organisations("xpm")[0]["name"] == "Société Générale"
 
 
 ORG_FILE = (
@@ -377,7 +378,7 @@ def test_first_entity_file_import_equals_the_general_path(tmp_path: Path) -> Non
     import json
     import re
 
-    from contactsync_agent.mirror_relations import read_records
+    from contactsync_agent.entities import read_records
 
     path = tmp_path / "orgs.csv"
     path.write_text(ORG_FILE, encoding="utf-8")
@@ -396,8 +397,8 @@ def test_first_entity_file_import_equals_the_general_path(tmp_path: Path) -> Non
         )
 
     with Mirror.open(tmp_path / "fast.db") as fast, Mirror.open(tmp_path / "slow.db") as slow:
-        r1 = fast.sync_entity_file("organisation", "xpm", path)
-        r2 = slow.sync_organisations("xpm", list(read_records(path)))
+        r1 = fast.entities.sync_file("organisation", "xpm", path)
+        r2 = slow.entities.sync_organisations("xpm", list(read_records(path)))
         assert r1.counts == r2.counts
         assert r1.counts["created"] == 3 and r1.counts["rejected"] == 2
         assert r1.counts["records"] == 6
@@ -406,9 +407,9 @@ def test_first_entity_file_import_equals_the_general_path(tmp_path: Path) -> Non
         assert lines == {4, 6}  # the file's lines (header is line 1)
         # A second file goes through the general path: an update and a delete.
         path.write_text("ID,Name,ABN\nO1,Acme Renamed,12 345\nO2,Beta,\n", encoding="utf-8")
-        r3 = fast.sync_entity_file("organisation", "xpm", path, allow_mass_delete=True)
+        r3 = fast.entities.sync_file("organisation", "xpm", path, allow_mass_delete=True)
         assert (r3.counts["updated"], r3.counts["deleted"], r3.counts["unchanged"]) == (1, 1, 1)
-        assert [o["name"] for o in fast.organisations("xpm")] == ["Acme Renamed", "Beta"]
+        assert [o["name"] for o in fast.entities.organisations("xpm")] == ["Acme Renamed", "Beta"]
 
 
 def test_a_position_without_organisation_or_location_is_no_link(mirror: Mirror) -> None:
@@ -432,7 +433,7 @@ def test_entity_csv_lines_with_crlf_blank_lines_and_a_trailing_delimiter(
     path = tmp_path / "orgs.csv"
     path.write_bytes(b"ID,Name\r\nO1,A\r\nO2,B,\r\n\r\n,NoId\r\nO1,Again\r\nO3,C,extra\r\n")
     with Mirror.open(tmp_path / "m.db") as m:
-        r = m.sync_entity_file("organisation", "xpm", path)
+        r = m.entities.sync_file("organisation", "xpm", path)
         assert r.counts["created"] == 2  # O2's empty trailing cell loses nothing
         assert r.rejected == [
             (5, "empty external id"),
@@ -442,7 +443,7 @@ def test_entity_csv_lines_with_crlf_blank_lines_and_a_trailing_delimiter(
 
 def test_entity_messages_quote_like_python(tmp_path: Path) -> None:
     from contactsync_agent import entities
-    from contactsync_agent.mirror_relations import read_records
+    from contactsync_agent.entities import read_records
 
     path = tmp_path / "links.csv"
     path.write_text("Link ID,Contact ID,Customer,Bill To\nL'1,P1,C1,Y\nL'1,P2,C1,Y\n"
@@ -476,5 +477,5 @@ def test_entity_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
     path.write_text("ID,Name\nO1,A\n", encoding="utf-8")
     with Mirror.open(tmp_path / "m.db") as m:
         with pytest.raises(SafetyLimitError, match="maximum file size of 10 bytes"):
-            m.sync_entity_file("organisation", "xpm", path, max_file_bytes=10)
-        assert m.organisations("xpm") == []
+            m.entities.sync_file("organisation", "xpm", path, max_file_bytes=10)
+        assert m.entities.organisations("xpm") == []

@@ -36,7 +36,7 @@ def test_owner_of() -> None:
 def test_source_owned_edit_is_refused_with_who_owns_it(synced) -> None:
     m, cid = synced
     with pytest.raises(OwnershipError) as e:
-        m.edit_contact(cid, phone="0400 999 999")
+        m.ownership.edit_contact(cid, phone="0400 999 999")
     msg = str(e.value)
     assert "phone of contact" in msg and "owned by source 'xpm'" in msg
     assert f"contactsync contacts force-manual {cid}" in msg
@@ -48,28 +48,28 @@ def test_locked_field_refused_even_when_forced_manual(synced) -> None:
     m, cid = synced
     m.set_forced_manual(cid)
     with pytest.raises(OwnershipError, match="locked"):
-        m.edit_contact(cid, email="other@x.example")
+        m.ownership.edit_contact(cid, email="other@x.example")
     # Forced manual takes the source-owned fields over.
-    m.edit_contact(cid, phone="0400 999 999")
+    m.ownership.edit_contact(cid, phone="0400 999 999")
     assert m.get(cid).phone == "0400 999 999"
 
 
 def test_local_edit_goes_through_the_feed(synced) -> None:
     m, cid = synced
-    written = m.edit_contact(cid, notes="called 3 May", extra={"Tags": "vip, late payer"})
+    written = m.ownership.edit_contact(cid, notes="called 3 May", extra={"Tags": "vip, late payer"})
     assert written == {"notes": ["from source", "called 3 May"],
                        "extra": [{"Tags": "vip"}, {"Tags": "vip, late payer"}]}
     last = m.changes()[-1]
     assert (last.contact_id, last.op, last.reason) == (cid, "update", "edited locally")
     # Manual contacts have no owner but their users.
     manual = m.add_contact(name="Walk In", phone="0400 123 123")
-    m.edit_contact(manual, phone="0400 123 124")
+    m.ownership.edit_contact(manual, phone="0400 123 124")
     assert m.get(manual).phone == "0400 123 124"
 
 
 def test_local_owned_fields_survive_syncs(synced) -> None:
     m, cid = synced
-    m.edit_contact(cid, notes="ours", extra={"Tags": "ours"})
+    m.ownership.edit_contact(cid, notes="ours", extra={"Tags": "ours"})
     # The source changes another field: its unchanged notes/tags do not come back.
     m.sync("xpm", [rec("A", "John Smith", email="john@x.example", phone="0400 000 002",
                        notes="from source", Tags="vip")])
@@ -80,7 +80,7 @@ def test_local_owned_fields_survive_syncs(synced) -> None:
 
 def test_source_change_to_a_local_field_raises_an_activity(synced) -> None:
     m, cid = synced
-    m.edit_contact(cid, notes="ours")
+    m.ownership.edit_contact(cid, notes="ours")
     m.sync("xpm", [rec("A", "John Smith", email="john@x.example", phone="0400 000 001",
                        notes="source rewrote it", Tags="vip")])
     assert m.get(cid).notes == "ours"
@@ -181,9 +181,9 @@ def test_local_edit_to_a_taken_unique_value_is_refused(mirror: Mirror) -> None:
     mirror.sync("xpm", [rec("A", "Ann", email="a@x.example")], unique=["email"])
     manual = mirror.add_contact(name="Walk In")
     with pytest.raises(ContactSyncError, match="already used by contact"):
-        mirror.edit_contact(manual, email="a@x.example")
+        mirror.ownership.edit_contact(manual, email="a@x.example")
 
 
 def test_bad_unique_key_is_a_config_error(mirror: Mirror) -> None:
     with pytest.raises(ContactSyncError, match="unknown unique field"):
-        mirror.set_policy("xpm", unique=["nope"])
+        mirror.ownership.set_policy("xpm", unique=["nope"])

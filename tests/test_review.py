@@ -37,7 +37,7 @@ def test_fuzzy_candidate_is_a_review_item_never_a_conversion(tmp_path: Path) -> 
     with Mirror.open(db) as m:
         report = m.sync("xpm", [INCOMING])
         assert m.get(local).record_type == "manual"  # never converted on its own
-        [item] = m.review_items()
+        [item] = m.review.items()
         assert (item.candidate_id, item.kind) == (local, "fuzzy")
         assert item.contact_id == 3 and m.get(3).external_id == "X1"
         assert item.score is not None and item.score > 0.5
@@ -65,7 +65,7 @@ def test_accept_through_the_cli_links_the_local_contact(tmp_path: Path) -> None:
         assert m.get(3).deleted_at is not None  # the created duplicate merged away
         ops = [(ch.contact_id, ch.op) for ch in m.changes()][-2:]
         assert ops == [(3, "delete"), (local, "convert")]
-        assert m.review_items() == []
+        assert m.review.items() == []
         # The next sync finds the record by its external id on the local contact.
         report = m.sync("xpm", [INCOMING])
         assert report.counts["unchanged"] == 1 and report.counts["created"] == 0
@@ -85,7 +85,7 @@ def test_reject_through_the_cli_remembers_the_pair(tmp_path: Path) -> None:
     with Mirror.open(db) as m:
         assert m.get(local).record_type == "manual"
         assert m.store.review.rejected_pairs("xpm") == {("X1", local)}
-        assert [i.status for i in m.review_items(status=None)] == ["rejected"]
+        assert [i.status for i in m.review.items(status=None)] == ["rejected"]
     # The rule drops a remembered pair wherever it comes up again.
     pairs = [(local, 3, 0.9, {"email": {"level": "exact", "weight": 3.0}})]
     assert rules.decide_fuzzy(pairs, {3: "X1"}, {("X1", local)}) == []
@@ -174,7 +174,7 @@ def bulk_seed(db: Path, weak: bool = True) -> list[int]:
     with Mirror.open(db) as m:
         ids = [m.add_contact(**p) for p in BULK_LOCAL]
         m.sync("xpm", incoming)
-        assert len(m.review_items()) == 3
+        assert len(m.review.items()) == 3
     return ids
 
 
@@ -197,7 +197,7 @@ def test_review_show_is_side_by_side_with_agreement_levels(tmp_path: Path) -> No
     db = tmp_path / "m.db"
     local = bulk_seed(db)
     with Mirror.open(db, readonly=True) as m:
-        [item] = [i for i in m.review_items() if i.candidate_id == local[0]]
+        [item] = [i for i in m.review.items() if i.candidate_id == local[0]]
     doc = json.loads(cli(db, "review", "show", str(item.id), "--json").stdout)
     fields = {f["field"]: f for f in doc["fields"]}
     assert fields["email"]["incoming"] == fields["email"]["candidate"] == "jon.s@example.com"
@@ -215,7 +215,7 @@ def test_review_accept_and_reject_several_ids(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     local = bulk_seed(db)
     with Mirror.open(db, readonly=True) as m:
-        by_candidate = {i.candidate_id: i.id for i in m.review_items()}
+        by_candidate = {i.candidate_id: i.id for i in m.review.items()}
         ids = [by_candidate[c] for c in local]
     out = cli(db, "review", "accept", str(ids[0]), str(ids[1]), "--json")
     assert out.returncode == 0, out.stderr
@@ -228,14 +228,14 @@ def test_review_accept_and_reject_several_ids(tmp_path: Path) -> None:
     assert doc["failed"][0]["item"] == ids[1] and "already accepted" in doc["failed"][0]["error"]
     with Mirror.open(db, readonly=True) as m:
         assert [m.get(c).record_type for c in local] == ["sync", "sync", "manual"]
-        assert m.review_items() == []
+        assert m.review.items() == []
 
 
 def test_review_accept_all_above_a_score_asks_first(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     local = bulk_seed(db)
     with Mirror.open(db, readonly=True) as m:
-        scores = {i.id: i.score for i in m.review_items()}
+        scores = {i.id: i.score for i in m.review.items()}
     weak = min(scores, key=lambda k: scores[k] or 0)
     assert len(set(scores.values())) > 1
     cut = f"{(sorted(scores.values())[0] + sorted(scores.values())[1]) / 2:.4f}"
@@ -247,19 +247,19 @@ def test_review_accept_all_above_a_score_asks_first(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "2 open review item(s) scored at least" in refused.stderr
     with Mirror.open(db, readonly=True) as m:
-        assert len(m.review_items()) == 3
+        assert len(m.review.items()) == 3
     done = subprocess.run([*cmd, "--yes", "--json"], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert sorted(d["item"] for d in json.loads(done.stdout)["done"]) == sorted(
         k for k in scores if k != weak)
     with Mirror.open(db, readonly=True) as m:
-        assert [i.id for i in m.review_items()] == [weak]
+        assert [i.id for i in m.review.items()] == [weak]
         assert [m.get(c).record_type for c in local] == ["sync", "sync", "manual"]
     usage = cli(db, "review", "reject")
     assert usage.returncode == 2 and "--all" in usage.stderr
     rest = cli(db, "review", "reject", "--all", "--yes")
     assert rest.returncode == 0, rest.stderr
     with Mirror.open(db, readonly=True) as m:
-        assert m.review_items() == []
-        assert m.review_summaries(status="rejected")[0]["id"] == weak
+        assert m.review.items() == []
+        assert m.review.summaries(status="rejected")[0]["id"] == weak

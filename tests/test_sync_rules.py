@@ -63,7 +63,7 @@ def test_two_local_candidates_are_ambiguous(mirror: Mirror) -> None:
     assert mirror.get(a).record_type == mirror.get(b).record_type == "manual"
     [created] = [d for d in report.decisions if d.action == "create"]
     assert created.reason == "created: 2 local contacts matched, sent to review"
-    items = mirror.review_items()
+    items = mirror.review.items()
     assert {i.candidate_id for i in items} == {a, b}
     assert {i.contact_id for i in items} == {created.contact_id}
     assert report.counts["review_items"] == 2 and report.counts["converted"] == 0
@@ -77,7 +77,7 @@ def test_two_incoming_records_claiming_one_contact(mirror: Mirror) -> None:
     created = [d for d in report.decisions if d.action == "create"]
     assert len(created) == 2
     assert all("2 incoming records matched one local contact" in d.reason for d in created)
-    assert [i.candidate_id for i in mirror.review_items()] == [cid, cid]
+    assert [i.candidate_id for i in mirror.review.items()] == [cid, cid]
     assert report.decision_for(cid).reason == "untouched: ambiguous match, sent to review"  # type: ignore[union-attr]
 
 

@@ -471,8 +471,8 @@ def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
     with obj.mirror(readonly=True) as m:
         c = m.get(contact_id)
         history = m.store.feed.contact_history(contact_id)
-        organisation = m.organisation_of(contact_id)
-        customers = m.customers(contact_id)
+        organisation = m.entities.organisation_of(contact_id)
+        customers = m.access.customers(contact_id)
     if as_json:
         # `organisation` stays the contact's text field ("" when empty, as in
         # `export`); the linked organisation record is `organisation_link`.

@@ -1,7 +1,8 @@
 """`contactsync access`, `contacts edit`, `export` and `entities ...`: the CLI
 of organisations, locations, customer links, ownership and the full export.
 
-A thin shell over `Mirror` (mirror_relations.py); registered from cli.py.
+A thin shell over `Mirror` (its `access`, `ownership` and `entities` parts and
+`export`); registered from cli.py.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def access(obj: Any, contact_id: int, customer: str, role: str, as_json: bool) -
     """May CONTACT_ID act for CUSTOMER in ROLE? Exit 0 allowed, 1 denied."""
     emit_json, _ = _obj_helpers()
     with obj.mirror(readonly=True) as m:
-        decision = m.access(contact_id, customer, role)
+        decision = m.access.check(contact_id, customer, role)
     if as_json:
         emit_json(decision.to_dict())
     else:
@@ -75,8 +76,8 @@ def contacts_edit(obj: Any, contact_id: int, extras: tuple[str, ...], as_json: b
         src = m.store.contacts.row(contact_id)
         if src is not None and src["source"] and src["source"] in obj.config.sources:
             scfg = obj.config.sources[src["source"]]
-            m.set_policy(src["source"], scfg.ownership, scfg.unique)
-        written = m.edit_contact(contact_id, extra=extra or None, **values)
+            m.ownership.set_policy(src["source"], scfg.ownership, scfg.unique)
+        written = m.ownership.edit_contact(contact_id, extra=extra or None, **values)
     if as_json:
         emit_json({"id": contact_id, "changed": written})
     elif written:
@@ -95,12 +96,12 @@ def contacts_edit(obj: Any, contact_id: int, extras: tuple[str, ...], as_json: b
 def export(obj: Any, full: bool, fmt: str, out: str | None) -> None:
     """Write the whole mirror as one consistent snapshot. Its `last_seq` is the
     feed position to continue from with `changes --since`."""
-    from contactsync_agent.mirror_relations import export_to_path
+    from contactsync_agent.export import export_to_path
 
     if not full:
         raise click.UsageError("say --full (increments are `contactsync changes --since N`)")
     with obj.mirror(readonly=True) as m:
-        result = export_to_path(m, out, fmt, sys.stdout)
+        result = export_to_path(m.export, out, fmt, sys.stdout)
     if out and out != "-":
         counts = ", ".join(f"{v} {k}" for k, v in result.items()
                            if isinstance(v, int) and k != "last_seq")
@@ -133,9 +134,9 @@ def entities_sync(obj: Any, kind: str, file: str, source: str, mode: str, fmt: s
                  "customer-links": "customer_links"}[kind]
     mapping = scfg.options.get(f"{table_key}_mapping") or {}
     with obj.mirror() as m:
-        report = m.sync_entity_file(kind, source, file, format=fmt, mode=mode, mapping=mapping,
-                                    allow_mass_delete=allow_mass_delete,
-                                    mass_delete_limit=scfg.mass_delete_limit)
+        report = m.entities.sync_file(kind, source, file, format=fmt, mode=mode, mapping=mapping,
+                                      allow_mass_delete=allow_mass_delete,
+                                      mass_delete_limit=scfg.mass_delete_limit)
     if as_json:
         emit_json(report.to_dict())
         return
@@ -155,7 +156,8 @@ def entities_sync(obj: Any, kind: str, file: str, source: str, mode: str, fmt: s
 def entities_list(obj: Any, kind: str, source: str | None, as_json: bool) -> None:
     emit_json, _ = _obj_helpers()
     with obj.mirror(readonly=True) as m:
-        rows = m.organisations(source) if kind == "organisations" else m.locations(source)
+        rows = (m.entities.organisations(source) if kind == "organisations"
+                else m.entities.locations(source))
     if as_json:
         emit_json(rows)
         return

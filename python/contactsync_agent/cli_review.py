@@ -1,6 +1,6 @@
 """`contactsync review|duplicates|match|dedupe`: the review queue and the matching engine.
 
-Thin commands over `Mirror.review_*` and `matching.link/dedupe`.
+Thin commands over `Mirror.review` and `matching.link/dedupe`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def register(cli: click.Group) -> None:
     def review_list(obj: Ctx, show_all: bool, min_score: float | None, as_json: bool) -> None:
         """The queue: score and both contacts' names and e-mails for each item."""
         with obj.mirror(readonly=True) as m:
-            items = m.review_summaries(status=None if show_all else "open", min_score=min_score)
+            items = m.review.summaries(status=None if show_all else "open", min_score=min_score)
         if as_json:
             emit_json(items)
             return
@@ -85,7 +85,7 @@ def register(cli: click.Group) -> None:
     def review_show(obj: Ctx, item_id: int, as_json: bool) -> None:
         """The two records side by side, with each field's agreement level."""
         with obj.mirror(readonly=True) as m:
-            cmp = m.review_compare(item_id)
+            cmp = m.review.compare(item_id)
         if as_json:
             emit_json(cmp)
             return
@@ -113,14 +113,14 @@ def register(cli: click.Group) -> None:
         if min_score is not None and not take_all:
             raise click.UsageError("--min-score goes with --all")
         with obj.mirror() as m:
-            ids = list(item_ids) if item_ids else m.review_select(min_score)
+            ids = list(item_ids) if item_ids else m.review.select(min_score)
             if take_all:
                 above = f" scored at least {min_score:.0%}" if min_score is not None else ""
                 click.echo(f"{len(ids)} open review item(s){above} to {action}", err=True)
                 if ids and not yes:
                     click.confirm(f"{action} them all?", abort=True, err=True)
-            out = (m.review_accept_many(ids) if action == "accept"
-                   else m.review_reject_many(ids))
+            out = (m.review.accept_many(ids) if action == "accept"
+                   else m.review.reject_many(ids))
         if as_json:
             emit_json(out)
         else:

@@ -3,17 +3,22 @@ their own, each with the source's id, a content hash and a local id.
 
 Maps and hashes incoming records, plans create / update / restore / delete per
 entity (pure), and has the store apply the plan in one run's transaction with
-one feed entry per changed entity. It never touches contacts.
+one feed entry per changed entity. `Mirror.entities` is the `EntityFeeds` part
+at the end: a feed's run from records or an export file, the mirrored lists,
+a contact's organisation. It never writes contacts, and its SQL is the store's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import gc
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import xxhash
@@ -26,6 +31,7 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
+from contactsync_agent.infile import OwnFiles, open_input
 from contactsync_agent.models import SyncReport
 from contactsync_agent.rules import signed_hash
 from contactsync_agent.store import RUN_COUNTS, Store, now_iso
@@ -528,3 +534,124 @@ def _apply(store: Store, spec: EntitySpec, source: str, plan: EntityPlan, run_id
         store.feed.add_entity_changes(kind, ((eid, "delete", {}) for eid in plan.deletes), run_id,
                                  "deleted", "deleted: removed from the source", at)
 
+
+# ---------------------------------------------------------------- the Mirror's part
+
+ENTITY_FORMATS = {".csv": "csv", ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+
+
+def read_records(path: str | os.PathLike[str], fmt: str | None = None,
+                 encoding: str = "utf-8-sig") -> Iterator[dict[str, Any]]:
+    """Records of an entity export file (CSV with a header, a JSON array, or NDJSON)."""
+    p = Path(path)
+    kind = (fmt or ENTITY_FORMATS.get(p.suffix.lower(), "")).lower()
+    if kind == "csv":
+        with p.open(newline="", encoding=encoding) as fh:
+            yield from csv.DictReader(fh)
+    elif kind == "json":
+        data = json.loads(p.read_text(encoding=encoding))
+        if not isinstance(data, list):
+            raise ContactSyncError(f"{p}: expected a JSON array of records")
+        yield from data
+    elif kind == "ndjson":
+        with p.open(encoding=encoding) as fh:
+            for line in fh:
+                if line.strip():
+                    yield json.loads(line)
+    else:
+        raise ContactSyncError(f"{p}: cannot tell the format; pass csv, json or ndjson")
+
+
+def decode_extra(row: dict[str, Any]) -> dict[str, Any]:
+    """An entity row with its `extra` JSON decoded."""
+    if isinstance(row.get("extra"), str):
+        row["extra"] = json.loads(row["extra"] or "{}")
+    return row
+
+
+class EntityFeeds:
+    """`Mirror.entities`: the entity feeds' runs (records or a file), the
+    mirrored organisations and locations, and a contact's organisation."""
+
+    def __init__(self, store: Store, own_files: OwnFiles) -> None:
+        self._store = store
+        #: The database's own files: never opened as an export (see infile.py).
+        self._own_files = own_files
+
+    def sync(
+        self, kind: str, source: str,
+        records: Iterable[Mapping[str, Any]] | CsvFile, *,
+        mode: str = "full", mapping: Mapping[str, str] | None = None,
+        allow_mass_delete: bool = False, mass_delete_limit: float | None = None,
+        origin: str = "api",
+    ) -> SyncReport:
+        """One run of an entity feed: `kind` is organisation, location or customer_link."""
+        spec = SPECS.get(kind.rstrip("s").replace("-", "_"))
+        if spec is None:
+            raise ContactSyncError(f"unknown entity kind {kind!r} "
+                                   f"(one of {', '.join(SPECS)})")
+        with self._store.writing():  # one writer from the run row to the commit
+            return run_entities(
+                self._store, spec, source, records, mode=mode, mapping=mapping, origin=origin,
+                allow_mass_delete=allow_mass_delete,
+                mass_delete_limit=(MASS_DELETE_LIMIT if mass_delete_limit is None
+                                   else mass_delete_limit))
+
+    def sync_organisations(self, source: str, records: Iterable[Mapping[str, Any]], *,
+                           mode: str = "full", **kw: Any) -> SyncReport:
+        """Organisations of `source` (id, name, website, e-mail, phone, address, notes)."""
+        return self.sync("organisation", source, records, mode=mode, **kw)
+
+    def sync_locations(self, source: str, records: Iterable[Mapping[str, Any]], *,
+                       mode: str = "full", **kw: Any) -> SyncReport:
+        """Locations of `source`, each with the source's id of its organisation."""
+        return self.sync("location", source, records, mode=mode, **kw)
+
+    def sync_customer_links(self, source: str, records: Iterable[Mapping[str, Any]], *,
+                            mode: str = "full", **kw: Any) -> SyncReport:
+        """Contact–customer links of `source` with role flags Y / N / NA."""
+        return self.sync("customer_link", source, records, mode=mode, **kw)
+
+    def sync_file(self, kind: str, source: str, path: str | os.PathLike[str], *,
+                  format: str | None = None, max_file_bytes: int = 2 << 30,
+                  **kw: Any) -> SyncReport:
+        """One run of an entity feed from an export file (CSV, JSON array or NDJSON)."""
+        # Opened once (never one of the mirror's own files) and read through that
+        # descriptor; errors and the run name the file escaped (infile.py).
+        with open_input(path, own=self._own_files) as f:
+            if f.size > max_file_bytes:  # the readers hold a file in memory while they map it
+                raise SafetyLimitError(f"{f.shown}: {f.size} bytes is over the maximum file "
+                                       f"size of {max_file_bytes} bytes")
+            kind_of_file = (format or ENTITY_FORMATS.get(f.path.suffix.lower(), "")).lower()
+            if kind_of_file not in ("csv", "json", "ndjson"):
+                raise ContactSyncError(f"{f.shown}: cannot tell the format; "
+                                       "pass csv, json or ndjson")
+            # CSV is read, mapped and hashed by the core; JSON and NDJSON here.
+            records: Iterable[Mapping[str, Any]] | CsvFile = (
+                CsvFile(f.reader_path(), f.shown) if kind_of_file == "csv"
+                else read_records(f.reader_path(), kind_of_file))
+            return self.sync(kind, source, records, origin=f.shown, **kw)
+
+    def organisations(self, source: str | None = None,
+                      include_deleted: bool = False) -> list[dict[str, Any]]:
+        return self._entity_list("organisations", source, include_deleted)
+
+    def locations(self, source: str | None = None,
+                  include_deleted: bool = False) -> list[dict[str, Any]]:
+        return self._entity_list("locations", source, include_deleted)
+
+    def _entity_list(self, table: str, source: str | None,
+                     include_deleted: bool) -> list[dict[str, Any]]:
+        return [decode_extra(r)
+                for r in self._store.entities.list_rows(table, source, include_deleted)]
+
+    def organisation_of(self, contact_id: int) -> dict[str, Any] | None:
+        """The contact's organisation, location and position (from the view), if linked."""
+        d = self._store.entities.organisation_view(contact_id)
+        if d is None:
+            return None
+        if d["organisation_id"] is None and d["location_id"] is None and not d["position"]:
+            return None
+        keep = ("position",)
+        return {k: v for k, v in d.items()
+                if k in keep or k.startswith(("organisation_", "location_"))}

@@ -21,7 +21,7 @@ SPECIAL_TARGETS: frozenset[str] = frozenset({"external_id", "name", "deleted", "
 #: A contact's relations: the source's id of its organisation and location and
 #: its position there. The core keeps them in `extra` under these fixed keys
 #: (whatever the column is called); after a run they become the contact's row
-#: in `contact_organisations` (see relations.py).
+#: in `contact_organisations` (`store.entities.relink_contacts`, called by sync.py).
 RELATION_TARGETS: tuple[str, ...] = ("organisation_ref", "location_ref", "position")
 TARGETS: frozenset[str] = frozenset(FIELDS) | SPECIAL_TARGETS | frozenset(RELATION_TARGETS)
 

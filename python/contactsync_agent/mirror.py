@@ -1,8 +1,13 @@
 """The library's front door: `Mirror.open(path)` and everything a user does with it.
 
-Every CLI command is a thin call into this class. It owns one `Store` (whose
-parts run every SQL statement: none lives here) and never decides a sync
-itself (that is `sync.py` and `rules.py`).
+Every CLI command is a thin call into this class. Contacts, syncs, the change
+feed, activities and runs are its own methods; the rest are named parts, plain
+attributes each of one concept's class: `entities` (entity feeds, entities.py),
+`review` (the review queue, review.py), `access` (customer access, access.py),
+`ownership` (source policies and local edits, ownership.py); `export` writes
+the full export (export.py). It owns one `Store` (whose parts run every SQL
+statement: none lives here) and never decides a sync itself (that is `sync.py`
+and `rules.py`).
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import platformdirs
 
-from contactsync_agent import _core, rules, sync
+from contactsync_agent import _core, export, rules, sync
+from contactsync_agent.access import Access
 from contactsync_agent.defaults import MASS_DELETE_LIMIT, REVIEW_THRESHOLD
+from contactsync_agent.entities import EntityFeeds
 from contactsync_agent.errors import (
     ContactSyncError,
     NotFoundError,
@@ -28,8 +35,9 @@ from contactsync_agent.errors import (
 )
 from contactsync_agent.infile import InputFile, OwnFiles, fd_digest, open_input
 from contactsync_agent.mapping import FIELDS, build_mapping
-from contactsync_agent.mirror_relations import RelationsMixin
-from contactsync_agent.models import Activity, Change, Contact, ReviewItem, SyncReport
+from contactsync_agent.models import Activity, Change, Contact, SyncReport
+from contactsync_agent.ownership import Ownership
+from contactsync_agent.review import ReviewQueue
 from contactsync_agent.safetext import escape_name
 from contactsync_agent.store import CONTACT_COLUMNS, DEFAULT_WRITE_WAIT, Store, now_iso
 from contactsync_agent.sync import ProgressFn
@@ -64,11 +72,12 @@ def format_for(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
-class Mirror(RelationsMixin):
+class Mirror:
     """A local mirror database. Open it read-write (one writer, locked) or read-only.
 
-    Organisations, locations, customer links, access, ownership and export come
-    from `RelationsMixin` (mirror_relations.py)."""
+    Its parts: `m.entities` (organisations, locations, customer links),
+    `m.review` (the review queue), `m.access` (may a contact act for a
+    customer), `m.ownership` (source policies, local edits)."""
 
     def __init__(self, store: Store, *, region: str = "AU",
                  review_threshold: float = REVIEW_THRESHOLD,
@@ -79,6 +88,14 @@ class Mirror(RelationsMixin):
         self.region = region
         self.review_threshold = review_threshold
         self.auto_link_threshold = auto_link_threshold
+        #: Organisations, locations and contact–customer links: feeds and lists.
+        self.entities = EntityFeeds(store, self.own_files)
+        #: The review queue: candidate matches a person accepts or rejects.
+        self.review = ReviewQueue(store)
+        #: Customer access: may a contact act for a customer in a role.
+        self.access = Access(store)
+        #: Field ownership: each source's policy, and local edits under it.
+        self.ownership = Ownership(store, region)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, readonly: bool = False,
@@ -210,6 +227,16 @@ class Mirror(RelationsMixin):
 
     # ------------------------------------------------------------ sync
 
+    def _policy_for(self, source: str, ownership: Mapping[str, str] | None,
+                    unique: Sequence[str] | None) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The policy a sync uses: the one given (and then recorded), else the recorded one."""
+        if ownership is not None or unique is not None:
+            old_own, old_unique = self.ownership.policy(source)
+            self.ownership.set_policy(source, old_own if ownership is None else ownership,
+                                      old_unique if unique is None else unique)
+        own, keys = self.ownership.policy(source)
+        return own, tuple(keys)
+
     def _options(self, allow_mass_delete: bool, mass_delete_limit: float | None,
                  chunk_size: int | None, source: str | None = None,
                  ownership: Mapping[str, str] | None = None,
@@ -221,7 +248,7 @@ class Mirror(RelationsMixin):
         if not source:
             own, keys = {}, ()
         elif dry_run:  # the policy given, else the recorded one; nothing is recorded
-            old_own, old_unique = self.policy(source)
+            old_own, old_unique = self.ownership.policy(source)
             own = dict(old_own if ownership is None else ownership)
             keys = tuple(old_unique if unique is None else unique)
         else:
@@ -431,55 +458,17 @@ class Mirror(RelationsMixin):
             if not self.store.feed.close_activity(activity_id, status, note, now_iso()):
                 raise NotFoundError(f"no open activity with id {activity_id}")
 
-    def review_items(self, status: str | None = "open") -> list[ReviewItem]:
-        rows = self.store.review.items(status)
-        return [ReviewItem.from_row(r) for r in rows]
-
-    def review_accept(self, item_id: int) -> dict[str, Any]:
-        """Accepts a review item: the local contact becomes the source's record."""
-        from contactsync_agent import review
-
-        return review.accept(self.store, item_id)
-
-    def review_reject(self, item_id: int) -> dict[str, Any]:
-        """Rejects a review item: the pair is never suggested again."""
-        from contactsync_agent import review
-
-        return review.reject(self.store, item_id)
-
-    def review_summaries(self, status: str | None = "open",
-                         min_score: float | None = None) -> list[dict[str, Any]]:
-        """The queue with the score and both contacts' names and e-mails."""
-        from contactsync_agent import review
-
-        return review.summaries(self.store, status, min_score)
-
-    def review_compare(self, item_id: int) -> dict[str, Any]:
-        """One item's two contacts side by side with each field's agreement level."""
-        from contactsync_agent import review
-
-        return review.compare(self.store, item_id)
-
-    def review_select(self, min_score: float | None = None) -> list[int]:
-        """Ids of the open items (scored at least `min_score`, when given)."""
-        from contactsync_agent import review
-
-        return review.select(self.store, min_score)
-
-    def review_accept_many(self, item_ids: Sequence[int]) -> dict[str, Any]:
-        """Accepts several items (one transaction each); failures are listed, not raised."""
-        from contactsync_agent import review
-
-        return review.decide_many(self.store, list(item_ids), "accept")
-
-    def review_reject_many(self, item_ids: Sequence[int]) -> dict[str, Any]:
-        """Rejects several items (one transaction each); failures are listed, not raised."""
-        from contactsync_agent import review
-
-        return review.decide_many(self.store, list(item_ids), "reject")
-
     def quarantine(self, run_id: int | None = None) -> list[dict[str, Any]]:
         return self.store.review.quarantined(run_id)
 
     def runs(self, source: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         return self.store.runs.recent(source, limit)
+
+    # ------------------------------------------------------------ export
+
+    def export(self, out: IO[str], format: str = "json") -> dict[str, Any]:
+        """Writes the whole mirror as one consistent snapshot; returns counts and
+        `last_seq`, the change-feed position it reflects (continue with
+        `changes(since=last_seq)`). JSON holds every table; CSV the contacts with
+        their organisation, location, position and customer roles."""
+        return export.write(self.store, out, format)

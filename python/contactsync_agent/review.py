@@ -2,13 +2,15 @@
 field, and the decisions (accept merges a candidate pair, reject remembers it),
 one item or many.
 
-Library twin of `contactsync review`; all reads and writes go through the store
+`Mirror.review` is the `ReviewQueue` part at the end; the library twin of
+`contactsync review`. All reads and writes go through the store
 (`store.review`, no SQL here), in one transaction per item. It prints nothing
 and logs no names or e-mails.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contactsync_agent.errors import ContactSyncError, NotFoundError
@@ -154,3 +156,43 @@ def decide_many(store: Store, item_ids: list[int], action: str) -> dict[str, Any
         except ContactSyncError as e:
             failed.append({"item": item_id, "error": str(e)})
     return {"action": action, "done": done, "failed": failed}
+
+
+class ReviewQueue:
+    """`Mirror.review`: the candidate matches a person decides."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def items(self, status: str | None = "open") -> list[ReviewItem]:
+        rows = self._store.review.items(status)
+        return [ReviewItem.from_row(r) for r in rows]
+
+    def accept(self, item_id: int) -> dict[str, Any]:
+        """Accepts a review item: the local contact becomes the source's record."""
+        return accept(self._store, item_id)
+
+    def reject(self, item_id: int) -> dict[str, Any]:
+        """Rejects a review item: the pair is never suggested again."""
+        return reject(self._store, item_id)
+
+    def summaries(self, status: str | None = "open",
+                  min_score: float | None = None) -> list[dict[str, Any]]:
+        """The queue with the score and both contacts' names and e-mails."""
+        return summaries(self._store, status, min_score)
+
+    def compare(self, item_id: int) -> dict[str, Any]:
+        """One item's two contacts side by side with each field's agreement level."""
+        return compare(self._store, item_id)
+
+    def select(self, min_score: float | None = None) -> list[int]:
+        """Ids of the open items (scored at least `min_score`, when given)."""
+        return select(self._store, min_score)
+
+    def accept_many(self, item_ids: Sequence[int]) -> dict[str, Any]:
+        """Accepts several items (one transaction each); failures are listed, not raised."""
+        return decide_many(self._store, list(item_ids), "accept")
+
+    def reject_many(self, item_ids: Sequence[int]) -> dict[str, Any]:
+        """Rejects several items (one transaction each); failures are listed, not raised."""
+        return decide_many(self._store, list(item_ids), "reject")

@@ -1,15 +1,16 @@
 """The mirror rules of `shared/spec/mirror-rules.md`, as pure functions.
 
 Given incoming records and read-only views of local contacts, they return
-actions with a reason code and the text a person reads. They never touch the
-database: the store applies what they return.
+actions with a reason code and the text a person reads (for a unique field's
+clashing values, `UniqueClash`es: who keeps the value, and the activity's
+text). They never touch the database: the store applies what they return.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -565,4 +566,74 @@ def decide_fuzzy(
                       "explanation": expl, "reason": REASONS["review_fuzzy"].format(
                           p=prob, agree=text)}],
         ))
+    return out
+
+
+# ---------------------------------------------------------------- unique fields
+
+
+@dataclass(frozen=True)
+class UniqueClash:
+    """A unique field's value a run wrote to `contact_id` that contact `held_by`
+    keeps: the run's value is not applied, the contact keeps `kept` (its value
+    from before the run, empty for a contact the run created). `activity`: a
+    `unique_clash` activity is raised (False when an open one already says so)."""
+
+    contact_id: int
+    key: str
+    value: str
+    held_by: int
+    kept: str
+    activity: bool = True
+
+    @property
+    def activity_fields(self) -> dict[str, Any]:
+        return {self.key: {"value": self.value, "held_by": self.held_by, "kept": self.kept}}
+
+    @property
+    def reason(self) -> str:
+        return (f"unique field {self.key}: {self.value!r} is already held by contact "
+                f"{self.held_by}; not applied to contact {self.contact_id}, which keeps "
+                f"{self.kept!r} (resolve by hand: correct the source, or merge the two)")
+
+
+def decide_unique_clashes(
+    key: str,
+    rows: Sequence[tuple[int, Any, int]],
+    before: Mapping[int, Mapping[str, Any]],
+    first_new_id: int,
+    already_open: Collection[tuple[int, str]] = (),
+) -> list[UniqueClash]:
+    """Who keeps a unique field's value a run wrote that another live contact
+    also holds. `rows`: (contact the run wrote the value of `key` to, the value,
+    another live contact holding it); `before`: the before-values of the fields
+    the run changed on existing contacts ({contact: {field: before}}, `extra` as
+    a mapping); contacts from `first_new_id` on are the run's new ones;
+    `already_open`: (contact, value) of the open `unique_clash` activities about
+    `key`.
+
+    A contact that held the value before the run keeps it (the lowest id of
+    them); among contacts that all got it in this run, the lowest id keeps it.
+    Every other writer gets a clash: it keeps its value from before the run."""
+    groups: dict[str, set[int]] = {}
+    writers: set[int] = set()
+    for cid, value, other in rows:
+        writers.add(cid)
+        groups.setdefault(str(value), set()).update((cid, other))
+    out: list[UniqueClash] = []
+    for value, members in groups.items():
+        holders = sorted(m for m in members if m not in writers)
+        newcomers = sorted(m for m in members if m in writers)
+        keeper = holders[0] if holders else newcomers[0]
+        for loser in newcomers:
+            if loser == keeper:
+                continue
+            if loser >= first_new_id:
+                old = ""
+            elif key in FIELDS:
+                old = before[loser].get(key) or ""
+            else:
+                old = str((before[loser].get("extra") or {}).get(key[6:], ""))
+            out.append(UniqueClash(loser, key, value, keeper, old,
+                                   activity=(loser, value) not in already_open))
     return out

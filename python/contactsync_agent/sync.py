@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
-from contactsync_agent import _core, relations, rules
+from contactsync_agent import _core, rules, uniqueness
 from contactsync_agent.defaults import MASS_DELETE_LIMIT, MAX_FIELD_BYTES, REVIEW_THRESHOLD
 from contactsync_agent.errors import (
     ContactSyncError,
@@ -418,10 +418,14 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
         touched |= _fuzzy_candidates(run, first_new_id, options)
     for a in rules.explain_untouched(near, touched):
         run.apply(a)
-    # Organisation links and unique fields of what the run wrote (set-based).
-    run.counts["activities"] += relations.after_contact_run(
-        store, source, run.run_id, run.at, first_new_id, list(run.touched), options.unique,
-        linked_up_to=run.linked_up_to)
+    # Organisation links and unique fields of what the run wrote (set-based). New
+    # contacts up to `linked_up_to` got their links when inserted.
+    changed = [cid for cid in run.touched if cid < first_new_id]
+    store.entities.relink_contacts(source, max(first_new_id, run.linked_up_to + 1), changed,
+                                   run.at)
+    if options.unique:
+        run.counts["activities"] += uniqueness.enforce(
+            store, source, run.run_id, run.at, first_new_id, changed, options.unique)
     return differ, from_snapshot
 
 

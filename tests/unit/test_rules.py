@@ -715,3 +715,77 @@ def test_every_action_of_a_plan_is_a_known_kind_with_its_op(
         assert a.reason_code in rules.REASONS
         with pytest.raises(AttributeError):
             a.kind = "delete"  # type: ignore[misc]  # frozen: a plan is not edited
+
+
+# ---------------------------------------------------------------- decide_unique_clashes
+
+# Contacts 1-9 existed before the run, 10 on are the run's new ones. A row is
+# (contact the run wrote the value to, the value, another live contact holding it),
+# as the store's clash query returns them; `before` holds the before-values of
+# the fields the run changed on existing contacts.
+NEW = 10
+BEFORE: dict[int, dict[str, Any]] = {
+    2: {"email": "old2@x.example"},
+    3: {"email": "", "extra": {"Tax": "T3"}},
+    4: {"extra": {}},
+}
+
+
+@pytest.mark.parametrize(("key", "rows", "want"), [
+    pytest.param("email", [], [], id="no clash"),
+    # An existing contact changed to a value contact 1 held already: 1 keeps it,
+    # 2 keeps its value from before the run.
+    pytest.param("email", [(2, "a@x.example", 1)],
+                 [(2, "a@x.example", 1, "old2@x.example")], id="existing writer loses to holder"),
+    # A contact the run created with a held value: it keeps nothing ("").
+    pytest.param("email", [(10, "a@x.example", 1)],
+                 [(10, "a@x.example", 1, "")], id="new contact loses to holder"),
+    # Several held it before the run: the lowest id of them keeps it.
+    pytest.param("email", [(10, "a@x.example", 5), (10, "a@x.example", 1)],
+                 [(10, "a@x.example", 1, "")], id="lowest holder keeps"),
+    # Two new contacts got the same value in this run (nobody held it): the
+    # lowest id keeps it, the other gets the clash.
+    pytest.param("email", [(11, "b@x.example", 12), (12, "b@x.example", 11)],
+                 [(12, "b@x.example", 11, "")], id="lowest newcomer keeps"),
+    # An existing contact and a new one both got it: the lowest id (the existing) keeps it.
+    pytest.param("email", [(2, "b@x.example", 10), (10, "b@x.example", 2)],
+                 [(10, "b@x.example", 2, "")], id="existing newcomer keeps over new one"),
+    # Two values of one key are decided on their own.
+    pytest.param("email", [(2, "a@x.example", 1), (11, "b@x.example", 5)],
+                 [(2, "a@x.example", 1, "old2@x.example"), (11, "b@x.example", 5, "")],
+                 id="two values"),
+    # An unmapped column: the before-value comes from `extra`; a column that was
+    # not there before is kept as "".
+    pytest.param("extra:Tax", [(3, "T1", 1)], [(3, "T1", 1, "T3")], id="extra column"),
+    pytest.param("extra:Tax", [(4, "T1", 1)], [(4, "T1", 1, "")], id="extra column was absent"),
+    # An empty before-value (the field was empty) is kept as "".
+    pytest.param("email", [(3, "a@x.example", 1)], [(3, "a@x.example", 1, "")],
+                 id="empty before"),
+    # A value that is not text (a JSON number in `extra`) is compared as text.
+    pytest.param("extra:Tax", [(10, 42, 1)], [(10, "42", 1, "")], id="number value as text"),
+])
+def test_decide_unique_clashes(key: str, rows: list[tuple[int, Any, int]],
+                               want: list[tuple[int, str, int, str]]) -> None:
+    got = rules.decide_unique_clashes(key, rows, BEFORE, NEW)
+    assert [(c.contact_id, c.value, c.held_by, c.kept) for c in got] == want
+    assert all(c.key == key and c.activity for c in got)
+
+
+def test_decide_unique_clashes_an_open_activity_is_not_raised_again() -> None:
+    """The value is still not applied (the revert stands), but an open
+    `unique_clash` activity about the same contact and value is not repeated;
+    one about another value is."""
+    rows = [(2, "a@x.example", 1), (10, "a@x.example", 1)]
+    got = rules.decide_unique_clashes("email", rows, BEFORE, NEW,
+                                      already_open={(2, "a@x.example"), (10, "other@x.example")})
+    assert [(c.contact_id, c.kept, c.activity) for c in got] == [
+        (2, "old2@x.example", False), (10, "", True)]
+
+
+def test_unique_clash_activity_payload_and_text() -> None:
+    [c] = rules.decide_unique_clashes("email", [(2, "a@x.example", 1)], BEFORE, NEW)
+    assert c.activity_fields == {"email": {"value": "a@x.example", "held_by": 1,
+                                           "kept": "old2@x.example"}}
+    assert c.reason == ("unique field email: 'a@x.example' is already held by contact 1; "
+                        "not applied to contact 2, which keeps 'old2@x.example' (resolve by "
+                        "hand: correct the source, or merge the two)")

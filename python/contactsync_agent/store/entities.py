@@ -1,11 +1,11 @@
 """`store.entities`: the SQL of organisations, locations and contact-customer
-links (issue 6): their rows, inserts and updates, the contacts' organisation
+links: their rows, inserts and updates, the contacts' organisation
 links (`contact_organisations`, rebuilt set-based after a run), the unique-field
 clash queries, the customer-access reads and the export's reads.
 
 Statements only, inside the caller's transaction; it must not decide an
-entity's fields, a clash's winner or an access decision (entities.py and
-relations.py do), nor begin transactions itself.
+entity's fields, a clash's winner or an access decision (entities.py,
+rules.py and access.py do), nor begin transactions itself.
 """
 
 from __future__ import annotations

@@ -156,10 +156,19 @@ class Feed(Part):
         return int(self.conn.execute(
             "SELECT count(*) FROM activities WHERE status = 'open'").fetchone()[0])
 
-    def has_open_clash(self, contact_id: int, key: str, value: str) -> bool:
-        """An open `unique_clash` activity about `key` = `value` of the contact."""
+    def open_clashes(self, key: str, contact_ids: Sequence[int]) -> set[tuple[int, str]]:
+        """(contact, value) of the open `unique_clash` activities about `key` of
+        these contacts."""
         path = '$."' + key.replace('"', '\\"') + '".value'
-        return self.conn.execute(
-            "SELECT 1 FROM activities WHERE contact_id = ? AND kind = 'unique_clash' "
-            "AND status = 'open' AND json_extract(fields, ?) = ?", (contact_id, path, value),
-        ).fetchone() is not None
+        out: set[tuple[int, str]] = set()
+        for start in range(0, len(contact_ids), 500):
+            chunk = list(contact_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for cid, value in self.conn.execute(
+                "SELECT contact_id, json_extract(fields, ?) FROM activities "
+                f"WHERE status = 'open' AND contact_id IN ({marks}) "
+                "AND kind = 'unique_clash' AND json_extract(fields, ?) IS NOT NULL",
+                [path, *chunk, path],
+            ):
+                out.add((int(cid), str(value)))
+        return out
