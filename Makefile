@@ -50,6 +50,7 @@ lint: setup
 	cargo clippy --all-targets -- -D warnings
 	$(BIN)/ruff check python tests benches
 	$(BIN)/mypy python/contactsync_agent
+	$(BIN)/lint-imports --no-cache
 
 format: setup
 	cargo fmt

@@ -4,16 +4,26 @@ Every SQL statement on the mirror's connection lives in `store/`: no other modul
 of the package calls `.execute(`, `.executemany(`, `.executescript(` or
 `sqlite3.connect(`. The check parses each module (ast), so a comment or a string
 that mentions one of them does not count, and a call through any name does.
+
+The package's layers import one way: the import-linter contract in pyproject.toml
+(`[tool.importlinter]`), run here by the real `lint-imports`, on the package and
+on a copy given one upward import (which it must refuse).
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import contactsync_agent
 
 PACKAGE = Path(contactsync_agent.__file__).resolve().parent
+ROOT = PACKAGE.parent.parent  # the checkout: pyproject.toml holds the contract
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 #: Method names whose call runs SQL on a connection.
 SQL_CALLS = frozenset({"execute", "executemany", "executescript"})
@@ -72,3 +82,59 @@ def test_the_allow_list_is_still_needed() -> None:
     """An allow-listed module that no longer runs SQL leaves the list."""
     for rel in ALLOWED:
         assert _sql_calls(PACKAGE / rel), f"{rel} no longer runs SQL: remove it from ALLOWED"
+
+
+# ------------------------------------------------------------------ layers
+
+
+def _lint_imports(pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if pythonpath is not None:  # analyse the package found there instead
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_layers_contract_is_kept() -> None:
+    assert (ROOT / "pyproject.toml").is_file() and LINT_IMPORTS.is_file()
+    r = _lint_imports()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 kept, 0 broken" in r.stdout, r.stdout
+
+
+def test_the_contract_refuses_an_upward_import(tmp_path: Path) -> None:
+    """Not vacuous: a connector that imports the mirror (as `sources/` once did)
+    breaks the contract, and the report names the import."""
+    copy = tmp_path / "contactsync_agent"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    base = copy / "sources" / "base.py"
+    base.write_text(base.read_text(encoding="utf-8")
+                    + "\nfrom contactsync_agent.mirror import Mirror  # noqa\n",
+                    encoding="utf-8")
+    r = _lint_imports(tmp_path)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "BROKEN" in r.stdout
+    assert "contactsync_agent.sources.base -> contactsync_agent.mirror" in r.stdout, r.stdout
+
+
+def test_only_core_is_taken_from_the_package_root() -> None:
+    """The contract leaves out imports of the package root (`_core` looks like one
+    to grimp): so no module may take anything else from the root, whose
+    __init__ imports the mirror. Submodules named through it are fine."""
+    offenders: list[str] = []
+    for path in _modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module == "contactsync_agent":
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name.removeprefix("contactsync_agent.") for a in node.names
+                         if a.name.startswith("contactsync_agent")]
+            for name in names:
+                if name == "_core" or (PACKAGE / f"{name}.py").is_file() \
+                        or (PACKAGE / name / "__init__.py").is_file():
+                    continue
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {name}")
+    assert not offenders, "imported from the package root (import its module instead):\n" \
+        + "\n".join(offenders)

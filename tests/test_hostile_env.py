@@ -494,7 +494,7 @@ def test_a_next_link_back_to_a_fetched_page_is_refused_at_once(
     from contactsync_agent.config import SourceConfig
     from contactsync_agent.errors import ContactSyncError
     from contactsync_agent.mirror import Mirror
-    from contactsync_agent.sources import sync_source
+    from contactsync_agent.source_runs import sync_source
 
     base, hits = looping_server
     cfg = SourceConfig(

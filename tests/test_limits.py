@@ -29,7 +29,7 @@ from agent_helpers import CLI, agent, cli, config_text, env, poll
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.mirror import Mirror
-from contactsync_agent.sources import sync_source
+from contactsync_agent.source_runs import sync_source
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -21,7 +21,8 @@ from contactsync_agent import rules
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import ConfigError, ContactSyncError
 from contactsync_agent.mirror import Mirror
-from contactsync_agent.sources import HttpSource, stored_mark, sync_source
+from contactsync_agent.source_runs import stored_mark, sync_source
+from contactsync_agent.sources import HttpSource
 from contactsync_agent.sources.base import redact_url
 from contactsync_agent.sources.http import parse_retry_after
 

@@ -18,13 +18,8 @@ from contactsync_agent import rules
 from contactsync_agent.config import SourceConfig, parse_config
 from contactsync_agent.errors import ConfigError, ContactSyncError, SafetyLimitError
 from contactsync_agent.mirror import Mirror
-from contactsync_agent.sources import (
-    SqlSource,
-    preview_source,
-    stored_mark,
-    sync_source,
-    validate_sources,
-)
+from contactsync_agent.source_runs import preview_source, stored_mark, sync_source
+from contactsync_agent.sources import SqlSource, validate_sources
 from contactsync_agent.sources.sql import decode_mark
 from sqlalchemy.pool import NullPool
 

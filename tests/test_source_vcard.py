@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from contactsync_agent import cli as cli_mod
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import SafetyLimitError, SourceFormatError
 from contactsync_agent.mirror import Mirror
-from contactsync_agent.sources import VCardSource, sync_source, sync_vcard_file
+from contactsync_agent.source_runs import sync_source, sync_vcard_file
+from contactsync_agent.sources import VCardSource
 from contactsync_agent.sources.vcard import read_cards
 
 DATA = Path(__file__).parent / "data" / "vcard"
@@ -252,3 +254,30 @@ def test_quarantine_and_cli_name_the_cards_first_line(tmp_path: Path) -> None:
     out = CliRunner().invoke(cli_mod.cli, ["--db", str(db), "quarantine"])
     assert ", line 9: empty external id" in out.output
     assert ", line 2:" not in out.output
+
+
+def test_a_vcard_folder_source_runs_through_the_one_file_path(tmp_path: Path) -> None:
+    """The agent's vCard files go where `sync_file` sends a .vcf (one vCard dispatch):
+    cards synced, and an empty card file refused as every empty export is, by
+    `pull_source` (the agent's own file handling, once)."""
+    from agent_helpers import config_text
+    from contactsync_agent.config import load_config
+    from contactsync_agent.runner import pull_source
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text(tmp_path, sources={"cards": {
+        "path": str(inbox), "pattern": "*.vcf", "format": "vcard", "settle_seconds": 30}}))
+    (inbox / "a.vcf").write_text(card("u1", "Ann", "Lee", "ann@example.com")
+                                 + card("u2", "Bo", "Ng", "bo@example.com"))
+    os.utime(inbox / "a.vcf", (1_000_000, 1_000_000))  # the older file goes first
+    (inbox / "empty.vcf").write_text("\r\n")
+    with Mirror.open(tmp_path / "mirror.db") as m:
+        report = pull_source(m, load_config(cfg), "cards")
+        got = {f.file: (f.status, f.moved_to) for f in report.files}
+        assert got == {"a.vcf": ("ok", "processed"), "empty.vcf": ("refused", "failed")}
+        first, empty = report.files
+        assert first.report is not None and first.report.counts["created"] == 2
+        assert empty.report is not None and "the file is empty" in (empty.report.error or "")
+        assert sorted(by_ext(m)) == ["u1", "u2"]  # the empty file deleted nothing

@@ -1,7 +1,7 @@
 """`contactsync source-test NAME` (also `contactsync source test NAME` when the
 `source` group exists): a sample of a source and how each field maps.
 
-A thin shell over `sources.preview_source`; it never opens the mirror database.
+A thin shell over `source_runs.preview_source`; it never opens the mirror database.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from contactsync_agent.sources import SampleRecord
+    from contactsync_agent.source_runs import SampleRecord
 
 
 @click.command("source-test")
@@ -29,7 +29,7 @@ def source_test(obj: Any, name: str, limit: int, as_json: bool) -> None:
     """Fetch a sample of source NAME and show how it maps (writes nothing)."""
     # Imported here: SQLAlchemy and vobject would add a second to every command's start.
     from contactsync_agent.cli import emit_json
-    from contactsync_agent.sources import preview_source
+    from contactsync_agent.source_runs import preview_source
 
     config = obj.config
     if name not in config.sources:

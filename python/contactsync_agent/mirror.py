@@ -343,15 +343,16 @@ class Mirror:
         fmt = (format or format_for(f.path)).lower()
         if (ownership is not None or unique is not None) and not dry_run:
             self._policy_for(source, ownership, unique)
-        if fmt == "vcard":
-            from contactsync_agent.sources import sync_vcard_file
+        if fmt == "vcard":  # the one vCard dispatch (the agent's files come here too)
+            # Imported when needed: the connectors pull in heavy database drivers.
+            from contactsync_agent.source_runs import sync_vcard_file
 
             return sync_vcard_file(
                 self, source, f, mode=mode, mapping=dict(mapping or {}),
                 allow_mass_delete=allow_mass_delete,
                 mass_delete_limit=(MASS_DELETE_LIMIT if mass_delete_limit is None
                                    else mass_delete_limit),
-                progress=progress, forced=forced, dry_run=dry_run)
+                progress=progress, forced=forced, dry_run=dry_run, chunk_size=chunk_size)
         opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
                              ownership, unique, forced, allow_column_drop=allow_column_drop,
                              dry_run=dry_run)

@@ -1,7 +1,7 @@
 """One pull of a configured source, outside the agent (`contactsync sync --source NAME`
 without a FILE; the API twin is `pull_source`).
 
-- `sql` and `http` sources: one run of `sources.sync_source`, incremental by the
+- `sql` and `http` sources: one run of `source_runs.sync_source`, incremental by the
   source's cursor when its mode is incremental; the cursor moves only with the
   run's commit.
 - `folder` sources: the files waiting in the folder, through the agent's own
@@ -83,9 +83,10 @@ def pull_source(mirror: Mirror, config: AgentConfig, name: str, *, mode: str | N
     if mode is not None:
         cfg = replace(cfg, mode=mode)
     if cfg.kind in CONNECTOR_KINDS:
-        from contactsync_agent import sources  # heavy (database drivers): only when needed
+        # Heavy (database drivers): only when needed.
+        from contactsync_agent import source_runs
 
-        report = sources.sync_source(mirror, cfg, allow_mass_delete=allow_mass_delete)
+        report = source_runs.sync_source(mirror, cfg, allow_mass_delete=allow_mass_delete)
         return PullReport(name, cfg.kind, report=report)
     if cfg.kind != "folder":
         raise ConfigError(f"kind {cfg.kind!r} is not supported by this agent",

@@ -27,6 +27,21 @@ pub enum Target {
 /// organisation and location, and its position there (a per-link field).
 pub const RELATIONS: [&str; 3] = ["organisation_ref", "location_ref", "position"];
 
+impl Target {
+    /// The target's name as a mapping table spells it (`parse_target`'s inverse).
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Field(i) => FIELDS[i],
+            Target::ExternalId => "external_id",
+            Target::Name => "name",
+            Target::Deleted => "deleted",
+            Target::Extra => "extra",
+            Target::Ignore => "ignore",
+            Target::Relation(k) => RELATIONS[k],
+        }
+    }
+}
+
 pub fn parse_target(t: &str) -> Result<Target, String> {
     Ok(match t {
         "external_id" => Target::ExternalId,
@@ -112,6 +127,38 @@ impl Mapping {
     }
 }
 
+/// The bit a target takes in one record: one column only may give it (0 for
+/// `extra` and `ignore`, which any number of columns share).
+fn claim_bit(target: Target) -> u32 {
+    match target {
+        Target::Field(i) => 1u32 << i,
+        Target::ExternalId => 1 << 20,
+        Target::Name => 1 << 21,
+        Target::Deleted => 1 << 22,
+        Target::Relation(k) => 1 << (23 + k),
+        Target::Extra | Target::Ignore => 0,
+    }
+}
+
+/// The first column mapped to a target wins; later ones are kept in `extra`.
+#[inline]
+fn claim(taken: &mut u32, target: Target) -> Target {
+    let bit = claim_bit(target);
+    if bit != 0 && *taken & bit != 0 {
+        Target::Extra
+    } else {
+        *taken |= bit;
+        target
+    }
+}
+
+/// The target each column of one record (in order) takes, as `build_record`
+/// applies them: its mapped target, or `Extra` where an earlier column took it.
+pub fn taken_targets(targets: &[Target]) -> Vec<Target> {
+    let mut taken = 0u32;
+    targets.iter().map(|t| claim(&mut taken, *t)).collect()
+}
+
 pub fn is_truthy(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
@@ -139,20 +186,7 @@ where
         if value.contains('\0') {
             return Err(format!("NUL byte in column {column:?}"));
         }
-        let bit = match target {
-            Target::Field(i) => 1u32 << i,
-            Target::ExternalId => 1 << 20,
-            Target::Name => 1 << 21,
-            Target::Deleted => 1 << 22,
-            Target::Relation(k) => 1 << (23 + k),
-            Target::Extra | Target::Ignore => 0,
-        };
-        let target = if bit != 0 && taken & bit != 0 {
-            Target::Extra
-        } else {
-            taken |= bit;
-            target
-        };
+        let target = claim(&mut taken, target);
         r.present |= target_bits(target);
         match target {
             Target::Field(i) => r.fields[i] = clean(value, i == F_NOTES),
@@ -233,6 +267,34 @@ mod tests {
         assert_eq!(r.fields[F_FAMILY], "Smith");
         assert_eq!(r.fields[F_DISPLAY], "John Smith");
         assert_eq!(r.extra, vec![("Fax".to_string(), "123".to_string())]);
+    }
+
+    #[test]
+    fn taken_targets_give_a_target_to_its_first_column_only() {
+        let m = mapping();
+        let cols: Vec<String> = ["e-mail", "ID", "E-Mail", "id", "Fax", "Fax"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let names: Vec<&str> = taken_targets(&m.resolve_all(&cols))
+            .into_iter()
+            .map(Target::name)
+            .collect();
+        assert_eq!(
+            names,
+            ["email", "external_id", "extra", "extra", "extra", "extra"]
+        );
+        for t in [
+            "email",
+            "external_id",
+            "name",
+            "deleted",
+            "extra",
+            "ignore",
+            "position",
+        ] {
+            assert_eq!(parse_target(t).unwrap().name(), t);
+        }
     }
 
     #[test]

@@ -3,9 +3,9 @@
 Owns scheduling, file handling (settle, move, error notes), signals, health
 alerts and its log; while idle it asks the store for a checkpoint and
 `maintenance.prune_files` to apply the retention period. It decides nothing
-about contacts: every run goes through `Mirror.sync_file` (or the `sources`
-package for a connector or a vCard), and every database write through the
-store. It holds the agent lock for its life (one agent per database) and the
+about contacts: every file run goes through `Mirror.sync_file` (vCard files
+too), every sql/http run through `source_runs`, and every database write
+through the store. It holds the agent lock for its life (one agent per database) and the
 writer lock only for one run at a time, letting waiting CLI writes go first
 between runs.
 

@@ -3,8 +3,9 @@ with one backoff after a failure that may pass, the file then moved to
 processed/ or failed/ (with an error note), and a refused content remembered
 until the config changes.
 
-Runs through `Mirror.sync_file` or `sources.sync_source` and reads the runs
-table for its refusal memory; it must not decide anything about contacts, nor
+Runs files through `Mirror.sync_file` (vCard files included) and sql/http
+sources through `source_runs.sync_source`, and reads the runs table for its
+refusal memory; it must not decide anything about contacts, nor
 watch folders or schedule (that is `watch` and the loop). Nothing a job raises
 ends the agent (`guarded`).
 """
@@ -182,33 +183,23 @@ class Jobs(Part):
         self.running_file = shown
         self.state.running_source = w.name
         try:
-            if sc.format == "vcard":
-                from contactsync_agent import sources  # heavy: only when needed
-
-                conn = sources.open_connector(sc, path=f)
-                report = self.with_connector(
-                    w,
-                    conn,
-                    lambda: sources.sync_source(
-                        m, sc, path=f, progress=self.progress, connector=conn
-                    ),
-                )
-            else:
-                report = m.sync_file(
-                    w.name,
-                    f,
-                    mode=sc.mode,
-                    format=sc.format,
-                    mapping=sc.mapping,
-                    mass_delete_limit=sc.mass_delete_limit,
-                    encoding=sc.encoding,
-                    delimiter=sc.delimiter,
-                    max_file_bytes=sc.max_file_bytes,
-                    chunk_size=sc.chunk_size,
-                    progress=self.progress,
-                    ownership=sc.ownership,
-                    unique=sc.unique,
-                )
+            # Every file through `Mirror.sync_file`: it alone tells a vCard from an
+            # export file (by the source's format) and hands it to the connector.
+            report = m.sync_file(
+                w.name,
+                f,
+                mode=sc.mode,
+                format=sc.format,
+                mapping=sc.mapping,
+                mass_delete_limit=sc.mass_delete_limit,
+                encoding=sc.encoding,
+                delimiter=sc.delimiter,
+                max_file_bytes=sc.max_file_bytes,
+                chunk_size=sc.chunk_size,
+                progress=self.progress,
+                ownership=sc.ownership,
+                unique=sc.unique,
+            )
         except RunAborted:
             log.info(
                 "source %s: run of %s rolled back (stopping); the file stays for the next start",
@@ -259,9 +250,10 @@ class Jobs(Part):
         self.heartbeat.judge(w)
 
     def run_connector(self, w: Watch) -> None:
-        """One run of a sql or http source (the `sources` package does the reading)."""
+        """One run of a sql or http source (`source_runs`; the connector does the reading)."""
         assert self.mirror is not None
-        from contactsync_agent import sources  # heavy (database drivers): only when needed
+        # Heavy (database drivers): only when needed.
+        from contactsync_agent import source_runs, sources
 
         w.last_run = time.monotonic()
         w.due = False
@@ -273,7 +265,7 @@ class Jobs(Part):
             report = self.with_connector(
                 w,
                 conn,
-                lambda: sources.sync_source(
+                lambda: source_runs.sync_source(
                     mirror, w.cfg, progress=self.progress, connector=conn
                 ),
             )

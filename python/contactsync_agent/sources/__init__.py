@@ -1,64 +1,30 @@
 """Connectors beyond the CSV/JSON export files: vCard files, SQL databases, HTTP APIs.
 
-`sync_source` runs one sync of a configured source and moves its high-water mark
-only with a committed run; `preview_source` shows how a sample maps, writing nothing.
-Connectors read their source and yield mappings; they never write the mirror.
-
-Where the high-water mark is written
-------------------------------------
-`sync.run_sync` reads the records *inside* the run's transaction (it pulls the
-batches in its `with store.transaction()`). So the records iterator handed to it
-ends by writing the new mark into `meta` right after the last row: that write is
-part of the run's transaction and commits or rolls back with it, and a failure
-anywhere in the run (a mass-deletion refusal, a rule error, a crash, kill -9)
-leaves the old mark. Should a future run_sync read the records outside its
-transaction, the mark is written in a small transaction of its own after
-run_sync returns instead; a crash between the two then only means the next run
-re-reads some rows, which costs nothing since unchanged hashes are not written.
+Connectors read their own system and yield mappings; they never write the mirror
+and know nothing of it (no `Mirror`, no `Store`, no sync here). Running one
+against the mirror, with its high-water mark, and previewing how a sample maps
+is `source_runs.py`, the one layer above both the connectors and the sync.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
-from contactsync_agent import _core, sync
 from contactsync_agent.config import AgentConfig, SourceConfig
-from contactsync_agent.defaults import MASS_DELETE_LIMIT
-from contactsync_agent.errors import ContactSyncError, SafetyLimitError
+from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.infile import InputFile
-from contactsync_agent.mapping import FIELDS, build_mapping
-from contactsync_agent.mirror import Mirror
-from contactsync_agent.models import SyncReport
-from contactsync_agent.sources.base import (
-    Connector,
-    check_options,
-    load_mark,
-    mark_json,
-    mark_key,
-    redact_url,
-)
+from contactsync_agent.sources.base import Connector, check_options, redact_url
 from contactsync_agent.sources.http import HttpSource
 from contactsync_agent.sources.sql import SqlSource
 from contactsync_agent.sources.vcard import VCardSource
-from contactsync_agent.store import Store
 
 __all__ = [
     "Connector",
     "HttpSource",
-    "MappedField",
-    "SampleRecord",
     "SqlSource",
     "VCardSource",
     "open_connector",
-    "preview_source",
     "redact_url",
-    "stored_mark",
-    "sync_source",
-    "sync_vcard_file",
     "validate_sources",
 ]
 
@@ -97,243 +63,3 @@ def validate_sources(config: AgentConfig) -> None:
             check_options(cfg, VCardSource.OPTIONS if cfg.format == "vcard" else {})
         if cfg.enabled and cfg.kind in ("sql", "http"):
             open_connector(cfg).close()
-
-
-def stored_mark(store: Store, source: str) -> str | None:
-    """The raw high-water mark of a source as stored in `meta` (None: none yet)."""
-    return store.get_meta(mark_key(source))
-
-
-# ------------------------------------------------------------------ sync
-
-
-_F = TypeVar("_F", bound=Callable[..., SyncReport])
-
-
-def _one_writer(fn: _F) -> _F:
-    """Holds the mirror's writer lock for the whole call: from the stored mark
-    read, through the run, to the mark written (no other write in between)."""
-
-    @functools.wraps(fn)
-    def wrapper(mirror: Mirror, *args: Any, **kwargs: Any) -> SyncReport:
-        with mirror.store.writing():
-            return fn(mirror, *args, **kwargs)
-
-    return cast(_F, wrapper)
-
-
-@_one_writer
-def sync_source(
-    mirror: Mirror,
-    cfg: SourceConfig,
-    *,
-    mode: str | None = None,
-    path: str | Path | InputFile | None = None,
-    allow_mass_delete: bool = False,
-    progress: sync.ProgressFn | None = None,
-    connector: Connector | None = None,
-    forced: bool = False,
-    dry_run: bool = False,
-) -> SyncReport:
-    """One run of a sql, http or vCard source; the mark advances only if it commits.
-
-    `connector` lets a caller keep the instance (and read its `fetched` counter).
-    `dry_run`: nothing is written (the mark does not move either).
-    A vCard file is opened once (`infile.open_input`, never one of the mirror's
-    own files) and read, hashed and named from that descriptor; `path` may be an
-    `InputFile` already opened.
-    """
-    conn = connector or open_connector(cfg, path=path)
-    mode = mode or cfg.mode
-    if mode not in ("full", "incremental"):
-        raise ContactSyncError(f"mode must be 'full' or 'incremental', not {mode!r}")
-    store = mirror.store
-    opts = sync.SyncOptions(
-        region=mirror.region,
-        allow_mass_delete=allow_mass_delete,
-        mass_delete_limit=cfg.mass_delete_limit,
-        forced=forced,
-    )
-    chunk = getattr(cfg, "chunk_size", None)  # a newer SourceConfig setting
-    if chunk:
-        opts = replace(opts, chunk_size=chunk)
-    table = build_mapping(conn.mapping(), where=f"sources.{cfg.name}.mapping")
-    mark = load_mark(store, conn) if mode == "incremental" else None
-    written = False
-
-    def records() -> Iterator[dict[str, Any]]:
-        nonlocal written
-        yield from conn.read(mode, mark)
-        if conn.next_mark is not None and conn.next_mark != mark and store.conn.in_transaction:
-            # Inside the run's transaction (see the module docstring).
-            store.set_meta(mark_key(conn.name), mark_json(conn, conn.next_mark))
-            written = True
-
-    origin_hash = None
-    try:
-        if isinstance(conn, VCardSource):
-            # Pinned: opened once, so a folder's newest file cannot change between
-            # hashing and reading.
-            f = conn.open(own=mirror.own_files)
-            conn.path = f.path
-            if f.size > cfg.max_file_bytes:
-                raise SafetyLimitError(
-                    f"{f.shown}: {f.size} bytes is over the maximum file size of "
-                    f"{cfg.max_file_bytes} bytes"
-                )
-            origin_hash = f.digest()
-        report = sync.run_sync(
-            store,
-            cfg.name,
-            sync.dict_batches(records(), table, opts, partial=mode == "incremental"),
-            mode=mode,
-            options=opts,
-            origin=conn.origin,
-            origin_hash=origin_hash,
-            progress=progress,
-            dry_run=dry_run,
-        )
-    finally:
-        conn.close()
-    if dry_run:
-        return report
-    if not written and conn.next_mark is not None and conn.next_mark != mark:
-        with store.transaction():
-            store.set_meta(mark_key(conn.name), mark_json(conn, conn.next_mark))
-    return report
-
-
-def sync_vcard_file(
-    mirror: Mirror,
-    source: str,
-    path: str | Path | InputFile,
-    *,
-    mode: str = "full",
-    mapping: dict[str, str] | None = None,
-    allow_mass_delete: bool = False,
-    mass_delete_limit: float = MASS_DELETE_LIMIT,
-    progress: sync.ProgressFn | None = None,
-    forced: bool = False,
-    dry_run: bool = False,
-) -> SyncReport:
-    """`Mirror.sync_file` for a vCard file (3.0 or 4.0, one or many cards); `path`
-    may be an `InputFile` already opened."""
-    cfg = SourceConfig(
-        name=source,
-        kind="folder",
-        format="vcard",
-        mode=mode,
-        mapping=dict(mapping or {}),
-        mass_delete_limit=mass_delete_limit,
-    )
-    return sync_source(
-        mirror, cfg, path=path, allow_mass_delete=allow_mass_delete, progress=progress,
-        forced=forced, dry_run=dry_run,
-    )
-
-
-# ------------------------------------------------------------------ preview
-
-
-@dataclass
-class MappedField:
-    source_field: str
-    target: str  # a canonical field, external_id, name, deleted, extra or ignore
-    value: str  # as the source gave it
-    canonical: str  # as the mirror would store it ("" for extra / ignore)
-    note: str = ""
-
-
-@dataclass
-class SampleRecord:
-    number: int
-    external_id: str
-    fields: list[MappedField] = field(default_factory=list)
-    problem: str = ""  # why the core would quarantine it
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "number": self.number,
-            "external_id": self.external_id,
-            "problem": self.problem,
-            "fields": [f.__dict__ for f in self.fields],
-        }
-
-
-_SINGLE = frozenset(FIELDS) | {"external_id", "name", "deleted"}
-
-
-def map_record(
-    number: int, record: dict[str, Any], table: dict[str, str], region: str
-) -> SampleRecord:
-    """How the core maps one record: the first column for a target wins, the rest go to
-    `extra` (as in the Rust reader); values cleaned as the mirror stores them."""
-    out = SampleRecord(number=number, external_id="")
-    taken: set[str] = set()
-    for column, raw in record.items():
-        if column == _core.LINE_KEY:
-            continue  # where the record is in its file, not a field
-        value = (
-            ""
-            if raw is None
-            else ("true" if raw is True else "false" if raw is False else str(raw))
-        )
-        target = table.get(column.strip().lstrip("\ufeff").lower(), "extra")
-        note = ""
-        if target in _SINGLE:
-            if target in taken:
-                note = f"{target} already given by an earlier field"
-                target = "extra"
-            else:
-                taken.add(target)
-        canonical = ""
-        if target in FIELDS:
-            canonical = _core.clean_value(value, target == "notes")
-            if target in ("phone", "mobile") and canonical:
-                e164 = _core.normalize_phone(canonical, region)
-                note = f"E.164 {e164}" if e164 else "not a phone number here"
-        elif target == "external_id":
-            canonical = _core.clean_value(value, False)
-            out.external_id = canonical
-        elif target == "name":
-            canonical = _core.clean_value(value, False)
-            given, family = _core.split_name(canonical)
-            note = (
-                f"display name; split as given {given!r}, family {family!r} if the record "
-                "has no given or family name field"
-            )
-        elif target == "extra" and not value:
-            continue  # the core keeps no empty extras
-        elif target in ("deleted", "extra"):
-            canonical = value
-        out.fields.append(MappedField(column, target, value, canonical, note))
-    if not out.external_id:
-        out.problem = "empty external id: the row would be quarantined"
-    return out
-
-
-def preview_source(
-    cfg: SourceConfig, *, limit: int = 10, region: str = "AU", path: str | Path | None = None
-) -> tuple[list[SampleRecord], list[str]]:
-    """The first `limit` records of a source and how each maps; writes nothing.
-    Also returns warnings: mapping entries naming a field no sampled record has."""
-    conn = open_connector(cfg, path=path)
-    table = build_mapping(conn.mapping(), where=f"sources.{cfg.name}.mapping")
-    sample: list[SampleRecord] = []
-    seen: set[str] = set()
-    reader = conn.read("full", None)
-    try:
-        for n, record in enumerate(reader, start=1):
-            seen.update(k.strip().lower() for k in record)
-            sample.append(map_record(n, record, table, region))
-            if n >= limit:
-                break
-    finally:
-        reader.close()
-        conn.close()
-    warnings = [
-        f"sources.{cfg.name}.mapping.{f}: no sampled record has a field {f!r}"
-        for f in cfg.mapping
-        if f.strip().lower() not in seen
-    ]
-    return sample, warnings

@@ -1,8 +1,8 @@
 """What every connector shares: the `Connector` shape, option checking, the
-high-water mark kept in the mirror's `meta` table, and keeping secrets out of text.
+fingerprint its high-water mark is stored with, and keeping secrets out of text.
 
 A connector reads its source and yields plain mappings; nothing here decides a
-sync or writes contacts.
+sync, writes contacts or knows the mirror (the mark is stored by `source_runs`).
 
 Every run of a connector has an end: `max_duration` (the source's setting, one
 hour by default for sql and http sources) is checked between records and bounds
@@ -30,7 +30,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import ConfigError, ContactSyncError, RunAborted
-from contactsync_agent.store import Store
 
 log = logging.getLogger("contactsync_agent.sources")
 
@@ -261,36 +260,6 @@ def text_value(value: Any) -> Any:
     return str(value)
 
 
-# ------------------------------------------------------------------ marks
-
-
-def mark_key(source: str) -> str:
-    return f"source.{source}.mark"
-
-
-def load_mark(store: Store, connector: Connector) -> str | None:
-    """The stored mark of this source, or None (first run, or the query changed)."""
-    raw = store.get_meta(mark_key(connector.name))
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-        value, fp = data["value"], data["fingerprint"]
-    except (ValueError, KeyError, TypeError):
-        log.warning("source %s: ignoring an unreadable high-water mark", connector.name)
-        return None
-    if fp != digest(connector.fingerprint()):
-        log.info(
-            "source %s: its query changed since the mark was stored; reading from the start",
-            connector.name,
-        )
-        return None
-    return None if value is None else str(value)
-
-
-def mark_json(connector: Connector, value: str) -> str:
-    return json.dumps({"value": value, "fingerprint": digest(connector.fingerprint())})
-
-
 def digest(text: str) -> str:
+    """A short digest of a connector's `fingerprint()`, stored with its mark."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

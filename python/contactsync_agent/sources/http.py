@@ -2,7 +2,7 @@
 pulls, bearer-token auth, timeouts, and bounded retries with backoff on 429/5xx.
 
 Standard library only (urllib). It only issues GETs; the mark is stored by
-`sources.sync_source`, and the token never leaves this module's request headers.
+`source_runs.sync_source`, and the token never leaves this module's request headers.
 
 Every wait has an end, whatever the server does: `timeout` bounds the connect and
 each socket read, `page_timeout` one whole request (connect, headers and body: a

@@ -1,7 +1,7 @@
 """A SQL table or query (any SQLAlchemy database: SQLite, PostgreSQL, ...) as records,
 pulled whole (`full`) or past a cursor column's high-water mark (`incremental`).
 
-It only reads the source database; the mark itself is stored by `sources.sync_source`.
+It only reads the source database; the mark itself is stored by `source_runs.sync_source`.
 A run ends after the source's `max_duration` (checked between rows; SQLite's
 progress handler and PostgreSQL's statement_timeout end a query that runs past
 it), and `abort` (SIGTERM) interrupts the query in flight.

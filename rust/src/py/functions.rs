@@ -1,12 +1,15 @@
 //! The module's plain functions: hashing, normalisation and identity keys of
 //! one record or value.
 
+use std::collections::HashMap;
+
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::convert::fields_vec;
+use super::convert::{fields_vec, mapping_of};
 use crate::diff::derive;
 use crate::hash::{canonical_bytes, content_hash as core_hash};
+use crate::mapping::taken_targets;
 use crate::normalize;
 
 /// The canonical serialisation of one record (see README, "Content hash").
@@ -72,6 +75,22 @@ fn derive_keys(fields: Vec<String>, region: &str) -> PyResult<(String, String, u
     Ok((d.phone_e164, d.mobile_e164, d.identity))
 }
 
+/// (mapped target, target taken) of each column of one record, by the core's
+/// mapping table: a column whose target an earlier column took goes to "extra".
+#[pyfunction]
+fn map_columns(
+    columns: Vec<String>,
+    mapping: HashMap<String, String>,
+) -> PyResult<Vec<(&'static str, &'static str)>> {
+    let mapped = mapping_of(mapping)?.resolve_all(&columns);
+    let taken = taken_targets(&mapped);
+    Ok(mapped
+        .iter()
+        .zip(taken)
+        .map(|(m, t)| (m.name(), t.name()))
+        .collect())
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical, m)?)?;
     m.add_function(wrap_pyfunction!(content_hash, m)?)?;
@@ -82,5 +101,6 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(clean_value, m)?)?;
     m.add_function(wrap_pyfunction!(split_name, m)?)?;
     m.add_function(wrap_pyfunction!(derive_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(map_columns, m)?)?;
     Ok(())
 }
