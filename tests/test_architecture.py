@@ -138,3 +138,16 @@ def test_only_core_is_taken_from_the_package_root() -> None:
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {name}")
     assert not offenders, "imported from the package root (import its module instead):\n" \
         + "\n".join(offenders)
+
+
+def test_every_module_has_a_layer() -> None:
+    """A layers contract says nothing of a module it does not name: every
+    top-level module and sub-package of the package is in one of its layers."""
+    import tomllib
+
+    contract = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    layers = contract["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {m.strip() for layer in layers for m in layer.replace("|", ":").split(":")}
+    here = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    here |= {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert here - named == set(), f"modules in no layer of the contract: {sorted(here - named)}"
