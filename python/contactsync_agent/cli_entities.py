@@ -58,7 +58,7 @@ def _edit_options(f: Any) -> Any:
               help="Set an extra column (KEY= with no value removes it); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_obj
-def contacts_edit(obj: Any, contact_id: int, extras: tuple[str, ...], as_json: bool,
+def contacts_edit(obj: Any, /, contact_id: int, extras: tuple[str, ...], as_json: bool,
                   **fields: str | None) -> None:
     """Edit a contact locally. Fields the source owns (or locked ones) are refused
     with who owns them; see `contacts force-manual` to take a contact over."""

@@ -186,7 +186,8 @@ def _collision_activity(collisions: Mapping[str, dict[str, Any]]) -> dict[str, A
 def _extra(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
-    return json.loads(value or "{}")
+    decoded: dict[str, Any] = json.loads(value or "{}")
+    return decoded
 
 
 def merge_partial(

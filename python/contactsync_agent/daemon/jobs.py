@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from contactsync_agent import health
-from contactsync_agent.config import ConfigError, DaemonConfig
+from contactsync_agent.config import DaemonConfig
 from contactsync_agent.daemon.heartbeat import Heartbeat
 from contactsync_agent.daemon.moves import move
 from contactsync_agent.daemon.state import AgentState, Part
 from contactsync_agent.daemon.watch import FAILED, PROCESSED, Seen, Watch, refuse_once
 from contactsync_agent.errors import (
+    ConfigError,
     ContactSyncError,
     RunAborted,
     SafetyLimitError,
@@ -67,7 +68,7 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1, 2, ...)."""
-        return min(self.base * 2 ** (attempt - 1), self.cap)
+        return min(self.base * 2.0 ** (attempt - 1), self.cap)
 
     def failed(self, attempts: dict[str, int], key: str) -> tuple[int, float | None]:
         """Counts a failure of `key` in `attempts`: (its number, the delay before the

@@ -28,12 +28,13 @@ from pathlib import Path
 from types import FrameType
 
 from contactsync_agent.alerts import Alerter
-from contactsync_agent.config import AgentConfig, ConfigError, load_config
+from contactsync_agent.config import AgentConfig, load_config
 from contactsync_agent.daemon.heartbeat import Heartbeat
 from contactsync_agent.daemon.jobs import STOP_MESSAGE, Jobs, StopRequested
 from contactsync_agent.daemon.logs import setup_logging
 from contactsync_agent.daemon.state import AgentState
 from contactsync_agent.daemon.watch import Watch, Watcher
+from contactsync_agent.errors import ConfigError
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.store import now_iso

@@ -115,9 +115,9 @@ class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
         # The connection's timeout (connect, each read): never past the time left.
         given: float | None = getattr(req, "timeout", None)
         left = self.time_left()
-        req.timeout = max(0.001, min(given, left) if given else left)  # type: ignore[attr-defined]
+        req.timeout = max(0.001, min(given, left) if given else left)
 
-        class Watched(http_class):  # type: ignore[misc, valid-type]
+        class Watched(http_class):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
                 create: Callable[..., socket.socket] = self.__dict__["_create_connection"]
@@ -133,7 +133,7 @@ class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
                 super().connect()
                 watch.attach(self.sock)  # the TLS socket, once wrapped
 
-        return super().do_open(Watched, req, **kw)  # type: ignore[no-any-return]
+        return super().do_open(Watched, req, **kw)
 
 
 class HttpSource(Connector):
@@ -491,7 +491,7 @@ class HttpSource(Connector):
         wait = parse_retry_after(retry_after)
         if wait is not None:
             return min(wait, self.max_retry_after)
-        return min(self.backoff * 2**attempt, self.max_backoff) * random.uniform(0.8, 1.0)
+        return min(self.backoff * 2.0**attempt, self.max_backoff) * random.uniform(0.8, 1.0)
 
 
 # ------------------------------------------------------------------ helpers
