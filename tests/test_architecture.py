@@ -151,3 +151,14 @@ def test_every_module_has_a_layer() -> None:
     here = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     here |= {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert here - named == set(), f"modules in no layer of the contract: {sorted(here - named)}"
+
+
+def test_mypy_checks_the_package_strict() -> None:
+    """`make lint` (run by .ci/run) runs mypy on the package with pyproject's settings."""
+    import tomllib
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert conf["tool"]["mypy"]["strict"] is True
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "$(BIN)/mypy python/contactsync_agent" in make and "make lint" in (
+        ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -203,7 +203,7 @@ class Contacts(Part):
         )
         return cur.rowcount > 0
 
-    # ------------------------------------------------------------ ownership (issue 6)
+    # ------------------------------------------------------------ ownership
 
     def held_values(self, ids: Sequence[int]) -> dict[int, dict[str, str]]:
         """contact id -> {field: the source's last value} for local-owned fields."""
