@@ -162,3 +162,16 @@ def test_mypy_checks_the_package_strict() -> None:
     make = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "$(BIN)/mypy python/contactsync_agent" in make and "make lint" in (
         ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_the_cli_goes_through_the_api() -> None:
+    """The CLI is a thin layer over the Python API: no command reaches into the
+    mirror's store (`m.store...`); what it needs is a Mirror method a library
+    user can call too (`history`, `match_records`, `purge`, ...)."""
+    offenders: list[str] = []
+    for path in sorted(PACKAGE.glob("cli*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        offenders += [f"{path.name}:{n.lineno}" for n in ast.walk(tree)
+                      if isinstance(n, ast.Attribute) and n.attr == "store"]
+    assert len(list(PACKAGE.glob("cli*.py"))) >= 5
+    assert not offenders, "the CLI reaches into the store at: " + ", ".join(offenders)

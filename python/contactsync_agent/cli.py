@@ -470,7 +470,7 @@ def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: 
 def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
     with obj.mirror(readonly=True) as m:
         c = m.get(contact_id)
-        history = m.store.feed.contact_history(contact_id)
+        history = m.history(contact_id)
         organisation = m.entities.organisation_of(contact_id)
         customers = m.access.customers(contact_id)
     if as_json:

@@ -73,10 +73,10 @@ def contacts_edit(obj: Any, /, contact_id: int, extras: tuple[str, ...], as_json
     if not values and not extra:
         raise click.UsageError("nothing to edit: give at least one --FIELD VALUE")
     with obj.mirror() as m:
-        src = m.store.contacts.row(contact_id)
-        if src is not None and src["source"] and src["source"] in obj.config.sources:
-            scfg = obj.config.sources[src["source"]]
-            m.ownership.set_policy(src["source"], scfg.ownership, scfg.unique)
+        source = m.get(contact_id).source  # NotFoundError (exit 6) when there is none
+        if source and source in obj.config.sources:
+            scfg = obj.config.sources[source]
+            m.ownership.set_policy(source, scfg.ownership, scfg.unique)
         written = m.ownership.edit_contact(contact_id, extra=extra or None, **values)
     if as_json:
         emit_json({"id": contact_id, "changed": written})

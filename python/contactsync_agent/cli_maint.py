@@ -47,7 +47,7 @@ def register(cli: click.Group) -> None:
         cfg = obj.config
         retention = cfg.daemon.retention if days is None else days * 86400.0
         with obj.mirror() as m:
-            report = maintenance.purge(m.store, retention / 86400.0, wait=wait)
+            report = m.purge(retention / 86400.0, wait=wait)
         if not report.complete:  # closing checkpoints once more: did that complete it?
             report = maintenance.recheck_erasure(obj.db, report)
         pruned = maintenance.prune_files(maintenance.retention_folders(cfg),

@@ -183,10 +183,8 @@ def register(cli: click.Group) -> None:
     def duplicates(obj: Ctx, threshold: float, as_json: bool) -> None:
         """Clusters of probable duplicates inside the mirror."""
         from contactsync_agent import matching
-        from contactsync_agent.sync import MATCH_COLUMNS
-
         with obj.mirror(readonly=True) as m:
-            records = m.store.contacts.match_rows("1", (), MATCH_COLUMNS)
+            records = m.match_records()
             names = {r["id"]: (r["display_name"] or f"{r['given_name']} {r['family_name']}").strip()
                      for r in records}
         cfg = matching.MatchConfig.contacts(threshold=threshold)

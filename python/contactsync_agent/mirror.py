@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import platformdirs
 
-from contactsync_agent import _core, export, rules, sync
+from contactsync_agent import _core, export, maintenance, rules, sync
 from contactsync_agent.access import Access
 from contactsync_agent.defaults import MASS_DELETE_LIMIT, REVIEW_THRESHOLD
 from contactsync_agent.entities import EntityFeeds
@@ -466,6 +466,21 @@ class Mirror:
         return self.store.runs.recent(source, limit)
 
     # ------------------------------------------------------------ export
+
+    def history(self, contact_id: int) -> list[tuple[int, str, str, str]]:
+        """(seq, op, reason, at) of one contact's change-feed entries, oldest first."""
+        return self.store.feed.contact_history(contact_id)
+
+    def match_records(self) -> list[dict[str, Any]]:
+        """The live contacts as records for the matching engine (`matching.dedupe`):
+        {"id": str, column: value} for the columns it compares."""
+        return self.store.contacts.match_rows("1", (), sync.MATCH_COLUMNS)
+
+    def purge(self, older_than_days: float, *,
+              wait: float = maintenance.PURGE_WAIT) -> maintenance.PurgeReport:
+        """Erases contacts soft-deleted more than `older_than_days` ago, with their
+        values everywhere the mirror kept them (see `maintenance.purge`)."""
+        return maintenance.purge(self.store, older_than_days, wait=wait)
 
     def export(self, out: IO[str], format: str = "json") -> dict[str, Any]:
         """Writes the whole mirror as one consistent snapshot; returns counts and
