@@ -1,7 +1,8 @@
 """The agent's commands: `daemon`, `init` and `source list|enable|disable`.
 
 A thin layer over the `daemon` package and `config.py`, registered into the main
-`contactsync` group by `cli.register`; no logic of its own.
+`contactsync` group by `cli._load_extensions` (the `EXTENSIONS` list); no logic
+of its own.
 """
 
 from __future__ import annotations

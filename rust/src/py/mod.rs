@@ -1,5 +1,5 @@
 //! The PyO3 layer of the import core: conversions between Python objects and
-//! the core, one file per class (as `matching/py.rs`). No work lives here:
+//! the core, one file per bound class or concern. No work lives here:
 //! threads, pools and priorities are in `runtime.rs`, the pipeline's rules in
 //! `pipeline.rs` and `sources/`. Errors become Python exceptions; nothing may
 //! panic across this boundary.
