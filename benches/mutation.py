@@ -95,7 +95,7 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> None:
     pyproject.write_text(text + "\n".join(lines) + "\n")
 
 
-def run_target(name: str, keep: bool) -> dict[str, list[str]]:
+def run_target(name: str, keep: bool, children: int) -> dict[str, list[str]]:
     files, patterns, tests = TARGETS[name]
     dest = Path(tempfile.mkdtemp(prefix=f"contactsync-mutation-{name}-"))
     try:
@@ -109,7 +109,8 @@ def run_target(name: str, keep: bool) -> dict[str, list[str]]:
         # mutants and the stats but tests none of them; a second one does.
         for _ in range(2):
             with log.open("a") as fh:
-                subprocess.run([*mutmut, "run", *patterns], cwd=dest, check=False, env=env,
+                subprocess.run([*mutmut, "run", "--max-children", str(children), *patterns],
+                               cwd=dest, check=False, env=env,
                                stdout=fh, stderr=subprocess.STDOUT)
             out = subprocess.run([*mutmut, "results", "--all", "true"], cwd=dest,
                                  capture_output=True, text=True, check=False).stdout
@@ -144,9 +145,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--max-children", type=int, default=1,
+                    help="mutants tested at once (default 1: the machine is shared)")
     a = ap.parse_args()
     for name in a.targets or list(TARGETS):
-        by = run_target(name, a.keep)
+        by = run_target(name, a.keep, a.max_children)
         total = sum(len(v) for v in by.values())
         killed = len(by.get("killed", []))
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))
