@@ -87,6 +87,8 @@ SIGNAL_TESTS = [
     "tests/test_limits.py::test_abort_interrupts_a_running_sql_query_and_the_run_is_aborted",
     "tests/test_limits.py::test_sigterm_ends_the_agent_stuck_in_a_slow_drip_response",
     "tests/test_concurrent_writes.py::test_sigterm_ends_an_agent_that_waits_for_another_write",
+    "tests/test_stop_signals.py::"
+    "test_a_stop_before_the_agent_knows_the_runs_connector_still_aborts_it",
     "tests/test_stop_signals.py::test_a_run_deaf_to_its_abort_is_cut_off_after_the_grace_period",
     "tests/test_stop_signals.py::test_sigint_mid_import_stops_the_agent_as_sigterm_does",
     "tests/test_daemon.py::test_sigterm_mid_import_exits_0_and_leaves_no_partial_run",

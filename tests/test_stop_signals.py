@@ -126,13 +126,37 @@ main()
 """
 
 
-class DeafAgent(Agent):
+# The stop lands after the run's connector is opened and before the agent knows
+# it (a window of a few instructions, made certain here): the agent must abort
+# the connector itself as soon as it learns of it.
+STOP_BEFORE_CONNECTOR = """\
+import os, signal
+from contactsync_agent import sources
+_open = sources.open_connector
+def open_then_stop(*args, **kwargs):
+    conn = _open(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return conn
+sources.open_connector = open_then_stop
+from contactsync_agent.cli import main
+main()
+"""
+
+
+class ChildAgent(Agent):
+    """The agent run by a small script that changes one thing first."""
+
+    def __init__(self, tmp: Path, config: Path, script: str) -> None:
+        super().__init__(tmp, config)
+        self.script = script
+
     def start(self, wait: bool = True) -> Agent:
         self._err = open(self.err_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", DEAF, "--config", str(self.config), "daemon"],
+            [sys.executable, "-c", self.script, "--config", str(self.config), "daemon"],
             stdout=subprocess.DEVNULL, stderr=self._err, env=env())
-        poll(lambda: self.meta("daemon.state") == "running", what="the agent to start")
+        if wait:
+            poll(lambda: self.meta("daemon.state") == "running", what="the agent to start")
         return self
 
 
@@ -143,7 +167,7 @@ def test_a_run_deaf_to_its_abort_is_cut_off_after_the_grace_period(tmp_path: Pat
     until the next write to the mirror records it as aborted."""
     with server(drip(seconds=60, every=1.0)) as (url, served):
         cfg = http_config(tmp_path, url)
-        a = DeafAgent(tmp_path, cfg)
+        a = ChildAgent(tmp_path, cfg, DEAF)
         a.start()
         try:
             assert served.dripping.wait(20), "the agent never asked the drip server"
@@ -167,6 +191,28 @@ def test_a_run_deaf_to_its_abort_is_cut_off_after_the_grace_period(tmp_path: Pat
         [run] = m.runs("api", 5)
         assert run["status"] == "aborted", run
         assert m.count_contacts() == 0
+
+
+def test_a_stop_before_the_agent_knows_the_runs_connector_still_aborts_it(
+        tmp_path: Path) -> None:
+    """SIGTERM between opening the connector and handing it to the stop handler:
+    the run is aborted at once (exit 0 in well under the grace period), not left
+    reading the drip until the cut-off."""
+    with server(drip(seconds=60, every=1.0)) as (url, served):
+        cfg = http_config(tmp_path, url)
+        a = ChildAgent(tmp_path, cfg, STOP_BEFORE_CONNECTOR)
+        a.start(wait=False)
+        try:
+            assert a.proc is not None
+            code = a.proc.wait(PROMISED_STOP + 5)
+        finally:
+            a.kill()
+        log = a.log.read_text()
+        assert code == 0, a.stderr
+        assert "stopped (SIGTERM)" in log and "did not end within" not in log
+        assert served.sent <= 1  # the request, if sent at all, was never read on
+        assert [s for s, _ in ro_runs(a.db)] in ([], ["aborted"])
+        assert ro_count(a.db, "SELECT count(*) FROM contacts") == 0
 
 
 # ---------------------------------------------------------------- contactsync sync
