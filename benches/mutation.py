@@ -92,6 +92,7 @@ SIGNAL_TESTS = [
     "tests/test_stop_signals.py::test_a_run_deaf_to_its_abort_is_cut_off_after_the_grace_period",
     "tests/test_stop_signals.py::test_sigint_mid_import_stops_the_agent_as_sigterm_does",
     "tests/test_daemon.py::test_sigterm_mid_import_exits_0_and_leaves_no_partial_run",
+    "tests/test_stop_signals.py::test_a_stopped_agent_leaves_the_program_that_ran_it_alone",
 ]
 
 

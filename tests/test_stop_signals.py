@@ -215,6 +215,54 @@ def test_a_stop_before_the_agent_knows_the_runs_connector_still_aborts_it(
         assert ro_count(a.db, "SELECT count(*) FROM contacts") == 0
 
 
+EMBEDDED = """\
+import sys, time
+from contactsync_agent.daemon import run_daemon
+code = run_daemon(sys.argv[1], None)
+print("returned", code, flush=True)
+# The program that ran the agent goes on for longer than the grace period.
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    time.sleep(0.1)
+print("still alive", flush=True)
+"""
+
+
+def test_a_stopped_agent_leaves_the_program_that_ran_it_alone(tmp_path: Path) -> None:
+    """`run_daemon` returns after a clean stop, and its grace timer goes with it:
+    a program that ran the agent in-process lives on past the grace period."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text(tmp_path, sources={"xpm": {"path": str(inbox)}}))
+    db = tmp_path / "mirror.db"
+    proc = subprocess.Popen([sys.executable, "-c", EMBEDDED, str(cfg), "10"], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        poll(lambda: ro_meta(db, "daemon.state") == "running", what="the agent to start")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert out.split("\n")[:2] == ["returned 0", "still alive"], (out, err)
+    assert proc.returncode == 0, err
+
+
+def ro_meta(db: Path, key: str) -> str | None:
+    if not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # not migrated yet
+        return None
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
 # ---------------------------------------------------------------- contactsync sync
 
 
