@@ -67,10 +67,11 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          "tests/test_properties.py::test_the_feed_replayed_from_zero_is_the_contacts_table"],
     ),
     "durability": (
-        ["store.py"],
-        [f"{PKG}.store.xǁStoreǁopen*"],
+        # store.py, or the store/ package it is becoming.
+        ["store.py", "store/*"],
+        [f"{PKG}.store.xǁStoreǁopen*", f"{PKG}.store.*.xǁStoreǁopen*"],
         ["tests/test_wal_erasure.py::test_the_durability_pragmas_hold_on_the_writer_connection",
-         "tests/test_store.py"],
+         "tests/test_opening_the_mirror.py", "tests/test_store.py"],
     ),
 }
 
