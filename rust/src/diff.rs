@@ -595,4 +595,20 @@ mod tests {
         d.remove_if("A", 2);
         assert!(d.is_empty());
     }
+
+    #[test]
+    fn derive_keeps_the_e164_phones_with_or_without_identity_keys() {
+        let mut f: [String; NFIELDS] = Default::default();
+        f[F_DISPLAY] = "John Smith".into();
+        f[F_EMAIL] = "john@smith.com".into();
+        f[F_PHONE] = "0400 000 001".into();
+        f[F_MOBILE] = "0400 000 002".into();
+        for identity in [false, true] {
+            let d = derive_with(&f, "AU", identity);
+            assert_eq!(d.phone_e164, "+61400000001", "identity keys: {identity}");
+            assert_eq!(d.mobile_e164, "+61400000002", "identity keys: {identity}");
+            assert_eq!(d.identity != 0, identity);
+            assert_eq!(d.partial.iter().all(|h| *h != 0), identity);
+        }
+    }
 }

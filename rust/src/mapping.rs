@@ -338,6 +338,8 @@ mod tests {
             (Target::Field(4), "E-mail 2", "b@x.org"),
             (Target::Relation(2), "Role 2", "Clerk"),
             (Target::Field(F_DISPLAY), "Shown as", "Jo L."),
+            (Target::Name, "Full name 2", "Other Person"),
+            (Target::Deleted, "Gone 2", "yes"),
         ];
         let r = build_record(2, cells, false).unwrap();
         assert_eq!(r.fields[4], "a@x.org");
@@ -363,6 +365,8 @@ mod tests {
             extra,
             [
                 ("E-mail 2", "b@x.org"),
+                ("Full name 2", "Other Person"),
+                ("Gone 2", "yes"),
                 ("Role 2", "Clerk"),
                 ("location_ref", "L-1"),
                 ("organisation_ref", "O-1"),
