@@ -1,0 +1,82 @@
+"""Purge's edges: a mirror without the id high-water mark (as written before
+the mark existed) still never hands a purged id out again, purge refuses a
+read-only mirror and a negative age with messages that say why, and a
+contact deleted more recently than the cut-off stays whatever the machine's
+time zone."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from agent_helpers import env
+from contactsync_agent import maintenance
+from contactsync_agent.errors import ContactSyncError
+from contactsync_agent.mirror import Mirror
+
+
+def forget_the_id_mark(db: Path) -> None:
+    """What a mirror written before the high-water mark existed looks like."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("DELETE FROM meta WHERE key = 'contact_id_hwm'")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_purge_pins_the_id_mark_of_a_mirror_that_has_none(tmp_path: Path, n: int) -> None:
+    """The highest contact is deleted and purged: the next contact gets a new
+    id, not the purged one (n=1: the only contact, id 1)."""
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.sync("xpm", [{"external_id": str(i), "name": f"Person Number{i}"}
+                       for i in range(n)])
+        m.sync("xpm", [{"external_id": str(i), "name": f"Person Number{i}"}
+                       for i in range(n - 1)], allow_mass_delete=True)
+        assert m.count_contacts(include_deleted=True) == n
+    forget_the_id_mark(db)
+    with Mirror.open(db) as m:
+        report = maintenance.purge(m.store, 0, now=datetime.now(UTC) + timedelta(seconds=1))
+        assert report.contacts == 1
+        new = m.add_contact(name="Ann Example")
+        assert new == n + 1, f"purged id {n} handed out again" if new == n else new
+
+
+def test_purge_refuses_a_read_only_mirror_and_a_negative_age(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.add_contact(name="Ann Example")
+        with pytest.raises(ContactSyncError) as e:
+            maintenance.purge(m.store, -1)
+        assert str(e.value) == "--older-than must be 0 days or more"
+    with Mirror.open(db, readonly=True) as r:
+        with pytest.raises(ContactSyncError) as e:
+            maintenance.purge(r.store, 0)
+        assert str(e.value) == "purge needs the writer: the mirror is open read-only"
+
+
+def test_the_cut_off_is_utc_whatever_the_time_zone(tmp_path: Path) -> None:
+    """A contact deleted a day ago: `--older-than 1.2` (days) keeps it and
+    `--older-than 0.8` purges it, on a machine 14 hours ahead of UTC too."""
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.sync("xpm", [{"external_id": "1", "name": "Ann Example"},
+                       {"external_id": "2", "name": "Bob Example"}])
+        m.sync("xpm", [{"external_id": "1", "name": "Ann Example"}], allow_mass_delete=True)
+        day_ago = (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="milliseconds")
+        with m.store.transaction():
+            m.store.conn.execute("UPDATE contacts SET deleted_at = ? WHERE external_id = '2'",
+                                 (day_ago.replace("+00:00", "Z"),))
+    for days, left in (("1.2", 2), ("0.8", 1)):
+        p = subprocess.run([sys.executable, "-m", "contactsync_agent.cli", "--db", str(db),
+                            "purge", "--older-than", days], capture_output=True, text=True,
+                           env={**env(), "TZ": "Pacific/Kiritimati"}, timeout=60, check=False)
+        assert p.returncode == 0, p.stderr
+        with Mirror.open(db, readonly=True) as r:
+            assert r.count_contacts(include_deleted=True) == left, days
