@@ -1,8 +1,10 @@
 """Purge's edges: a mirror without the id high-water mark (as written before
 the mark existed) still never hands a purged id out again, purge refuses a
-read-only mirror and a negative age with messages that say why, and a
-contact deleted more recently than the cut-off stays whatever the machine's
-time zone."""
+read-only mirror and a negative age with messages that say why, a contact
+deleted more recently than the cut-off stays whatever the machine's time
+zone, the feed's purge entry names the cut-off date, and a purge a reader
+keeps from emptying the WAL is recorded as pending, also when it only blanked
+old quarantined rows (the API in this process, not only the CLI)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from agent_helpers import env
+from agent_helpers import HEADER, env
 from contactsync_agent import maintenance
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.mirror import Mirror
+from test_wal_erasure import held_reader
 
 
 def forget_the_id_mark(db: Path) -> None:
@@ -80,3 +83,42 @@ def test_the_cut_off_is_utc_whatever_the_time_zone(tmp_path: Path) -> None:
         assert p.returncode == 0, p.stderr
         with Mirror.open(db, readonly=True) as r:
             assert r.count_contacts(include_deleted=True) == left, days
+
+
+def test_a_purge_a_reader_holds_up_is_recorded_pending_and_named_in_the_feed(
+        tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.sync("xpm", [{"external_id": "1", "name": "Ann Example"},
+                       {"external_id": "2", "name": "Bob Example"}])
+        m.sync("xpm", [{"external_id": "1", "name": "Ann Example"}], allow_mass_delete=True)
+        with held_reader(db):
+            report = maintenance.purge(m.store, 0, now=datetime.now(UTC) + timedelta(seconds=1),
+                                       wait=0.3)
+            assert report.contacts == 1 and not report.complete
+            pending = m.store.erasure_pending()
+            assert pending is not None and pending["contacts"] == 1 and pending["purges"] == 1
+            assert report.pending_since == pending["since"]
+        [entry] = [c for c in m.changes() if c.op == "purge"]
+        assert entry.reason == f"purged: deleted before {report.cutoff[:10]} (erasure)"
+
+
+def test_a_purge_that_only_blanked_old_quarantined_rows_is_pending_under_a_reader(
+        tmp_path: Path) -> None:
+    """Nothing purged, one quarantined row past the cut-off blanked: its old
+    text is in the WAL as much as a contact's would be."""
+    db = tmp_path / "m.db"
+    f = tmp_path / "ragged.csv"
+    f.write_text(HEADER + "X1,Sam,Jones,sam@example.org,0412000001,extra cell\n"
+                 + "X2,Kim,Jones,kim@example.org,0412000002\n", encoding="utf-8")
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", f)
+        assert len(m.quarantine()) == 1
+        long_ago = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+        with m.store.transaction():
+            m.store.conn.execute("UPDATE quarantine SET created_at = ?", (long_ago,))
+        with held_reader(db):
+            report = maintenance.purge(m.store, 30, wait=0.3)
+            assert (report.contacts, report.quarantine_blanked) == (0, 1)
+            assert not report.complete and m.store.erasure_pending() is not None
+        assert m.quarantine()[0]["raw"] == ""
