@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from agent_helpers import HEADER, env
 from contactsync_agent import maintenance
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.mirror import Mirror
-from test_wal_erasure import held_reader
+from test_wal_erasure import _secret_everywhere, held_reader, wal_size
 
 
 def forget_the_id_mark(db: Path) -> None:
@@ -93,9 +94,13 @@ def test_a_purge_a_reader_holds_up_is_recorded_pending_and_named_in_the_feed(
                        {"external_id": "2", "name": "Bob Example"}])
         m.sync("xpm", [{"external_id": "1", "name": "Ann Example"}], allow_mass_delete=True)
         with held_reader(db):
+            t0 = time.monotonic()
             report = maintenance.purge(m.store, 0, now=datetime.now(UTC) + timedelta(seconds=1),
-                                       wait=0.3)
+                                       wait=2.0)
+            took = time.monotonic() - t0
+            assert took >= 1.8, f"gave up on the reader after {took:.2f}s, not the 2s asked"
             assert report.contacts == 1 and not report.complete
+            assert report.wal_bytes == wal_size(db) > 0
             pending = m.store.erasure_pending()
             assert pending is not None and pending["contacts"] == 1 and pending["purges"] == 1
             assert report.pending_since == pending["since"]
@@ -122,3 +127,22 @@ def test_a_purge_that_only_blanked_old_quarantined_rows_is_pending_under_a_reade
             assert (report.contacts, report.quarantine_blanked) == (0, 1)
             assert not report.complete and m.store.erasure_pending() is not None
         assert m.quarantine()[0]["raw"] == ""
+
+
+def test_purge_reports_every_count_and_leaves_the_wal_empty(tmp_path: Path) -> None:
+    """The report counts what was blanked in each table; afterwards the WAL is
+    empty, also after a purge that had nothing to erase."""
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        _secret_everywhere(m, tmp_path)
+        report = maintenance.purge(m.store, 0, now=datetime.now(UTC) + timedelta(seconds=1))
+        assert report.complete and report.contacts >= 1
+        assert report.changes_blanked >= 1 and report.activities_blanked >= 1
+        assert report.reviews_blanked >= 1 and report.quarantine_blanked >= 1
+        assert report.run_errors_blanked >= 1
+        assert report.wal_bytes == wal_size(db) == 0
+        m.add_contact(name="Newly Added")
+        assert wal_size(db) > 0
+        again = maintenance.purge(m.store, 30)
+        assert again.contacts == 0 and again.complete
+        assert again.wal_bytes == wal_size(db) == 0
