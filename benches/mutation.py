@@ -63,6 +63,7 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          "tests/test_wal_erasure.py::test_purge_blanks_values_of_purged_contacts_at_any_age",
          "tests/test_wal_erasure.py::"
          "test_purge_with_a_reader_holding_a_transaction_says_the_erasure_is_pending",
+         "tests/test_purge_edges.py",
          # Not the property tests (ids never reused, the feed replayed): the
          # tests above assert both for purge, and shrinking a failure takes
          # minutes per mutant.
