@@ -52,6 +52,22 @@ def test_purge_pins_the_id_mark_of_a_mirror_that_has_none(tmp_path: Path, n: int
         assert new == n + 1, f"purged id {n} handed out again" if new == n else new
 
 
+def test_a_second_purge_never_lowers_the_id_mark(tmp_path: Path) -> None:
+    """Purge the highest contact (3), then the next highest (2): the mark stays
+    at 3, so the next contact is 4, not a purged id."""
+    db = tmp_path / "m.db"
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    with Mirror.open(db) as m:
+        rows = [{"external_id": str(i), "name": f"Person Number{i}"} for i in (1, 2, 3)]
+        m.sync("xpm", rows)
+        m.sync("xpm", rows[:2], allow_mass_delete=True)
+        assert maintenance.purge(m.store, 0, now=later).contacts == 1
+        m.sync("xpm", rows[:1], allow_mass_delete=True)
+        assert maintenance.purge(m.store, 0, now=later).contacts == 1
+        new = m.add_contact(name="Ann Example")
+        assert new == 4, f"purged id {new} handed out again" if new in (2, 3) else new
+
+
 def test_purge_refuses_a_read_only_mirror_and_a_negative_age(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     with Mirror.open(db) as m:
