@@ -9,10 +9,20 @@ tests that speak for it. Nothing in the checkout changes.
     .venv/bin/python benches/mutation.py            # every target
     .venv/bin/python benches/mutation.py guard      # one target
     .venv/bin/python benches/mutation.py --keep     # keep the scratch folder
+    .venv/bin/python benches/mutation.py signals    # the stop paths, hand mutants
 
 It prints, per target, killed / survived / no tests / timeouts and the names
 of the surviving mutants (`mutmut show NAME` in the scratch folder shows one).
 Run by hand (minutes to tens of minutes on 2 cores); not part of `make test`.
+
+`signals` is not mutmut: the stop paths run in child processes (the agent, a
+`contactsync sync`), where mutmut cannot see which test reaches which line. It
+applies each of `SIGNAL_MUTANTS` (small hand-written edits: a handler not
+installed, the stop flag not checked, the grace period changed, the abort not
+called, the rollback skipped, ...) alone to the scratch copy, runs
+`SIGNAL_TESTS` (the children import the scratch copy through PYTHONPATH) and
+reports which edits no test noticed. Each edit names the text it replaces, not
+a file: it must occur exactly once in the package, wherever the code has moved.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,16 +64,202 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          "tests/test_wal_erasure.py::test_purge_blanks_values_of_purged_contacts_at_any_age",
          "tests/test_wal_erasure.py::"
          "test_purge_with_a_reader_holding_a_transaction_says_the_erasure_is_pending",
-         "tests/test_properties.py::test_local_ids_are_never_reused",
-         "tests/test_properties.py::test_the_feed_replayed_from_zero_is_the_contacts_table"],
+         "tests/test_purge_edges.py",
+         # Not the property tests (ids never reused, the feed replayed): the
+         # tests above assert both for purge, and shrinking a failure takes
+         # minutes per mutant.
+         ],
     ),
     "durability": (
         ["store/core.py"],
         [f"{PKG}.store.core.xǁStoreǁopen*"],
         ["tests/test_wal_erasure.py::test_the_durability_pragmas_hold_on_the_writer_connection",
-         "tests/test_store.py"],
+         "tests/test_opening_the_mirror.py", "tests/test_store.py"],
     ),
 }
+
+
+# ---------------------------------------------------------------- signals: hand mutants
+
+#: The tests that speak for the stop paths, quickest first (each run stops at
+#: the first failure).
+SIGNAL_TESTS = [
+    "tests/test_stop_signals.py::test_an_idle_agent_stops_at_once_not_at_its_next_wake_up",
+    "tests/test_stop_signals.py::test_ctrl_c_in_contactsync_sync_rolls_the_run_back_and_exits_130",
+    "tests/test_stop_signals.py::"
+    "test_sigterm_to_contactsync_sync_commits_nothing_and_the_next_open_says_aborted",
+    "tests/test_limits.py::test_abort_interrupts_a_running_sql_query_and_the_run_is_aborted",
+    "tests/test_limits.py::test_sigterm_ends_the_agent_stuck_in_a_slow_drip_response",
+    "tests/test_concurrent_writes.py::test_sigterm_ends_an_agent_that_waits_for_another_write",
+    "tests/test_stop_signals.py::"
+    "test_a_stop_before_the_agent_knows_the_runs_connector_still_aborts_it",
+    "tests/test_stop_signals.py::test_a_run_deaf_to_its_abort_is_cut_off_after_the_grace_period",
+    "tests/test_stop_signals.py::test_sigint_mid_import_stops_the_agent_as_sigterm_does",
+    "tests/test_daemon.py::test_sigterm_mid_import_exits_0_and_leaves_no_partial_run",
+    "tests/test_stop_signals.py::test_a_stopped_agent_leaves_the_program_that_ran_it_alone",
+]
+
+
+@dataclass(frozen=True)
+class HandMutant:
+    """One deliberate bug: each (old, new) replaces text found exactly once."""
+
+    name: str
+    edits: tuple[tuple[str, str], ...]
+
+
+def _m(name: str, *edits: tuple[str, str]) -> HandMutant:
+    return HandMutant(name, edits)
+
+
+SIGNAL_MUTANTS = [
+    # The agent (daemon): handlers, the stop flag, the wake-up.
+    _m("no signal handler installed",
+       ("                signal.signal(sig, self._on_signal)", "                pass")),
+    _m("SIGINT not a stop",
+       ('("SIGTERM", "SIGINT", "SIGBREAK", "SIGHUP")', '("SIGTERM", "SIGBREAK", "SIGHUP")')),
+    _m("SIGTERM not a stop",
+       ('("SIGTERM", "SIGINT", "SIGBREAK", "SIGHUP")', '("SIGINT", "SIGBREAK", "SIGHUP")')),
+    _m("stop flag not set by the handler",
+       ("self._stop_signal = signal.Signals(signum).name",
+        "self._stop_signal = None")),
+    _m("main loop ignores the stop flag",
+       ("        while not self.stopping:", "        while True:")),
+    _m("no stop check between batches",
+       ("        # Called between batches inside the run's transaction: raising rolls it all"
+        " back.\n        if self.stopping:",
+        "        if False:")),
+    _m("wait for the writer lock not interrupted by a stop",
+       ("        if self.stopping:\n            raise StopRequested(STOP_MESSAGE)\n\n"
+        "    def _waiting",
+        "        if False:\n            raise StopRequested(STOP_MESSAGE)\n\n    def _waiting")),
+    _m("sleep not woken by the signal (no wake byte, no wake-up fd)",
+       ("        self._wake()\n\n    def _cut_off", "        pass\n\n    def _cut_off"),
+       ("            self._old_wakeup_fd = signal.set_wakeup_fd(\n"
+        "                self._wsock.fileno(), warn_on_full_buffer=False\n            )",
+        "            self._old_wakeup_fd = None")),
+    _m("no wake byte from the handler (the wake-up fd alone)",
+       ("        self._wake()\n\n    def _cut_off", "        pass\n\n    def _cut_off")),
+    _m("no wake-up fd (the handler's wake byte alone)",
+       ("            self._old_wakeup_fd = signal.set_wakeup_fd(\n"
+        "                self._wsock.fileno(), warn_on_full_buffer=False\n            )",
+        "            self._old_wakeup_fd = None")),
+    _m("sleep does not look at a stop already flagged",
+       ("        if self._stop_signal or self._reload:\n            return\n        with",
+        "        if False:\n            return\n        with")),
+    _m("stop not recorded in the database at shutdown",
+       ('self.mirror.store.set_meta("daemon.state", "stopped")', "pass")),
+    # The run's connector: abort.
+    _m("handler does not abort the run's connector",
+       ("                conn.abort(STOP_MESSAGE)\n            self._grace",
+        "                pass\n            self._grace")),
+    _m("a stop flagged before the connector was known does not abort it",
+       ("            if self.stopping:  # the signal came before the connector was known\n"
+        "                conn.abort(STOP_MESSAGE)",
+        "            if False:\n                conn.abort(STOP_MESSAGE)")),
+    _m("the HTTP connector's abort does not shut its socket",
+       ('    def _interrupt(self) -> None:\n        self._watch.fire("the run was aborted")',
+        "    def _interrupt(self) -> None:\n        pass")),
+    _m("the SQL progress handler ignores the abort",
+       ("lambda: int(self._aborted is not None or self.remaining() < 0)",
+        "lambda: int(self.remaining() < 0)")),
+    # The grace period (STOP_GRACE) and the cut-off.
+    _m("grace timer never started", ("            self._grace.start()", "            pass")),
+    _m("grace period longer than the promised 10 s",
+       ("STOP_GRACE = 8.0", "STOP_GRACE = 30.0")),
+    _m("grace period cut short", ("STOP_GRACE = 8.0", "STOP_GRACE = 1.0")),
+    _m("cut-off does not exit", ("        os._exit(1)", "        pass")),
+    _m("cut-off exits 0 (as if the run had ended)", ("        os._exit(1)", "        os._exit(0)")),
+    _m("grace timer not cancelled at shutdown",
+       ("            self._grace.cancel()", "            pass")),
+    # The run: rollback and what is recorded.
+    _m("rollback skipped (the failed transaction commits)",
+       ('                self.conn.execute("ROLLBACK")\n                raise',
+        '                self.conn.execute("COMMIT")\n                raise')),
+    _m("an aborted run recorded as failed",
+       ('        elif isinstance(exc, RunAborted):\n            status = "aborted"',
+        '        elif isinstance(exc, RunAborted):\n            status = "failed"')),
+    _m("an interrupted run (KeyboardInterrupt) not recorded",
+       ("    except BaseException as exc:\n        if isinstance(exc, SafetyLimitError",
+        "    except Exception as exc:\n        if isinstance(exc, SafetyLimitError")),
+    _m("a run left running by a killed process never recorded aborted",
+       ("\"UPDATE runs SET status = 'aborted', finished_at = ?, \"",
+        "\"UPDATE runs SET status = 'running', finished_at = ?, \"")),
+    # contactsync sync (the CLI): Ctrl-C.
+    _m("Ctrl-C exit status 1, not 130", ("            sys.exit(130)", "            sys.exit(1)")),
+    _m("Ctrl-C not caught by the CLI",
+       ("        except KeyboardInterrupt:\n            click.echo",
+        "        except ZeroDivisionError:\n            click.echo")),
+]
+
+
+def _apply(pkg: Path, edits: tuple[tuple[str, str], ...]) -> dict[Path, str]:
+    """Applies `edits` in the package under `pkg`; returns the originals to restore."""
+    originals: dict[Path, str] = {}
+    for old, new in edits:
+        hits = [(f, f.read_text()) for f in sorted(pkg.rglob("*.py"))]
+        hits = [(f, t) for f, t in hits if old in t]
+        count = sum(t.count(old) for _, t in hits)
+        if count != 1:
+            raise SystemExit(f"hand mutant edit found {count} times (must be once): {old!r}")
+        f, text = hits[0]
+        originals.setdefault(f, text)
+        f.write_text(text.replace(old, new))
+    return originals
+
+
+def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str]]:
+    dest = Path(tempfile.mkdtemp(prefix="contactsync-mutation-signals-"))
+    try:
+        scratch_copy(dest)
+        pkg = dest / "src" / PKG
+        env = {**os.environ, "PYTHONPATH": str(dest / "src")}
+        where = subprocess.run([sys.executable, "-c", f"import {PKG}; print({PKG}.__file__)"],
+                               cwd=dest, env=env, capture_output=True, text=True, check=True)
+        if not where.stdout.strip().startswith(str(pkg)):
+            raise SystemExit(f"the scratch copy is not the one imported: {where.stdout}")
+        tests = [t for t in SIGNAL_TESTS if (dest / t.split("::")[0]).exists()]
+        pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x",
+                  "--timeout", "120", *tests]
+
+        def run() -> tuple[str, float]:
+            t0 = time.monotonic()
+            try:
+                p = subprocess.run(pytest, cwd=dest, env=env, capture_output=True, text=True,
+                                   timeout=900, check=False)
+            except subprocess.TimeoutExpired:
+                return "timeout", time.monotonic() - t0
+            status = {0: "survived", 1: "killed"}.get(p.returncode, f"error {p.returncode}")
+            if status != "survived":
+                failed = [ln for ln in p.stdout.splitlines() if ln.startswith("FAILED")]
+                status += f" ({failed[0].split('::')[-1].split(' ')[0]})" if failed else ""
+            return status, time.monotonic() - t0
+
+        base, took = run()
+        print(f"  unmutated: {'tests pass' if base == 'survived' else base} ({took:.0f}s)")
+        if base != "survived":
+            return {"not run (the unmutated tests fail)": [m.name for m in SIGNAL_MUTANTS]}
+        by: dict[str, list[str]] = {}
+        for m in SIGNAL_MUTANTS:
+            if only and not any(o in m.name for o in only):
+                continue
+            originals = _apply(pkg, m.edits)
+            try:
+                status, took = run()
+            finally:
+                for f, text in originals.items():
+                    f.write_text(text)
+            print(f"  {status}: {m.name} ({took:.0f}s)", flush=True)
+            by.setdefault(status.split(" (")[0], []).append(f"{m.name}: {status}")
+        return by
+    finally:
+        if keep:
+            print(f"  scratch folder kept: {dest}")
+        else:
+            shutil.rmtree(dest, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- mutmut
 
 
 def scratch_copy(dest: Path) -> None:
@@ -96,7 +294,7 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> None:
     pyproject.write_text(text + "\n".join(lines) + "\n")
 
 
-def run_target(name: str, keep: bool) -> dict[str, list[str]]:
+def run_target(name: str, keep: bool, children: int) -> dict[str, list[str]]:
     files, patterns, tests = TARGETS[name]
     dest = Path(tempfile.mkdtemp(prefix=f"contactsync-mutation-{name}-"))
     try:
@@ -110,7 +308,8 @@ def run_target(name: str, keep: bool) -> dict[str, list[str]]:
         # mutants and the stats but tests none of them; a second one does.
         for _ in range(2):
             with log.open("a") as fh:
-                subprocess.run([*mutmut, "run", *patterns], cwd=dest, check=False, env=env,
+                subprocess.run([*mutmut, "run", "--max-children", str(children), *patterns],
+                               cwd=dest, check=False, env=env,
                                stdout=fh, stderr=subprocess.STDOUT)
             out = subprocess.run([*mutmut, "results", "--all", "true"], cwd=dest,
                                  capture_output=True, text=True, check=False).stdout
@@ -143,11 +342,16 @@ def _match(name: str, pattern: str) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
+    ap.add_argument("targets", nargs="*", choices=[*TARGETS, "signals", []], default=[])
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--only", action="append", default=[],
+                    help="signals: only the hand mutants whose name contains this")
+    ap.add_argument("--max-children", type=int, default=1,
+                    help="mutants tested at once (default 1: the machine is shared)")
     a = ap.parse_args()
-    for name in a.targets or list(TARGETS):
-        by = run_target(name, a.keep)
+    for name in a.targets or [*TARGETS, "signals"]:
+        by = (run_signals(a.keep, a.only) if name == "signals"
+              else run_target(name, a.keep, a.max_children))
         total = sum(len(v) for v in by.values())
         killed = len(by.get("killed", []))
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))

@@ -506,4 +506,121 @@ mod tests {
         assert_eq!(idx.lookup(&dc), None);
         assert_eq!(idx.near_misses(&dc), vec![(7, "phone")]);
     }
+
+    #[test]
+    fn seen_counts_each_incoming_record_once_and_held_ones_too() {
+        // What the mass-deletion guard divides by: records this run saw (new or
+        // linked, duplicates once) plus linked contacts a quarantined row named.
+        let mut d = Differ::default();
+        for (i, id) in ["A", "B", "C", "D"].iter().enumerate() {
+            d.insert(id.to_string(), i as i64 + 1, Some(0), 0);
+        }
+        assert_eq!(d.seen(), 0);
+        d.classify(&rec("A", 2, "a@x"));
+        for (line, id) in [(3, "N"), (4, "M"), (5, "P"), (6, "N")] {
+            d.classify(&rec(id, line, ""));
+        }
+        assert_eq!(d.hold("B"), Some(2));
+        assert_eq!(d.seen(), 5, "A and held B, new N, M and P");
+        assert_eq!(d.absent(), vec![(3, "C".to_string()), (4, "D".to_string())]);
+    }
+
+    #[test]
+    fn delete_markers_name_the_linked_contact_or_nobody() {
+        let mut d = Differ::default();
+        d.insert("A".into(), 9, Some(0), 0);
+        let mut a = rec("A", 2, "");
+        a.deleted = true;
+        let mut z = rec("Z", 3, "");
+        z.deleted = true;
+        assert_eq!(d.classify(&a), Class::Delete(Some(9)));
+        assert_eq!(d.classify(&z), Class::Delete(None));
+        assert!(
+            d.absent().is_empty(),
+            "a record marked deleted is no absence"
+        );
+    }
+
+    #[test]
+    fn raw_hashes_are_learned_from_unchanged_records_only_when_new() {
+        let mut d = Differ::default();
+        let mut a = rec("A", 2, "a@x");
+        a.raw_hash = 77;
+        d.insert("A".into(), 1, Some(a.hash), 0);
+        assert_eq!(d.classify(&a), Class::Unchanged);
+        assert_eq!(d.learned(), 1);
+        let snapshot = d.serialize();
+        // The next run: the raw bytes alone say unchanged.
+        let mut next = Differ::deserialize(&snapshot).unwrap();
+        assert_eq!(next.learned(), 0);
+        assert!(next.take_raw_unchanged("A", 77, 2));
+        // The same raw bytes classified again: nothing new to learn.
+        let mut again = Differ::deserialize(&snapshot).unwrap();
+        assert_eq!(again.classify(&a), Class::Unchanged);
+        assert_eq!(again.learned(), 0);
+        // A record without raw bytes (an API or JSON source) learns nothing and
+        // does not forget what was learned.
+        let mut b = a.clone();
+        b.raw_hash = 0;
+        let mut third = Differ::deserialize(&snapshot).unwrap();
+        assert_eq!(third.classify(&b), Class::Unchanged);
+        assert_eq!(third.learned(), 0);
+        let mut fourth = Differ::deserialize(&third.serialize()).unwrap();
+        assert!(fourth.take_raw_unchanged("A", 77, 2));
+        // A contact needing a rule's attention is never taken by its raw bytes.
+        let mut f = Differ::default();
+        f.upsert("A", 1, Some(a.hash), FLAG_ATTENTION, 77);
+        assert!(!f.take_raw_unchanged("A", 77, 2));
+    }
+
+    #[test]
+    fn upsert_keeps_the_raw_hash_only_while_the_link_is_unchanged() {
+        fn raw_unchanged(d: &Differ, raw: u64) -> bool {
+            Differ::deserialize(&d.serialize())
+                .unwrap()
+                .take_raw_unchanged("A", raw, 3)
+        }
+        let mut d = Differ::default();
+        d.upsert("A", 1, Some(5), 0, 77); // created this run
+        assert_eq!(d.learned(), 1);
+        assert_eq!(d.entries(), vec![("A".to_string(), 1, Some(5), 0)]);
+        assert!(d.absent().is_empty(), "made this run: no absence");
+        assert_eq!(d.seen(), 1);
+        d.upsert("A", 1, Some(5), 0, 0); // the same link, no raw bytes
+        assert_eq!(d.learned(), 1);
+        assert!(raw_unchanged(&d, 77));
+        d.upsert("A", 1, Some(6), 0, 0); // updated: new content hash
+        assert!(
+            !raw_unchanged(&d, 77),
+            "the old bytes no longer say unchanged"
+        );
+        d.upsert("A", 1, Some(6), 0, 88);
+        assert!(raw_unchanged(&d, 88));
+        d.upsert("A", 2, Some(6), 0, 0); // another contact now
+        assert!(!raw_unchanged(&d, 88));
+        d.upsert("A", 2, Some(6), FLAG_ATTENTION, 88);
+        d.upsert("A", 2, Some(6), 0, 0); // the attention flag cleared
+        assert!(!raw_unchanged(&d, 88));
+        assert_eq!(d.learned(), 3);
+        d.remove_if("A", 99); // the link is contact 2's: kept
+        assert_eq!(d.len(), 1);
+        d.remove_if("A", 2);
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn derive_keeps_the_e164_phones_with_or_without_identity_keys() {
+        let mut f: [String; NFIELDS] = Default::default();
+        f[F_DISPLAY] = "John Smith".into();
+        f[F_EMAIL] = "john@smith.com".into();
+        f[F_PHONE] = "0400 000 001".into();
+        f[F_MOBILE] = "0400 000 002".into();
+        for identity in [false, true] {
+            let d = derive_with(&f, "AU", identity);
+            assert_eq!(d.phone_e164, "+61400000001", "identity keys: {identity}");
+            assert_eq!(d.mobile_e164, "+61400000002", "identity keys: {identity}");
+            assert_eq!(d.identity != 0, identity);
+            assert_eq!(d.partial.iter().all(|h| *h != 0), identity);
+        }
+    }
 }

@@ -78,4 +78,48 @@ mod tests {
         assert_eq!(content_hash(&all_empty, &[]), 0x2072_9f18_75ea_3d6a);
         assert_eq!(content_hash(&sample(), &[]), 0x0e9b_7571_14f5_40fa);
     }
+
+    #[test]
+    fn canonical_bytes_are_sized_in_one_allocation() {
+        // The capacity is computed exactly (no growth, no slack): a bulk import
+        // hashes millions of records.
+        for extra in [
+            vec![],
+            vec![("Client Code".to_string(), "JS1".to_string())],
+            vec![
+                (
+                    "a".to_string(),
+                    "a much longer value than its key".to_string(),
+                ),
+                (
+                    "a much longer key than its value".to_string(),
+                    "b".to_string(),
+                ),
+            ],
+        ] {
+            let b = canonical_bytes(&sample(), &extra);
+            assert_eq!(b.capacity(), b.len(), "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn record_hash_covers_fields_and_unmapped_columns() {
+        let mut r = Record::default();
+        r.fields[0] = "John".into();
+        r.extra = vec![("Client Code".into(), "JS1".into())];
+        let h = record_hash(&r);
+        assert_eq!(h, content_hash(&r.fields, &r.extra));
+        let mut s = r.clone();
+        s.extra[0].1 = "JS2".into();
+        assert_ne!(record_hash(&s), h);
+        let mut t = r.clone();
+        t.fields[13] = "a note".into();
+        assert_ne!(record_hash(&t), h);
+    }
+
+    #[test]
+    fn key_hash_keeps_parts_apart() {
+        assert_ne!(key_hash(&["ab", "c"]), key_hash(&["a", "bc"]));
+        assert_eq!(key_hash(&["ab", "c"]), xxh3_64(b"ab\x1fc\x1f"));
+    }
 }

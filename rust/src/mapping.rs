@@ -376,4 +376,121 @@ mod tests {
         let e = build_record(3, [(m.resolve("ID"), "ID", "a\0b")], false).unwrap_err();
         assert!(e.contains("NUL"));
     }
+
+    fn present(r: &Record) -> Vec<&'static str> {
+        (0..PRESENT_BITS)
+            .filter(|b| r.present & (1 << b) != 0)
+            .map(present_name)
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_of_target_takes_its_own_column_first_come() {
+        // Each target has its own bit: a second column for the same target goes
+        // to `extra`, a column for another target never does.
+        let cells = [
+            (Target::ExternalId, "ID", "A"),
+            (Target::Field(F_GIVEN), "First", "Jo"),
+            (Target::Name, "Full name", "Joanne Lee"),
+            (Target::Deleted, "Gone", "no"),
+            (Target::Relation(0), "Org", "O-1"),
+            (Target::Relation(1), "Site", "L-1"),
+            (Target::Relation(2), "Role", "Partner"),
+            (Target::Field(4), "E-mail", "a@x.org"),
+            (Target::Field(4), "E-mail 2", "b@x.org"),
+            (Target::Relation(2), "Role 2", "Clerk"),
+            (Target::Field(F_DISPLAY), "Shown as", "Jo L."),
+            (Target::Name, "Full name 2", "Other Person"),
+            (Target::Deleted, "Gone 2", "yes"),
+        ];
+        let r = build_record(2, cells, false).unwrap();
+        assert_eq!(r.fields[4], "a@x.org");
+        assert_eq!(
+            r.fields[F_GIVEN], "Jo",
+            "a given-name column beats the split"
+        );
+        assert_eq!(
+            r.fields[F_FAMILY], "",
+            "split only when both names are empty"
+        );
+        assert_eq!(
+            r.fields[F_DISPLAY], "Jo L.",
+            "a display-name column beats the full name"
+        );
+        assert!(!r.deleted);
+        let extra: Vec<(&str, &str)> = r
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            extra,
+            [
+                ("E-mail 2", "b@x.org"),
+                ("Full name 2", "Other Person"),
+                ("Gone 2", "yes"),
+                ("Role 2", "Clerk"),
+                ("location_ref", "L-1"),
+                ("organisation_ref", "O-1"),
+                ("position", "Partner"),
+            ]
+        );
+        assert_eq!(
+            present(&r),
+            [
+                "given_name",
+                "family_name",
+                "display_name",
+                "email",
+                "organisation_ref",
+                "location_ref",
+                "position"
+            ]
+        );
+    }
+
+    #[test]
+    fn target_bits_mark_what_a_column_carries() {
+        assert_eq!(target_bits(Target::Field(0)), 1);
+        assert_eq!(target_bits(Target::Field(13)), 1 << 13);
+        assert_eq!(target_bits(Target::Name), 0b111);
+        assert_eq!(target_bits(Target::Relation(0)), 1 << NFIELDS);
+        assert_eq!(target_bits(Target::Relation(2)), 1 << (NFIELDS + 2));
+        for t in [
+            Target::ExternalId,
+            Target::Deleted,
+            Target::Extra,
+            Target::Ignore,
+        ] {
+            assert_eq!(target_bits(t), 0, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn an_incremental_record_marks_only_what_it_carried() {
+        let cells = [
+            (Target::ExternalId, "ID", "A"),
+            (Target::Field(F_NOTES), "Notes", " line one\r\nline  two "),
+            (Target::Field(7), "Street", " 1  High\tSt "),
+            (Target::Relation(0), "Org", " "),
+            (Target::Extra, "Fax", ""),
+            (Target::Extra, "Code", "C1"),
+            (Target::Ignore, "Internal", "x"),
+        ];
+        let r = build_record(5, cells, true).unwrap();
+        assert_eq!(
+            r.fields[F_NOTES], "line one\nline  two",
+            "notes keep their lines"
+        );
+        assert_eq!(r.fields[7], "1 High St");
+        assert_eq!(present(&r), ["street", "notes", "organisation_ref"]);
+        assert_eq!(r.cleared, ["organisation_ref", "Fax"]);
+        assert_eq!(r.extra, vec![("Code".to_string(), "C1".to_string())]);
+        let full = build_record(5, cells, false).unwrap();
+        assert!(full.cleared.is_empty());
+        assert_eq!(full.present, r.present);
+        let mut marked = cells;
+        marked[6] = (Target::Deleted, "Deleted", "yes");
+        assert!(build_record(5, marked, true).unwrap().deleted);
+    }
 }
