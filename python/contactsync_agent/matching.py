@@ -308,6 +308,11 @@ class MatchResult:
         left, right, _, _ = self._out.arrays()
         return set(zip(left, right, strict=True))
 
+    def scored_pairs(self) -> list[tuple[str, str, float]]:
+        """(left id, right id, probability) of every pair, cheaply (no explanations)."""
+        left, right, probs, _ = self._out.arrays()
+        return list(zip(left, right, probs, strict=True))
+
     def clusters(self) -> list[Cluster]:
         """Clusters of probable duplicates (dedupe only), largest first."""
         if self.is_link:
