@@ -255,17 +255,25 @@ def register(cli: click.Group) -> None:
             else:
                 result.to_csv(out)
         s = result.stats
+        scanned = sum(r.scanned_blocks for r in s.rules)
         summary = {"pairs": len(result), "pairs_compared": s.pairs_compared,
+                   "comparisons": s.pairs_compared,
+                   "estimated_blocking_recall": s.estimated_blocking_recall,
+                   "scanned_blocks": scanned,
                    "capped_blocks": s.capped_blocks, "capped_pairs": s.capped_pairs,
+                   "model": result.model.get("source"), "prior": s.prior,
                    "seconds": s.seconds, "out": out,
                    "inputs": [i.to_dict() for i in result.inputs]}
         if as_json:
             emit_json(summary)
         else:
             _describe_inputs(result)
-            click.echo(f"{len(result):,} pairs above threshold ({s.pairs_compared:,} compared; "
-                       f"{s.capped_blocks} oversized block(s) capped, {s.capped_pairs:,} pairs "
-                       f"skipped){'; written to ' + out if out else ''}")
+            recall = s.estimated_blocking_recall
+            click.echo(f"{len(result):,} pairs above threshold ({s.pairs_compared:,} comparisons; "
+                       f"estimated blocking recall "
+                       f"{'n/a' if recall is None else format(recall, '.4f')}; "
+                       f"{scanned} oversized block(s) scanned by sorted neighbourhood)"
+                       f"{'; written to ' + out if out else ''}")
             if not out:
                 for p in list(result)[:20]:
                     say(f"  {p.left_id} ~ {p.right_id}: {p.probability:.3f}")

@@ -98,7 +98,8 @@ class MatchConfig:
     id_field: str = "id"
     threshold: float = 0.5
     cluster_threshold: float | None = None
-    max_block_size: int = 1000
+    max_block_size: int = 200  # larger blocks: sorted neighbourhood of `window`
+    window: int = 20
     u_sample_pairs: int = 1_000_000  # a cap: 3 random pairs per record, at least 300,000
     em: bool = True
     em_iterations: int = 25
@@ -233,6 +234,10 @@ class Cluster:
 
 @dataclass(frozen=True)
 class RuleStats:
+    """What one blocking rule did. `scanned_blocks` had more than
+    `max_block_size` records and were scanned by sorted neighbourhood
+    (`scanned_block_pairs`: their all-against-all pairs, not compared)."""
+
     rule: str
     blocks: int
     pairs: int
@@ -240,12 +245,21 @@ class RuleStats:
     capped_blocks: int
     capped_pairs: int
     largest_block: int
+    scanned_blocks: int = 0
+    scanned_block_pairs: int = 0
 
 
 @dataclass(frozen=True)
 class MatchStats:
     """What blocking and estimation did. `pairs` per rule counts the pairs that
-    rule added to the union; capped blocks were too large and skipped."""
+    rule added to the union (a pair several rules find is compared once);
+    blocks above `max_block_size` are scanned by sorted neighbourhood, never
+    dropped (`capped_*` stay 0; kept for old readers).
+    `estimated_blocking_recall` needs no labels: from the pairs above the
+    threshold, how often each rule finds what the others find, combined as
+    if the rules missed independently (capture-recapture; optimistic when
+    rules miss the same pairs). `model_source` is "em" or "reference" (too
+    few compared pairs: the shipped reference population's m)."""
 
     records_left: int
     records_right: int
@@ -263,6 +277,7 @@ class MatchStats:
     true_pairs: int | None
     true_pairs_blocked: int | None
     seconds: dict[str, float] = field(default_factory=dict)
+    estimated_blocking_recall: float | None = None
 
     @property
     def blocking_recall(self) -> float | None:

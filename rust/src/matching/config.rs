@@ -2,10 +2,10 @@
 //! Parsed from JSON (the Python side fills the defaults); validation errors are
 //! returned as messages, never panics.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The kind of a field, which decides how it is normalised and compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     /// A full name in one value ("John Smith", "SMITH, John"): word-order free.

@@ -11,7 +11,7 @@ use super::cluster::{clusters, Cluster};
 use super::compare::{get_level, Comparer, SWAPPED};
 use super::config::{Config, FieldType};
 use super::prepare::{prepare, RawTable, StrCol};
-use super::scoring::{estimate_u, probability, Model, Tf};
+use super::scoring::{estimate_u, probability, Model, Reference, Tf, MIN_EM_PAIRS};
 
 /// Most compared pairs EM looks at (a systematic sample beyond that).
 const EM_SAMPLE: usize = 2_000_000;
@@ -238,9 +238,17 @@ pub fn run(
         Some(s) => s as f64 * (n - s) as f64,
         None => n as f64 * (n as f64 - 1.0) / 2.0,
     };
-    // the sample stands for all compared pairs when the prior is scaled
-    let total_pairs = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
-    model.em(cfg, &sessions, &patterns, total_pairs);
+    if (compared.len() as u64) < MIN_EM_PAIRS {
+        // too little to estimate from: the reference population's m and its
+        // duplicate rate (expected matches over all pairs)
+        let records = split.map_or(n, |s| s.min(n - s)) as f64;
+        let expected = Reference::load().duplicates_per_record * records;
+        model.use_reference(cfg, expected / total_pairs.max(1.0));
+    } else {
+        // the sample stands for all compared pairs when the prior is scaled
+        let total_pairs = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
+        model.em(cfg, &sessions, &patterns, total_pairs);
+    }
     drop(sample);
     lap("em", &mut t);
 

@@ -389,7 +389,10 @@ impl MatchOutput {
                 serde_json::json!({"field": name, "levels": levels})
             })
             .collect();
-        serde_json::json!({"prior": o.model.prior, "fields": fields}).to_string()
+        serde_json::json!({
+            "prior": o.model.prior, "source": o.model.source, "fields": fields,
+        })
+        .to_string()
     }
 }
 
