@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import resource
 import subprocess
@@ -80,7 +81,7 @@ def calibration(scored: list[tuple[tuple[str, str], float]],
                 truth: set[tuple[str, str]]) -> list[dict[str, float]]:
     """Per probability bin: pairs, mean predicted probability, observed precision."""
     out = []
-    for lo, hi in zip(CALIBRATION_BINS, CALIBRATION_BINS[1:], strict=False):
+    for lo, hi in itertools.pairwise(CALIBRATION_BINS):
         inside = [(k, p) for k, p in scored if lo <= p < hi]
         if not inside:
             continue

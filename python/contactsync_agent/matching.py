@@ -98,8 +98,8 @@ class MatchConfig:
     id_field: str = "id"
     threshold: float = 0.5
     cluster_threshold: float | None = None
-    max_block_size: int = 200  # larger blocks: sorted neighbourhood of `window`
-    window: int = 20
+    max_block_size: int = 64  # larger blocks: sorted neighbourhood of `window`
+    window: int = 10
     u_sample_pairs: int = 1_000_000  # a cap: 3 random pairs per record, at least 300,000
     em: bool = True
     em_iterations: int = 25

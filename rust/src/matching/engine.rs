@@ -28,6 +28,8 @@ pub struct Stats {
     pub capped_blocks: u64,
     pub capped_pairs: u64,
     pub pairs_above_threshold: u64,
+    /// blocking recall estimated without labels (see `estimate_recall`)
+    pub estimated_recall: Option<f64>,
     pub distinct_patterns: usize,
     pub u_pairs_sampled: u64,
     pub em_iterations: usize,
@@ -76,6 +78,43 @@ impl Output {
             })
             .collect()
     }
+}
+
+/// Blocking recall without labels, from the pairs above the threshold: for
+/// each rule, the share of the pairs the *other* rules found that it finds
+/// too (its recall, as capture-recapture estimates it); the union misses a
+/// pair only when every rule does, taken as independent: 1 - prod(1 - r).
+/// Optimistic when rules miss the same pairs (a record with no e-mail, phone
+/// or birth date escapes all but the name rules). None with no pairs or a
+/// single rule.
+fn estimate_recall(blocker: &super::blocking::Blocker, pairs: &[(u32, u32)]) -> Option<f64> {
+    let nr = blocker.rules.len();
+    if nr < 2 || pairs.is_empty() {
+        return None;
+    }
+    let covers: Vec<u32> = pairs
+        .par_iter()
+        .map(|&(i, j)| blocker.covering(i as usize, j as usize))
+        .collect();
+    let mut miss_all = 1.0f64;
+    let mut any = false;
+    for r in 0..nr {
+        let bit = 1u32 << r;
+        let (mut others, mut both) = (0u64, 0u64);
+        for &c in &covers {
+            if c & !bit != 0 {
+                others += 1;
+                if c & bit != 0 {
+                    both += 1;
+                }
+            }
+        }
+        if others > 0 {
+            any = true;
+            miss_all *= 1.0 - both as f64 / others as f64;
+        }
+    }
+    any.then_some(1.0 - miss_all)
 }
 
 /// Matches `left` against `right` (link), or `left` against itself (dedupe).
@@ -227,7 +266,6 @@ pub fn run(
                 (pa, aa)
             },
         );
-    drop(blocker);
     let sessions: Vec<(Vec<usize>, Counts)> = trains
         .iter()
         .map(|&r| rule_fields[r].clone())
@@ -279,6 +317,16 @@ pub fn run(
         probs.push(probability(w));
         levels.push(lv);
     }
+    // on the probable matches only, even when the caller asked for less
+    let probable: Vec<(u32, u32)> = pairs
+        .iter()
+        .zip(&probs)
+        .filter(|(_, p)| **p >= threshold.max(0.5))
+        .map(|(x, _)| *x)
+        .collect();
+    let estimated_recall = estimate_recall(&blocker, &probable);
+    drop(probable);
+    drop(blocker);
     lap("score", &mut t);
     let cl = if split.is_none() {
         let tri: Vec<(u32, u32, f64)> = pairs
@@ -300,6 +348,7 @@ pub fn run(
         rules,
         pairs_compared,
         pairs_above_threshold: pairs.len() as u64,
+        estimated_recall,
         distinct_patterns: patterns.len(),
         u_pairs_sampled: model.u_pairs_sampled,
         em_iterations: model.em_iterations_run,

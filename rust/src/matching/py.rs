@@ -342,6 +342,8 @@ impl MatchOutput {
                     "rule": r.name, "blocks": r.blocks, "pairs": r.pairs,
                     "pairs_raw": r.pairs_raw, "capped_blocks": r.capped_blocks,
                     "capped_pairs": r.capped_pairs, "largest_block": r.largest_block,
+                    "scanned_blocks": r.scanned_blocks,
+                    "scanned_block_pairs": r.scanned_block_pairs,
                 })
             })
             .collect();
@@ -353,6 +355,7 @@ impl MatchOutput {
             "capped_blocks": s.capped_blocks,
             "capped_pairs": s.capped_pairs,
             "pairs_above_threshold": s.pairs_above_threshold,
+            "estimated_blocking_recall": s.estimated_recall,
             "clusters": self.out.clusters.len(),
             "distinct_patterns": s.distinct_patterns,
             "u_pairs_sampled": s.u_pairs_sampled,
