@@ -284,17 +284,30 @@ pub fn run(
         model.use_reference(cfg, expected / total_pairs.max(1.0));
     } else {
         // the sample stands for all compared pairs when the prior is scaled
-        let total_pairs = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
-        model.em(cfg, &sessions, &patterns, total_pairs);
+        let sampled_total = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
+        model.em(cfg, &sessions, &patterns, sampled_total);
     }
-    drop(sample);
-    lap("em", &mut t);
-
     let tf = Tf {
         counts: prep.fields.iter().map(|f| f.tf.clone()).collect(),
         nonempty: prep.nonempty.clone(),
     };
     drop(prep);
+    if cfg.prior.is_none() && model.source == "em" {
+        // the share of matches among the compared pairs again, now with the
+        // weights the pairs will be scored with (term frequencies included):
+        // patterns alone score common namesakes as rare names and, on a
+        // million records, overstated the share tenfold
+        let base: Vec<f64> = training
+            .par_iter()
+            .map(|&(i, _, lv)| {
+                let mut buf = [0.0f64; 16];
+                model.contributions(&tf, lv & LEVEL_BITS, i as usize, &mut buf)
+            })
+            .collect();
+        model.set_prior_from_scores(&base, compared.len() as f64, total_pairs);
+    }
+    drop(sample);
+    lap("em", &mut t);
     let threshold = cfg.threshold;
     let kept: Vec<(u32, u32, f64, u64)> = compared
         .par_iter()

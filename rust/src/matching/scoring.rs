@@ -332,6 +332,36 @@ impl Model {
         self.update_weights();
     }
 
+    /// The share of matches among the compared pairs from their weights
+    /// without the prior (`base`, a sample of them), then the prior for any
+    /// two records: that share times `compared` over `total_pairs`.
+    pub fn set_prior_from_scores(&mut self, base: &[f64], compared: f64, total_pairs: f64) {
+        if base.is_empty() {
+            return;
+        }
+        let n = base.len() as f64;
+        let mut lambda = if self.blocked_prior.is_finite() {
+            self.blocked_prior
+        } else {
+            0.1
+        };
+        for _ in 0..60 {
+            let lp = (lambda / (1.0 - lambda)).log2();
+            let matched: f64 = base
+                .par_iter()
+                .map(|b| 1.0 / (1.0 + (-(lp + b) * std::f64::consts::LN_2).exp()))
+                .sum();
+            let next = (matched / n).clamp(1e-7, 1.0 - 1e-6);
+            let done = (next - lambda).abs() < 1e-7;
+            lambda = next;
+            if done {
+                break;
+            }
+        }
+        self.blocked_prior = lambda;
+        self.prior = (lambda * compared / total_pairs.max(1.0)).clamp(1e-12, 0.5);
+    }
+
     /// The share of matches among the compared pairs, m and u fixed.
     fn match_share(&self, pats: &[(u64, f64)]) -> f64 {
         let total: f64 = pats.iter().map(|p| p.1).sum();
