@@ -69,6 +69,7 @@ class BlockingRule:
     """Records meet for comparison when all of `keys` agree.
 
     Keys are field names, optionally wrapped in functions: `soundex(...)`,
+    `metaphone(...)` (Double Metaphone's primary code), `nysiis(...)`,
     `nick(...)` (formal given name), `initial(...)`, `prefixN(...)`,
     `first(...)`, `last(...)`, `local(...)` / `domain(...)` of an e-mail,
     `year(...)`, `last8(...)`. With `unordered` the parts are compared as a
@@ -290,8 +291,10 @@ class MatchStats:
 class MatchResult:
     """The pairs above threshold, iterated best-first, plus clusters and stats."""
 
-    def __init__(self, output: _core.MatchOutput, inputs: Sequence[InputInfo] = ()) -> None:
+    def __init__(self, output: _core.MatchOutput, inputs: Sequence[InputInfo] = (),
+                 config: MatchConfig | None = None) -> None:
         self._out = output
+        self._config = config
         #: How each CSV file was read (empty for records given as mappings).
         self.inputs: tuple[InputInfo, ...] = tuple(inputs)
         s = json.loads(output.stats_json())
@@ -322,6 +325,17 @@ class MatchResult:
         """The (left id, right id) pairs, cheaply (no explanations)."""
         left, right, _, _ = self._out.arrays()
         return set(zip(left, right, strict=True))
+
+    def to_splink_settings(self, path: str | os.PathLike[str]) -> list[str]:
+        """Writes the fitted model as a Splink settings file (see
+        `splink_export`); returns the notes on what Splink cannot reproduce."""
+        from contactsync_agent.splink_export import export
+
+        if self._config is None:
+            raise ValueError("this result has no configuration to export")
+        exp = export(self._config, self.model, self.is_link)
+        exp.write(path)
+        return exp.notes
 
     def scored_pairs(self) -> list[tuple[str, str, float]]:
         """(left id, right id, probability) of every pair, cheaply (no explanations)."""
@@ -515,7 +529,7 @@ def link(
         cfg.to_json(), _table(left, cfg, extra, read, infos), _table(right, cfg, extra, read,
                                                                      infos), truth_column
     )
-    return MatchResult(out, infos)
+    return MatchResult(out, infos, cfg)
 
 
 def dedupe(
@@ -532,7 +546,7 @@ def dedupe(
     infos: list[InputInfo] = []
     out = _core.run_match(cfg.to_json(), _table(records, cfg, extra, read, infos), None,
                           truth_column)
-    return MatchResult(out, infos)
+    return MatchResult(out, infos, cfg)
 
 
 def field_levels(field_type: str) -> list[str]:

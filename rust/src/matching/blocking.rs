@@ -22,6 +22,10 @@ const MAX_KEYS: usize = 4;
 enum Transform {
     Nick,
     Soundex,
+    /// Double Metaphone's primary code (rphonetic): non-Anglo spellings
+    /// ("Nguyen"/"Nguen", "Schmidt"/"Smit") that Soundex splits
+    Metaphone,
+    Nysiis,
     Initial,
     Prefix(usize),
     First,
@@ -49,6 +53,8 @@ fn parse_part(expr: &str, cfg: &Config) -> Result<KeyPart, String> {
         let t = match name {
             "nick" => Transform::Nick,
             "soundex" => Transform::Soundex,
+            "metaphone" => Transform::Metaphone,
+            "nysiis" => Transform::Nysiis,
             "initial" => Transform::Initial,
             "first" => Transform::First,
             "last" => Transform::Last,
@@ -67,7 +73,7 @@ fn parse_part(expr: &str, cfg: &Config) -> Result<KeyPart, String> {
             other => {
                 return Err(format!(
                     "blocking key {expr:?}: unknown function {other:?} (known: nick, soundex, \
-                     initial, prefixN, first, last, local, domain, year, last8, exact)"
+                     metaphone, nysiis, initial, prefixN, first, last, local, domain, year, last8, exact)"
                 ))
             }
         };
@@ -89,6 +95,14 @@ fn apply(t: &Transform, v: &str, out: &mut String) {
     match t {
         Transform::Nick => out.push_str(nicknames::canonical(v)),
         Transform::Soundex => out.push_str(&soundex(v)),
+        Transform::Metaphone => {
+            use rphonetic::Encoder;
+            out.push_str(&rphonetic::DoubleMetaphone::default().encode(v))
+        }
+        Transform::Nysiis => {
+            use rphonetic::Encoder;
+            out.push_str(&rphonetic::Nysiis::default().encode(v))
+        }
         Transform::Initial => out.extend(v.chars().next()),
         Transform::Prefix(n) => out.extend(v.chars().filter(|c| *c != ' ').take(*n)),
         Transform::First => out.push_str(v.split(' ').next().unwrap_or("")),
@@ -514,5 +528,38 @@ impl Blocker {
     /// against known true pairs.
     pub fn would_compare(&self, i: usize, j: usize) -> bool {
         (0..self.rules.len()).any(|r| self.shared_key(r, i, j).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(t: Transform, v: &str) -> String {
+        let mut out = String::new();
+        apply(&t, v, &mut out);
+        out
+    }
+
+    #[test]
+    fn phonetic_keys() {
+        // Soundex keeps the first letter: these spellings never meet under it
+        assert_ne!(
+            key(Transform::Soundex, "schmidt"),
+            key(Transform::Soundex, "smith")
+        );
+        assert_eq!(
+            key(Transform::Metaphone, "schmidt"),
+            key(Transform::Metaphone, "smit")
+        );
+        assert_eq!(
+            key(Transform::Metaphone, "nguyen"),
+            key(Transform::Metaphone, "nguen")
+        );
+        assert_eq!(
+            key(Transform::Nysiis, "macdonald"),
+            key(Transform::Nysiis, "mcdonald")
+        );
+        assert!(!key(Transform::Metaphone, "smith").is_empty());
     }
 }
