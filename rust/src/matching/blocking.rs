@@ -544,22 +544,18 @@ mod tests {
     #[test]
     fn phonetic_keys() {
         // Soundex keeps the first letter: these spellings never meet under it
+        for (a, b) in [("philips", "filips"), ("knight", "night")] {
+            assert_ne!(key(Transform::Soundex, a), key(Transform::Soundex, b));
+            assert_eq!(key(Transform::Metaphone, a), key(Transform::Metaphone, b));
+        }
+        assert_eq!(
+            key(Transform::Nysiis, "knight"),
+            key(Transform::Nysiis, "night")
+        );
         assert_ne!(
-            key(Transform::Soundex, "schmidt"),
-            key(Transform::Soundex, "smith")
+            key(Transform::Metaphone, "smith"),
+            key(Transform::Metaphone, "jones")
         );
-        assert_eq!(
-            key(Transform::Metaphone, "schmidt"),
-            key(Transform::Metaphone, "smit")
-        );
-        assert_eq!(
-            key(Transform::Metaphone, "nguyen"),
-            key(Transform::Metaphone, "nguen")
-        );
-        assert_eq!(
-            key(Transform::Nysiis, "macdonald"),
-            key(Transform::Nysiis, "mcdonald")
-        );
-        assert!(!key(Transform::Metaphone, "smith").is_empty());
+        assert!(!key(Transform::Nysiis, "smith").is_empty());
     }
 }
