@@ -784,11 +784,14 @@ class _Gen:
             "postcode": str(base + r.randint(0, 199)),
         }
 
+    def given_name(self) -> str:
+        return self.rng.choices(self.given, self.given_w)[0]
+
     def person(self, household: dict[str, str] | None = None) -> dict[str, str]:
         r = self.rng
-        given = r.choices(self.given, self.given_w)[0]
+        given = self.given_name()
         while household is not None and given == household["given"]:
-            given = r.choices(self.given, self.given_w)[0]  # siblings are not namesakes
+            given = self.given_name()  # siblings are not namesakes
         if household is not None and r.random() < 0.85:
             family = household["family"]
         else:
@@ -816,6 +819,57 @@ class _Gen:
             p.update(self.address())
             p["phone"] = self.unique_phone(False) if r.random() < 0.45 else ""
         return p
+
+
+class _RealisticGen(_Gen):
+    """A population with the shape of a national register, for the scale bench:
+    given and family names drawn from long-headed (Zipf) frequencies over the
+    lists above plus a synthetic tail, so common given + family pairs repeat
+    thousands of times at 1M; five cities with a hundred postcodes each and
+    the same few dozen street names, so many households share a street and a
+    postcode; twins (same family, date of birth, address and landline,
+    another given name) among the household members."""
+
+    CITIES = (("Sydney", "NSW", 2000), ("Melbourne", "VIC", 3000), ("Brisbane", "QLD", 4000),
+              ("Perth", "WA", 6000), ("Adelaide", "SA", 5000))
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.given_w = [1.0 / (k + 1) ** 0.75 for k in range(len(self.given))]
+        self.family_w = [1.0 / (k + 1) ** 0.65 for k in range(len(self.family))]
+        self.city_w = [0.35, 0.3, 0.15, 0.1, 0.1]
+        self.street_w = _weighted(STREETS, self.rng, 0.8)
+
+    def given_name(self) -> str:
+        r = self.rng
+        if r.random() < 0.1:  # a tail of rarer (often non-Anglo) given names
+            return "".join(r.choice(SYLL) for _ in range(2)) + r.choice(("a", "o", "i", ""))
+        return r.choices(self.given, self.given_w)[0]
+
+    def surname(self) -> str:
+        r = self.rng
+        if r.random() < 0.7:
+            return r.choices(self.family, self.family_w)[0]
+        n = r.choice((2, 2, 3))
+        return "".join(r.choice(SYLL) for _ in range(n)) + r.choice(ENDINGS)
+
+    def address(self) -> dict[str, str]:
+        r = self.rng
+        city, state, base = r.choices(self.CITIES, self.city_w)[0]
+        # postcodes: a few busy inner ones, a long tail of suburbs
+        pc = base + min(int(r.expovariate(1 / 25)), 99)
+        st = r.choices(STREETS, self.street_w)[0].title()
+        typ = r.choice(STREET_TYPES)
+        num = str(r.randint(1, 120))
+        if r.random() < 0.25:
+            num = f"{r.randint(1, 40)}/{num}"
+        return {
+            "street": f"{num} {st} {typ[0]}",
+            "street_abbr": f"{num} {st} {typ[1]}",
+            "city": city,
+            "region": state,
+            "postcode": str(pc),
+        }
 
 
 def _typo(s: str, r: random.Random) -> str:
@@ -948,9 +1002,19 @@ def _render(p: dict[str, str], r: random.Random, corrupt: bool, g: _Gen) -> dict
     }
 
 
-def generate(n: int, seed: int = 1) -> Iterator[dict[str, str]]:
-    """Yields n labelled contacts (`id`, `cluster` + the contact fields), shuffled."""
-    g = _Gen(seed)
+POPULATIONS = ("classic", "realistic")
+
+
+def generate(n: int, seed: int = 1, population: str = "classic") -> Iterator[dict[str, str]]:
+    """Yields n labelled contacts (`id`, `cluster` + the contact fields), shuffled.
+
+    `population`: "classic" (the issue-3 set: most surnames rare) or
+    "realistic" (`_RealisticGen`: long-headed name frequencies, five cities,
+    shared streets, twins)."""
+    if population not in POPULATIONS:
+        raise ValueError(f"population must be one of {POPULATIONS}")
+    realistic = population == "realistic"
+    g = _RealisticGen(seed) if realistic else _Gen(seed)
     r = g.rng
     rows: list[dict[str, str]] = []
     entity = 0
@@ -960,6 +1024,11 @@ def generate(n: int, seed: int = 1) -> Iterator[dict[str, str]]:
         if households and r.random() < 0.15:
             household = r.choice(households)
         p = g.person(household)
+        if realistic and household is not None and r.random() < 0.04:
+            # a twin of the household's first member: same birthday, family
+            # name, address and landline; another given name
+            p["family"] = household["family"]
+            p["dob"] = household["dob"]
         if household is None:
             h = {
                 k: p[k]
@@ -973,6 +1042,7 @@ def generate(n: int, seed: int = 1) -> Iterator[dict[str, str]]:
                     "postcode",
                     "phone",
                     "email",
+                    "dob",
                 )
             }
             households.append(h)
@@ -992,24 +1062,26 @@ def generate(n: int, seed: int = 1) -> Iterator[dict[str, str]]:
         yield rec
 
 
-def write_csv(path: str | os.PathLike[str], n: int, seed: int = 1) -> Path:
+def write_csv(path: str | os.PathLike[str], n: int, seed: int = 1,
+              population: str = "classic") -> Path:
     path = Path(path)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
         w.writeheader()
-        for rec in generate(n, seed):
+        for rec in generate(n, seed, population):
             w.writerow(rec)
     return path
 
 
-def cached_csv(n: int, seed: int = 1) -> Path:
-    """The generated set as a CSV in the temp dir, made once per (n, seed)."""
+def cached_csv(n: int, seed: int = 1, population: str = "classic") -> Path:
+    """The generated set as a CSV in the temp dir, made once per (n, seed, population)."""
     d = Path(tempfile.gettempdir()) / "contactsync-matchgen"
     d.mkdir(exist_ok=True)
-    path = d / f"contacts-{n}-{seed}.csv"
+    tag = "" if population == "classic" else f"-{population}"
+    path = d / f"contacts-{n}-{seed}{tag}.csv"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        write_csv(tmp, n, seed)
+        write_csv(tmp, n, seed, population)
         tmp.replace(path)
     return path
 
@@ -1032,6 +1104,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--population", choices=POPULATIONS, default="classic")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    write_csv(a.out, a.n, a.seed)
+    write_csv(a.out, a.n, a.seed, a.population)

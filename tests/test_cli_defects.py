@@ -195,9 +195,12 @@ def test_dedupe_and_match_take_id_threshold_and_the_source_mapping(tmp_path: Pat
         "path": str(tmp_path / "in"),
         "mapping": {"Vorname": "given_name", "Nachname": "family_name", "Mail": "email",
                     "Handy": "mobile"}}}), encoding="utf-8")
-    # Without the mapping the German headings mean nothing: no pair.
+    # Without the mapping the German headings mean nothing but "Mail" (a
+    # built-in heading); a shared e-mail alone is an obvious duplicate in a
+    # 44-row file since issue 16 (the reference population's m and prior).
     plain = json.loads(run("dedupe", str(f), "--id", "Code", "--json").stdout)
-    assert plain["pairs"] == 0 and plain["inputs"][0]["id_column"] == "Code"
+    assert plain["inputs"][0]["id_column"] == "Code"
+    assert plain["inputs"][0]["columns"] == {"Mail": "email"}
     mapped = run("--config", str(cfg), "dedupe", str(f), "--source", "crm", "--id", "Code",
                  "--json")
     assert mapped.returncode == 0, mapped.stderr
@@ -205,8 +208,10 @@ def test_dedupe_and_match_take_id_threshold_and_the_source_mapping(tmp_path: Pat
     assert out["pairs"] == 1
     assert out["inputs"][0]["columns"] == {"Vorname": "given_name", "Nachname": "family_name",
                                            "Mail": "email", "Handy": "mobile"}
+    # (issue 16: on 44 rows a pair sharing name, e-mail and mobile now scores
+    # above 0.999999, so the strictest threshold shows --threshold applies)
     strict = json.loads(run("--config", str(cfg), "dedupe", str(f), "-s", "crm", "--id",
-                            "Code", "--threshold", "0.999999", "--json").stdout)
+                            "Code", "--threshold", "1", "--json").stdout)
     assert strict["pairs"] == 0
     missing = run("dedupe", str(f), "--id", "Nope")
     assert missing.returncode == 1 and "no column 'Nope'" in missing.stderr

@@ -251,13 +251,15 @@ def test_csv_path_input_and_outputs(tmp_path: Path, generated: list[dict[str, st
     assert "clusters" in doc and doc["model"]["fields"]
 
 
-def test_oversized_blocks_are_capped_and_reported() -> None:
+def test_oversized_blocks_are_scanned_and_reported() -> None:
+    # issue 16: an oversized block is scanned by sorted neighbourhood, not dropped
     records = [{"id": str(k), "family_name": "smith", "given_name": "john"} for k in range(50)]
     res = dedupe(records, MatchConfig.contacts(max_block_size=10))
     s = res.stats
-    assert s.capped_blocks >= 1
-    assert s.capped_pairs >= 50 * 49 // 2
-    assert len(res) == 0
+    assert s.capped_blocks == 0 and s.capped_pairs == 0
+    assert sum(r.scanned_blocks for r in s.rules) >= 1
+    assert max(r.scanned_block_pairs for r in s.rules) >= 50 * 49 // 2
+    assert 0 < s.pairs_compared <= 50 * MatchConfig.contacts().window
 
 
 def test_config_from_dict() -> None:

@@ -246,24 +246,41 @@ def register(cli: click.Group) -> None:
                 for line, reason in info.first_rejected[:5]:
                     say(f"  line {line}: {reason}", err=True)
 
-    def _write(result: Any, out: str | None, as_json: bool) -> None:
+    def _write(result: Any, out: str | None, as_json: bool,
+               export_splink: str | None = None) -> None:
         if out:
             if out.lower().endswith(".json"):
                 result.to_json(out)
             else:
                 result.to_csv(out)
+        notes: list[str] = []
+        if export_splink:
+            notes = _run(lambda: result.to_splink_settings(export_splink))
+            if not as_json:
+                say(f"Splink settings written to {export_splink}", err=True)
+                for n in notes:
+                    say(f"  note: {n}", err=True)
         s = result.stats
+        scanned = sum(r.scanned_blocks for r in s.rules)
         summary = {"pairs": len(result), "pairs_compared": s.pairs_compared,
+                   "comparisons": s.pairs_compared,
+                   "estimated_blocking_recall": s.estimated_blocking_recall,
+                   "scanned_blocks": scanned,
                    "capped_blocks": s.capped_blocks, "capped_pairs": s.capped_pairs,
+                   "model": result.model.get("source"), "prior": s.prior,
                    "seconds": s.seconds, "out": out,
+                   "splink_settings": export_splink, "splink_notes": notes,
                    "inputs": [i.to_dict() for i in result.inputs]}
         if as_json:
             emit_json(summary)
         else:
             _describe_inputs(result)
-            click.echo(f"{len(result):,} pairs above threshold ({s.pairs_compared:,} compared; "
-                       f"{s.capped_blocks} oversized block(s) capped, {s.capped_pairs:,} pairs "
-                       f"skipped){'; written to ' + out if out else ''}")
+            recall = s.estimated_blocking_recall
+            click.echo(f"{len(result):,} pairs above threshold ({s.pairs_compared:,} comparisons; "
+                       f"estimated blocking recall "
+                       f"{'n/a' if recall is None else format(recall, '.4f')}; "
+                       f"{scanned} oversized block(s) scanned by sorted neighbourhood)"
+                       f"{'; written to ' + out if out else ''}")
             if not out:
                 for p in list(result)[:20]:
                     say(f"  {p.left_id} ~ {p.right_id}: {p.probability:.3f}")
@@ -284,6 +301,10 @@ def register(cli: click.Group) -> None:
                          "least P (default 0.5, or the config's)."),
             click.option("--out", type=click.Path(dir_okay=False),
                          help="Write pairs (.csv or .json)."),
+            click.option("--export-splink", "export_splink", type=click.Path(dir_okay=False),
+                         metavar="SETTINGS.json",
+                         help="Also write the fitted model as a Splink settings file "
+                         "(DuckDB or Spark; see docs/matching.md)."),
             json_option,
             click.pass_obj,
         ]
@@ -297,7 +318,7 @@ def register(cli: click.Group) -> None:
     @matching_options
     def match_cmd(obj: Ctx, left: str, right: str, config_file: str | None,
                   source: str | None, id_column: str | None, threshold: float | None,
-                  out: str | None, as_json: bool) -> None:
+                  out: str | None, export_splink: str | None, as_json: bool) -> None:
         """Link two CSV files of records (one-off, large runs).
 
         Columns are read as `sync` reads them: the built-in headings (First
@@ -312,14 +333,14 @@ def register(cli: click.Group) -> None:
         result = _run(lambda: _with_spinner(
             f"matching {Path(left).name} with {Path(right).name}",
             lambda: matching.link(left, right, cfg, read=read)))
-        _write(result, out, as_json)
+        _write(result, out, as_json, export_splink)
 
     @cli.command("dedupe")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     @matching_options
     def dedupe_cmd(obj: Ctx, file: str, config_file: str | None, source: str | None,
                    id_column: str | None, threshold: float | None, out: str | None,
-                   as_json: bool) -> None:
+                   export_splink: str | None, as_json: bool) -> None:
         """Probable duplicates inside one CSV file of records.
 
         Columns are read as for `match` (and `sync`); without an id column the
@@ -331,4 +352,4 @@ def register(cli: click.Group) -> None:
         read = _read_options(obj, source, id_column)
         result = _run(lambda: _with_spinner(f"deduplicating {Path(file).name}",
                                             lambda: matching.dedupe(file, cfg, read=read)))
-        _write(result, out, as_json)
+        _write(result, out, as_json, export_splink)

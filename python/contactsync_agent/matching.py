@@ -69,6 +69,7 @@ class BlockingRule:
     """Records meet for comparison when all of `keys` agree.
 
     Keys are field names, optionally wrapped in functions: `soundex(...)`,
+    `metaphone(...)` (Double Metaphone's primary code), `nysiis(...)`,
     `nick(...)` (formal given name), `initial(...)`, `prefixN(...)`,
     `first(...)`, `last(...)`, `local(...)` / `domain(...)` of an e-mail,
     `year(...)`, `last8(...)`. With `unordered` the parts are compared as a
@@ -98,7 +99,8 @@ class MatchConfig:
     id_field: str = "id"
     threshold: float = 0.5
     cluster_threshold: float | None = None
-    max_block_size: int = 1000
+    max_block_size: int = 64  # larger blocks: sorted neighbourhood of `window`
+    window: int = 10
     u_sample_pairs: int = 1_000_000  # a cap: 3 random pairs per record, at least 300,000
     em: bool = True
     em_iterations: int = 25
@@ -233,6 +235,10 @@ class Cluster:
 
 @dataclass(frozen=True)
 class RuleStats:
+    """What one blocking rule did. `scanned_blocks` had more than
+    `max_block_size` records and were scanned by sorted neighbourhood
+    (`scanned_block_pairs`: their all-against-all pairs, not compared)."""
+
     rule: str
     blocks: int
     pairs: int
@@ -240,12 +246,21 @@ class RuleStats:
     capped_blocks: int
     capped_pairs: int
     largest_block: int
+    scanned_blocks: int = 0
+    scanned_block_pairs: int = 0
 
 
 @dataclass(frozen=True)
 class MatchStats:
     """What blocking and estimation did. `pairs` per rule counts the pairs that
-    rule added to the union; capped blocks were too large and skipped."""
+    rule added to the union (a pair several rules find is compared once);
+    blocks above `max_block_size` are scanned by sorted neighbourhood, never
+    dropped (`capped_*` stay 0; kept for old readers).
+    `estimated_blocking_recall` needs no labels: from the pairs above the
+    threshold, how often each rule finds what the others find, combined as
+    if the rules missed independently (capture-recapture; optimistic when
+    rules miss the same pairs). `model_source` is "em" or "reference" (too
+    few compared pairs: the shipped reference population's m)."""
 
     records_left: int
     records_right: int
@@ -263,6 +278,7 @@ class MatchStats:
     true_pairs: int | None
     true_pairs_blocked: int | None
     seconds: dict[str, float] = field(default_factory=dict)
+    estimated_blocking_recall: float | None = None
 
     @property
     def blocking_recall(self) -> float | None:
@@ -275,8 +291,10 @@ class MatchStats:
 class MatchResult:
     """The pairs above threshold, iterated best-first, plus clusters and stats."""
 
-    def __init__(self, output: _core.MatchOutput, inputs: Sequence[InputInfo] = ()) -> None:
+    def __init__(self, output: _core.MatchOutput, inputs: Sequence[InputInfo] = (),
+                 config: MatchConfig | None = None) -> None:
         self._out = output
+        self._config = config
         #: How each CSV file was read (empty for records given as mappings).
         self.inputs: tuple[InputInfo, ...] = tuple(inputs)
         s = json.loads(output.stats_json())
@@ -307,6 +325,22 @@ class MatchResult:
         """The (left id, right id) pairs, cheaply (no explanations)."""
         left, right, _, _ = self._out.arrays()
         return set(zip(left, right, strict=True))
+
+    def to_splink_settings(self, path: str | os.PathLike[str]) -> list[str]:
+        """Writes the fitted model as a Splink settings file (see
+        `splink_export`); returns the notes on what Splink cannot reproduce."""
+        from contactsync_agent.splink_export import export
+
+        if self._config is None:
+            raise ValueError("this result has no configuration to export")
+        exp = export(self._config, self.model, self.is_link)
+        exp.write(path)
+        return exp.notes
+
+    def scored_pairs(self) -> list[tuple[str, str, float]]:
+        """(left id, right id, probability) of every pair, cheaply (no explanations)."""
+        left, right, probs, _ = self._out.arrays()
+        return list(zip(left, right, probs, strict=True))
 
     def clusters(self) -> list[Cluster]:
         """Clusters of probable duplicates (dedupe only), largest first."""
@@ -495,7 +529,7 @@ def link(
         cfg.to_json(), _table(left, cfg, extra, read, infos), _table(right, cfg, extra, read,
                                                                      infos), truth_column
     )
-    return MatchResult(out, infos)
+    return MatchResult(out, infos, cfg)
 
 
 def dedupe(
@@ -512,7 +546,7 @@ def dedupe(
     infos: list[InputInfo] = []
     out = _core.run_match(cfg.to_json(), _table(records, cfg, extra, read, infos), None,
                           truth_column)
-    return MatchResult(out, infos)
+    return MatchResult(out, infos, cfg)
 
 
 def field_levels(field_type: str) -> list[str]:

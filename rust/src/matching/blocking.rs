@@ -1,13 +1,17 @@
 //! Blocking: which pairs are worth comparing. Several rules at once; each
 //! rule's key is hashed to a u64 per record, records are sorted by key and
 //! every run of equal keys is a block. A pair is produced by the first rule
-//! that finds it (the union, de-duplicated without a global set), and blocks
-//! larger than the cap are skipped and counted, never silently.
+//! that finds it (the union, de-duplicated without a global set), so a pair
+//! several rules find is compared once. A block larger than the cap (common
+//! names, busy postcodes) is not dropped: its records are sorted by a
+//! secondary key (the most telling field the rule does not read) and each is
+//! compared with the next `window` records (a sorted neighbourhood), so its
+//! cost grows linearly, not quadratically.
 
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use super::config::{BlockRule, Config};
+use super::config::{BlockRule, Config, FieldType};
 use super::nicknames;
 use super::prepare::Prepared;
 use super::similarity::{email_parts, soundex};
@@ -18,6 +22,10 @@ const MAX_KEYS: usize = 4;
 enum Transform {
     Nick,
     Soundex,
+    /// Double Metaphone's primary code (rphonetic): non-Anglo spellings
+    /// ("Nguyen"/"Nguen", "Schmidt"/"Smit") that Soundex splits
+    Metaphone,
+    Nysiis,
     Initial,
     Prefix(usize),
     First,
@@ -45,6 +53,8 @@ fn parse_part(expr: &str, cfg: &Config) -> Result<KeyPart, String> {
         let t = match name {
             "nick" => Transform::Nick,
             "soundex" => Transform::Soundex,
+            "metaphone" => Transform::Metaphone,
+            "nysiis" => Transform::Nysiis,
             "initial" => Transform::Initial,
             "first" => Transform::First,
             "last" => Transform::Last,
@@ -63,7 +73,7 @@ fn parse_part(expr: &str, cfg: &Config) -> Result<KeyPart, String> {
             other => {
                 return Err(format!(
                     "blocking key {expr:?}: unknown function {other:?} (known: nick, soundex, \
-                     initial, prefixN, first, last, local, domain, year, last8, exact)"
+                     metaphone, nysiis, initial, prefixN, first, last, local, domain, year, last8, exact)"
                 ))
             }
         };
@@ -85,6 +95,14 @@ fn apply(t: &Transform, v: &str, out: &mut String) {
     match t {
         Transform::Nick => out.push_str(nicknames::canonical(v)),
         Transform::Soundex => out.push_str(&soundex(v)),
+        Transform::Metaphone => {
+            use rphonetic::Encoder;
+            out.push_str(&rphonetic::DoubleMetaphone::default().encode(v))
+        }
+        Transform::Nysiis => {
+            use rphonetic::Encoder;
+            out.push_str(&rphonetic::Nysiis::default().encode(v))
+        }
         Transform::Initial => out.extend(v.chars().next()),
         Transform::Prefix(n) => out.extend(v.chars().filter(|c| *c != ' ').take(*n)),
         Transform::First => out.push_str(v.split(' ').next().unwrap_or("")),
@@ -204,6 +222,40 @@ pub struct RuleStats {
     pub capped_blocks: u64,
     pub capped_pairs: u64,
     pub largest_block: u64,
+    /// oversized blocks scanned by sorted neighbourhood, and their pairs
+    /// before the scan (the quadratic cost avoided)
+    pub scanned_blocks: u64,
+    pub scanned_block_pairs: u64,
+}
+
+/// Which field's value orders an oversized block: the most telling type the
+/// rule does not read (a date of birth splits a common name best).
+const SECONDARY_ORDER: [FieldType; 10] = [
+    FieldType::Date,
+    FieldType::Phone,
+    FieldType::Email,
+    FieldType::Id,
+    FieldType::Postcode,
+    FieldType::Address,
+    FieldType::GivenName,
+    FieldType::FamilyName,
+    FieldType::Name,
+    FieldType::Text,
+];
+
+/// The first 8 alphanumeric bytes of a value, big-endian: sorting by it
+/// sorts by the value's start (empty values last).
+fn sort_key(v: &str) -> u64 {
+    let mut k = 0u64;
+    let mut n = 0;
+    for b in v.bytes().filter(u8::is_ascii_alphanumeric).take(8) {
+        k = (k << 8) | b as u64;
+        n += 1;
+    }
+    if n == 0 {
+        return u64::MAX;
+    }
+    k << (8 * (8 - n))
 }
 
 /// Blocking keys of all records for all rules, plus which keys were capped.
@@ -217,12 +269,28 @@ pub struct Blocker {
     width: Vec<usize>,
     capped: Vec<HashSet<u64>>,
     any_capped: Vec<bool>,
+    /// per rule: each record's secondary sort key
+    secondary: Vec<Vec<u64>>,
+    /// per rule: (oversized key, record) -> position in the block's sorted
+    /// order; a pair sharing only such a key is compared when its positions
+    /// are at most `window` apart
+    ranks: Vec<HashMap<(u64, u32), u32, ahash::RandomState>>,
+    window: usize,
     /// records below this index are "left" (link mode); usize::MAX for dedupe
     pub split: usize,
 }
 
 impl Blocker {
     pub fn new(cfg: &Config, prep: &Prepared, split: Option<usize>) -> Result<Blocker, String> {
+        Self::with_window(cfg, prep, split, cfg.window)
+    }
+
+    fn with_window(
+        cfg: &Config,
+        prep: &Prepared,
+        split: Option<usize>,
+        window: usize,
+    ) -> Result<Blocker, String> {
         let rules = cfg
             .blocking
             .iter()
@@ -256,9 +324,28 @@ impl Blocker {
                     row[offset[r]..offset[r] + width[r]].copy_from_slice(&k[..width[r]]);
                 }
             });
+        let secondary: Vec<Vec<u64>> = rules
+            .iter()
+            .map(|rule| {
+                let used = rule.fields();
+                let field = SECONDARY_ORDER.iter().find_map(|t| {
+                    (0..cfg.fields.len()).find(|f| cfg.fields[*f].kind == *t && !used.contains(f))
+                });
+                match field {
+                    Some(f) => (0..prep.n)
+                        .into_par_iter()
+                        .map(|i| sort_key(prep.value(f, i, 0)))
+                        .collect(),
+                    None => vec![0; prep.n],
+                }
+            })
+            .collect();
         Ok(Blocker {
             capped: vec![HashSet::new(); rules.len()],
             any_capped: vec![false; rules.len()],
+            secondary,
+            ranks: (0..rules.len()).map(|_| HashMap::default()).collect(),
+            window: window.max(1),
             rules,
             keys,
             stride,
@@ -281,9 +368,18 @@ impl Blocker {
         let (ki, kj) = (self.keys_of(rule, i), self.keys_of(rule, j));
         let mut best: Option<u64> = None;
         for &a in ki.iter().filter(|k| **k != 0) {
-            if kj.contains(&a) && !(self.any_capped[rule] && self.capped[rule].contains(&a)) {
-                best = Some(best.map_or(a, |b: u64| b.min(a)));
+            if !kj.contains(&a) {
+                continue;
             }
+            if self.any_capped[rule] && self.capped[rule].contains(&a) {
+                // an oversized block: only neighbours in its sorted order meet
+                let r = &self.ranks[rule];
+                match (r.get(&(a, i as u32)), r.get(&(a, j as u32))) {
+                    (Some(x), Some(y)) if x.abs_diff(*y) as usize <= self.window => {}
+                    _ => continue,
+                }
+            }
+            best = Some(best.map_or(a, |b: u64| b.min(a)));
         }
         best
     }
@@ -318,6 +414,7 @@ impl Blocker {
                 .collect();
             entries.par_sort_unstable();
             let mut runs: Vec<(usize, usize)> = Vec::new();
+            let mut sn_runs: Vec<(usize, usize)> = Vec::new();
             let mut st = RuleStats {
                 name: self.rules[r].name.clone(),
                 ..Default::default()
@@ -342,10 +439,18 @@ impl Blocker {
                     st.blocks += 1;
                     st.largest_block = st.largest_block.max(size);
                     if (b - a) > max_block {
-                        st.capped_blocks += 1;
-                        st.capped_pairs += pairs;
+                        // sorted neighbourhood: order by the secondary key
+                        let sec = &self.secondary[r];
+                        entries[a..b].sort_unstable_by_key(|e| (sec[e.1 as usize], e.1));
+                        st.scanned_blocks += 1;
+                        st.scanned_block_pairs += pairs;
                         self.capped[r].insert(entries[a].0);
                         self.any_capped[r] = true;
+                        let ranks = &mut self.ranks[r];
+                        for (pos, e) in entries[a..b].iter().enumerate() {
+                            ranks.insert((e.0, e.1), pos as u32);
+                        }
+                        sn_runs.push((a, b));
                     } else {
                         st.pairs_raw += pairs;
                         runs.push((a, b));
@@ -356,15 +461,27 @@ impl Blocker {
             let this = &*self;
             let entries = &entries;
             let emit = &emit;
-            let results: Vec<(Vec<T>, u64)> = runs
+            let window = self.window;
+            // whole blocks, then the oversized ones' neighbourhoods
+            let all_runs: Vec<(usize, usize, bool)> = runs
+                .iter()
+                .map(|&(a, b)| (a, b, false))
+                .chain(sn_runs.iter().map(|&(a, b)| (a, b, true)))
+                .collect();
+            let results: Vec<(Vec<T>, u64)> = all_runs
                 .par_iter()
                 .fold(
                     || (Vec::new(), 0u64),
-                    |(mut acc, mut count), &(a, b)| {
+                    |(mut acc, mut count), &(a, b, sn)| {
                         let key = entries[a].0;
                         let block = &entries[a..b];
                         for x in 0..block.len() {
-                            for y in x + 1..block.len() {
+                            let end = if sn {
+                                (x + 1 + window).min(block.len())
+                            } else {
+                                block.len()
+                            };
+                            for y in x + 1..end {
                                 let (mut i, mut j) = (block[x].1 as usize, block[y].1 as usize);
                                 if i > j {
                                     std::mem::swap(&mut i, &mut j);
@@ -399,16 +516,46 @@ impl Blocker {
         stats
     }
 
-    /// Bit r set when rule r puts i and j in one uncapped block.
+    /// Bit r set when rule r compares i and j (one block, or neighbours in
+    /// an oversized block's sorted order).
     pub fn covering(&self, i: usize, j: usize) -> u32 {
         (0..self.rules.len())
             .filter(|&r| self.shared_key(r, i, j).is_some())
             .fold(0, |m, r| m | (1 << r))
     }
 
-    /// True when some rule puts i and j in one (uncapped) block: for
-    /// measuring blocking recall against known true pairs.
+    /// True when some rule compares i and j: for measuring blocking recall
+    /// against known true pairs.
     pub fn would_compare(&self, i: usize, j: usize) -> bool {
         (0..self.rules.len()).any(|r| self.shared_key(r, i, j).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(t: Transform, v: &str) -> String {
+        let mut out = String::new();
+        apply(&t, v, &mut out);
+        out
+    }
+
+    #[test]
+    fn phonetic_keys() {
+        // Soundex keeps the first letter: these spellings never meet under it
+        for (a, b) in [("philips", "filips"), ("knight", "night")] {
+            assert_ne!(key(Transform::Soundex, a), key(Transform::Soundex, b));
+            assert_eq!(key(Transform::Metaphone, a), key(Transform::Metaphone, b));
+        }
+        assert_eq!(
+            key(Transform::Nysiis, "knight"),
+            key(Transform::Nysiis, "night")
+        );
+        assert_ne!(
+            key(Transform::Metaphone, "smith"),
+            key(Transform::Metaphone, "jones")
+        );
+        assert!(!key(Transform::Nysiis, "smith").is_empty());
     }
 }

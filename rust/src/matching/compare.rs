@@ -348,8 +348,14 @@ impl<'a> Comparer<'a> {
                     && !fj.is_empty()
                     && (first(gi) == first(fj) || first(fi) == first(gj))
                 {
-                    let sg = given_level(gi, fj);
-                    let sf = family_level(fi, gj);
+                    // which record is the swapped one decides which values
+                    // are given names: try both, keep the better
+                    let (a, b) = (
+                        (given_level(gi, fj), family_level(fi, gj)),
+                        (given_level(fi, gj), family_level(gi, fj)),
+                    );
+                    let score = |x: (u8, u8)| x.0 as f64 / 6.0 + x.1 as f64 / 4.0;
+                    let (sg, sf) = if score(b) > score(a) { b } else { a };
                     // rank on a common scale: fraction of each field's top level
                     let straight = lg as f64 / 6.0 + lf as f64 / 4.0;
                     let swapped = sg as f64 / 6.0 + sf as f64 / 4.0;

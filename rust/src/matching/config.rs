@@ -2,10 +2,10 @@
 //! Parsed from JSON (the Python side fills the defaults); validation errors are
 //! returned as messages, never panics.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The kind of a field, which decides how it is normalised and compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     /// A full name in one value ("John Smith", "SMITH, John"): word-order free.
@@ -173,9 +173,13 @@ pub struct Config {
     pub threshold: f64,
     #[serde(default)]
     pub cluster_threshold: Option<f64>,
-    /// Blocks with more records than this are skipped and reported.
+    /// Blocks with more records than this are scanned by sorted
+    /// neighbourhood (each record against the next `window` in the order of
+    /// a secondary key) instead of compared all against all.
     #[serde(default = "d_max_block")]
     pub max_block_size: usize,
+    #[serde(default = "d_window")]
+    pub window: usize,
     #[serde(default = "d_u_sample")]
     pub u_sample_pairs: usize,
     #[serde(default = "default_true")]
@@ -199,7 +203,10 @@ fn d_threshold() -> f64 {
     0.5
 }
 fn d_max_block() -> usize {
-    1000
+    64
+}
+fn d_window() -> usize {
+    10
 }
 fn d_u_sample() -> usize {
     1_000_000
@@ -294,6 +301,9 @@ impl Config {
         }
         if self.max_block_size < 2 {
             return Err("config: max_block_size must be at least 2".into());
+        }
+        if self.window < 1 {
+            return Err("config: window must be at least 1".into());
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use super::cluster::{clusters, Cluster};
 use super::compare::{get_level, Comparer, SWAPPED};
 use super::config::{Config, FieldType};
 use super::prepare::{prepare, RawTable, StrCol};
-use super::scoring::{estimate_u, probability, Model, Tf};
+use super::scoring::{estimate_u, probability, Model, Reference, Tf, MIN_EM_PAIRS};
 
 /// Most compared pairs EM looks at (a systematic sample beyond that).
 const EM_SAMPLE: usize = 2_000_000;
@@ -28,6 +28,8 @@ pub struct Stats {
     pub capped_blocks: u64,
     pub capped_pairs: u64,
     pub pairs_above_threshold: u64,
+    /// blocking recall estimated without labels (see `estimate_recall`)
+    pub estimated_recall: Option<f64>,
     pub distinct_patterns: usize,
     pub u_pairs_sampled: u64,
     pub em_iterations: usize,
@@ -76,6 +78,43 @@ impl Output {
             })
             .collect()
     }
+}
+
+/// Blocking recall without labels, from the pairs above the threshold: for
+/// each rule, the share of the pairs the *other* rules found that it finds
+/// too (its recall, as capture-recapture estimates it); the union misses a
+/// pair only when every rule does, taken as independent: 1 - prod(1 - r).
+/// Optimistic when rules miss the same pairs (a record with no e-mail, phone
+/// or birth date escapes all but the name rules). None with no pairs or a
+/// single rule.
+fn estimate_recall(blocker: &super::blocking::Blocker, pairs: &[(u32, u32)]) -> Option<f64> {
+    let nr = blocker.rules.len();
+    if nr < 2 || pairs.is_empty() {
+        return None;
+    }
+    let covers: Vec<u32> = pairs
+        .par_iter()
+        .map(|&(i, j)| blocker.covering(i as usize, j as usize))
+        .collect();
+    let mut miss_all = 1.0f64;
+    let mut any = false;
+    for r in 0..nr {
+        let bit = 1u32 << r;
+        let (mut others, mut both) = (0u64, 0u64);
+        for &c in &covers {
+            if c & !bit != 0 {
+                others += 1;
+                if c & bit != 0 {
+                    both += 1;
+                }
+            }
+        }
+        if others > 0 {
+            any = true;
+            miss_all *= 1.0 - both as f64 / others as f64;
+        }
+    }
+    any.then_some(1.0 - miss_all)
 }
 
 /// Matches `left` against `right` (link), or `left` against itself (dedupe).
@@ -227,7 +266,6 @@ pub fn run(
                 (pa, aa)
             },
         );
-    drop(blocker);
     let sessions: Vec<(Vec<usize>, Counts)> = trains
         .iter()
         .map(|&r| rule_fields[r].clone())
@@ -238,17 +276,38 @@ pub fn run(
         Some(s) => s as f64 * (n - s) as f64,
         None => n as f64 * (n as f64 - 1.0) / 2.0,
     };
-    // the sample stands for all compared pairs when the prior is scaled
-    let total_pairs = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
-    model.em(cfg, &sessions, &patterns, total_pairs);
-    drop(sample);
-    lap("em", &mut t);
-
+    if (compared.len() as u64) < MIN_EM_PAIRS {
+        // too little to estimate from: the reference population's m and its
+        // duplicate rate (expected matches over all pairs)
+        let records = split.map_or(n, |s| s.min(n - s)) as f64;
+        let expected = Reference::load().duplicates_per_record * records;
+        model.use_reference(cfg, expected / total_pairs.max(1.0));
+    } else {
+        // the sample stands for all compared pairs when the prior is scaled
+        let sampled_total = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
+        model.em(cfg, &sessions, &patterns, sampled_total);
+    }
     let tf = Tf {
         counts: prep.fields.iter().map(|f| f.tf.clone()).collect(),
         nonempty: prep.nonempty.clone(),
     };
     drop(prep);
+    if cfg.prior.is_none() && model.source == "em" {
+        // the share of matches among the compared pairs again, now with the
+        // weights the pairs will be scored with (term frequencies included):
+        // patterns alone score common namesakes as rare names and, on a
+        // million records, overstated the share tenfold
+        let base: Vec<f64> = training
+            .par_iter()
+            .map(|&(i, _, lv)| {
+                let mut buf = [0.0f64; 16];
+                model.contributions(&tf, lv & LEVEL_BITS, i as usize, &mut buf)
+            })
+            .collect();
+        model.set_prior_from_scores(&base, compared.len() as f64, total_pairs);
+    }
+    drop(sample);
+    lap("em", &mut t);
     let threshold = cfg.threshold;
     let kept: Vec<(u32, u32, f64, u64)> = compared
         .par_iter()
@@ -271,6 +330,16 @@ pub fn run(
         probs.push(probability(w));
         levels.push(lv);
     }
+    // on the probable matches only, even when the caller asked for less
+    let probable: Vec<(u32, u32)> = pairs
+        .iter()
+        .zip(&probs)
+        .filter(|(_, p)| **p >= threshold.max(0.5))
+        .map(|(x, _)| *x)
+        .collect();
+    let estimated_recall = estimate_recall(&blocker, &probable);
+    drop(probable);
+    drop(blocker);
     lap("score", &mut t);
     let cl = if split.is_none() {
         let tri: Vec<(u32, u32, f64)> = pairs
@@ -292,6 +361,7 @@ pub fn run(
         rules,
         pairs_compared,
         pairs_above_threshold: pairs.len() as u64,
+        estimated_recall,
         distinct_patterns: patterns.len(),
         u_pairs_sampled: model.u_pairs_sampled,
         em_iterations: model.em_iterations_run,

@@ -1,10 +1,41 @@
 //! The nickname table (data compiled into the crate) and look-ups in it.
 //! Read-only after first use; no I/O.
+//!
+//! Two sources: our hand-written groups (`nicknames.txt`, which decide the
+//! blocking key of the names they hold) and the curated list of the
+//! `nicknames` package by Carlton Northern and Nick Crews
+//! (<https://github.com/carltonnorthern/nicknames>, Apache-2.0; its
+//! `names.csv` 1.0.1 vendored unchanged as `nicknames_names.csv`, see
+//! `NOTICE-nicknames.txt`), one group per formal name, added after ours.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 const TABLE: &str = include_str!("nicknames.txt");
+const CURATED: &str = include_str!("nicknames_names.csv");
+
+/// The curated list's groups: each `name1` with its `has_nickname` names.
+fn curated_groups() -> Vec<Vec<&'static str>> {
+    let mut out: Vec<Vec<&'static str>> = Vec::new();
+    for line in CURATED.lines().skip(1) {
+        let mut parts = line.trim().split(',');
+        let (Some(a), Some(rel), Some(b)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if rel != "has_nickname" || a.is_empty() || b.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some(g) if g[0] == a => {
+                if !g.contains(&b) {
+                    g.push(b)
+                }
+            }
+            _ => out.push(vec![a, b]),
+        }
+    }
+    out
+}
 
 struct Table {
     /// name → the groups it belongs to (indices into `canon`)
@@ -64,6 +95,19 @@ fn table() -> &'static Table {
             let r = find(&mut rep, g);
             rep[g as usize] = r;
         }
+        // the curated groups widen equivalence; each is its own blocking key
+        // (names our groups hold keep theirs: a name's first group decides)
+        for names in curated_groups() {
+            let g = canon.len() as u16;
+            canon.push(names[0]);
+            rep.push(g);
+            for n in names {
+                let e = groups.entry(n).or_default();
+                if !e.contains(&g) {
+                    e.push(g);
+                }
+            }
+        }
         Table { groups, canon, rep }
     })
 }
@@ -104,5 +148,15 @@ mod tests {
         assert!(equivalent("al", "alfred"));
         assert!(!equivalent("liz", "william"));
         assert!(groups("al").len() >= 3);
+    }
+
+    #[test]
+    fn curated_list_widens_equivalence() {
+        // pairs only the curated `nicknames` list knows
+        assert!(curated_groups().len() > 500);
+        assert!(equivalent("aaron", "ronnie"));
+        assert!(equivalent("abbigail", "nabby"));
+        // our groups keep deciding the blocking key of their names
+        assert_eq!(canonical("bob"), "robert");
     }
 }

@@ -342,6 +342,8 @@ impl MatchOutput {
                     "rule": r.name, "blocks": r.blocks, "pairs": r.pairs,
                     "pairs_raw": r.pairs_raw, "capped_blocks": r.capped_blocks,
                     "capped_pairs": r.capped_pairs, "largest_block": r.largest_block,
+                    "scanned_blocks": r.scanned_blocks,
+                    "scanned_block_pairs": r.scanned_block_pairs,
                 })
             })
             .collect();
@@ -353,6 +355,7 @@ impl MatchOutput {
             "capped_blocks": s.capped_blocks,
             "capped_pairs": s.capped_pairs,
             "pairs_above_threshold": s.pairs_above_threshold,
+            "estimated_blocking_recall": s.estimated_recall,
             "clusters": self.out.clusters.len(),
             "distinct_patterns": s.distinct_patterns,
             "u_pairs_sampled": s.u_pairs_sampled,
@@ -389,7 +392,10 @@ impl MatchOutput {
                 serde_json::json!({"field": name, "levels": levels})
             })
             .collect();
-        serde_json::json!({"prior": o.model.prior, "fields": fields}).to_string()
+        serde_json::json!({
+            "prior": o.model.prior, "source": o.model.source, "fields": fields,
+        })
+        .to_string()
     }
 }
 
@@ -482,6 +488,24 @@ fn compare_values(kind: &str, a: &str, b: &str, region: &str) -> PyResult<&'stat
     Ok(k.levels()[level_of(k, &na, &nb) as usize])
 }
 
+/// A raw value of a field type normalised as the engine compares it ("" when
+/// it has none): for writing rows another engine (Splink) can compare.
+#[pyfunction]
+#[pyo3(signature = (kind, value, region = "AU"))]
+fn normalize_value(kind: &str, value: &str, region: &str) -> PyResult<String> {
+    let k = kind_of(kind)?;
+    let mut out = String::new();
+    super::prepare::normalize(k, value, region, &mut out);
+    Ok(out)
+}
+
+/// The blocking key under which a normalised given name meets its nicknames
+/// (`nick(...)`: "bob" and "robert" give "robert").
+#[pyfunction]
+fn nickname_key(name: &str) -> String {
+    super::nicknames::canonical(name.split(' ').next().unwrap_or(name)).to_string()
+}
+
 /// The agreement level labels of a field type, from "missing" up.
 #[pyfunction]
 fn field_levels(kind: &str) -> PyResult<Vec<&'static str>> {
@@ -498,6 +522,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(token_set_ratio, m)?)?;
     m.add_function(wrap_pyfunction!(name_similarity, m)?)?;
     m.add_function(wrap_pyfunction!(nickname_match, m)?)?;
+    m.add_function(wrap_pyfunction!(normalize_value, m)?)?;
+    m.add_function(wrap_pyfunction!(nickname_key, m)?)?;
     m.add_function(wrap_pyfunction!(soundex, m)?)?;
     m.add_function(wrap_pyfunction!(compare_dates, m)?)?;
     m.add_function(wrap_pyfunction!(compare_values, m)?)?;
