@@ -161,6 +161,8 @@ class HttpSource(Connector):
     max_response_bytes        the largest body read (default 32 MiB); a bigger one
                               fails the run, naming the setting
     max_retries, backoff, max_backoff, max_retry_after, max_pages
+    write_path, create_path, write_method, etag, create_id_field, modified_field,
+    error_field               the way back: see `http_writer.HttpWriter`
     The run as a whole ends after the source's max_duration (default 1 h).
     """
 
@@ -189,6 +191,14 @@ class HttpSource(Connector):
         "max_backoff": (int, float),
         "max_retry_after": (int, float),
         "max_pages": int,
+        # The way back (two-way sync), read by `sources/http_writer.HttpWriter`.
+        "write_path": str,
+        "create_path": str,
+        "write_method": str,
+        "etag": str,
+        "create_id_field": str,
+        "modified_field": str,
+        "error_field": str,
     }
 
     def __init__(
