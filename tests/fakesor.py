@@ -29,7 +29,7 @@ Misbehaviour, for the writer's failure paths: `drop_after_apply` (the next N
 writes are applied and then the connection is closed without an answer),
 `fail_writes` (the next writes answer these statuses without applying),
 `write_delay` (seconds before a write is handled), `redirect_writes_to` (writes
-answer 307 to another server).
+answer `redirect_status`, 307 by default, to another server).
 
 Use: the `fakesor` fixture (`from fakesor import FakeSor, fakesor_fixture`), or
 `with FakeSor.start() as sor:` in a bench.
@@ -100,6 +100,7 @@ class FakeSor:
     fail_writes: list[int] = field(default_factory=list)
     write_delay: float = 0.0
     redirect_writes_to: str | None = None
+    redirect_status: int = 307
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     revs: dict[str, int] = field(default_factory=dict)
     #: Every request: method, path, query, headers (lower-cased names), body.
@@ -329,7 +330,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(sor.write_delay)
         if sor.redirect_writes_to:
             return self.send_json(
-                307, {"message": "moved"}, {"Location": f"{sor.redirect_writes_to}{path}"}
+                sor.redirect_status,
+                {"message": "moved"},
+                {"Location": f"{sor.redirect_writes_to}{path}"},
             )
         with sor.lock:
             status = sor.fail_writes.pop(0) if sor.fail_writes else None

@@ -348,10 +348,13 @@ def test_the_token_is_sent_to_its_host_only(
         results = w.push(
             [update("P00001", 2, given_name=("Gina", "Gia")), create(3, given_name="N")]
         )
+        sor.redirect_status = 302  # urllib would follow this one for a POST, as a GET
+        results += w.push([create(3, given_name="N")])
         assert not other.requests
-    assert [r.outcome for r in results] == ["retry", "retry"], results
+    assert [r.outcome for r in results] == ["retry", "retry", "retry"], results
     assert "redirects writes" in results[0].reason and results[1].reason.startswith("not sent")
-    assert len(sor.writes()) == 2
+    assert "HTTP 302" in results[2].reason
+    assert len(sor.writes()) == 3
     # A write_path or create_path on another host is refused before anything is sent.
     for opt, value in (("write_path", "http://elsewhere.invalid/{id}"), ("create_path", "//x/")):
         with pytest.raises(ConfigError) as e:
@@ -419,3 +422,19 @@ def test_the_fake_is_a_source_for_the_http_connector(fakesor: FakeSor, mirror: M
     now = {x.external_id: x for x in mirror.contacts()}
     assert now["P00007"].given_name == "Gwen" and now["P00008"].given_name == "Given8"
     assert (now["P00007"].city, now["P00007"].postcode) == ("Newcastle", "2300")
+
+
+def test_a_key_reused_for_another_change_is_refused(fakesor: FakeSor) -> None:
+    """The fake's replay is keyed on the request too: a key is one change only."""
+    sor = fakesor
+    sor.seed(1)
+    w = writer(sor)
+    first = update("P00000", given_name=("Given0", "Ada"))
+    other = OutboundChange(
+        entry_id=2, key=first.key, kind="update", external_id="P00000",
+        fields={"given_name": ("Given0", "Bea")},
+    )
+    assert [r.outcome for r in w.push([first, first])] == ["confirmed", "confirmed"]
+    [r] = w.push([other])
+    assert r.outcome == "rejected" and "reused" in r.reason
+    assert sor.get("P00000")["first_name"] == "Ada" and sor.replays == 1
