@@ -107,6 +107,8 @@ class FakeSor:
     requests: list[dict[str, Any]] = field(default_factory=list)
     applied: list[Write] = field(default_factory=list)
     replays: int = 0
+    #: Serve each item's ETag in pulled pages too, as `etag` (a version field).
+    etag_in_items: bool = False
     #: Record each request (off in the bench: 10,000 writes).
     record: bool = True
     _keys: dict[str, tuple[str, int, dict[str, str], bytes]] = field(default_factory=dict)
@@ -209,6 +211,10 @@ class FakeSor:
         since = query.get("modified_since")
         if since:
             rows = [r for r in rows if r["updated_at"] > since]
+        if self.etag_in_items:
+            with self.lock:
+                for r in rows:
+                    r["etag"] = self.etag(r["id"])
         size = int(query.get("page_size", "100"))
         page = int(query.get("page", "1"))
         chunk = rows[(page - 1) * size : page * size]

@@ -422,6 +422,11 @@ def test_the_fake_is_a_source_for_the_http_connector(fakesor: FakeSor, mirror: M
     now = {x.external_id: x for x in mirror.contacts()}
     assert now["P00007"].given_name == "Gwen" and now["P00008"].given_name == "Given8"
     assert (now["P00007"].city, now["P00007"].postcode) == ("Newcastle", "2300")
+    # Pages can carry each item's ETag as a version field, for If-Match.
+    sor.etag_in_items = True
+    page = HttpSource(cfg, sleep=Sleeps())
+    items = {r["id"]: r for r in page.read("full", None)}
+    assert items["P00007"]["etag"] == sor.etag("P00007") == r.version
 
 
 def test_a_key_reused_for_another_change_is_refused(fakesor: FakeSor) -> None:

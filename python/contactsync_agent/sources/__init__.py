@@ -1,7 +1,9 @@
 """Connectors beyond the CSV/JSON export files: vCard files, SQL databases, HTTP APIs.
 
 Connectors read their own system and yield mappings; they never write the mirror
-and know nothing of it (no `Mirror`, no `Store`, no sync here). Running one
+and know nothing of it (no `Mirror`, no `Store`, no sync here). Writers
+(`open_writer`, two-way sync) apply the outbox's changes to their own system
+only, on the contract of `writer.py`. Running one
 against the mirror, with its high-water mark, and previewing how a sample maps
 is `source_runs.py`, the one layer above both the connectors and the sync.
 """

@@ -1,8 +1,10 @@
 """An HTTP JSON API as records: pages of items, `modified_since`-style incremental
 pulls, bearer-token auth, timeouts, and bounded retries with backoff on 429/5xx.
 
-Standard library only (urllib). It only issues GETs; the mark is stored by
-`source_runs.sync_source`, and the token never leaves this module's request headers.
+Standard library only (urllib). It only issues GETs (the way back, two-way
+sync's PATCH/POST, is `http_writer.py`); the mark is stored by
+`source_runs.sync_source`, and the token never leaves the request headers of this
+module and of `http_writer.py`.
 
 Every wait has an end, whatever the server does: `timeout` bounds the connect and
 each socket read, `page_timeout` one whole request (connect, headers and body: a
