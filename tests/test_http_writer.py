@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -443,3 +445,18 @@ def test_a_key_reused_for_another_change_is_refused(fakesor: FakeSor) -> None:
     [r] = w.push([other])
     assert r.outcome == "rejected" and "reused" in r.reason
     assert sor.get("P00000")["first_name"] == "Ada" and sor.replays == 1
+
+
+def test_an_aborted_push_returns_the_rest_as_retry(fakesor: FakeSor) -> None:
+    """abort() (the agent's SIGTERM handler) cuts the request in flight off at once."""
+    sor = fakesor
+    sor.seed(3)
+    sor.write_delay = 30.0
+    w = writer(sor, max_retries=3)
+    threading.Timer(0.3, w.abort, ("stopping",)).start()
+    started = time.monotonic()
+    results = w.push([update(f"P0000{i}", i, given_name=("a", "b")) for i in range(3)])
+    assert time.monotonic() - started < 10
+    assert [r.outcome for r in results] == ["retry"] * 3, results
+    assert all("aborted" in r.reason for r in results)
+    assert w.requests == 1

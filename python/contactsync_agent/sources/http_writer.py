@@ -195,6 +195,11 @@ class HttpWriter:
     def close(self) -> None:
         self.conn.close()
 
+    def abort(self, reason: str) -> None:
+        """Ends the push in progress (from a signal handler or another thread): the
+        request in flight is cut off, the rest come back `retry`, not sent."""
+        self.conn.abort(reason)
+
     # -------------------------------------------------------------- one change
 
     def push_one(self, change: OutboundChange) -> PushResult:
