@@ -107,6 +107,8 @@ class FakeSor:
     requests: list[dict[str, Any]] = field(default_factory=list)
     applied: list[Write] = field(default_factory=list)
     replays: int = 0
+    #: A refusal's reason phrase (the status line) repeats its message, value and all.
+    echo_in_reason: bool = False
     #: Serve each item's ETag in pulled pages too, as `etag` (a version field).
     etag_in_items: bool = False
     #: Record each request (off in the bench: 10,000 writes).
@@ -380,10 +382,16 @@ class _Handler(BaseHTTPRequestHandler):
         if drop:  # applied: now vanish without a word
             self.close_connection = True
             return
-        self._send_raw(code, headers, data)
+        phrase = None
+        if sor.echo_in_reason and code == 422:
+            message = str(json.loads(data).get("message", ""))
+            phrase = message.encode("latin-1", "replace").decode("latin-1").replace("\n", " ")
+        self._send_raw(code, headers, data, phrase)
 
-    def _send_raw(self, status: int, headers: dict[str, str], data: bytes) -> None:
-        self.send_response(status)
+    def _send_raw(
+        self, status: int, headers: dict[str, str], data: bytes, phrase: str | None = None
+    ) -> None:
+        self.send_response(status, phrase)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         for k, v in headers.items():

@@ -208,6 +208,7 @@ def test_a_refusal_is_rejected_with_the_targets_reason_and_no_value(
         return None
 
     sor.rules.append(unique_surname)
+    sor.echo_in_reason = True  # in the status line too
     w = writer(sor)
     bad_email = update("P00001", entry=1, email=("p1@example.com", "annabel.at.home"))
     bad_name = update("P00001", entry=2, family_name=("Family1", "Duplicate"))

@@ -204,7 +204,7 @@ class HttpWriter:
 
     def push_one(self, change: OutboundChange) -> PushResult:
         body = self.body(change)
-        sent = [v for base, new in change.fields.values() for v in (base, new)]
+        sent = [v for base, new in change.fields.values() for v in (base, new)]  # to redact
         if change.kind == "create":
             method, url = "POST", self.resolve(self.create_path, None)
         elif change.external_id:
@@ -277,7 +277,7 @@ class HttpWriter:
             req.add_unredirected_header(conn.token_header, value)
         attempt = 0
         while True:
-            answer = self._once(req, method, safe)
+            answer = self._once(req, method, safe, sent)
             status = answer.status
             if status in AUTH_STATUS:
                 raise _Stop(
@@ -314,7 +314,9 @@ class HttpWriter:
             if conn._aborted is not None:
                 raise _Stop("the push was aborted")
 
-    def _once(self, req: urllib.request.Request, method: str, safe: str) -> _Answer:
+    def _once(
+        self, req: urllib.request.Request, method: str, safe: str, sent: Iterable[str]
+    ) -> _Answer:
         """One request: its status (0: no answer), a problem text and the body."""
         conn = self.conn
         if conn._aborted is not None:
@@ -338,7 +340,9 @@ class HttpWriter:
                 raw = b""
             hdrs = _lower(e.headers.items()) if e.headers else {}
             e.close()
-            return _Answer(e.code, f"HTTP {e.code} {e.reason}", hdrs, _json(raw, hdrs))
+            # The reason phrase is the server's text too: it may quote a value.
+            phrase = redact(str(e.reason), sent)
+            return _Answer(e.code, f"HTTP {e.code} {phrase}", hdrs, _json(raw, hdrs))
         except (
             urllib.error.URLError,
             TimeoutError,
