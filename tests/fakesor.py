@@ -16,6 +16,10 @@ The API (JSON bodies; an optional bearer token on every request):
                                 merged, null clears); 200 + the item
     POST  /contacts             creates an item, assigns its id; 201 + the item
                                 and a Location header
+    POST  /$batch               many of the writes above in one request, in
+                                Microsoft Graph's JSON batching shape: {"requests":
+                                [{"id", "method", "url", "headers", "body"}]} ->
+                                {"responses": [{"id", "status", "headers", "body"}]}
 
 Writes honour `If-Match` (a stale ETag: 412, not applied) and
 `Idempotency-Key` (the same key again gets the first response back, with
@@ -107,6 +111,7 @@ class FakeSor:
     requests: list[dict[str, Any]] = field(default_factory=list)
     applied: list[Write] = field(default_factory=list)
     replays: int = 0
+    batches: int = 0
     #: A refusal's reason phrase (the status line) repeats its message, value and all.
     echo_in_reason: bool = False
     #: Serve each item's ETag in pulled pages too, as `etag` (a version field).
@@ -258,6 +263,76 @@ class FakeSor:
             return (200 if method == "PATCH" else 201), headers, stored
 
 
+    def one_write(
+        self, method: str, path: str, raw: bytes, key: str | None, if_match: str | None
+    ) -> tuple[int, dict[str, str], bytes, bool]:
+        """One write request: (status, headers, body, drop the connection after)."""
+        if method == "PATCH" and path.startswith("/contacts/"):
+            ext: str | None = unquote(path[len("/contacts/") :])
+        elif method == "POST" and path == "/contacts":
+            ext = None
+        else:
+            return 405, {}, json.dumps({"message": "method not allowed here"}).encode(), False
+        fingerprint = f"{method} {path} {raw.decode('utf-8', 'replace')}"
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            return 400, {}, json.dumps({"message": "the body is not JSON"}).encode(), False
+        drop = False
+        with self.lock:  # one key at a time: a replay never races its original
+            if key is not None and key in self._keys:
+                first, code, headers, data = self._keys[key]
+                if first != fingerprint:
+                    code, headers = 422, {}
+                    data = json.dumps({"message": "Idempotency-Key reused with another request"})
+                    data = data.encode()
+                else:
+                    self.replays += 1
+                    headers = {**headers, "Idempotent-Replayed": "true"}
+            else:
+                code, headers, answer = self.write(method, ext, body, if_match)
+                data = json.dumps(answer).encode()
+                if key is not None and code < 500:
+                    self._keys[key] = (fingerprint, code, headers, data)
+                if code < 300:
+                    self.applied.append(Write(method, str(answer["id"]), body, key))
+                    drop = self.drop_after_apply > 0
+                    if drop:
+                        self.drop_after_apply -= 1
+        return code, headers, data, drop
+
+    def batch(self, raw: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+        """POST /$batch (Microsoft Graph's JSON batching shape): {"requests": [{"id",
+        "method", "url", "headers", "body"}]} -> {"responses": [{"id", "status",
+        "headers", "body"}]}, each request handled as if sent alone. With
+        drop_after_apply the whole batch is applied, then the connection dropped."""
+        try:
+            requests = json.loads(raw)["requests"]
+            assert isinstance(requests, list)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            refusal = json.dumps({"message": "expected an object with a list of requests"})
+            return 400, {}, refusal.encode(), False
+        with self.lock:
+            dropping = self.drop_after_apply > 0
+            self.drop_after_apply = 0
+            responses = []
+            for r in requests:
+                hdrs = {k.lower(): v for k, v in (r.get("headers") or {}).items()}
+                code, headers, data, _ = self.one_write(
+                    str(r.get("method", "")).upper(),
+                    str(r.get("url", "")),
+                    json.dumps(r.get("body")).encode(),
+                    hdrs.get("idempotency-key"),
+                    hdrs.get("if-match"),
+                )
+                responses.append(
+                    {"id": r.get("id"), "status": code, "headers": headers,
+                     "body": json.loads(data)}
+                )
+            self.batches += 1
+        return 200, {}, json.dumps({"responses": responses}).encode(), dropping
+
+
 def _http_date(iso: str) -> str:
     when = dt.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
     return email.utils.format_datetime(when, usegmt=True)
@@ -346,39 +421,13 @@ class _Handler(BaseHTTPRequestHandler):
             status = sor.fail_writes.pop(0) if sor.fail_writes else None
         if status is not None:
             return self.send_json(status, {"message": "try again later"})
-        if method == "PATCH" and path.startswith("/contacts/"):
-            ext: str | None = unquote(path[len("/contacts/") :])
-        elif method == "POST" and path == "/contacts":
-            ext = None
+        if path == "/$batch" and method == "POST":
+            code, headers, data, drop = sor.batch(raw)
         else:
-            return self.send_json(405, {"message": "method not allowed here"})
-        key = self.headers.get("Idempotency-Key")
-        fingerprint = f"{method} {path} {raw.decode('utf-8', 'replace')}"
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            return self.send_json(400, {"message": "the body is not JSON"})
-        drop = False
-        with sor.lock:  # one key at a time: a replay never races its original
-            if key is not None and key in sor._keys:
-                first, code, headers, data = sor._keys[key]
-                if first != fingerprint:
-                    code, headers = 422, {}
-                    data = json.dumps({"message": "Idempotency-Key reused with another request"})
-                    data = data.encode()
-                else:
-                    sor.replays += 1
-                    headers = {**headers, "Idempotent-Replayed": "true"}
-            else:
-                code, headers, answer = sor.write(method, ext, body, self.headers.get("If-Match"))
-                data = json.dumps(answer).encode()
-                if key is not None and code < 500:
-                    sor._keys[key] = (fingerprint, code, headers, data)
-                if code < 300:
-                    sor.applied.append(Write(method, str(answer["id"]), body, key))
-                    drop = sor.drop_after_apply > 0
-                    if drop:
-                        sor.drop_after_apply -= 1
+            code, headers, data, drop = sor.one_write(
+                method, path, raw, self.headers.get("Idempotency-Key"),
+                self.headers.get("If-Match"),
+            )
         if drop:  # applied: now vanish without a word
             self.close_connection = True
             return

@@ -461,3 +461,66 @@ def test_an_aborted_push_returns_the_rest_as_retry(fakesor: FakeSor) -> None:
     assert [r.outcome for r in results] == ["retry"] * 3, results
     assert all("aborted" in r.reason for r in results)
     assert w.requests == 1
+
+
+# ------------------------------------------------------------------ batches
+
+
+def test_a_batch_endpoint_carries_many_changes_each_judged_alone(fakesor: FakeSor) -> None:
+    sor = fakesor
+    sor.seed(4)
+    stale = sor.etag("P00002")
+    sor.put("P00002", last_name="Changed-At-Source")
+    sor.fail_writes = [503]  # the first batch once: retried whole
+    sleeps = Sleeps()
+    w = writer(sor, sleeps, batch_path="/$batch", batch_size=3)
+    changes = [
+        update("P00000", 1, version=sor.etag("P00000"), given_name=("Given0", "Ada")),
+        update("P00001", 2, email=("p1@example.com", "not-an-address")),
+        update("P00002", 3, version=stale, city=("Newcastle", "Cessnock")),
+        create(4, given_name="Nia", family_name="New"),
+        update("P00003", 5, family_name=("Family3", "Fay")),
+        update("", 6, given_name=("x", "y")),
+    ]
+    results = w.push(changes)
+    assert [r.entry_id for r in results] == [1, 2, 3, 4, 5, 6]
+    assert [r.outcome for r in results] == [
+        "confirmed", "rejected", "conflict", "confirmed", "confirmed", "rejected",
+    ], results
+    assert results[0].version == sor.etag("P00000") and results[0].modified_at
+    assert results[3].external_id == "N000001"
+    assert sor.get("N000001")["first_name"] == "Nia"
+    assert "not a valid e-mail" in results[1].reason
+    assert "not-an-address" not in results[1].reason
+    assert sor.get("P00002")["address"]["city"] == "Newcastle"
+    assert sor.get("P00003")["last_name"] == "Fay"
+    # Two batches (3 + 2 changes; the update without an id is never sent), the
+    # first one sent twice; nothing but batches.
+    assert [(r["method"], r["path"]) for r in sor.writes()] == [("POST", "/$batch")] * 3
+    assert sor.batches == 2 and len(sleeps.calls) == 1
+    first = sent_body(sor.writes()[1])["requests"]
+    assert [r["method"] for r in first] == ["PATCH", "PATCH", "PATCH"]
+    assert first[0]["url"] == "/contacts/P00000"
+    assert first[0]["headers"] == {"Idempotency-Key": "cs-1-P00000", "If-Match": changes[0].version}
+    assert first[0]["body"] == {"first_name": "Ada"}
+
+
+def test_a_dropped_batch_is_replayed_and_each_change_applied_once(fakesor: FakeSor) -> None:
+    sor = fakesor
+    ids = sor.seed(5)
+    sor.drop_after_apply = 1
+    changes = [update(ext, i, given_name=(f"Given{i}", f"New{i}")) for i, ext in enumerate(ids)]
+    changes.append(create(9, given_name="Once"))
+    results = writer(sor, batch_path="/$batch").push(changes)
+    assert [r.outcome for r in results] == ["confirmed"] * 6, results
+    assert results[-1].external_id == "N000001" and list(sor.items)[-1] == "N000001"
+    assert all(sor.applied_with_key(c.key) == 1 for c in changes)
+    assert sor.replays == 6 and len(sor.writes()) == 2
+
+
+def test_batch_options_are_checked(fakesor: FakeSor) -> None:
+    for opt, value in (("batch_path", "http://elsewhere.invalid/$batch"), ("batch_size", 0)):
+        with pytest.raises(ConfigError) as e:
+            writer(fakesor, **{opt: value})
+        assert e.value.key == f"sources.sor.{opt}"
+    assert writer(fakesor, batch_path="/$batch").batch_url == f"{fakesor.url}/$batch"

@@ -164,7 +164,7 @@ class HttpSource(Connector):
                               fails the run, naming the setting
     max_retries, backoff, max_backoff, max_retry_after, max_pages
     write_path, create_path, write_method, etag, create_id_field, modified_field,
-    error_field               the way back: see `http_writer.HttpWriter`
+    error_field, batch_path, batch_size   the way back: see `http_writer.HttpWriter`
     The run as a whole ends after the source's max_duration (default 1 h).
     """
 
@@ -201,6 +201,8 @@ class HttpSource(Connector):
         "create_id_field": str,
         "modified_field": str,
         "error_field": str,
+        "batch_path": str,
+        "batch_size": int,
     }
 
     def __init__(

@@ -88,6 +88,16 @@ class _Answer:
     body: Any = None
 
 
+@dataclass
+class _Request:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    #: Every value of the change (base and new): redacted from what comes back.
+    sent: list[str]
+
+
 class _Stop(Exception):
     """No further change can go through in this push (the reason says why)."""
 
@@ -115,6 +125,11 @@ class HttpWriter:
                    response (default: cursor_field; else the Last-Modified header)
     error_field    dotted path of the message in a refusal's body (default: message,
                    error.message, error, detail, title, errors)
+    batch_path     where a batch of writes is POSTed (relative to url, e.g. "/$batch"),
+                   when the API takes Microsoft Graph's JSON batching shape: {"requests":
+                   [{id, method, url, headers, body}]} answered by {"responses": [{id,
+                   status, headers, body}]}. Unset (the default): one request per change
+    batch_size     changes per batch (default 100, at most 1000)
     """
 
     def __init__(
@@ -155,6 +170,16 @@ class HttpWriter:
         )
         self.modified_field: str | None = conn.option("modified_field", conn.cursor_field)
         self.error_field: str | None = conn.option("error_field")
+        batch_path: str | None = conn.option("batch_path")
+        self.batch_url = self.resolve(batch_path, None) if batch_path else None
+        if self.batch_url is not None and not _same_origin(self.batch_url, conn.url):
+            raise ConfigError(
+                "must stay on the url's scheme, host and port (the token goes nowhere else)",
+                key=conn.key("batch_path"),
+            )
+        self.batch_size: int = conn.option("batch_size", 100)
+        if not 1 <= self.batch_size <= 1000:
+            raise ConfigError("must be between 1 and 1000", key=conn.key("batch_size"))
         self.names = outbound_names(conn.mapping())
         self._opener = urllib.request.build_opener(
             _WatchedHandler(conn._watch, conn.remaining), _NoRedirect()
@@ -174,14 +199,21 @@ class HttpWriter:
         self.conn.start_clock()
         results: list[PushResult] = []
         stopped: str | None = None
+        if self.batch_url is not None:
+            for at in range(0, len(changes), self.batch_size):
+                chunk = changes[at : at + self.batch_size]
+                stopped = self._stopped(stopped)
+                if stopped is not None:
+                    results += [_retry(c, stopped) for c in chunk]
+                    continue
+                try:
+                    results += self.push_batch(chunk)
+                except _Stop as e:
+                    stopped = f"not sent: {e.reason}"
+                    results += [_retry(c, e.reason) for c in chunk]
+            return results
         for change in changes:
-            if stopped is None and self.conn._aborted is not None:
-                stopped = "not sent: the push was aborted"
-            elif stopped is None and self.conn.remaining() <= 0:
-                stopped = (
-                    f"not sent: the push took longer than max_duration = "
-                    f"{self.conn.max_duration:g}s (sources.{self.name}.max_duration)"
-                )
+            stopped = self._stopped(stopped)
             if stopped is not None:
                 results.append(_retry(change, stopped))
                 continue
@@ -191,6 +223,16 @@ class HttpWriter:
                 stopped = f"not sent: {e.reason}"
                 results.append(_retry(change, e.reason))
         return results
+
+    def _stopped(self, stopped: str | None) -> str | None:
+        if stopped is None and self.conn._aborted is not None:
+            return "not sent: the push was aborted"
+        if stopped is None and self.conn.remaining() <= 0:
+            return (
+                f"not sent: the push took longer than max_duration = "
+                f"{self.conn.max_duration:g}s (sources.{self.name}.max_duration)"
+            )
+        return stopped
 
     def close(self) -> None:
         self.conn.close()
@@ -202,8 +244,8 @@ class HttpWriter:
 
     # -------------------------------------------------------------- one change
 
-    def push_one(self, change: OutboundChange) -> PushResult:
-        body = self.body(change)
+    def prepare(self, change: OutboundChange) -> _Request | PushResult:
+        """The request a change stands for (or its result when it cannot be sent)."""
         sent = [v for base, new in change.fields.values() for v in (base, new)]  # to redact
         if change.kind == "create":
             method, url = "POST", self.resolve(self.create_path, None)
@@ -217,7 +259,68 @@ class HttpWriter:
         headers = {"Idempotency-Key": change.key}
         if change.kind == "update" and self.etag == "if-match" and change.version:
             headers["If-Match"] = change.version
-        answer = self.send(method, url, headers, body, sent)
+        return _Request(method, url, headers, self.body(change), sent)
+
+    def push_one(self, change: OutboundChange) -> PushResult:
+        req = self.prepare(change)
+        if isinstance(req, PushResult):
+            return req
+        answer = self.send(req.method, req.url, req.headers, req.body, req.sent)
+        return self.judge(change, answer, req.sent)
+
+    def push_batch(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
+        """The changes as one POST to batch_path (Microsoft Graph's JSON batching
+        shape), each request with its own Idempotency-Key and If-Match; the batch
+        as a whole is retried like one write, each response judged as if alone."""
+        results: dict[int, PushResult] = {}
+        requests: list[dict[str, Any]] = []
+        prepared: dict[int, _Request] = {}
+        for i, change in enumerate(changes):
+            req = self.prepare(change)
+            if isinstance(req, PushResult):
+                results[i] = req
+                continue
+            prepared[i] = req
+            parts = urlsplit(req.url)
+            path = urlunsplit(("", "", parts.path, parts.query, ""))
+            requests.append(
+                {"id": str(i), "method": req.method, "url": path, "headers": req.headers,
+                 "body": req.body}
+            )
+        if requests:
+            sent = [v for req in prepared.values() for v in req.sent]
+            assert self.batch_url is not None
+            answer = self.send("POST", self.batch_url, {}, {"requests": requests}, sent)
+            listed = dig(answer.body, "responses") if 200 <= answer.status < 300 else None
+            by_id = {
+                str(r.get("id")): r for r in listed or [] if isinstance(r, dict)
+            }
+            for i, req in prepared.items():
+                change = changes[i]
+                if not isinstance(listed, list):
+                    results[i] = _retry(
+                        change,
+                        f"the batch was not answered: {answer.problem} "
+                        f"(sources.{self.name}.batch_path)",
+                    )
+                    continue
+                r = by_id.get(str(i))
+                status = r.get("status") if r is not None else None
+                if r is None or not isinstance(status, int):
+                    results[i] = _retry(change, "the batch's answer has no response for it")
+                    continue
+                hdrs = r.get("headers")
+                sub = _Answer(
+                    status,
+                    f"HTTP {status}",
+                    _lower(hdrs.items()) if isinstance(hdrs, dict) else {},
+                    r.get("body"),
+                )
+                results[i] = self.judge(change, sub, req.sent)
+        return [results[i] for i in range(len(changes))]
+
+    def judge(self, change: OutboundChange, answer: _Answer, sent: Iterable[str]) -> PushResult:
+        """The outcome of one change from the target's answer to it."""
         fields = tuple(change.fields)
         status = answer.status
         if 200 <= status < 300:
@@ -242,7 +345,12 @@ class HttpWriter:
         shown = f"{answer.problem}: {message}" if message else answer.problem
         if status in CONFLICT_STATUS:
             return PushResult(change.entry_id, "conflict", reason=shown, fields=fields)
-        if status == 0 or status in WRITE_RETRY_STATUS:
+        if (
+            status == 0
+            or status in WRITE_RETRY_STATUS
+            or status in AUTH_STATUS
+            or 300 <= status < 400
+        ):
             return _retry(change, shown)
         return PushResult(change.entry_id, "rejected", reason=shown, fields=fields)
 
