@@ -6,7 +6,9 @@ fields, in the source's own field names (its `mapping`, dotted names as nested
 objects), or `POST <url>` for a create (the new id read from the response).
 Every request carries `Idempotency-Key: <change.key>`, so a retry after a lost
 answer is recognised by the target and applied once, and `If-Match: <version>`
-when the change knows the contact's ETag (412 or 409: a conflict).
+when the change knows the contact's ETag (412 or 409: a conflict). An API that
+takes batches (`batch_path`, Microsoft Graph's JSON batching shape) gets the
+same requests, `batch_size` at a time, each judged by its own response.
 
 It reuses the HTTP connector (`sources/http.py`) of the same source: its token
 (sent only to the source's own origin), extra headers, timeouts, watch, and
