@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from contactsync_agent.config import SourceConfig
+from contactsync_agent.config import AgentConfig, SourceConfig
 from contactsync_agent.errors import ConfigError
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.source_runs import sync_source
-from contactsync_agent.sources import HttpSource, HttpWriter, open_writer
+from contactsync_agent.sources import HttpSource, HttpWriter, open_writer, validate_sources
 from contactsync_agent.sources.http_writer import redact
 from contactsync_agent.sources.writer import OutboundChange
 from fakesor import FakeSor, applied_counts, fakesor_fixture  # noqa: F401  (the fixture)
@@ -386,6 +386,12 @@ def test_write_options_are_checked(fakesor: FakeSor) -> None:
         with pytest.raises(ConfigError) as e:
             writer(fakesor, **{opt: value})
         assert e.value.key == f"sources.sor.{opt}", (opt, e.value)
+    # At start-up too: an enabled http source's write options are checked.
+    bad = config(fakesor, write_method="DELETE")
+    bad.enabled = True
+    with pytest.raises(ConfigError) as e:
+        validate_sources(AgentConfig(sources={"sor": bad}))
+    assert e.value.key == "sources.sor.write_method"
     cfg = config(fakesor, write_path="/people/{id}/edit", create_path="new")
     w = open_writer(cfg)
     assert isinstance(w, HttpWriter)
