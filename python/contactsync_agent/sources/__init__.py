@@ -1,7 +1,9 @@
 """Connectors beyond the CSV/JSON export files: vCard files, SQL databases, HTTP APIs.
 
 Connectors read their own system and yield mappings; they never write the mirror
-and know nothing of it (no `Mirror`, no `Store`, no sync here). Running one
+and know nothing of it (no `Mirror`, no `Store`, no sync here). Writers
+(`open_writer`, two-way sync) apply the outbox's changes to their own system
+only, on the contract of `writer.py`. Running one
 against the mirror, with its high-water mark, and previewing how a sample maps
 is `source_runs.py`, the one layer above both the connectors and the sync.
 """
@@ -15,15 +17,19 @@ from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.infile import InputFile
 from contactsync_agent.sources.base import Connector, check_options, redact_url
 from contactsync_agent.sources.http import HttpSource
+from contactsync_agent.sources.http_writer import HttpWriter
 from contactsync_agent.sources.sql import SqlSource
 from contactsync_agent.sources.vcard import VCardSource
+from contactsync_agent.sources.writer import Writer
 
 __all__ = [
     "Connector",
     "HttpSource",
+    "HttpWriter",
     "SqlSource",
     "VCardSource",
     "open_connector",
+    "open_writer",
     "redact_url",
     "validate_sources",
 ]
@@ -51,6 +57,13 @@ def open_connector(
     )
 
 
+def open_writer(cfg: SourceConfig) -> Writer:
+    """The writer of a configured source (two-way sync), validating its options."""
+    if cfg.kind == "http":
+        return HttpWriter(cfg)
+    raise ContactSyncError(f"source {cfg.name!r} ({cfg.kind}) has no writer")
+
+
 def validate_sources(config: AgentConfig) -> None:
     """Checks every source's connector options at start-up (ConfigError names the key).
     Enabled sources are opened too, so a missing url_env or token file shows now."""
@@ -63,3 +76,5 @@ def validate_sources(config: AgentConfig) -> None:
             check_options(cfg, VCardSource.OPTIONS if cfg.format == "vcard" else {})
         if cfg.enabled and cfg.kind in ("sql", "http"):
             open_connector(cfg).close()
+        if cfg.enabled and cfg.kind == "http":
+            HttpWriter(cfg).close()  # the write options' values too

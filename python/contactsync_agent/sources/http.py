@@ -1,8 +1,10 @@
 """An HTTP JSON API as records: pages of items, `modified_since`-style incremental
 pulls, bearer-token auth, timeouts, and bounded retries with backoff on 429/5xx.
 
-Standard library only (urllib). It only issues GETs; the mark is stored by
-`source_runs.sync_source`, and the token never leaves this module's request headers.
+Standard library only (urllib). It only issues GETs (the way back, two-way
+sync's PATCH/POST, is `http_writer.py`); the mark is stored by
+`source_runs.sync_source`, and the token never leaves the request headers of this
+module and of `http_writer.py`.
 
 Every wait has an end, whatever the server does: `timeout` bounds the connect and
 each socket read, `page_timeout` one whole request (connect, headers and body: a
@@ -161,6 +163,8 @@ class HttpSource(Connector):
     max_response_bytes        the largest body read (default 32 MiB); a bigger one
                               fails the run, naming the setting
     max_retries, backoff, max_backoff, max_retry_after, max_pages
+    write_path, create_path, write_method, etag, create_id_field, modified_field,
+    error_field, batch_path, batch_size   the way back: see `http_writer.HttpWriter`
     The run as a whole ends after the source's max_duration (default 1 h).
     """
 
@@ -189,6 +193,16 @@ class HttpSource(Connector):
         "max_backoff": (int, float),
         "max_retry_after": (int, float),
         "max_pages": int,
+        # The way back (two-way sync), read by `sources/http_writer.HttpWriter`.
+        "write_path": str,
+        "create_path": str,
+        "write_method": str,
+        "etag": str,
+        "create_id_field": str,
+        "modified_field": str,
+        "error_field": str,
+        "batch_path": str,
+        "batch_size": int,
     }
 
     def __init__(
