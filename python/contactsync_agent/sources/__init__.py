@@ -16,14 +16,18 @@ from contactsync_agent.infile import InputFile
 from contactsync_agent.sources.base import Connector, check_options, redact_url
 from contactsync_agent.sources.http import HttpSource
 from contactsync_agent.sources.sql import SqlSource
+from contactsync_agent.sources.sql_writer import SqlWriter
 from contactsync_agent.sources.vcard import VCardSource
+from contactsync_agent.sources.writer import Writer
 
 __all__ = [
     "Connector",
     "HttpSource",
     "SqlSource",
+    "SqlWriter",
     "VCardSource",
     "open_connector",
+    "open_writer",
     "redact_url",
     "validate_sources",
 ]
@@ -49,6 +53,13 @@ def open_connector(
         f"source {cfg.name!r} is a {cfg.kind} source of {cfg.format} files: sync its files "
         "with `contactsync sync` or the daemon"
     )
+
+
+def open_writer(cfg: SourceConfig) -> Writer:
+    """The writer of a configured source: where two-way sync pushes its changes."""
+    if cfg.kind == "sql":
+        return SqlWriter(cfg)
+    raise ContactSyncError(f"source {cfg.name!r} is a {cfg.kind} source: it has no writer")
 
 
 def validate_sources(config: AgentConfig) -> None:
