@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,37 +224,58 @@ class SqlWriter:
 
     def _update(self, conn: sa.Connection, target: _Target, change: OutboundChange
                 ) -> PushResult:
+        sql, params = self._update_statement(conn, target, change)
+        if not sql:
+            return PushResult(change.entry_id, "confirmed")
+        res = conn.execute(sa.text(sql), params)
+        if conn.dialect.update_returning:
+            return self._updated(conn, target, change, res.fetchall())
+        return self._updated(conn, target, change, [()] * res.rowcount)
+
+    def _update_statement(self, conn: sa.Connection, target: _Target, change: OutboundChange,
+                          mark: Callable[[str], str] = lambda name: f":{name}",
+                          ) -> tuple[str, dict[str, Any]]:
+        """`UPDATE ... WHERE id = :id AND col = :base ...`: the text depends only on
+        the change's shape (its fields, which bases are empty), so changes of one
+        shape share it. `mark` writes a parameter in the driver's own style."""
         q = conn.dialect.identifier_preparer.quote
         sets: list[str] = []
-        where = [f"{q(target.id_column)} = :id"]
+        where = [f"{q(target.id_column)} = {mark('id')}"]
         params: dict[str, Any] = {"id": change.external_id}
         for i, (field, (base, new)) in enumerate(sorted(change.fields.items())):
             col = q(target.columns[field])
             if new == "" and self.empty_value == "null":
                 sets.append(f"{col} = NULL")
             else:
-                sets.append(f"{col} = :n{i}")
+                sets.append(f"{col} = {mark(f'n{i}')}")
                 params[f"n{i}"] = new
             if base == "":
                 # The reader reads NULL as empty: either is the base "".
                 where.append(f"({col} IS NULL OR CAST({col} AS VARCHAR(1)) = '')")
             else:
-                where.append(f"{col} = :b{i}")
+                where.append(f"{col} = {mark(f'b{i}')}")
                 params[f"b{i}"] = base
         if not sets:
-            return PushResult(change.entry_id, "confirmed")
-        returning = self._returning(conn, target)
-        sql = (f"UPDATE {target.table} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
-               f"{returning}")
-        res = conn.execute(sa.text(sql), params)
-        rows = res.fetchall() if returning else []
-        count = len(rows) if returning else res.rowcount
-        if count == 1:
-            return PushResult(change.entry_id, "confirmed", modified_at=_modified(rows))
-        if count > 1:
+            return "", {}
+        sql = f"UPDATE {target.table} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
+        if conn.dialect.update_returning:
+            sql += f" RETURNING {q(target.id_column)}"
+            if target.cursor_column:
+                sql += f", {q(target.cursor_column)}"
+        return sql, params
+
+    def _updated(self, conn: sa.Connection, target: _Target, change: OutboundChange,
+                 rows: Sequence[Sequence[Any]]) -> PushResult:
+        """The result of a change's UPDATE from the rows it touched (RETURNING id,
+        cursor; without RETURNING, one empty row per row)."""
+        if len(rows) == 1:
+            row = rows[0]
+            return PushResult(change.entry_id, "confirmed",
+                              modified_at=_modified(row[1] if len(row) > 1 else None))
+        if len(rows) > 1:
             raise _Undo(PushResult(
                 change.entry_id, "rejected", fields=tuple(change.fields),
-                reason=f"{count} rows of {self.table_name} have this id "
+                reason=f"{len(rows)} rows of {self.table_name} have this id "
                        f"({target.id_column} is not unique)",
             ))
         return self._why_not(conn, target, change)
@@ -277,7 +298,7 @@ class SqlWriter:
         current = {f: _as_text(row[i]) for i, f in enumerate(fields)}
         if all(current[f] == change.fields[f][1] for f in fields):
             return PushResult(change.entry_id, "confirmed",
-                              modified_at=_modified([row[len(fields):]] if extra else []))
+                              modified_at=_modified(row[len(fields)] if extra else None))
         changed = tuple(f for f in fields if current[f] != change.fields[f][0]) or tuple(fields)
         return PushResult(change.entry_id, "conflict", fields=changed,
                           reason=f"changed in {self.table_name} since the last pull")
@@ -323,7 +344,7 @@ class SqlWriter:
         if returning:
             row = res.first()
             assigned = None if row is None else row[0]
-            modified = _modified([row[1:]]) if row is not None and extra else None
+            modified = _modified(row[1]) if row is not None and extra else None
         else:
             assigned = new_id if new_id else res.lastrowid
         if assigned is None:
@@ -386,11 +407,6 @@ class SqlWriter:
         self._target = _Target(quoted, id_column, columns, column("cursor_column"))
         return self._target
 
-    def _returning(self, conn: sa.Connection, target: _Target) -> str:
-        if target.cursor_column and conn.dialect.update_returning:
-            return f" RETURNING {conn.dialect.identifier_preparer.quote(target.cursor_column)}"
-        return ""
-
     def _idem_name(self, conn: sa.Connection) -> str:
         assert self.idempotency_table is not None
         q = conn.dialect.identifier_preparer.quote
@@ -427,12 +443,9 @@ def _as_text(value: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _modified(rows: Sequence[Sequence[Any]]) -> str | None:
+def _modified(value: Any) -> str | None:
     """The cursor column's value after the write, when it is a time."""
-    if not rows or not rows[0]:
-        return None
-    v = rows[0][0]
-    return v.isoformat() if isinstance(v, dt.datetime | dt.date) else None
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else None
 
 
 def _first_line(e: BaseException) -> str:
