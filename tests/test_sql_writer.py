@@ -7,6 +7,8 @@ and a replay of a batch whose commit was unknown applying once."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,40 +278,49 @@ def test_without_idempotency_a_replayed_create_is_inserted_again(db: TargetDb) -
 # ------------------------------------------------------------------ lost connections
 
 
-def _kill_on(writer: SqlWriter, admin: TargetDb, when: str, nth: int) -> list[int]:
-    """Terminates the writer's backend from another session just before its `nth`
-    statement starting with `when` (waiting until it is gone)."""
-    seen: list[int] = []
-
-    @sa.event.listens_for(writer.source.engine(), "before_cursor_execute")
-    def kill(conn: sa.Connection, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith(when):
-            seen.append(1)
-            if len(seen) == nth:
-                pid = conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
-                ok = admin.run("SELECT pg_terminate_backend(:pid, 10000)", {"pid": pid}).scalar()
-                assert ok is True
-
-    return seen
-
-
 def test_a_connection_killed_mid_batch_leaves_nothing_applied(pg: TargetDb) -> None:
+    """The writer's backend is held on the 4th row's update (a trigger waits for an
+    advisory lock this test holds) and terminated from this other session."""
     ids = pg.add(5)
+    pg.run(f"CREATE FUNCTION {pg.table}_hold() RETURNS trigger LANGUAGE plpgsql AS "
+           "$$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$")
+    pg.run(f"CREATE TRIGGER hold BEFORE UPDATE ON {pg.table} FOR EACH ROW "
+           f"WHEN (NEW.client_id = 4) EXECUTE FUNCTION {pg.table}_hold()")
     batch = [update(i + 1, cid, family_name=(f"Family{i + 1}", f"New{i + 1}"))
              for i, cid in enumerate(ids)]
     batch.append(create(6, given_name="Eve"))
-    writer = SqlWriter(pg.source(idempotency_table=f"{pg.table}_applied"))
-    seen = _kill_on(writer, pg, "UPDATE", 4)
-    out = by_entry(writer.push(batch))
+    cfg = pg.source(idempotency_table=f"{pg.table}_applied")
+    writer = SqlWriter(cfg)
+    out: dict[int, PushResult] = {}
+    with pg.engine.connect() as admin:
+        admin.execute(sa.text("SELECT pg_advisory_lock(4242)"))
+        pusher = threading.Thread(target=lambda: out.update(by_entry(writer.push(batch))))
+        pusher.start()
+        deadline = time.monotonic() + 20
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            pid = admin.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND wait_event = 'advisory' AND pid <> pg_backend_pid()")).scalar()
+            admin.rollback()  # a fresh snapshot of pg_stat_activity each time
+            if pid is None:
+                pusher.join(0.05)
+        assert pid is not None, "the writer never reached the 4th row"
+        assert admin.execute(sa.text("SELECT pg_terminate_backend(:pid, 10000)"),
+                             {"pid": pid}).scalar() is True
+        pusher.join(20)
+        admin.execute(sa.text("SELECT pg_advisory_unlock(4242)"))
+        admin.commit()
     writer.close()
-    assert len(seen) == 4
+    assert not pusher.is_alive()
+    assert sorted(out) == [1, 2, 3, 4, 5, 6]
     assert {r.outcome for r in out.values()} == {"retry"}
     assert "connection" in out[1].reason
     assert [pg.row(c)["last_name"] for c in ids] == [f"Family{i}" for i in range(1, 6)]  # type: ignore[index]
     assert pg.count() == 5
     # The outbox sends the same entries again: all applied, once.
-    out = push(pg.source(idempotency_table=f"{pg.table}_applied"), batch)
-    assert {r.outcome for r in out.values()} == {"confirmed"}
+    out2 = push(cfg, batch)
+    assert {r.outcome for r in out2.values()} == {"confirmed"}
     assert [pg.row(c)["last_name"] for c in ids] == [f"New{i}" for i in range(1, 6)]  # type: ignore[index]
     assert pg.count() == 6
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -175,13 +176,60 @@ class SqlWriter:
                 if careful and conn.dialect.name == "postgresql":
                     # A deferred constraint is checked in the change's own savepoint.
                     conn.execute(sa.text("SET CONSTRAINTS ALL IMMEDIATE"))
-                for change in changes:
-                    results.append(self._apply_one(conn, target, change, careful=careful))
+                sent: dict[int, PushResult] = {}
+                if not careful and conn.dialect.driver == "psycopg":
+                    sent = self._send_updates(conn, target, changes)
+                for i, change in enumerate(changes):
+                    done = sent.get(i)
+                    results.append(done if done is not None else
+                                   self._apply_one(conn, target, change, careful=careful))
             # Leaving the block committed: only now is anything applied.
         except (DataError, IntegrityError) as e:
             if careful or _disconnected(e):
                 raise
             raise _Careful from None
+        return results
+
+    def _send_updates(self, conn: sa.Connection, target: _Target,
+                      changes: Sequence[OutboundChange]) -> dict[int, PushResult]:
+        """PostgreSQL: the updates of one shape sent together (psycopg's executemany
+        pipelines them: one round trip, one result set per change), index -> result.
+        The optimistic pass only: any refusal is `_Careful` (the batch runs again)."""
+        names = [target.table, *target.columns.values(), target.cursor_column or ""]
+        if any("%" in n for n in names):
+            return {}  # the driver's own parameter style would read it
+        groups: dict[str, list[tuple[int, OutboundChange, dict[str, Any]]]] = {}
+        for i, change in enumerate(changes):
+            if change.kind != "update" or any(f not in target.columns for f in change.fields):
+                continue
+            sql, params = self._update_statement(conn, target, change,
+                                                 mark=lambda name: f"%({name})s")
+            if sql:
+                groups.setdefault(sql, []).append((i, change, params))
+        dbapi: Any = conn.connection.dbapi_connection
+        results: dict[int, PushResult] = {}
+        for sql, items in groups.items():
+            with dbapi.cursor() as cur:
+                try:
+                    cur.executemany(sql, [params for _, _, params in items], returning=True)
+                except (psycopg.IntegrityError, psycopg.DataError):
+                    if not dbapi.closed:
+                        raise _Careful from None
+                    conn.invalidate()
+                    raise _BatchLost("connection lost") from None
+                except psycopg.Error as e:
+                    if dbapi.closed or isinstance(e, psycopg.OperationalError):
+                        conn.invalidate()
+                        raise _BatchLost(f"connection lost: {_first_line(e)}") from None
+                    raise self.source.fail(f"cannot write {self.table_name} on "
+                                           f"{self.source.safe_url}: {_first_line(e)}") from None
+                for i, change, _params in items:
+                    rows = cur.fetchall()
+                    try:
+                        results[i] = self._updated(conn, target, change, rows)
+                    except _Undo:
+                        raise _Careful from None
+                    cur.nextset()
         return results
 
     def _apply_one(self, conn: sa.Connection, target: _Target, change: OutboundChange, *,
