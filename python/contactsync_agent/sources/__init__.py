@@ -1,6 +1,7 @@
 """Connectors beyond the CSV/JSON export files: vCard files, SQL databases, HTTP APIs.
 
-Connectors read their own system and yield mappings; they never write the mirror
+Connectors read their own system and yield mappings, and writers
+(`open_writer`) push changes back to it; they never write the mirror
 and know nothing of it (no `Mirror`, no `Store`, no sync here). Running one
 against the mirror, with its high-water mark, and previewing how a sample maps
 is `source_runs.py`, the one layer above both the connectors and the sync.

@@ -3,9 +3,16 @@
 An update is one conditional statement, `UPDATE t SET col = :new, ... WHERE id = :id
 AND col = :base AND ...`: zero rows means the row changed meanwhile (a conflict,
 never a success); a create is an `INSERT` that returns the new id. A batch is one
-transaction with a savepoint per change, so one change's refusal (a constraint) is
-that change's `rejected` and the others still commit; a connection lost before the
-commit leaves nothing applied and every change of the batch is `retry`.
+transaction. It is tried first without savepoints (on PostgreSQL the updates of one
+shape go in one pipelined round trip); when the database refuses a change (a
+constraint, a bad value) that attempt is rolled back whole and the batch runs again
+with a savepoint per change, so the refused change is `rejected` by the constraint's
+name and the others still commit. A connection lost before the commit leaves
+nothing applied and every change of the batch is `retry`.
+
+A base is compared by the database's own `=` (a text base against a date column is
+read as a date), so it must be the value as the reader gave it; the reader reads
+NULL as empty, so the base "" matches NULL or ''.
 
 Idempotency (a replay of a batch whose commit is unknown): an applied update no
 longer matches its base, so a zero-row update whose row already holds every new
