@@ -352,7 +352,7 @@ def test_a_connection_killed_at_commit_is_retried_and_then_applied_once(pg: Targ
     assert pg.row(ids[1])["email"] == "c2@example.com"  # type: ignore[index]
 
 
-def test_an_unreachable_database_raises(postgres: PgServer) -> None:  # noqa: F811
+def test_an_unreachable_database_raises() -> None:
     url = f"postgresql+psycopg://tester:x@127.0.0.1:{free_port()}/postgres"
     cfg = SourceConfig(name="pms", kind="sql", mode="full",
                        options={"url": url, "table": "t", "id_column": "id", "timeout": 2})
@@ -435,3 +435,48 @@ def test_a_deferred_constraint_is_rejected_by_name_not_the_whole_batch(pg: Targe
     assert out[2].outcome == "rejected" and f"{pg.table}_mobile_key" in out[2].reason
     assert "0411111111" not in out[2].reason
     assert pg.row(ids[0])["mobile"] == "0400000001"  # type: ignore[index]
+
+
+def test_a_locked_sqlite_database_makes_the_batch_retry(tmp_path: Path) -> None:
+    """SQLite's transient failure: another connection holds the write lock past the
+    writer's timeout. Nothing is applied, every change is `retry`, and the same
+    batch applies once the lock is gone."""
+    db = TargetDb(f"sqlite:///{tmp_path / 'l.sqlite'}", "sqlite")
+    ids = db.add(2)
+    cfg = db.source(timeout=0.2)
+    batch = [update(1, ids[0], email=("client1@example.com", "l1@example.com")),
+             create(2, given_name="Flo")]
+    with db.engine.connect() as other:
+        other.exec_driver_sql("BEGIN IMMEDIATE")
+        out = push(cfg, batch)
+        other.rollback()
+    assert {r.outcome for r in out.values()} == {"retry"}
+    assert "locked" in out[1].reason
+    assert db.row(ids[0])["email"] == "client1@example.com"  # type: ignore[index]
+    assert db.count() == 2
+    out = push(cfg, batch)
+    assert {r.outcome for r in out.values()} == {"confirmed"}
+    assert db.count() == 3
+    db.engine.dispose()
+
+
+def test_typed_columns_compare_and_take_the_text_the_reader_gives(db: TargetDb) -> None:
+    """A date and an integer column: the base is the reader's text of the value
+    (ISO date, digits), compared and written by the database's own types."""
+    ids = db.add(2)
+    db.run(f"ALTER TABLE {db.table} ADD COLUMN dob date")
+    db.run(f"ALTER TABLE {db.table} ADD COLUMN visits integer")
+    db.run(f"UPDATE {db.table} SET dob = '1980-01-31', visits = 7")
+    cfg = db.source()
+    cfg.mapping["dob"] = "date_of_birth"
+    out = push(cfg, [
+        update(1, ids[0], date_of_birth=("1980-01-31", "1981-02-01"),
+               **{"extra:visits": ("7", "8")}),
+        update(2, ids[1], date_of_birth=("1979-12-31", "1981-02-01")),
+    ])
+    assert out[1].outcome == "confirmed", out[1]
+    assert out[2].outcome == "conflict" and out[2].fields == ("date_of_birth",)
+    with db.engine.connect() as c:
+        dob, visits = c.execute(sa.text(f"SELECT dob, visits FROM {db.table} "
+                                        "WHERE client_id = 1")).one()
+    assert (str(dob), int(visits)) == ("1981-02-01", 8)
