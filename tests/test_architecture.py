@@ -33,6 +33,8 @@ ALLOWED: dict[str, str] = {
     # The SQL source reads the SOURCE's own database through SQLAlchemy
     # (`connection.execute(...)`): never the mirror.
     "sources/sql.py": "the source database, through SQLAlchemy",
+    # Its writer (two-way sync) writes the SOURCE's own table: never the mirror.
+    "sources/sql_writer.py": "the source database's table, through SQLAlchemy",
 }
 
 

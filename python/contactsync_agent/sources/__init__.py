@@ -19,6 +19,7 @@ from contactsync_agent.sources.base import Connector, check_options, redact_url
 from contactsync_agent.sources.http import HttpSource
 from contactsync_agent.sources.http_writer import HttpWriter
 from contactsync_agent.sources.sql import SqlSource
+from contactsync_agent.sources.sql_writer import SqlWriter
 from contactsync_agent.sources.vcard import VCardSource
 from contactsync_agent.sources.writer import Writer
 
@@ -27,6 +28,7 @@ __all__ = [
     "HttpSource",
     "HttpWriter",
     "SqlSource",
+    "SqlWriter",
     "VCardSource",
     "open_connector",
     "open_writer",
@@ -61,7 +63,9 @@ def open_writer(cfg: SourceConfig) -> Writer:
     """The writer of a configured source (two-way sync), validating its options."""
     if cfg.kind == "http":
         return HttpWriter(cfg)
-    raise ContactSyncError(f"source {cfg.name!r} ({cfg.kind}) has no writer")
+    if cfg.kind == "sql":
+        return SqlWriter(cfg)
+    raise ContactSyncError(f"source {cfg.name!r} is a {cfg.kind} source: it has no writer")
 
 
 def validate_sources(config: AgentConfig) -> None:

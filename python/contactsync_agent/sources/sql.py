@@ -65,6 +65,8 @@ class SqlSource(Connector):
                                     `>=` and re-reads the boundary rows, which is free)
     delete_column                   a soft-delete flag (mapped to deleted)
     timeout                         seconds to connect
+    write_table, new_id,            where and how two-way sync writes back: see
+    idempotency_table, empty_value  `sql_writer.SqlWriter`
     The run as a whole ends after the source's max_duration (default 1 h).
     Rows whose cursor is NULL are read by full runs only.
     """
@@ -83,6 +85,11 @@ class SqlSource(Connector):
         "delete_column": str,
         "cursor_inclusive": bool,
         "timeout": (int, float),
+        # Two-way sync's writer (sources/sql_writer.py reads them).
+        "write_table": str,
+        "new_id": str,
+        "idempotency_table": str,
+        "empty_value": str,
     }
 
     def __init__(self, cfg: SourceConfig) -> None:
