@@ -77,6 +77,7 @@ def contacts_edit(obj: Any, /, contact_id: int, extras: tuple[str, ...], as_json
         if src is not None and src["source"] and src["source"] in obj.config.sources:
             scfg = obj.config.sources[src["source"]]
             m.ownership.set_policy(src["source"], scfg.ownership, scfg.unique)
+            m.ownership.set_sync_policy(src["source"], scfg.sync_policy())
         written = m.ownership.edit_contact(contact_id, extra=extra or None, **values)
     if as_json:
         emit_json({"id": contact_id, "changed": written})

@@ -1,0 +1,181 @@
+"""Two-way sync (issue 15), the local side: the config of directions, conflict
+strategies and push policy (errors naming file, line and key), and a local
+edit of an out/both field on a synced contact: allowed whatever the field's
+ownership, never forcing the contact manual, recorded in the outbox with its
+base in the edit's own transaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from contactsync_agent.cli import _load_extensions, cli
+from contactsync_agent.config import load_config, parse_config
+from contactsync_agent.errors import ConfigError, OwnershipError
+from contactsync_agent.mirror import Mirror
+from contactsync_agent.store import SCHEMA_VERSION
+
+POLICY = {"directions": {"default": "in", "email": "both", "phone": "out"},
+          "conflicts": {"default": "source_wins"}, "priority": {}, "push_new": "referenced"}
+
+
+def rec(ext: str, name: str, **kw: str) -> dict[str, str]:
+    return {"id": ext, "name": name, **kw}
+
+
+@pytest.fixture
+def synced(mirror: Mirror) -> tuple[Mirror, int]:
+    mirror.sync("xpm", [rec("A", "John Smith", email="john@x.example", phone="0400 000 001",
+                            notes="n")], ownership={"notes": "locked"})
+    mirror.ownership.set_sync_policy("xpm", POLICY)
+    return mirror, mirror.contacts()[0].id
+
+
+# ---------------------------------------------------------------- config
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text("[sources.xpm]\nkind = \"folder\"\n" + body, encoding="utf-8")
+    return p
+
+
+def test_config_reads_directions_conflicts_and_push_new(tmp_path: Path) -> None:
+    p = write(tmp_path, '''push_new = "all"
+[sources.xpm.directions]
+default = "in"
+email = "both"
+"extra:Tags" = "out"
+[sources.xpm.conflicts]
+default = "last_write_wins"
+email = "priority"
+[sources.xpm.priority]
+email = "local"
+''')
+    src = load_config(p).sources["xpm"]
+    assert src.directions == {"default": "in", "email": "both", "extra:Tags": "out"}
+    assert src.conflicts == {"default": "last_write_wins", "email": "priority"}
+    assert src.priority == {"email": "local"}
+    assert src.push_new == "all"
+    assert src.sync_policy()["push_new"] == "all"
+    # Defaults: everything in, source wins, referenced contacts pushed.
+    plain = parse_config({"sources": {"s": {"kind": "folder"}}}).sources["s"]
+    assert (plain.directions, plain.conflicts, plain.push_new) == ({}, {}, "referenced")
+
+
+@pytest.mark.parametrize(("body", "key", "line", "words"), [
+    ('[sources.xpm.directions]\ndefault = "in"\nemail = "sideways"\n',
+     "sources.xpm.directions.email", 5, "unknown direction 'sideways'"),
+    ('[sources.xpm.directions]\nshoe_size = "both"\n',
+     "sources.xpm.directions.shoe_size", 4, "unknown field 'shoe_size'"),
+    ('[sources.xpm.conflicts]\n\nphone = "coin_toss"\n',
+     "sources.xpm.conflicts.phone", 5, "unknown strategy 'coin_toss'"),
+    ('push_new = "some"\n', "sources.xpm.push_new", 3, "unknown push policy 'some'"),
+    ('[sources.xpm.conflicts]\nemail = "priority"\n',
+     "sources.xpm.conflicts", 3, "needs a [sources.xpm.priority] table"),
+])
+def test_config_errors_name_file_line_and_key(tmp_path: Path, body: str, key: str, line: int,
+                                              words: str) -> None:
+    p = write(tmp_path, body)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.key == key and e.value.line == line
+    assert words in str(e.value)
+    assert f"{p}:{line}: {key}" in str(e.value)
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_schema_5_has_the_outbox_and_bases(mirror: Mirror) -> None:
+    assert SCHEMA_VERSION == 5
+    tables = {r[0] for r in mirror.store.conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"outbox", "field_bases"} <= tables
+
+
+# ---------------------------------------------------------------- local edits
+
+
+def outbox(m: Mirror) -> list[dict[str, object]]:
+    return [e.__dict__ for e in m.store.outbox.entries()]
+
+
+def test_edit_of_a_both_field_is_recorded_with_its_base_and_not_forced_manual(
+        synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    m.ownership.edit_contact(cid, email="john@new.example")
+    row = m.store.contacts.row(cid)
+    assert row is not None
+    assert row["email"] == "john@new.example" and row["forced_manual"] == 0
+    assert row["record_type"] == "sync"
+    [e] = outbox(m)
+    assert e["status"] == "pending" and e["kind"] == "update" and e["external_id"] == "A"
+    assert e["source"] == "xpm" and e["contact_id"] == cid
+    assert e["fields"] == {"email": ("john@x.example", "john@new.example")}
+    assert m.store.outbox.bases([cid]) == {cid: {"email": "john@x.example"}}
+    # A second edit before a push joins the entry: the base stays what the source sent.
+    m.ownership.edit_contact(cid, email="john@third.example", phone="0400 000 002")
+    [e] = outbox(m)
+    assert e["fields"] == {"email": ("john@x.example", "john@third.example"),
+                           "phone": ("0400 000 001", "0400 000 002")}
+    # Edited back to what the source holds: nothing left to push.
+    m.ownership.edit_contact(cid, email="john@x.example", phone="0400 000 001")
+    [e] = outbox(m)
+    assert e["status"] == "superseded"
+    m.ownership.edit_contact(cid, email="again@x.example")
+    assert [x["status"] for x in outbox(m)] == ["superseded", "pending"]
+    assert outbox(m)[1]["fields"] == {"email": ("john@x.example", "again@x.example")}
+    assert len({x["key"] for x in outbox(m)}) == 2
+
+
+def test_in_fields_keep_their_ownership(synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    with pytest.raises(OwnershipError):
+        m.ownership.edit_contact(cid, given_name="Jack")  # in, source-owned
+    with pytest.raises(OwnershipError):
+        m.ownership.edit_contact(cid, notes="x")  # locked
+    assert outbox(m) == []
+
+
+def test_an_in_only_source_records_nothing(mirror: Mirror) -> None:
+    mirror.sync("xpm", [rec("A", "John Smith", notes="n")], ownership={"notes": "local"})
+    cid = mirror.contacts()[0].id
+    mirror.ownership.edit_contact(cid, notes="mine")
+    assert outbox(mirror) == [] and mirror.store.outbox.bases([cid]) == {}
+
+
+def test_the_entry_is_in_the_edits_transaction(synced: tuple[Mirror, int],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    m, cid = synced
+
+    def boom(*a: object, **k: object) -> int:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(m.store.outbox, "add", boom)
+    with pytest.raises(RuntimeError):
+        m.ownership.edit_contact(cid, email="john@new.example")
+    row = m.store.contacts.row(cid)
+    assert row is not None and row["email"] == "john@x.example"
+    assert m.store.outbox.bases([cid]) == {}
+    assert [c.reason_code for c in m.changes() if c.reason_code == "edited_locally"] == []
+
+
+def test_cli_edit_follows_the_configs_directions(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[agent]\ndatabase = "{db}"\n[sources.xpm]\nkind = "folder"\n'
+                   '[sources.xpm.directions]\nemail = "both"\n', encoding="utf-8")
+    with Mirror.open(db) as m:
+        m.sync("xpm", [rec("A", "John Smith", email="john@x.example")])
+        cid = m.contacts()[0].id
+    _load_extensions()
+    r = CliRunner().invoke(cli, ["--config", str(cfg), "contacts", "edit", str(cid),
+                                 "--email", "j@new.example", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["changed"] == {"email": ["john@x.example", "j@new.example"]}
+    with Mirror.open(db) as m:
+        [e] = m.store.outbox.entries()
+        assert e.fields == {"email": ("john@x.example", "j@new.example")}
