@@ -179,3 +179,92 @@ def test_cli_edit_follows_the_configs_directions(tmp_path: Path) -> None:
     with Mirror.open(db) as m:
         [e] = m.store.outbox.entries()
         assert e.fields == {"email": ("john@x.example", "j@new.example")}
+
+
+# ---------------------------------------------------------------- pulls
+
+
+def pull(m: Mirror, email: str, phone: str = "0400 000 001") -> None:
+    m.sync("xpm", [rec("A", "John Smith", email=email, phone=phone, notes="n")])
+
+
+def policy(strategy: str, **more: object) -> dict[str, object]:
+    return {**POLICY, "conflicts": {"default": strategy}, **more}
+
+
+def two_way_feed(m: Mirror) -> list[str]:
+    return [c.reason for c in m.changes() if c.reason_code == "two_way_resolved"]
+
+
+def test_pull_keeps_a_pending_local_edit_when_the_source_did_not_change(
+        synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    m.ownership.edit_contact(cid, email="l@x.example")
+    pull(m, "john@x.example")
+    assert m.store.contacts.row(cid)["email"] == "l@x.example"  # type: ignore[index]
+    assert [e.status for e in m.store.outbox.entries()] == ["pending"]
+
+
+def test_pull_takes_a_remote_change_of_an_unedited_both_field(
+        synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    pull(m, "r@x.example")
+    assert m.store.contacts.row(cid)["email"] == "r@x.example"  # type: ignore[index]
+    assert outbox(m) == [] and two_way_feed(m) == []
+
+
+def test_conflict_source_wins(synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    m.ownership.edit_contact(cid, email="l@x.example")
+    pull(m, "r@x.example")
+    row = m.store.contacts.row(cid)
+    assert row is not None and row["email"] == "r@x.example" and row["forced_manual"] == 0
+    assert [e.status for e in m.store.outbox.entries()] == ["superseded"]
+    assert m.store.outbox.bases([cid]) == {}
+    [reason] = two_way_feed(m)
+    assert "conflict on email: source_wins" in reason
+    # The same record again is unchanged: decided once.
+    pull(m, "r@x.example")
+    assert len(two_way_feed(m)) == 1
+
+
+def test_conflict_local_wins_pushes_over_the_remote_value(synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    m.ownership.set_sync_policy("xpm", policy("local_wins"))
+    m.ownership.edit_contact(cid, email="l@x.example")
+    pull(m, "r@x.example")
+    row = m.store.contacts.row(cid)
+    assert row is not None and row["email"] == "l@x.example"
+    [e] = m.store.outbox.entries()
+    assert e.status == "pending" and e.fields == {"email": ("r@x.example", "l@x.example")}
+    assert m.store.outbox.bases([cid]) == {cid: {"email": "r@x.example"}}
+    assert "local_wins keeps the local value" in two_way_feed(m)[0]
+    pull(m, "r@x.example")  # nothing new from the source: nothing decided again
+    assert len(two_way_feed(m)) == 1 and m.store.contacts.row(cid)["email"] == "l@x.example"  # type: ignore[index]
+
+
+def test_conflict_priority_table(synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    m.ownership.set_sync_policy("xpm", policy("priority", priority={"phone": "local"}))
+    m.ownership.edit_contact(cid, email="l@x.example", phone="0400 000 777")
+    pull(m, "r@x.example", phone="0400 000 999")
+    row = m.store.contacts.row(cid)
+    assert row is not None
+    assert row["email"] == "r@x.example"  # unlisted: the source
+    assert row["phone"] == "0400 000 777"  # ... phone goes out only: local wins anyway
+    assert row["phone_e164"] == "+61400000777"
+
+
+def test_conflict_review_becomes_a_review_item_with_three_values(
+        synced: tuple[Mirror, int]) -> None:
+    m, cid = synced
+    m.ownership.set_sync_policy("xpm", policy("review"))
+    m.ownership.edit_contact(cid, email="l@x.example")
+    pull(m, "r@x.example")
+    row = m.store.contacts.row(cid)
+    assert row is not None and row["email"] == "l@x.example"
+    items = [i for i in m.review.items() if i.kind == "conflict"]
+    assert len(items) == 1
+    assert items[0].explanation == {"field": "email", "base": "john@x.example",
+                                       "local": "l@x.example", "remote": "r@x.example"}
+    assert [e.status for e in m.store.outbox.entries()] == ["superseded"]  # held for review
