@@ -7,14 +7,16 @@ base in the edit's own transaction."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from contactsync_agent.cli import _load_extensions, cli
-from contactsync_agent.config import load_config, parse_config
+from contactsync_agent.config import SourceConfig, load_config, parse_config
 from contactsync_agent.errors import ConfigError, OwnershipError
 from contactsync_agent.mirror import Mirror
+from contactsync_agent.sources.writer import OutboundChange, PushResult
 from contactsync_agent.store import SCHEMA_VERSION
 
 POLICY = {"directions": {"default": "in", "email": "both", "phone": "out"},
@@ -268,3 +270,161 @@ def test_conflict_review_becomes_a_review_item_with_three_values(
     assert items[0].explanation == {"field": "email", "base": "john@x.example",
                                        "local": "l@x.example", "remote": "r@x.example"}
     assert [e.status for e in m.store.outbox.entries()] == ["superseded"]  # held for review
+
+
+# ---------------------------------------------------------------- push (folder writer)
+
+
+def folder_cfg(tmp_path: Path, push_new: str = "referenced", **conflicts: str) -> SourceConfig:
+    cfg = parse_config({"sources": {"xpm": {
+        "kind": "folder", "outbox": str(tmp_path / "out"), "push_new": push_new,
+        "mapping": {"Client ID": "external_id", "Email Address": "email"},
+        "directions": {"email": "both", "phone": "out"},
+        "conflicts": {"default": "source_wins", **conflicts}}}}).sources["xpm"]
+    return cfg
+
+
+def read_outbox(tmp_path: Path) -> list[list[str]]:
+    rows = []
+    for p in sorted((tmp_path / "out").glob("*.csv")):
+        assert p.stat().st_mode & 0o777 == 0o600
+        rows.append(p.read_text(encoding="utf-8").splitlines())
+    return rows
+
+
+def test_push_writes_the_change_in_the_sources_headings_and_confirms(
+        synced: tuple[Mirror, int], tmp_path: Path) -> None:
+    m, cid = synced
+    cfg = folder_cfg(tmp_path)
+    m.ownership.edit_contact(cid, email="l@x.example")
+    dry = m.push(cfg, dry_run=True)
+    assert dry.counts == {"would_push": 1} and not (tmp_path / "out").exists()
+    report = m.push(cfg)
+    assert report.counts["confirmed"] == 1
+    assert read_outbox(tmp_path) == [["Client ID,Email Address", "A,l@x.example"]]
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o700
+    [e] = m.store.outbox.entries()
+    assert e.status == "confirmed" and e.attempts == 1
+    assert m.store.outbox.bases([cid]) == {}  # the source holds the local value now
+    # The echo: the source sends the pushed value back. Nothing to take, nothing to push.
+    seq = m.changes()[-1].seq
+    pull(m, "l@x.example")
+    assert [c for c in m.changes(since=seq) if c.op == "update"] == []
+    assert m.push(cfg).counts["confirmed"] == 0
+    assert len(read_outbox(tmp_path)) == 1 and len(m.store.outbox.entries()) == 1
+
+
+def test_a_resent_entry_is_not_written_twice(synced: tuple[Mirror, int], tmp_path: Path) -> None:
+    """A crash after the file was written and before the confirmation: the entry
+    is still `sent`; the next push sends it again under the same key and the
+    writer finds its file: applied once."""
+    m, cid = synced
+    cfg = folder_cfg(tmp_path)
+    m.ownership.edit_contact(cid, email="l@x.example")
+    from contactsync_agent.sources.outfile import FolderWriter
+
+    class CrashAfterWrite(FolderWriter):
+        def push(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
+            super().push(changes)
+            raise SystemExit("killed")
+
+    with pytest.raises(SystemExit):
+        m.push(cfg, writer=CrashAfterWrite(cfg))
+    assert [e.status for e in m.store.outbox.entries()] == ["sent"]
+    assert m.push(cfg).counts["confirmed"] == 1
+    assert len(read_outbox(tmp_path)) == 1
+    assert [e.attempts for e in m.store.outbox.entries()] == [2]
+
+
+def test_a_refusal_becomes_a_reconciliation_activity(synced: tuple[Mirror, int],
+                                                     tmp_path: Path) -> None:
+    m, cid = synced
+    m.ownership.edit_contact(cid, email="l@x.example", phone="0400 000 002")
+
+    class Refuses:
+        def push(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
+            return [PushResult(c.entry_id, "rejected", reason="email domain not allowed",
+                               fields=("email",)) for c in changes]
+
+        def close(self) -> None:
+            pass
+
+    report = m.push(folder_cfg(tmp_path), writer=Refuses())
+    assert report.counts["rejected"] == 1
+    [a] = [a for a in m.activities() if a.kind == "push_rejected"]
+    assert "email not applied" in a.reason and "email domain not allowed" in a.reason
+    assert "l@x.example" not in a.reason
+    assert m.store.contacts.row(cid)["email"] == "l@x.example"  # type: ignore[index]
+    assert [e.status for e in m.store.outbox.entries()] == ["rejected"]
+    assert m.push(folder_cfg(tmp_path), writer=Refuses()).counts["rejected"] == 0  # not retried
+
+
+class Creates:
+    """A target that gives each new contact an id."""
+
+    def __init__(self) -> None:
+        self.seen: list[OutboundChange] = []
+
+    def push(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
+        self.seen.extend(changes)
+        return [PushResult(c.entry_id, "confirmed", external_id=f"NEW-{c.entry_id}")
+                for c in changes]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("push_new", "pushed"), [("referenced", {"Used"}),
+                                                   ("all", {"Used", "Idle"}),
+                                                   ("none", set())])
+def test_new_local_contacts_go_out_under_the_policy_and_are_linked(
+        mirror: Mirror, tmp_path: Path, push_new: str, pushed: set[str]) -> None:
+    used = mirror.add_contact(given_name="Used", email="u@x.example")
+    idle = mirror.add_contact(given_name="Idle")
+    mirror.add_reference(used, "case:1")
+    target = Creates()
+    mirror.push(folder_cfg(tmp_path, push_new=push_new), writer=target)
+    assert {c.fields["given_name"][1] for c in target.seen} == pushed
+    assert all(c.kind == "create" and c.external_id is None for c in target.seen)
+    for cid, name in ((used, "Used"), (idle, "Idle")):
+        row = mirror.store.contacts.row(cid)
+        assert row is not None
+        if name in pushed:
+            assert row["record_type"] == "sync" and row["source"] == "xpm"
+            assert str(row["external_id"]).startswith("NEW-")
+            [c] = [c for c in mirror.changes() if c.reason_code == "linked_by_push"
+                   and c.contact_id == cid]
+            assert "returned" in c.reason
+        else:
+            assert row["record_type"] == "manual" and row["external_id"] is None
+    # Pushed once only.
+    again = Creates()
+    mirror.push(folder_cfg(tmp_path, push_new=push_new), writer=again)
+    assert again.seen == []
+
+
+def test_cli_push_and_outbox_list(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[agent]\ndatabase = "{db}"\n[sources.xpm]\nkind = "folder"\n'
+                   f'outbox = "{tmp_path / "out"}"\n'
+                   '[sources.xpm.directions]\nemail = "both"\n', encoding="utf-8")
+    with Mirror.open(db) as m:
+        m.sync("xpm", [rec("A", "John Smith", email="john@x.example")])
+        m.ownership.set_sync_policy("xpm", load_config(cfg).sources["xpm"].sync_policy())
+        m.ownership.edit_contact(m.contacts()[0].id, email="j@new.example")
+    _load_extensions()
+    run = CliRunner()
+    r = run.invoke(cli, ["--config", str(cfg), "outbox", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    [row] = json.loads(r.output)
+    assert row["status"] == "pending" and row["fields"] == ["email"] and row["age_seconds"] >= 0
+    r = run.invoke(cli, ["--config", str(cfg), "push", "--source", "xpm", "--dry-run", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["counts"] == {"would_push": 1}
+    r = run.invoke(cli, ["--config", str(cfg), "push", "--source", "xpm", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["counts"]["confirmed"] == 1
+    assert json.loads(run.invoke(cli, ["--config", str(cfg), "outbox", "list",
+                                       "--json"]).output) == []
+    r = run.invoke(cli, ["--config", str(cfg), "push", "--source", "nope"])
+    assert r.exit_code == 2 and "no source 'nope'" in r.output

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import platformdirs
 
-from contactsync_agent import _core, export, rules, sync
+from contactsync_agent import _core, export, push, rules, sync
 from contactsync_agent.access import Access
 from contactsync_agent.defaults import MASS_DELETE_LIMIT, REVIEW_THRESHOLD
 from contactsync_agent.entities import EntityFeeds
@@ -224,6 +224,28 @@ class Mirror:
         self._row(contact_id)
         return [{"ref": r, "registered_at": at}
                 for r, at in self.store.contacts.references(contact_id)]
+
+    # ------------------------------------------------------------ two-way sync
+
+    def push(self, cfg: Any, *, dry_run: bool = False, writer: Any = None) -> Any:
+        """One push of a configured source (`SourceConfig`): its open outbox
+        entries through its writer (`sources.open_writer`, or `writer` given).
+        Returns a `sources.writer.PushReport`; `dry_run` sends nothing."""
+        from contactsync_agent.sources import open_writer
+
+        self.ownership.set_sync_policy(cfg.name, cfg.sync_policy())
+        own = writer is None and not dry_run
+        w = open_writer(cfg) if own else writer
+        try:
+            return push.push_source(self.store, cfg.name, w, push_new=cfg.push_new,
+                                    dry_run=dry_run)
+        finally:
+            if own and w is not None:
+                w.close()
+
+    def outbox(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Open, rejected and conflicting outbox entries with their age."""
+        return push.outbox_list(self.store, source)
 
     # ------------------------------------------------------------ sync
 

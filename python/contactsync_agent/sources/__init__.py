@@ -15,15 +15,19 @@ from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.infile import InputFile
 from contactsync_agent.sources.base import Connector, check_options, redact_url
 from contactsync_agent.sources.http import HttpSource
+from contactsync_agent.sources.outfile import FolderWriter
 from contactsync_agent.sources.sql import SqlSource
 from contactsync_agent.sources.vcard import VCardSource
+from contactsync_agent.sources.writer import Writer
 
 __all__ = [
     "Connector",
+    "FolderWriter",
     "HttpSource",
     "SqlSource",
     "VCardSource",
     "open_connector",
+    "open_writer",
     "redact_url",
     "validate_sources",
 ]
@@ -51,6 +55,13 @@ def open_connector(
     )
 
 
+def open_writer(cfg: SourceConfig) -> Writer:
+    """The writer of a configured source (two-way sync), by its kind."""
+    if cfg.kind == "folder":
+        return FolderWriter(cfg)
+    raise ContactSyncError(f"source {cfg.name!r}: a {cfg.kind} source has no writer yet")
+
+
 def validate_sources(config: AgentConfig) -> None:
     """Checks every source's connector options at start-up (ConfigError names the key).
     Enabled sources are opened too, so a missing url_env or token file shows now."""
@@ -60,6 +71,7 @@ def validate_sources(config: AgentConfig) -> None:
         elif cfg.kind == "http":
             check_options(cfg, HttpSource.OPTIONS)
         else:
-            check_options(cfg, VCardSource.OPTIONS if cfg.format == "vcard" else {})
+            check_options(cfg, {**(VCardSource.OPTIONS if cfg.format == "vcard" else {}),
+                                **FolderWriter.OPTIONS})
         if cfg.enabled and cfg.kind in ("sql", "http"):
             open_connector(cfg).close()
