@@ -428,3 +428,29 @@ def test_cli_push_and_outbox_list(tmp_path: Path) -> None:
                                        "--json"]).output) == []
     r = run.invoke(cli, ["--config", str(cfg), "push", "--source", "nope"])
     assert r.exit_code == 2 and "no source 'nope'" in r.output
+
+
+# ---------------------------------------------------------------- status
+
+
+def test_status_shows_the_outbox_and_degrades_past_its_age(synced: tuple[Mirror, int]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from contactsync_agent import status
+    from contactsync_agent.config import AgentConfig
+
+    m, cid = synced
+    data = status.collect(m.store)
+    assert data["outbox"] == {"depth": 0, "pending": 0, "sent": 0, "oldest_pending_age": None,
+                              "conflicts_open": 0, "health": "healthy", "why": ""}
+    m.ownership.set_sync_policy("xpm", policy("review"))
+    m.ownership.edit_contact(cid, email="l@x.example", phone="0400 000 002")
+    pull(m, "r@x.example")  # email: a conflict for review; phone still pending
+    cfg = AgentConfig()
+    later = datetime.now(UTC) + timedelta(seconds=cfg.daemon.outbox_max_age + 60)
+    data = status.collect(m.store, cfg, now=later)
+    o = data["outbox"]
+    assert (o["depth"], o["pending"], o["conflicts_open"]) == (1, 1, 1)
+    assert o["oldest_pending_age"] > cfg.daemon.outbox_max_age
+    assert o["health"] == "degraded" and "outbox list" in o["why"]
+    assert status.collect(m.store, cfg)["outbox"]["health"] == "healthy"

@@ -131,6 +131,8 @@ class DaemonConfig:
     # and failed/ (and leftovers of killed backup/restore runs) older than
     # this are removed by the agent and by `purge`.
     retention: float = 90 * 86400.0
+    # Two-way sync: `status` is degraded while an outbox entry waits longer.
+    outbox_max_age: float = 3600.0
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -367,6 +369,8 @@ def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) ->
         setattr(d, key, _positive_int(value, full, path))
     elif key == "retention":
         d.retention = parse_duration(value, full, path)
+    elif key == "outbox_max_age":
+        d.outbox_max_age = parse_duration(value, full, path)
     elif key == "log_backups":
         d.log_backups = int(_expect(value, int, full, path))
         if d.log_backups < 0:

@@ -179,3 +179,20 @@ class Outbox(Part):
             f"AND c.deleted_at IS NULL {ref} AND NOT EXISTS (SELECT 1 FROM outbox o WHERE "
             "o.contact_id = c.id AND o.source = ? AND o.kind = 'create' "
             "AND o.status != 'superseded') ORDER BY c.id LIMIT ?", (source, limit))]
+
+    # ------------------------------------------------------------ status
+
+    def summary(self) -> tuple[dict[str, int], str | None, int]:
+        """({status: how many} of open entries, the oldest pending entry's
+        created_at, open review items of two-way conflicts). Empty on a mirror
+        not yet migrated to schema 5 (read-only status never migrates)."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
+            return {}, None, 0
+        counts = {s: int(n) for s, n in self.conn.execute(
+            "SELECT status, count(*) FROM outbox WHERE status IN ('pending', 'sent') GROUP BY 1")}
+        oldest = self.conn.execute(
+            "SELECT min(created_at) FROM outbox WHERE status IN ('pending', 'sent')").fetchone()[0]
+        conflicts = int(self.conn.execute(
+            "SELECT count(*) FROM review_items WHERE status = 'open' AND kind = 'conflict'"
+        ).fetchone()[0])
+        return counts, oldest, conflicts
