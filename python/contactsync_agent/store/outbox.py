@@ -186,7 +186,8 @@ class Outbox(Part):
         """({status: how many} of open entries, the oldest pending entry's
         created_at, open review items of two-way conflicts). Empty on a mirror
         not yet migrated to schema 5 (read-only status never migrates)."""
-        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
+        found = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'")
+        if found.fetchone() is None:
             return {}, None, 0
         counts = {s: int(n) for s, n in self.conn.execute(
             "SELECT status, count(*) FROM outbox WHERE status IN ('pending', 'sent') GROUP BY 1")}
