@@ -195,7 +195,8 @@ def policy(strategy: str, **more: object) -> dict[str, object]:
 
 
 def two_way_feed(m: Mirror) -> list[str]:
-    return [c.reason for c in m.changes() if c.reason_code == "two_way_resolved"]
+    return [c.reason for c in m.changes()
+            if c.reason_code in ("two_way_resolved", "two_way_conflict")]
 
 
 def test_pull_keeps_a_pending_local_edit_when_the_source_did_not_change(
@@ -225,6 +226,8 @@ def test_conflict_source_wins(synced: tuple[Mirror, int]) -> None:
     assert m.store.outbox.bases([cid]) == {}
     [reason] = two_way_feed(m)
     assert "conflict on email: source_wins" in reason
+    assert [c.reason_code for c in m.changes() if c.reason_code.startswith("two_way")] == [
+        "two_way_conflict"]
     # The same record again is unchanged: decided once.
     pull(m, "r@x.example")
     assert len(two_way_feed(m)) == 1

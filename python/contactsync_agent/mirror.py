@@ -231,11 +231,16 @@ class Mirror:
         """One push of a configured source (`SourceConfig`): its open outbox
         entries through its writer (`sources.open_writer`, or `writer` given).
         Returns a `sources.writer.PushReport`; `dry_run` sends nothing."""
-        from contactsync_agent.sources import open_writer
+        from contactsync_agent.sources import FolderWriter, open_writer
 
         self.ownership.set_sync_policy(cfg.name, cfg.sync_policy())
         own = writer is None and not dry_run
-        w = open_writer(cfg) if own else writer
+        w: Any
+        if own and cfg.kind == "folder":  # in the headings of the source's own files
+            seen = json.loads(self.store.get_meta(sync.columns_key(cfg.name)) or "{}")
+            w = FolderWriter(cfg, headings=seen)
+        else:
+            w = open_writer(cfg) if own else writer
         try:
             return push.push_source(self.store, cfg.name, w, push_new=cfg.push_new,
                                     dry_run=dry_run)

@@ -322,7 +322,9 @@ class _Run:
             store.add(key=uuid.uuid4().hex, source=self.source, contact_id=cid, kind="update",
                       external_id=str(rec["external_id"]), fields=fields, local_at=at, at=at)
         if reasons:
-            self.store.feed.add_change(cid, self.run_id, "update", said, "two_way_resolved",
+            code = ("two_way_conflict" if any(d.conflict for d in decisions.values())
+                    else "two_way_resolved")
+            self.store.feed.add_change(cid, self.run_id, "update", said, code,
                                        "; ".join(reasons), at)
 
     def guard(self, check: Callable[[], None]) -> None:

@@ -3,7 +3,8 @@ for systems that import files.
 
 One file per outbox entry, `<source>-<key>.csv`, in the source's configured
 `outbox` folder: a header in the source's own headings (its `mapping` read
-backwards; a field it does not map keeps its canonical name) and one row, the
+backwards, else the headings its last CSV export carried; a field with
+neither keeps its canonical name) and one row, the
 contact's external id and its changed fields. Written to a temporary name,
 flushed and renamed, owner-only (0600 file in a 0700 folder). The file name
 carries the idempotency key, so a retry after a crash finds the file already
@@ -20,7 +21,7 @@ import contextlib
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,7 +37,9 @@ class FolderWriter:
 
     OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {"outbox": str}
 
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: SourceConfig, headings: Mapping[str, str] | None = None) -> None:
+        """`headings`: {field: heading} the source's files carried (the mirror
+        keeps them from its last full CSV snapshot); the `mapping` config wins."""
         folder = cfg.options.get("outbox")
         if not isinstance(folder, str) or not folder.strip():
             raise ConfigError("a folder source pushes into an outbox folder: set "
@@ -44,7 +47,8 @@ class FolderWriter:
                               key=f"sources.{cfg.name}.outbox")
         self.folder = Path(folder).expanduser()
         self.source = cfg.name
-        self.headings = {target: col for col, target in cfg.mapping.items()}
+        self.headings = {**(headings or {}),
+                         **{target: col for col, target in cfg.mapping.items()}}
 
     def _heading(self, fld: str) -> str:
         if fld.startswith("extra:"):

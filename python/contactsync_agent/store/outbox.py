@@ -180,6 +180,12 @@ class Outbox(Part):
             "o.contact_id = c.id AND o.source = ? AND o.kind = 'create' "
             "AND o.status != 'superseded') ORDER BY c.id LIMIT ?", (source, limit))]
 
+    def conflicts_of_run(self, run_id: int) -> list[tuple[int, str]]:
+        """(contact id, reason) of the two-way conflicts a run decided."""
+        return self.conn.execute(
+            "SELECT contact_id, reason FROM changes WHERE run_id = ? "
+            "AND reason_code = 'two_way_conflict' ORDER BY seq", (run_id,)).fetchall()
+
     # ------------------------------------------------------------ status
 
     def summary(self) -> tuple[dict[str, int], str | None, int]:
