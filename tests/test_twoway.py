@@ -457,3 +457,32 @@ def test_status_shows_the_outbox_and_degrades_past_its_age(synced: tuple[Mirror,
     assert o["oldest_pending_age"] > cfg.daemon.outbox_max_age
     assert o["health"] == "degraded" and "outbox list" in o["why"]
     assert status.collect(m.store, cfg)["outbox"]["health"] == "healthy"
+
+
+def test_own_write_coming_back_after_a_crash_is_an_echo_not_a_conflict(
+        synced: tuple[Mirror, int], tmp_path: Path) -> None:
+    """Sent (the target applied it) but never confirmed, then edited again
+    locally: the pull bringing the sent value back must not count it as a
+    remote change, or source_wins would throw the newer local edit away."""
+    m, cid = synced
+    cfg = folder_cfg(tmp_path)
+    from contactsync_agent.sources.outfile import FolderWriter
+
+    class CrashAfterWrite(FolderWriter):
+        def push(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
+            super().push(changes)
+            raise SystemExit("killed")
+
+    m.ownership.edit_contact(cid, email="v1@x.example")
+    with pytest.raises(SystemExit):
+        m.push(cfg, writer=CrashAfterWrite(cfg))
+    m.ownership.edit_contact(cid, email="v2@x.example")
+    pull(m, "v1@x.example")  # the target imported v1
+    assert m.store.contacts.row(cid)["email"] == "v2@x.example"  # type: ignore[index]
+    assert two_way_feed(m) == []
+    pending = [e for e in m.store.outbox.entries() if e.status == "pending"]
+    assert [e.fields for e in pending] == [{"email": ("v1@x.example", "v2@x.example")}]
+    m.push(cfg)
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.csv"))
+    assert [(tmp_path / "out" / n).read_text().splitlines()[1] for n in names] == [
+        "A,v1@x.example", "A,v2@x.example"]  # in the order to apply them

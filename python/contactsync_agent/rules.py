@@ -839,3 +839,16 @@ def resolve_two_way(
     out.update(phone_e164=phone_e, mobile_e164=mobile_e,
                hash=signed_hash(_core.content_hash(values, sorted(extra.items()))))
     return out, decisions
+
+
+def echo_bases(incoming: Mapping[str, Any],
+               sent: Sequence[Mapping[str, tuple[str, str]]]) -> dict[str, str]:
+    """Bases of fields whose incoming value is one the agent sent (`sent`: the
+    fields of entries sent but not confirmed, oldest first): that value is the
+    agent's own write coming back, so the three-way comparison starts from it."""
+    out: dict[str, str] = {}
+    for fields in sent:
+        for f, (_, new) in fields.items():
+            if field_value(incoming, f) == new:
+                out[f] = new
+    return out

@@ -273,6 +273,12 @@ class _Run:
         `review` conflict a review item with the three values, and the bases
         and outbox follow what was decided."""
         cid = int(cur["id"])
+        open_entries = self.store.outbox.open_for([cid]).get(cid, [])
+        # Echo suppression: a value the agent sent (an entry not yet confirmed,
+        # e.g. after a crash) coming back is its own write, not a remote change:
+        # it is the base the comparison starts from.
+        bases = {**bases, **rules.echo_bases(
+            rec, [e.fields for e in open_entries if e.status == "sent"])}
         resolved, decisions = rules.resolve_two_way(cur, rec, bases, self.two_way, self.region,
                                                     remote_at=rec.get("modified_at"))
         a = rules.decide_linked(cur, resolved, self.ownership, None)
@@ -283,7 +289,6 @@ class _Run:
         if not decisions or self.dry_run:
             return
         store, at = self.store.outbox, self.at
-        open_entries = store.open_for([cid]).get(cid, [])
         pending = next((e for e in open_entries if e.status == "pending"), None)
         fields = dict(pending.fields) if pending else {}
         drop_bases, set_bases = [], {}

@@ -1,7 +1,8 @@
 """The folder writer: local changes of a folder source as outbound CSV files,
 for systems that import files.
 
-One file per outbox entry, `<source>-<key>.csv`, in the source's configured
+One file per outbox entry, `<source>-<entry id>-<key>.csv` (name order is the
+order to apply them in), in the source's configured
 `outbox` folder: a header in the source's own headings (its `mapping` read
 backwards, else the headings its last CSV export carried; a field with
 neither keeps its canonical name) and one row, the
@@ -62,7 +63,9 @@ class FolderWriter:
             raise ConnectionError(f"outbox folder {self.folder}: {e.strerror}") from None
         out = []
         for ch in changes:
-            target = self.folder / f"{self.source}-{ch.key}.csv"
+            # The entry id orders the files (an importer applies them in name
+            # order); the key makes a retry find the file already written.
+            target = self.folder / f"{self.source}-{ch.entry_id:012d}-{ch.key}.csv"
             if not target.exists():
                 try:
                     self._write(target, ch)
