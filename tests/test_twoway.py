@@ -308,13 +308,24 @@ def test_push_writes_the_change_in_the_sources_headings_and_confirms(
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o700
     [e] = m.store.outbox.entries()
     assert e.status == "confirmed" and e.attempts == 1
-    assert m.store.outbox.bases([cid]) == {}  # the source holds the local value now
-    # The echo: the source sends the pushed value back. Nothing to take, nothing to push.
+    # Delivered, not applied: the base stays until the source sends the value back.
+    assert m.store.outbox.bases([cid]) == {cid: {"email": "john@x.example"}}
+    pull(m, "john@x.example", phone="0400 000 009")  # a pull before the import ...
+    row = m.store.contacts.row(cid)
+    assert row is not None and row["email"] == "l@x.example"  # ... is no remote change
+    # (phone goes out only: the source's change is put back)
+    assert row["phone"] == "0400 000 001"
+    assert m.store.outbox.entries()[1].fields == {"phone": ("0400 000 009", "0400 000 001")}
+    assert two_way_feed(m) == ["phone goes out only: the source's change is overwritten with "
+                               "the local value"]
+    assert m.push(cfg).counts["confirmed"] == 1
     seq = m.changes()[-1].seq
-    pull(m, "l@x.example")
+    # The echo: the source sends the pushed value back. Nothing to take, nothing to push.
+    pull(m, "l@x.example", phone="0400 000 001")
+    assert m.store.outbox.bases([cid]) == {}
     assert [c for c in m.changes(since=seq) if c.op == "update"] == []
     assert m.push(cfg).counts["confirmed"] == 0
-    assert len(read_outbox(tmp_path)) == 1 and len(m.store.outbox.entries()) == 1
+    assert len(read_outbox(tmp_path)) == 2 and len(m.store.outbox.entries()) == 2
 
 
 def test_a_resent_entry_is_not_written_twice(synced: tuple[Mirror, int], tmp_path: Path) -> None:

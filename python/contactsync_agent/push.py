@@ -123,7 +123,8 @@ def _settle(store: Store, source: str, e: OutboxEntry, r: PushResult) -> None:
                 "linked_by_push", f"pushed to {source} as a new contact; linked by the id "
                 f"{source} returned", at)
         return
-    _confirmed_bases(store, e)
+    if r.applied:  # delivered for a later import: the echo of a pull settles the bases
+        _confirmed_bases(store, e)
 
 
 def _confirmed_bases(store: Store, e: OutboxEntry) -> None:

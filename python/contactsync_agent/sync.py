@@ -299,6 +299,12 @@ class _Run:
             if d.outcome in ("remote", "echo", "conflict_remote"):
                 drop_bases.append(f)
                 fields.pop(f, None)
+            elif d.outcome == "local" and remote == bases.get(f, local):
+                # Changed locally only: already in the outbox (or delivered). An
+                # echo of a sent value moved the base: the pending entry follows.
+                if f in fields and fields[f][0] != remote:
+                    fields[f] = (remote, fields[f][1])
+                    set_bases[f] = remote
             elif d.push:  # the local value goes out over what the source now holds
                 set_bases[f] = remote
                 fields[f] = (remote, d.value)
@@ -311,7 +317,9 @@ class _Run:
                                  "remote": remote},
                     reason=d.reason, at=at)
                 self.counts["review_items"] += 1
-            if d.outcome not in ("remote", "local"):
+            # News: a conflict, or a source change put back (an out field). Not
+            # an echo, nor a change of one side only (the update says it).
+            if d.conflict or (d.push and remote != bases.get(f, local)):
                 said[f] = [local, d.value]
                 reasons.append(d.reason)
         if drop_bases:

@@ -9,7 +9,9 @@ neither keeps its canonical name) and one row, the
 contact's external id and its changed fields. Written to a temporary name,
 flushed and renamed, owner-only (0600 file in a 0700 folder). The file name
 carries the idempotency key, so a retry after a crash finds the file already
-there and writes nothing twice. A folder target gives no id back: a create is
+there and writes nothing twice. `confirmed` means delivered, not applied
+(`PushResult.applied` is False): the bases move when a pull brings the value
+back. A folder target gives no id back: a create is
 confirmed without one (the contact stays local until an export links it).
 
 It writes only into that folder: it never opens the mirror and never logs a
@@ -72,7 +74,7 @@ class FolderWriter:
                 except OSError as e:
                     out.append(PushResult(ch.entry_id, "retry", reason=str(e.strerror)))
                     continue
-            out.append(PushResult(ch.entry_id, "confirmed"))
+            out.append(PushResult(ch.entry_id, "confirmed", applied=False))
         return out
 
     def _write(self, target: Path, ch: OutboundChange) -> None:
