@@ -111,6 +111,10 @@ def _settle(store: Store, source: str, e: OutboxEntry, r: PushResult) -> None:
             at=at)
         return
     store.outbox.mark([e.id], "confirmed", at)
+    # The source's record changed (by us): the next pull compares it again even
+    # if the source's export hashes the same as before (it may have changed
+    # back meanwhile, which only the three-way comparison can tell).
+    store.contacts.update(e.contact_id, {"source_hash": None}, None)
     if e.kind == "create":
         if r.external_id:
             store.outbox.set_external_id(e.id, r.external_id)

@@ -292,6 +292,7 @@ class _Run:
         pending = next((e for e in open_entries if e.status == "pending"), None)
         fields = dict(pending.fields) if pending else {}
         drop_bases, set_bases = [], {}
+        settled: set[str] = set()  # fields a sent entry no longer speaks for
         said: dict[str, list[Any]] = {}
         reasons = []
         for f, d in decisions.items():
@@ -299,12 +300,18 @@ class _Run:
             if d.outcome in ("remote", "echo", "conflict_remote"):
                 drop_bases.append(f)
                 fields.pop(f, None)
+                settled.add(f)
             elif d.outcome == "local" and remote == bases.get(f, local):
-                # Changed locally only: already in the outbox (or delivered). An
-                # echo of a sent value moved the base: the pending entry follows.
-                if f in fields and fields[f][0] != remote:
-                    fields[f] = (remote, fields[f][1])
-                    set_bases[f] = remote
+                # Changed locally only. Pending: the entry goes as it is (an echo
+                # of a sent value moved the base: the entry follows). Sent: wait
+                # for its answer. Delivered but the source does not hold it (not
+                # imported yet, or imported and changed back since): again.
+                if f in fields:
+                    if fields[f][0] != remote:
+                        fields[f] = (remote, fields[f][1])
+                        set_bases[f] = remote
+                elif not any(f in e.fields for e in open_entries):
+                    fields[f] = (remote, d.value)
             elif d.push:  # the local value goes out over what the source now holds
                 set_bases[f] = remote
                 fields[f] = (remote, d.value)
@@ -322,6 +329,15 @@ class _Run:
             if d.conflict or (d.push and remote != bases.get(f, local)):
                 said[f] = [local, d.value]
                 reasons.append(d.reason)
+        # A sent entry's value of a field this pull settled is no longer the
+        # agent's: were it to come back later, it would not be an echo.
+        for e in open_entries:
+            if e.status == "sent" and settled & set(e.fields):
+                rest = {f: v for f, v in e.fields.items() if f not in settled}
+                if rest:
+                    store.set_fields(e.id, rest)
+                else:
+                    store.mark([e.id], "superseded", at, reason="settled by a pull")
         if drop_bases:
             store.drop_bases(cid, drop_bases)
         if set_bases:
