@@ -315,7 +315,10 @@ def test_push_writes_the_change_in_the_sources_headings_and_confirms(
     assert row is not None and row["email"] == "l@x.example"  # ... is no remote change
     # (phone goes out only: the source's change is put back)
     assert row["phone"] == "0400 000 001"
-    assert m.store.outbox.entries()[1].fields == {"phone": ("0400 000 009", "0400 000 001")}
+    # Delivered but not at the source yet: delivered again (the target applies
+    # its files in order, so a second copy changes nothing).
+    assert m.store.outbox.entries()[1].fields == {"phone": ("0400 000 009", "0400 000 001"),
+                                                  "email": ("john@x.example", "l@x.example")}
     assert two_way_feed(m) == ["phone goes out only: the source's change is overwritten with "
                                "the local value"]
     assert m.push(cfg).counts["confirmed"] == 1
@@ -497,3 +500,22 @@ def test_own_write_coming_back_after_a_crash_is_an_echo_not_a_conflict(
     names = sorted(p.name for p in (tmp_path / "out").glob("*.csv"))
     assert [(tmp_path / "out" / n).read_text().splitlines()[1] for n in names] == [
         "A,v1@x.example", "A,v2@x.example"]  # in the order to apply them
+
+
+def test_a_delivered_value_imported_then_edited_again_is_no_conflict(
+        synced: tuple[Mirror, int], tmp_path: Path) -> None:
+    """Delivered (the folder writer's confirmation), imported by the target,
+    then edited again locally: the pull bringing the delivered value back is
+    the agent's own write, so the newer local edit is not a conflict (under
+    source_wins it would be lost)."""
+    m, cid = synced
+    cfg = folder_cfg(tmp_path)
+    m.ownership.edit_contact(cid, email="v1@x.example")
+    assert m.push(cfg).counts["confirmed"] == 1
+    m.ownership.edit_contact(cid, email="v2@x.example")
+    pull(m, "v1@x.example")  # the target imported v1
+    assert m.store.contacts.row(cid)["email"] == "v2@x.example"  # type: ignore[index]
+    assert two_way_feed(m) == []
+    [e] = [e for e in m.store.outbox.entries() if e.status == "pending"]
+    assert e.fields == {"email": ("v1@x.example", "v2@x.example")}
+    assert m.store.outbox.bases([cid]) == {cid: {"email": "v1@x.example"}}

@@ -275,10 +275,18 @@ class _Run:
         cid = int(cur["id"])
         open_entries = self.store.outbox.open_for([cid]).get(cid, [])
         # Echo suppression: a value the agent sent (an entry not yet confirmed,
-        # e.g. after a crash) coming back is its own write, not a remote change:
-        # it is the base the comparison starts from.
-        bases = {**bases, **rules.echo_bases(
-            rec, [e.fields for e in open_entries if e.status == "sent"])}
+        # e.g. after a crash; or delivered to a folder, whose base stays until
+        # the value comes back) is its own write, not a remote change: it is
+        # the base the comparison starts from.
+        sent: list[Mapping[str, tuple[str, str]]] = []
+        if bases:
+            for e in self.store.outbox.delivered_for(cid):
+                waiting = {f: v for f, v in e.fields.items() if bases.get(f) == v[0]}
+                if waiting:
+                    sent.append(waiting)
+        sent += [e.fields for e in open_entries if e.status == "sent"]
+        echo = rules.echo_bases(rec, sent)
+        bases = {**bases, **echo}
         resolved, decisions = rules.resolve_two_way(cur, rec, bases, self.two_way, self.region,
                                                     remote_at=rec.get("modified_at"))
         a = rules.decide_linked(cur, resolved, self.ownership, None)
@@ -286,7 +294,7 @@ class _Run:
         # unchanged (and a kept local value is not decided twice).
         a.write["source_hash"] = rec["hash"]
         self.apply(a)
-        if not decisions or self.dry_run:
+        if (not decisions and not echo) or self.dry_run:
             return
         store, at = self.store.outbox, self.at
         pending = next((e for e in open_entries if e.status == "pending"), None)
@@ -306,6 +314,8 @@ class _Run:
                 # of a sent value moved the base: the entry follows). Sent: wait
                 # for its answer. Delivered but the source does not hold it (not
                 # imported yet, or imported and changed back since): again.
+                if f in echo:
+                    set_bases[f] = remote
                 if f in fields:
                     if fields[f][0] != remote:
                         fields[f] = (remote, fields[f][1])
@@ -329,6 +339,9 @@ class _Run:
             if d.conflict or (d.push and remote != bases.get(f, local)):
                 said[f] = [local, d.value]
                 reasons.append(d.reason)
+        for f, value in echo.items():  # the delivered value came back and is the local one
+            if f not in decisions and rules.field_value(cur, f) == value:
+                drop_bases.append(f)
         # A sent entry's value of a field this pull settled is no longer the
         # agent's: were it to come back later, it would not be an echo.
         for e in open_entries:

@@ -131,6 +131,14 @@ class Outbox(Part):
                 out.setdefault(row[3], []).append(_entry(row))
         return out
 
+    def delivered_for(self, contact_id: int, limit: int = 20) -> list[OutboxEntry]:
+        """The contact's latest confirmed updates, oldest first (a pull tells
+        the ones whose value has not come back yet by their bases)."""
+        rows = self.conn.execute(
+            f"SELECT {_COLS} FROM outbox WHERE contact_id = ? AND status = 'confirmed' "
+            "AND kind = 'update' ORDER BY id DESC LIMIT ?", (contact_id, limit)).fetchall()
+        return [_entry(r) for r in reversed(rows)]
+
     def entries(self, source: str | None = None, statuses: Sequence[str] | None = None,
                 limit: int = 1000) -> list[OutboxEntry]:
         where, params = [], []
