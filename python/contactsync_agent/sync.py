@@ -287,8 +287,10 @@ class _Run:
         sent += [e.fields for e in open_entries if e.status == "sent"]
         echo = rules.echo_bases(rec, sent)
         bases = {**bases, **echo}
-        resolved, decisions = rules.resolve_two_way(cur, rec, bases, self.two_way, self.region,
-                                                    remote_at=rec.get("modified_at"))
+        queued = next((e for e in open_entries if e.status == "pending"), None)
+        resolved, decisions = rules.resolve_two_way(
+            cur, rec, bases, self.two_way, self.region, remote_at=rec.get("modified_at"),
+            local_at=queued.local_at if queued else cur.get("updated_at"))
         a = rules.decide_linked(cur, resolved, self.ownership, None)
         # The source hash is what the source sent, so the same record again is
         # unchanged (and a kept local value is not decided twice).
