@@ -501,6 +501,15 @@ polling = false               # true for network shares (SMB/NFS), where file ev
 # max_duration = "15m"        # a slower run is reported (default: half the interval);
                               # sql/http sources: also stopped at it (default 1h)
 
+# Two-way sync (off unless a field goes out; see README "Two-way sync"):
+# outbox = "/srv/exports/xpm-outbox"  # where outbound change files are written
+# push_new = "referenced"             # new local contacts: referenced | all | none
+# [sources.xpm.directions]            # in | out | both, per field
+# default = "in"
+# email = "both"
+# [sources.xpm.conflicts]             # source_wins | local_wins | last_write_wins
+# default = "source_wins"             #   | priority | review
+
 # Source column -> contact field. Common headings are recognised without this.
 [sources.xpm.mapping]
 "Client ID" = "external_id"
