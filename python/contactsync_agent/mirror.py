@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import platformdirs
 
-from contactsync_agent import _core, export, push, rules, sync
+from contactsync_agent import _core, export, rules, sync
 from contactsync_agent.access import Access
 from contactsync_agent.defaults import MASS_DELETE_LIMIT, REVIEW_THRESHOLD
 from contactsync_agent.entities import EntityFeeds
@@ -231,6 +231,8 @@ class Mirror:
         """One push of a configured source (`SourceConfig`): its open outbox
         entries through its writer (`sources.open_writer`, or `writer` given).
         Returns a `sources.writer.PushReport`; `dry_run` sends nothing."""
+        # Imported here: the connectors (HTTP, SQL drivers) load only when used.
+        from contactsync_agent import push
         from contactsync_agent.sources import FolderWriter, open_writer
 
         self.ownership.set_sync_policy(cfg.name, cfg.sync_policy())
@@ -250,6 +252,8 @@ class Mirror:
 
     def outbox(self, source: str | None = None) -> list[dict[str, Any]]:
         """Open, rejected and conflicting outbox entries with their age."""
+        from contactsync_agent import push
+
         return push.outbox_list(self.store, source)
 
     # ------------------------------------------------------------ sync
