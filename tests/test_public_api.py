@@ -34,7 +34,7 @@ PARTS: dict[str, set[str]] = {
     "review": {"items", "accept", "reject", "summaries", "compare", "select", "accept_many",
                "reject_many"},
     "access": {"check", "customers"},
-    "ownership": {"policy", "set_policy", "edit_contact"},
+    "ownership": {"policy", "set_policy", "edit_contact", "sync_policy", "set_sync_policy"},
 }
 
 

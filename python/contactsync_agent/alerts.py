@@ -38,6 +38,11 @@ def should_alert(last_alerted: str | None, state: str) -> bool:
     return state != (last_alerted or HEALTHY)
 
 
+#: The `state` of an alert that is a two-way conflict (one per conflict), not
+#: a health change.
+CONFLICT = "conflict"
+
+
 @dataclass(frozen=True)
 class Alert:
     source: str
@@ -54,6 +59,9 @@ class Alert:
 
     @property
     def summary(self) -> str:
+        if self.state == CONFLICT:
+            return (f"contactsync source {self.source!r}: two-way conflict: "
+                    + "; ".join(self.reasons))
         if self.recovery:
             return f"contactsync source {self.source!r} recovered (was {self.previous})"
         why = "; ".join(self.reasons) or "no reason recorded"

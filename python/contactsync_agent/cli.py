@@ -281,6 +281,8 @@ def sync(obj: Ctx, source: str, file: str | None, mode: str | None, fmt: str | N
     scfg = obj.config.source(source)
     show_progress = sys.stderr.isatty() and not as_json
     with obj.mirror() as m:
+        if source in obj.config.sources and not dry_run:
+            m.ownership.set_sync_policy(source, scfg.sync_policy())
         kwargs: dict[str, Any] = dict(
             mode=mode or scfg.mode, format=fmt, mapping=scfg.mapping,
             allow_mass_delete=allow_mass_delete, mass_delete_limit=scfg.mass_delete_limit,

@@ -77,6 +77,7 @@ def contacts_edit(obj: Any, /, contact_id: int, extras: tuple[str, ...], as_json
         if source and source in obj.config.sources:
             scfg = obj.config.sources[source]
             m.ownership.set_policy(source, scfg.ownership, scfg.unique)
+            m.ownership.set_sync_policy(source, scfg.sync_policy())
         written = m.ownership.edit_contact(contact_id, extra=extra or None, **values)
     if as_json:
         emit_json({"id": contact_id, "changed": written})

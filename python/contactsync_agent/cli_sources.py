@@ -1,7 +1,9 @@
 """`contactsync source-test NAME` (also `contactsync source test NAME` when the
-`source` group exists): a sample of a source and how each field maps.
+`source` group exists): a sample of a source and how each field maps; and the
+two-way commands `contactsync push --source NAME` and `contactsync outbox list`.
 
-A thin shell over `source_runs.preview_source`; it never opens the mirror database.
+A thin shell over `source_runs.preview_source` (which never opens the mirror
+database) and `Mirror.push` / `Mirror.outbox`.
 """
 
 from __future__ import annotations
@@ -62,10 +64,67 @@ def _print_record(rec: SampleRecord) -> None:
         click.echo(f"  ! {rec.problem}")
 
 
+@click.command("push")
+@click.option("--source", "source", required=True, help="The source to push to.")
+@click.option("--dry-run", is_flag=True, help="List what would be pushed; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def push_cmd(obj: Any, source: str, dry_run: bool, as_json: bool) -> None:
+    """Push local changes of out/both fields (and new contacts, under the
+    source's push_new policy) to source SOURCE now; the agent pushes after
+    each pull."""
+    from contactsync_agent.cli import emit_json
+
+    config = obj.config
+    if source not in config.sources:
+        known = ", ".join(sorted(config.sources)) or "none configured"
+        raise click.UsageError(f"no source {source!r} in the config (sources: {known})")
+    with obj.mirror() as m:
+        report = m.push(config.sources[source], dry_run=dry_run)
+    if as_json:
+        emit_json({"source": report.source, "dry_run": report.dry_run,
+                   "counts": report.counts, "entries": report.entries})
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v) or "nothing to push"
+    click.echo(f"push {source}{' (dry run)' if dry_run else ''}: {counts}")
+    for e in report.entries:
+        if e["status"] in ("rejected", "conflict"):
+            click.echo(f"  entry {e['id']} (contact {e['contact_id']}): {e['status']}: "
+                       f"{', '.join(e['fields'])}: {e['reason']}")
+
+
+@click.group("outbox")
+def outbox_group() -> None:
+    """The outbox of two-way sync: local changes waiting to be pushed."""
+
+
+@outbox_group.command("list")
+@click.option("--source", "source", default=None, help="Only this source's entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def outbox_list(obj: Any, source: str | None, as_json: bool) -> None:
+    """Pending, sent, rejected and conflicting entries with their age."""
+    from contactsync_agent.cli import emit_json
+
+    with obj.mirror(readonly=True) as m:
+        rows = m.outbox(source)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("the outbox is empty")
+    for r in rows:
+        click.echo(f"{r['id']:>6} {r['source']:<12} contact {r['contact_id']:<8} {r['kind']:<6} "
+                   f"{r['status']:<9} {r['age_seconds']:>8.0f}s  {', '.join(r['fields'])}"
+                   + (f"  ({r['reason']})" if r["reason"] else ""))
+
+
 def register(cli: click.Group) -> None:
     """Adds `source-test`, and `test` under the `source` group whenever that group is
     registered (before or after this module)."""
     cli.add_command(source_test)
+    cli.add_command(push_cmd)
+    cli.add_command(outbox_group)
     group = cli.commands.get("source")
     if isinstance(group, click.Group):
         group.add_command(source_test, "test")

@@ -27,6 +27,11 @@ SOURCE_KINDS = ("folder", "sql", "http")
 FORMATS = ("csv", "json", "ndjson", "vcard")
 MODES = ("full", "incremental")
 OWNERSHIP = ("source", "local", "locked")
+#: Two-way sync (issue 15): which way a field goes, how a conflict on it is
+#: decided, and which new local contacts are pushed.
+DIRECTIONS = ("in", "out", "both")
+STRATEGIES = ("source_wins", "local_wins", "last_write_wins", "priority", "review")
+PUSH_NEW = ("referenced", "all", "none")
 
 
 def default_config_path() -> Path:
@@ -80,6 +85,19 @@ class SourceConfig:
     ownership: dict[str, str] = field(default_factory=dict)
     unique: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    #: Two-way sync: {field: in|out|both}, "default" for every other field.
+    directions: dict[str, str] = field(default_factory=dict)
+    #: {field: strategy}, "default" for every other field (source_wins).
+    conflicts: dict[str, str] = field(default_factory=dict)
+    #: Strategy `priority`: {field: "source"|"local"} (who wins that field).
+    priority: dict[str, str] = field(default_factory=dict)
+    #: Which new local contacts a push creates at the source.
+    push_new: str = "referenced"
+
+    def sync_policy(self) -> dict[str, Any]:
+        """The two-way policy as the mirror records it (`Ownership.set_sync_policy`)."""
+        return {"directions": dict(self.directions), "conflicts": dict(self.conflicts),
+                "priority": dict(self.priority), "push_new": self.push_new}
 
 
 @dataclass
@@ -113,6 +131,8 @@ class DaemonConfig:
     # and failed/ (and leftovers of killed backup/restore runs) older than
     # this are removed by the agent and by `purge`.
     retention: float = 90 * 86400.0
+    # Two-way sync: `status` is degraded while an outbox entry waits longer.
+    outbox_max_age: float = 3600.0
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -173,7 +193,49 @@ def _expect(value: Any, kind: type | tuple[type, ...], key: str, path: str | Non
     return value
 
 
-def _source(name: str, data: dict[str, Any], path: str | None) -> SourceConfig:
+def _line_of(text: str | None, table: str, key: str | None) -> int | None:
+    """The line (1-based) of `key` in `[table]` (or of the table's header when
+    `key` is None) of the config text; None when not found (a dotted or inline
+    table): the error then names the file and the key only."""
+    if not text:
+        return None
+    want = _table_name(table)
+    inside = False
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _HEADER.match(line)
+        if m and not line.lstrip().startswith("[["):
+            inside = _table_name(m.group(1)) == want
+            if inside and key is None:
+                return n
+            continue
+        if inside and key is not None:
+            head = line.split("=", 1)[0].strip().strip("\"'")
+            if "=" in line and head == key:
+                return n
+    return None
+
+
+def _choice_table(value: Any, full: str, allowed: tuple[str, ...], what: str,
+                  path: str | None, text: str | None, fields: bool = True) -> dict[str, str]:
+    """A `{field: choice}` table (`default` for every other field) checked key by key."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a table, got {type(value).__name__}", path=path, key=full,
+                          line=_line_of(text, full.rsplit(".", 1)[0], full.rsplit(".", 1)[1]))
+    out: dict[str, str] = {}
+    for fld, choice in value.items():
+        line = _line_of(text, full, fld)
+        if fields and fld != "default" and fld not in TARGETS and not fld.startswith("extra:"):
+            raise ConfigError(f"unknown field {fld!r} (a contact field, extra:COLUMN or default)",
+                              path=path, key=f"{full}.{fld}", line=line)
+        if not isinstance(choice, str) or choice not in allowed:
+            raise ConfigError(f"unknown {what} {choice!r} (one of {', '.join(allowed)})",
+                              path=path, key=f"{full}.{fld}", line=line)
+        out[str(fld)] = choice
+    return out
+
+
+def _source(name: str, data: dict[str, Any], path: str | None,
+            text: str | None = None) -> SourceConfig:
     k = f"sources.{name}"
     known = set(SourceConfig.__dataclass_fields__) - {"name", "options"}
     src = SourceConfig(name=name)
@@ -238,11 +300,26 @@ def _source(name: str, data: dict[str, Any], path: str | None) -> SourceConfig:
             src.ownership = dict(value)
         elif key == "unique":
             src.unique = list(_expect(value, list, full, path))
+        elif key == "directions":
+            src.directions = _choice_table(value, full, DIRECTIONS, "direction", path, text)
+        elif key == "conflicts":
+            src.conflicts = _choice_table(value, full, STRATEGIES, "strategy", path, text)
+        elif key == "priority":
+            src.priority = _choice_table(value, full, ("source", "local"), "side", path, text)
+        elif key == "push_new":
+            if value not in PUSH_NEW:
+                raise ConfigError(f"unknown push policy {value!r} (one of {', '.join(PUSH_NEW)})",
+                                  path=path, key=full, line=_line_of(text, k, key))
+            src.push_new = value
         elif key in known:
             setattr(src, key, value)
         else:
             # Connector-specific settings (sql, http) are validated by their connector.
             src.options[key] = value
+    if "priority" in src.conflicts.values() and not src.priority:
+        raise ConfigError("strategy priority needs a [" + k + ".priority] table "
+                          "(field = \"source\" or \"local\")", path=path, key=f"{k}.conflicts",
+                          line=_line_of(text, f"{k}.conflicts", None))
     if src.kind == "folder" and src.enabled and not src.path:
         raise ConfigError("an enabled folder source needs a path", path=path, key=f"{k}.path")
     return src
@@ -292,6 +369,8 @@ def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) ->
         setattr(d, key, _positive_int(value, full, path))
     elif key == "retention":
         d.retention = parse_duration(value, full, path)
+    elif key == "outbox_max_age":
+        d.outbox_max_age = parse_duration(value, full, path)
     elif key == "log_backups":
         d.log_backups = int(_expect(value, int, full, path))
         if d.log_backups < 0:
@@ -316,10 +395,12 @@ def load_config(path: str | os.PathLike[str] | None = None, *, required: bool = 
         raise ConfigError(f"not valid TOML: {e}", path=str(p)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read: {e}", path=str(p)) from None
-    return parse_config(data, str(p))
+    return parse_config(data, str(p), text=p.read_text(encoding="utf-8"))
 
 
-def parse_config(data: dict[str, Any], path: str | None = None) -> AgentConfig:
+def parse_config(data: dict[str, Any], path: str | None = None, *,
+                 text: str | None = None) -> AgentConfig:
+    """`text` (the file's TOML) lets an error name the line of a two-way setting."""
     cfg = AgentConfig(path=Path(path) if path else None, raw=data)
     for section in data:
         if section not in ("agent", "sources", "alerts", "matching"):
@@ -351,7 +432,8 @@ def parse_config(data: dict[str, Any], path: str | None = None) -> AgentConfig:
             raise ConfigError("unknown setting", path=path, key=full)
     sources = _expect(data.get("sources", {}), dict, "sources", path)
     for name, sdata in sources.items():
-        cfg.sources[name] = _source(name, _expect(sdata, dict, f"sources.{name}", path), path)
+        cfg.sources[name] = _source(name, _expect(sdata, dict, f"sources.{name}", path), path,
+                                    text)
     alerts = _expect(data.get("alerts", {}), dict, "alerts", path)
     for key, value in alerts.items():
         full = f"alerts.{key}"
@@ -418,6 +500,15 @@ polling = false               # true for network shares (SMB/NFS), where file ev
 # encoding = "windows-1252"   # default: detected (utf-8, else windows-1252)
 # max_duration = "15m"        # a slower run is reported (default: half the interval);
                               # sql/http sources: also stopped at it (default 1h)
+
+# Two-way sync (off unless a field goes out; see README "Two-way sync"):
+# outbox = "/srv/exports/xpm-outbox"  # where outbound change files are written
+# push_new = "referenced"             # new local contacts: referenced | all | none
+# [sources.xpm.directions]            # in | out | both, per field
+# default = "in"
+# email = "both"
+# [sources.xpm.conflicts]             # source_wins | local_wins | last_write_wins
+# default = "source_wins"             #   | priority | review
 
 # Source column -> contact field. Common headings are recognised without this.
 [sources.xpm.mapping]
@@ -507,7 +598,7 @@ def write_source_enabled(path: str | os.PathLike[str], name: str, enabled: bool)
                           path=str(p), key=f"sources.{name}")
     new_text = set_source_enabled(text, name, enabled, str(p))
     try:
-        cfg = parse_config(tomllib.loads(new_text), str(p))
+        cfg = parse_config(tomllib.loads(new_text), str(p), text=new_text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"the edit would not be valid TOML ({e}); edit the file by hand",
                           path=str(p), key=f"sources.{name}.enabled") from None

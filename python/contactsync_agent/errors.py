@@ -36,11 +36,14 @@ class ConfigError(ContactSyncError):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, path: str | None = None, key: str | None = None) -> None:
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None,
+                 line: int | None = None) -> None:
         self.path = path
         self.key = key
+        self.line = line
         self.message = message
-        where = ": ".join(x for x in (path, key) if x)
+        place = f"{path}:{line}" if path and line else path
+        where = ": ".join(x for x in (place, key) if x)
         super().__init__(f"{where}: {message}" if where else message)
 
 

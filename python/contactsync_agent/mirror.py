@@ -225,6 +225,37 @@ class Mirror:
         return [{"ref": r, "registered_at": at}
                 for r, at in self.store.contacts.references(contact_id)]
 
+    # ------------------------------------------------------------ two-way sync
+
+    def push(self, cfg: Any, *, dry_run: bool = False, writer: Any = None) -> Any:
+        """One push of a configured source (`SourceConfig`): its open outbox
+        entries through its writer (`sources.open_writer`, or `writer` given).
+        Returns a `sources.writer.PushReport`; `dry_run` sends nothing."""
+        # Imported here: the connectors (HTTP, SQL drivers) load only when used.
+        from contactsync_agent import push
+        from contactsync_agent.sources import FolderWriter, open_writer
+
+        self.ownership.set_sync_policy(cfg.name, cfg.sync_policy())
+        own = writer is None and not dry_run
+        w: Any
+        if own and cfg.kind == "folder":  # in the headings of the source's own files
+            seen = json.loads(self.store.get_meta(sync.columns_key(cfg.name)) or "{}")
+            w = FolderWriter(cfg, headings=seen)
+        else:
+            w = open_writer(cfg) if own else writer
+        try:
+            return push.push_source(self.store, cfg.name, w, push_new=cfg.push_new,
+                                    dry_run=dry_run)
+        finally:
+            if own and w is not None:
+                w.close()
+
+    def outbox(self, source: str | None = None) -> list[dict[str, Any]]:
+        """Open, rejected and conflicting outbox entries with their age."""
+        from contactsync_agent import push
+
+        return push.outbox_list(self.store, source)
+
     # ------------------------------------------------------------ sync
 
     def _policy_for(self, source: str, ownership: Mapping[str, str] | None,

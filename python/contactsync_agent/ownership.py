@@ -10,6 +10,7 @@ here); who owns a field is `rules.owner_of`. It never runs a sync.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,26 @@ class Ownership:
         with self._store.transaction():
             self._store.runs.set_policy(source, own, keys, now_iso())
 
+    def set_sync_policy(self, source: str, policy: Mapping[str, Any]) -> None:
+        """Records the source's two-way policy (`SourceConfig.sync_policy()`):
+        local edits of its out/both fields are then recorded in the outbox."""
+        for f, d in (policy.get("directions") or {}).items():
+            if d not in rules.DIRECTIONS:
+                raise ContactSyncError(f"direction of {f!r} must be one of "
+                                       f"{', '.join(rules.DIRECTIONS)}, not {d!r}")
+        for f, st in (policy.get("conflicts") or {}).items():
+            if st not in rules.STRATEGIES:
+                raise ContactSyncError(f"strategy of {f!r} must be one of "
+                                       f"{', '.join(rules.STRATEGIES)}, not {st!r}")
+        if self._store.outbox.sync_policy(source) == dict(policy):
+            return
+        with self._store.transaction():
+            self._store.outbox.set_sync_policy(source, policy, now_iso())
+
+    def sync_policy(self, source: str) -> dict[str, Any]:
+        """The two-way policy in force for `source` ({} = every field in only)."""
+        return self._store.outbox.sync_policy(source)
+
     def policy(self, source: str) -> tuple[dict[str, str], list[str]]:
         """(ownership, unique fields) in force for `source` (empty when never set)."""
         return self._store.runs.policy(source) or ({}, [])
@@ -55,7 +76,12 @@ class Ownership:
         contact is forced manual), and a `locked` field is refused always, with
         an OwnershipError saying who owns it and how to take it over. The edit
         goes to the change feed (op update, reason 'edited locally'); returns
-        the {field: [before, after]} it wrote."""
+        the {field: [before, after]} it wrote.
+
+        A field whose direction is `out`/`both` for the contact's source
+        (`set_sync_policy`) may be edited on a synced contact whatever its
+        ownership (unless locked), without forcing the contact manual: the
+        edit is recorded in the outbox, with its base, in the same transaction."""
         unknown = set(fields) - set(FIELDS)
         if unknown:
             raise ContactSyncError(f"unknown contact field(s): {', '.join(sorted(unknown))}")
@@ -78,11 +104,15 @@ class Ownership:
         source = row["source"]
         synced = row["record_type"] == "sync" and source is not None
         ownership = self.policy(source)[0] if source else {}
+        two_way = self.sync_policy(source) if synced else {}
+        outbound = [f for f in touched
+                    if rules.direction_of(f, two_way) in ("out", "both")] if two_way else []
         if synced:
             refused = {}
             for f in touched:
                 owner = rules.owner_of(f, ownership)
-                if owner == "locked" or (owner == "source" and not row["forced_manual"]):
+                if owner == "locked" or (owner == "source" and not row["forced_manual"]
+                                         and f not in outbound):
                     refused[f] = owner
             if refused:
                 raise OwnershipError(_refusal(contact_id, source, refused),
@@ -111,15 +141,53 @@ class Ownership:
                 # so a later source change to them is told apart from this edit.
                 held = self._store.contacts.held_values([contact_id]).get(contact_id, {})
                 keep = {f: (row[f] or "") if f in FIELDS else str(extra_now.get(f[6:], ""))
-                        for f in touched if f not in held}
+                        for f in touched if f not in held and f not in outbound}
                 if keep:
                     self._store.contacts.set_held_values(contact_id, keep)
             self._store.contacts.update(contact_id, write, at)
             self._store.feed.add_change(contact_id, None, "update", feed, "edited_locally",
                                   "edited locally", at)
+            if outbound and not row["forced_manual"]:
+                before = {f: (row[f] or "") if f in FIELDS else str(extra_now.get(f[6:], ""))
+                          for f in outbound}
+                after = {f: wanted[f] if f in FIELDS else str(extra_new.get(f[6:], ""))
+                         for f in outbound}
+                self._record_outbound(contact_id, source, row["external_id"], before, after,
+                                      at)
             if "extra" in write and source is not None:
                 self._store.entities.relink_contacts(source, 1 << 62, [contact_id], at)
         return feed
+
+    def _record_outbound(self, contact_id: int, source: str, external_id: str | None,
+                         before: Mapping[str, str], after: Mapping[str, str], at: str) -> None:
+        """The outbox side of a local edit (inside its transaction): each field's
+        base (what the source last sent: kept from an earlier edit, else the
+        value before this one) and the entry to push. Edits before a push join
+        the contact's pending entry; a field edited back to its base leaves it."""
+        store = self._store.outbox
+        bases = store.bases([contact_id]).get(contact_id, {})
+        new_bases = {f: before[f] for f in after if f not in bases}
+        if new_bases:
+            store.set_bases(contact_id, new_bases)
+            bases = {**bases, **new_bases}
+        pending = store.pending_for(contact_id)
+        fields: dict[str, tuple[str, str]] = dict(pending.fields) if pending else {}
+        for f, value in after.items():
+            base = fields[f][0] if f in fields else bases[f]
+            if value == base:
+                fields.pop(f, None)
+            else:
+                fields[f] = (base, value)
+        if pending is not None:
+            if fields:
+                store.set_fields(pending.id, fields, local_at=at)
+            else:
+                store.mark([pending.id], "superseded", at,
+                           reason="edited back to the source's value")
+        elif fields:
+            store.add(key=uuid.uuid4().hex, source=source, contact_id=contact_id,
+                      kind="update", external_id=external_id, fields=fields, local_at=at,
+                      at=at)
 
     def _check_unique_edit(self, contact_id: int, source: str | None,
                            wanted: Mapping[str, str], extra_new: Mapping[str, str]) -> None:

@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from contactsync_agent import _core
@@ -637,4 +638,217 @@ def decide_unique_clashes(
                 old = str((before[loser].get("extra") or {}).get(key[6:], ""))
             out.append(UniqueClash(loser, key, value, keeper, old,
                                    activity=(loser, value) not in already_open))
+    return out
+
+
+# ---------------------------------------------------------------- two-way sync (issue 15)
+
+#: Which way a field goes: `in` (the source's, today's behaviour), `out` (the
+#: local value is pushed and the source's is not taken in), `both`.
+Direction = Literal["in", "out", "both"]
+DIRECTIONS: tuple[str, ...] = ("in", "out", "both")
+#: How a conflict (a field changed on both sides to different values) ends.
+Strategy = Literal["source_wins", "local_wins", "last_write_wins", "priority", "review"]
+STRATEGIES: tuple[str, ...] = ("source_wins", "local_wins", "last_write_wins", "priority",
+                               "review")
+#: last_write_wins: two modification times closer than this (seconds) are too
+#: close to order, because the two machines' clocks may disagree by that much:
+#: the source wins (it is the system of record). Also the rule when either
+#: side has no modification time.
+CLOCK_SKEW_SECONDS = 120.0
+
+#: What a field's three-way comparison found, and so what happens to it:
+#: - none: changed on neither side; - remote: changed at the source only (taken);
+#: - local: changed locally only (kept, pushed); - echo: both sides hold the
+#:   same new value (the agent's own write coming back, or the same edit twice):
+#:   nothing to take, nothing to push, the base moves to it;
+#: - conflict_remote / conflict_local: both changed, different values, the
+#:   strategy chose that side; - review: both changed, a person decides (the
+#:   local value stays meanwhile and nothing is pushed).
+SyncOutcome = Literal["none", "remote", "local", "echo", "conflict_remote", "conflict_local",
+                      "review"]
+
+
+def _policy_get(table: Mapping[str, str] | None, fld: str, default: str) -> str:
+    if not table:
+        return default
+    if fld.startswith("extra:"):
+        return table.get(fld) or table.get("extra") or table.get("default") or default
+    return table.get(fld) or table.get("default") or default
+
+
+def direction_of(fld: str, policy: Mapping[str, Any] | None) -> str:
+    """A field's direction under a source's two-way policy (`in` by default)."""
+    return _policy_get((policy or {}).get("directions"), fld, "in")
+
+
+def strategy_of(fld: str, policy: Mapping[str, Any] | None) -> str:
+    """A field's conflict strategy under a source's two-way policy (`source_wins`)."""
+    return _policy_get((policy or {}).get("conflicts"), fld, "source_wins")
+
+
+def two_way(policy: Mapping[str, Any] | None) -> bool:
+    """Does any field of the source go out? (An in-only source pays nothing.)"""
+    dirs = (policy or {}).get("directions") or {}
+    return any(d in ("out", "both") for d in dirs.values())
+
+
+@dataclass(frozen=True)
+class FieldSync:
+    """The decision for one field: the value the mirror keeps, whether it is
+    pushed, and the reason a person reads (field names only, never values)."""
+
+    outcome: SyncOutcome
+    value: str
+    push: bool
+    reason: str
+
+    @property
+    def conflict(self) -> bool:
+        return self.outcome in ("conflict_remote", "conflict_local", "review")
+
+
+def _seconds(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def decide_field_sync(
+    base: str, local: str, remote: str, strategy: str, *, direction: str = "both",
+    fld: str = "", local_at: str | None = None, remote_at: str | None = None,
+    priority: Mapping[str, str] | None = None, skew: float = CLOCK_SKEW_SECONDS,
+) -> FieldSync:
+    """The three-way decision for one out/both field of a synced contact.
+
+    `base` is what the source last sent, `local` the mirror's value, `remote`
+    what the source sends now. A local change is `local != base`, a remote one
+    `remote != base`; a conflict is both, to different values. Direction `out`:
+    the local value is authoritative (a remote change is not taken in; the local
+    value is pushed back over it). Otherwise a conflict goes by `strategy`:
+    source_wins, local_wins, priority (`priority[fld]` is "local" or "source";
+    source when unlisted), review, or last_write_wins: the later of `local_at`
+    and `remote_at` (ISO 8601) wins, but when either is missing or they are
+    less than `skew` seconds apart the source wins (see CLOCK_SKEW_SECONDS)."""
+    name = fld or "the field"
+    local_changed, remote_changed = local != base, remote != base
+    if not local_changed and not remote_changed:
+        return FieldSync("none", local, False, f"{name}: unchanged on both sides")
+    if local_changed and remote_changed and local == remote:
+        return FieldSync("echo", local, False,
+                         f"{name}: the source now holds the local value (no change)")
+    if direction == "out":
+        if not local_changed:  # the source changed an out field: put the local value back
+            return FieldSync("local", local, True,
+                             f"{name} goes out only: the source's change is overwritten "
+                             "with the local value")
+        return FieldSync("conflict_local" if remote_changed else "local", local, True,
+                         f"{name} goes out only: the local value is pushed")
+    if not local_changed:
+        return FieldSync("remote", remote, False, f"{name} changed at the source")
+    if not remote_changed:
+        return FieldSync("local", local, True, f"{name} changed locally: pushed")
+    # A conflict.
+    if strategy == "local_wins":
+        return FieldSync("conflict_local", local, True,
+                         f"conflict on {name}: local_wins keeps the local value")
+    if strategy == "priority":
+        side = (priority or {}).get(fld, "source")
+        if side == "local":
+            return FieldSync("conflict_local", local, True,
+                             f"conflict on {name}: the priority table gives it to local")
+        return FieldSync("conflict_remote", remote, False,
+                         f"conflict on {name}: the priority table gives it to the source")
+    if strategy == "review":
+        return FieldSync("review", local, False,
+                         f"conflict on {name}: kept for review (base, local and source values)")
+    if strategy == "last_write_wins":
+        lt, rt = _seconds(local_at), _seconds(remote_at)
+        if lt is None or rt is None:
+            return FieldSync("conflict_remote", remote, False,
+                             f"conflict on {name}: last_write_wins without a modification time "
+                             "on both sides; the source wins")
+        if abs(lt - rt) < skew:
+            return FieldSync("conflict_remote", remote, False,
+                             f"conflict on {name}: last_write_wins, the two writes are less "
+                             f"than {skew:g}s apart (clock skew): the source wins")
+        if lt > rt:
+            return FieldSync("conflict_local", local, True,
+                             f"conflict on {name}: last_write_wins, the local write is later")
+        return FieldSync("conflict_remote", remote, False,
+                         f"conflict on {name}: last_write_wins, the source's write is later")
+    return FieldSync("conflict_remote", remote, False,
+                     f"conflict on {name}: source_wins takes the source's value")
+
+
+def field_value(row: Mapping[str, Any], fld: str) -> str:
+    if fld.startswith("extra:"):
+        return str(_extra(row.get("extra")).get(fld[6:], ""))
+    return str(row.get(fld) or "")
+
+
+def two_way_fields(policy: Mapping[str, Any] | None, contact: Mapping[str, Any],
+                   incoming: Mapping[str, Any]) -> list[str]:
+    """The out/both fields of a source's policy that a pull of `incoming` over
+    `contact` compares three ways (canonical fields and `extra:KEY`)."""
+    keys = sorted({*_extra(contact.get("extra")), *_extra(incoming.get("extra"))})
+    return [f for f in [*FIELDS, *(f"extra:{k}" for k in keys)]
+            if direction_of(f, policy) in ("out", "both")]
+
+
+def resolve_two_way(
+    contact: Mapping[str, Any], incoming: Mapping[str, Any], bases: Mapping[str, str],
+    policy: Mapping[str, Any], region: str, *, remote_at: str | None = None,
+    local_at: str | None = None,
+) -> tuple[dict[str, Any], dict[str, FieldSync]]:
+    """A pull's incoming record with every out/both field decided three ways.
+
+    `bases` are the contact's recorded bases (a field without one has base ==
+    its current value: nothing local pending). Returns the record the mirror
+    should end with (values, derived keys and content hash redone when a field
+    keeps its local value) and the decision of each field that has one other
+    than `none`. The caller keeps the source's own hash as the source hash."""
+    decisions: dict[str, FieldSync] = {}
+    for f in two_way_fields(policy, contact, incoming):
+        local = field_value(contact, f)
+        d = decide_field_sync(
+            bases.get(f, local), local, field_value(incoming, f), strategy_of(f, policy),
+            direction=direction_of(f, policy), fld=f, local_at=local_at, remote_at=remote_at,
+            priority=(policy.get("priority") or {}))
+        if d.outcome != "none":
+            decisions[f] = d
+    out = dict(incoming)
+    keep = {f: d.value for f, d in decisions.items() if d.value != field_value(incoming, f)}
+    if not keep:
+        return out, decisions
+    extra = dict(_extra(incoming.get("extra")))
+    for f, v in keep.items():
+        if f.startswith("extra:"):
+            if v:
+                extra[f[6:]] = v
+            else:
+                extra.pop(f[6:], None)
+        else:
+            out[f] = v
+    out["extra"] = json.dumps(extra, ensure_ascii=False, separators=(",", ":"))
+    values = [str(out.get(f) or "") for f in FIELDS]
+    phone_e, mobile_e, _ = _core.derive_keys(values, region)
+    out.update(phone_e164=phone_e, mobile_e164=mobile_e,
+               hash=signed_hash(_core.content_hash(values, sorted(extra.items()))))
+    return out, decisions
+
+
+def echo_bases(incoming: Mapping[str, Any],
+               sent: Sequence[Mapping[str, tuple[str, str]]]) -> dict[str, str]:
+    """Bases of fields whose incoming value is one the agent sent (`sent`: the
+    fields of entries sent but not confirmed, oldest first): that value is the
+    agent's own write coming back, so the three-way comparison starts from it."""
+    out: dict[str, str] = {}
+    for fields in sent:
+        for f, (_, new) in fields.items():
+            if field_value(incoming, f) == new:
+                out[f] = new
     return out

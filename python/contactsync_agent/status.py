@@ -143,6 +143,24 @@ def storage_status(wal_bytes: int, wal_warn_bytes: int, meta: dict[str, str]) ->
     }
 
 
+def outbox_status(counts: dict[str, int], oldest: str | None, conflicts: int,
+                  max_age: float, now: datetime) -> dict[str, Any]:
+    """Two-way sync: the outbox's depth, its oldest open entry's age and the
+    conflicts waiting for review; degraded when an entry waits past `max_age`."""
+    age = _age(now, oldest)
+    late = age is not None and age > max_age
+    return {
+        "depth": sum(counts.values()),
+        "pending": counts.get("pending", 0),
+        "sent": counts.get("sent", 0),
+        "oldest_pending_age": age,
+        "conflicts_open": conflicts,
+        "health": "degraded" if late else "healthy",
+        "why": (f"an outbox entry has waited {age:.0f}s (more than {max_age:.0f}s): "
+                "see `contactsync outbox list`" if late else ""),
+    }
+
+
 def missing_database(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What `status` reports when there is no mirror at `path` (a mistyped `--db`,
     or no sync yet): failing, since nothing is being mirrored there."""
@@ -207,6 +225,7 @@ def collect(
             "deleted": sum(n for (_, _, alive), n in counts.items() if not alive),
         }
         storage = storage_status(store.wal_bytes(), config.daemon.wal_warn_bytes, meta)
+        outbox = outbox_status(*store.outbox.summary(), config.daemon.outbox_max_age, now)
         data = {
             "database": str(store.path),
             "database_bytes": sum(
@@ -217,13 +236,14 @@ def collect(
             "wal_bytes": storage["wal_bytes"],
             "storage": storage,
             "checked_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "health": health.worst([daemon["health"], storage["health"],
+            "health": health.worst([daemon["health"], storage["health"], outbox["health"],
                                     *(s["health"] for s in sources if s["judged"])]),
             "daemon": daemon,
             "contacts": totals,
             "open_activities": store.feed.open_activities(),
             "open_review_items": store.review.open_count(),
             "quarantined_rows": store.review.quarantined_count(),
+            "outbox": outbox,
             "last_change_seq": store.feed.last_seq(),
             "sources": sources,
         }
@@ -344,6 +364,8 @@ def render(data: dict[str, Any]) -> None:
     )
     for why in data["storage"]["reasons"]:
         con.print(f"  [{colour[data['storage']['health']]}]storage[/]: {why}")
+    if data["outbox"]["why"]:
+        con.print(f"  [{colour[data['outbox']['health']]}]outbox[/]: {data['outbox']['why']}")
     d = data["daemon"]
     if d["running"]:
         up = d["uptime_s"] or 0
@@ -365,6 +387,10 @@ def render(data: dict[str, Any]) -> None:
         f"open activities: {data['open_activities']}   "
         f"review items: {data['open_review_items']}   "
         f"quarantined rows: {data['quarantined_rows']}   "
+        f"outbox: {data['outbox']['depth']}"
+        + (f" (oldest {data['outbox']['oldest_pending_age']:.0f}s)"
+           if data["outbox"]["oldest_pending_age"] is not None else "")
+        + f", conflicts: {data['outbox']['conflicts_open']}   "
         f"change feed at seq {data['last_change_seq']:,}"
     )
     t = Table(

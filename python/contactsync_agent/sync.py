@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, assert_never
@@ -95,6 +96,10 @@ class _Run:
         # are linked by the set-based pass after the stream).
         self.first_new_id = store.peek_id_hwm("contacts") + 1
         self.linked_up_to = self.first_new_id - 1
+        # Two-way sync: the source's policy when any field goes out (else {}:
+        # an in-only source's pull reads no bases and pays nothing).
+        policy = store.outbox.sync_policy(source)
+        self.two_way: dict[str, Any] = policy if rules.two_way(policy) else {}
 
     def decide(self, contact_id: int | None, ext: str | None, action: str, code: str,
                reason: str) -> None:
@@ -242,6 +247,7 @@ class _Run:
             current = self.store.contacts.rows(ids)
             held = (self.store.contacts.held_values(ids) if "local" in self.ownership.values()
                     else {})
+            bases = self.store.outbox.bases(ids) if self.two_way else {}
             for cid, rec in changed:
                 cur = current[cid]
                 if "absent_fields" in rec:  # incremental: what it left out is kept
@@ -250,10 +256,120 @@ class _Run:
                             and not cur["forced_manual"]):
                         self.counts["unchanged"] += 1  # says what it said: no write
                         continue
+                if (self.two_way and cur["record_type"] == "sync"
+                        and not cur["forced_manual"]):
+                    self.pull_two_way(cur, rec, bases.get(cid, {}))
+                    continue
                 self.apply(rules.decide_linked(cur, rec, self.ownership, held.get(cid)))
         claims.extend(batch.claims())
         near.extend(batch.near_misses())
         deletes.extend(batch.deletes())
+
+    def pull_two_way(self, cur: Mapping[str, Any], rec: Mapping[str, Any],
+                     bases: Mapping[str, str]) -> None:
+        """A source change to a contact of a two-way source: out/both fields
+        decided three ways (`rules.resolve_two_way`), then applied as an
+        ordinary update; each resolution is a feed entry with its reason, a
+        `review` conflict a review item with the three values, and the bases
+        and outbox follow what was decided."""
+        cid = int(cur["id"])
+        open_entries = self.store.outbox.open_for([cid]).get(cid, [])
+        # Echo suppression: a value the agent sent (an entry not yet confirmed,
+        # e.g. after a crash; or delivered to a folder, whose base stays until
+        # the value comes back) is its own write, not a remote change: it is
+        # the base the comparison starts from.
+        sent: list[Mapping[str, tuple[str, str]]] = []
+        if bases:
+            for e in self.store.outbox.delivered_for(cid):
+                waiting = {f: v for f, v in e.fields.items() if bases.get(f) == v[0]}
+                if waiting:
+                    sent.append(waiting)
+        sent += [e.fields for e in open_entries if e.status == "sent"]
+        echo = rules.echo_bases(rec, sent)
+        bases = {**bases, **echo}
+        queued = next((e for e in open_entries if e.status == "pending"), None)
+        resolved, decisions = rules.resolve_two_way(
+            cur, rec, bases, self.two_way, self.region, remote_at=rec.get("modified_at"),
+            local_at=queued.local_at if queued else cur.get("updated_at"))
+        a = rules.decide_linked(cur, resolved, self.ownership, None)
+        # The source hash is what the source sent, so the same record again is
+        # unchanged (and a kept local value is not decided twice).
+        a.write["source_hash"] = rec["hash"]
+        self.apply(a)
+        if (not decisions and not echo) or self.dry_run:
+            return
+        store, at = self.store.outbox, self.at
+        pending = next((e for e in open_entries if e.status == "pending"), None)
+        fields = dict(pending.fields) if pending else {}
+        drop_bases, set_bases = [], {}
+        settled: set[str] = set()  # fields a sent entry no longer speaks for
+        said: dict[str, list[Any]] = {}
+        reasons = []
+        for f, d in decisions.items():
+            local, remote = rules.field_value(cur, f), rules.field_value(rec, f)
+            if d.outcome in ("remote", "echo", "conflict_remote"):
+                drop_bases.append(f)
+                fields.pop(f, None)
+                settled.add(f)
+            elif d.outcome == "local" and remote == bases.get(f, local):
+                # Changed locally only. Pending: the entry goes as it is (an echo
+                # of a sent value moved the base: the entry follows). Sent: wait
+                # for its answer. Delivered but the source does not hold it (not
+                # imported yet, or imported and changed back since): again.
+                if f in echo:
+                    set_bases[f] = remote
+                if f in fields:
+                    if fields[f][0] != remote:
+                        fields[f] = (remote, fields[f][1])
+                        set_bases[f] = remote
+                elif not any(f in e.fields for e in open_entries):
+                    fields[f] = (remote, d.value)
+            elif d.push:  # the local value goes out over what the source now holds
+                set_bases[f] = remote
+                fields[f] = (remote, d.value)
+            elif d.outcome == "review":
+                fields.pop(f, None)  # held until a person decides
+                self.store.review.add_item(
+                    run_id=self.run_id, source=self.source, external_id=str(rec["external_id"]),
+                    contact_id=cid, candidate_id=cid, kind="conflict", score=None,
+                    explanation={"field": f, "base": bases.get(f, local), "local": local,
+                                 "remote": remote},
+                    reason=d.reason, at=at)
+                self.counts["review_items"] += 1
+            # News: a conflict, or a source change put back (an out field). Not
+            # an echo, nor a change of one side only (the update says it).
+            if d.conflict or (d.push and remote != bases.get(f, local)):
+                said[f] = [local, d.value]
+                reasons.append(d.reason)
+        for f, value in echo.items():  # the delivered value came back and is the local one
+            if f not in decisions and rules.field_value(cur, f) == value:
+                drop_bases.append(f)
+        # A sent entry's value of a field this pull settled is no longer the
+        # agent's: were it to come back later, it would not be an echo.
+        for e in open_entries:
+            if e.status == "sent" and settled & set(e.fields):
+                rest = {f: v for f, v in e.fields.items() if f not in settled}
+                if rest:
+                    store.set_fields(e.id, rest)
+                else:
+                    store.mark([e.id], "superseded", at, reason="settled by a pull")
+        if drop_bases:
+            store.drop_bases(cid, drop_bases)
+        if set_bases:
+            store.set_bases(cid, set_bases)
+        if pending is not None:
+            if fields:
+                store.set_fields(pending.id, fields)
+            else:
+                store.mark([pending.id], "superseded", at, reason="settled by a pull")
+        elif fields:
+            store.add(key=uuid.uuid4().hex, source=self.source, contact_id=cid, kind="update",
+                      external_id=str(rec["external_id"]), fields=fields, local_at=at, at=at)
+        if reasons:
+            code = ("two_way_conflict" if any(d.conflict for d in decisions.values())
+                    else "two_way_resolved")
+            self.store.feed.add_change(cid, self.run_id, "update", said, code,
+                                       "; ".join(reasons), at)
 
     def guard(self, check: Callable[[], None]) -> None:
         """Runs a safety check: its refusal ends the run, except in a dry run,

@@ -789,3 +789,94 @@ def test_unique_clash_activity_payload_and_text() -> None:
     assert c.reason == ("unique field email: 'a@x.example' is already held by contact 1; "
                         "not applied to contact 2, which keeps 'old2@x.example' (resolve by "
                         "hand: correct the source, or merge the two)")
+
+
+# ---------------------------------------------------------------- two-way: decide_field_sync
+
+T0 = "2026-01-01T10:00:00Z"
+T_LATER = "2026-01-01T11:00:00Z"
+T_CLOSE = "2026-01-01T10:00:30Z"
+
+# (base, local, remote, strategy, extra kwargs) -> (outcome, value, push)
+FIELD_SYNC_TABLE: list[tuple[str, str, str, str, dict[str, Any], str, str, bool]] = [
+    # No conflict: the strategy plays no part.
+    ("a", "a", "a", "source_wins", {}, "none", "a", False),
+    ("a", "a", "r", "local_wins", {}, "remote", "r", False),
+    ("a", "l", "a", "source_wins", {}, "local", "l", True),
+    ("a", "x", "x", "review", {}, "echo", "x", False),  # the agent's own write coming back
+    # A conflict, by strategy.
+    ("a", "l", "r", "source_wins", {}, "conflict_remote", "r", False),
+    ("a", "l", "r", "local_wins", {}, "conflict_local", "l", True),
+    ("a", "l", "r", "review", {}, "review", "l", False),
+    ("a", "l", "r", "priority", {"priority": {"email": "local"}}, "conflict_local", "l", True),
+    ("a", "l", "r", "priority", {"priority": {"email": "source"}}, "conflict_remote", "r", False),
+    ("a", "l", "r", "priority", {"priority": {}}, "conflict_remote", "r", False),
+    ("a", "l", "r", "last_write_wins", {"local_at": T_LATER, "remote_at": T0},
+     "conflict_local", "l", True),
+    ("a", "l", "r", "last_write_wins", {"local_at": T0, "remote_at": T_LATER},
+     "conflict_remote", "r", False),
+    # Clock skew: closer than CLOCK_SKEW_SECONDS, or a time missing: the source wins.
+    ("a", "l", "r", "last_write_wins", {"local_at": T_CLOSE, "remote_at": T0},
+     "conflict_remote", "r", False),
+    ("a", "l", "r", "last_write_wins", {"local_at": T_LATER}, "conflict_remote", "r", False),
+    ("a", "l", "r", "last_write_wins", {"local_at": T_LATER, "remote_at": "garbage"},
+     "conflict_remote", "r", False),
+    # Direction out: the local value is authoritative.
+    ("a", "a", "r", "source_wins", {"direction": "out"}, "local", "a", True),
+    ("a", "l", "r", "source_wins", {"direction": "out"}, "conflict_local", "l", True),
+    ("a", "l", "a", "source_wins", {"direction": "out"}, "local", "l", True),
+    ("", "", "", "local_wins", {}, "none", "", False),
+    ("a", "", "r", "local_wins", {}, "conflict_local", "", True),  # clearing is a change
+]
+
+
+@pytest.mark.parametrize(("base", "local", "remote", "strategy", "kw", "outcome", "value",
+                          "push"), FIELD_SYNC_TABLE)
+def test_decide_field_sync_table(base: str, local: str, remote: str, strategy: str,
+                                 kw: dict[str, Any], outcome: str, value: str,
+                                 push: bool) -> None:
+    # Short names in the table, e-mail addresses in the call.
+    v = {"a": "base@x.example", "l": "local@x.example", "r": "remote@x.example",
+         "x": "same@x.example", "": ""}
+    base, local, remote, value = v[base], v[local], v[remote], v[value]
+    d = rules.decide_field_sync(base, local, remote, strategy, fld="email", **kw)
+    assert (d.outcome, d.value, d.push) == (outcome, value, push)
+    assert d.conflict == outcome.startswith(("conflict", "review"))
+    assert "email" in d.reason
+    # The reason never carries a value.
+    for shown in {local, remote, base} - {""}:
+        assert shown not in d.reason
+
+
+def test_every_strategy_has_a_row() -> None:
+    assert {row[3] for row in FIELD_SYNC_TABLE} == set(rules.STRATEGIES)
+    assert rules.CLOCK_SKEW_SECONDS > 30  # T_CLOSE is inside it
+
+
+def test_direction_and_strategy_lookup() -> None:
+    policy = {"directions": {"default": "in", "email": "both", "extra": "out"},
+              "conflicts": {"default": "review", "email": "local_wins"}}
+    assert rules.direction_of("email", policy) == "both"
+    assert rules.direction_of("phone", policy) == "in"
+    assert rules.direction_of("extra:Tags", policy) == "out"
+    assert rules.direction_of("phone", None) == "in"
+    assert rules.strategy_of("email", policy) == "local_wins"
+    assert rules.strategy_of("phone", policy) == "review"
+    assert rules.strategy_of("phone", {}) == "source_wins"
+    assert rules.two_way(policy) and not rules.two_way({"directions": {"default": "in"}})
+    assert not rules.two_way({})
+
+
+def test_resolve_two_way_keeps_local_and_redoes_the_hash() -> None:
+    policy = {"directions": {"email": "both", "phone": "both"},
+              "conflicts": {"default": "local_wins"}}
+    cur = {"id": 1, **values("John Smith", "l@x.example", "0400 000 001"), "extra": "{}"}
+    inc = {**values("John Smith", "r@x.example", "0400 000 009"), "extra": "{}",
+           "external_id": "A", "hash": 7}
+    out, decisions = rules.resolve_two_way(cur, inc, {"email": "b@x.example"}, policy, "AU")
+    assert decisions["email"].outcome == "conflict_local"
+    assert decisions["phone"].outcome == "remote"  # no base: only the source changed it
+    assert out["email"] == "l@x.example" and out["phone"] == "0400 000 009"
+    expect = [out[f] for f in FIELDS]
+    assert out["hash"] == rules.signed_hash(_core.content_hash(expect, []))
+    assert out["hash"] != 7

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from contactsync_agent import health
+from contactsync_agent import health, rules
+from contactsync_agent.alerts import CONFLICT, Alert
 from contactsync_agent.config import DaemonConfig
 from contactsync_agent.daemon.heartbeat import Heartbeat
 from contactsync_agent.daemon.moves import move
@@ -36,6 +37,7 @@ from contactsync_agent.errors import (
 )
 from contactsync_agent.infile import InputFile, InputRefused, open_input
 from contactsync_agent.safetext import escape_name
+from contactsync_agent.store import now_iso
 
 if TYPE_CHECKING:
     from contactsync_agent.sources.base import Connector
@@ -180,6 +182,7 @@ class Jobs(Part):
             return
         sc = w.cfg
         log.info("source %s: %s settled (%d bytes); run starting", w.name, shown, seen.size)
+        m.ownership.set_sync_policy(w.name, sc.sync_policy())
         last_id = self.last_run_id()
         self.running_file = shown
         self.state.running_source = w.name
@@ -245,6 +248,7 @@ class Jobs(Part):
             for warning in report.warnings:  # e.g. deletions skipped (counts only, no data)
                 log.warning("source %s: run %d: %s", w.name, report.run_id, warning)
             move(w, f, PROCESSED, None, report.run_id)
+            self.two_way(w, report.run_id)
         finally:
             self.running_file = self.state.running_source = None
         self.heartbeat.checkpoint()
@@ -262,6 +266,7 @@ class Jobs(Part):
         log.info("source %s: %s run starting", w.name, w.cfg.kind)
         mirror = self.mirror
         try:
+            mirror.ownership.set_sync_policy(w.name, w.cfg.sync_policy())
             conn = sources.open_connector(w.cfg)
             report = self.with_connector(
                 w,
@@ -321,8 +326,29 @@ class Jobs(Part):
                 c["deleted"],
                 c["rejected"],
             )
+            self.two_way(w, report.run_id)
         self.heartbeat.checkpoint()
         self.heartbeat.judge(w)
+
+    def two_way(self, w: Watch, run_id: int | None) -> None:
+        """After a pull of a two-way source: one alert per conflict the pull
+        decided, then a push of the source's outbox (its failure is logged and
+        the entries wait for the next pull; it never fails the pull)."""
+        if not rules.two_way(w.cfg.sync_policy()):
+            return
+        assert self.mirror is not None
+        m = self.mirror
+        if run_id is not None and self.state.alerter is not None:
+            for cid, reason in m.store.outbox.conflicts_of_run(run_id):
+                self.state.alerter.send(Alert(w.name, CONFLICT, "", (f"contact {cid}: {reason}",),
+                                              now_iso(), str(self.state.db_path)))
+        try:
+            report = m.push(w.cfg)
+        except Exception as e:  # the target, the network, the config: next time
+            log.warning("source %s: push failed: %s: %s", w.name, type(e).__name__, e)
+            return
+        counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v) or "nothing"
+        log.info("source %s: push: %s", w.name, counts)
 
     def with_connector(self, w: Watch, conn: Connector, run: Callable[[], T]) -> T:
         """Runs `run` with `conn` as the run a stop request aborts."""

@@ -18,6 +18,7 @@ from contactsync_agent.infile import InputFile
 from contactsync_agent.sources.base import Connector, check_options, redact_url
 from contactsync_agent.sources.http import HttpSource
 from contactsync_agent.sources.http_writer import HttpWriter
+from contactsync_agent.sources.outfile import FolderWriter
 from contactsync_agent.sources.sql import SqlSource
 from contactsync_agent.sources.sql_writer import SqlWriter
 from contactsync_agent.sources.vcard import VCardSource
@@ -25,6 +26,7 @@ from contactsync_agent.sources.writer import Writer
 
 __all__ = [
     "Connector",
+    "FolderWriter",
     "HttpSource",
     "HttpWriter",
     "SqlSource",
@@ -60,11 +62,13 @@ def open_connector(
 
 
 def open_writer(cfg: SourceConfig) -> Writer:
-    """The writer of a configured source (two-way sync), validating its options."""
+    """The writer of a configured source (two-way sync), by its kind, validating its options."""
     if cfg.kind == "http":
         return HttpWriter(cfg)
     if cfg.kind == "sql":
         return SqlWriter(cfg)
+    if cfg.kind == "folder":
+        return FolderWriter(cfg)
     raise ContactSyncError(f"source {cfg.name!r} is a {cfg.kind} source: it has no writer")
 
 
@@ -77,7 +81,8 @@ def validate_sources(config: AgentConfig) -> None:
         elif cfg.kind == "http":
             check_options(cfg, HttpSource.OPTIONS)
         else:
-            check_options(cfg, VCardSource.OPTIONS if cfg.format == "vcard" else {})
+            check_options(cfg, {**(VCardSource.OPTIONS if cfg.format == "vcard" else {}),
+                                **FolderWriter.OPTIONS})
         if cfg.enabled and cfg.kind in ("sql", "http"):
             open_connector(cfg).close()
         if cfg.enabled and cfg.kind == "http":

@@ -67,6 +67,12 @@ class PushResult:
     #: The target's modification time of the contact after the write (ISO 8601),
     #: when it gives one (last-write-wins compares it).
     modified_at: str | None = None
+    #: False when `confirmed` means delivered for a later import, not applied
+    #: (the folder writer): the bases then stay until a pull brings the value
+    #: back, so a pull before the import does not read the old value as a
+    #: remote change. (Added after the first version; defaults keep writers
+    #: that do not set it as they were.)
+    applied: bool = True
 
 
 class Writer(Protocol):

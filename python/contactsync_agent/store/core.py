@@ -5,7 +5,7 @@ erasure), `meta` and id high-water marks.
 
 The SQL of each concept lives in a part, an attribute of the store:
 `store.contacts`, `store.feed`, `store.review`, `store.runs`,
-`store.entities`, `store.maintenance`. This module and those parts are the
+`store.entities`, `store.maintenance`, `store.outbox`. This module and those parts are the
 only code that runs SQL on the mirror. It makes no decisions: the rules
 (`rules.py`) do.
 """
@@ -27,6 +27,7 @@ from contactsync_agent.store.contacts import Contacts
 from contactsync_agent.store.entities import Entities
 from contactsync_agent.store.feed import Feed
 from contactsync_agent.store.maintenance import Maintenance
+from contactsync_agent.store.outbox import Outbox
 from contactsync_agent.store.part import now_iso, readonly_uri
 from contactsync_agent.store.review import Review
 from contactsync_agent.store.runs import Runs
@@ -129,6 +130,7 @@ class Store:
         self.runs = Runs(self)
         self.entities = Entities(self)
         self.maintenance = Maintenance(self)
+        self.outbox = Outbox(self)
 
     # ------------------------------------------------------------ opening
 

@@ -25,8 +25,9 @@ TRACED_FIELDS = ("email", "phone", "mobile", "display_name")
 MIN_TRACED_LENGTH = 6
 ERASED_ERROR = "(the error text was erased by purge)"
 # Rows that belong to one contact and go with it when it is purged (schema 2:
-# values held back by field ownership, the contact's organisation link).
-PER_CONTACT_TABLES = ("held_values", "contact_organisations")
+# values held back by field ownership, the contact's organisation link; schema 5:
+# two-way bases and outbox entries, which hold values too).
+PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contactsync_agent.mapping import FIELDS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 # Every column of `contacts` a downstream app may read, in table order.
@@ -359,6 +359,49 @@ MIGRATIONS[4] = """
 ALTER TABLE runs ADD COLUMN forced INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN allow_column_drop INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN deletions_skipped INTEGER NOT NULL DEFAULT 0;
+"""
+
+# Migration 5 (issue 15, two-way sync):
+# - `source_policies.sync` holds the source's two-way policy (directions,
+#   conflict strategies, priority table, push_new) as JSON ('{}' = in only);
+# - `field_bases` holds the *base* of a field whose direction is out/both and
+#   that was edited locally: the value the source last sent. A field with no
+#   row has base == its current value (nothing local is pending), so a pull of
+#   an in-only source (or of an unedited contact) reads and writes nothing
+#   here: bases cost only what is edited;
+# - `outbox`: local changes to push, recorded in the edit's own transaction.
+#   `fields` is JSON {field: [base, new]}; `key` is the idempotency key a
+#   writer hands to the target; `local_at` the local modification time
+#   (last-write-wins compares it).
+MIGRATIONS[5] = """
+ALTER TABLE source_policies ADD COLUMN sync TEXT NOT NULL DEFAULT '{}';
+
+CREATE TABLE field_bases (
+    contact_id INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    base TEXT NOT NULL,
+    PRIMARY KEY (contact_id, field)
+) WITHOUT ROWID;
+
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    contact_id INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('update', 'create')),
+    external_id TEXT,
+    fields TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'sent', 'confirmed', 'rejected', 'conflict', 'superseded')),
+    reason TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    local_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    done_at TEXT
+);
+CREATE INDEX outbox_open ON outbox (source, status, id) WHERE status IN ('pending', 'sent');
+CREATE INDEX outbox_contact ON outbox (contact_id) WHERE status IN ('pending', 'sent');
 """
 
 
