@@ -8,6 +8,7 @@ from the run's outcome), nor run a sync or touch the database.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -150,9 +151,18 @@ class _Dest:
         )
 
     def write_note(self, name: str, text: str) -> None:
-        fd = private_file(self._at(name), exclusive=False, dir_fd=self.fd)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(text)
+        """Written whole under a hidden name, then renamed into place: whoever
+        watches the folder never reads half a note (or an empty one)."""
+        tmp = f".{name}.{os.getpid()}.tmp"
+        fd = private_file(self._at(tmp), exclusive=False, dir_fd=self.fd)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(text)
+            os.replace(self._at(tmp), self._at(name), src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(self._at(tmp), dir_fd=self.fd)
+            raise
 
 
 def escape_name_lines(text: str) -> str:
