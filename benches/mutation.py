@@ -121,31 +121,32 @@ SIGNAL_MUTANTS = [
     _m("SIGTERM not a stop",
        ('("SIGTERM", "SIGINT", "SIGBREAK", "SIGHUP")', '("SIGINT", "SIGBREAK", "SIGHUP")')),
     _m("stop flag not set by the handler",
-       ("self._stop_signal = signal.Signals(signum).name",
-        "self._stop_signal = None")),
+       ("self.state.stop_signal = signal.Signals(signum).name",
+        "self.state.stop_signal = None")),
     _m("main loop ignores the stop flag",
        ("        while not self.stopping:", "        while True:")),
     _m("no stop check between batches",
        ("        # Called between batches inside the run's transaction: raising rolls it all"
-        " back.\n        if self.stopping:",
+        " back.\n        if self.state.stopping:",
         "        if False:")),
     _m("wait for the writer lock not interrupted by a stop",
        ("        if self.stopping:\n            raise StopRequested(STOP_MESSAGE)\n\n"
         "    def _waiting",
         "        if False:\n            raise StopRequested(STOP_MESSAGE)\n\n    def _waiting")),
     _m("sleep not woken by the signal (no wake byte, no wake-up fd)",
-       ("        self._wake()\n\n    def _cut_off", "        pass\n\n    def _cut_off"),
+       ("        self.wake()\n\n    def _cut_off", "        pass\n\n    def _cut_off"),
        ("            self._old_wakeup_fd = signal.set_wakeup_fd(\n"
         "                self._wsock.fileno(), warn_on_full_buffer=False\n            )",
         "            self._old_wakeup_fd = None")),
     _m("no wake byte from the handler (the wake-up fd alone)",
-       ("        self._wake()\n\n    def _cut_off", "        pass\n\n    def _cut_off")),
+       ("        self.wake()\n\n    def _cut_off", "        pass\n\n    def _cut_off")),
     _m("no wake-up fd (the handler's wake byte alone)",
        ("            self._old_wakeup_fd = signal.set_wakeup_fd(\n"
         "                self._wsock.fileno(), warn_on_full_buffer=False\n            )",
         "            self._old_wakeup_fd = None")),
     _m("sleep does not look at a stop already flagged",
-       ("        if self._stop_signal or self._reload:\n            return\n        with",
+       ("        if self.state.stopping or self.reload_requested:\n"
+        "            return\n        with",
         "        if False:\n            return\n        with")),
     _m("stop not recorded in the database at shutdown",
        ('self.mirror.store.set_meta("daemon.state", "stopped")', "pass")),
@@ -154,7 +155,7 @@ SIGNAL_MUTANTS = [
        ("                conn.abort(STOP_MESSAGE)\n            self._grace",
         "                pass\n            self._grace")),
     _m("a stop flagged before the connector was known does not abort it",
-       ("            if self.stopping:  # the signal came before the connector was known\n"
+       ("            if self.state.stopping:  # the signal came before the connector was known\n"
         "                conn.abort(STOP_MESSAGE)",
         "            if False:\n                conn.abort(STOP_MESSAGE)")),
     _m("the HTTP connector's abort does not shut its socket",
