@@ -365,6 +365,17 @@ class HttpSource(Connector):
             )
         return found
 
+    def authorize(self, req: urllib.request.Request, url: str) -> None:
+        """Adds the source's token to a request to the source's own origin only
+        (unredirected: urllib would otherwise copy it to wherever a redirect points)."""
+        if self.token and _same_origin(url, self.url):
+            value = (
+                f"Bearer {self.token}"
+                if self.token_header.lower() == "authorization"
+                else self.token
+            )
+            req.add_unredirected_header(self.token_header, value)
+
     def get(self, url: str) -> tuple[Any, http.client.HTTPMessage]:
         """GETs one page as JSON, retrying 429/5xx and network errors a bounded number
         of times with exponential backoff (or the server's Retry-After)."""
@@ -377,14 +388,7 @@ class HttpSource(Connector):
                 **self.headers,
             },
         )
-        if self.token and _same_origin(url, self.url):
-            # Unredirected: urllib would otherwise copy it to wherever a redirect points.
-            value = (
-                f"Bearer {self.token}"
-                if self.token_header.lower() == "authorization"
-                else self.token
-            )
-            req.add_unredirected_header(self.token_header, value)
+        self.authorize(req, url)
         attempt = 0
         while True:
             self.check()

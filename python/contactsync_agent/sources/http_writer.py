@@ -378,13 +378,7 @@ class HttpWriter:
                 **headers,
             },
         )
-        if conn.token and _same_origin(url, conn.url):
-            value = (
-                f"Bearer {conn.token}"
-                if conn.token_header.lower() == "authorization"
-                else conn.token
-            )
-            req.add_unredirected_header(conn.token_header, value)
+        conn.authorize(req, url)
         attempt = 0
         while True:
             answer = self._once(req, method, safe, sent)
