@@ -225,7 +225,7 @@ class Result:
     reference_s: float
     counts: dict[str, int]
     kills: list[Kill] = field(default_factory=list)
-    missed: int = 0  # attempts whose process exited before the signal (not counted)
+    missed: int = 0  # attempts that exited before the signal or overshot their phase
     total_s: float = 0.0
 
     def summary(self) -> str:
@@ -416,6 +416,13 @@ def run(sc: Scenario, kills: int = 20, seed: int = 11, verify: bool = False,
             queue.append(k)  # try that phase again
             continue
         phase, at = landed
+        if phase != k.phase:
+            # The run was already past the planned phase (a short phase, or the
+            # delay outlasted it): not the kill planned. Try that phase again,
+            # sooner into it, so that every phase gets its kills.
+            result.missed += 1
+            queue.append(KillPlan(k.phase, k.delay / 2))
+            continue
         fraction = at / took
         check = integrity(db)
         if check != "ok":
