@@ -122,3 +122,15 @@ def test_examples_end_to_end_through_the_cli(tmp_path: Path, example: int) -> No
         assert (c["name"], c["email"], c["phone"], c["record_type"], c["forced_manual"],
                 c["external_id"]) == (name, email, phone, rtype, forced, ext)
         assert reasons[cid] == reason
+
+
+def test_the_repository_copy_of_the_spec_is_the_contract() -> None:
+    """README links docs/spec/mirror-rules.md so that a clone has the contract;
+    where the product owner's copy sits beside the repository, they are equal."""
+    root = Path(__file__).resolve().parent.parent
+    ours = root / "docs" / "spec" / "mirror-rules.md"
+    assert ours.is_file()
+    theirs = root.parent / "shared" / "spec" / "mirror-rules.md"
+    if not theirs.is_file():
+        pytest.skip("the product owner's spec is not beside this clone")
+    assert ours.read_bytes() == theirs.read_bytes(), "docs/spec is stale: copy it again"
