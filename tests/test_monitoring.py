@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -579,3 +580,55 @@ def test_unknown_keeps_the_reason_of_errors_it_expects(err: Exception) -> None:
     assert data["health"] == "unknown" and data["why"].endswith(str(err))
     assert status_mod.HEALTH_CODES[data["health"]] == 3
     assert status_mod.nagios_line(data).startswith("CONTACTSYNC UNKNOWN - ")
+
+
+# ---------------------------------------------------------------- docs and packaging
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "packaging" / "contactsync-agent.service"
+
+
+def test_the_exit_code_tables_are_written_once() -> None:
+    """README and `contactsync --help` both say errors.EXIT_CODES and
+    STATUS_EXIT_CODES; status's codes are the ones it exits with."""
+    from contactsync_agent.errors import EXIT_CODES, STATUS_EXIT_CODES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for code, meaning in (*EXIT_CODES, *STATUS_EXIT_CODES):
+        row = f"| {code} | {meaning.replace('|', chr(92) + '|')} |"
+        assert row in readme, f"README lacks the row {row}"
+    assert [c for c, _ in STATUS_EXIT_CODES] == sorted(status_mod.HEALTH_CODES.values())
+    r = cli("--help")
+    assert r.returncode == 0
+    for code, meaning in (*EXIT_CODES, *STATUS_EXIT_CODES):
+        first = meaning.replace("`", "").split()[0]
+        assert re.search(rf"^ +{code} +{re.escape(first)}", r.stdout, re.M), (code, r.stdout)
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            k, v = line.split("=", 1)
+            out.setdefault(k.strip(), []).append(v.strip())
+    return out
+
+
+def test_the_shipped_unit_uses_notify_and_the_watchdog(tmp_path: Path) -> None:
+    from contactsync_agent.sources.http import DEFAULT_PAGE_TIMEOUT
+
+    unit = unit_settings(UNIT.read_text())
+    assert unit["Type"] == ["notify"] and unit["NotifyAccess"] == ["main"]
+    assert unit["Restart"] == ["on-failure"]  # a watchdog kill is a failure: restarted
+    # The watchdog must outlast the longest wait of a run without progress.
+    assert int(unit["WatchdogSec"][0]) >= 2 * DEFAULT_PAGE_TIMEOUT
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed: the unit's syntax is not checked")
+    copy = tmp_path / UNIT.name  # verify wants ExecStart's program to exist
+    copy.write_text(re.sub(r"(?m)^ExecStart=.*$", "ExecStart=/bin/true", UNIT.read_text()))
+    r = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+

@@ -763,6 +763,27 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
             f"{r['deleted']} deleted{'; ' + r['error'] if r['error'] else ''}")
 
 
+def exit_code_epilog() -> str:
+    """`contactsync --help`'s table of exit codes, from `errors.EXIT_CODES` (the
+    one place they are written; the README's table is checked against it)."""
+    import textwrap
+
+    from contactsync_agent.errors import EXIT_CODES, STATUS_EXIT_CODES
+
+    def rows(codes: tuple[tuple[int, str], ...]) -> str:
+        lines: list[str] = []
+        for code, meaning in codes:
+            lines += textwrap.wrap(meaning.replace("`", ""), width=74,
+                                   initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        return "\b\n" + "\n".join(lines)  # \b: click keeps the lines as they are
+
+    return (f"Exit codes (every command):\n\n{rows(EXIT_CODES)}\n\n"
+            f"status (a monitoring plugin's codes):\n\n{rows(STATUS_EXIT_CODES)}")
+
+
+cli.epilog = exit_code_epilog()
+
+
 # Commands of other modules register themselves here (one line each).
 EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent", "contactsync_agent.cli_sources",
                               "contactsync_agent.cli_maint", "contactsync_agent.cli_entities",
