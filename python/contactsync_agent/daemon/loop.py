@@ -360,6 +360,7 @@ class Daemon:
                 with self.mirror.store.transaction():
                     self.mirror.store.set_meta("daemon.state", "stopped")
                     self.mirror.store.set_meta("daemon.stopped_at", now_iso())
+                    self.mirror.store.set_meta("daemon.metrics_listen", "")
             except Exception as e:  # a broken database must not keep us from exiting
                 log.error("could not record the stop in the database: %s", e)
             self.mirror.close()
