@@ -265,9 +265,9 @@ class Daemon:
     def _check_stop(self) -> None:
         """Called while waiting for the writer lock: a stop request ends the wait
         (and the wait, the loop's own, keeps the watchdog fed)."""
+        self.state.notifier.watchdog()
         if self.stopping:
             raise StopRequested(STOP_MESSAGE)
-        self.state.notifier.watchdog()
 
     def _waiting(self, pid: int | None) -> None:
         log.info("waiting for process %s to finish its write to the mirror", pid or "?")
