@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from contactsync_agent.alerts import Alerter
 from contactsync_agent.config import AgentConfig, load_config
@@ -39,10 +40,12 @@ from contactsync_agent.daemon.state import AgentState
 from contactsync_agent.daemon.watch import Watch, Watcher
 from contactsync_agent.errors import ConfigError
 from contactsync_agent.locking import AgentLock
-from contactsync_agent.metrics import MetricsServer
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.notify import Notifier
 from contactsync_agent.store import now_iso
+
+if TYPE_CHECKING:
+    from contactsync_agent.metrics import MetricsServer
 
 log = logging.getLogger("contactsync_agent.daemon")
 
@@ -318,6 +321,10 @@ class Daemon:
             self.state.metrics_address = None
         if want is None:
             return
+        # Only when asked for: prometheus_client (and the ssl module it loads) is
+        # not part of every agent's start.
+        from contactsync_agent.metrics import MetricsServer
+
         host, port = want
         try:
             self.metrics = MetricsServer.start(host, port, self.db_path, lambda: self.config)
