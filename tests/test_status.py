@@ -1,4 +1,5 @@
-"""`contactsync status`: read-only, fast during an import, exit codes 0 / 1 / 2."""
+"""`contactsync status`: read-only, fast during an import, exit codes 0 / 1 / 2
+(3, unknown, and the monitoring forms: tests/test_monitoring.py)."""
 
 from __future__ import annotations
 
@@ -162,22 +163,25 @@ def test_only_enabled_configured_sources_are_judged_when_a_config_exists(
     cfg = tmp_path / "config.toml"
     cfg.write_text(config_text(tmp_path, sources={"xpm": {"path": str(inbox)}}))
     r = cli("--config", str(cfg), "--db", str(db), "status", "--json")
-    assert r.returncode == 0, r.stdout
+    # Degraded only because no agent runs for the enabled xpm (t2's refusal
+    # would be failing, exit 2, were it judged).
+    assert r.returncode == 1, r.stdout
     data = json.loads(r.stdout)
-    assert data["health"] == "healthy"
+    assert data["health"] == "degraded" and data["daemon"]["health"] == "degraded"
     by = {s["name"]: s for s in data["sources"]}
+    assert by["xpm"]["health"] == "healthy"
     assert by["xpm"]["judged"] is True
     assert by["t2"]["judged"] is False and by["t2"]["last_run"]["status"] == "refused"
     assert by["t3"]["judged"] is False and by["t3"]["last_run"]["status"] == "ok"
     wide = {**env(), "COLUMNS": "250"}  # one table row per source, whatever the terminal
     r = subprocess.run([*CLI, "--config", str(cfg), "--db", str(db), "status"],
                        capture_output=True, text=True, env=wide, timeout=30, check=False)
-    assert r.returncode == 0, r.stdout
+    assert r.returncode == 1, r.stdout
     t2 = next(line for line in r.stdout.splitlines() if line.strip("│ ").startswith("t2"))
     assert "not judged" in t2
     # Without a config file every source with runs is judged, as before.
     r = cli("--config", str(tmp_path / "absent.toml"), "--db", str(db), "status", "--json")
-    assert r.returncode != 0  # the named config file is missing: an error, not a verdict
+    assert r.returncode == 3  # the named config file is missing: unknown, not a verdict
     r = status(db, "--json")
     assert r.returncode == 2, r.stdout
     assert all(s["judged"] for s in json.loads(r.stdout)["sources"])

@@ -394,22 +394,102 @@ def _pull(obj: Ctx, source: str, mode: str | None, allow_mass_delete: bool,
 
 # ---------------------------------------------------------------- status
 
-@cli.command()
+class StatusUsageError(click.UsageError):
+    """A usage error of `status`: UNKNOWN for a monitor (click's exit 2 would read
+    as CRITICAL, a verdict on the mirror)."""
+
+    exit_code = 3
+
+
+class StatusCommand(click.Command):
+    """`status` answers monitors: a usage error exits 3 (UNKNOWN)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            raise StatusUsageError(e.format_message(), e.ctx) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise StatusUsageError(e.format_message(), e.ctx) from None
+
+
+def _status_data(obj: Ctx) -> dict[str, Any]:
+    """`status.report` under the CLI's config; a bad config or anything else that
+    keeps status from answering is `unknown` (exit 3), never a health."""
+    try:
+        return status_mod.report(obj.db, obj.config)
+    except Exception as e:
+        return status_mod.unknown(obj._db, e)
+
+
+@cli.command(cls=StatusCommand)
 @json_option
+@click.option("--nagios", is_flag=True,
+              help="One Nagios/Icinga plugin line with perfdata (contacts, last run age, run "
+                   "duration, queue depths).")
+@click.option("--prometheus", is_flag=True,
+              help="Prometheus text exposition format (for node_exporter's textfile collector).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="With --prometheus: write FILE atomically (a temporary file renamed over "
+                   "it) instead of stdout.")
+@click.option("--output-mode", default="0600", show_default=True,
+              help="With --output: the file's permissions; 0644 lets node_exporter read it "
+                   "(it holds counts, ages and source names, no personal data).")
 @click.pass_obj
-def status(obj: Ctx, as_json: bool) -> None:
-    """Agent, sources and queues; exit 0 healthy, 1 degraded, 2 failing.
+def status(obj: Ctx, as_json: bool, nagios: bool, prometheus: bool, output: str | None,
+           output_mode: str) -> None:
+    """Agent, sources and queues; exit 0 healthy, 1 degraded, 2 failing,
+    3 unknown (could not determine: the mirror unreadable, a config error,
+    a failure inside status; a usage error too).
 
     Opens the mirror read-only: safe to call while the agent writes. With a
     config file, only its enabled sources are judged (others are listed as not
-    judged); no database at the path is failing (exit 2).
+    judged), and an agent that is not running while sources are enabled is
+    degraded; no database at the path is failing (exit 2).
     """
-    data = status_mod.report(obj.db, obj.config)
-    if as_json:
-        emit_json(data)
-    else:
-        status_mod.render(data)
-    sys.exit(status_mod.HEALTH_CODES[data["health"]])
+    if sum((as_json, nagios, prometheus)) > 1:
+        raise click.UsageError("give one of --json, --nagios and --prometheus")
+    if output is not None and not prometheus:
+        raise click.UsageError("--output goes with --prometheus")
+    mode = 0o600
+    if output is not None:
+        from contactsync_agent.metrics import parse_mode
+
+        try:
+            mode = parse_mode(output_mode)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--output-mode'") from None
+    data = _status_data(obj)
+    unknown = data["health"] == status_mod.UNKNOWN
+    if unknown:
+        say(f"contactsync: status unknown: {data['why']}", err=True)
+    code = status_mod.HEALTH_CODES[data["health"]]
+    try:
+        if nagios:
+            click.echo(status_mod.nagios_line(data))
+        elif prometheus:
+            from contactsync_agent import metrics
+
+            if output is not None:
+                metrics.write_textfile(output, data, mode)
+            else:
+                sys.stdout.buffer.write(metrics.exposition(data))
+                sys.stdout.flush()
+        elif as_json:
+            emit_json(data)
+        elif not unknown:
+            status_mod.render(data)
+    except BrokenPipeError:
+        raise
+    except Exception as e:  # could not show or write it: not a verdict on the mirror
+        where = f"cannot write {escape_name(output)}" if output else "cannot show it"
+        say(f"contactsync: status unknown: {where}: {e}", err=True)
+        code = status_mod.HEALTH_CODES[status_mod.UNKNOWN]
+    sys.exit(code)
 
 
 # ---------------------------------------------------------------- contacts
@@ -681,6 +761,27 @@ def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
         say(f"run {r['id']} {r['source']} {r['mode']} {r['status']} {r['started_at']}: "
             f"{r['records']} records, {r['created']} created, {r['updated']} updated, "
             f"{r['deleted']} deleted{'; ' + r['error'] if r['error'] else ''}")
+
+
+def exit_code_epilog() -> str:
+    """`contactsync --help`'s table of exit codes, from `errors.EXIT_CODES` (the
+    one place they are written; the README's table is checked against it)."""
+    import textwrap
+
+    from contactsync_agent.errors import EXIT_CODES, STATUS_EXIT_CODES
+
+    def rows(codes: tuple[tuple[int, str], ...]) -> str:
+        lines: list[str] = []
+        for code, meaning in codes:
+            lines += textwrap.wrap(meaning.replace("`", ""), width=74,
+                                   initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        return "\b\n" + "\n".join(lines)  # \b: click keeps the lines as they are
+
+    return (f"Exit codes (every command):\n\n{rows(EXIT_CODES)}\n\n"
+            f"status (a monitoring plugin's codes):\n\n{rows(STATUS_EXIT_CODES)}")
+
+
+cli.epilog = exit_code_epilog()
 
 
 # Commands of other modules register themselves here (one line each).

@@ -133,6 +133,8 @@ class DaemonConfig:
     retention: float = 90 * 86400.0
     # Two-way sync: `status` is degraded while an outbox entry waits longer.
     outbox_max_age: float = 3600.0
+    # Serve Prometheus's /metrics on this loopback (host, port); None: not served.
+    metrics_listen: tuple[str, int] | None = None
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -340,6 +342,29 @@ def _relative_to(value: str, config_path: str | None) -> Path:
     return p
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def parse_listen(value: Any, key: str, path: str | None) -> tuple[str, int]:
+    """`"127.0.0.1:9464"` (or `"[::1]:9464"`, `"localhost:9464"`; port 0 picks a
+    free one) as (host, port). Loopback only: the agent opens no port to the
+    network (a remote Prometheus scrapes node_exporter's textfile collector,
+    fed by `status --prometheus --output`, or a proxy on this machine)."""
+    text = _expect(value, str, key, path).strip()
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"expected HOST:PORT such as \"127.0.0.1:9464\", got {value!r}",
+                          path=path, key=key)
+    if host not in LOOPBACK_HOSTS:
+        raise ConfigError(
+            f"{host or '(no host)'} is not a loopback address: the agent serves /metrics on "
+            "127.0.0.1, ::1 or localhost only (scrape it from this machine, or let "
+            "node_exporter's textfile collector carry `contactsync status --prometheus`)",
+            path=path, key=key)
+    return host, int(port)
+
+
 def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) -> bool:
     """Applies one `[agent]` setting of the daemon; False when `key` is not one."""
     full = f"agent.{key}"
@@ -371,6 +396,8 @@ def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) ->
         d.retention = parse_duration(value, full, path)
     elif key == "outbox_max_age":
         d.outbox_max_age = parse_duration(value, full, path)
+    elif key == "metrics_listen":
+        d.metrics_listen = parse_listen(value, full, path)
     elif key == "log_backups":
         d.log_backups = int(_expect(value, int, full, path))
         if d.log_backups < 0:
@@ -480,6 +507,7 @@ default_region = "AU"
                               # holding a transaction open keeps it from being reset)
 # retention = "90d"           # `purge` default; processed/ and failed/ files older than
                               # this are removed
+# metrics_listen = "127.0.0.1:9464"  # serve Prometheus /metrics (loopback only)
 
 # One table per source. Every source is disabled until enabled with
 #   contactsync source enable NAME

@@ -1,10 +1,40 @@
 """Exceptions of contactsync-agent, each carrying the details a person needs.
 
 The CLI turns any of them into one clear line and a non-zero exit; none of them
-is raised for a single bad row (rows go to quarantine instead).
+is raised for a single bad row (rows go to quarantine instead). The table of
+every exit code (`EXIT_CODES`, and `status`'s own) is written here once.
 """
 
 from __future__ import annotations
+
+#: Every exit code of `contactsync`, said once: the README's table and the
+#: epilog of `contactsync --help` are made from this (tests/test_monitoring.py
+#: checks the README against it).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "done (also when the reader of a pipe stopped reading: `... | head`)"),
+    (1, "an error (the database, the disk, a source that failed): the one line on stderr "
+        "says which"),
+    (2, "a bad setting or usage (names the file and key, or the option)"),
+    (3, "a file that cannot be read as a whole (empty, truncated JSON, no external-id "
+        "column): nothing applied"),
+    (4, "refused by a safety guard (mass deletion, empty export, column drop, file size); "
+        "`--dry-run` exits 4 when the real run would be"),
+    (5, "the mirror is locked: a second agent, or a write that waited `--wait` seconds for "
+        "another"),
+    (6, "not found (a contact, a review item, a reference)"),
+    (7, "an edit the source owns the field of"),
+    (8, "`purge`: erased, but the erasure is not complete yet (a reader holds the WAL)"),
+    (130, "interrupted (Ctrl-C): the run in progress was rolled back"),
+)
+#: `contactsync status`'s own codes, a monitoring plugin's (Nagios, Icinga, Zabbix).
+STATUS_EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "healthy (OK)"),
+    (1, "degraded (WARNING): a source late or rejecting rows, the agent stopped while "
+        "sources are enabled, ..."),
+    (2, "failing (CRITICAL): a source refused or failing, the agent died or hung, no mirror"),
+    (3, "unknown (UNKNOWN): could not determine: the mirror unreadable, a config or usage "
+        "error, a failure inside status"),
+)
 
 
 class ContactSyncError(Exception):

@@ -2,7 +2,9 @@
 
 Collects facts (daemon, sources, queues, size, the WAL, a pending erasure)
 through the store's reads (no SQL here) and judges health with `health.py`;
-never writes and never waits on the writer.
+says so (health "unknown", exit 3) when it cannot determine them, and writes
+the one-line Nagios form (`nagios_line`). Never writes and never waits on the
+writer; the Prometheus form is `metrics.py`'s.
 """
 
 from __future__ import annotations
@@ -10,15 +12,25 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from contactsync_agent import health
 from contactsync_agent.config import AgentConfig
-from contactsync_agent.safetext import escape_name
+from contactsync_agent.errors import ContactSyncError
+from contactsync_agent.safetext import escape, escape_name
 from contactsync_agent.store import ERASURE_PENDING_KEY, Store
 
-HEALTH_CODES = health.CODES
+#: The status could not be determined (the mirror unreadable, a bad config, a
+#: crash inside status): never reported as degraded or failing.
+UNKNOWN = "unknown"
+#: `contactsync status`'s exit code for each health (Nagios: OK, WARNING, CRITICAL, UNKNOWN).
+HEALTH_CODES = {**health.CODES, UNKNOWN: 3}
+NAGIOS_STATES = {health.HEALTHY: "OK", health.DEGRADED: "WARNING", health.FAILING: "CRITICAL",
+                 UNKNOWN: "UNKNOWN"}
+#: The longest text before the perfdata of the Nagios line (NRPE's buffer is small).
+NAGIOS_TEXT_MAX = 400
 RUN_HISTORY = 20
 #: A heartbeat older than this many heartbeat intervals (and 30 s) means a hung agent.
 HEARTBEAT_GRACE = 3
@@ -69,6 +81,7 @@ def daemon_status(
         "heartbeat_at": meta.get("daemon.heartbeat_at"),
         "heartbeat_age_s": _age(now, meta.get("daemon.heartbeat_at")),
         "current_run": running_run["id"] if running_run else None,
+        "metrics_listen": meta.get("daemon.metrics_listen") or None,
         "health": health.HEALTHY,
         "why": "",
     }
@@ -110,6 +123,22 @@ def daemon_status(
         out["uptime_s"] = _age(now, out["started_at"])
         out["why"] = f"running run {running_run['id']}" if running_run else "idle"
     return out
+
+
+def agent_needed(daemon: dict[str, Any], config: AgentConfig) -> None:
+    """An agent that is not running (stopped, or never started) while the config
+    enables sources leaves them unsynced: at least degraded, saying how to start it."""
+    enabled = sorted(n for n, s in config.sources.items() if s.enabled)
+    if daemon["running"] or not enabled or daemon["health"] != health.HEALTHY:
+        return
+    what = "was never started" if daemon["state"] == "never started" else (
+        f"stopped at {daemon['stopped_at']}" if daemon["stopped_at"] else f"is {daemon['state']}")
+    daemon["health"] = health.DEGRADED
+    daemon["why"] = (
+        f"the agent {what}, and {len(enabled)} source(s) are enabled "
+        f"({', '.join(escape_name(n) for n in enabled)}): nothing syncs them until it runs "
+        "(`contactsync daemon`, or `systemctl start contactsync-agent`)"
+    )
 
 
 def storage_status(wal_bytes: int, wal_warn_bytes: int, meta: dict[str, str]) -> dict[str, Any]:
@@ -175,16 +204,40 @@ def missing_database(path: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
+def unknown(db: str | os.PathLike[str] | None, error: BaseException | str) -> dict[str, Any]:
+    """What `status` reports when it could not determine the health: the mirror
+    unreadable, a bad config, or a failure inside status itself (exit 3, Nagios
+    UNKNOWN: never taken for degraded or failing)."""
+    if isinstance(error, BaseException):
+        text = str(error) or type(error).__name__
+        if not isinstance(error, (ContactSyncError, OSError, sqlite3.Error)):
+            text = f"{type(error).__name__}: {text}"  # a defect: say what kind
+    else:
+        text = error
+    return {
+        "database": None if db is None else str(db),
+        "checked_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "health": UNKNOWN,
+        "why": f"could not determine the status: {escape(text)}",
+        "sources": [],
+    }
+
+
 def report(db: str | os.PathLike[str], config: AgentConfig | None = None) -> dict[str, Any]:
     """`collect` for the mirror at `db` opened read-only (the API twin of
-    `contactsync status --json`); `missing_database` when there is none."""
-    if not os.path.exists(db):
-        return missing_database(db)
-    store = Store.open(db, readonly=True)
+    `contactsync status --json`); `missing_database` when there is none, and
+    `unknown` when it cannot be read (it never raises: a monitor must get an
+    answer)."""
     try:
-        return collect(store, config)
-    finally:
-        store.close()
+        if not os.path.exists(db):
+            return missing_database(db)
+        store = Store.open(db, readonly=True)
+        try:
+            return collect(store, config)
+        finally:
+            store.close()
+    except Exception as e:
+        return unknown(db, e)
 
 
 def collect(
@@ -216,6 +269,7 @@ def collect(
             for name in sorted(names)
         ]
 
+        agent_needed(daemon, config)
         totals = {
             "total": sum(n for (_, _, alive), n in counts.items() if alive),
             **{
@@ -322,6 +376,81 @@ def _source(
     }
 
 
+# ---------------------------------------------------------------- Nagios
+
+
+def run_age(now: datetime, run: dict[str, Any] | None) -> float | None:
+    """Seconds since a run finished (or started, while it runs)."""
+    if not run:
+        return None
+    age = _age(now, run.get("finished_at") or run.get("started_at"))
+    return None if age is None else max(age, 0.0)
+
+
+def judged_runs(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The last run of each judged source that has one."""
+    return [s["last_run"] for s in data.get("sources", []) if s["judged"] and s["last_run"]]
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    """What keeps the mirror from being healthy, the worst first, one phrase each."""
+    if "daemon" not in data:  # no mirror, or unknown
+        return [data["why"]]
+    found: list[tuple[int, str]] = []
+    d = data["daemon"]
+    if d["health"] != health.HEALTHY:
+        found.append((health.CODES[d["health"]], f"agent {d['state']}: {d['why']}"))
+    st = data["storage"]
+    found += [(health.CODES[st["health"]], f"storage: {why}") for why in st["reasons"]]
+    if data["outbox"]["why"]:
+        found.append((health.CODES[data["outbox"]["health"]], f"outbox: {data['outbox']['why']}"))
+    for src in data["sources"]:
+        if src["judged"] and src["health"] != health.HEALTHY:
+            found.append((health.CODES[src["health"]], f"{escape_name(src['name'])}: {src['why']}"))
+    return [text for _, text in sorted(found, key=lambda f: -f[0])]
+
+
+def _perf_seconds(value: float | None) -> str:
+    # "U": the value could not be determined (monitoring-plugins guidelines, 2.6).
+    return "U" if value is None else f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def nagios_line(data: dict[str, Any]) -> str:
+    """`status` as one Nagios/Icinga plugin line (the API twin of `status --nagios`):
+    `CONTACTSYNC OK - text | contacts=N last_run_age=Ns run_duration=Ns outbox=N
+    review=N activities=N quarantine=N`. The ages and durations are the worst
+    judged source's (the stalest last run, the longest); the exit code is
+    `HEALTH_CODES[data["health"]]`."""
+    state = NAGIOS_STATES[data["health"]]
+    if data["health"] == health.HEALTHY and "daemon" in data:
+        judged = [s for s in data["sources"] if s["judged"]]
+        d = data["daemon"]
+        text = (f"{data['contacts']['total']} contacts, {len(judged)} source(s) healthy, agent "
+                + (d["why"] if d["running"] else d["state"]))
+    else:
+        text = "; ".join(problems(data))
+    text = " ".join(escape(text).replace("|", "/").split())
+    if len(text) > NAGIOS_TEXT_MAX:
+        text = text[: NAGIOS_TEXT_MAX - 3].rstrip() + "..."
+    line = f"CONTACTSYNC {state} - {text}"
+    if "daemon" not in data:
+        return line
+    now = health.parse_time(data["checked_at"]) or datetime.now(UTC)
+    runs = judged_runs(data)
+    ages = [a for a in (run_age(now, r) for r in runs) if a is not None]
+    durations = [r["duration_ms"] / 1000 for r in runs if r.get("duration_ms") is not None]
+    perf = [
+        f"contacts={data['contacts']['total']}",
+        f"last_run_age={_perf_seconds(max(ages) if ages else None)}",
+        f"run_duration={_perf_seconds(max(durations) if durations else None)}",
+        f"outbox={data['outbox']['depth']}",
+        f"review={data['open_review_items']}",
+        f"activities={data['open_activities']}",
+        f"quarantine={data['quarantined_rows']}",
+    ]
+    return f"{line} | {' '.join(perf)}"
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -378,7 +507,8 @@ def render(data: dict[str, Any]) -> None:
         style = colour[d["health"]]
         con.print(
             f"agent: [{style}]{d['state']}[/]"
-            + (f" (pid {d['pid']}): {markup(d['why'])}" if d["pid"] else "")
+            + (f" (pid {d['pid']}): {markup(d['why'])}" if d["pid"] else
+               f": {markup(d['why'])}" if d["health"] != health.HEALTHY else "")
         )
     c = data["contacts"]
     con.print(

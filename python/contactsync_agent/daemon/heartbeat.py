@@ -170,4 +170,5 @@ class Heartbeat(Part):
             store.set_meta("daemon.heartbeat_at", now_iso())
             store.set_meta("daemon.heartbeat_interval", str(self.config.daemon.heartbeat))
             store.set_meta("daemon.sources", json.dumps(sources, sort_keys=True))
+            store.set_meta("daemon.metrics_listen", self.state.metrics_address or "")
         self.next_beat = time.monotonic() + self.config.daemon.heartbeat

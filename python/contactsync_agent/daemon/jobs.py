@@ -364,6 +364,7 @@ class Jobs(Part):
         # Called between batches inside the run's transaction: raising rolls it all back.
         if self.state.stopping:
             raise StopRequested(STOP_MESSAGE)
+        self.state.notifier.watchdog()  # a run that moves on is a loop that is alive
         log.debug(
             "source %s: run in progress, %d records so far", self.state.running_source, records
         )

@@ -8,8 +8,11 @@ A composition of the parts, each given the shared `AgentState`: `Signals`
 scans, settle), `jobs.Jobs` (runs, retries, moves) and `heartbeat.Heartbeat`
 (heartbeat, health and alerts, idle checkpoint and retention). It holds the
 agent lock for its life (one agent per database) and the writer lock only for
-one run at a time, letting waiting CLI writes go first between runs. It must
-not handle files, runs or health itself: it schedules the parts that do.
+one run at a time, letting waiting CLI writes go first between runs. It tells
+systemd when it is ready, alive (the watchdog, pinged from this loop's thread
+only: a hung loop stops pinging) and stopping, and starts `/metrics` when
+`[agent] metrics_listen` asks for it. It must not handle files, runs or health
+itself: it schedules the parts that do.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from contactsync_agent.alerts import Alerter
 from contactsync_agent.config import AgentConfig, load_config
@@ -37,7 +41,11 @@ from contactsync_agent.daemon.watch import Watch, Watcher
 from contactsync_agent.errors import ConfigError
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror
+from contactsync_agent.notify import Notifier
 from contactsync_agent.store import now_iso
+
+if TYPE_CHECKING:
+    from contactsync_agent.metrics import MetricsServer
 
 log = logging.getLogger("contactsync_agent.daemon")
 
@@ -168,6 +176,8 @@ class Daemon:
         self.watcher = Watcher(self.state, self.signals.hint)
         self.heartbeat = Heartbeat(self.state, self.watcher)
         self.jobs = Jobs(self.state, self.heartbeat)
+        self.state.notifier = Notifier.from_env()
+        self.metrics: MetricsServer | None = None
 
     # ------------------------------------------------------------ the shared state
 
@@ -231,6 +241,7 @@ class Daemon:
             raise
         try:
             self.alerter = Alerter(self.config.alerts)
+            self._serve_metrics()
             self.heartbeat.write_start()
             log.info(
                 "started: pid %d, database %s, config %s, log level %s",
@@ -240,6 +251,10 @@ class Daemon:
                 self.config.daemon.log_level,
             )
             self.watcher.build()
+            notifier = self.state.notifier
+            notifier.ready(self._status_text())
+            if notifier.ping_every:
+                log.info("systemd watchdog: a ping every %.1fs", notifier.ping_every)
             self._loop()
         except StopRequested:
             pass  # asked to stop while waiting for a write of another process
@@ -251,7 +266,9 @@ class Daemon:
         return 0
 
     def _check_stop(self) -> None:
-        """Called while waiting for the writer lock: a stop request ends the wait."""
+        """Called while waiting for the writer lock: a stop request ends the wait
+        (and the wait, the loop's own, keeps the watchdog fed)."""
+        self.state.notifier.watchdog()
         if self.stopping:
             raise StopRequested(STOP_MESSAGE)
 
@@ -261,7 +278,9 @@ class Daemon:
     def _loop(self) -> None:
         assert self.mirror is not None
         store = self.mirror.store
+        notifier = self.state.notifier
         while not self.stopping:
+            notifier.watchdog()
             if self.signals.reload_requested:
                 self.signals.reload_requested = False
                 self.reload("SIGHUP")
@@ -273,18 +292,54 @@ class Daemon:
                     self.jobs.guarded(w, None, self.watcher.scan, w, now)
             picked = self.watcher.pick(now)
             if picked is not None:
+                notifier.status(f"syncing source {picked[0].name}")
                 # The writer lock for the run, its file move, checkpoint and
                 # health: CLI writes wait for this much, and go first when waiting.
                 with store.writing(polite=True):
                     self.jobs.job(*picked)
                 self.heartbeat.beat()
                 continue
+            notifier.status(self._status_text())
             if now >= self.heartbeat.next_beat:
                 self._housekeeping()
             self.signals.sleep(self._next_deadline() - time.monotonic())
 
+    def _status_text(self) -> str:
+        """systemd's STATUS= while idle."""
+        return f"idle; {len(self.watches)} source(s) watched" + (
+            f", /metrics on {self.state.metrics_address}" if self.state.metrics_address else "")
+
+    def _serve_metrics(self) -> None:
+        """Serves `/metrics` on `[agent] metrics_listen` (again after a change of it);
+        an address that cannot be bound is logged and the agent goes on without it."""
+        want = self.config.daemon.metrics_listen
+        if self.metrics is not None:
+            if want == (self.metrics.host, self.metrics.want_port):
+                return
+            self.metrics.stop()
+            self.metrics = None
+            self.state.metrics_address = None
+        if want is None:
+            return
+        # Only when asked for: prometheus_client (and the ssl module it loads) is
+        # not part of every agent's start.
+        from contactsync_agent.metrics import MetricsServer
+
+        host, port = want
+        try:
+            self.metrics = MetricsServer.start(host, port, self.db_path, lambda: self.config)
+        except OSError as e:
+            log.error("metrics_listen %s:%d: cannot listen (%s); /metrics is not served",
+                      host, port, e.strerror or e)
+            return
+        self.state.metrics_address = self.metrics.address
+        log.info("serving Prometheus metrics on http://%s/metrics", self.metrics.address)
+
     def _next_deadline(self) -> float:
         deadlines = [self.heartbeat.next_beat]
+        ping = self.state.notifier.next_ping()
+        if ping is not None:
+            deadlines.append(ping)
         for w in self.watches.values():
             deadlines.append(w.next_scan)
             if w.due:
@@ -295,6 +350,11 @@ class Daemon:
         return min(deadlines)
 
     def _shutdown(self) -> None:
+        self.state.notifier.stopping(
+            f"stopping ({self.state.stop_signal})" if self.state.stop_signal else "stopping")
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         for w in self.watches.values():
             self.watcher.stop_observer(w)
         if self.alerter is not None:
@@ -307,11 +367,13 @@ class Daemon:
                 with self.mirror.store.transaction():
                     self.mirror.store.set_meta("daemon.state", "stopped")
                     self.mirror.store.set_meta("daemon.stopped_at", now_iso())
+                    self.mirror.store.set_meta("daemon.metrics_listen", "")
             except Exception as e:  # a broken database must not keep us from exiting
                 log.error("could not record the stop in the database: %s", e)
             self.mirror.close()
         log.info("stopped%s", f" ({self.state.stop_signal})" if self.state.stop_signal else "")
         self.signals.close()
+        self.state.notifier.close()
 
     # ------------------------------------------------------------ config
 
@@ -345,6 +407,7 @@ class Daemon:
                 self.alerter.close(timeout=1.0)
             self.alerter = Alerter(new.alerts)
         self.watcher.build()
+        self._serve_metrics()
         log.info(
             "config reloaded (%s): %d source(s) enabled",
             why,

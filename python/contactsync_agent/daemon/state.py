@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from contactsync_agent.alerts import Alerter
 from contactsync_agent.config import AgentConfig
 from contactsync_agent.mirror import Mirror
+from contactsync_agent.notify import Notifier
 from contactsync_agent.store import now_iso
 
 if TYPE_CHECKING:
@@ -39,6 +40,11 @@ class AgentState:
     #: The run in progress: its source, and its connector, which a stop request aborts at once.
     running_source: str | None = None
     connector: Connector | None = None
+    #: systemd's notifications (a no-op outside a Type=notify service); the loop
+    #: and the run's progress ping its watchdog from the main thread.
+    notifier: Notifier = field(default_factory=Notifier)
+    #: Where `/metrics` is served (`host:port`), None when it is not.
+    metrics_address: str | None = None
 
     @property
     def stopping(self) -> bool:
