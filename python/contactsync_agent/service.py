@@ -164,8 +164,11 @@ def install_service(*, user: bool = False, directory: Path | None = None,
             f"{folder}: permission denied writing {UNIT_NAME}: run it as the folder's "
             "owner (sudo for the system unit), or --print and install it yourself"
         ) from None
+    except OSError as e:
+        raise ContactSyncError(f"{folder}: cannot write {UNIT_NAME}: {e.strerror}") from None
     ctl = "systemctl --user" if user else "systemctl"
-    steps = (f"{ctl} daemon-reload", f"{ctl} enable --now {UNIT_NAME.removesuffix('.service')}")
+    steps: tuple[str, ...] = (f"{ctl} daemon-reload",
+                              f"{ctl} enable --now {UNIT_NAME.removesuffix('.service')}")
     if user:
         steps += ("loginctl enable-linger  # keep it running while you are logged out",)
     return InstalledUnit(path, scope, steps)
