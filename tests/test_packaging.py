@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import sqlite3
 import stat
@@ -291,3 +292,27 @@ def test_the_agent_names_the_extra_for_the_source(tmp_path: Path) -> None:
     text = "".join(seen)
     assert "source pms: sources.pms.kind: a sql source needs the optional package " \
         "sqlalchemy, which is not installed: pip install 'contactsync-agent[sql]'" in text, text
+
+
+@pytest.mark.parametrize("user", [False, True])
+def test_systemd_accepts_the_unit(tmp_path: Path, user: bool) -> None:
+    """`systemd-analyze verify` reads the printed unit without a complaint (and does
+    complain about a misspelt setting, so its silence means something)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("no systemd-analyze on this machine")
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    unit = tmp_path / "contactsync-agent.service"
+    text = cli("install-service", "--print", *(["--user"] if user else [])).stdout
+
+    def verify(body: str) -> subprocess.CompletedProcess[str]:
+        unit.write_text(body, encoding="utf-8")
+        return subprocess.run([analyze, *(["--user"] if user else []), "verify", str(unit)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)})
+
+    r = verify(text)
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    r = verify(text.replace("\nRestart=", "\nRestrat="))
+    assert "Unknown key 'Restrat'" in r.stderr
