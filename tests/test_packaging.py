@@ -73,8 +73,11 @@ def test_print_user_leaves_out_what_only_a_system_unit_has() -> None:
     keys = {k for k, _ in got}
     assert dict(got)["ExecStart"] == f"{EXE} daemon"
     for key in ("User", "Group", "ProtectHome", "ProtectSystem", "ReadWritePaths",
-                "CapabilityBoundingSet", "StateDirectory"):
+                "CapabilityBoundingSet", "StateDirectory", "PrivateTmp", "ProtectKernelLogs"):
         assert key not in keys, key
+    assert {"NoNewPrivileges", "SystemCallFilter", "RestrictAddressFamilies"} <= keys
+    assert "sudo" not in r.stdout and "useradd" not in r.stdout
+    assert r.stdout.startswith("# systemd user unit of the contactsync agent")
     assert dict(got)["WantedBy"] == "default.target"
     assert not any("/etc/contactsync" in v for _, v in got)  # the user's own config
     assert {"Restart", "KillSignal", "UMask", "NoNewPrivileges"} <= keys

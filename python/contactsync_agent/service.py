@@ -32,13 +32,25 @@ OPERATIONS_DOC = "operations.md"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 
 #: Settings a unit of a user's own systemd instance cannot have or should not:
-#: another account, capabilities, and the system unit's file-system sandbox
-#: (read-only everywhere but /var/lib/contactsync and /srv/exports, no home).
+#: another account, capabilities, the system unit's file-system sandbox
+#: (read-only everywhere but /var/lib/contactsync and /srv/exports, no home) and
+#: the rest of the namespace sandbox, which a user's systemd can set up only with
+#: unprivileged user namespaces. The seccomp-based restrictions stay.
 _SYSTEM_ONLY = frozenset({
     "User", "Group", "SupplementaryGroups", "DynamicUser", "AmbientCapabilities",
     "CapabilityBoundingSet", "ProtectSystem", "ProtectHome", "ReadWritePaths",
     "ReadOnlyPaths", "InaccessiblePaths", "StateDirectory", "StateDirectoryMode",
+    "PrivateTmp", "PrivateDevices", "PrivateUsers", "ProtectKernelTunables",
+    "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
+    "ProtectHostname", "ProtectProc",
 })
+_USER_HEADER = (
+    "# systemd user unit of the contactsync agent (`contactsync install-service --user`).\n"
+    "#   systemctl --user daemon-reload && systemctl --user enable --now contactsync-agent\n"
+    "#   loginctl enable-linger   # to keep it running while you are logged out\n"
+    "# It reads your own config and database (`contactsync init`); the system unit\n"
+    "# (`contactsync install-service`, as root) runs it hardened under its own account.\n"
+)
 _SETTING = re.compile(r"^\s*([A-Za-z]+)\s*=")
 
 
@@ -101,7 +113,12 @@ def service_unit(*, user: bool = False, executable: Path | None = None) -> str:
     exe = executable if executable is not None else contactsync_executable()
     doc = operations_doc_path()
     lines: list[str] = []
-    for line in shipped_file(UNIT_NAME).read_text(encoding="utf-8").splitlines():
+    shipped = shipped_file(UNIT_NAME).read_text(encoding="utf-8").splitlines()
+    if user:  # its own header instead of the system unit's install notes
+        while shipped and (shipped[0].startswith("#") or not shipped[0].strip()):
+            shipped.pop(0)
+        lines = [*_USER_HEADER.splitlines(), ""]
+    for line in shipped:
         m = _SETTING.match(line)
         key = m.group(1) if m else None
         if user and key in _SYSTEM_ONLY:
@@ -115,16 +132,8 @@ def service_unit(*, user: bool = False, executable: Path | None = None) -> str:
             line = re.sub(r"file://\S*operations\.md", lambda _: doc.as_uri(), line)
         elif user and key == "WantedBy":
             line = "WantedBy=default.target"
-        if user and line.startswith("#") and _mentions_system_paths(line):
-            continue
         lines.append(line)
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def _mentions_system_paths(comment: str) -> bool:
-    """A comment of the system unit that would mislead in the user variant."""
-    return any(p in comment for p in ("sudo ", "/etc/", "/var/lib", "/opt/", "/srv/",
-                                      "useradd", "service user"))
 
 
 def install_service(*, user: bool = False, directory: Path | None = None,
