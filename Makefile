@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup build demo test test-py test-rust lint format bench clean postgres
+.PHONY: setup build demo test test-py test-rust lint format bench clean postgres wheel wheel-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,26 @@ DEMO := XDG_CONFIG_HOME=$(CURDIR)/.venv/demo-config CONTACTSYNC_CONFIG= $(BIN)/c
 demo: $(STAMP)
 	$(DEMO) sync --source sample examples/sample-export.csv
 	$(DEMO) status
+
+# The wheel an admin installs, in target/wheels/: release, manylinux_2_28 (glibc
+# 2.28 or newer; maturin checks the symbols), abi3 (any CPython from 3.11).
+# Linked by zig (the ziglang package) against glibc 2.28's symbols: this host's
+# glibc is newer. The first build compiles into target/x86_64-unknown-linux-gnu/
+# (about 3 min of CPU), later ones reuse it.
+WHEEL_DIR := target/wheels
+MATURIN_WHEEL := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/maturin build --release --zig \
+	--compatibility manylinux_2_28
+wheel: $(STAMP)
+	rm -f $(WHEEL_DIR)/contactsync_agent-*.whl
+	$(MATURIN_WHEEL) --out $(WHEEL_DIR)
+
+# The wheel installed into a fresh venv (no -e, no source tree, no extras) and run
+# there: the demo's sync and status, install-service, completion, a sql source
+# without its extra. `make test` runs the same tests on a wheel packed from the
+# release build `make setup` made (tagged linux: the manylinux link is this target).
+wheel-check: wheel
+	CONTACTSYNC_WHEEL="$$(ls $(WHEEL_DIR)/contactsync_agent-*.whl)" \
+		$(BIN)/pytest -q -p no:cacheprovider tests/test_packaging_wheel.py
 
 test: setup
 	cargo test --quiet

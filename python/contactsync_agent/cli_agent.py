@@ -1,6 +1,6 @@
-"""The agent's commands: `daemon`, `init` and `source list|enable|disable`.
+"""The agent's commands: `daemon`, `init`, `source list|enable|disable` and `install-service`.
 
-A thin layer over the `daemon` package and `config.py`, registered into the main
+A thin layer over the `daemon` package, `config.py` and `service.py`, registered into the main
 `contactsync` group by `cli._load_extensions` (the `EXTENSIONS` list); no logic
 of its own.
 """
@@ -139,3 +139,39 @@ def register(cli: click.Group) -> None:
     def source_disable(obj: Any, name: str) -> None:
         """Disable source NAME in the config file."""
         _toggle(obj, name, False)
+
+    @cli.command("install-service")
+    @click.option("--print", "print_only", is_flag=True,
+                  help="Print the unit on stdout and write nothing.")
+    @click.option("--user", is_flag=True,
+                  help="A unit of your own systemd instance (~/.config/systemd/user, "
+                  "`systemctl --user`) instead of the system's (/etc/systemd/system, root).")
+    @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+                  default=None, help="Write the unit into this folder instead.")
+    @click.option("--force", is_flag=True, help="Replace an existing, different unit file.")
+    @json_option
+    def install_service_cmd(print_only: bool, user: bool, directory: Path | None,
+                            force: bool, as_json: bool) -> None:
+        """Install the systemd unit of the agent (Linux), with this install's paths.
+
+        Without --user it writes /etc/systemd/system/contactsync-agent.service and
+        needs root; the unit runs `contactsync daemon` as the user `contactsync`
+        (create it first: see the operations guide the unit's Documentation= names).
+        """
+        from contactsync_agent.service import install_service, service_unit
+
+        if print_only:
+            text = service_unit(user=user)
+            if as_json:
+                emit_json({"unit": text})
+            else:
+                click.echo(text, nl=False)
+            return
+        done = install_service(user=user, directory=directory, force=force)
+        if as_json:
+            emit_json({"path": str(done.path), "scope": done.scope,
+                       "next": list(done.next_steps)})
+            return
+        click.echo(f"wrote {done.path} ({done.scope} unit); now run:")
+        for step in done.next_steps:
+            click.echo(f"  {step}")

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from contactsync_agent.config import SourceConfig
 from contactsync_agent.errors import ConfigError
 from contactsync_agent.sources.base import Connector, positive, read_secret, text_value
+from contactsync_agent.sources.sql_options import SQL_OPTIONS, missing_driver
 
 log = logging.getLogger("contactsync_agent.sources.sql")
 
@@ -72,25 +73,7 @@ class SqlSource(Connector):
     """
 
     kind = "sql"
-    OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = {
-        "url": str,
-        "url_env": str,
-        "url_file": str,
-        "password_env": str,
-        "password_file": str,
-        "table": str,
-        "query": str,
-        "id_column": str,
-        "cursor_column": str,
-        "delete_column": str,
-        "cursor_inclusive": bool,
-        "timeout": (int, float),
-        # Two-way sync's writer (sources/sql_writer.py reads them).
-        "write_table": str,
-        "new_id": str,
-        "idempotency_table": str,
-        "empty_value": str,
-    }
+    OPTIONS: ClassVar[dict[str, type | tuple[type, ...]]] = SQL_OPTIONS
 
     def __init__(self, cfg: SourceConfig) -> None:
         super().__init__(cfg)
@@ -172,9 +155,12 @@ class SqlSource(Connector):
             try:
                 self._engine = sa.create_engine(self.url, poolclass=NullPool, connect_args=args)
             except (ImportError, NoSuchModuleError) as e:
+                if self.url.drivername == "postgresql+psycopg":
+                    raise missing_driver(self.cfg, "psycopg", "postgres") from None
                 raise ConfigError(
                     f"no database driver for {self.url.drivername!r} ({e}); install it or use "
-                    "postgresql+psycopg:// or sqlite:///",
+                    "postgresql+psycopg:// (pip install 'contactsync-agent[postgres]') "
+                    "or sqlite:///",
                     key=self.key("url"),
                 ) from None
         return self._engine

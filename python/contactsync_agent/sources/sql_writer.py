@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -213,6 +212,8 @@ class SqlWriter:
                                                  mark=lambda name: f"%({name})s")
             if sql:
                 groups.setdefault(sql, []).append((i, change, params))
+        import psycopg  # only here: a SQLite-only install has no psycopg ([sql] extra)
+
         dbapi: Any = conn.connection.dbapi_connection
         results: dict[int, PushResult] = {}
         for sql, items in groups.items():
