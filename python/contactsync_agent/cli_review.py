@@ -47,6 +47,17 @@ def _match_config(path: str | None) -> Any:
         raise ConfigError(str(e), path=str(p)) from None
 
 
+def _deprecated_config(ctx: click.Context, _param: click.Parameter,
+                       value: str | None) -> str | None:
+    """`match|dedupe --config FILE`, the old spelling of --match-config: still
+    taken, with a note on stderr."""
+    if value is not None:
+        click.echo("contactsync: note: `--config` after match/dedupe is now `--match-config` "
+                   "(the old spelling will go; the agent's own --config goes before the "
+                   "command)", err=True)
+    return value
+
+
 def register(cli: click.Group) -> None:
     @cli.group()
     def review() -> None:
@@ -287,9 +298,14 @@ def register(cli: click.Group) -> None:
 
     def matching_options(f: Callable[..., None]) -> Callable[..., None]:
         options: list[Callable[[Any], Any]] = [
-            click.option("--config", "config_file",
+            click.option("--match-config", "config_file",
                          type=click.Path(exists=True, dir_okay=False),
-                         help="Matching config (TOML or JSON: fields, blocking, threshold)."),
+                         help="Matching config (TOML or JSON: fields, blocking, threshold; "
+                         "see docs/matching.md). Not the agent's --config, which goes "
+                         "before the command."),
+            click.option("--config", "old_config_file", hidden=True,
+                         type=click.Path(exists=True, dir_okay=False),
+                         callback=_deprecated_config),
             click.option("--source", "-s", default=None,
                          help="Read the file as this configured source's exports "
                          "([sources.NAME.mapping], encoding, delimiter)."),
@@ -317,6 +333,7 @@ def register(cli: click.Group) -> None:
     @click.argument("right", type=click.Path(exists=True, dir_okay=False))
     @matching_options
     def match_cmd(obj: Ctx, left: str, right: str, config_file: str | None,
+                  old_config_file: str | None,
                   source: str | None, id_column: str | None, threshold: float | None,
                   out: str | None, export_splink: str | None, as_json: bool) -> None:
         """Link two CSV files of records (one-off, large runs).
@@ -328,7 +345,7 @@ def register(cli: click.Group) -> None:
         """
         from contactsync_agent import matching
 
-        cfg = _matching_config(config_file, threshold)
+        cfg = _matching_config(config_file or old_config_file, threshold)
         read = _read_options(obj, source, id_column)
         result = _run(lambda: _with_spinner(
             f"matching {Path(left).name} with {Path(right).name}",
@@ -338,7 +355,8 @@ def register(cli: click.Group) -> None:
     @cli.command("dedupe")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     @matching_options
-    def dedupe_cmd(obj: Ctx, file: str, config_file: str | None, source: str | None,
+    def dedupe_cmd(obj: Ctx, file: str, config_file: str | None,
+                   old_config_file: str | None, source: str | None,
                    id_column: str | None, threshold: float | None, out: str | None,
                    export_splink: str | None, as_json: bool) -> None:
         """Probable duplicates inside one CSV file of records.
@@ -348,7 +366,7 @@ def register(cli: click.Group) -> None:
         """
         from contactsync_agent import matching
 
-        cfg = _matching_config(config_file, threshold)
+        cfg = _matching_config(config_file or old_config_file, threshold)
         read = _read_options(obj, source, id_column)
         result = _run(lambda: _with_spinner(f"deduplicating {Path(file).name}",
                                             lambda: matching.dedupe(file, cfg, read=read)))
