@@ -543,7 +543,7 @@ class FileProgress:
 
     def written(self, records: int) -> None:
         """Told by the sync after each batch written."""
-        self.progress.update(self.task, records=f"{records:,} records")
+        self.progress.update(self.task, records=f"{records:,} records written")
 
     def __enter__(self) -> FileProgress:
         self.progress.start()
