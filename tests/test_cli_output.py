@@ -336,3 +336,14 @@ def test_quiet_and_verbose_are_accepted_on_every_command(tmp_path: Path) -> None
     assert quiet.returncode == 0, quiet.stderr
     r = run("-q", "--db", str(db), "contacts", "list", "-v", "--format", "tsv")
     assert r.returncode == 0, r.stderr
+
+
+def test_the_commented_match_config_example_is_taken_by_dedupe(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "examples" / "match-config.toml"
+    f = tmp_path / "people.csv"
+    f.write_text("Client ID,First Name,Surname,Email Address,Mobile\n"
+                 "1,Ann,Lee,ann@x.example,0412000001\n2,Anne,Lee,ann@x.example,0412000001\n"
+                 "3,Bob,Ng,bob@y.example,0412000003\n", encoding="utf-8")
+    r = run("dedupe", str(f), "--match-config", str(example), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["pairs"] == 1

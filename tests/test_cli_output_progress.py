@@ -139,3 +139,41 @@ def test_the_read_meter_counts_the_bytes_the_reader_parsed(tmp_path: Path) -> No
     assert seen == sorted(seen) and len(seen) == 3
     assert 0 < seen[0] < meter.total_bytes
     assert meter.bytes_read == meter.total_bytes
+
+
+def people(path: Path, rows: int) -> Path:
+    """Records with namesakes (blocks with pairs to compare)."""
+    with path.open("w", encoding="utf-8") as f:
+        f.write("Client ID,First Name,Surname,Email Address,Mobile\n")
+        for i in range(rows):
+            f.write(f"P{i},Given{i % 700},Family{i % 900},p{i % 5000}@example.com,"
+                    f"0412{i % 3000:06d}\n")
+    return path
+
+
+def test_dedupe_on_a_terminal_shows_its_phases_with_the_pairs(tmp_path: Path) -> None:
+    import json
+
+    f = people(tmp_path / "people.csv", 20_000)
+    code, shown, stdout = sync_on_a_terminal(["dedupe", str(f)])
+    assert code == 0, shown
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown).replace("\r", "\n")
+    for phase in ("reading", "blocking", "comparing", "scoring"):
+        assert re.search(rf"^{phase}: \d", plain, re.M), plain
+    pairs = int(re.search(r"^comparing: \S+, ([\d,]+) pairs", plain, re.M)[1]  # type: ignore[index]
+                .replace(",", ""))
+    ran = subprocess.run([*CMD, "dedupe", str(f), "--json"], capture_output=True, text=True,
+                         env=env(), timeout=300, check=True)
+    assert pairs == json.loads(ran.stdout)["pairs_compared"] > 0
+    assert "comparing" not in ran.stderr  # nothing of it in a pipe
+    assert "pairs above threshold" in stdout and "blocking" not in stdout
+
+
+def test_the_match_meter_ends_done_with_the_exact_pair_count(tmp_path: Path) -> None:
+    from contactsync_agent import matching
+
+    meter = _core.MatchMeter()
+    assert (meter.phase, meter.pairs) == (0, 0)
+    result = matching.dedupe(str(people(tmp_path / "p.csv", 5_000)), meter=meter)
+    assert meter.phase == 4
+    assert meter.pairs == result.stats.pairs_compared > 0

@@ -185,11 +185,24 @@ class MatchOutput:
     @property
     def is_link(self) -> bool: ...
 
+@final
+class MatchMeter:
+    """How far a `run_match(..., meter=)` is (atomic: read from any thread):
+    `phase` 0 reading, 1 blocking, 2 comparing, 3 scoring, 4 done; `pairs`
+    compared so far (exact once comparing is over)."""
+
+    def __init__(self) -> None: ...
+    @property
+    def phase(self) -> int: ...
+    @property
+    def pairs(self) -> int: ...
+
 def run_match(
     config_json: str,
     left: RecordTable,
     right: RecordTable | None = None,
     label_column: str | None = None,
+    meter: MatchMeter | None = None,
 ) -> MatchOutput: ...
 def jaro(a: str, b: str) -> float: ...
 def jaro_winkler(a: str, b: str) -> float: ...

@@ -64,7 +64,10 @@ class Ctx:
                            wait=self.wait, on_wait=self.say_waiting)
 
     def say_waiting(self, pid: int | None) -> None:
-        """Told once per write that has to wait for the writer lock."""
+        """Told once per write that has to wait for the writer lock (said on
+        stderr, unless -q)."""
+        if out.verbosity() < 0:
+            return
         agent = AgentLock(self.db).holder()
         who = ("the agent's run" if pid is not None and pid == agent
                else f"process {pid}'s write" if pid else "another write")

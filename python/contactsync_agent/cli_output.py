@@ -562,33 +562,87 @@ class FileProgress:
         self.console.print(line, markup=False, highlight=False)
 
 
-class Phases:
-    """The phases of a long step (reading, blocking, comparing, scoring) on
-    stderr, each with its elapsed time, a count when it has one, and a final
-    line per phase left on screen."""
+class PairMeter(Protocol):
+    """What a matching display reads (`_core.MatchMeter`)."""
 
-    def __init__(self, console: Any = None) -> None:
+    @property
+    def phase(self) -> int: ...
+    @property
+    def pairs(self) -> int: ...
+
+
+#: The phases of `match`/`dedupe`, by `MatchMeter.phase`.
+MATCH_PHASES = ("reading", "blocking", "comparing", "scoring")
+
+
+class MatchProgress:
+    """The phases of a `match` or `dedupe` on stderr (reading, blocking,
+    comparing with the count of pairs, scoring): the current one with a
+    spinner and its time, polled from `meter` every `PROGRESS_EVERY` seconds,
+    and one line left on screen for each phase done."""
+
+    def __init__(self, label: str, meter: PairMeter, console: Any = None) -> None:
         from rich.console import Console
-
-        self.console = console or Console(stderr=True)
-        self._status: Any = None
-        self._phase: str | None = None
-        self._started = 0.0
-
-    @contextmanager
-    def phase(self, label: str) -> Iterator[None]:
-        import time
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         from contactsync_agent.safetext import markup
 
-        self._started = time.monotonic()
-        with self.console.status(markup(label) + "…"):
-            yield
-        took = time.monotonic() - self._started
-        self.console.print(f"{label}: done in {span(took)}", markup=False, highlight=False)
+        self.meter = meter
+        self.label = markup(label)
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                 TimeElapsedColumn(), console=self.console,
+                                 refresh_per_second=10, transient=True)
+        self.task = self.progress.add_task(self.label, total=None)
+        self._phase = 0
+        self._since = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="contactsync-progress",
+                                        daemon=True)
+        self.lines: list[str] = []
 
-    def note(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+    def _poll(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY):
+            self.update()
+
+    def _finish(self, upto: int, now: float) -> None:
+        """Prints the line of each phase before `upto` not yet printed."""
+        while self._phase < min(upto, len(MATCH_PHASES)):
+            name = MATCH_PHASES[self._phase]
+            pairs = f", {self.meter.pairs:,} pairs" if name == "comparing" else ""
+            line = f"{name}: {span(now - self._since)}{pairs}"
+            self.lines.append(line)
+            self.progress.console.print(line, markup=False, highlight=False)
+            self._phase += 1
+            self._since = now
+
+    def update(self) -> None:
+        import time
+
+        now = time.monotonic()
+        self._finish(self.meter.phase, now)
+        if self._phase < len(MATCH_PHASES):
+            name = MATCH_PHASES[self._phase]
+            pairs = f" {self.meter.pairs:,} pairs" if name == "comparing" else ""
+            self.progress.update(self.task, description=f"{self.label}: {name}…{pairs}")
+
+    def __enter__(self) -> MatchProgress:
+        import time
+
+        self._since = time.monotonic()
+        self.progress.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        import time
+
+        self._stop.set()
+        self._thread.join()
+        if exc_type is None:
+            self._finish(len(MATCH_PHASES), time.monotonic())
+        self.progress.stop()
 
 
 __all__ = [
@@ -596,7 +650,7 @@ __all__ = [
     "Column",
     "FileProgress",
     "Listing",
-    "Phases",
+    "MatchProgress",
     "duration_s",
     "fitting_columns",
     "format_option",

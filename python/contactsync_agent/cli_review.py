@@ -16,21 +16,22 @@ import click
 
 from contactsync_agent.cli import Ctx, emit_json, json_option, say
 from contactsync_agent.errors import ConfigError
-from contactsync_agent.safetext import escape, markup
+from contactsync_agent import cli_output as cli_out
+from contactsync_agent.safetext import escape, escape_name
 
 T = TypeVar("T")
 
 
-def _with_spinner(label: str, work: Callable[[], T]) -> T:
-    """Runs `work` with a spinner and elapsed time on a terminal."""
-    if not sys.stderr.isatty():
-        return work()
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+def _with_phases(label: str, work: Callable[[Any], T]) -> T:
+    """Runs `work(meter)` (a `_core.MatchMeter`, or None) showing its phases on
+    a terminal: reading, blocking, comparing (with the pairs), scoring."""
+    if not cli_out.show_progress():
+        return work(None)
+    from contactsync_agent import _core
 
-    label = markup(label)  # file names are input: no markup, no control characters
-    with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), transient=True) as p:
-        p.add_task(label, total=None)
-        return work()
+    meter = _core.MatchMeter()
+    with cli_out.MatchProgress(label, meter):
+        return work(meter)
 
 
 def _match_config(path: str | None) -> Any:
@@ -199,8 +200,8 @@ def register(cli: click.Group) -> None:
             names = {r["id"]: (r["display_name"] or f"{r['given_name']} {r['family_name']}").strip()
                      for r in records}
         cfg = matching.MatchConfig.contacts(threshold=threshold)
-        result = _with_spinner(f"matching {len(records):,} contacts",
-                               lambda: matching.dedupe(records, cfg))
+        result = _with_phases(f"matching {len(records):,} contacts",
+                              lambda meter: matching.dedupe(records, cfg, meter=meter))
         clusters = result.clusters()
         if as_json:
             emit_json([{"ids": [int(i) for i in c.ids],
@@ -245,6 +246,8 @@ def register(cli: click.Group) -> None:
             raise ContactSyncError(str(e)) from None
 
     def _describe_inputs(result: Any) -> None:
+        if cli_out.verbosity() < 0:  # -q: only the result
+            return
         for info in result.inputs:
             ids = (f"ids from column {info.id_column!r}" if info.id_column
                    else "no id column: line numbers are the ids (--id COLUMN to choose one)")
@@ -347,9 +350,9 @@ def register(cli: click.Group) -> None:
 
         cfg = _matching_config(config_file or old_config_file, threshold)
         read = _read_options(obj, source, id_column)
-        result = _run(lambda: _with_spinner(
-            f"matching {Path(left).name} with {Path(right).name}",
-            lambda: matching.link(left, right, cfg, read=read)))
+        result = _run(lambda: _with_phases(
+            f"matching {escape_name(Path(left).name)} with {escape_name(Path(right).name)}",
+            lambda meter: matching.link(left, right, cfg, read=read, meter=meter)))
         _write(result, out, as_json, export_splink)
 
     @cli.command("dedupe")
@@ -368,6 +371,7 @@ def register(cli: click.Group) -> None:
 
         cfg = _matching_config(config_file or old_config_file, threshold)
         read = _read_options(obj, source, id_column)
-        result = _run(lambda: _with_spinner(f"deduplicating {Path(file).name}",
-                                            lambda: matching.dedupe(file, cfg, read=read)))
+        result = _run(lambda: _with_phases(
+            f"deduplicating {escape_name(Path(file).name)}",
+            lambda meter: matching.dedupe(file, cfg, read=read, meter=meter)))
         _write(result, out, as_json, export_splink)
