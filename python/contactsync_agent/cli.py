@@ -28,7 +28,7 @@ from contactsync_agent.errors import (
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.models import SyncReport
-from contactsync_agent.safetext import cell, console, escape, escape_name, markup
+from contactsync_agent.safetext import console, escape, escape_name
 from contactsync_agent.store import DEFAULT_WRITE_WAIT
 
 F = TypeVar("F", bound=Callable[..., Any])

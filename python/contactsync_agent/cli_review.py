@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import click
 
+from contactsync_agent import cli_output as cli_out
 from contactsync_agent.cli import Ctx, emit_json, json_option, say
 from contactsync_agent.errors import ConfigError
-from contactsync_agent import cli_output as cli_out
 from contactsync_agent.safetext import escape, escape_name
 
 T = TypeVar("T")
