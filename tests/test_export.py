@@ -136,6 +136,8 @@ def test_cli_json_export_to_stdout_with_or_without_the_old_full(mirror: Mirror,
     # `--full` (redundant: an export is always whole) still works for old scripts,
     # and is no longer offered in --help.
     r = CliRunner().invoke(cli, ["--db", str(db_path), "export", "--full"])
-    assert r.exit_code == 0 and json.loads(r.output) == data
+    again = json.loads(r.output)
+    assert r.exit_code == 0 and again["contacts"] == data["contacts"]
+    assert again["last_seq"] == data["last_seq"]
     r = CliRunner().invoke(cli, ["export", "--help"])
     assert "--full" not in r.output
