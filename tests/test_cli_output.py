@@ -98,6 +98,11 @@ def test_status_fits_80_columns_with_every_title_whole(populated: tuple[Path, Pa
         assert f"source {name}" in text
     assert "records (+new ~upd -del !rej): 3 (+3 ~0 -0 !0)" in text
     assert "disabled: not judged" in text
+    # The same through the real command on an 80-column terminal's layout.
+    r = run("--config", str(cfg), "status", "--format", "table", extra_env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    assert_fits(r.stdout)
+    assert "…" not in r.stdout and "source practice_manager_legacy" in r.stdout
     # Wide enough, the same data is one table with all its titles.
     wide_buf = io.StringIO()
     out.render_status(data, Console(file=wide_buf, width=160, color_system=None))
