@@ -352,3 +352,38 @@ def test_the_commented_match_config_example_is_taken_by_dedupe(tmp_path: Path) -
     r = run("dedupe", str(f), "--match-config", str(example), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["pairs"] == 1
+
+
+@pytest.mark.parametrize(("flag", "config_level", "shown", "hidden"), [
+    ("-vv", "WARNING", " DEBUG ", None),
+    ("-q", "INFO", None, " INFO "),
+])
+def test_the_daemons_log_level_follows_quiet_and_verbose(
+        tmp_path: Path, flag: str, config_level: str, shown: str | None,
+        hidden: str | None) -> None:
+    import signal
+
+    from agent_helpers import CLI, Agent, poll
+
+    (tmp_path / "in").mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text(tmp_path, sources={"xpm": {"path": str(tmp_path / "in")}},
+                               agent={"log_level": config_level}), encoding="utf-8")
+    a = Agent(tmp_path, cfg)
+    err = (tmp_path / "err").open("wb")
+    a.proc = subprocess.Popen([*CLI, "--config", str(cfg), "daemon", flag],
+                              stdout=subprocess.DEVNULL, stderr=err, env=env())
+    try:
+        poll(lambda: a.meta("daemon.state") == "running", what="the agent to start")
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(15) == 0
+    finally:
+        if a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait(10)
+        err.close()
+    log = a.log.read_text(encoding="utf-8")
+    if shown:
+        assert shown in log, log
+    if hidden:
+        assert hidden not in log, log
