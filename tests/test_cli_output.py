@@ -302,14 +302,18 @@ def test_match_config_is_named_apart_from_the_agent_config(tmp_path: Path) -> No
     assert not re.search(r"^\s+--config\b", helptext, re.M)  # the old spelling is hidden
 
 
-def test_permission_errors_name_the_directory_and_the_fix() -> None:
+def test_permission_errors_name_the_directory_and_the_fix(tmp_path: Path) -> None:
     from contactsync_agent.cli import permission_hint
 
-    e = PermissionError(13, "Permission denied", "/var/lib/contactsync/mirror.db")
+    e = PermissionError(13, "Permission denied", str(tmp_path / "data" / "mirror.db"))
     hint = permission_hint(e)
-    assert "/var/lib/contactsync/mirror.db" in hint
-    assert "directory /var/lib/contactsync" in hint
-    assert "chown" in hint and "--db" in hint
+    assert str(tmp_path / "data" / "mirror.db") in hint
+    assert f"directory {tmp_path / 'data'};" in hint
+    assert f"chown {os.environ.get('USER') or ''}".strip() in hint and "--db" in hint
+    existing = tmp_path / "export.csv"
+    existing.write_text("x", encoding="utf-8")
+    hint = permission_hint(PermissionError(13, "Permission denied", str(existing)))
+    assert f"may not open {existing}" in hint and "chown" in hint
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write any directory")

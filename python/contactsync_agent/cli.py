@@ -150,24 +150,27 @@ def json_option(f: F) -> F:
                              "with status, error and exit_code).")(f)
 
 
-
-
 def permission_hint(e: PermissionError) -> str:
-    """What a permission error means for the agent's files: the directory, who
-    may not write it, and the fix."""
-    path = Path(e.filename) if e.filename else None
-    if path is None:
+    """What a permission error means: the file or directory, the user, and the fix."""
+    import getpass
+
+    if not e.filename:
         return str(e)
-    folder = path if path.is_dir() else path.parent
+    path = Path(os.fsdecode(e.filename))
     try:
-        user = __import__("getpass").getuser()
-    except (OSError, KeyError, ImportError):
+        user = getpass.getuser()
+    except (OSError, KeyError):
         user = "this user"
-    return (f"permission denied: {escape(str(path))}: {user} may not "
-            f"{'write' if folder.exists() else 'create'} in the directory "
-            f"{escape(str(folder))}; fix: let {user} own it (`sudo chown {user} "
-            f"{escape(str(folder))}` and `chmod 700 {escape(str(folder))}`), or choose "
-            "another place (--db, --config, or [agent] database)")
+    shown = escape_name(path)
+    if path.exists() and not path.is_dir():
+        return (f"permission denied: {user} may not open {shown}; fix: `sudo chown {user} "
+                f"{shown}` (or `chmod 600` it if {user} owns it), or use another file")
+    folder = path if path.is_dir() else path.parent
+    dir_shown = escape_name(folder)
+    return (f"permission denied: {shown}: {user} may not create or write files in the "
+            f"directory {dir_shown}; fix: `sudo chown {user} {dir_shown}` and "
+            f"`chmod 700 {dir_shown}`, or choose another place (--db, --config, or "
+            "[agent] database)")
 
 
 class CliGroup(out.SuggestingGroup):
