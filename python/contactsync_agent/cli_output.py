@@ -358,10 +358,12 @@ def render_status(data: dict[str, Any], con: Any, fmt: str = "table") -> None:
 
     now = _parse(data.get("checked_at")) or datetime.now(UTC)
     if fmt in ("tsv", "csv"):
-        # The verdict on stderr: stdout stays one table (the exit code says it too).
-        why = data.get("why") if "daemon" not in data else None
-        click.echo(escape(f"contactsync: health: {data['health']}" + (f": {why}" if why
-                                                                       else "")), err=True)
+        # A verdict other than healthy also on stderr: stdout stays one table
+        # (the exit code says it too).
+        if data["health"] != "healthy":
+            why = data.get("why") if "daemon" not in data else None
+            click.echo(escape(f"contactsync: health: {data['health']}"
+                              + (f": {why}" if why else "")), err=True)
         print_listing(status_sources(data, now)[1], fmt)
         return
     h = data["health"]
