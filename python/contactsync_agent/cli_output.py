@@ -77,8 +77,9 @@ def stdout_width() -> int:
 @dataclass(frozen=True)
 class Column:
     """One column of a listing. `drop`: 0 always shown; the higher, the sooner
-    it is left out of a table that would not fit the terminal (TSV, CSV and
-    JSON always have every column)."""
+    it is left out of a table that would not fit the terminal, together with
+    the other columns of the same rank (TSV, CSV and JSON always have every
+    column)."""
 
     key: str
     title: str
@@ -139,11 +140,10 @@ def fitting_columns(listing: Listing, width: int) -> list[Column] | None:
     do not fit (then print one block per row)."""
     cols = list(listing.columns)
     while _natural_width(listing, cols) > width:
-        droppable = [c for c in cols if c.drop]
-        if not droppable:
+        worst = max((c.drop for c in cols), default=0)
+        if not worst:
             return None
-        worst = max(droppable, key=lambda c: c.drop)
-        cols = [c for c in cols if c is not worst]
+        cols = [c for c in cols if c.drop != worst]  # columns of one rank go together
     return cols
 
 
