@@ -290,11 +290,12 @@ def register(cli: click.Group) -> None:
         else:
             _describe_inputs(result)
             recall = s.estimated_blocking_recall
-            click.echo(f"{len(result):,} pairs above threshold ({s.pairs_compared:,} comparisons; "
-                       f"estimated blocking recall "
-                       f"{'n/a' if recall is None else format(recall, '.4f')}; "
-                       f"{scanned} oversized block(s) scanned by sorted neighbourhood)"
-                       f"{'; written to ' + out if out else ''}")
+            click.echo(cli_out.wrap(
+                f"{len(result):,} pairs above threshold ({s.pairs_compared:,} comparisons; "
+                f"estimated blocking recall "
+                f"{'n/a' if recall is None else format(recall, '.4f')}; "
+                f"{scanned} oversized block(s) scanned by sorted neighbourhood)"
+                f"{'; written to ' + out if out else ''}"))
             if not out:
                 for p in list(result)[:20]:
                     say(f"  {p.left_id} ~ {p.right_id}: {p.probability:.3f}")
