@@ -391,3 +391,15 @@ def test_the_daemons_log_level_follows_quiet_and_verbose(
         assert shown in log, log
     if hidden:
         assert hidden not in log, log
+
+
+def test_help_lists_the_exit_codes_of_the_readme_table() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("**Exit codes**"):]
+    codes = re.findall(r"^\| (\d+) \|", table, re.M)
+    assert len(codes) >= 9
+    helptext = run("--help", extra_env={"COLUMNS": "80"}).stdout
+    assert "Exit codes" in helptext
+    for code in codes:
+        assert re.search(rf"^\s+{code}  \S", helptext, re.M), f"exit {code} not in --help"
+    assert_fits(helptext)

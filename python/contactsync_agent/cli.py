@@ -231,7 +231,23 @@ class WaitSeconds(click.FloatRange):
             raise
 
 
-@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
+#: The exit codes, as `contactsync --help` ends (the README has the same table).
+EXIT_CODES_HELP = """\b
+Exit codes (every command):
+  0  done (also when a pipe's reader stopped reading: ... | head)
+  1  an error (the database, the disk, a source that failed)
+  2  a bad setting or usage (names the file and key, or the option)
+  3  a file that cannot be read as a whole: nothing applied
+  4  refused by a safety guard (mass deletion, empty export, ...)
+  5  the mirror is locked (a second agent, or --wait ran out)
+  6  not found (a contact, a review item, a reference)
+  7  an edit of a field the source owns
+  8  purge: erased, but not yet out of the WAL
+status: 0 healthy, 1 degraded, 2 failing; access: 0 allowed, 1 denied."""
+
+
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP)
 @click.option("--db", envvar="CONTACTSYNC_DB", type=click.Path(dir_okay=False),
               help="Mirror database (default: [agent] database, else the user data directory).")
 @click.option("--config", "config", envvar="CONTACTSYNC_CONFIG",
