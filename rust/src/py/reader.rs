@@ -1,5 +1,6 @@
 //! `open_file` and `FileReader`: an export file read on the reader thread
-//! (runtime.rs), its batches handed to Python as they come.
+//! (runtime.rs), its batches handed to Python as they come; `ReadMeter`, the
+//! bytes that thread has parsed, for a progress bar.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
