@@ -122,6 +122,10 @@ def test_contacts_list_json_is_the_whole_result_set(tmp_path: Path) -> None:
     empty = run("--db", str(db), "contacts", "list", "--json", "--type", "manual")
     assert json.loads(empty.stdout) == []
     table = run("--db", str(db), "contacts", "list")
+    # In a pipe the page is TSV on stdout and the note goes to stderr.
+    assert "50 of 440 shown, --limit to see more" in table.stderr
+    assert len(table.stdout.splitlines()) == 51
+    table = run("--db", str(db), "contacts", "list", "--format", "table")
     assert "50 of 440 shown, --limit to see more" in table.stdout
 
 

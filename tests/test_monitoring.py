@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from agent_helpers import CLI, Agent, cli, config_text, env, poll, write_csv
 from click.testing import CliRunner
-from contactsync_agent import metrics
+from contactsync_agent import cli_output, metrics
 from contactsync_agent import status as status_mod
 from contactsync_agent.cli import cli as cli_group
 from contactsync_agent.config import parse_config
@@ -160,8 +160,11 @@ def test_an_agent_never_started_with_enabled_sources_is_degraded(
     code, state, text, _ = nagios(db, cfg)
     assert (code, state) == (1, "WARNING") and "agent never started" in text
     # The table for a person says why too.
-    r = status(db, config=cfg)
+    r = status(db, "--format", "table", config=cfg)
     assert r.returncode == 1 and "was never started" in " ".join(r.stdout.split())
+    # In a pipe, stdout is the sources' TSV and the verdict with its reason is on stderr.
+    r = status(db, config=cfg)
+    assert r.returncode == 1 and "was never started" in r.stderr, r.stderr
     # The same mirror without the config (no source enabled): no agent expected.
     assert status(db).returncode == 0
 
@@ -252,7 +255,7 @@ def test_a_crash_inside_status_is_unknown(
     assert r.exit_code == 3, r.output
     assert "CONTACTSYNC UNKNOWN - could not determine the status: RuntimeError: boom" in r.output
     monkeypatch.undo()
-    monkeypatch.setattr(status_mod, "render", boom)
+    monkeypatch.setattr(cli_output, "render_status", boom)
     r = runner.invoke(cli_group, ["--db", str(db), "status"])
     assert r.exit_code == 3, r.output
     assert "status unknown: cannot show it: boom" in r.output

@@ -174,10 +174,14 @@ def test_only_enabled_configured_sources_are_judged_when_a_config_exists(
     assert by["t2"]["judged"] is False and by["t2"]["last_run"]["status"] == "refused"
     assert by["t3"]["judged"] is False and by["t3"]["last_run"]["status"] == "ok"
     wide = {**env(), "COLUMNS": "250"}  # one table row per source, whatever the terminal
-    r = subprocess.run([*CLI, "--config", str(cfg), "--db", str(db), "status"],
+    r = subprocess.run([*CLI, "--config", str(cfg), "--db", str(db), "status", "--format",
+                        "table"],
                        capture_output=True, text=True, env=wide, timeout=30, check=False)
     assert r.returncode == 1, r.stdout
     t2 = next(line for line in r.stdout.splitlines() if line.strip("│ ").startswith("t2"))
+    # In a pipe (TSV, the default there) the same says judged = false.
+    piped = cli("--config", str(cfg), "--db", str(db), "status")
+    assert "t2\tfalse\tfalse\t" in piped.stdout
     assert "not judged" in t2
     # Without a config file every source with runs is judged, as before.
     r = cli("--config", str(tmp_path / "absent.toml"), "--db", str(db), "status", "--json")

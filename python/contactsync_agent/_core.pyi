@@ -114,6 +114,17 @@ class FileReader(Iterator[Batch]):
     def __iter__(self) -> FileReader: ...
     def __next__(self) -> Batch: ...
 
+@final
+class ReadMeter:
+    """How far the reader thread of `open_file(..., meter=)` is into its file
+    (atomic counters: read them from any thread, e.g. a progress bar's)."""
+
+    def __init__(self) -> None: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def total_bytes(self) -> int: ...
+
 def open_file(
     path: str,
     format: str,
@@ -128,9 +139,11 @@ def open_file(
     source: str | None = None,
     partial: bool = False,
     name: str | None = None,
+    meter: ReadMeter | None = None,
 ) -> FileReader:
     """Reads the export at `path` on a thread; errors name the file as `name`
-    (default: `path`), e.g. when `path` is /proc/self/fd/N."""
+    (default: `path`), e.g. when `path` is /proc/self/fd/N. `meter` is told
+    the bytes parsed every few thousand records."""
 
 # --- matching (issue 3) ---
 @final
@@ -172,11 +185,24 @@ class MatchOutput:
     @property
     def is_link(self) -> bool: ...
 
+@final
+class MatchMeter:
+    """How far a `run_match(..., meter=)` is (atomic: read from any thread):
+    `phase` 0 reading, 1 blocking, 2 comparing, 3 scoring, 4 done; `pairs`
+    compared so far (exact once comparing is over)."""
+
+    def __init__(self) -> None: ...
+    @property
+    def phase(self) -> int: ...
+    @property
+    def pairs(self) -> int: ...
+
 def run_match(
     config_json: str,
     left: RecordTable,
     right: RecordTable | None = None,
     label_column: str | None = None,
+    meter: MatchMeter | None = None,
 ) -> MatchOutput: ...
 def jaro(a: str, b: str) -> float: ...
 def jaro_winkler(a: str, b: str) -> float: ...

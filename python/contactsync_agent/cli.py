@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from contactsync_agent import cli_output as out
 from contactsync_agent import status as status_mod
 from contactsync_agent.config import AgentConfig, load_config
 from contactsync_agent.errors import (
@@ -27,7 +28,7 @@ from contactsync_agent.errors import (
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
 from contactsync_agent.models import SyncReport
-from contactsync_agent.safetext import cell, console, escape, escape_name, markup
+from contactsync_agent.safetext import console, escape, escape_name
 from contactsync_agent.store import DEFAULT_WRITE_WAIT
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +64,10 @@ class Ctx:
                            wait=self.wait, on_wait=self.say_waiting)
 
     def say_waiting(self, pid: int | None) -> None:
-        """Told once per write that has to wait for the writer lock."""
+        """Told once per write that has to wait for the writer lock (said on
+        stderr, unless -q)."""
+        if out.verbosity() < 0:
+            return
         agent = AgentLock(self.db).holder()
         who = ("the agent's run" if pid is not None and pid == agent
                else f"process {pid}'s write" if pid else "another write")
@@ -146,7 +150,30 @@ def json_option(f: F) -> F:
                              "with status, error and exit_code).")(f)
 
 
-class CliGroup(click.Group):
+def permission_hint(e: PermissionError) -> str:
+    """What a permission error means: the file or directory, the user, and the fix."""
+    import getpass
+
+    if not e.filename:
+        return str(e)
+    path = Path(os.fsdecode(e.filename))
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "this user"
+    shown = escape_name(path)
+    if path.exists() and not path.is_dir():
+        return (f"permission denied: {user} may not open {shown}; fix: `sudo chown {user} "
+                f"{shown}` (or `chmod 600` it if {user} owns it), or use another file")
+    folder = path if path.is_dir() else path.parent
+    dir_shown = escape_name(folder)
+    return (f"permission denied: {shown}: {user} may not create or write files in the "
+            f"directory {dir_shown}; fix: `sudo chown {user} {dir_shown}` and "
+            f"`chmod 700 {dir_shown}`, or choose another place (--db, --config, or "
+            "[agent] database)")
+
+
+class CliGroup(out.SuggestingGroup):
     """Turns the package's errors into one line and their exit code (and, when the
     command was given --json, also one JSON object on stdout)."""
 
@@ -163,6 +190,9 @@ class CliGroup(click.Group):
             if _stdout_is_gone():
                 _quiet_exit()
             self._fail(ctx, f"contactsync: error: {e}", str(e), 1)
+        except PermissionError as e:
+            hint = permission_hint(e)
+            self._fail(ctx, f"contactsync: error: {hint}", hint, 1)
         except OSError as e:
             self._fail(ctx, f"contactsync: error: {e}", str(e), 1)
         except KeyboardInterrupt:
@@ -210,7 +240,7 @@ class WaitSeconds(click.FloatRange):
               default=DEFAULT_WRITE_WAIT, show_default=True,
               help="Seconds a write waits while the agent's run (or another write) holds "
                    "the mirror; past it the command exits 5.")
-@click.version_option(package_name="contactsync-agent")
+@click.version_option(None, "-V", "--version", package_name="contactsync-agent")
 @click.pass_context
 def cli(ctx: click.Context, db: str | None, config: str | None, wait: float) -> None:
     """Mirror a practice-management system's contacts into a local SQLite database.
@@ -279,7 +309,7 @@ def sync(obj: Ctx, source: str, file: str | None, mode: str | None, fmt: str | N
         return
     forced = obj.config.check_sync_target(source, force=force)
     scfg = obj.config.source(source)
-    show_progress = sys.stderr.isatty() and not as_json
+    show_progress = out.show_progress(as_json)
     with obj.mirror() as m:
         if source in obj.config.sources and not dry_run:
             m.ownership.set_sync_policy(source, scfg.sync_policy())
@@ -291,14 +321,7 @@ def sync(obj: Ctx, source: str, file: str | None, mode: str | None, fmt: str | N
             forced=forced, allow_column_drop=allow_column_drop, dry_run=dry_run,
         )
         if show_progress:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                          TextColumn("{task.completed:,} records"), TimeElapsedColumn(),
-                          transient=True) as bar:
-                task = bar.add_task(f"syncing {markup(Path(file).name)}", total=None)
-                report = m.sync_file(source, file,
-                                     progress=lambda n: bar.update(task, completed=n), **kwargs)
+            report = _sync_with_bar(m, source, file, kwargs)
         else:
             report = m.sync_file(source, file, **kwargs)
     if as_json:
@@ -309,10 +332,31 @@ def sync(obj: Ctx, source: str, file: str | None, mode: str | None, fmt: str | N
         sys.exit(4)  # what the real run would do (SafetyLimitError's code)
 
 
+def _sync_with_bar(m: Mirror, source: str, file: str, kwargs: dict[str, Any]
+                   ) -> SyncReport:
+    """`Mirror.sync_file` with a bar of the bytes read on stderr (a terminal):
+    the Rust reader's `ReadMeter`, polled every 0.1 s; left on screen with a
+    final line."""
+    import time
+
+    from contactsync_agent import _core
+
+    meter = _core.ReadMeter()
+    started = time.monotonic()
+    with out.FileProgress(f"reading {escape_name(Path(file).name)}", meter) as bar:
+        report = m.sync_file(source, file, progress=bar.written, meter=meter, **kwargs)
+    took = time.monotonic() - started
+    total = meter.total_bytes
+    rate = f", {total / took / 1e6:.1f} MB/s" if took > 0 and total else ""
+    bar.done(f"read {total / 1e6:.1f} MB ({report.counts['records']:,} records) in "
+             f"{took:.2f}s{rate}")
+    return report
+
+
 def _echo_report(source: str, report: SyncReport, origin: str) -> None:
     c = report.counts
     what = ("dry run" if report.dry_run else f"run {report.run_id}")
-    click.echo(
+    click.echo(out.wrap(
         f"{what} ({report.mode}) of {source}: {c['records']:,} records in "
         f"{report.duration_s:.2f}s: {c['created']:,} created, {c['converted']:,} converted, "
         f"{c['updated']:,} updated, {c['unchanged']:,} unchanged, {c['deleted']:,} deleted, "
@@ -321,7 +365,7 @@ def _echo_report(source: str, report: SyncReport, origin: str) -> None:
         f"{c['activities']:,} activities, {c['rejected']:,} rejected rows"
         + (f", {c['deletions_skipped']:,} deletions skipped" if c.get("deletions_skipped")
            else "")
-    )
+    ))
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for line, reason in report.rejected[:20]:
@@ -439,9 +483,10 @@ def _status_data(obj: Ctx) -> dict[str, Any]:
 @click.option("--output-mode", default="0600", show_default=True,
               help="With --output: the file's permissions; 0644 lets node_exporter read it "
                    "(it holds counts, ages and source names, no personal data).")
+@out.format_option
 @click.pass_obj
 def status(obj: Ctx, as_json: bool, nagios: bool, prometheus: bool, output: str | None,
-           output_mode: str) -> None:
+           output_mode: str, out_format: str | None) -> None:
     """Agent, sources and queues; exit 0 healthy, 1 degraded, 2 failing,
     3 unknown (could not determine: the mirror unreadable, a config error,
     a failure inside status; a usage error too).
@@ -451,8 +496,8 @@ def status(obj: Ctx, as_json: bool, nagios: bool, prometheus: bool, output: str 
     judged), and an agent that is not running while sources are enabled is
     degraded; no database at the path is failing (exit 2).
     """
-    if sum((as_json, nagios, prometheus)) > 1:
-        raise click.UsageError("give one of --json, --nagios and --prometheus")
+    if sum((as_json or out_format is not None, nagios, prometheus)) > 1:
+        raise click.UsageError("give one of --json/--format, --nagios and --prometheus")
     if output is not None and not prometheus:
         raise click.UsageError("--output goes with --prometheus")
     mode = 0o600
@@ -479,10 +524,10 @@ def status(obj: Ctx, as_json: bool, nagios: bool, prometheus: bool, output: str 
             else:
                 sys.stdout.buffer.write(metrics.exposition(data))
                 sys.stdout.flush()
-        elif as_json:
+        elif (fmt := out.output_format(out_format, as_json)) == "json":
             emit_json(data)
         elif not unknown:
-            status_mod.render(data)
+            out.render_status(data, console(), fmt)
     except BrokenPipeError:
         raise
     except Exception as e:  # could not show or write it: not a verdict on the mirror
@@ -513,36 +558,45 @@ def contacts() -> None:
 @click.option("--deleted", is_flag=True, help="Include soft-deleted contacts.")
 @json_option
 @click.option("--ndjson", is_flag=True, help="One JSON object a line instead of one array.")
+@out.format_option
 @click.pass_obj
 def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: int | None,
-                  offset: int, deleted: bool, as_json: bool, ndjson: bool) -> None:
+                  offset: int, deleted: bool, as_json: bool, ndjson: bool,
+                  out_format: str | None) -> None:
     """The mirror's contacts, in id order.
 
     --json (one array) and --ndjson (one object a line) give the whole result
     set, streamed, unless --limit is given. The table shows a page and says
-    how many there are in all.
+    how many there are in all; at 80 columns it leaves out the columns that
+    do not fit (type, forced, source, external id: it says so) rather than
+    cut a value, and prints one block per contact when even that is too wide.
+    TSV and CSV (--format; TSV is the default in a pipe) have every column.
     """
     filters: dict[str, Any] = dict(record_type=record_type, source=source,
                                    include_deleted=deleted)
+    fmt = out.output_format(out_format, as_json)
     with obj.mirror(readonly=True) as m:
-        if as_json or ndjson:
+        if fmt == "json" or ndjson:
             emit_json_stream((c.to_dict() for c in m.iter_contacts(
                 **filters, limit=limit, offset=offset)), ndjson=ndjson)
             return
         rows = m.contacts(**filters, limit=TABLE_PAGE if limit is None else limit,
                           offset=offset)
         total = m.count_contacts(**filters)
-    from rich.table import Table
-
-    t = Table("id", "name", "email", "phone", "type", "forced", "source", "external id")
+    listing = out.Listing([
+        out.Column("id", "id", right=True), out.Column("name", "name"),
+        out.Column("email", "email"), out.Column("phone", "phone"),
+        out.Column("type", "type", drop=4), out.Column("forced", "forced", drop=3),
+        out.Column("source", "source", drop=2), out.Column("external_id", "external id",
+                                                           drop=1)])
     for c in rows:
-        t.add_row(str(c.id), cell(c.name), cell(c.email), cell(c.phone or c.mobile),
-                  c.record_type, "yes" if c.forced_manual else "", cell(c.source or ""),
-                  cell(c.external_id or ""))
-    console().print(t)
+        listing.add(id=c.id, name=c.name, email=c.email, phone=c.phone or c.mobile,
+                    type=c.record_type, forced="yes" if c.forced_manual else "",
+                    source=c.source or "", external_id=c.external_id or "")
+    out.print_listing(listing, fmt)
     if offset + len(rows) < total:
         click.echo(f"{len(rows):,} of {total:,} shown, --limit to see more"
-                   + (f" (from #{offset + 1})" if offset else ""))
+                   + (f" (from #{offset + 1})" if offset else ""), err=fmt != "table")
 
 
 @contacts.command("show")
@@ -749,18 +803,40 @@ def quarantine(obj: Ctx, run_id: int | None, as_json: bool) -> None:
 @click.option("--source", default=None)
 @click.option("--limit", type=int, default=20)
 @json_option
+@out.format_option
 @click.pass_obj
-def runs(obj: Ctx, source: str | None, limit: int, as_json: bool) -> None:
-    """Recent runs with their counts."""
+def runs(obj: Ctx, source: str | None, limit: int, as_json: bool,
+         out_format: str | None) -> None:
+    """Recent runs, newest first, with their duration and counts (duration_s
+    in JSON: null while a run is going on)."""
     with obj.mirror(readonly=True) as m:
         rows = m.runs(source, limit)
-    if as_json:
+    for r in rows:
+        r["duration_s"] = out.duration_s(r.get("started_at"), r.get("finished_at"))
+    fmt = out.output_format(out_format, as_json)
+    if fmt == "json":
         emit_json(rows)
         return
+    listing = out.Listing([
+        out.Column("id", "run", right=True), out.Column("source", "source"),
+        out.Column("mode", "mode", drop=3), out.Column("status", "status"),
+        out.Column("started_at", "started"), out.Column("duration_s", "took", right=True),
+        out.Column("records", "records", right=True),
+        out.Column("created", "new", right=True, drop=2),
+        out.Column("updated", "upd", right=True, drop=2),
+        out.Column("deleted", "del", right=True, drop=2),
+        out.Column("error", "error", drop=1)])
+    table = fmt == "table"
     for r in rows:
-        say(f"run {r['id']} {r['source']} {r['mode']} {r['status']} {r['started_at']}: "
-            f"{r['records']} records, {r['created']} created, {r['updated']} updated, "
-            f"{r['deleted']} deleted{'; ' + r['error'] if r['error'] else ''}")
+        listing.add(
+            id=r["id"], source=r["source"], mode=r["mode"], status=r["status"],
+            started_at=out.short_time(r["started_at"]) if table else r["started_at"],
+            duration_s=(out.span(r["duration_s"]) if table else
+                        "" if r["duration_s"] is None else f"{r['duration_s']:.3f}"),
+            records=f"{r['records']:,}" if table else r["records"],
+            created=r["created"], updated=r["updated"], deleted=r["deleted"],
+            error=r["error"] or "")
+    out.print_listing(listing, fmt)
 
 
 def exit_code_epilog() -> str:
@@ -795,6 +871,7 @@ def _load_extensions() -> None:
 
     for name in EXTENSIONS:
         importlib.import_module(name).register(cli)
+    out.add_verbosity(cli)  # -q/-v on the group and on every command
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ def _config_path(obj: Any) -> Path:
 
 
 def register(cli: click.Group) -> None:
+    from contactsync_agent import cli_output as out
     from contactsync_agent.cli import emit_json, json_option
 
     @cli.command()
@@ -37,14 +38,18 @@ def register(cli: click.Group) -> None:
         Watches each enabled source's folder, syncs settled files one at a time,
         records a heartbeat and alerts on health changes. One per database.
         A stop rolls back the run in progress (a sql or http run waiting on its
-        server too) and exits within 10 s.
+        server too) and exits within 10 s. -v logs at INFO (-vv DEBUG), -q only
+        warnings and errors, whatever [agent] log_level says.
         """
+        from contactsync_agent.cli_output import verbosity
         from contactsync_agent.daemon import run_daemon
 
         path = _config_path(obj)
         cfg = load_config(path, required=True)
         db = Path(obj._db).expanduser() if obj._db else cfg.database
-        sys.exit(run_daemon(path, db))
+        v = verbosity()
+        level = None if v == 0 else "WARNING" if v < 0 else "INFO" if v == 1 else "DEBUG"
+        sys.exit(run_daemon(path, db, log_level=level))
 
     @cli.command()
     @click.option("--force", is_flag=True, help="Overwrite an existing file.")
@@ -74,8 +79,9 @@ def register(cli: click.Group) -> None:
 
     @source.command("list")
     @json_option
+    @out.format_option
     @click.pass_obj
-    def source_list(obj: Any, as_json: bool) -> None:
+    def source_list(obj: Any, as_json: bool, out_format: str | None) -> None:
         """The sources of the config file (validates the file)."""
         cfg = load_config(_config_path(obj), required=True)
         rows: list[dict[str, Any]] = [
@@ -93,29 +99,26 @@ def register(cli: click.Group) -> None:
             }
             for s in cfg.sources.values()
         ]
-        if as_json:
+        fmt = out.output_format(out_format, as_json)
+        if fmt == "json":
             emit_json(rows)
             return
-        from rich.table import Table
-
-        from contactsync_agent.safetext import console
-
-        t = Table(
-            "source", "enabled", "kind", "path", "pattern", "format", "mode", "interval", "watch"
-        )
+        listing = out.Listing([
+            out.Column("source", "source"), out.Column("enabled", "enabled"),
+            out.Column("kind", "kind"), out.Column("path", "path"),
+            out.Column("pattern", "pattern", drop=3), out.Column("format", "format", drop=4),
+            out.Column("mode", "mode", drop=5), out.Column("interval", "interval", drop=2),
+            out.Column("watch", "watch", drop=1)])
+        table = fmt == "table"
         for r in rows:
-            t.add_row(
-                r["name"],
-                "yes" if r["enabled"] else "no",
-                r["kind"],
-                r["path"] or "",
-                r["pattern"],
-                r["format"],
-                r["mode"],
-                f"{r['interval_s']:.0f}s",
-                "polling" if r["polling"] else "events",
-            )
-        console().print(t)
+            listing.add(source=r["name"],
+                        enabled=("yes" if r["enabled"] else "no") if table
+                        else str(r["enabled"]).lower(),
+                        kind=r["kind"], path=r["path"] or "", pattern=r["pattern"],
+                        format=r["format"], mode=r["mode"],
+                        interval=f"{r['interval_s']:.0f}s" if table else r["interval_s"],
+                        watch="polling" if r["polling"] else "events")
+        out.print_listing(listing, fmt)
 
     def _toggle(obj: Any, name: str, enabled: bool) -> None:
         path = _config_path(obj)

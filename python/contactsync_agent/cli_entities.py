@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from contactsync_agent.cli_output import SuggestingGroup
 from contactsync_agent.entities import ROLES
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.safetext import escape
@@ -88,7 +89,8 @@ def contacts_edit(obj: Any, /, contact_id: int, extras: tuple[str, ...], as_json
 
 
 @click.command("export")
-@click.option("--full", is_flag=True, help="The whole mirror (the only kind for now).")
+@click.option("--full", is_flag=True, hidden=True,
+              help="Accepted for old scripts: an export is always the whole mirror.")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
               show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
@@ -96,11 +98,9 @@ def contacts_edit(obj: Any, /, contact_id: int, extras: tuple[str, ...], as_json
 @click.pass_obj
 def export(obj: Any, full: bool, fmt: str, out: str | None) -> None:
     """Write the whole mirror as one consistent snapshot. Its `last_seq` is the
-    feed position to continue from with `changes --since`."""
+    feed position to continue from with `changes --since` (the increments)."""
     from contactsync_agent.export import export_to_path
 
-    if not full:
-        raise click.UsageError("say --full (increments are `contactsync changes --since N`)")
     with obj.mirror(readonly=True) as m:
         result = export_to_path(m.export, out, fmt, sys.stdout)
     if out and out != "-":
@@ -111,7 +111,7 @@ def export(obj: Any, full: bool, fmt: str, out: str | None) -> None:
                    err=True)
 
 
-@click.group("entities")
+@click.group("entities", cls=SuggestingGroup)
 def entities_group() -> None:
     """Organisations, locations and contact–customer links mirrored from a source."""
 

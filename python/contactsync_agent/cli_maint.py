@@ -18,6 +18,7 @@ ERASURE_PENDING_EXIT = 8
 def register(cli: click.Group) -> None:
     from contactsync_agent import maintenance
     from contactsync_agent.cli import emit_json, json_option
+    from contactsync_agent.cli_output import wrap
 
     @cli.command()
     @click.option("--older-than", "days", type=click.FloatRange(min=0), default=None,
@@ -55,14 +56,14 @@ def register(cli: click.Group) -> None:
         if as_json:
             emit_json({**report.to_dict(), "files": pruned.to_dict()})
         else:
-            click.echo(
+            click.echo(wrap(
                 f"purged {report.contacts} contact(s) deleted before {report.cutoff}; blanked "
                 f"{report.changes_blanked} feed payload(s), {report.activities_blanked} "
                 f"activit(ies), {report.reviews_blanked} review explanation(s), "
                 f"{report.quarantine_blanked} quarantined row(s), {report.run_errors_blanked} "
                 f"run error(s); removed {len(pruned.removed)} old file(s)"
                 + (f"; kept {report.kept_in_use} still in use" if report.kept_in_use else "")
-            )
+            ))
             for path in pruned.failed:
                 click.echo(f"contactsync: warning: could not remove {path}", err=True)
         if not report.complete:

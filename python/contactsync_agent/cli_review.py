@@ -14,23 +14,24 @@ from typing import Any, TypeVar
 
 import click
 
+from contactsync_agent import cli_output as cli_out
 from contactsync_agent.cli import Ctx, emit_json, json_option, say
 from contactsync_agent.errors import ConfigError
-from contactsync_agent.safetext import escape, markup
+from contactsync_agent.safetext import escape, escape_name
 
 T = TypeVar("T")
 
 
-def _with_spinner(label: str, work: Callable[[], T]) -> T:
-    """Runs `work` with a spinner and elapsed time on a terminal."""
-    if not sys.stderr.isatty():
-        return work()
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+def _with_phases(label: str, work: Callable[[Any], T]) -> T:
+    """Runs `work(meter)` (a `_core.MatchMeter`, or None) showing its phases on
+    a terminal: reading, blocking, comparing (with the pairs), scoring."""
+    if not cli_out.show_progress():
+        return work(None)
+    from contactsync_agent import _core
 
-    label = markup(label)  # file names are input: no markup, no control characters
-    with Progress(SpinnerColumn(), TextColumn(label), TimeElapsedColumn(), transient=True) as p:
-        p.add_task(label, total=None)
-        return work()
+    meter = _core.MatchMeter()
+    with cli_out.MatchProgress(label, meter):
+        return work(meter)
 
 
 def _match_config(path: str | None) -> Any:
@@ -45,6 +46,17 @@ def _match_config(path: str | None) -> Any:
         return matching.MatchConfig.from_dict(data)
     except (OSError, ValueError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(str(e), path=str(p)) from None
+
+
+def _deprecated_config(ctx: click.Context, _param: click.Parameter,
+                       value: str | None) -> str | None:
+    """`match|dedupe --config FILE`, the old spelling of --match-config: still
+    taken, with a note on stderr."""
+    if value is not None:
+        click.echo("contactsync: note: `--config` after match/dedupe is now `--match-config` "
+                   "(the old spelling will go; the agent's own --config goes before the "
+                   "command)", err=True)
+    return value
 
 
 def register(cli: click.Group) -> None:
@@ -188,8 +200,8 @@ def register(cli: click.Group) -> None:
             names = {r["id"]: (r["display_name"] or f"{r['given_name']} {r['family_name']}").strip()
                      for r in records}
         cfg = matching.MatchConfig.contacts(threshold=threshold)
-        result = _with_spinner(f"matching {len(records):,} contacts",
-                               lambda: matching.dedupe(records, cfg))
+        result = _with_phases(f"matching {len(records):,} contacts",
+                              lambda meter: matching.dedupe(records, cfg, meter=meter))
         clusters = result.clusters()
         if as_json:
             emit_json([{"ids": [int(i) for i in c.ids],
@@ -234,6 +246,8 @@ def register(cli: click.Group) -> None:
             raise ContactSyncError(str(e)) from None
 
     def _describe_inputs(result: Any) -> None:
+        if cli_out.verbosity() < 0:  # -q: only the result
+            return
         for info in result.inputs:
             ids = (f"ids from column {info.id_column!r}" if info.id_column
                    else "no id column: line numbers are the ids (--id COLUMN to choose one)")
@@ -276,20 +290,26 @@ def register(cli: click.Group) -> None:
         else:
             _describe_inputs(result)
             recall = s.estimated_blocking_recall
-            click.echo(f"{len(result):,} pairs above threshold ({s.pairs_compared:,} comparisons; "
-                       f"estimated blocking recall "
-                       f"{'n/a' if recall is None else format(recall, '.4f')}; "
-                       f"{scanned} oversized block(s) scanned by sorted neighbourhood)"
-                       f"{'; written to ' + out if out else ''}")
+            click.echo(cli_out.wrap(
+                f"{len(result):,} pairs above threshold ({s.pairs_compared:,} comparisons; "
+                f"estimated blocking recall "
+                f"{'n/a' if recall is None else format(recall, '.4f')}; "
+                f"{scanned} oversized block(s) scanned by sorted neighbourhood)"
+                f"{'; written to ' + out if out else ''}"))
             if not out:
                 for p in list(result)[:20]:
                     say(f"  {p.left_id} ~ {p.right_id}: {p.probability:.3f}")
 
     def matching_options(f: Callable[..., None]) -> Callable[..., None]:
         options: list[Callable[[Any], Any]] = [
-            click.option("--config", "config_file",
+            click.option("--match-config", "config_file",
                          type=click.Path(exists=True, dir_okay=False),
-                         help="Matching config (TOML or JSON: fields, blocking, threshold)."),
+                         help="Matching config (TOML or JSON: fields, blocking, threshold; "
+                         "see docs/matching.md). Not the agent's --config, which goes "
+                         "before the command."),
+            click.option("--config", "old_config_file", hidden=True,
+                         type=click.Path(exists=True, dir_okay=False),
+                         callback=_deprecated_config),
             click.option("--source", "-s", default=None,
                          help="Read the file as this configured source's exports "
                          "([sources.NAME.mapping], encoding, delimiter)."),
@@ -317,6 +337,7 @@ def register(cli: click.Group) -> None:
     @click.argument("right", type=click.Path(exists=True, dir_okay=False))
     @matching_options
     def match_cmd(obj: Ctx, left: str, right: str, config_file: str | None,
+                  old_config_file: str | None,
                   source: str | None, id_column: str | None, threshold: float | None,
                   out: str | None, export_splink: str | None, as_json: bool) -> None:
         """Link two CSV files of records (one-off, large runs).
@@ -328,17 +349,18 @@ def register(cli: click.Group) -> None:
         """
         from contactsync_agent import matching
 
-        cfg = _matching_config(config_file, threshold)
+        cfg = _matching_config(config_file or old_config_file, threshold)
         read = _read_options(obj, source, id_column)
-        result = _run(lambda: _with_spinner(
-            f"matching {Path(left).name} with {Path(right).name}",
-            lambda: matching.link(left, right, cfg, read=read)))
+        result = _run(lambda: _with_phases(
+            f"matching {escape_name(Path(left).name)} with {escape_name(Path(right).name)}",
+            lambda meter: matching.link(left, right, cfg, read=read, meter=meter)))
         _write(result, out, as_json, export_splink)
 
     @cli.command("dedupe")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     @matching_options
-    def dedupe_cmd(obj: Ctx, file: str, config_file: str | None, source: str | None,
+    def dedupe_cmd(obj: Ctx, file: str, config_file: str | None,
+                   old_config_file: str | None, source: str | None,
                    id_column: str | None, threshold: float | None, out: str | None,
                    export_splink: str | None, as_json: bool) -> None:
         """Probable duplicates inside one CSV file of records.
@@ -348,8 +370,9 @@ def register(cli: click.Group) -> None:
         """
         from contactsync_agent import matching
 
-        cfg = _matching_config(config_file, threshold)
+        cfg = _matching_config(config_file or old_config_file, threshold)
         read = _read_options(obj, source, id_column)
-        result = _run(lambda: _with_spinner(f"deduplicating {Path(file).name}",
-                                            lambda: matching.dedupe(file, cfg, read=read)))
+        result = _run(lambda: _with_phases(
+            f"deduplicating {escape_name(Path(file).name)}",
+            lambda meter: matching.dedupe(file, cfg, read=read, meter=meter)))
         _write(result, out, as_json, export_splink)

@@ -1,6 +1,7 @@
-"""`contactsync source-test NAME` (also `contactsync source test NAME` when the
-`source` group exists): a sample of a source and how each field maps; and the
-two-way commands `contactsync push --source NAME` and `contactsync outbox list`.
+"""`contactsync source test NAME`: a sample of a source and how each field
+maps (the old `source-test` spelling is gone: `cli.REMOVED_COMMANDS` points
+to this one); and the two-way commands `contactsync push --source NAME` and
+`contactsync outbox list`.
 
 A thin shell over `source_runs.preview_source` (which never opens the mirror
 database) and `Mirror.push` / `Mirror.outbox`.
@@ -12,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from contactsync_agent import cli_output as out
+from contactsync_agent.cli_output import SuggestingGroup
+
 if TYPE_CHECKING:
     from contactsync_agent.source_runs import SampleRecord
 
 
-@click.command("source-test")
+@click.command("test")
 @click.argument("name")
 @click.option(
     "--limit",
@@ -93,7 +97,7 @@ def push_cmd(obj: Any, source: str, dry_run: bool, as_json: bool) -> None:
                        f"{', '.join(e['fields'])}: {e['reason']}")
 
 
-@click.group("outbox")
+@click.group("outbox", cls=SuggestingGroup)
 def outbox_group() -> None:
     """The outbox of two-way sync: local changes waiting to be pushed."""
 
@@ -101,28 +105,38 @@ def outbox_group() -> None:
 @outbox_group.command("list")
 @click.option("--source", "source", default=None, help="Only this source's entries.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@out.format_option
 @click.pass_obj
-def outbox_list(obj: Any, source: str | None, as_json: bool) -> None:
+def outbox_list(obj: Any, source: str | None, as_json: bool, out_format: str | None) -> None:
     """Pending, sent, rejected and conflicting entries with their age."""
     from contactsync_agent.cli import emit_json
 
     with obj.mirror(readonly=True) as m:
         rows = m.outbox(source)
-    if as_json:
+    fmt = out.output_format(out_format, as_json)
+    if fmt == "json":
         emit_json(rows)
         return
-    if not rows:
+    if not rows and fmt == "table":
         click.echo("the outbox is empty")
+        return
+    listing = out.Listing([
+        out.Column("id", "entry", right=True), out.Column("source", "source"),
+        out.Column("contact_id", "contact", right=True), out.Column("kind", "kind"),
+        out.Column("status", "status"), out.Column("age_seconds", "age", right=True),
+        out.Column("fields", "fields", drop=2), out.Column("reason", "reason", drop=1)])
     for r in rows:
-        click.echo(f"{r['id']:>6} {r['source']:<12} contact {r['contact_id']:<8} {r['kind']:<6} "
-                   f"{r['status']:<9} {r['age_seconds']:>8.0f}s  {', '.join(r['fields'])}"
-                   + (f"  ({r['reason']})" if r["reason"] else ""))
+        listing.add(id=r["id"], source=r["source"], contact_id=r["contact_id"],
+                    kind=r["kind"], status=r["status"],
+                    age_seconds=(out.span(r["age_seconds"]) if fmt == "table"
+                                 else f"{r['age_seconds']:.0f}"),
+                    fields=", ".join(r["fields"]), reason=r["reason"] or "")
+    out.print_listing(listing, fmt)
 
 
 def register(cli: click.Group) -> None:
-    """Adds `source-test`, and `test` under the `source` group whenever that group is
-    registered (before or after this module)."""
-    cli.add_command(source_test)
+    """Adds `push`, `outbox`, and `test` under the `source` group whenever that
+    group is registered (before or after this module)."""
     cli.add_command(push_cmd)
     cli.add_command(outbox_group)
     group = cli.commands.get("source")

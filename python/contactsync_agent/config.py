@@ -407,6 +407,21 @@ def _daemon_setting(cfg: AgentConfig, key: str, value: Any, path: str | None) ->
     return True
 
 
+#: The `[agent]` settings, for "did you mean" (a new one is added here too).
+AGENT_KEYS = ("database", "default_region", "log_file", "heartbeat", "retry_base", "retry_max",
+              "rescan", "max_attempts", "log_level", "nice", "log_max_bytes",
+              "wal_warn_bytes", "retention", "outbox_max_age", "log_backups",
+              "metrics_listen")
+
+
+def _unknown_setting(key: str, known: tuple[str, ...], path: str | None,
+                     full: str) -> ConfigError:
+    """"unknown setting", with the closest known one when there is one (difflib)."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown setting{hint}", path=path, key=full)
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, required: bool = False
                 ) -> AgentConfig:
     """Loads the config file; a missing default file gives the built-in defaults."""
@@ -447,7 +462,7 @@ def parse_config(data: dict[str, Any], path: str | None = None, *,
         elif key == "log_file":
             cfg.log_file = _relative_to(_expect(value, str, full, path), path)
         elif not _daemon_setting(cfg, key, value, path):
-            raise ConfigError("unknown setting", path=path, key=full)
+            raise _unknown_setting(key, AGENT_KEYS, path, full)
     matching = _expect(data.get("matching", {}), dict, "matching", path)
     for key, value in matching.items():
         full = f"matching.{key}"
@@ -456,7 +471,7 @@ def parse_config(data: dict[str, Any], path: str | None = None, *,
         elif key == "auto_link_threshold":
             cfg.auto_link_threshold = float(_expect(value, (int, float), full, path))
         else:
-            raise ConfigError("unknown setting", path=path, key=full)
+            raise _unknown_setting(key, ("review_threshold", "auto_link_threshold"), path, full)
     sources = _expect(data.get("sources", {}), dict, "sources", path)
     for name, sdata in sources.items():
         cfg.sources[name] = _source(name, _expect(sdata, dict, f"sources.{name}", path), path,
@@ -475,7 +490,7 @@ def parse_config(data: dict[str, Any], path: str | None = None, *,
         elif key == "command":
             cfg.alerts.command = _expect(value, str, full, path)
         else:
-            raise ConfigError("unknown setting", path=path, key=full)
+            raise _unknown_setting(key, ("timeout", "webhook", "command"), path, full)
     return cfg
 
 

@@ -515,19 +515,22 @@ def link(
     *,
     truth_column: str | None = None,
     read: ReadOptions | None = None,
+    meter: _core.MatchMeter | None = None,
 ) -> MatchResult:
     """Pairs (left record, right record) that probably refer to the same entity.
 
     `truth_column`, when given, names a column of known entity labels: the
     stats then report blocking recall against them. CSV paths are read as
-    `sync` reads them (`read`); `result.inputs` says how.
+    `sync` reads them (`read`); `result.inputs` says how. `meter` is told the
+    phase and the pairs compared, for a progress display on another thread.
     """
     cfg = _config(config)
     extra = [truth_column] if truth_column else []
     infos: list[InputInfo] = []
     out = _core.run_match(
         cfg.to_json(), _table(left, cfg, extra, read, infos), _table(right, cfg, extra, read,
-                                                                     infos), truth_column
+                                                                     infos), truth_column,
+        meter=meter,
     )
     return MatchResult(out, infos, cfg)
 
@@ -538,14 +541,16 @@ def dedupe(
     *,
     truth_column: str | None = None,
     read: ReadOptions | None = None,
+    meter: _core.MatchMeter | None = None,
 ) -> MatchResult:
     """Probable duplicate pairs inside one record set, and their clusters.
-    A CSV path is read as `sync` reads it (`read`); `result.inputs` says how."""
+    A CSV path is read as `sync` reads it (`read`); `result.inputs` says how.
+    `meter`: as for `link`."""
     cfg = _config(config)
     extra = [truth_column] if truth_column else []
     infos: list[InputInfo] = []
     out = _core.run_match(cfg.to_json(), _table(records, cfg, extra, read, infos), None,
-                          truth_column)
+                          truth_column, meter=meter)
     return MatchResult(out, infos, cfg)
 
 

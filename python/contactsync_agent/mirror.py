@@ -330,8 +330,13 @@ class Mirror:
         progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
         unique: Sequence[str] | None = None, forced: bool = False,
         allow_column_drop: bool = False, dry_run: bool = False,
+        meter: _core.ReadMeter | None = None,
     ) -> SyncReport:
         """Syncs one export file (CSV, JSON, NDJSON or vCard) from `source` in one run.
+
+        `meter` (a `_core.ReadMeter`) is told the bytes the reader has parsed as
+        it goes, for a progress bar polled from another thread (CSV, JSON and
+        NDJSON files; a vCard file reports through `progress` only).
 
         `allow_column_drop` confirms a full CSV snapshot whose header lost a
         column the source's last full snapshot carried (refused otherwise:
@@ -349,7 +354,8 @@ class Mirror:
                 allow_mass_delete=allow_mass_delete, mass_delete_limit=mass_delete_limit,
                 encoding=encoding, delimiter=delimiter, max_file_bytes=max_file_bytes,
                 chunk_size=chunk_size, progress=progress, ownership=ownership, unique=unique,
-                forced=forced, allow_column_drop=allow_column_drop, dry_run=dry_run)
+                forced=forced, allow_column_drop=allow_column_drop, dry_run=dry_run,
+                meter=meter)
         finally:
             if f is not path:
                 f.close()
@@ -361,6 +367,7 @@ class Mirror:
         max_file_bytes: int, chunk_size: int | None, progress: ProgressFn | None,
         ownership: Mapping[str, str] | None, unique: Sequence[str] | None,
         forced: bool, allow_column_drop: bool, dry_run: bool,
+        meter: _core.ReadMeter | None = None,
     ) -> SyncReport:
         shown, size = f.shown, f.size
         if size > max_file_bytes:
@@ -391,7 +398,8 @@ class Mirror:
         digest = f.digest()
         batches = sync.file_batches(f.reader_path(), fmt, table, opts, encoding=encoding,
                                     delimiter=delimiter, source=source,
-                                    partial=mode == "incremental", name=shown)
+                                    partial=mode == "incremental", name=shown,
+                                    meter=meter)
         try:
             with self.store.writing():  # one writer from the run row to the commit
                 return sync.run_sync(self.store, source, batches, mode=mode, options=opts,

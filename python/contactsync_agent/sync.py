@@ -736,19 +736,20 @@ def dict_batches(
 def file_batches(
     path: str, fmt: str, mapping: dict[str, str], options: SyncOptions, *,
     encoding: str | None = None, delimiter: str | None = None, source: str | None = None,
-    partial: bool = False, name: str | None = None,
+    partial: bool = False, name: str | None = None, meter: _core.ReadMeter | None = None,
 ) -> Callable[[_core.Differ, _core.IdentityIndex | None], Iterator[_core.Batch]]:
     """Batches read from an export file by the Rust reader thread (which, given
     the source, also writes the feed payloads of the creates). `partial`
     (incremental runs): a column or key a record leaves out keeps the mirror's value.
     `name`: the file as its errors name it, when `path` is a /proc/self/fd path
-    (infile.py)."""
+    (infile.py). `meter`: told the bytes parsed as the reader goes (a progress bar)."""
 
     def gen(differ: _core.Differ, identity: _core.IdentityIndex | None) -> Iterator[_core.Batch]:
         yield from _core.open_file(
             path, fmt, mapping, differ, identity, region=options.region,
             chunk_size=options.chunk_size, max_field_bytes=options.max_field_bytes,
             encoding=encoding, delimiter=delimiter, source=source, partial=partial, name=name,
+            meter=meter,
         )
 
     return gen

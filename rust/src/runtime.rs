@@ -3,6 +3,7 @@
 //! the lowered priority of both. No Python here: the bindings start a reader
 //! and turn what it sends into Python objects; nothing here may panic.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -81,6 +82,39 @@ pub struct ReadJob {
     pub source: Option<String>,
     /// An incremental file: records say what they carried.
     pub partial: bool,
+    /// Told the bytes parsed so far (`Reader::bytes_read`) every
+    /// `PROGRESS_STEP` records, for a progress bar; `None`: whole chunks at once.
+    pub progress: Option<Arc<AtomicU64>>,
+}
+
+/// Records parsed between two updates of `ReadJob::progress`: small enough
+/// for a bar that moves several times a second, large enough to keep the
+/// parallel parse of a chunk efficient.
+pub const PROGRESS_STEP: usize = 4096;
+
+/// The next `chunk` records, read `PROGRESS_STEP` at a time with `progress`
+/// told the bytes parsed after each step (the same records, in the same order,
+/// as one `next_chunk(chunk)`).
+fn next_chunk_metered(
+    reader: &mut Reader,
+    chunk: usize,
+    differ: &Mutex<Differ>,
+    progress: Option<&AtomicU64>,
+) -> Result<Vec<crate::sources::Item>, SourceError> {
+    let Some(meter) = progress else {
+        return reader.next_chunk(chunk, Some(differ));
+    };
+    let mut items = Vec::new();
+    while items.len() < chunk {
+        let step = PROGRESS_STEP.min(chunk - items.len());
+        let got = reader.next_chunk(step, Some(differ))?;
+        meter.store(reader.bytes_read(), Ordering::Relaxed);
+        if got.is_empty() {
+            break;
+        }
+        items.extend(got);
+    }
+    Ok(items)
 }
 
 /// Starts the reader thread ("contactsync-reader", at the lowered priority, in
@@ -96,6 +130,7 @@ pub fn spawn_reader(job: ReadJob) -> std::io::Result<(Receiver<Msg>, JoinHandle<
         region,
         source,
         partial,
+        progress,
     } = job;
     let columns = reader.mapped_columns().map(Arc::new);
     let chunk = chunk.max(1);
@@ -105,7 +140,7 @@ pub fn spawn_reader(job: ReadJob) -> std::io::Result<(Receiver<Msg>, JoinHandle<
         .spawn(move || {
             let _ = lower_thread_priority();
             let mut work = move || loop {
-                match reader.next_chunk(chunk, Some(&differ)) {
+                match next_chunk_metered(&mut reader, chunk, &differ, progress.as_deref()) {
                     Ok(items) if items.is_empty() => break,
                     Ok(items) => {
                         let mut batch = process(
@@ -232,6 +267,7 @@ mod tests {
             region: "AU".into(),
             source: Some("src".into()),
             partial: false,
+            progress: None,
         }
     }
 
@@ -277,5 +313,40 @@ mod tests {
         handle.join().expect("the reader thread ends");
         let seen = differ.lock().unwrap().seen();
         assert!(seen <= 3, "read {seen} rows for one batch taken");
+    }
+
+    #[test]
+    fn a_metered_reader_delivers_the_same_batches_and_counts_every_byte() {
+        let rows = PROGRESS_STEP * 2 + 7;
+        let plain: Vec<Vec<String>> = {
+            let (rx, _) = spawn_reader(job(rows, PROGRESS_STEP * 2)).unwrap();
+            rx.iter()
+                .map(|m| {
+                    m.unwrap()
+                        .records
+                        .iter()
+                        .map(|r| r.external_id.clone())
+                        .collect()
+                })
+                .collect()
+        };
+        let meter = Arc::new(AtomicU64::new(0));
+        let mut j = job(rows, PROGRESS_STEP * 2);
+        let total = j.reader.total_bytes();
+        j.progress = Some(meter.clone());
+        let (rx, handle) = spawn_reader(j).unwrap();
+        let metered: Vec<Vec<String>> = rx
+            .iter()
+            .map(|m| {
+                m.unwrap()
+                    .records
+                    .iter()
+                    .map(|r| r.external_id.clone())
+                    .collect()
+            })
+            .collect();
+        handle.join().unwrap();
+        assert_eq!(metered, plain);
+        assert_eq!(meter.load(Ordering::Relaxed), total);
     }
 }

@@ -169,6 +169,10 @@ class Daemon:
     """Runs until SIGTERM/SIGINT (or SIGBREAK on Windows); `run()` returns the
     process exit status. SIGHUP, where the platform has it, re-reads the config."""
 
+    #: The log level given on the command line (-q/-v): wins over the config's,
+    #: across reloads too.
+    log_level_override: str | None = None
+
     def __init__(self, config: AgentConfig, db_path: Path) -> None:
         self.state = AgentState(config, Path(db_path).absolute())
         self.state.config_mtime = self._config_stamp()
@@ -399,6 +403,8 @@ class Daemon:
             log.warning(
                 "reload: [agent] database changed to %s; restart the agent to use it", new.database
             )
+        if self.log_level_override:
+            new.daemon.log_level = self.log_level_override
         old = self.config
         self.state.config = new
         logging.getLogger("contactsync_agent").setLevel(new.daemon.log_level)
@@ -436,13 +442,19 @@ def _lower_priority(nice: int) -> None:
             os.nice(nice - current)
 
 
-def run_daemon(config_path: str | os.PathLike[str] | None, db: Path | None) -> int:
-    """`contactsync daemon`: loads the config, sets up the log and runs until stopped."""
+def run_daemon(config_path: str | os.PathLike[str] | None, db: Path | None,
+               log_level: str | None = None) -> int:
+    """`contactsync daemon`: loads the config, sets up the log and runs until stopped.
+    `log_level` (DEBUG, INFO, WARNING, ERROR) overrides `[agent] log_level`."""
     cfg = load_config(Path(config_path).absolute() if config_path else None, required=True)
+    if log_level:
+        cfg.daemon.log_level = log_level
     db_path = Path(db or cfg.database or _default_db()).absolute()
     log_path = setup_logging(cfg, db_path)
     log.debug("logging to %s", log_path)
-    return Daemon(cfg, db_path).run()
+    daemon = Daemon(cfg, db_path)
+    daemon.log_level_override = log_level
+    return daemon.run()
 
 
 def _default_db() -> Path:

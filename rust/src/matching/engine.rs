@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
 use super::blocking::{Blocker, RuleStats};
@@ -117,6 +118,32 @@ fn estimate_recall(blocker: &super::blocking::Blocker, pairs: &[(u32, u32)]) -> 
     any.then_some(1.0 - miss_all)
 }
 
+/// The phases a run reports through `Progress::phase` (reading is the
+/// caller's, before the run starts).
+pub const PHASE_READING: u8 = 0;
+pub const PHASE_BLOCKING: u8 = 1;
+pub const PHASE_COMPARING: u8 = 2;
+pub const PHASE_SCORING: u8 = 3;
+pub const PHASE_DONE: u8 = 4;
+
+/// Pairs compared between two updates of `Progress::pairs` by one worker.
+const PAIRS_STEP: usize = 4096;
+
+/// How far a run is, for a display polled from another thread: the phase
+/// and, while comparing, the pairs compared so far (a worker adds its count
+/// every `PAIRS_STEP` pairs; exact at the end of the phase).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub phase: AtomicU8,
+    pub pairs: AtomicU64,
+}
+
+impl Progress {
+    fn set_phase(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+}
+
 /// Matches `left` against `right` (link), or `left` against itself (dedupe).
 pub fn run(
     cfg: &Config,
@@ -124,6 +151,20 @@ pub fn run(
     right: Option<&RawTable>,
     label: Option<&str>,
 ) -> Result<Output, String> {
+    run_with_progress(cfg, left, right, label, None)
+}
+
+/// `run`, telling `progress` (when given) its phase and the pairs compared.
+pub fn run_with_progress(
+    cfg: &Config,
+    left: &RawTable,
+    right: Option<&RawTable>,
+    label: Option<&str>,
+    progress: Option<&Progress>,
+) -> Result<Output, String> {
+    let quiet = Progress::default();
+    let progress = progress.unwrap_or(&quiet);
+    progress.set_phase(PHASE_BLOCKING);
     let mut seconds = Vec::new();
     let mut t = Instant::now();
     let mut lap = |name: &str, t: &mut Instant| {
@@ -164,16 +205,26 @@ pub fn run(
         )
     };
     lap("u sampling", &mut t);
+    progress.set_phase(PHASE_COMPARING);
     let mut compared: Vec<(u32, u32, u64)> = Vec::new();
     // the rule that found a pair rides in the top 4 bits of its levels
     let rule_fields: Vec<Vec<usize>> = blocker.rules.iter().map(|r| r.fields()).collect();
     let rules = blocker.run(
         |r, i, j, acc: &mut Vec<(u32, u32, u64)>| {
-            acc.push((i as u32, j as u32, cmp.compare(i, j) | ((r as u64) << 60)))
+            acc.push((i as u32, j as u32, cmp.compare(i, j) | ((r as u64) << 60)));
+            if acc.len() % PAIRS_STEP == 0 {
+                progress
+                    .pairs
+                    .fetch_add(PAIRS_STEP as u64, Ordering::Relaxed);
+            }
         },
         &mut compared,
         cfg.max_block_size,
     );
+    progress
+        .pairs
+        .store(compared.len() as u64, Ordering::Relaxed);
+    progress.set_phase(PHASE_SCORING);
     lap("block + compare", &mut t);
 
     // blocking recall against known labels
@@ -352,6 +403,7 @@ pub fn run(
         Vec::new()
     };
     lap("cluster", &mut t);
+    progress.set_phase(PHASE_DONE);
 
     let stats = Stats {
         records_left: split.unwrap_or(n),

@@ -399,20 +399,49 @@ impl MatchOutput {
     }
 }
 
+/// How far a `run_match(..., meter=)` is: its phase (0 reading, 1 blocking,
+/// 2 comparing, 3 scoring, 4 done) and the pairs compared so far; atomic,
+/// read from any thread.
+#[pyclass(module = "contactsync_agent._core", frozen)]
+#[derive(Default)]
+pub struct MatchMeter {
+    inner: std::sync::Arc<engine::Progress>,
+}
+
+#[pymethods]
+impl MatchMeter {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    #[getter]
+    fn phase(&self) -> u8 {
+        self.inner.phase.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[getter]
+    fn pairs(&self) -> u64 {
+        self.inner.pairs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Runs a link (right given) or a dedupe (right None).
 #[pyfunction]
-#[pyo3(signature = (config_json, left, right = None, label_column = None))]
+#[pyo3(signature = (config_json, left, right = None, label_column = None, meter = None))]
 fn run_match(
     py: Python<'_>,
     config_json: &str,
     left: &RecordTable,
     right: Option<&RecordTable>,
     label_column: Option<&str>,
+    meter: Option<&MatchMeter>,
 ) -> PyResult<MatchOutput> {
     let cfg = Config::from_json(config_json).map_err(PyValueError::new_err)?;
     let (l, r) = (&left.raw, right.map(|r| &r.raw));
+    let progress = meter.map(|m| m.inner.clone());
     let out = py
-        .detach(|| engine::run(&cfg, l, r, label_column))
+        .detach(|| engine::run_with_progress(&cfg, l, r, label_column, progress.as_deref()))
         .map_err(PyValueError::new_err)?;
     Ok(MatchOutput { out })
 }
@@ -515,6 +544,7 @@ fn field_levels(kind: &str) -> PyResult<Vec<&'static str>> {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RecordTable>()?;
     m.add_class::<MatchOutput>()?;
+    m.add_class::<MatchMeter>()?;
     m.add_function(wrap_pyfunction!(run_match, m)?)?;
     m.add_function(wrap_pyfunction!(jaro_winkler, m)?)?;
     m.add_function(wrap_pyfunction!(jaro, m)?)?;

@@ -29,6 +29,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<identity::IdentityIndex>()?;
     m.add_class::<batch::Batch>()?;
     m.add_class::<reader::FileReader>()?;
+    m.add_class::<reader::ReadMeter>()?;
     m.add_class::<entity_file::EntityFile>()?;
     Ok(())
 }

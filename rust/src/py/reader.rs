@@ -1,9 +1,11 @@
 //! `open_file` and `FileReader`: an export file read on the reader thread
-//! (runtime.rs), its batches handed to Python as they come.
+//! (runtime.rs), its batches handed to Python as they come; `ReadMeter`, the
+//! bytes that thread has parsed, for a progress bar.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
@@ -54,8 +56,37 @@ impl FileReader {
     }
 }
 
+/// How far the reader thread of `open_file(..., meter=)` is into its file:
+/// two atomic counters, read from any thread without the GIL's help.
+#[pyclass(module = "contactsync_agent._core", frozen)]
+#[derive(Default)]
+pub struct ReadMeter {
+    read: Arc<AtomicU64>,
+    total: AtomicU64,
+}
+
+#[pymethods]
+impl ReadMeter {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes of the file's text parsed so far.
+    #[getter]
+    fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the file's text in all (0 until a file is opened).
+    #[getter]
+    fn total_bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
 #[pyfunction]
-#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None, partial = false, name = None))]
+#[pyo3(signature = (path, format, mapping, differ, identity = None, region = "AU", chunk_size = 50_000, max_field_bytes = 1 << 20, encoding = None, delimiter = None, source = None, partial = false, name = None, meter = None))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn open_file(
     py: Python<'_>,
@@ -72,6 +103,7 @@ pub(super) fn open_file(
     source: Option<&str>,
     partial: bool,
     name: Option<&str>,
+    meter: Option<&ReadMeter>,
 ) -> PyResult<FileReader> {
     // `path` may be /proc/self/fd/N (the caller opened the file once); errors name `name`.
     let shown = name.unwrap_or(path);
@@ -103,6 +135,11 @@ pub(super) fn open_file(
         Ok(Ok(r)) => r,
     };
     let info: HashMap<String, String> = reader.describe().into_iter().collect();
+    let progress = meter.map(|m| {
+        m.total.store(reader.total_bytes(), Ordering::Relaxed);
+        m.read.store(0, Ordering::Relaxed);
+        m.read.clone()
+    });
     let (rx, _thread) = spawn_reader(ReadJob {
         reader,
         chunk: chunk_size,
@@ -111,6 +148,7 @@ pub(super) fn open_file(
         region: region.to_string(),
         source: source.map(str::to_string),
         partial,
+        progress,
     })
     .map_err(|e| PyRuntimeError::new_err(format!("cannot start reader thread: {e}")))?;
     Ok(FileReader {

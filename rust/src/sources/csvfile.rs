@@ -352,6 +352,19 @@ impl CsvReader {
         Some((h.digest(), id))
     }
 
+    /// Bytes split into rows so far (all of them once the file has ended).
+    pub fn bytes_read(&self) -> u64 {
+        if self.done {
+            self.total_bytes()
+        } else {
+            self.rdr.position().byte().min(self.total_bytes())
+        }
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.rdr.get_ref().get_ref().len() as u64
+    }
+
     /// Splitting rows is sequential (csv_core); the rest runs in parallel:
     /// rows whose raw hash says "unchanged" are not built at all, the others
     /// are decoded, cleaned and mapped into records.

@@ -121,6 +121,18 @@ impl JsonReader {
         self.spans.is_empty()
     }
 
+    /// Bytes up to the next element to read (all of them at the end).
+    pub fn bytes_read(&self) -> u64 {
+        match self.spans.get(self.pos) {
+            Some(&(start, _, _)) => start as u64,
+            None => self.total_bytes(),
+        }
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
     pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Item>, SourceError> {
         let end = (self.pos + n).min(self.spans.len());
         let mut out = Vec::with_capacity(end - self.pos);
@@ -170,6 +182,15 @@ impl NdjsonReader {
             mapping,
             limits,
         })
+    }
+
+    /// Bytes of the lines read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.pos.min(self.data.len()) as u64
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.data.len() as u64
     }
 
     pub fn next_chunk(&mut self, n: usize) -> Result<Vec<Item>, SourceError> {

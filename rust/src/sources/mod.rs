@@ -135,6 +135,25 @@ impl Reader {
         }
     }
 
+    /// Bytes of the (decoded) text parsed so far, up to `total_bytes`: how
+    /// far into the file the reader is, for a progress bar.
+    pub fn bytes_read(&self) -> u64 {
+        match self {
+            Reader::Csv(r) => r.bytes_read(),
+            Reader::Json(r) => r.bytes_read(),
+            Reader::Ndjson(r) => r.bytes_read(),
+        }
+    }
+
+    /// Bytes of the (decoded) text in all.
+    pub fn total_bytes(&self) -> u64 {
+        match self {
+            Reader::Csv(r) => r.total_bytes(),
+            Reader::Json(r) => r.total_bytes(),
+            Reader::Ndjson(r) => r.total_bytes(),
+        }
+    }
+
     /// (field, heading) of what the header carries: CSV files only (the
     /// other formats have no header; each record carries its own keys).
     pub fn mapped_columns(&self) -> Option<Vec<(String, String)>> {
