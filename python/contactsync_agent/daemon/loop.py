@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from contactsync_agent.alerts import Alerter
 from contactsync_agent.config import AgentConfig, load_config
@@ -34,10 +35,13 @@ from contactsync_agent.daemon.jobs import STOP_MESSAGE, Jobs, StopRequested
 from contactsync_agent.daemon.logs import setup_logging
 from contactsync_agent.daemon.state import AgentState
 from contactsync_agent.daemon.watch import Watch, Watcher
-from contactsync_agent.errors import ConfigError
+from contactsync_agent.errors import ConfigError, ContactSyncError
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.store import now_iso
+
+if TYPE_CHECKING:
+    from contactsync_agent.web import WebServer
 
 log = logging.getLogger("contactsync_agent.daemon")
 
@@ -168,6 +172,8 @@ class Daemon:
         self.watcher = Watcher(self.state, self.signals.hint)
         self.heartbeat = Heartbeat(self.state, self.watcher)
         self.jobs = Jobs(self.state, self.heartbeat)
+        #: The web console, when `[web] enabled` (on its own thread).
+        self.web: WebServer | None = None
 
     # ------------------------------------------------------------ the shared state
 
@@ -240,6 +246,7 @@ class Daemon:
                 self.config.daemon.log_level,
             )
             self.watcher.build()
+            self._start_web()
             self._loop()
         except StopRequested:
             pass  # asked to stop while waiting for a write of another process
@@ -294,7 +301,29 @@ class Daemon:
                 deadlines.append(max(soonest, w.retry_at))
         return min(deadlines)
 
+    def _start_web(self) -> None:
+        """`[web] enabled`: the console on a thread of ours, stopped at shutdown. One
+        that cannot start (no token for a non-loopback host, a busy port) is
+        logged; the agent goes on syncing without it."""
+        web = self.config.web
+        if not web.enabled:
+            return
+        from contactsync_agent.web import WebServer, read_token
+
+        try:
+            server = WebServer(self.db_path, host=web.host, port=web.port,
+                               token=read_token(web.token_file), config=self.config)
+            server.start()
+        except ContactSyncError as e:
+            log.error("web console not started: %s", e)
+            return
+        self.web = server
+        log.info("web console on %s", server.url)
+
     def _shutdown(self) -> None:
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         for w in self.watches.values():
             self.watcher.stop_observer(w)
         if self.alerter is not None:
