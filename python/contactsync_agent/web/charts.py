@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 SERIES = ("created", "updated", "deleted", "rejected")
-WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM = 720, 160, 56, 22
+WIDTH, HEIGHT, PAD_LEFT, PAD_BOTTOM = 1100, 190, 56, 22
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _frame(chart: Chart, top: float, fmt: str) -> float:
     for i in range(5):
         v = top * i / 4
         chart.ticks.append((8 + plot_h - plot_h * i / 4,
-                            (f"{v:.0f}s" if top >= 10 else f"{v:.1f}s") if fmt == "s"
+                            (f"{v:.0f} s" if top >= 10 else f"{v:.2f} s") if fmt == "s"
                             else _compact(v)))
     return plot_h
 
