@@ -74,6 +74,22 @@ def test_dashboard_shows_counts_that_link_to_their_lists_and_the_charts(
     assert client.get("/static/console.js").status_code == 200
 
 
+def test_the_dashboard_counts_again_after_a_change(client: TestClient, seeded: Seeded) -> None:
+    def total() -> str:
+        m = re.search(r'id="count-contacts"><b>([\d,]+)</b>', client.get("/").text)
+        assert m
+        return m.group(1)
+
+    before = total()
+    assert total() == before  # counted once, kept while nothing changed
+    with Mirror.open(seeded.db) as m:
+        m.add_contact(name="New Person", email="new@example.com")
+    assert int(total()) == int(before) + 1
+    with Mirror.open(seeded.db) as m:  # a run with no contact change at all
+        m.sync("files", [{"external_id": "Z1", "name": "Zed"}], mode="incremental")
+    assert int(total()) == int(before) + 2
+
+
 def test_review_page_shows_both_contacts_with_levels_weights_and_score(
         client: TestClient, seeded: Seeded) -> None:
     html = client.get(f"/review?item={seeded.item_jon}").text

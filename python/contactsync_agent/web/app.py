@@ -64,6 +64,8 @@ class ConsoleState:
     _mirror: Mirror | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     decisions: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    #: The dashboard's contact counts, counted again only after a change.
+    counts: status.CountsCache = field(default_factory=status.CountsCache)
     flashes: dict[str, str] = field(default_factory=dict)
 
     @contextmanager
@@ -138,7 +140,7 @@ def create_app(state: ConsoleState, gate: Gate | None = None) -> Starlette:
 
     def dashboard(request: Request) -> Response:
         with state.mirror() as m:
-            data = status.report(m.path, state.config)
+            data = status.report(m.path, state.config, counts_cache=state.counts)
             runs = m.console.runs_since(30)
         days = charts.daily(runs, 30)
         return render(request, "dashboard.html", data=data,
