@@ -16,6 +16,7 @@ import pytest
 from contactsync_agent.config import parse_config
 from contactsync_agent.errors import ConfigError
 from contactsync_agent.mirror import Mirror
+from contactsync_agent.store.console import SEARCH_INDEXES
 from contactsync_agent.web import (
     ConsoleState,
     Gate,
@@ -279,7 +280,17 @@ def test_a_partial_number_finds_every_contact_it_starts(client: TestClient,
     assert f'href="/contacts/{seeded.xss}"' not in html  # no phone at all
 
 
-def test_search_uses_the_indexes_of_migration_6(seeded: Seeded) -> None:
+def test_the_console_makes_the_search_indexes_and_the_search_uses_them(
+        seeded: Seeded) -> None:
+    def indexes() -> set[str]:
+        with sqlite3.connect(seeded.db) as conn:
+            return {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'contacts_%'")}
+
+    assert not indexes() & set(SEARCH_INDEXES)  # a mirror never served pays no upkeep
+    with TestClient(create_app(ConsoleState(seeded.db))) as c:
+        assert c.get("/contacts?q=jon").status_code == 200
+    assert set(SEARCH_INDEXES) <= indexes()
     conn = sqlite3.connect(seeded.db)
     try:
         for col in ("display_name", "family_name", "given_name", "email"):
@@ -287,10 +298,16 @@ def test_search_uses_the_indexes_of_migration_6(seeded: Seeded) -> None:
                 f"EXPLAIN QUERY PLAN SELECT id FROM contacts WHERE deleted_at IS NULL AND "
                 f"{col} LIKE ? ESCAPE '\\' AND {col} != ''", ("smi%",)).fetchall()
             assert any(f"contacts_{col}" in str(r) for r in plan), (col, plan)
+        conn.execute("INSERT INTO contacts (created_at, updated_at, family_name) "
+                     "VALUES ('t', 't', 'Smithers')")  # kept up to date by any write
+        [(n,)] = conn.execute("SELECT count(*) FROM contacts INDEXED BY contacts_family_name "
+                              "WHERE family_name LIKE 'smithe%' AND deleted_at IS NULL "
+                              "AND family_name != ''").fetchall()
+        assert n == 1
         plan = conn.execute("EXPLAIN QUERY PLAN SELECT id FROM contacts WHERE deleted_at IS NULL "
                             "AND mobile_e164 LIKE ? ESCAPE '\\' AND mobile_e164 != ''",
                             ("+614%",)).fetchall()
-        assert any("contacts_mobile" in str(r) for r in plan), plan
+        assert any("contacts_mobile_e164" in str(r) for r in plan), plan
     finally:
         conn.close()
 

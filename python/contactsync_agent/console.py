@@ -1,11 +1,12 @@
 """`Mirror.console`: the reads the web console needs that the other parts do
 not have, each bounded for a mirror of 1M contacts: one page of the review
 queue with its filters, the runs of the last days, the contact search (one
-index range per test) and a contact's change feed with what each change did.
+index range per test, on indexes it makes when the console starts) and a
+contact's change feed with what each change did.
 
-Reads only, through the store (`store.console`, no SQL here); it decides and
-writes nothing: decisions go through `Mirror.review` as `contactsync review`'s
-do. It logs no names, e-mails or phone numbers.
+Reads, through the store (`store.console`, no SQL here), and the one write of
+its search indexes; it decides nothing: decisions go through `Mirror.review`
+as `contactsync review`'s do. It logs no names, e-mails or phone numbers.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ class Console:
     def __init__(self, store: Store, region: str = "AU") -> None:
         self._store = store
         self._region = region
+
+    def ensure_search_index(self) -> list[str]:
+        """Makes the contact search's indexes where missing (the console does
+        when it starts; about a second each at 1M contacts, once): from then on
+        every import keeps them up to date. Returns the ones it made."""
+        missing = self._store.console.missing_search_indexes()
+        if missing and not self._store.readonly:
+            with self._store.transaction():
+                missing = self._store.console.missing_search_indexes()
+                self._store.console.create_search_indexes(missing)
+        return missing
 
     def review_page(self, *, min_score: float | None = None, source: str | None = None,
                     limit: int = 50, offset: int = 0, status: str = "open") -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`store.console`: the SQL of the web console's reads that no other part has
 (a page of the review queue with filters, runs since a time, the contact
-search on the indexes of migration 6, one contact's change feed with payloads)
-and the writes that undo a review decision.
+search on its indexes, one contact's change feed with payloads), the writes
+that undo a review decision, and the search indexes themselves.
 
 Statements only, inside the caller's transaction or read; it must not decide
 anything (console.py and review.py do) nor begin transactions itself.
@@ -22,6 +22,22 @@ _HIT_COLUMNS = ("id", "display_name", "given_name", "family_name", "email", "pho
                 "organisation", "record_type", "source")
 
 
+#: The contact search's indexes: a prefix search by name, e-mail or phone is one
+#: index range each, at 1M contacts too. NOCASE, so that `LIKE 'smi%'`
+#: (case-insensitive by default) can use them; only live, non-empty values.
+#: Made by the console when it starts (`ensure_search_indexes`), not by a
+#: migration: each costs every import its upkeep (measured at 100k: a full
+#: import 7.4-7.9 s without the six, 11.9-15.9 s with them, on a busy machine),
+#: so a mirror whose console never ran pays nothing.
+SEARCH_INDEXES: dict[str, str] = {
+    f"contacts_{col}": f"CREATE INDEX IF NOT EXISTS contacts_{col} ON contacts "
+                       f"({col}{' COLLATE NOCASE' if nocase else ''}) "
+                       f"WHERE deleted_at IS NULL AND {col} != ''"
+    for col, nocase in (("display_name", True), ("family_name", True), ("given_name", True),
+                        ("email", True), ("phone_e164", False), ("mobile_e164", False))
+}
+
+
 def _like_prefix(text: str) -> str:
     """`text` as a LIKE prefix pattern (ESCAPE '\\'): its own % and _ match themselves."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -29,6 +45,15 @@ def _like_prefix(text: str) -> str:
 
 class Console(Part):
     """Reads for the console's pages; the undo of a review decision."""
+
+    def missing_search_indexes(self) -> list[str]:
+        have = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts'")}
+        return [name for name in SEARCH_INDEXES if name not in have]
+
+    def create_search_indexes(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.conn.execute(SEARCH_INDEXES[name])
 
     # ------------------------------------------------------------ review queue
 
@@ -135,7 +160,7 @@ class Console(Part):
 
     def search(self, *, name: Sequence[str] = (), email: str = "", phone: str = "",
                limit: int = 50) -> list[dict[str, Any]]:
-        """Live contacts, each test an index range (migration 6): `name` words
+        """Live contacts, each test an index range (`SEARCH_INDEXES`): `name` words
         (one: a prefix of the display, given or family name; two or more: the
         display name's prefix, or given and family name prefixes), `email` a
         prefix, `phone` an E.164 prefix of the phone or mobile."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contactsync_agent.mapping import FIELDS
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 5
 
 
 # Every column of `contacts` a downstream app may read, in table order.
@@ -402,23 +402,6 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_open ON outbox (source, status, id) WHERE status IN ('pending', 'sent');
 CREATE INDEX outbox_contact ON outbox (contact_id) WHERE status IN ('pending', 'sent');
-"""
-
-# Migration 6 (issue 17, the web console's contact search): prefix searches by
-# name, e-mail and phone use an index each, at 1M contacts too. NOCASE, so that
-# `LIKE 'smi%'` (case-insensitive by default) can use them; only live contacts.
-MIGRATIONS[6] = """
-CREATE INDEX contacts_display_name ON contacts (display_name COLLATE NOCASE)
-    WHERE deleted_at IS NULL AND display_name != '';
-CREATE INDEX contacts_family_name ON contacts (family_name COLLATE NOCASE)
-    WHERE deleted_at IS NULL AND family_name != '';
-CREATE INDEX contacts_given_name ON contacts (given_name COLLATE NOCASE)
-    WHERE deleted_at IS NULL AND given_name != '';
-CREATE INDEX contacts_email ON contacts (email COLLATE NOCASE)
-    WHERE deleted_at IS NULL AND email != '';
-CREATE INDEX contacts_phone ON contacts (phone_e164) WHERE deleted_at IS NULL AND phone_e164 != '';
-CREATE INDEX contacts_mobile ON contacts (mobile_e164)
-    WHERE deleted_at IS NULL AND mobile_e164 != '';
 """
 
 

@@ -77,6 +77,7 @@ class ConsoleState:
                     review_threshold=self.config.review_threshold,
                     auto_link_threshold=self.config.auto_link_threshold,
                     wait=self.write_wait)
+                self._mirror.console.ensure_search_index()
             yield self._mirror
 
     def close(self) -> None:
