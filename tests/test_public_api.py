@@ -36,7 +36,7 @@ PARTS: dict[str, set[str]] = {
     "access": {"check", "customers"},
     "ownership": {"policy", "set_policy", "edit_contact", "sync_policy", "set_sync_policy"},
     "console": {"review_page", "review_sources", "review_ids", "runs_since", "search",
-                "changes", "ensure_search_index"},
+                "changes", "ensure_search_index", "quarantine"},
 }
 
 

@@ -117,6 +117,11 @@ class Console:
         keep = len(code) - (len(digits[1:].ljust(9, "1"))) if code else 0
         return (code[:keep] if keep > 1 else "+") + digits[1:]
 
+    def quarantine(self, limit: int = 500) -> tuple[int, list[dict[str, Any]]]:
+        """How many input rows are quarantined, and the newest `limit` (file,
+        line, reason, raw text), newest first."""
+        return self._store.console.quarantined(limit)
+
     def changes(self, contact_id: int, limit: int = 200) -> list[dict[str, Any]]:
         """The contact's change-feed entries, newest first: seq, run, op, what
         each field went from and to, the reason code and text, and when."""

@@ -196,6 +196,14 @@ class Console(Part):
                                  [*params, int(limit)]).fetchall()
         return [dict(zip(_HIT_COLUMNS, r, strict=True)) for r in rows]
 
+    def quarantined(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """How many rows are quarantined, and the newest `limit` of them."""
+        cols = ("id", "run_id", "source", "file", "line", "reason", "raw", "created_at")
+        total = int(self.conn.execute("SELECT count(*) FROM quarantine").fetchone()[0])
+        rows = [dict(zip(cols, r, strict=True)) for r in self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM quarantine ORDER BY id DESC LIMIT ?", (limit,))]
+        return total, rows
+
     def contact_changes(self, contact_id: int, limit: int) -> list[tuple[Any, ...]]:
         """(seq, run_id, op, fields JSON, reason_code, reason, at) of the contact's
         feed entries, newest first."""

@@ -39,6 +39,8 @@ from contactsync_agent.web import charts
 from contactsync_agent.web.security import CSRF_FIELD, Gate, GateMiddleware
 
 PAGE = 50
+#: How many of a session's decisions `u` can take back, newest first.
+UNDO_DEPTH = 50
 STATIC = Path(__file__).parent / "static"
 #: Colour class of an agreement level (matching's explanation).
 LEVEL_CLASS = (("exact", "agree"), ("missing", "missing"), ("different", "differ"))
@@ -230,8 +232,9 @@ def create_app(state: ConsoleState, gate: Gate | None = None) -> Starlette:
                     m.review.reject(item_id)
                     flash(request, f"Item {item_id} rejected: the pair will not be suggested "
                           "again.")
-                state.decisions.setdefault(request.state.session, []).append(
-                    (item_id, action))
+                stack = state.decisions.setdefault(request.state.session, [])
+                stack.append((item_id, action))
+                del stack[:-UNDO_DEPTH]
             except ContactSyncError as e:
                 flash(request, f"Not done: {e}")
             nxt = _next_after(m, item_id, form)
@@ -349,9 +352,8 @@ def create_app(state: ConsoleState, gate: Gate | None = None) -> Starlette:
 
     def quarantine(request: Request) -> Response:
         with state.mirror() as m:
-            rows = m.quarantine()
-        return render(request, "quarantine.html", rows=list(reversed(rows))[:500],
-                      total=len(rows))
+            total, rows = m.console.quarantine(500)
+        return render(request, "quarantine.html", rows=rows, total=total)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         code = exc.status_code if isinstance(exc, HTTPException) else 500
