@@ -73,10 +73,10 @@ def main() -> None:
     }
     out: dict[str, dict[str, float]] = {}
     # The first dashboard counts the contacts (kept until the next change or run).
-    with TestClient(create_app(ConsoleState(db))) as client:
+    with TestClient(create_app(ConsoleState(db)), base_url="http://127.0.0.1") as client:
         server_ms(client, "/contacts")  # opens the mirror
         cold = server_ms(client, "/")
-    with TestClient(create_app(ConsoleState(db))) as client:
+    with TestClient(create_app(ConsoleState(db)), base_url="http://127.0.0.1") as client:
         for name, urls in pages.items():
             for u in urls:  # warm: the first request opens the mirror
                 server_ms(client, u)

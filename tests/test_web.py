@@ -29,6 +29,7 @@ from contactsync_agent.web import (
 from starlette.testclient import TestClient
 from web_fixtures import XSS, Seeded, seed
 
+LOCAL = "http://127.0.0.1:8765"
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
 
 
@@ -39,7 +40,8 @@ def seeded(tmp_path: Path) -> Seeded:
 
 @pytest.fixture
 def client(seeded: Seeded) -> TestClient:
-    with TestClient(create_app(ConsoleState(seeded.db)), follow_redirects=True) as c:
+    app = create_app(ConsoleState(seeded.db))
+    with TestClient(app, base_url=LOCAL, follow_redirects=True) as c:
         yield c
 
 
@@ -149,7 +151,7 @@ def test_a_post_without_or_with_a_wrong_csrf_token_is_refused(
     r = client.post(f"/activities/{seeded.activity}/resolve", data={})
     assert r.status_code == 403
     # A token of another session does not do either.
-    with TestClient(client.app) as other:
+    with TestClient(client.app, base_url=LOCAL) as other:
         foreign = csrf_of(other)
     r = client.post(f"/review/{seeded.item_jon}/accept", data={"csrf_token": foreign})
     assert r.status_code == 403
@@ -288,7 +290,7 @@ def test_the_console_makes_the_search_indexes_and_the_search_uses_them(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'contacts_%'")}
 
     assert not indexes() & set(SEARCH_INDEXES)  # a mirror never served pays no upkeep
-    with TestClient(create_app(ConsoleState(seeded.db))) as c:
+    with TestClient(create_app(ConsoleState(seeded.db)), base_url=LOCAL) as c:
         assert c.get("/contacts?q=jon").status_code == 200
     assert set(SEARCH_INDEXES) <= indexes()
     conn = sqlite3.connect(seeded.db)
@@ -353,6 +355,20 @@ def test_a_token_is_needed_when_set_by_query_cookie_or_header(seeded: Seeded) ->
         assert c.get("/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert c.get("/", headers={"X-Contactsync-Token": token}).status_code == 200
         assert c.get("/", headers={"X-Contactsync-Token": "nope"}).status_code == 401
+
+
+def test_without_a_token_only_loopback_host_names_are_served(seeded: Seeded) -> None:
+    app = create_app(ConsoleState(seeded.db))
+    for base in ("http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"):
+        with TestClient(app, base_url=base) as c:
+            assert c.get("/").status_code == 200, base
+    # DNS rebinding: a page of another site whose name now resolves to 127.0.0.1.
+    with TestClient(app, base_url="http://evil.example:8765") as c:
+        r = c.get("/")
+        assert r.status_code == 403 and "Dashboard" not in r.text
+    with TestClient(create_app(ConsoleState(seeded.db), Gate(token="t" * 20)),
+                    base_url="http://console.example") as c:  # a token: any name
+        assert c.get("/", headers={"X-Contactsync-Token": "t" * 20}).status_code == 200
 
 
 def test_binding_beyond_loopback_needs_a_token(tmp_path: Path) -> None:

@@ -7,6 +7,9 @@ cookie with its CSRF token, and the headers every response carries.
 - With a token, a request carries it as `Authorization: Bearer T`, as the
   `X-Contactsync-Token` header, or as the `cs_token` cookie set by a first
   visit to `?token=T` (which redirects to the same page without it).
+- Without a token, a request must name a loopback host (`Host:` 127.0.0.1,
+  ::1 or localhost): another name resolving to 127.0.0.1 is refused (DNS
+  rebinding).
 - Each browser has a random session cookie; every POST must carry the CSRF
   token derived from it (HMAC with the server's secret) as the `csrf_token`
   form field or the `X-CSRF-Token` header, else 403.
@@ -117,6 +120,15 @@ class Gate:
             given is not None and hmac.compare_digest(given.encode(), self.token.encode()))
 
 
+def _loopback_host(host_header: str) -> bool:
+    host = host_header.strip()
+    if host.startswith("["):  # [::1]:8765
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    return bool(host) and is_loopback(host)
+
+
 def _without_token(url: URL) -> str:
     query = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k != "token"]
     return url.path + ("?" + urlencode(query) if query else "")
@@ -142,6 +154,11 @@ class GateMiddleware(BaseHTTPMiddleware):
                         ) -> Response:
         gate = self.gate
         set_token = False
+        if gate.token is None and not _loopback_host(request.headers.get("host", "")):
+            # Without a token only loopback names are served: a web page whose
+            # name resolves to 127.0.0.1 (DNS rebinding) gets nothing.
+            return PlainTextResponse("refused: without a token the console answers only "
+                                     "to 127.0.0.1, ::1 or localhost", status_code=403)
         if gate.token is not None:
             auth = request.headers.get("authorization", "")
             given = (auth[7:].strip() if auth.lower().startswith("bearer ") else None) \
