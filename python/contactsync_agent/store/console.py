@@ -31,10 +31,10 @@ _HIT_COLUMNS = ("id", "display_name", "given_name", "family_name", "email", "pho
 #: so a mirror whose console never ran pays nothing.
 SEARCH_INDEXES: dict[str, str] = {
     f"contacts_{col}": f"CREATE INDEX IF NOT EXISTS contacts_{col} ON contacts "
-                       f"({col}{' COLLATE NOCASE' if nocase else ''}) "
-                       f"WHERE deleted_at IS NULL AND {col} != ''"
-    for col, nocase in (("display_name", True), ("family_name", True), ("given_name", True),
-                        ("email", True), ("phone_e164", False), ("mobile_e164", False))
+                       f"({col} COLLATE NOCASE) WHERE deleted_at IS NULL AND {col} != ''"
+    # Numbers too: LIKE uses an index only of its own collation (NOCASE by default).
+    for col in ("display_name", "family_name", "given_name", "email", "phone_e164",
+                "mobile_e164")
 }
 
 
