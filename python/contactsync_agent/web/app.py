@@ -164,11 +164,15 @@ def create_app(state: ConsoleState, gate: Gate | None = None) -> Starlette:
         wanted = _int(q.get("item"), 0) or None
         with state.mirror() as m:
             sources = m.console.review_sources()
-            ids = m.console.review_ids(min_score=min_score, source=source)
-            if wanted is not None and wanted in ids and "page" not in q:
-                page = ids.index(wanted) // PAGE + 1
             listing = m.console.review_page(min_score=min_score, source=source, limit=PAGE,
                                             offset=(page - 1) * PAGE)
+            ids = listing["ids"]
+            if wanted is not None and wanted in ids and "page" not in q:
+                wanted_page = ids.index(wanted) // PAGE + 1
+                if wanted_page != page:
+                    page = wanted_page
+                    listing = m.console.review_page(min_score=min_score, source=source,
+                                                    limit=PAGE, offset=(page - 1) * PAGE)
             current = wanted if wanted is not None else (
                 listing["items"][0]["id"] if listing["items"] else None)
             compare = None
