@@ -464,3 +464,41 @@ def test_the_agent_serves_the_console_and_stops_it_on_sigterm(tmp_path: Path) ->
     finally:
         agent.kill()
     assert "Traceback" not in agent.stderr
+
+
+def test_cli_web_serves_in_the_foreground_with_a_token_and_stops_on_sigterm(
+        seeded: Seeded) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from agent_helpers import CLI, env
+
+    token = "tok-" + "9" * 20
+    e = {**env(), "CONTACTSYNC_WEB_TOKEN": token}
+    proc = subprocess.Popen([*CLI, "--db", str(seeded.db), "web", "--host", "0.0.0.0",
+                             "--port", "0", "--print-url"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=e)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()  # printed once the socket listens
+        m = re.fullmatch(r"http://0\.0\.0\.0:(\d+)/\?token=(.+)", line)
+        assert m and m.group(2) == token, line
+        base = f"http://127.0.0.1:{m.group(1)}/"
+        with pytest.raises(urllib.error.HTTPError) as e401:
+            urllib.request.urlopen(base, timeout=10)
+        assert e401.value.code == 401
+        e401.value.close()
+        req = urllib.request.Request(base, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200 and b"Dashboard" in r.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert proc.stderr is not None and token not in proc.stderr.read()  # never logged
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -9,12 +9,14 @@ never writes the token to a log.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -25,6 +27,10 @@ from contactsync_agent.web.security import Gate, WebError, check_bind
 
 #: How long `WebServer.start` waits for uvicorn to take requests.
 START_WAIT = 10.0
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -79,9 +85,13 @@ class WebServer:
         assert self._sock is not None
         if ready is not None:
             ready(self)
+        # uvicorn shuts down on SIGTERM, then raises the signal again under the
+        # handler found before it: ours ends the process as a finished run (0).
+        previous = signal.signal(signal.SIGTERM, _exit_quietly)
         try:
             server.run(sockets=[self._sock])
         finally:
+            signal.signal(signal.SIGTERM, previous)
             self._sock.close()
 
     def start(self) -> None:
