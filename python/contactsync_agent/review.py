@@ -1,10 +1,12 @@
 """The review queue: listing it with both contacts, comparing one pair field by
 field, and the decisions (accept merges a candidate pair, reject remembers it),
-one item or many.
+one item or many, and the undo of one while nothing changed since (the web
+console's `u`).
 
 `Mirror.review` is the `ReviewQueue` part at the end; the library twin of
 `contactsync review`. All reads and writes go through the store
-(`store.review`, no SQL here), in one transaction per item. It prints nothing
+(`store.review`, `store.console` for the undo; no SQL here), in one
+transaction per item. It prints nothing
 and logs no names or e-mails.
 """
 

@@ -6,7 +6,9 @@ house while idle.
 A composition of the parts, each given the shared `AgentState`: `Signals`
 (stop and reload requests, the wake-up socket), `watch.Watcher` (observers,
 scans, settle), `jobs.Jobs` (runs, retries, moves) and `heartbeat.Heartbeat`
-(heartbeat, health and alerts, idle checkpoint and retention). It holds the
+(heartbeat, health and alerts, idle checkpoint and retention); with `[web]
+enabled` it starts the web console (`web.WebServer`, a thread of its own) and
+stops it first at shutdown. It holds the
 agent lock for its life (one agent per database) and the writer lock only for
 one run at a time, letting waiting CLI writes go first between runs. It must
 not handle files, runs or health itself: it schedules the parts that do.
