@@ -502,3 +502,21 @@ def test_cli_web_serves_in_the_foreground_with_a_token_and_stops_on_sigterm(
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_after_an_undone_accept_the_next_sync_finds_the_restored_contact(
+        client: TestClient, seeded: Seeded) -> None:
+    token = csrf_of(client)
+    with Mirror.open(seeded.db, readonly=True) as m:
+        created = m.review.compare(seeded.item_jon)["incoming"]["contact_id"]
+    client.post(f"/review/{seeded.item_jon}/accept", data={"csrf_token": token})
+    client.post("/review/undo", data={"csrf_token": token})
+    with Mirror.open(seeded.db) as m:
+        report = m.sync("xpm", [{"external_id": "X1", "given_name": "John",
+                                 "family_name": "SMITH", "email": "jon.smith@example.com",
+                                 "mobile": "+61400000001", "street": "1 New Road",
+                                 "postcode": "2000"}], mode="incremental")
+        assert report.counts["created"] == 0 and report.counts["updated"] == 1
+        assert m.get(created).street == "1 New Road"  # the source's record again
+        local = m.get(seeded.jon)
+        assert (local.record_type, local.street) == ("manual", "12 George St")
