@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup build demo test test-py test-rust lint format bench clean postgres wheel wheel-check
+.PHONY: setup build demo test test-py test-rust lint format bench clean postgres wheel wheel-check chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,7 +28,18 @@ ifeq ($(PG_BIN),)
 	else echo "note: no PostgreSQL binaries; the PostgreSQL tests will skip"; fi
 endif
 
-setup: $(STAMP) postgres
+# Debian's chromium for the web console's browser tests (tests/test_web_browser.py,
+# driven by Playwright at that executable; no browser is downloaded). Installed
+# when missing and we may; without it those tests skip with a message saying so.
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "note: could not install chromium; the browser tests will skip"; \
+		else echo "note: no chromium; the browser tests will skip"; fi; \
+	fi
+
+setup: $(STAMP) postgres chromium
 
 build: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -860,6 +860,35 @@ def exit_code_epilog() -> str:
 cli.epilog = exit_code_epilog()
 
 
+@cli.command("web")
+@click.option("--host", default=None,
+              help="Address to listen on (default: [web] host, else 127.0.0.1). Any address "
+              "other than loopback needs a token (CONTACTSYNC_WEB_TOKEN or [web] token_file).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port (default: [web] port, else 8765; 0 picks a free one).")
+@click.option("--print-url", is_flag=True,
+              help="Print the console's URL, with the token when one is set, on stdout.")
+@click.pass_obj
+def web_cmd(obj: Ctx, host: str | None, port: int | None, print_url: bool) -> None:
+    """Serve the local web console in the foreground until Ctrl-C or SIGTERM.
+
+    Dashboard, review queue (keys a/r/j/k/u), activities, contacts and their
+    history, quarantine. Opening the printed URL once sets the token cookie.
+    """
+    from contactsync_agent.web import WebServer, read_token
+
+    web = obj.config.web
+    server = WebServer(obj.db, host=host or web.host, port=web.port if port is None else port,
+                       token=read_token(web.token_file), config=obj.config)
+
+    def ready(s: WebServer) -> None:
+        if print_url:
+            click.echo(s.url_with_token())
+        click.echo(f"contactsync: web console on {s.url} (Ctrl-C stops it)", err=True)
+
+    server.run(ready)
+
+
 # Commands of other modules register themselves here (one line each).
 EXTENSIONS: tuple[str, ...] = ("contactsync_agent.cli_agent", "contactsync_agent.cli_sources",
                               "contactsync_agent.cli_maint", "contactsync_agent.cli_entities",

@@ -137,6 +137,18 @@ class DaemonConfig:
     metrics_listen: tuple[str, int] | None = None
 
 
+@dataclass
+class WebConfig:
+    """`[web]`: the local web console the agent serves when enabled. The token
+    for a non-loopback host is read from `token_file` or CONTACTSYNC_WEB_TOKEN,
+    never from this file."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token_file: Path | None = None
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MAX_RESCAN = 60.0
 
@@ -152,6 +164,7 @@ class AgentConfig:
     sources: dict[str, SourceConfig] = field(default_factory=dict)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def source(self, name: str) -> SourceConfig:
@@ -445,8 +458,9 @@ def parse_config(data: dict[str, Any], path: str | None = None, *,
     """`text` (the file's TOML) lets an error name the line of a two-way setting."""
     cfg = AgentConfig(path=Path(path) if path else None, raw=data)
     for section in data:
-        if section not in ("agent", "sources", "alerts", "matching"):
-            raise ConfigError(f"unknown section [{section}] (agent, sources, alerts, matching)",
+        if section not in ("agent", "sources", "alerts", "matching", "web"):
+            raise ConfigError(f"unknown section [{section}] (agent, sources, alerts, matching, "
+                              "web)",
                               path=path, key=section)
     agent = _expect(data.get("agent", {}), dict, "agent", path)
     for key, value in agent.items():
@@ -491,7 +505,32 @@ def parse_config(data: dict[str, Any], path: str | None = None, *,
             cfg.alerts.command = _expect(value, str, full, path)
         else:
             raise _unknown_setting(key, ("timeout", "webhook", "command"), path, full)
+    _web(cfg, _expect(data.get("web", {}), dict, "web", path), path)
     return cfg
+
+
+def _web(cfg: AgentConfig, web: dict[str, Any], path: str | None) -> None:
+    for key, value in web.items():
+        full = f"web.{key}"
+        if key == "enabled":
+            cfg.web.enabled = bool(_expect(value, bool, full, path))
+        elif key == "host":
+            cfg.web.host = _expect(value, str, full, path).strip() or "127.0.0.1"
+        elif key == "port":
+            port = _expect(value, int, full, path)
+            if not 0 < port < 65536:
+                raise ConfigError(f"expected a port number (1-65535), got {port}",
+                                  path=path, key=full)
+            cfg.web.port = port
+        elif key == "token_file":
+            cfg.web.token_file = _relative_to(_expect(value, str, full, path), path)
+        elif key == "token":
+            raise ConfigError("a token is never read from the config file: put it in a file "
+                              "named by token_file (chmod 600) or in CONTACTSYNC_WEB_TOKEN",
+                              path=path, key=full)
+        else:
+            raise ConfigError("unknown setting (enabled, host, port, token_file)",
+                              path=path, key=full)
 
 
 # ---------------------------------------------------------------- writing the file
@@ -567,6 +606,13 @@ webhook = ""                  # e.g. "http://127.0.0.1:9000/contactsync"
 # ... and/or given as JSON on stdin to this command (run without a shell).
 command = ""                  # e.g. "/usr/local/bin/notify-admin"
 # timeout = "10s"
+
+[web]
+# The local web console (also `contactsync web`), served by the agent when enabled.
+enabled = false
+host = "127.0.0.1"            # any other address needs a token: in token_file or in
+port = 8765                   # the CONTACTSYNC_WEB_TOKEN environment variable
+# token_file = "/etc/contactsync/web-token"   # chmod 600; never the token itself here
 '''
 
 

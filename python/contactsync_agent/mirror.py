@@ -4,7 +4,8 @@ Every CLI command is a thin call into this class. Contacts, syncs, the change
 feed, activities and runs are its own methods; the rest are named parts, plain
 attributes each of one concept's class: `entities` (entity feeds, entities.py),
 `review` (the review queue, review.py), `access` (customer access, access.py),
-`ownership` (source policies and local edits, ownership.py); `export` writes
+`ownership` (source policies and local edits, ownership.py), `console` (the
+web console's bounded reads, console.py); `export` writes
 the full export (export.py). It owns one `Store` (whose parts run every SQL
 statement: none lives here) and never decides a sync itself (that is `sync.py`
 and `rules.py`).
@@ -25,6 +26,7 @@ import platformdirs
 
 from contactsync_agent import _core, export, maintenance, rules, sync
 from contactsync_agent.access import Access
+from contactsync_agent.console import Console
 from contactsync_agent.defaults import MASS_DELETE_LIMIT, REVIEW_THRESHOLD
 from contactsync_agent.entities import EntityFeeds
 from contactsync_agent.errors import (
@@ -77,7 +79,8 @@ class Mirror:
 
     Its parts: `m.entities` (organisations, locations, customer links),
     `m.review` (the review queue), `m.access` (may a contact act for a
-    customer), `m.ownership` (source policies, local edits)."""
+    customer), `m.ownership` (source policies, local edits), `m.console`
+    (review pages, runs of the last days, contact search, a contact's feed)."""
 
     def __init__(self, store: Store, *, region: str = "AU",
                  review_threshold: float = REVIEW_THRESHOLD,
@@ -91,11 +94,13 @@ class Mirror:
         #: Organisations, locations and contact–customer links: feeds and lists.
         self.entities = EntityFeeds(store, self.own_files)
         #: The review queue: candidate matches a person accepts or rejects.
-        self.review = ReviewQueue(store)
+        self.review = ReviewQueue(store, region)
         #: Customer access: may a contact act for a customer in a role.
         self.access = Access(store)
         #: Field ownership: each source's policy, and local edits under it.
         self.ownership = Ownership(store, region)
+        #: The web console's bounded reads (review pages, runs, contact search).
+        self.console = Console(store, region)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, readonly: bool = False,

@@ -1,15 +1,18 @@
 """The review queue: listing it with both contacts, comparing one pair field by
 field, and the decisions (accept merges a candidate pair, reject remembers it),
-one item or many.
+one item or many, and the undo of one while nothing changed since (the web
+console's `u`).
 
 `Mirror.review` is the `ReviewQueue` part at the end; the library twin of
 `contactsync review`. All reads and writes go through the store
-(`store.review`, no SQL here), in one transaction per item. It prints nothing
+(`store.review`, `store.console` for the undo; no SQL here), in one
+transaction per item. It prints nothing
 and logs no names or e-mails.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,8 +164,9 @@ def decide_many(store: Store, item_ids: list[int], action: str) -> dict[str, Any
 class ReviewQueue:
     """`Mirror.review`: the candidate matches a person decides."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, region: str = "AU") -> None:
         self._store = store
+        self._region = region
 
     def items(self, status: str | None = "open") -> list[ReviewItem]:
         rows = self._store.review.items(status)
@@ -193,6 +197,83 @@ class ReviewQueue:
         """Accepts several items (one transaction each); failures are listed, not raised."""
         return decide_many(self._store, list(item_ids), "accept")
 
+    def undo(self, item_id: int) -> dict[str, Any]:
+        """Takes back an accept or a reject while its contacts are unchanged since."""
+        return undo(self._store, item_id, self._region)
+
     def reject_many(self, item_ids: Sequence[int]) -> dict[str, Any]:
         """Rejects several items (one transaction each); failures are listed, not raised."""
         return decide_many(self._store, list(item_ids), "reject")
+
+
+# ------------------------------------------------------------------ undo (the web console)
+
+#: Feed reason codes of an undone decision.
+UNDONE = "review_undone"
+
+
+def _restored_local(local: dict[str, Any], feed: dict[str, list[Any]], region: str
+                    ) -> dict[str, Any]:
+    """The local contact's columns as they were before the accept converted it:
+    each value the conversion's feed entry recorded as replaced, and the keys
+    and hash computed again from them (as for a contact added locally)."""
+    from contactsync_agent import _core
+    from contactsync_agent.mapping import FIELDS
+    from contactsync_agent.rules import signed_hash
+
+    before = {f: (feed[f][0] if f in feed else local[f]) for f in FIELDS}
+    extra = feed["extra"][0] if "extra" in feed else json.loads(local["extra"] or "{}")
+    field_list = [str(before[f] or "") for f in FIELDS]
+    phone_e, mobile_e, _ = _core.derive_keys(field_list, region)
+    digest = _core.content_hash(field_list, sorted((str(k), str(v)) for k, v in extra.items()))
+    return {**before, "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True),
+            "phone_e164": phone_e, "mobile_e164": mobile_e, "hash": signed_hash(digest),
+            "source_hash": None,
+            "record_type": feed.get("record_type", ["manual"])[0] or "manual",
+            "source": feed.get("source", [None])[0],
+            "external_id": feed.get("external_id", [None])[0]}
+
+
+def undo(store: Store, item_id: int, region: str = "AU") -> dict[str, Any]:
+    """Takes back a decision while nothing has changed since: a rejected item is
+    open again and its pair no longer remembered; an accepted one is open again
+    with the contact made for the record restored, the local contact's values,
+    type and link as they were, and the suggestions its accept settled open
+    again. The feed records both contacts' changes (`review_undone`); what
+    moved to the local contact at the merge (uses registered on the other) stays
+    with it. Refused (ContactSyncError) once either contact changed since."""
+    at = now_iso()
+    with store.transaction():
+        row = store.review.item(item_id)
+        if row is None:
+            raise NotFoundError(f"no review item with id {item_id}")
+        item = ReviewItem.from_row(row)
+        if item.status == "rejected":
+            store.console.reopen_rejected(item_id, item.source, item.external_id,
+                                          item.candidate_id)
+            return {"item": item_id, "undone": "reject"}
+        if item.status != "accepted":
+            raise ContactSyncError(f"review item {item_id} is {item.status}: nothing to undo")
+        local = store.contacts.row(item.candidate_id)
+        created = store.contacts.row(item.contact_id) if item.contact_id else None
+        change = store.console.last_change(item.candidate_id, "converted_review")
+        decided = item.decided_at
+        if (local is None or created is None or change is None or decided is None
+                or created["deleted_at"] != decided or local["updated_at"] != decided
+                or local["deleted_at"]):
+            raise ContactSyncError(
+                f"review item {item_id}: its contacts changed since it was accepted; "
+                "the accept cannot be undone")
+        feed = json.loads(change[1])
+        write = _restored_local(local, feed, region)
+        store.contacts.update(local["id"], write, at)
+        store.feed.add_change(local["id"], None, "update",
+                              {k: [local[k], v] for k, v in write.items()
+                               if k in feed and local[k] != v},
+                              UNDONE, f"review of item {item_id} undone: back to as it was",
+                              at)
+        store.contacts.update(created["id"], {"deleted_at": None}, at)
+        store.feed.add_change(created["id"], None, "create", {}, UNDONE,
+                              f"restored: review of item {item_id} undone", at)
+        reopened = store.console.reopen_accepted(item_id, created["id"], local["id"], decided)
+    return {"item": item_id, "undone": "accept", "reopened": reopened}

@@ -19,6 +19,9 @@ In parts, each named after its concern and given the shared state explicitly:
 - `logs`: the log file and its redaction;
 - `state`: what the parts share.
 
+With `[web] enabled`, `loop` also serves the web console (`web.WebServer`) on a
+thread of its own for the agent's life, stopped first at shutdown.
+
 This module only re-exports the names other modules and tests import.
 """
 

@@ -6,7 +6,9 @@ house while idle.
 A composition of the parts, each given the shared `AgentState`: `Signals`
 (stop and reload requests, the wake-up socket), `watch.Watcher` (observers,
 scans, settle), `jobs.Jobs` (runs, retries, moves) and `heartbeat.Heartbeat`
-(heartbeat, health and alerts, idle checkpoint and retention). It holds the
+(heartbeat, health and alerts, idle checkpoint and retention); with `[web]
+enabled` it starts the web console (`web.WebServer`, a thread of its own) and
+stops it first at shutdown. It holds the
 agent lock for its life (one agent per database) and the writer lock only for
 one run at a time, letting waiting CLI writes go first between runs. It tells
 systemd when it is ready, alive (the watchdog, pinged from this loop's thread
@@ -38,7 +40,7 @@ from contactsync_agent.daemon.jobs import STOP_MESSAGE, Jobs, StopRequested
 from contactsync_agent.daemon.logs import setup_logging
 from contactsync_agent.daemon.state import AgentState
 from contactsync_agent.daemon.watch import Watch, Watcher
-from contactsync_agent.errors import ConfigError
+from contactsync_agent.errors import ConfigError, ContactSyncError
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.notify import Notifier
@@ -46,6 +48,7 @@ from contactsync_agent.store import now_iso
 
 if TYPE_CHECKING:
     from contactsync_agent.metrics import MetricsServer
+    from contactsync_agent.web import WebServer
 
 log = logging.getLogger("contactsync_agent.daemon")
 
@@ -182,6 +185,8 @@ class Daemon:
         self.jobs = Jobs(self.state, self.heartbeat)
         self.state.notifier = Notifier.from_env()
         self.metrics: MetricsServer | None = None
+        #: The web console, when `[web] enabled` (on its own thread).
+        self.web: WebServer | None = None
 
     # ------------------------------------------------------------ the shared state
 
@@ -255,6 +260,7 @@ class Daemon:
                 self.config.daemon.log_level,
             )
             self.watcher.build()
+            self._start_web()
             notifier = self.state.notifier
             notifier.ready(self._status_text())
             if notifier.ping_every:
@@ -353,12 +359,34 @@ class Daemon:
                 deadlines.append(max(soonest, w.retry_at))
         return min(deadlines)
 
+    def _start_web(self) -> None:
+        """`[web] enabled`: the console on a thread of ours, stopped at shutdown. One
+        that cannot start (no token for a non-loopback host, a busy port) is
+        logged; the agent goes on syncing without it."""
+        web = self.config.web
+        if not web.enabled:
+            return
+        from contactsync_agent.web import WebServer, read_token
+
+        try:
+            server = WebServer(self.db_path, host=web.host, port=web.port,
+                               token=read_token(web.token_file), config=self.config)
+            server.start()
+        except ContactSyncError as e:
+            log.error("web console not started: %s", e)
+            return
+        self.web = server
+        log.info("web console on %s", server.url)
+
     def _shutdown(self) -> None:
         self.state.notifier.stopping(
             f"stopping ({self.state.stop_signal})" if self.state.stop_signal else "stopping")
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         for w in self.watches.values():
             self.watcher.stop_observer(w)
         if self.alerter is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.locking import WriterLock, real_db_path
+from contactsync_agent.store.console import Console
 from contactsync_agent.store.contacts import Contacts
 from contactsync_agent.store.entities import Entities
 from contactsync_agent.store.feed import Feed
@@ -127,6 +128,7 @@ class Store:
         self.contacts = Contacts(self)
         self.feed = Feed(self)
         self.review = Review(self)
+        self.console = Console(self)
         self.runs = Runs(self)
         self.entities = Entities(self)
         self.maintenance = Maintenance(self)
