@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup build demo test test-py test-rust lint format bench clean postgres
+.PHONY: setup build demo test test-py test-rust lint format bench clean postgres sqlite3-shell
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,7 +28,15 @@ ifeq ($(PG_BIN),)
 	else echo "note: no PostgreSQL binaries; the PostgreSQL tests will skip"; fi
 endif
 
-setup: $(STAMP) postgres
+# The sqlite3 shell: benches/headline.py times its `.import` as the floor the
+# import is measured against. Installed from Debian's package when missing.
+sqlite3-shell:
+	@command -v sqlite3 >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null) \
+		|| echo "note: could not install sqlite3; benches/headline.py needs it"; \
+	else echo "note: no sqlite3 shell; benches/headline.py needs it"; fi; }
+
+setup: $(STAMP) postgres sqlite3-shell
 
 build: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
