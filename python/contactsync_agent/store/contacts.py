@@ -140,12 +140,15 @@ class Contacts(Part):
     # ------------------------------------------------------------ writes
 
     def insert_created(
-        self, source: str, rows: Iterable[Any], feed: Iterable[Any], run_id: int | None,
+        self, source: str, rows: Iterable[Any], first_id: int, count: int, run_id: int | None,
         at: str, reason_code: str, reason: str,
     ) -> None:
-        """Bulk insert of new `sync` contacts of `source` and their feed entries,
-        as rows made by the Rust batch: contacts (id, source, external_id, 14
-        fields, extra, phone_e164, mobile_e164, hash) and feed (contact id, payload)."""
+        """Bulk insert of new `sync` contacts of `source`, ids first_id ..
+        first_id + count - 1, as rows made by the Rust batch (id, source,
+        external_id, 14 fields, extra, phone_e164, mobile_e164, hash), and their
+        feed entries, written by SQLite from the rows in one statement: compact
+        (schema 6: the payload, time and reason text by reference, see
+        `store.feed.add_bulk_creates`)."""
         cols = ", ".join(
             ("id", "source", "external_id", *FIELDS, "extra", "phone_e164", "mobile_e164", "hash")
         )
@@ -158,13 +161,7 @@ class Contacts(Part):
             rows,
         )
         self.conn.execute("DELETE FROM link_snapshots WHERE source = ?", (source,))
-        run = "NULL" if run_id is None else str(int(run_id))
-        self.conn.executemany(
-            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
-            f"VALUES (?, {run}, 'create', ?, {sql_quote(reason_code)}, {sql_quote(reason)}, "
-            f"{sql_quote(at)})",
-            feed,
-        )
+        self._store.feed.add_bulk_creates(first_id, count, run_id, reason_code, reason)
 
     def insert(self, values: dict[str, Any], at: str) -> int:
         """Inserts one contact under a newly allocated id (call inside a transaction)."""
@@ -280,7 +277,7 @@ class Contacts(Part):
     def discard_created(self, contact_id: int, run_id: int | None) -> None:
         """Removes a contact this run created and never committed (auto-link),
         with its feed entries of the run and its organisation link."""
-        self.conn.execute("DELETE FROM changes WHERE contact_id = ? AND run_id = ?",
+        self.conn.execute("DELETE FROM change_log WHERE contact_id = ? AND run_id = ?",
                           (contact_id, run_id))
         self.conn.execute("DELETE FROM contacts WHERE id = ?", (contact_id,))
         # Its organisation link was written with it.
