@@ -18,7 +18,7 @@ from typing import Any
 
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.store.part import Part, sql_quote
-from contactsync_agent.store.schema import CONTACT_COLUMNS
+from contactsync_agent.store.schema import CONTACT_COLUMNS, CONTACTS_LINK_INDEX
 
 
 class Contacts(Part):
@@ -94,6 +94,18 @@ class Contacts(Part):
                 "ORDER BY id", params)
         ]
 
+    def linked_not_sync(self, source: str) -> int:
+        """Live contacts linked to `source` that are not `sync` ones (manual or
+        external contacts that carry its link): few, found by the
+        `contacts_local` index."""
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM contacts WHERE record_type != 'sync' "
+                "AND deleted_at IS NULL AND source = ? AND external_id IS NOT NULL",
+                (source,),
+            ).fetchone()[0]
+        )
+
     def sync_count(self, source: str) -> int:
         return int(
             self.conn.execute(
@@ -108,6 +120,22 @@ class Contacts(Part):
         high-water mark in `meta` that only grows, so an id is never reused,
         not even after a hard delete (call inside a transaction)."""
         return self._store.allocate_ids("contacts", n)
+
+    # ------------------------------------------------------------ bulk loads
+
+    def defer_link_index(self) -> bool:
+        """On an empty table (a first import), drops the link index so that the
+        bulk insert does not keep it row by row; True when dropped, and then the
+        caller must call `build_link_index` in the same transaction before
+        anything looks a contact up by its link (a rollback brings it back)."""
+        if self.conn.execute("SELECT 1 FROM contacts LIMIT 1").fetchone() is not None:
+            return False
+        self.conn.execute("DROP INDEX contacts_link")
+        return True
+
+    def build_link_index(self) -> None:
+        """Builds the link index dropped by `defer_link_index` (one sort)."""
+        self.conn.execute(CONTACTS_LINK_INDEX)
 
     # ------------------------------------------------------------ link snapshots
 

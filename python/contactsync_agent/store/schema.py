@@ -30,6 +30,12 @@ CONTACT_COLUMNS: tuple[str, ...] = (
     "deleted_at",
 )
 
+# The index of a contact's link (one live contact per source and external id),
+# as migration 1 creates it; a first import into an empty table drops it and
+# builds it again after its bulk insert, in the same transaction.
+CONTACTS_LINK_INDEX = """CREATE UNIQUE INDEX contacts_link ON contacts (source, external_id)
+    WHERE external_id IS NOT NULL AND deleted_at IS NULL"""
+
 _FIELD_COLS = ",\n    ".join(f"{f} TEXT NOT NULL DEFAULT ''" for f in FIELDS)
 
 MIGRATIONS: dict[int, str] = {
@@ -51,8 +57,7 @@ CREATE TABLE contacts (
     updated_at TEXT NOT NULL,
     deleted_at TEXT
 );
-CREATE UNIQUE INDEX contacts_link ON contacts (source, external_id)
-    WHERE external_id IS NOT NULL AND deleted_at IS NULL;
+{CONTACTS_LINK_INDEX};
 CREATE INDEX contacts_local ON contacts (record_type)
     WHERE record_type != 'sync' AND deleted_at IS NULL;
 
