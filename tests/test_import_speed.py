@@ -96,3 +96,52 @@ def test_the_deletion_guard_counts_only_the_sources_sync_contacts(tmp_path: Path
         with pytest.raises(SafetyLimitError):
             m.sync("xpm", RECORDS[:3])
         assert m.sync("xpm", RECORDS[:4]).counts["deleted"] == 1  # 20 %: allowed
+
+
+def test_sigkill_inside_a_first_import_leaves_the_index_and_converges(tmp_path: Path) -> None:
+    """A real `contactsync sync` into an empty mirror, killed once it has
+    written batches (its link index dropped): the database is intact, empty,
+    with the index; the same sync again ends as an uninterrupted one does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+    import exportgen
+    import killpoints
+
+    csv_path = tmp_path / "export.csv"
+    exportgen.generate(csv_path, 60_000, seed=3)
+    db = tmp_path / "mirror.db"
+    with Mirror.open(db) as m:
+        want = link_index_sql(m)
+    cmd = [*killpoints.CLI, "--db", str(db), "sync", "--source", "xpm", str(csv_path),
+           "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=killpoints.child_env(False))
+    wal = Path(f"{db}-wal")
+    deadline = time.monotonic() + 120
+    # Batches written inside the run's transaction: the WAL grows past 2 MB.
+    while proc.poll() is None and time.monotonic() < deadline:
+        if wal.exists() and wal.stat().st_size > 2 << 20:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the import ended before it could be killed: make it bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0
+        assert con.execute("SELECT sql FROM sqlite_master WHERE name = 'contacts_link'"
+                           ).fetchone()[0] == want
+    finally:
+        con.close()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env=killpoints.child_env(False), timeout=600)
+    assert done.returncode == 0, done.stderr
+    with Mirror.open(db) as m:
+        assert m.count_contacts() == 60_000 and link_index_sql(m) == want
+        assert [r["status"] for r in m.runs("xpm")] == ["ok", "aborted"]
