@@ -516,14 +516,9 @@ mod tests {
         b.extend_from_slice(&700_000i64.to_le_bytes());
         b.extend_from_slice(&9u64.to_le_bytes());
         b.extend_from_slice(&42u64.to_le_bytes());
-        b.push(3);
+        b.push(2); // hash present, no attention
         let mut d = Differ::deserialize(&b).unwrap();
-        let want = vec![(
-            "00000001-9e3779b1".to_string(),
-            700_000,
-            Some(9),
-            FLAG_ATTENTION,
-        )];
+        let want = vec![("00000001-9e3779b1".to_string(), 700_000, Some(9), 0)];
         assert_eq!(d.entries(), want);
         let v3 = d.serialize();
         assert_eq!(&v3[..4], b"CSD3");
