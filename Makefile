@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup build demo test test-py test-rust lint format bench clean postgres wheel wheel-check chromium
+.PHONY: setup build demo test test-py test-rust lint format bench clean postgres wheel wheel-check chromium sqlite3-shell
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,7 +39,17 @@ chromium:
 		else echo "note: no chromium; the browser tests will skip"; fi; \
 	fi
 
-setup: $(STAMP) postgres chromium
+
+# The sqlite3 shell: benches/headline.py times its `.import` as the floor the
+# import is measured against. Installed from Debian's package when missing.
+sqlite3-shell:
+	@command -v sqlite3 >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null) \
+		|| echo "note: could not install sqlite3; benches/headline.py needs it"; \
+	else echo "note: no sqlite3 shell; benches/headline.py needs it"; fi; }
+
+
+setup: $(STAMP) postgres chromium sqlite3-shell
 
 build: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -65,11 +65,12 @@ def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
 
 
 def everything(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table (sqlite_sequence included), for before/after checks."""
+    """Every row of every table and view (sqlite_sequence included; `changes`
+    is a view from schema 6 on), for before/after checks."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         tables = [r[0] for r in con.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name")]
         return {t: con.execute(f"SELECT * FROM \"{t}\" ORDER BY 1").fetchall() for t in tables}
     finally:
         con.close()

@@ -165,7 +165,11 @@ def test_the_wal_does_not_grow_from_run_to_run(tmp_path: Path) -> None:
             m.checkpoint()
             sizes.append(wal_size(db))
     print(f"WAL after each run (bytes): {sizes}; with a pinned reader: {pinned}")
-    assert len(set(sizes[:8])) == 1, sizes  # one run's worth, run after run
+    # One run's worth, run after run. The first run (a full import into an
+    # empty mirror, its create entries compact since schema 6) writes less
+    # than the runs that update every contact: the WAL takes their size once.
+    assert sizes[0] <= sizes[1], sizes
+    assert len(set(sizes[1:8])) == 1, sizes
     assert pinned > sizes[7]  # the pin is real: the WAL had to grow meanwhile
     assert len(set(sizes[9:])) == 1, sizes  # released: no more growth
     assert wal_size(db) == 0  # close() truncates it

@@ -268,8 +268,9 @@ def _csv(path: Path, rows: str) -> Path:
 
 
 def _every_text_cell(db_conn: sqlite3.Connection) -> Iterator[tuple[str, str]]:
+    # Views too: what a reader sees (`changes` is a view from schema 6 on).
     tables = [r[0] for r in db_conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
     for t in tables:
         for row in db_conn.execute(f"SELECT * FROM {t}"):
             for v in row:

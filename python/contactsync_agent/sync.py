@@ -77,8 +77,9 @@ class _Run:
         # (field, heading) of what the snapshot's header carries (CSV files).
         self.columns: list[tuple[str, str]] | None = None
         # The source's share for the deletion guard is against what it held
-        # before this run (its creates must not dilute it).
-        self.linked_before = store.contacts.sync_count(source) if mode == "full" else 0
+        # before this run (its creates must not dilute it): set by `_plan`
+        # from the links it loads.
+        self.linked_before = 0
         self.ownership = dict(ownership or {})
         self.source = source
         self.mode = mode
@@ -227,9 +228,8 @@ class _Run:
             base = self.store.contacts.allocate_ids(n)
             differ.add_created(batch, base)  # the creates' links, ids from base on
             self.store.contacts.insert_created(
-                self.source, batch.create_rows(base, self.source),
-                batch.create_feed(base, self.source), self.run_id, self.at, "created",
-                rules.REASONS["created"])
+                self.source, batch.create_rows(base, self.source), base, n, self.run_id,
+                self.at, "created", rules.REASONS["created"])
             if base == self.linked_up_to + 1:
                 self.store.entities.insert_relations(self.source, batch.create_relations(base),
                                                      self.at)
@@ -504,7 +504,12 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
     store, source = run.store, run.source
     first_new_id = run.first_new_id
     differ, from_snapshot = _load_differ(store, source)
+    if run.mode == "full":  # the source's live `sync` contacts (the links, less the others)
+        run.linked_before = len(differ) - store.contacts.linked_not_sync(source)
     identity = _load_identity(store, source, options.region)
+    # A first import into an empty table builds the link index once, after
+    # its bulk insert (nothing looks a contact up by its link until then).
+    deferred_index = store.contacts.defer_link_index()
     claims: list[Any] = []
     near: list[tuple[int, str, str]] = []
     deletes: list[tuple[str, int | None, int]] = []
@@ -520,6 +525,8 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
     finally:
         if gc_was_enabled:
             gc.enable()
+    if deferred_index:
+        store.contacts.build_link_index()
     touched: set[int] = set()
     if claims:
         ids = sorted({cid for _, hits in claims for cid, _ in hits})

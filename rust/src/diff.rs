@@ -49,6 +49,15 @@ pub struct Differ {
     learned: usize,
 }
 
+/// Appends `v` as an unsigned LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 impl Differ {
     pub fn insert(&mut self, external_id: String, local_id: i64, hash: Option<u64>, flags: u8) {
         self.known.insert(
@@ -205,24 +214,27 @@ impl Differ {
         out
     }
 
-    /// Compact snapshot of the links (format "CSD2", little-endian):
-    /// count u64, then per link: id length u32, id bytes, local id i64, hash u64,
-    /// raw-row hash u64, flags u8 (bit 0 attention, bit 1 hash present).
+    /// Compact snapshot of the links (format "CSD3"): count as a varint
+    /// (LEB128), then per link: (id length << 2 | flags) varint (flags bit 0
+    /// attention, bit 1 hash present), id bytes, local id varint, hash u64 LE,
+    /// raw-row hash u64 LE. About 37 bytes a link with 17-byte ids ("CSD2",
+    /// still read, had fixed-width lengths and ids: 46).
     pub fn serialize(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.known.len() * 48);
-        out.extend_from_slice(b"CSD2");
-        out.extend_from_slice(&(self.known.len() as u64).to_le_bytes());
+        let mut out = Vec::with_capacity(12 + self.known.len() * 40);
+        out.extend_from_slice(b"CSD3");
+        put_varint(&mut out, self.known.len() as u64);
         for k in self.known.values() {
-            out.extend_from_slice(&(k.ext.len() as u32).to_le_bytes());
+            let flags = (k.flags & FLAG_ATTENTION) | if k.hash.is_some() { 2 } else { 0 };
+            put_varint(&mut out, ((k.ext.len() as u64) << 2) | u64::from(flags));
             out.extend_from_slice(k.ext.as_bytes());
-            out.extend_from_slice(&k.local_id.to_le_bytes());
+            put_varint(&mut out, k.local_id as u64);
             out.extend_from_slice(&k.hash.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&k.raw.to_le_bytes());
-            out.push((k.flags & FLAG_ATTENTION) | if k.hash.is_some() { 2 } else { 0 });
         }
         out
     }
 
+    /// Reads a snapshot of either format ("CSD3", or "CSD2" of older versions).
     pub fn deserialize(data: &[u8]) -> Result<Differ, String> {
         fn take<'a>(d: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
             if d.len() < n {
@@ -235,20 +247,50 @@ impl Differ {
         fn u64_of(b: &[u8]) -> u64 {
             u64::from_le_bytes(b.try_into().unwrap_or_default())
         }
-        let mut d = data;
-        if take(&mut d, 4)? != b"CSD2" {
-            return Err("not a link snapshot".into());
+        fn varint(d: &mut &[u8]) -> Result<u64, String> {
+            let mut v = 0u64;
+            for shift in (0..64).step_by(7) {
+                let b = take(d, 1)?[0];
+                v |= u64::from(b & 0x7f) << shift;
+                if b & 0x80 == 0 {
+                    return Ok(v);
+                }
+            }
+            Err("link snapshot holds a bad varint".into())
         }
-        let count = u64_of(take(&mut d, 8)?);
-        let mut known = AHashMap::with_capacity(count as usize);
+        let mut d = data;
+        let v3 = match take(&mut d, 4)? {
+            b"CSD3" => true,
+            b"CSD2" => false,
+            _ => return Err("not a link snapshot".into()),
+        };
+        let count = if v3 {
+            varint(&mut d)?
+        } else {
+            u64_of(take(&mut d, 8)?)
+        };
+        // A count is never more than the bytes could hold (no huge allocation).
+        let mut known = AHashMap::with_capacity((count as usize).min(d.len() / 17));
         for _ in 0..count {
-            let len = u32::from_le_bytes(take(&mut d, 4)?.try_into().unwrap_or_default());
-            let ext = std::str::from_utf8(take(&mut d, len as usize)?)
+            let (len, mut flags) = if v3 {
+                let lf = varint(&mut d)?;
+                ((lf >> 2) as usize, (lf & 3) as u8)
+            } else {
+                let len = u32::from_le_bytes(take(&mut d, 4)?.try_into().unwrap_or_default());
+                (len as usize, 0)
+            };
+            let ext = std::str::from_utf8(take(&mut d, len)?)
                 .map_err(|_| "link snapshot holds invalid UTF-8".to_string())?;
-            let local_id = u64_of(take(&mut d, 8)?) as i64;
+            let local_id = if v3 {
+                varint(&mut d)?
+            } else {
+                u64_of(take(&mut d, 8)?)
+            } as i64;
             let hash = u64_of(take(&mut d, 8)?);
             let raw = u64_of(take(&mut d, 8)?);
-            let flags = take(&mut d, 1)?[0];
+            if !v3 {
+                flags = take(&mut d, 1)?[0];
+            }
             known.insert(
                 key(ext),
                 Known {
@@ -466,6 +508,34 @@ mod tests {
     }
 
     #[test]
+    fn an_old_csd2_snapshot_still_reads_and_csd3_is_smaller() {
+        let mut b = b"CSD2".to_vec();
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&17u32.to_le_bytes());
+        b.extend_from_slice(b"00000001-9e3779b1");
+        b.extend_from_slice(&700_000i64.to_le_bytes());
+        b.extend_from_slice(&9u64.to_le_bytes());
+        b.extend_from_slice(&42u64.to_le_bytes());
+        b.push(2); // hash present, no attention
+        let mut d = Differ::deserialize(&b).unwrap();
+        let want = vec![("00000001-9e3779b1".to_string(), 700_000, Some(9), 0)];
+        assert_eq!(d.entries(), want);
+        let v3 = d.serialize();
+        assert_eq!(&v3[..4], b"CSD3");
+        assert_eq!(
+            v3.len(),
+            4 + 1 + 1 + 17 + 3 + 8 + 8,
+            "varints: 1 + 1 + 3 bytes"
+        );
+        assert!(v3.len() + 8 < b.len());
+        assert_eq!(Differ::deserialize(&v3).unwrap().entries(), want);
+        assert!(
+            d.take_raw_unchanged("00000001-9e3779b1", 42, 2),
+            "the raw hash came along"
+        );
+    }
+
+    #[test]
     fn snapshot_round_trip() {
         let mut d = Differ::default();
         d.insert("A".into(), 1, Some(7), 0);
@@ -477,6 +547,8 @@ mod tests {
         d.remove_if("A", 1);
         assert_eq!(d.len(), 2);
         assert!(Differ::deserialize(b"CSD2\x01").is_err());
+        assert!(Differ::deserialize(b"CSD3\x01").is_err());
+        assert!(Differ::deserialize(b"CSD3\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01").is_err());
         let mut back = back;
         assert!(!back.take_raw_unchanged("C", 41, 5));
         assert!(back.take_raw_unchanged("C", 42, 5));

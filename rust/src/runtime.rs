@@ -78,7 +78,9 @@ pub struct ReadJob {
     pub differ: Arc<Mutex<Differ>>,
     pub identity: Option<Arc<RwLock<IdentityIndex>>>,
     pub region: String,
-    /// The source the change-feed payloads of creates are made for, if known.
+    /// The source of the file. Since schema 6 the reader makes no change-feed
+    /// payloads for it (SQLite writes the creates' entries from their rows):
+    /// that work no longer competes with the import for the cores.
     pub source: Option<String>,
     /// An incremental file: records say what they carried.
     pub partial: bool,
@@ -128,7 +130,7 @@ pub fn spawn_reader(job: ReadJob) -> std::io::Result<(Receiver<Msg>, JoinHandle<
         differ,
         identity,
         region,
-        source,
+        source: _,
         partial,
         progress,
     } = job;
@@ -143,13 +145,7 @@ pub fn spawn_reader(job: ReadJob) -> std::io::Result<(Receiver<Msg>, JoinHandle<
                 match next_chunk_metered(&mut reader, chunk, &differ, progress.as_deref()) {
                     Ok(items) if items.is_empty() => break,
                     Ok(items) => {
-                        let mut batch = process(
-                            items,
-                            &differ,
-                            identity.as_deref(),
-                            &region,
-                            source.as_deref(),
-                        );
+                        let mut batch = process(items, &differ, identity.as_deref(), &region, None);
                         batch.partial = partial;
                         batch.columns = columns.clone();
                         if tx.send(Ok(batch)).is_err() {
@@ -293,8 +289,8 @@ mod tests {
         assert_eq!(lines, (2..12).collect::<Vec<u64>>());
         for b in &batches {
             assert_eq!(b.creates.len(), b.total, "all new, no identity index");
-            assert_eq!(b.payload_source.as_deref(), Some("src"));
-            assert_eq!(b.create_payloads.len(), b.creates.len());
+            assert_eq!(b.payload_source, None, "no feed payloads on the reader");
+            assert!(b.create_payloads.is_empty());
             let cols = b.columns.as_deref().expect("a CSV file has columns");
             assert_eq!(cols, &[("email".to_string(), "email".to_string())]);
         }

@@ -18,7 +18,7 @@ from typing import Any
 
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.store.part import Part, sql_quote
-from contactsync_agent.store.schema import CONTACT_COLUMNS
+from contactsync_agent.store.schema import CONTACT_COLUMNS, CONTACTS_LINK_INDEX
 
 
 class Contacts(Part):
@@ -94,6 +94,18 @@ class Contacts(Part):
                 "ORDER BY id", params)
         ]
 
+    def linked_not_sync(self, source: str) -> int:
+        """Live contacts linked to `source` that are not `sync` ones (manual or
+        external contacts that carry its link): few, found by the
+        `contacts_local` index."""
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM contacts WHERE record_type != 'sync' "
+                "AND deleted_at IS NULL AND source = ? AND external_id IS NOT NULL",
+                (source,),
+            ).fetchone()[0]
+        )
+
     def sync_count(self, source: str) -> int:
         return int(
             self.conn.execute(
@@ -108,6 +120,22 @@ class Contacts(Part):
         high-water mark in `meta` that only grows, so an id is never reused,
         not even after a hard delete (call inside a transaction)."""
         return self._store.allocate_ids("contacts", n)
+
+    # ------------------------------------------------------------ bulk loads
+
+    def defer_link_index(self) -> bool:
+        """On an empty table (a first import), drops the link index so that the
+        bulk insert does not keep it row by row; True when dropped, and then the
+        caller must call `build_link_index` in the same transaction before
+        anything looks a contact up by its link (a rollback brings it back)."""
+        if self.conn.execute("SELECT 1 FROM contacts LIMIT 1").fetchone() is not None:
+            return False
+        self.conn.execute("DROP INDEX contacts_link")
+        return True
+
+    def build_link_index(self) -> None:
+        """Builds the link index dropped by `defer_link_index` (one sort)."""
+        self.conn.execute(CONTACTS_LINK_INDEX)
 
     # ------------------------------------------------------------ link snapshots
 
@@ -140,12 +168,15 @@ class Contacts(Part):
     # ------------------------------------------------------------ writes
 
     def insert_created(
-        self, source: str, rows: Iterable[Any], feed: Iterable[Any], run_id: int | None,
+        self, source: str, rows: Iterable[Any], first_id: int, count: int, run_id: int | None,
         at: str, reason_code: str, reason: str,
     ) -> None:
-        """Bulk insert of new `sync` contacts of `source` and their feed entries,
-        as rows made by the Rust batch: contacts (id, source, external_id, 14
-        fields, extra, phone_e164, mobile_e164, hash) and feed (contact id, payload)."""
+        """Bulk insert of new `sync` contacts of `source`, ids first_id ..
+        first_id + count - 1, as rows made by the Rust batch (id, source,
+        external_id, 14 fields, extra, phone_e164, mobile_e164, hash), and their
+        feed entries, written by SQLite from the rows in one statement: compact
+        (schema 6: the payload, time and reason text by reference, see
+        `store.feed.add_bulk_creates`)."""
         cols = ", ".join(
             ("id", "source", "external_id", *FIELDS, "extra", "phone_e164", "mobile_e164", "hash")
         )
@@ -158,13 +189,7 @@ class Contacts(Part):
             rows,
         )
         self.conn.execute("DELETE FROM link_snapshots WHERE source = ?", (source,))
-        run = "NULL" if run_id is None else str(int(run_id))
-        self.conn.executemany(
-            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
-            f"VALUES (?, {run}, 'create', ?, {sql_quote(reason_code)}, {sql_quote(reason)}, "
-            f"{sql_quote(at)})",
-            feed,
-        )
+        self._store.feed.add_bulk_creates(first_id, count, run_id, reason_code, reason)
 
     def insert(self, values: dict[str, Any], at: str) -> int:
         """Inserts one contact under a newly allocated id (call inside a transaction)."""
@@ -280,7 +305,7 @@ class Contacts(Part):
     def discard_created(self, contact_id: int, run_id: int | None) -> None:
         """Removes a contact this run created and never committed (auto-link),
         with its feed entries of the run and its organisation link."""
-        self.conn.execute("DELETE FROM changes WHERE contact_id = ? AND run_id = ?",
+        self.conn.execute("DELETE FROM change_log WHERE contact_id = ? AND run_id = ?",
                           (contact_id, run_id))
         self.conn.execute("DELETE FROM contacts WHERE id = ?", (contact_id,))
         # Its organisation link was written with it.

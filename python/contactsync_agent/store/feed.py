@@ -5,6 +5,11 @@ the pages `Mirror.changes` and `activities` read, closing an activity.
 Statements only, inside the caller's transaction; it must not decide what an
 entry says (the rules and sync do) nor begin transactions itself. Feed payloads
 are encoded once, here.
+
+Entries are written to `change_log` and read through the `changes` view
+(schema 6): a bulk import's create entries hold their payload, time and
+reason text by reference (empty strings, no bytes), which the view writes
+out; see `store.schema` (migration 6) for what keeps them true.
 """
 
 from __future__ import annotations
@@ -24,12 +29,31 @@ class Feed(Part):
         reason_code: str, reason: str, at: str,
     ) -> int:
         cur = self.conn.execute(
-            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at) "
+            "INSERT INTO change_log (contact_id, run_id, op, fields, reason_code, reason, at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (contact_id, run_id, op, json.dumps(fields, ensure_ascii=False), reason_code,
              reason, at),
         )
         return int(cur.lastrowid or 0)
+
+    def add_bulk_creates(self, first_id: int, count: int, run_id: int | None,
+                         reason_code: str, reason: str) -> None:
+        """Create entries of the contacts just inserted under ids first_id ..
+        first_id + count - 1, in one statement and compact: the payload is the
+        row's own values and the time its `created_at` (empty `fields` and
+        `at`), the reason its code's text in `change_reasons` (empty `reason`)
+        unless that code's recorded text differs."""
+        self.conn.execute("INSERT OR IGNORE INTO change_reasons (code, text) VALUES (?, ?)",
+                          (reason_code, reason))
+        known = self.conn.execute("SELECT text FROM change_reasons WHERE code = ?",
+                                  (reason_code,)).fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO change_log (contact_id, run_id, op, fields, reason_code, reason, at) "
+            "SELECT id, ?, 'create', '', ?, ?, '' FROM contacts WHERE id BETWEEN ? AND ? "
+            "ORDER BY id",
+            (run_id, reason_code, "" if known == reason else reason, first_id,
+             first_id + count - 1),
+        )
 
     def add_entity_create_changes(
         self, table: str, entity_type: str, fields: Sequence[str], first_id: int, count: int,
@@ -47,7 +71,7 @@ class Feed(Part):
         parts.append("CASE WHEN extra != '{}' THEN ',\"extra\":[null,' || extra || ']' "
                      "ELSE '' END || '}'")
         self.conn.execute(
-            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at, "
+            "INSERT INTO change_log (contact_id, run_id, op, fields, reason_code, reason, at, "
             f"entity_type, object_id) SELECT NULL, ?, 'create', {' || '.join(parts)}, ?, ?, ?, "
             f"?, id FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id",
             (run_id, reason_code, reason, at, entity_type, first_id, first_id + count - 1),
@@ -60,7 +84,7 @@ class Feed(Part):
         """Feed entries of organisations, locations or customer links:
         (entity id, op, payload) each; `contact_id` stays NULL on these."""
         self.conn.executemany(
-            "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, at, "
+            "INSERT INTO change_log (contact_id, run_id, op, fields, reason_code, reason, at, "
             "entity_type, object_id) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
             ((run_id, op, FEED_JSON.encode(payload), reason_code, reason, at,
               entity_type, eid) for eid, op, payload in rows),
@@ -68,7 +92,8 @@ class Feed(Part):
 
     def last_seq(self) -> int:
         """The highest change-feed seq so far (0 if none)."""
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0])
+        return int(self.conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM change_log").fetchone()[0])
 
     def run_preview(self, after_seq: int, limit: int) -> dict[str, list[dict[str, Any]]]:
         """The first `limit` contact feed entries after `after_seq` of each kind

@@ -85,9 +85,12 @@ class Maintenance(Part):
                         f"WHERE id IN ({ids}) AND length({col}) >= {MIN_TRACED_LENGTH}")
                 has_value = ("EXISTS (SELECT 1 FROM temp.purge_values p "
                              "WHERE instr({0}, p.v) > 0)")
+                # A bulk create's entry holding its payload by reference ('')
+                # is blanked too, and keeps its time (schema 6).
                 changes = conn.execute(
-                    f"UPDATE changes SET fields = '{{}}' WHERE contact_id IN ({ids}) "
-                    "AND fields != '{}'"
+                    "UPDATE change_log SET fields = '{}', at = iif(at != '', at, (SELECT "
+                    "created_at FROM contacts c WHERE c.id = change_log.contact_id)) "
+                    f"WHERE contact_id IN ({ids}) AND fields != '{{}}'"
                 ).rowcount
                 activities = conn.execute(
                     f"UPDATE activities SET fields = '{{}}', resolution = NULL "
@@ -114,7 +117,7 @@ class Maintenance(Part):
                 purged = [r[0] for r in conn.execute(ids + " ORDER BY id")]
                 at = now_iso()
                 conn.executemany(
-                    "INSERT INTO changes (contact_id, run_id, op, fields, reason_code, reason, "
+                    "INSERT INTO change_log (contact_id, run_id, op, fields, reason_code, reason, "
                     "at) VALUES (?, NULL, 'purge', '{}', 'purged', ?, ?)",
                     [(cid, f"purged: deleted before {cutoff[:10]} (erasure)", at)
                      for cid in purged],
@@ -159,7 +162,9 @@ def check_mirror_file(path: Path) -> tuple[int, int]:
             shown = "; ".join(str(r) for r in result[:3])
             raise ContactSyncError(f"{path}: integrity check failed: {shown}")
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        # `changes` is a view from schema 6 on.
+        tables = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
         missing = [t for t in REQUIRED_TABLES if t not in tables]
         if version < 1 or missing:
             raise ContactSyncError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contactsync_agent.mapping import FIELDS
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 # Every column of `contacts` a downstream app may read, in table order.
@@ -29,6 +29,12 @@ CONTACT_COLUMNS: tuple[str, ...] = (
     "updated_at",
     "deleted_at",
 )
+
+# The index of a contact's link (one live contact per source and external id),
+# as migration 1 creates it; a first import into an empty table drops it and
+# builds it again after its bulk insert, in the same transaction.
+CONTACTS_LINK_INDEX = """CREATE UNIQUE INDEX contacts_link ON contacts (source, external_id)
+    WHERE external_id IS NOT NULL AND deleted_at IS NULL"""
 
 _FIELD_COLS = ",\n    ".join(f"{f} TEXT NOT NULL DEFAULT ''" for f in FIELDS)
 
@@ -51,8 +57,7 @@ CREATE TABLE contacts (
     updated_at TEXT NOT NULL,
     deleted_at TEXT
 );
-CREATE UNIQUE INDEX contacts_link ON contacts (source, external_id)
-    WHERE external_id IS NOT NULL AND deleted_at IS NULL;
+{CONTACTS_LINK_INDEX};
 CREATE INDEX contacts_local ON contacts (record_type)
     WHERE record_type != 'sync' AND deleted_at IS NULL;
 
@@ -404,6 +409,86 @@ CREATE INDEX outbox_open ON outbox (source, status, id) WHERE status IN ('pendin
 CREATE INDEX outbox_contact ON outbox (contact_id) WHERE status IN ('pending', 'sent');
 """
 
+
+
+# Migration 6 (issue 19, a third of the space): the change feed is stored
+# compactly in `change_log`, and `changes` becomes a VIEW with the old
+# columns and meaning, so a reader's `SELECT ... FROM changes` is unchanged.
+# `change_log` holds the same columns, where three may be left empty (''),
+# which SQLite stores in no bytes at all:
+# - `fields` '' on the `create` entry of a contact made by a bulk import: its
+#   payload ({field: [null, value]} of the link and every non-empty field)
+#   is the contact row's own values, which the view writes out. Before any
+#   change to those values (or the row's removal), the trigger below writes
+#   the payload into the entry, so it always says what the contact was when
+#   created (a purge blanks it to '{}' first, as it does any payload);
+# - `reason` '': the text of its `reason_code` in `change_reasons`;
+# - `at` '': the contact's `created_at` (a create entry is written with it).
+# The table is the old `changes` renamed (no row is copied; its seq values,
+# AUTOINCREMENT mark and index stay); entries written before keep their text.
+# Writes go to `change_log` (store/feed.py); the view also takes INSERT,
+# UPDATE and DELETE (INSTEAD OF triggers), for code written against the old
+# table, though `lastrowid` and `rowcount` say nothing through a view.
+def _create_payload_sql(row: str) -> str:
+    """SQL of a bulk-created contact's create payload from its row `row`
+    (`c` in the view, `OLD` in the trigger): the JSON the Rust import wrote
+    before schema 6, key for key. `iif`, not CASE: `_split_sql` ends a
+    trigger at its first END."""
+    parts = [f"""'{{"record_type":[null,' || json_quote({row}.record_type) || """
+             f"""'],"source":[null,' || json_quote({row}.source) || """
+             f"""'],"external_id":[null,' || json_quote({row}.external_id) || ']'"""]
+    for f in FIELDS:
+        parts.append(f"""iif({row}.{f} != '', ',"{f}":[null,' || json_quote({row}.{f}) """
+                     "|| ']', '')")
+    parts.append(f"""iif({row}.extra != '{{}}', ',"extra":[null,' || {row}.extra || ']', '')""")
+    parts.append("'}'")
+    return " || ".join(parts)
+
+
+_PAYLOAD_COLS = ", ".join(("record_type", "source", "external_id", *FIELDS, "extra",
+                           "created_at"))
+_LOG_COLS = ("contact_id, run_id, op, fields, reason_code, reason, at, entity_type, "
+             "object_id")
+
+MIGRATIONS[6] = f"""
+ALTER TABLE changes RENAME TO change_log;
+
+CREATE TABLE change_reasons (
+    code TEXT PRIMARY KEY,
+    text TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE VIEW changes AS
+SELECT ch.seq AS seq, ch.contact_id AS contact_id, ch.run_id AS run_id, ch.op AS op,
+       iif(ch.fields != '', ch.fields, coalesce({_create_payload_sql("c")}, '{{}}')) AS fields,
+       ch.reason_code AS reason_code,
+       iif(ch.reason != '', ch.reason, coalesce(
+           (SELECT r.text FROM change_reasons r WHERE r.code = ch.reason_code), '')) AS reason,
+       iif(ch.at != '', ch.at, coalesce(c.created_at, '')) AS at,
+       ch.entity_type AS entity_type, ch.object_id AS object_id, ch.entity_id AS entity_id
+FROM change_log ch
+LEFT JOIN contacts c ON c.id = ch.contact_id AND (ch.fields = '' OR ch.at = '');
+
+CREATE TRIGGER change_log_keep_create AFTER UPDATE OF {_PAYLOAD_COLS} ON contacts
+    BEGIN UPDATE change_log SET fields = iif(fields = '', {_create_payload_sql("OLD")}, fields),
+        at = iif(at = '', OLD.created_at, at)
+        WHERE contact_id = OLD.id AND (fields = '' OR at = ''); END;
+CREATE TRIGGER change_log_keep_create_delete AFTER DELETE ON contacts
+    BEGIN UPDATE change_log SET fields = iif(fields = '', {_create_payload_sql("OLD")}, fields),
+        at = iif(at = '', OLD.created_at, at)
+        WHERE contact_id = OLD.id AND (fields = '' OR at = ''); END;
+
+CREATE TRIGGER changes_insert INSTEAD OF INSERT ON changes
+    BEGIN INSERT INTO change_log (seq, {_LOG_COLS}) VALUES (NEW.seq, NEW.contact_id,
+        NEW.run_id, NEW.op, NEW.fields, NEW.reason_code, NEW.reason, NEW.at,
+        coalesce(NEW.entity_type, 'contact'), NEW.object_id); END;
+CREATE TRIGGER changes_update INSTEAD OF UPDATE ON changes
+    BEGIN UPDATE change_log SET contact_id = NEW.contact_id, run_id = NEW.run_id, op = NEW.op,
+        fields = NEW.fields, reason_code = NEW.reason_code, reason = NEW.reason, at = NEW.at,
+        entity_type = NEW.entity_type, object_id = NEW.object_id WHERE seq = OLD.seq; END;
+CREATE TRIGGER changes_delete INSTEAD OF DELETE ON changes
+    BEGIN DELETE FROM change_log WHERE seq = OLD.seq; END;
+"""
 
 
 def _split_sql(script: str) -> list[str]:
