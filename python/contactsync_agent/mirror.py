@@ -91,7 +91,7 @@ class Mirror:
         #: Organisations, locations and contact–customer links: feeds and lists.
         self.entities = EntityFeeds(store, self.own_files)
         #: The review queue: candidate matches a person accepts or rejects.
-        self.review = ReviewQueue(store)
+        self.review = ReviewQueue(store, region)
         #: Customer access: may a contact act for a customer in a role.
         self.access = Access(store)
         #: Field ownership: each source's policy, and local edits under it.
