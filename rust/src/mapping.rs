@@ -21,6 +21,9 @@ pub enum Target {
     /// A reference to a related record (`RELATIONS[k]`): kept in `extra` under
     /// that fixed key, whatever the column is called, so SQL can find it.
     Relation(usize),
+    /// The record's modification time at the source (two-way sync's
+    /// last-write-wins): carried beside the record, never stored, never hashed.
+    Modified,
 }
 
 /// Targets that carry a contact's relations: the source's id of its
@@ -38,6 +41,7 @@ impl Target {
             Target::Extra => "extra",
             Target::Ignore => "ignore",
             Target::Relation(k) => RELATIONS[k],
+            Target::Modified => "modified_at",
         }
     }
 }
@@ -49,6 +53,7 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
         "deleted" => Target::Deleted,
         "extra" => Target::Extra,
         "ignore" => Target::Ignore,
+        "modified_at" => Target::Modified,
         other if RELATIONS.contains(&other) => {
             Target::Relation(RELATIONS.iter().position(|r| *r == other).unwrap_or(0))
         }
@@ -136,6 +141,7 @@ fn claim_bit(target: Target) -> u32 {
         Target::Name => 1 << 21,
         Target::Deleted => 1 << 22,
         Target::Relation(k) => 1 << (23 + k),
+        Target::Modified => 1 << 26,
         Target::Extra | Target::Ignore => 0,
     }
 }
@@ -208,6 +214,7 @@ where
                     r.cleared.push(RELATIONS[k].to_string());
                 }
             }
+            Target::Modified => r.modified = clean(value, false),
             Target::Ignore => {}
         }
     }
