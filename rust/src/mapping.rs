@@ -500,4 +500,26 @@ mod tests {
         marked[6] = (Target::Deleted, "Deleted", "yes");
         assert!(build_record(5, marked, true).unwrap().deleted);
     }
+
+    #[test]
+    fn a_modification_time_is_carried_beside_the_record() {
+        assert_eq!(parse_target("modified_at"), Ok(Target::Modified));
+        assert_eq!(Target::Modified.name(), "modified_at");
+        let cells = [
+            (Target::ExternalId, "ID", "A"),
+            (Target::Modified, "updated_at", " 2026-11-30T03:00:00Z "),
+            (Target::Modified, "changed", "1796007600"),
+        ];
+        let r = build_record(1, cells, false).unwrap();
+        assert_eq!(r.modified, "2026-11-30T03:00:00Z");
+        // A second column mapped to it is kept in extra, as for any target.
+        assert_eq!(
+            r.extra,
+            vec![("changed".to_string(), "1796007600".to_string())]
+        );
+        assert_eq!(
+            r.present, 0,
+            "not a field: an incremental record keeps nothing"
+        );
+    }
 }
