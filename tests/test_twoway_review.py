@@ -226,6 +226,27 @@ def test_a_pull_that_settles_the_field_closes_the_item(
     assert e.fields["email"][1] == "l@x.example"
 
 
+def test_a_contact_deleted_at_the_source_makes_the_item_stale(
+        conflict: tuple[Mirror, int, int]) -> None:
+    m, cid, item_id = conflict
+    m.sync("xpm", [{"id": "B", "name": "Other One"}], allow_mass_delete=True)  # A is gone
+    assert row(m, cid)["deleted_at"] is not None
+    with pytest.raises(ContactSyncError, match=rf"is stale: contact {cid} is no longer a "
+                       "synced contact of xpm 'A'"):
+        m.review.resolve_conflict(item_id, take="local")
+    assert open_entries(m) == []
+
+
+def test_an_item_whose_values_a_purge_erased_is_stale(
+        conflict: tuple[Mirror, int, int]) -> None:
+    m, cid, item_id = conflict
+    m.sync("xpm", [{"id": "B", "name": "Other One"}], allow_mass_delete=True)
+    m.purge(older_than_days=0)
+    assert m.store.contacts.row(cid) is None
+    with pytest.raises(ContactSyncError, match=r"is stale: its values were erased \(purge\)"):
+        m.review.resolve_conflict(item_id, take="source")
+
+
 def test_wrong_calls_are_refused(conflict: tuple[Mirror, int, int]) -> None:
     m, _, item_id = conflict
     with pytest.raises(ContactSyncError, match="not both"):

@@ -253,12 +253,13 @@ def resolve_conflict(store: Store, region: str, item_id: int, take: str | None =
     with store.transaction():
         item = _conflict_item(store, item_id)
         ex = item.explanation
-        fld = str(ex["field"])
-        local, remote = str(ex["local"]), str(ex["remote"])
+        fld = str(ex.get("field") or "")
+        local, remote = str(ex.get("local", "")), str(ex.get("remote", ""))
         cid = int(item.contact_id or item.candidate_id)
         row = store.contacts.row(cid)
         pending = store.outbox.pending_for(cid)
-        stale = _stale(item, row, fld, local, pending.fields if pending else {})
+        stale = (_stale(item, row, fld, local, pending.fields if pending else {}) if fld
+                 else "its values were erased (purge)")
         if stale or row is None:
             store.review.close_item(item_id, "rejected", {**ex, "closed": stale}, at)
         else:
