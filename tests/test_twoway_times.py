@@ -186,6 +186,28 @@ def test_csv_modified_column(mirror: Mirror, tmp_path: Path, remote_at: dt.timed
     assert row is not None and row["extra"] in ("{}", "")  # the time is not stored
 
 
+def write_vcard(path: Path, email_value: str, rev: str) -> Path:
+    path.write_text("BEGIN:VCARD\r\nVERSION:4.0\r\nUID:A\r\nFN:John Smith\r\n"
+                    f"N:Smith;John;;;\r\nEMAIL:{email_value}\r\nREV:{rev}\r\n"
+                    "END:VCARD\r\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("remote_at", "winner"), [(+HOUR, "r@x.example"),
+                                                    (-HOUR, "l@x.example")])
+def test_vcard_rev_is_the_cards_modification_time(mirror: Mirror, tmp_path: Path,
+                                                  remote_at: dt.timedelta,
+                                                  winner: str) -> None:
+    f = tmp_path / "cards.vcf"
+    mirror.sync_file("xpm", write_vcard(f, "john@x.example", "20260101T000000Z"))
+    mirror.ownership.set_sync_policy("xpm", CSV_POLICY)
+    cid = mirror.contacts()[0].id
+    mirror.ownership.edit_contact(cid, email="l@x.example")
+    rev = (now() + remote_at).strftime("%Y%m%dT%H%M%SZ")  # vCard's basic ISO 8601 form
+    mirror.sync_file("xpm", write_vcard(f, "r@x.example", rev))
+    assert email(mirror, cid) == winner
+
+
 # ---------------------------------------------------------------- a SQL database
 
 
