@@ -213,6 +213,22 @@ def test_the_same_conflict_again_is_one_item_and_one_alert(
     assert [c.reason_code for c in m.changes()].count("two_way_conflict") == 1
 
 
+def test_a_duplicate_item_is_closed_in_favour_of_the_first(
+        conflict: tuple[Mirror, int, int]) -> None:
+    m, cid, item_id = conflict
+    [item] = conflicts(m)
+    with m.store.transaction():  # as an older agent made them: one per pull
+        dup = m.store.review.add_item(
+            run_id=None, source="xpm", external_id="A", contact_id=cid, candidate_id=cid,
+            kind="conflict", score=None, explanation=item.explanation, reason=item.reason,
+            at=item.created_at)
+    pull(m, "r@x.example", name="Johnny Smith")
+    assert [i.id for i in conflicts(m)] == [item_id]
+    [closed] = [i for i in conflicts(m, None) if i.id == dup]
+    assert closed.explanation["closed"] == f"the same conflict on email waits in review item " \
+                                           f"{item_id}"
+
+
 def test_a_pull_that_settles_the_field_closes_the_item(
         conflict: tuple[Mirror, int, int]) -> None:
     m, cid, _ = conflict

@@ -410,6 +410,8 @@ class _Run:
                     continue
                 if isinstance(now, int):
                     why = f"a later pull changed {f} again (review item {now} replaces it)"
+                elif now is not None:  # a duplicate of the item still waiting
+                    why = f"the same conflict on {f} waits in review item {now[0]}"
                 else:
                     d = decisions.get(f)
                     why = (f"a later pull settled {f}: {d.reason}" if d is not None
