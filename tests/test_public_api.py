@@ -32,7 +32,7 @@ PARTS: dict[str, set[str]] = {
     "entities": {"sync", "sync_organisations", "sync_locations", "sync_customer_links",
                  "sync_file", "organisations", "locations", "organisation_of"},
     "review": {"items", "accept", "reject", "summaries", "compare", "select", "accept_many",
-               "reject_many", "undo"},
+               "reject_many", "undo", "resolve_conflict"},
     "access": {"check", "customers"},
     "ownership": {"policy", "set_policy", "edit_contact", "sync_policy", "set_sync_policy"},
     "console": {"review_page", "review_sources", "review_ids", "runs_since", "search",

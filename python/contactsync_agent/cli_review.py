@@ -1,6 +1,7 @@
 """`contactsync review|duplicates|match|dedupe`: the review queue and the matching engine.
 
-Thin commands over `Mirror.review` and `matching.link/dedupe`.
+Thin commands over `Mirror.review` (candidate matches, and two-way conflicts:
+`review resolve`) and `matching.link/dedupe`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -59,10 +60,43 @@ def _deprecated_config(ctx: click.Context, _param: click.Parameter,
     return value
 
 
+def _conflict_line(i: dict[str, Any], show_all: bool) -> None:
+    """One two-way conflict in `review list`: the field and its three values
+    (shown as `review show` shows contacts: in the terminal, escaped)."""
+    c = i["conflict"]
+    status = f" [{i['status']}]" if show_all else ""
+    head = f"#{i['id']:<5} {'':>8}  {'conflict':<9}"
+    say(f"{head} {escape(c['field'])} of contact {i['contact_id']} "
+        f"({i['source']}:{escape(i['external_id'])}){status}")
+    say(f"{'':<{len(head)}} base {escape(c['base']) or '-'} | local "
+        f"{escape(c['local']) or '-'} | source {escape(c['remote']) or '-'}")
+
+
+def _show_conflict(item: dict[str, Any], c: dict[str, Any]) -> None:
+    """`review show` of a two-way conflict: the three values and how to settle it."""
+    say(f"review item #{item['id']} [{item['status']}]: two-way conflict on "
+        f"{escape(c['field'])} of contact {item['contact_id']} "
+        f"({item['source']}:{escape(item['external_id'])})")
+    rows = [("base", c["base"], "what the source last sent"),
+            ("local", c["local"], "the mirror's value"),
+            ("source", c["remote"], "what the source sent since")]
+    width = max(len(escape(v) or "-") for _, v, _ in rows)
+    for label, value, note in rows:
+        click.echo(f"  {label:<7}{(escape(value) or '-').ljust(width)}  ({note})")
+    if item["status"] == "open":
+        click.echo(f"settle it: contactsync review resolve {item['id']} --take source|local, "
+                   "or --value TEXT")
+    elif "closed" in c:
+        click.echo(f"closed: {escape(c['closed'])}")
+    else:
+        click.echo(f"resolved: {c.get('resolution', item['status'])}")
+
+
 def register(cli: click.Group) -> None:
     @cli.group()
     def review() -> None:
-        """Candidate matches waiting for a person: list, show, accept, reject."""
+        """Candidate matches and two-way conflicts waiting for a person: list,
+        show, accept, reject (matches), resolve (conflicts)."""
 
     @review.command("list")
     @click.option("--all", "show_all", is_flag=True, help="Include decided items.")
@@ -81,6 +115,9 @@ def register(cli: click.Group) -> None:
             click.echo("no review items" + ("" if show_all else " open"))
             return
         for i in items:
+            if i["kind"] == "conflict":
+                _conflict_line(i, show_all)
+                continue
             a, b = i["incoming"], i["candidate"]
             score = f"{i['score']:.0%}" if i["score"] is not None else "identity"
             status = f" [{i['status']}]" if show_all else ""
@@ -100,6 +137,9 @@ def register(cli: click.Group) -> None:
             cmp = m.review.compare(item_id)
         if as_json:
             emit_json(cmp)
+            return
+        if "conflict" in cmp:
+            _show_conflict(cmp["item"], cmp["conflict"])
             return
         item, a, b = cmp["item"], cmp["incoming"], cmp["candidate"]
         score = f"{item['score']:.0%}" if item["score"] is not None else "identity"
@@ -148,6 +188,39 @@ def register(cli: click.Group) -> None:
                 say(f"contactsync: error: {f['error']}", err=True)
         if out["failed"]:
             sys.exit(1)
+
+    @review.command("resolve")
+    @click.argument("item_id", type=int)
+    @click.option("--take", type=click.Choice(["source", "local"]), default=None,
+                  help="source: take the source's value; local: keep the local value and "
+                  "push it to the source.")
+    @click.option("--value", default=None, metavar="TEXT",
+                  help="Store this value instead (and push it to the source).")
+    @json_option
+    @click.pass_obj
+    def review_resolve(obj: Ctx, item_id: int, take: str | None, value: str | None,
+                       as_json: bool) -> None:
+        """Settle a two-way conflict (a field changed both locally and at the
+        source, under the `review` strategy): --take source, --take local, or
+        --value TEXT. A pushed value goes out through the outbox (`contactsync
+        push`, or the agent after its next pull). A stale item (the field
+        changed again since) is refused and closed. Library twin:
+        `Mirror.review.resolve_conflict(ID, take=..., value=...)`."""
+        if (take is None) == (value is None):
+            raise click.UsageError("give --take source|local, or --value TEXT (one of them)")
+        with obj.mirror() as m:
+            out = m.review.resolve_conflict(
+                item_id, take=cast(Any, take), value=value)
+        if as_json:
+            emit_json(out)
+            return
+        what = {"source": "takes the source's value",
+                "local": "keeps the local value",
+                "value": "takes the value given"}[out["resolution"]]
+        pushed = (f"; queued to push to {out['source']} (outbox entry {out['outbox_entry']})"
+                  if out["pushed"] else "")
+        say(f"review item {item_id} resolved: {out['field']} of contact {out['contact']} "
+            f"{what}{pushed}")
 
     decide_options: list[Callable[[Any], Any]] = [
         click.argument("item_ids", nargs=-1, type=int),

@@ -16,8 +16,11 @@ from contactsync_agent.errors import ConfigError
 FIELDS: tuple[str, ...] = tuple(_core.FIELDS)
 
 #: Targets besides the canonical fields: the source's id, a full name to split,
-#: a delete marker, "keep in extra" and "drop".
-SPECIAL_TARGETS: frozenset[str] = frozenset({"external_id", "name", "deleted", "extra", "ignore"})
+#: a delete marker, "keep in extra", "drop", and the record's modification time
+#: at the source (`modified_at`: two-way sync's last-write-wins compares it; it
+#: is carried beside the record, never stored or hashed).
+SPECIAL_TARGETS: frozenset[str] = frozenset(
+    {"external_id", "name", "deleted", "extra", "ignore", "modified_at"})
 #: A contact's relations: the source's id of its organisation and location and
 #: its position there. The core keeps them in `extra` under these fixed keys
 #: (whatever the column is called); after a run they become the contact's row

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from contactsync_agent import _core
@@ -708,13 +708,37 @@ class FieldSync:
         return self.outcome in ("conflict_remote", "conflict_local", "review")
 
 
-def _seconds(ts: str | None) -> float | None:
+#: An epoch number above this is in milliseconds (seconds reach it in the year 5138).
+_EPOCH_MS = 1e11
+
+
+def modified_seconds(ts: str | None) -> float | None:
+    """A modification time as seconds since the epoch, or None when there is
+    none or it cannot be read (then last_write_wins lets the source win).
+
+    Accepted: ISO 8601 (`2026-11-30T03:40:00Z`, `+10:00`, a space for the `T`,
+    a date alone); a time without a zone is taken as UTC (never as this
+    machine's zone, which the source's may not share); or epoch seconds
+    (`1795923600`, `1795923600.5`), or epoch milliseconds (13 digits)."""
     if not ts:
         return None
+    text = str(ts).strip()
     try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        if number != number or number in (float("inf"), float("-inf")) or number < 0:
+            return None
+        return number / 1000 if number >= _EPOCH_MS else number
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
 
 
 def decide_field_sync(
@@ -766,7 +790,7 @@ def decide_field_sync(
         return FieldSync("review", local, False,
                          f"conflict on {name}: kept for review (base, local and source values)")
     if strategy == "last_write_wins":
-        lt, rt = _seconds(local_at), _seconds(remote_at)
+        lt, rt = modified_seconds(local_at), modified_seconds(remote_at)
         if lt is None or rt is None:
             return FieldSync("conflict_remote", remote, False,
                              f"conflict on {name}: last_write_wins without a modification time "
@@ -802,7 +826,7 @@ def two_way_fields(policy: Mapping[str, Any] | None, contact: Mapping[str, Any],
 def resolve_two_way(
     contact: Mapping[str, Any], incoming: Mapping[str, Any], bases: Mapping[str, str],
     policy: Mapping[str, Any], region: str, *, remote_at: str | None = None,
-    local_at: str | None = None,
+    local_at: str | None = None, local_times: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, FieldSync]]:
     """A pull's incoming record with every out/both field decided three ways.
 
@@ -810,13 +834,17 @@ def resolve_two_way(
     its current value: nothing local pending). Returns the record the mirror
     should end with (values, derived keys and content hash redone when a field
     keeps its local value) and the decision of each field that has one other
-    than `none`. The caller keeps the source's own hash as the source hash."""
+    than `none`. The caller keeps the source's own hash as the source hash.
+    `remote_at` is the record's modification time at the source; a field's
+    local time is `local_times[field]` (when its local edit was made), else
+    `local_at`."""
     decisions: dict[str, FieldSync] = {}
     for f in two_way_fields(policy, contact, incoming):
         local = field_value(contact, f)
         d = decide_field_sync(
             bases.get(f, local), local, field_value(incoming, f), strategy_of(f, policy),
-            direction=direction_of(f, policy), fld=f, local_at=local_at, remote_at=remote_at,
+            direction=direction_of(f, policy), fld=f,
+            local_at=(local_times or {}).get(f, local_at), remote_at=remote_at,
             priority=(policy.get("priority") or {}))
         if d.outcome != "none":
             decisions[f] = d

@@ -101,6 +101,8 @@ class _Run:
         # an in-only source's pull reads no bases and pays nothing).
         policy = store.outbox.sync_policy(source)
         self.two_way: dict[str, Any] = policy if rules.two_way(policy) else {}
+        # contact id -> its open two-way conflict items (read once, when needed).
+        self._conflicts: dict[int, list[Any]] | None = None
 
     def decide(self, contact_id: int | None, ext: str | None, action: str, code: str,
                reason: str) -> None:
@@ -287,22 +289,32 @@ class _Run:
         sent += [e.fields for e in open_entries if e.status == "sent"]
         echo = rules.echo_bases(rec, sent)
         bases = {**bases, **echo}
-        queued = next((e for e in open_entries if e.status == "pending"), None)
+        # last_write_wins: the source's time is the record's `modified_at` (a
+        # connector's modified_field / modified_column, a column mapped to
+        # modified_at); a field's local time is when the entry carrying its
+        # local value was edited (the newest open entry with the field), else
+        # the contact's last write.
+        local_times = {f: e.local_at for e in open_entries for f in e.fields}
         resolved, decisions = rules.resolve_two_way(
             cur, rec, bases, self.two_way, self.region, remote_at=rec.get("modified_at"),
-            local_at=queued.local_at if queued else cur.get("updated_at"))
+            local_at=cur.get("updated_at"), local_times=local_times)
         a = rules.decide_linked(cur, resolved, self.ownership, None)
         # The source hash is what the source sent, so the same record again is
         # unchanged (and a kept local value is not decided twice).
         a.write["source_hash"] = rec["hash"]
         self.apply(a)
-        if (not decisions and not echo) or self.dry_run:
+        if self.dry_run:
+            return
+        items = self.open_conflicts(cid)
+        if not decisions and not echo:
+            self.settle_conflicts(items, {}, {})
             return
         store, at = self.store.outbox, self.at
         pending = next((e for e in open_entries if e.status == "pending"), None)
         fields = dict(pending.fields) if pending else {}
         drop_bases, set_bases = [], {}
         settled: set[str] = set()  # fields a sent entry no longer speaks for
+        reviewed: dict[str, Any] = {}  # field -> its conflict item now (id or row)
         said: dict[str, list[Any]] = {}
         reasons = []
         for f, d in decisions.items():
@@ -329,12 +341,16 @@ class _Run:
                 fields[f] = (remote, d.value)
             elif d.outcome == "review":
                 fields.pop(f, None)  # held until a person decides
-                self.store.review.add_item(
+                three = {"field": f, "base": bases.get(f, local), "local": local,
+                         "remote": remote}
+                same = next((i for i in items.get(f, []) if _three(i) == three), None)
+                if same is not None:  # the same conflict, already waiting: said once
+                    reviewed[f] = same
+                    continue
+                reviewed[f] = self.store.review.add_item(
                     run_id=self.run_id, source=self.source, external_id=str(rec["external_id"]),
                     contact_id=cid, candidate_id=cid, kind="conflict", score=None,
-                    explanation={"field": f, "base": bases.get(f, local), "local": local,
-                                 "remote": remote},
-                    reason=d.reason, at=at)
+                    explanation=three, reason=d.reason, at=at)
                 self.counts["review_items"] += 1
             # News: a conflict, or a source change put back (an out field). Not
             # an echo, nor a change of one side only (the update says it).
@@ -370,6 +386,38 @@ class _Run:
                     else "two_way_resolved")
             self.store.feed.add_change(cid, self.run_id, "update", said, code,
                                        "; ".join(reasons), at)
+        self.settle_conflicts(items, reviewed, decisions)
+
+    def open_conflicts(self, contact_id: int) -> dict[str, list[Any]]:
+        """field -> the contact's open two-way conflict items (review item rows)."""
+        if self._conflicts is None:
+            self._conflicts = self.store.review.open_conflicts(self.source)
+        out: dict[str, list[Any]] = {}
+        for row in self._conflicts.get(contact_id, []):
+            out.setdefault(str(json.loads(row[8]).get("field", "")), []).append(row)
+        return out
+
+    def settle_conflicts(self, waiting: Mapping[str, list[Any]], reviewed: Mapping[str, Any],
+                         decisions: Mapping[str, rules.FieldSync]) -> None:
+        """Open conflict items this pull made stale: the field is in conflict
+        again with other values (a new item replaces the old one), or no longer
+        in conflict (the pull settled it, or both sides agree again). A person
+        resolving a closed item is told why it closed."""
+        for f, rows in waiting.items():
+            now = reviewed.get(f)
+            for row in rows:
+                if now is row:
+                    continue
+                if isinstance(now, int):
+                    why = f"a later pull changed {f} again (review item {now} replaces it)"
+                elif now is not None:  # a duplicate of the item still waiting
+                    why = f"the same conflict on {f} waits in review item {now[0]}"
+                else:
+                    d = decisions.get(f)
+                    why = (f"a later pull settled {f}: {d.reason}" if d is not None
+                           else f"a later pull found {f} unchanged on both sides")
+                self.store.review.close_item(row[0], "rejected",
+                                             {**json.loads(row[8]), "closed": why}, self.at)
 
     def guard(self, check: Callable[[], None]) -> None:
         """Runs a safety check: its refusal ends the run, except in a dry run,
@@ -380,6 +428,12 @@ class _Run:
             if not self.dry_run:
                 raise
             self.refusals.append(str(e))
+
+
+def _three(row: Any) -> dict[str, Any]:
+    """A conflict item row's field and three values."""
+    ex = json.loads(row[8])
+    return {k: ex.get(k) for k in ("field", "base", "local", "remote")}
 
 
 def _load_differ(store: Store, source: str) -> tuple[_core.Differ, bool]:

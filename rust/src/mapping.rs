@@ -21,6 +21,9 @@ pub enum Target {
     /// A reference to a related record (`RELATIONS[k]`): kept in `extra` under
     /// that fixed key, whatever the column is called, so SQL can find it.
     Relation(usize),
+    /// The record's modification time at the source (two-way sync's
+    /// last-write-wins): carried beside the record, never stored, never hashed.
+    Modified,
 }
 
 /// Targets that carry a contact's relations: the source's id of its
@@ -38,6 +41,7 @@ impl Target {
             Target::Extra => "extra",
             Target::Ignore => "ignore",
             Target::Relation(k) => RELATIONS[k],
+            Target::Modified => "modified_at",
         }
     }
 }
@@ -49,6 +53,7 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
         "deleted" => Target::Deleted,
         "extra" => Target::Extra,
         "ignore" => Target::Ignore,
+        "modified_at" => Target::Modified,
         other if RELATIONS.contains(&other) => {
             Target::Relation(RELATIONS.iter().position(|r| *r == other).unwrap_or(0))
         }
@@ -136,6 +141,7 @@ fn claim_bit(target: Target) -> u32 {
         Target::Name => 1 << 21,
         Target::Deleted => 1 << 22,
         Target::Relation(k) => 1 << (23 + k),
+        Target::Modified => 1 << 26,
         Target::Extra | Target::Ignore => 0,
     }
 }
@@ -208,6 +214,7 @@ where
                     r.cleared.push(RELATIONS[k].to_string());
                 }
             }
+            Target::Modified => r.modified = clean(value, false),
             Target::Ignore => {}
         }
     }
@@ -492,5 +499,27 @@ mod tests {
         let mut marked = cells;
         marked[6] = (Target::Deleted, "Deleted", "yes");
         assert!(build_record(5, marked, true).unwrap().deleted);
+    }
+
+    #[test]
+    fn a_modification_time_is_carried_beside_the_record() {
+        assert_eq!(parse_target("modified_at"), Ok(Target::Modified));
+        assert_eq!(Target::Modified.name(), "modified_at");
+        let cells = [
+            (Target::ExternalId, "ID", "A"),
+            (Target::Modified, "updated_at", " 2026-11-30T03:00:00Z "),
+            (Target::Modified, "changed", "1796007600"),
+        ];
+        let r = build_record(1, cells, false).unwrap();
+        assert_eq!(r.modified, "2026-11-30T03:00:00Z");
+        // A second column mapped to it is kept in extra, as for any target.
+        assert_eq!(
+            r.extra,
+            vec![("changed".to_string(), "1796007600".to_string())]
+        );
+        assert_eq!(
+            r.present, 0,
+            "not a field: an incremental record keeps nothing"
+        );
     }
 }

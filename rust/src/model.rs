@@ -57,6 +57,9 @@ pub struct Record {
     /// Unmapped columns (and relation keys) sent with an empty value: cleared.
     /// Collected only for incremental batches (`Mapping::partial`).
     pub cleared: Vec<String>,
+    /// The source's modification time of the record, as sent (a column
+    /// mapped to `modified_at`; empty when none): not a field, not hashed.
+    pub modified: String,
 }
 
 /// Keys derived for matching; computed only for records that need them.

@@ -156,6 +156,11 @@ class HttpSource(Connector):
                               link back to a page this pull already fetched is a loop:
                               the run is refused at once
     id_field, delete_field    item fields mapped to external_id and deleted
+    modified_field            item field (dotted path) holding the item's modification
+                              time, ISO 8601 or epoch seconds/milliseconds: mapped to
+                              modified_at, which two-way sync's last_write_wins compares
+                              (without it the source wins every such conflict); the
+                              writer also reads it from a write's answer
     headers                   extra request headers (no credentials)
     timeout                   seconds to connect, and for each read (default 30)
     page_timeout              seconds one whole request may take: connect, headers
@@ -269,6 +274,8 @@ class HttpSource(Connector):
             m[self.option("id_field")] = "external_id"
         if self.option("delete_field"):
             m[self.option("delete_field")] = "deleted"
+        if self.option("modified_field"):
+            m[self.option("modified_field")] = "modified_at"
         return m
 
     @property

@@ -65,6 +65,11 @@ class SqlSource(Connector):
                                     older value are missed; cursor_inclusive = true reads
                                     `>=` and re-reads the boundary rows, which is free)
     delete_column                   a soft-delete flag (mapped to deleted)
+    modified_column                 the row's modification time (a timestamp, ISO 8601
+                                    text or epoch seconds/milliseconds; a time without a
+                                    zone is UTC): mapped to modified_at, which two-way
+                                    sync's last_write_wins compares (often the same
+                                    column as cursor_column)
     timeout                         seconds to connect
     write_table, new_id,            where and how two-way sync writes back: see
     idempotency_table, empty_value  `sql_writer.SqlWriter`
@@ -127,6 +132,9 @@ class SqlSource(Connector):
             m[self.id_column] = "external_id"
         if self.delete_column:
             m[self.delete_column] = "deleted"
+        modified = self.option("modified_column")
+        if modified:
+            m[modified] = "modified_at"
         return m
 
     @property
@@ -264,7 +272,7 @@ class SqlSource(Connector):
 
     def _check(self, columns: list[str]) -> None:
         have = {c.lower() for c in columns}
-        for opt in ("id_column", "cursor_column", "delete_column"):
+        for opt in ("id_column", "cursor_column", "delete_column", "modified_column"):
             col = self.option(opt)
             if col and col.lower() not in have:
                 raise ConfigError(

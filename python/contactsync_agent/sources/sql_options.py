@@ -23,6 +23,7 @@ SQL_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "id_column": str,
     "cursor_column": str,
     "delete_column": str,
+    "modified_column": str,
     "cursor_inclusive": bool,
     "timeout": (int, float),
     # Two-way sync's writer (sources/sql_writer.py reads them).

@@ -56,7 +56,9 @@ DEFAULT_MAPPING: dict[str, str] = {
     # Exporters stamp these on every export: kept, they would make every card look changed.
     "VERSION": "ignore",
     "PRODID": "ignore",
-    "REV": "ignore",
+    # The card's revision time: two-way sync's last_write_wins compares it (carried
+    # beside the record, never stored or hashed, so it changes no card either).
+    "REV": "modified_at",
     # Binary blobs (base64 pictures, keys, sounds) do not belong in a contact mirror.
     "PHOTO": "ignore",
     "LOGO": "ignore",

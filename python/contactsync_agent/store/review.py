@@ -109,6 +109,26 @@ class Review(Part):
             "rejected_at) VALUES (?, ?, ?, ?)",
             (source, external_id, candidate_id, at))
 
+    # ------------------------------------------------------------ two-way conflicts
+
+    def open_conflicts(self, source: str) -> dict[int, list[tuple[Any, ...]]]:
+        """contact id -> its open `conflict` items of `source` (item rows), oldest first."""
+        out: dict[int, list[tuple[Any, ...]]] = {}
+        for row in self.conn.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM review_items WHERE status = 'open' "
+            "AND kind = 'conflict' AND source = ? ORDER BY id", (source,),
+        ):
+            out.setdefault(int(row[4]), []).append(row)
+        return out
+
+    def close_item(self, item_id: int, status: str, explanation: dict[str, Any],
+                   at: str) -> None:
+        """Decides an item (`accepted` or `rejected`) and stores its explanation
+        (a conflict's resolution or why it was closed)."""
+        self.conn.execute(
+            "UPDATE review_items SET status = ?, decided_at = ?, explanation = ? WHERE id = ?",
+            (status, at, json.dumps(explanation, ensure_ascii=False), item_id))
+
     # ------------------------------------------------------------ quarantine
 
     def quarantined(self, run_id: int | None = None) -> list[dict[str, Any]]:

@@ -164,6 +164,7 @@ fn target_name(t: Target) -> String {
         Target::Extra => "extra".into(),
         Target::Ignore => "ignore".into(),
         Target::Relation(k) => RELATIONS[k].to_string(),
+        Target::Modified => "modified_at".into(),
     }
 }
 

@@ -33,6 +33,9 @@ fn record_dict<'py>(py: Python<'py>, b: &Processed, i: usize) -> PyResult<Bound<
     d.set_item("phone_e164", &dv.phone_e164)?;
     d.set_item("mobile_e164", &dv.mobile_e164)?;
     d.set_item("hash", r.hash as i64)?;
+    if !r.modified.is_empty() {
+        d.set_item("modified_at", &r.modified)?;
+    }
     if b.partial {
         // An incremental record: what it left out keeps the mirror's value.
         let absent: Vec<&str> = (0..NFIELDS)
