@@ -19,7 +19,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,12 @@ import pytest
 import sqlalchemy as sa
 from agent_helpers import CLI, agent, cli, config_text, env, poll
 from conftest_pg import PgServer, postgres  # noqa: F401  (the session fixture)
+from contactsync_agent.config import parse_config
 from contactsync_agent.locking import WriterLock
-from fakesor import SorProcess
+from contactsync_agent.mirror import Mirror
+from contactsync_agent.source_runs import sync_source
+from contactsync_agent.sources.writer import OutboundChange, PushResult
+from fakesor import FakeSor, SorProcess, fakesor_fixture  # noqa: F401  (the fixture)
 from sqlalchemy.pool import NullPool
 
 pytestmark = pytest.mark.timeout(180)
@@ -360,3 +364,45 @@ def test_push_killed_after_postgresql_committed_is_applied_once_after_restart(
     assert status_outbox(cfg)["depth"] == 0
     row = q(db, "SELECT email FROM contacts WHERE id = ?", (cid,))
     assert row == [("v2@local.example",)]
+
+
+# ---------------------------------------------------------------- order (in process)
+
+
+def test_a_later_entry_waits_for_an_earlier_unanswered_one_of_its_contact(
+        tmp_path: Path, fakesor: FakeSor) -> None:
+    """E1 was sent and its answer lost (a crash); E2 edits the same field again.
+    When E1 now gets no final answer (the target says 503), E2 must not go out
+    before it: E1 sent again later would put the older value over the newer."""
+    fakesor.seed(2)
+    cfg = parse_config({"sources": {"sor": {
+        "kind": "http", "url": fakesor.contacts_url, "items_field": "data",
+        "next_field": "links.next", "cursor_field": "updated_at", "id_field": "id",
+        "max_retries": 0, "backoff": 0.01, "mapping": MAPPING,
+        "directions": {"email": "both"}}}}).sources["sor"]
+    with Mirror.open(tmp_path / "m.db") as m:
+        m.ownership.set_sync_policy("sor", cfg.sync_policy())
+        sync_source(m, cfg)
+        cid = next(c.id for c in m.contacts() if c.external_id == "P00001")
+        m.ownership.edit_contact(cid, email="v1@local.example")
+
+        class Dies:
+            def push(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
+                raise SystemExit("killed")
+
+            def close(self) -> None:
+                pass
+
+        with pytest.raises(SystemExit):
+            m.push(cfg, writer=Dies())
+        m.ownership.edit_contact(cid, email="v2@local.example")
+        fakesor.fail_writes = [503]
+        report = m.push(cfg)
+        assert report.counts["retry"] == 1 and report.counts["confirmed"] == 0, report.counts
+        assert [e.status for e in m.store.outbox.entries()] == ["pending", "pending"]
+        assert fakesor.applied == []
+        report = m.push(cfg)
+        assert report.counts["confirmed"] == 2, report.counts
+        assert [w.body for w in fakesor.applied] == [{"email": "v1@local.example"},
+                                                     {"email": "v2@local.example"}]
+        assert fakesor.get("P00001")["email"] == "v2@local.example"
