@@ -120,7 +120,7 @@ def _send(store: Store, source: str, writer: Writer, chunk: Sequence[OutboxEntry
         # The target cannot be reached: every entry stays to be sent again.
         results = [PushResult(e.id, "retry", reason=str(err)) for e in chunk]
     by_id = {r.entry_id: r for r in results}
-    outcomes = []
+    outcomes: list[str] = []
     with store.transaction():
         for e in chunk:
             r = by_id.get(e.id) or PushResult(e.id, "retry", reason="no answer")
