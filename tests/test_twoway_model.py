@@ -263,3 +263,39 @@ SETTINGS = settings(max_examples=60, stateful_step_count=20, deadline=None,
 @pytest.mark.timeout(900)
 def test_two_way_sync_follows_the_model() -> None:
     run_state_machine_as_test(ConvergingMachine, settings=SETTINGS)
+
+
+class _Drawn:
+    """A fixed `data.draw` for replaying a found case step by step."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def draw(self, strategy: object) -> str:
+        return self.value
+
+
+def test_a_stale_base_conflict_strands_no_local_edit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the machine: an entry sent (killed before the target got it)
+    whose e-mail the source then changed to the very value sent (an echo) keeps
+    its old base; resent, the conditional write refuses the whole entry (a
+    conflict) though the source's record did not change since the pull. The
+    notes edit in it must still reach the target: the pull after a conflict
+    compares the contact again and queues what is left."""
+    import test_twoway_model as me
+
+    monkeypatch.setattr(me, "note", lambda *a: None)
+    monkeypatch.setattr(me, "event", lambda *a: None)
+    m = ConvergingMachine()
+    try:
+        m.start(strategy="source_wins", conditional=True)
+        m.remote_edit(field="email", data=_Drawn("b@x.example"))  # type: ignore[arg-type]
+        m.local_edit(field="notes", data=_Drawn("n2"))  # type: ignore[arg-type]
+        m.local_edit(field="email", data=_Drawn("b@x.example"))  # type: ignore[arg-type]
+        m.push("before")
+        m.pull()
+        m.push("")
+        m.converge()
+        assert m.remote["notes"] == "n2"
+    finally:
+        TwoWayMachine.teardown(m)

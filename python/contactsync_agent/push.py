@@ -138,6 +138,11 @@ def _settle(store: Store, source: str, e: OutboxEntry, r: PushResult) -> None:
         return
     if r.outcome == "conflict":
         store.outbox.mark([e.id], "conflict", at, reason=r.reason or "the source changed")
+        # The next pull decides, so it must compare the contact again even if
+        # the source's record hashes as before (a conditional write can find a
+        # base stale without the record changing since the last pull): the
+        # local changes still unsent are then queued again, none stranded.
+        store.contacts.update(e.contact_id, {"source_hash": None}, None)
         return
     if r.outcome == "rejected":
         store.outbox.mark([e.id], "rejected", at, reason=r.reason)
