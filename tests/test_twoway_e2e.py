@@ -406,3 +406,40 @@ def test_a_later_entry_waits_for_an_earlier_unanswered_one_of_its_contact(
         assert [w.body for w in fakesor.applied] == [{"email": "v1@local.example"},
                                                      {"email": "v2@local.example"}]
         assert fakesor.get("P00001")["email"] == "v2@local.example"
+
+
+# ---------------------------------------------------------------- cost per entry
+
+
+def test_an_edit_and_a_confirmation_find_the_pending_entry_by_index(tmp_path: Path) -> None:
+    """Each local edit and each confirmed entry looks up the contact's pending
+    entry. The outbox keeps every confirmed entry, so a scan of it made both
+    cost O(history): pushing 10,000 edits took 44 s through a batch API, most
+    of it in that lookup (benches/push_outbox.py). SQLite's own plan says."""
+    cfg = parse_config({"sources": {"xpm": {"kind": "folder",
+                                            "directions": {"email": "both"}}}}).sources["xpm"]
+
+    class Confirms:
+        def push(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
+            return [PushResult(c.entry_id, "confirmed") for c in changes]
+
+        def close(self) -> None:
+            pass
+
+    seen: list[str] = []
+    with Mirror.open(tmp_path / "m.db") as m:
+        m.ownership.set_sync_policy("xpm", cfg.sync_policy())
+        m.sync("xpm", [{"id": f"A{i}", "name": f"Ann Lee{i}", "email": f"a{i}@x.example"}
+                       for i in range(3)])
+        conn = m.store.conn
+        conn.set_trace_callback(seen.append)
+        for c in m.contacts():
+            m.ownership.edit_contact(c.id, email=f"b{c.id}@x.example")
+        assert m.push(cfg, writer=Confirms()).counts["confirmed"] == 3
+        conn.set_trace_callback(None)
+        lookups = {s for s in seen
+                   if s.startswith("SELECT") and "FROM outbox WHERE contact_id = " in s}
+        assert len(lookups) >= 2  # the edits' and the confirmations'
+        for sql in lookups:
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert not any(p.startswith("SCAN outbox") for p in plan), (sql, plan)
