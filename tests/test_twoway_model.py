@@ -212,11 +212,8 @@ class TwoWayMachine(RuleBasedStateMachine):
     @rule(crash=st.sampled_from(["", "before", "after"]))
     def push(self, crash: str) -> None:
         assert self.cfg is not None
-        # (nothing to send: the writer is not called and nobody dies)
-        if crash:
-            for f in FIELDS:  # what the outbox may hold: a changed field's value
-                if self.local[f] != self.base[f]:
-                    self.inflight[f].add(self.local[f])
+        # (nothing to send: the writer is not called and nobody dies; what a
+        # killed push leaves in flight is what the target was handed: Target)
         with contextlib.suppress(Killed):
             self.mirror.push(self.cfg, writer=Target(self, crash))
         if not crash:  # every open entry went out and was confirmed
