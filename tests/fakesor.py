@@ -1,10 +1,11 @@
-"""A fake system of record: a real HTTP JSON API on 127.0.0.1, in a thread.
+"""A fake system of record: a real HTTP JSON API on 127.0.0.1, in a thread
+(or its own process: `python tests/fakesor.py`, below).
 
 Two-way sync's HTTP writer (`sources/http_writer.py`) is tested against it, and
 it serves pages the way the HTTP connector (`sources/http.py`) reads them, so
 end-to-end tests can pull from it and push to it. It keeps its own contact
-store in memory (no file, no network beyond 127.0.0.1) and must not import the
-mirror: it stands for the OTHER system.
+store in memory (no network beyond 127.0.0.1; a file only when given
+`--state`) and must not import the mirror: it stands for the OTHER system.
 
 The API (JSON bodies; an optional bearer token on every request):
 
