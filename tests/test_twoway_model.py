@@ -2,19 +2,27 @@
 whose e-mail and notes go both ways and whose phone goes out only, edited on
 both sides, pulled (a real CSV export through `sync_file`) and pushed through
 a writer that applies each change to the target at once (as the HTTP and SQL
-writers do: `confirmed` means applied; each key applied once), with pushes
-killed after being marked sent and before the target got them.
+writers do: `confirmed` means applied; each key applied once, a key seen again
+is a replay: confirmed, not applied again; or, as the SQL writer, only when the
+target still holds the change's base, else a conflict unless it already holds
+the new values), with pushes killed at either side
+of the target: after being marked sent and before the target got them, or
+after the target applied them and before the agent heard back (the entries
+stay `sent`; the target holds the values; the next push replays them).
 
-(Killed after the target applied and before the confirmation is covered by
-tests/test_twoway.py's crash tests. The folder writer's `confirmed` means
-delivered, not applied, and two cases of it are not covered here because the
-agent cannot tell them apart and this model would flag them: a delivered value
-imported and changed back by the target before the next export, and a file
-imported after a pull already decided a conflict against it; see README.
-Likewise, by the documented echo rule, a remote change to exactly a value the
-agent has sent and not seen confirmed is taken as that write's delivery: the
-model's remote edits never pick a value in flight, which a killed push leaves
-until a push completes.)
+(A real process killed there, against real targets: tests/test_twoway_e2e.py.
+The folder writer's `confirmed` means delivered, not applied, and two cases of
+it are not covered here because the agent cannot tell them apart and this model
+would flag them: a delivered value imported and changed back by the target
+before the next export, and a file imported after a pull already decided a
+conflict against it; see README. Likewise, by the documented echo rule, a
+remote change to exactly a value the agent has sent and not seen confirmed is
+taken as that write's delivery: the model's remote edits never pick a value in
+flight, which a killed push leaves until a push completes. And a remote change
+made after a killed push's write was applied, before the agent heard back, is
+to the agent what it is after a push killed before sending: both sides changed
+the field, a conflict its strategy decides (the model's base stays where the
+agent's is until a push confirms, so it expects the same).)
 
 A model of the three-way rules says what each field must be:
 - no lost update: after every pull, each field is what the model says (a
@@ -38,7 +46,7 @@ import pytest
 from contactsync_agent.config import SourceConfig, parse_config
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.sources.writer import OutboundChange, PushResult
-from hypothesis import HealthCheck, note, settings
+from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -63,24 +71,47 @@ class Killed(Exception):
 
 class Target:
     """The system of record's side of a push: applies each change at once,
-    each idempotency key once; `killed`: the agent dies before sending."""
+    each idempotency key once. `crash`: the agent dies "before" sending, or
+    "after" the target applied everything and before the answers came back."""
 
-    def __init__(self, machine: TwoWayMachine, killed: bool = False) -> None:
+    def __init__(self, machine: TwoWayMachine, crash: str = "") -> None:
         self.m = machine
-        self.killed = killed
+        self.crash = crash
 
     def push(self, changes: Sequence[OutboundChange]) -> list[PushResult]:
-        if self.killed:
+        if self.crash:  # every value sent may now come back unconfirmed
+            for ch in changes:
+                for f, (_, new) in ch.fields.items():
+                    self.m.inflight[f].add(new)
+        if self.crash == "before":
             raise Killed
         out = []
         for ch in sorted(changes, key=lambda c: c.entry_id):
             assert ch.external_id == "X1" and ch.kind == "update"
-            if ch.key not in self.m.applied:
+            fresh = ch.key not in self.m.applied
+            remote = self.m.remote
+            if fresh and self.m.conditional and any(
+                    remote[f] != base for f, (base, _) in ch.fields.items()):
+                # A conditional write (the SQL writer's): the row no longer holds
+                # the base. Holding every new value already, it is confirmed;
+                # else a conflict, nothing applied (the next pull decides).
+                if any(remote[f] != new for f, (_, new) in ch.fields.items()):
+                    event("a conditional write found the target changed")
+                    out.append(PushResult(ch.entry_id, "conflict", fields=tuple(ch.fields)))
+                    continue
+                fresh = False
+            if fresh:
                 self.m.applied.add(ch.key)
-                for f, (_, new) in ch.fields.items():
+            else:
+                event("a replay of a key the target applied before")
+            for f, (_, new) in ch.fields.items():
+                if fresh:
                     self.m.remote[f] = new
-                    self.m.base[f] = new  # confirmed: the base moves
+                if self.crash != "after":
+                    self.m.base[f] = new  # confirmed (applied now or before): the base moves
             out.append(PushResult(ch.entry_id, "confirmed"))
+        if self.crash == "after":
+            raise Killed
         return out
 
     def close(self) -> None:
@@ -100,6 +131,8 @@ class TwoWayMachine(RuleBasedStateMachine):
         self.local = dict(self.remote)
         self.base = dict(self.remote)
         self.strategy = "source_wins"
+        #: The target checks each change's base (as the SQL writer's UPDATE does).
+        self.conditional = False
         # Values a killed push may have sent (the agent cannot tell them from
         # a remote change to the same value: see the module docstring).
         self.inflight: dict[str, set[str]] = {f: set() for f in FIELDS}
@@ -132,6 +165,10 @@ class TwoWayMachine(RuleBasedStateMachine):
             if DIRECTION[f] == "out":
                 self.base[f] = r
                 continue
+            if r != b and r in self.inflight[f]:
+                # The target holds a value a killed push sent (applied, never
+                # confirmed): the agent's own write coming back, its new base.
+                b = self.base[f] = r
             if r == b:
                 continue
             if lo in (b, r) or self.strategy == "source_wins":
@@ -140,9 +177,11 @@ class TwoWayMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ rules
 
-    @initialize(strategy=st.sampled_from(["source_wins", "local_wins"]))
-    def start(self, strategy: str) -> None:
+    @initialize(strategy=st.sampled_from(["source_wins", "local_wins"]),
+                conditional=st.booleans())
+    def start(self, strategy: str, conditional: bool) -> None:
         self.strategy = strategy
+        self.conditional = conditional
         self.cfg = parse_config({"sources": {"xpm": {
             "kind": "folder", "mapping": HEAD,
             "directions": DIRECTION, "conflicts": {"default": strategy}}}}).sources["xpm"]
@@ -170,17 +209,14 @@ class TwoWayMachine(RuleBasedStateMachine):
         note(f"after pull: mirror {self.row()} model {self.local} remote {self.remote}")
         assert self.row() == self.local, "a field is not what its strategy says"
 
-    @rule(killed=st.booleans())
-    def push(self, killed: bool) -> None:
+    @rule(crash=st.sampled_from(["", "before", "after"]))
+    def push(self, crash: str) -> None:
         assert self.cfg is not None
-        # (nothing to send: the writer is not called and nobody dies)
-        if killed:
-            for f in FIELDS:  # what the outbox may hold: a changed field's value
-                if self.local[f] != self.base[f]:
-                    self.inflight[f].add(self.local[f])
+        # (nothing to send: the writer is not called and nobody dies; what a
+        # killed push leaves in flight is what the target was handed: Target)
         with contextlib.suppress(Killed):
-            self.mirror.push(self.cfg, writer=Target(self, killed))
-        if not killed:  # every open entry went out and was confirmed
+            self.mirror.push(self.cfg, writer=Target(self, crash))
+        if not crash:  # every open entry went out and was confirmed
             self.inflight = {f: set() for f in FIELDS}
 
     @invariant()
@@ -195,9 +231,9 @@ class TwoWayMachine(RuleBasedStateMachine):
         and one more pull changes nothing (no echo loop)."""
         assert self.cfg is not None
         self.pull()
-        self.push(False)
+        self.push("")
         self.pull()
-        self.push(False)
+        self.push("")
         assert self.row() == self.remote, "the two sides did not converge"
         open_entries = self.mirror.store.outbox.entries(statuses=("pending", "sent"))
         assert open_entries == [], "entries left after convergence"
@@ -224,3 +260,39 @@ SETTINGS = settings(max_examples=60, stateful_step_count=20, deadline=None,
 @pytest.mark.timeout(900)
 def test_two_way_sync_follows_the_model() -> None:
     run_state_machine_as_test(ConvergingMachine, settings=SETTINGS)
+
+
+class _Drawn:
+    """A fixed `data.draw` for replaying a found case step by step."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def draw(self, strategy: object) -> str:
+        return self.value
+
+
+def test_a_stale_base_conflict_strands_no_local_edit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the machine: an entry sent (killed before the target got it)
+    whose e-mail the source then changed to the very value sent (an echo) keeps
+    its old base; resent, the conditional write refuses the whole entry (a
+    conflict) though the source's record did not change since the pull. The
+    notes edit in it must still reach the target: the pull after a conflict
+    compares the contact again and queues what is left."""
+    import test_twoway_model as me
+
+    monkeypatch.setattr(me, "note", lambda *a: None)
+    monkeypatch.setattr(me, "event", lambda *a: None)
+    m = ConvergingMachine()
+    try:
+        m.start(strategy="source_wins", conditional=True)
+        m.remote_edit(field="email", data=_Drawn("b@x.example"))  # type: ignore[arg-type]
+        m.local_edit(field="notes", data=_Drawn("n2"))  # type: ignore[arg-type]
+        m.local_edit(field="email", data=_Drawn("b@x.example"))  # type: ignore[arg-type]
+        m.push("before")
+        m.pull()
+        m.push("")
+        m.converge()
+        assert m.remote["notes"] == "n2"
+    finally:
+        TwoWayMachine.teardown(m)

@@ -2,7 +2,9 @@
 
 Each pending (or sent but never confirmed) entry goes `pending` -> `sent` in
 one transaction before the writer is called, then to what the writer answered
-in a second one: `confirmed` (the bases move to the pushed values; a create
+in a second one (a contact's entries one at a time, in order: a later one after
+the earlier one's answer moved its base, and not before an earlier one to be
+sent again): `confirmed` (the bases move to the pushed values; a create
 links the contact by the id the source returned), `rejected` (the local value
 stays and a reconciliation activity names the fields and the target's reason),
 `conflict` (the source changed meanwhile: the next pull decides it) or back to
@@ -71,24 +73,61 @@ def push_source(store: Store, source: str, writer: Writer | None, *, push_new: s
         report.entries = [_row(e, e.status) for e in entries]
         report.counts = {"would_push": len(entries)}
         return report
-    for start in range(0, len(entries), batch):
-        chunk = entries[start : start + batch]
-        with store.transaction():
-            store.outbox.mark([e.id for e in chunk], "sent", now_iso(), count_attempt=True)
-        try:
-            results = writer.push([_change(e) for e in chunk])
-        except (OSError, ConnectionError) as err:
-            # The target cannot be reached: every entry stays to be sent again.
-            results = [PushResult(e.id, "retry", reason=str(err)) for e in chunk]
-        by_id = {r.entry_id: r for r in results}
-        with store.transaction():
-            for e in chunk:
-                r = by_id.get(e.id) or PushResult(e.id, "retry", reason="no answer")
-                _settle(store, source, e, r)
-                counts[r.outcome] += 1
-                report.entries.append(_row(e, r.outcome, r.reason))
+    # A contact's entries go out in order, one at a time: a later one (an edit
+    # made while an earlier one was sent and unconfirmed, e.g. after a crash)
+    # waits for the earlier one's answer, which moves its base (a conditional
+    # write checks it), and waits for the next push when that answer is
+    # `retry` (delivery unknown: sent again after the later one, the older
+    # value would win).
+    tried: set[int] = set()
+    unsettled: set[int] = set()  # contacts whose entry is to be sent again
+    while entries:
+        wave: list[OutboxEntry] = []
+        later: list[OutboxEntry] = []
+        seen: set[int] = set()
+        for e in entries:
+            if e.contact_id in unsettled:
+                continue
+            (later if e.contact_id in seen else wave).append(e)
+            seen.add(e.contact_id)
+        for start in range(0, len(wave), batch):
+            chunk = wave[start : start + batch]
+            for e, outcome in zip(chunk, _send(store, source, writer, chunk, report),
+                                  strict=True):
+                counts[outcome] += 1
+                if outcome == "retry":
+                    unsettled.add(e.contact_id)
+        tried.update(e.id for e in wave)
+        if not later:
+            break
+        # Read again: the answers just settled moved the later entries' bases.
+        waiting = {e.id for e in later}
+        entries = [e for e in store.outbox.entries(source, ("pending", "sent"), limit=1 << 30)
+                   if e.id in waiting and e.id not in tried]
     report.counts = counts
     return report
+
+
+def _send(store: Store, source: str, writer: Writer, chunk: Sequence[OutboxEntry],
+          report: PushReport) -> list[str]:
+    """One batch: marked sent (committed before the writer is called), pushed,
+    each answer settled in a second transaction; the outcomes, in order."""
+    with store.transaction():
+        store.outbox.mark([e.id for e in chunk], "sent", now_iso(), count_attempt=True)
+    try:
+        results = writer.push([_change(e) for e in chunk])
+    except (OSError, ConnectionError) as err:
+        # The target cannot be reached: every entry stays to be sent again.
+        results = [PushResult(e.id, "retry", reason=str(err)) for e in chunk]
+    by_id = {r.entry_id: r for r in results}
+    outcomes: list[str] = []
+    with store.transaction():
+        for e in chunk:
+            r = by_id.get(e.id) or PushResult(e.id, "retry", reason="no answer")
+            _settle(store, source, e, r)
+            outcomes.append(r.outcome)
+            report.entries.append(_row(e, r.outcome, r.reason))
+    return outcomes
 
 
 def _settle(store: Store, source: str, e: OutboxEntry, r: PushResult) -> None:
@@ -99,6 +138,11 @@ def _settle(store: Store, source: str, e: OutboxEntry, r: PushResult) -> None:
         return
     if r.outcome == "conflict":
         store.outbox.mark([e.id], "conflict", at, reason=r.reason or "the source changed")
+        # The next pull decides, so it must compare the contact again even if
+        # the source's record hashes as before (a conditional write can find a
+        # base stale without the record changing since the last pull): the
+        # local changes still unsent are then queued again, none stranded.
+        store.contacts.update(e.contact_id, {"source_hash": None}, None)
         return
     if r.outcome == "rejected":
         store.outbox.mark([e.id], "rejected", at, reason=r.reason)

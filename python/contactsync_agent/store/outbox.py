@@ -115,7 +115,10 @@ class Outbox(Part):
         """The contact's pending (not yet sent) entry, if any: a new edit joins it."""
         row = self.conn.execute(
             f"SELECT {_COLS} FROM outbox WHERE contact_id = ? AND status = 'pending' "
-            "ORDER BY id DESC LIMIT 1", (contact_id,)).fetchone()
+            # (repeats the partial index's condition so SQLite uses it: without
+            # it, every call scanned the whole outbox, confirmed history and all)
+            "AND status IN ('pending', 'sent') ORDER BY id DESC LIMIT 1",
+            (contact_id,)).fetchone()
         return _entry(row) if row else None
 
     def open_for(self, ids: Sequence[int]) -> dict[int, list[OutboxEntry]]:
