@@ -28,7 +28,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matchgen
-
 from contactsync_agent.matching import MatchConfig, ReadOptions, dedupe
 
 SHORT = {
