@@ -293,7 +293,7 @@ pub struct Blocker {
     stride: usize,
     offset: Vec<usize>,
     width: Vec<usize>,
-    capped: Vec<HashSet<u64>>,
+    capped: Vec<HashSet<u64, ahash::RandomState>>,
     any_capped: Vec<bool>,
     /// per rule: each record's secondary sort key
     secondary: Vec<Vec<u64>>,
@@ -367,7 +367,7 @@ impl Blocker {
             })
             .collect();
         Ok(Blocker {
-            capped: vec![HashSet::new(); rules.len()],
+            capped: (0..rules.len()).map(|_| HashSet::default()).collect(),
             any_capped: vec![false; rules.len()],
             secondary,
             ranks: (0..rules.len()).map(|_| HashMap::default()).collect(),

@@ -401,8 +401,17 @@ impl Model {
                 break;
             }
         }
+        // A match agrees exactly more often than at any other level: an
+        // estimate where it does not has taken a cluster of non-matches for
+        // the matches (a session with next to no matches: 300 namesakes and
+        // one duplicate made "same birth year" the matches' usual level).
+        // That field keeps another session's m, or the starting m.
+        let plausible = |m: &[f64]| {
+            let top = m.len() - 1;
+            m[1..top].iter().all(|x| *x <= m[top])
+        };
         let out = (0..nf)
-            .map(|f| estimated[f].then(|| model.m[f].clone()))
+            .map(|f| (estimated[f] && plausible(&model.m[f])).then(|| model.m[f].clone()))
             .collect();
         (out, iterations, prior)
     }
