@@ -30,6 +30,7 @@ import argparse
 import csv
 import itertools
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -109,12 +110,14 @@ def child_ours(data: str, paths: list[Path]) -> dict[str, Any]:
     default = cfg.threshold
     # everything down to 0.01 for the calibration table; clusters at the default
     cfg = replace(cfg, threshold=0.01, cluster_threshold=default)
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()
     if len(paths) == 2:
         res = link(paths[0], paths[1], cfg, read=read, truth_column=label)
     else:
         res = dedupe(paths[0], cfg, read=read, truth_column=label)
     elapsed = time.perf_counter() - t
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     rss = _peak_rss_mb()
     s = res.stats
     evaluation = s.seconds.get("blocking recall", 0.0)
@@ -124,6 +127,10 @@ def child_ours(data: str, paths: list[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "engine": "contactsync",
         "seconds": elapsed - evaluation,
+        # CPU seconds of both cores (the machine is shared: wall time is inflated)
+        "user_cpu_seconds": cpu_after.ru_utime - cpu.ru_utime,
+        "system_cpu_seconds": cpu_after.ru_stime - cpu.ru_stime,
+        "load_average": os.getloadavg(),
         "peak_rss_mb": rss,
         "pairs_compared": s.pairs_compared,
         "blocking_recall": s.blocking_recall,
@@ -293,6 +300,9 @@ def _print(data: str, n: int, ours: dict[str, Any] | None,
               + (f"  blocking recall={br:.4f}" if br is not None else "")
               + (f"  capped blocks={ours['capped_blocks']} ({ours['capped_pairs']:,} pairs)"
                  if ours["capped_blocks"] else ""), flush=True)
+        print(f"{name:<18} user CPU={ours['user_cpu_seconds']:.1f}s  load average="
+              f"{'/'.join(f'{x:.1f}' for x in ours['load_average'])}  stages: "
+              + ", ".join(f"{k} {v:.2f}s" for k, v in ours["stages"].items()), flush=True)
     if theirs:
         print(f"{name:<18} splink       F1={theirs['f1']:.4f} (at 0.5)  best "
               f"F1={theirs['best_f1']:.4f} (at {theirs['best_threshold']})  "

@@ -161,6 +161,32 @@ impl Rule {
         f
     }
 
+    /// The fields an EM session on this rule's pairs leaves out: those its
+    /// keys read and, for a key on an e-mail's local part, the name fields
+    /// too. Local parts are mostly the person's names ("john.smith" at two
+    /// providers is as often two namesakes as one person): the rule's pairs
+    /// agree on names by construction, and EM left to count the names took
+    /// namesakes for matches (on 200,000 realistic records it made m of
+    /// "date of birth different" 0.47 against a true 0.0001).
+    pub fn session_fields(&self, cfg: &Config) -> Vec<usize> {
+        let mut f = self.fields();
+        if self
+            .parts
+            .iter()
+            .any(|p| p.transforms.contains(&Transform::Local))
+        {
+            f.extend((0..cfg.fields.len()).filter(|k| {
+                matches!(
+                    cfg.fields[*k].kind,
+                    FieldType::GivenName | FieldType::FamilyName | FieldType::Name
+                )
+            }));
+            f.sort_unstable();
+            f.dedup();
+        }
+        f
+    }
+
     /// The keys of record `rec` (0 = none), up to MAX_KEYS.
     pub fn keys(&self, prep: &Prepared, rec: usize) -> [u64; MAX_KEYS] {
         let mut out = [0u64; MAX_KEYS];
@@ -267,7 +293,7 @@ pub struct Blocker {
     stride: usize,
     offset: Vec<usize>,
     width: Vec<usize>,
-    capped: Vec<HashSet<u64>>,
+    capped: Vec<HashSet<u64, ahash::RandomState>>,
     any_capped: Vec<bool>,
     /// per rule: each record's secondary sort key
     secondary: Vec<Vec<u64>>,
@@ -341,7 +367,7 @@ impl Blocker {
             })
             .collect();
         Ok(Blocker {
-            capped: vec![HashSet::new(); rules.len()],
+            capped: (0..rules.len()).map(|_| HashSet::default()).collect(),
             any_capped: vec![false; rules.len()],
             secondary,
             ranks: (0..rules.len()).map(|_| HashMap::default()).collect(),

@@ -300,19 +300,22 @@ pub fn local_from_name(local: &str, given: &str, family: &str) -> bool {
         .filter(|c| c.is_alphabetic())
         .collect();
     let f: String = family.chars().filter(|c| c.is_alphabetic()).collect();
-    let gi: String = g.chars().take(1).collect();
-    let fi: String = f.chars().take(1).collect();
-    [
-        format!("{g}{f}"),
-        format!("{f}{g}"),
-        format!("{gi}{f}"),
-        format!("{f}{gi}"),
-        format!("{g}{fi}"),
-        g.clone(),
-        f.clone(),
-    ]
-    .iter()
-    .any(|c| !c.is_empty() && *c == l)
+    let gi = &g[..g.chars().next().map_or(0, char::len_utf8)];
+    let fi = &f[..f.chars().next().map_or(0, char::len_utf8)];
+    // l equals a + b, without building the candidates (a hot path)
+    let cat = |a: &str, b: &str| {
+        !(a.is_empty() && b.is_empty())
+            && l.len() == a.len() + b.len()
+            && l.starts_with(a)
+            && l.ends_with(b)
+    };
+    cat(&g, &f)
+        || cat(&f, &g)
+        || cat(gi, &f)
+        || cat(&f, gi)
+        || cat(&g, fi)
+        || cat(&g, "")
+        || cat(&f, "")
 }
 
 impl<'a> Comparer<'a> {

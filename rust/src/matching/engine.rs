@@ -208,7 +208,6 @@ pub fn run_with_progress(
     progress.set_phase(PHASE_COMPARING);
     let mut compared: Vec<(u32, u32, u64)> = Vec::new();
     // the rule that found a pair rides in the top 4 bits of its levels
-    let rule_fields: Vec<Vec<usize>> = blocker.rules.iter().map(|r| r.fields()).collect();
     let rules = blocker.run(
         |r, i, j, acc: &mut Vec<(u32, u32, u64)>| {
             acc.push((i as u32, j as u32, cmp.compare(i, j) | ((r as u64) << 60)));
@@ -272,7 +271,12 @@ pub fn run_with_progress(
     let trains: Vec<usize> = (0..blocker.rules.len())
         .filter(|r| blocker.rules[*r].train)
         .collect();
-    let masks: Vec<u64> = rule_fields
+    let session_fields: Vec<Vec<usize>> = blocker
+        .rules
+        .iter()
+        .map(|r| r.session_fields(cfg))
+        .collect();
+    let masks: Vec<u64> = session_fields
         .iter()
         .map(|fs| !fs.iter().fold(0u64, |m, f| m | (0xF << (4 * f))))
         .collect();
@@ -319,7 +323,7 @@ pub fn run_with_progress(
         );
     let sessions: Vec<(Vec<usize>, Counts)> = trains
         .iter()
-        .map(|&r| rule_fields[r].clone())
+        .map(|&r| session_fields[r].clone())
         .zip(sessions)
         .collect();
     let mut model = Model::new(cfg, u, sampled);

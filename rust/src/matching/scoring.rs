@@ -332,59 +332,19 @@ impl Model {
         self.update_weights();
     }
 
-    /// The share of matches among the compared pairs from their weights
-    /// without the prior (`base`, a sample of them), then the prior for any
-    /// two records: that share times `compared` over `total_pairs`.
+    /// The prior from the compared pairs' weights without the prior (`base`,
+    /// a sample of `compared` pairs), `total_pairs` the pairs of the input:
+    /// see `prior_fixed_point`. `blocked_prior` is then the share of
+    /// matches among the compared pairs.
     pub fn set_prior_from_scores(&mut self, base: &[f64], compared: f64, total_pairs: f64) {
         if base.is_empty() {
             return;
         }
-        let n = base.len() as f64;
-        let mut lambda = if self.blocked_prior.is_finite() {
-            self.blocked_prior
-        } else {
-            0.1
-        };
-        for _ in 0..60 {
-            let lp = (lambda / (1.0 - lambda)).log2();
-            let matched: f64 = base
-                .par_iter()
-                .map(|b| 1.0 / (1.0 + (-(lp + b) * std::f64::consts::LN_2).exp()))
-                .sum();
-            let next = (matched / n).clamp(1e-7, 1.0 - 1e-6);
-            let done = (next - lambda).abs() < 1e-7;
-            lambda = next;
-            if done {
-                break;
-            }
-        }
-        self.blocked_prior = lambda;
-        self.prior = (lambda * compared / total_pairs.max(1.0)).clamp(1e-12, 0.5);
-    }
-
-    /// The share of matches among the compared pairs, m and u fixed.
-    fn match_share(&self, pats: &[(u64, f64)]) -> f64 {
-        let total: f64 = pats.iter().map(|p| p.1).sum();
-        let base: Vec<f64> = pats
-            .iter()
-            .map(|&(p, _)| self.pattern_score(p, None))
-            .collect();
-        let mut lambda = 0.1f64;
-        for _ in 0..50 {
-            let lp = (lambda / (1.0 - lambda)).log2();
-            let matched: f64 = pats
-                .iter()
-                .zip(&base)
-                .map(|(&(_, c), b)| c / (1.0 + (-(lp + b) * std::f64::consts::LN_2).exp()))
-                .sum();
-            let next = (matched / total).clamp(1e-6, 1.0 - 1e-6);
-            let done = (next - lambda).abs() < 1e-7;
-            lambda = next;
-            if done {
-                break;
-            }
-        }
-        lambda
+        let scale = compared / base.len() as f64;
+        let weighted: Vec<(f64, f64)> = base.iter().map(|b| (*b, scale)).collect();
+        let (prior, matches) = prior_fixed_point(&weighted, total_pairs);
+        self.prior = prior;
+        self.blocked_prior = (matches / compared.max(1.0)).min(1.0);
     }
 
     /// One EM session over the distinct comparison patterns of one blocking
@@ -441,8 +401,17 @@ impl Model {
                 break;
             }
         }
+        // A match agrees exactly more often than at any other level: an
+        // estimate where it does not has taken a cluster of non-matches for
+        // the matches (a session with next to no matches: 300 namesakes and
+        // one duplicate made "same birth year" the matches' usual level).
+        // That field keeps another session's m, or the starting m.
+        let plausible = |m: &[f64]| {
+            let top = m.len() - 1;
+            m[1..top].iter().all(|x| *x <= m[top])
+        };
         let out = (0..nf)
-            .map(|f| estimated[f].then(|| model.m[f].clone()))
+            .map(|f| (estimated[f] && plausible(&model.m[f])).then(|| model.m[f].clone()))
             .collect();
         (out, iterations, prior)
     }
@@ -496,19 +465,19 @@ impl Model {
         if all.is_empty() {
             return;
         }
-        let pats: Vec<(u64, f64)> = all.iter().map(|(p, c)| (*p, *c as f64)).collect();
-        let total: f64 = pats.iter().map(|p| p.1).sum();
-        // the share of matches among the compared pairs first ...
-        let lambda = self.match_share(&pats);
         if cfg.prior.is_some() {
             return;
         }
-        // ... then as a prior for any two records: blocking chose the pairs
-        // by the very fields the weights count, so the prior must not. It
-        // follows the number of candidate pairs, so a threshold means the
-        // same at a thousand records and at a million.
-        self.blocked_prior = lambda;
-        self.prior = (lambda * total / total_pairs.max(1.0)).clamp(1e-12, 0.5);
+        // the prior for any two records (see `prior_fixed_point`); the
+        // engine estimates it again with term frequencies
+        let pats: Vec<(f64, f64)> = all
+            .iter()
+            .map(|(p, c)| (self.pattern_score(*p, None), *c as f64))
+            .collect();
+        let total: f64 = pats.iter().map(|p| p.1).sum();
+        let (prior, matches) = prior_fixed_point(&pats, total_pairs);
+        self.prior = prior;
+        self.blocked_prior = (matches / total.max(1.0)).min(1.0);
     }
 
     /// Each field's counted weight for a pair; group members count their
@@ -541,6 +510,54 @@ impl Model {
         let mut buf = [0.0f64; 16];
         self.prior_weight() + self.contributions(tf, levels, i, &mut buf)
     }
+}
+
+/// The prior (probability that two records taken at random match) that
+/// agrees with the scores: with it, the expected matches among the compared
+/// pairs (each pair's posterior, `count` pairs per score) equal prior times
+/// `total_pairs`, the pairs of the whole input (a pair blocking did not
+/// compare is taken as a non-match). It is the EM update of the prior over
+/// all pairs with m and u fixed; the weights count evidence against random
+/// pairs (u is sampled from them), so the odds they are added to are those
+/// of any two records, never the share of matches among the compared pairs
+/// (blocked pairs agree on names by construction: that share taken as the
+/// prior counted the names twice and, on 200,000 realistic records, put the
+/// prior ten times above the truth). Returns (prior, expected matches).
+/// Solved by bisection on log(prior): the expected matches over the prior
+/// falls as the prior grows.
+pub fn prior_fixed_point(scores: &[(f64, f64)], total_pairs: f64) -> (f64, f64) {
+    let total_pairs = total_pairs.max(1.0);
+    // a histogram of the weights (1/64 bit) keeps each step cheap on millions
+    let mut hist: HashMap<i64, f64, ahash::RandomState> = HashMap::default();
+    for &(b, c) in scores {
+        if b.is_finite() {
+            *hist.entry((b * 64.0).round() as i64).or_insert(0.0) += c;
+        }
+    }
+    let bins: Vec<(f64, f64)> = hist
+        .into_iter()
+        .map(|(k, c)| (k as f64 / 64.0, c))
+        .collect();
+    let matches = |prior: f64| -> f64 {
+        let lp = (prior / (1.0 - prior)).log2();
+        bins.iter()
+            .map(|&(b, c)| c / (1.0 + (-(lp + b) * std::f64::consts::LN_2).exp()))
+            .sum()
+    };
+    let (mut lo, mut hi) = (1e-15f64.ln(), 0.5f64.ln());
+    if matches(lo.exp()) <= lo.exp() * total_pairs {
+        return (lo.exp(), matches(lo.exp()));
+    }
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if matches(mid.exp()) > mid.exp() * total_pairs {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let prior = (0.5 * (lo + hi)).exp();
+    (prior, matches(prior))
 }
 
 /// Level index of "nickname" in a given name's levels.

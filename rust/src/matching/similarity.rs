@@ -309,11 +309,25 @@ impl Date {
     pub fn packed(self) -> u32 {
         (self.year as u32) << 16 | (self.month as u32) << 8 | self.day as u32
     }
+    /// YYYYMMDD as ASCII digits, without allocating (the comparators' hot
+    /// path: it was 7 % of a million-record run as a `format!`).
     pub fn digits(self) -> [u8; 8] {
-        let s = format!("{:04}{:02}{:02}", self.year, self.month, self.day);
-        let mut out = [0u8; 8];
-        out.copy_from_slice(s.as_bytes());
-        out
+        let (y, m, d) = (
+            self.year as u32 % 10_000,
+            self.month as u32 % 100,
+            self.day as u32 % 100,
+        );
+        let dig = |v: u32, p: u32| b'0' + (v / p % 10) as u8;
+        [
+            dig(y, 1000),
+            dig(y, 100),
+            dig(y, 10),
+            dig(y, 1),
+            dig(m, 10),
+            dig(m, 1),
+            dig(d, 10),
+            dig(d, 1),
+        ]
     }
 }
 
@@ -384,7 +398,10 @@ pub fn compare_dates(a: Date, b: Date) -> DateAgreement {
     }
     // adjacent digits transposed (1984 → 1948)
     if diff == 2 {
-        let pos: Vec<usize> = (0..8).filter(|&k| da[k] != db[k]).collect();
+        let mut pos = [0usize; 2];
+        for (n, k) in (0..8).filter(|&k| da[k] != db[k]).take(2).enumerate() {
+            pos[n] = k;
+        }
         if pos[1] == pos[0] + 1 && da[pos[0]] == db[pos[1]] && da[pos[1]] == db[pos[0]] {
             return DateAgreement::OneDigitOff;
         }
@@ -446,6 +463,25 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-3
+    }
+
+    #[test]
+    fn date_digits_and_agreement() {
+        let d = |year, month, day| Date { year, month, day };
+        assert_eq!(d(1984, 3, 7).digits(), *b"19840307");
+        assert_eq!(d(2001, 12, 31).digits(), *b"20011231");
+        assert_eq!(
+            compare_dates(d(1984, 3, 7), d(1948, 3, 7)),
+            DateAgreement::OneDigitOff
+        );
+        assert_eq!(
+            compare_dates(d(1984, 3, 7), d(1984, 3, 8)),
+            DateAgreement::OneDigitOff
+        );
+        assert_eq!(
+            compare_dates(d(1984, 3, 7), d(1984, 5, 9)),
+            DateAgreement::SameYear
+        );
     }
 
     #[test]
