@@ -32,6 +32,14 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium executable (make chromium installs Debian's)")
 
 
+
+def press(page: Any, key: str) -> None:
+    """Types a review key once the page's script listens (it is deferred: a key
+    typed while the page still loads would be lost, as a person's would)."""
+    page.wait_for_selector("html[data-keys=ready]", state="attached")
+    page.keyboard.press(key)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as p:
@@ -94,11 +102,11 @@ def test_dashboard_then_review_accept_by_key_and_reject_by_click(
     item = int(re.search(r"#(\d+)", first).group(1))  # type: ignore[union-attr]
     other = seeded.item_jon if item == seeded.item_ann else seeded.item_ann
     # The keyboard: j moves to the next item, k back, a accepts the one shown.
-    page.keyboard.press("j")
+    press(page, "j")
     page.wait_for_url(re.compile(rf"item={other}"))
-    page.keyboard.press("k")
+    press(page, "k")
     page.wait_for_url(re.compile(rf"item={item}"))
-    page.keyboard.press("a")
+    press(page, "a")
     page.wait_for_selector("#flash")
     assert "accepted" in page.locator("#flash").inner_text()
     assert review_status(seeded.db, item) == "accepted"
@@ -111,7 +119,7 @@ def test_dashboard_then_review_accept_by_key_and_reject_by_click(
     page.wait_for_selector("#flash >> text=rejected")
     assert review_status(seeded.db, other) == "rejected"
     # Undo by its key: the reject is taken back.
-    page.keyboard.press("u")
+    press(page, "u")
     page.wait_for_selector("#flash >> text=Undone")
     assert review_status(seeded.db, other) == "open"
     assert page.dialogs == []
@@ -211,7 +219,7 @@ def test_screenshots_of_a_10000_contact_mirror(browser: Any, tmp_path: Path) -> 
         assert pg.locator("#count-review b").inner_text() == "300"
         pg.screenshot(path=str(out / "console-dashboard.png"), full_page=True)
         pg.goto(s.url + "review")
-        pg.keyboard.press("j")
+        press(pg, "j")
         pg.wait_for_url(re.compile(r"item="))
         pg.screenshot(path=str(out / "console-review.png"))
         context.close()

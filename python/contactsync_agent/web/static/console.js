@@ -30,6 +30,8 @@
     }
     if (done) { event.preventDefault(); }
   });
+  // Keys work from here on (a test waits for this before it types).
+  document.documentElement.setAttribute("data-keys", "ready");
   // Bulk accept asks once more in the browser too (the server checks the count).
   var bulk = document.getElementById("bulk-form");
   if (bulk) {
