@@ -13,6 +13,8 @@ $(BIN)/python:
 
 # Installs the package (building the Rust extension in release mode) and the dev tools.
 $(STAMP): $(BIN)/python pyproject.toml Cargo.toml $(shell find rust -name '*.rs')
+	@echo "setup: building the Rust extension (release) and installing the dependencies into .venv/;"
+	@echo "       the first time takes 3-5 minutes on 2 cores (quiet until it is done)"
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -61,6 +63,7 @@ DEMO := XDG_CONFIG_HOME=$(CURDIR)/.venv/demo-config CONTACTSYNC_CONFIG= $(BIN)/c
 demo: $(STAMP)
 	$(DEMO) sync --source sample examples/sample-export.csv
 	$(DEMO) status
+	@echo "the demo mirror is .venv/demo-mirror.db: .venv/bin/contactsync --db .venv/demo-mirror.db contacts list | web"
 
 # The wheel an admin installs, in target/wheels/: release, manylinux_2_28 (glibc
 # 2.28 or newer; maturin checks the symbols), abi3 (any CPython from 3.11).

@@ -135,19 +135,8 @@ def _quiet_exit() -> NoReturn:
 
 
 #: `Context.meta` key (shared by a command's context and its parents'): --json was given.
-JSON_META = "contactsync.as_json"
-
-
-def _note_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-    if value:
-        ctx.meta[JSON_META] = True
-    return value
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, callback=_note_json,
-                        help="Print JSON for scripts (errors too: one object on stdout "
-                             "with status, error and exit_code).")(f)
+JSON_META = out.JSON_META
+json_option = out.json_option
 
 
 def permission_hint(e: PermissionError) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from contactsync_agent.cli_output import SuggestingGroup
+from contactsync_agent.cli_output import SuggestingGroup, json_option
 from contactsync_agent.entities import ROLES
 from contactsync_agent.mapping import FIELDS
 from contactsync_agent.safetext import escape
@@ -31,7 +31,7 @@ def _obj_helpers() -> tuple[Any, Any]:
 @click.argument("customer")
 @click.option("--role", type=click.Choice(ROLES), required=True,
               help="The customer type the contact would act as.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_obj
 def access(obj: Any, contact_id: int, customer: str, role: str, as_json: bool) -> None:
     """May CONTACT_ID act for CUSTOMER in ROLE? Exit 0 allowed, 1 denied."""
@@ -57,7 +57,7 @@ def _edit_options(f: Any) -> Any:
 @_edit_options
 @click.option("--extra", "extras", multiple=True, metavar="KEY=VALUE",
               help="Set an extra column (KEY= with no value removes it); repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_obj
 def contacts_edit(obj: Any, /, contact_id: int, extras: tuple[str, ...], as_json: bool,
                   **fields: str | None) -> None:
@@ -124,7 +124,7 @@ def entities_group() -> None:
               show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson"]), default=None)
 @click.option("--allow-mass-delete", is_flag=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_obj
 def entities_sync(obj: Any, kind: str, file: str, source: str, mode: str, fmt: str | None,
                   allow_mass_delete: bool, as_json: bool) -> None:
@@ -152,7 +152,7 @@ def entities_sync(obj: Any, kind: str, file: str, source: str, mode: str, fmt: s
 @entities_group.command("list")
 @click.argument("kind", type=click.Choice(("organisations", "locations")))
 @click.option("--source", default=None)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_obj
 def entities_list(obj: Any, kind: str, source: str | None, as_json: bool) -> None:
     emit_json, _ = _obj_helpers()

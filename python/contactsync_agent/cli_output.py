@@ -671,3 +671,21 @@ __all__ = [
     "suggest",
     "wrap",
 ]
+
+
+# ---------------------------------------------------------------- --json
+
+#: ctx.meta key: the command was given --json (its errors are JSON on stdout too).
+JSON_META = "contactsync.as_json"
+
+
+def _note_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[JSON_META] = True
+    return value
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, callback=_note_json,
+                        help="Print JSON for scripts (errors too: one object on stdout "
+                             "with status, error and exit_code).")(f)

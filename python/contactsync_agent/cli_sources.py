@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from contactsync_agent import cli_output as out
-from contactsync_agent.cli_output import SuggestingGroup
+from contactsync_agent.cli_output import SuggestingGroup, json_option
 
 if TYPE_CHECKING:
     from contactsync_agent.source_runs import SampleRecord
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="How many records to fetch.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_obj
 def source_test(obj: Any, name: str, limit: int, as_json: bool) -> None:
     """Fetch a sample of source NAME and show how it maps (writes nothing)."""
@@ -71,7 +71,7 @@ def _print_record(rec: SampleRecord) -> None:
 @click.command("push")
 @click.option("--source", "source", required=True, help="The source to push to.")
 @click.option("--dry-run", is_flag=True, help="List what would be pushed; send nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @click.pass_obj
 def push_cmd(obj: Any, source: str, dry_run: bool, as_json: bool) -> None:
     """Push local changes of out/both fields (and new contacts, under the
@@ -104,7 +104,7 @@ def outbox_group() -> None:
 
 @outbox_group.command("list")
 @click.option("--source", "source", default=None, help="Only this source's entries.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@json_option
 @out.format_option
 @click.pass_obj
 def outbox_list(obj: Any, source: str | None, as_json: bool, out_format: str | None) -> None:
