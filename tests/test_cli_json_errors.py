@@ -35,3 +35,14 @@ def test_an_error_is_one_json_object_on_stdout(db: Path, args: list[str], code: 
     body = json.loads(r.stdout)
     assert body["status"] in ("error", "refused") and body["exit_code"] == code
     assert body["error"]
+
+
+def test_a_database_error_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-mirror.db"
+    bad.write_bytes(b"\x00garbage" * 600)
+    r = subprocess.run([sys.executable, "-m", "contactsync_agent.cli", "--db", str(bad),
+                        "contacts", "list", "--json"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 1
+    assert f"database error: {bad}: file is not a database" in r.stderr
+    assert str(bad) in json.loads(r.stdout)["error"]

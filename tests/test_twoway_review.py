@@ -118,7 +118,7 @@ def test_take_local_pushes_it_over_the_source(conflict: tuple[Mirror, int, int],
     assert e.id == out["outbox_entry"] and e.kind == "update" and e.external_id == "A"
     assert e.fields == {"email": ("r@x.example", "l@x.example")}
     [c] = resolved_feed(m)
-    assert c.fields == {} and "the local value kept and pushed to xpm" in c.reason
+    assert c.fields == {} and "the local value kept and queued to push to xpm" in c.reason
     report = m.push(folder_cfg(tmp_path))
     assert report.counts["confirmed"] == 1
     [csv] = sorted((tmp_path / "out").glob("*.csv"))
@@ -139,7 +139,7 @@ def test_a_typed_value_is_stored_and_pushed(conflict: tuple[Mirror, int, int]) -
     assert e.fields == {"email": ("r@x.example", "both@x.example")}
     [c] = resolved_feed(m)
     assert c.fields == {"email": ["l@x.example", "both@x.example"]}
-    assert "a value typed by a person stored and pushed to xpm" in c.reason
+    assert "a value typed by a person stored and queued to push to xpm" in c.reason
     assert "both@" not in c.reason and "r@x" not in c.reason  # field names only
     [item] = conflicts(m, None)
     assert item.explanation["value"] == "both@x.example"

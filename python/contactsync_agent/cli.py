@@ -162,6 +162,16 @@ def permission_hint(e: PermissionError) -> str:
             "[agent] database)")
 
 
+def _db_named(ctx: click.Context) -> str:
+    """`PATH: ` of the mirror the command was opening, for a database error's
+    message (`file is not a database` alone does not say which file)."""
+    obj = ctx.find_object(Ctx)
+    try:
+        return f"{escape_name(obj.db)}: " if obj is not None else ""
+    except Exception:  # no path could be worked out: say the error alone
+        return ""
+
+
 class CliGroup(out.SuggestingGroup):
     """Turns the package's errors into one line and their exit code (and, when the
     command was given --json, also one JSON object on stdout)."""
@@ -174,7 +184,9 @@ class CliGroup(out.SuggestingGroup):
             self._fail(ctx, f"contactsync: error: {e}", str(e), e.exit_code,
                        "refused" if refused else "error")
         except sqlite3.Error as e:
-            self._fail(ctx, f"contactsync: database error: {e}", f"database error: {e}", 1)
+            where = _db_named(ctx)
+            self._fail(ctx, f"contactsync: database error: {where}{e}",
+                       f"database error: {where}{e}", 1)
         except BrokenPipeError as e:
             if _stdout_is_gone():
                 _quiet_exit()

@@ -314,8 +314,8 @@ def _resolve(store: Store, region: str, item: ReviewItem, row: Mapping[str, Any]
                 store.outbox.mark([pending.id], "superseded", at,
                                   reason="conflict resolved: the source's value taken")
     said = {"source": "the source's value taken",
-            "local": f"the local value kept and pushed to {source}",
-            "value": (f"a value typed by a person stored and pushed to {source}" if push
+            "local": f"the local value kept and queued to push to {source}",
+            "value": (f"a value typed by a person stored and queued to push to {source}" if push
                       else "a value typed by a person (the source's) stored")}[how]
     reason = f"conflict on {fld} resolved by a person (review item {item.id}): {said}"
     store.feed.add_change(cid, None, "update", changed, "conflict_resolved", reason, at)
