@@ -880,3 +880,21 @@ def echo_bases(incoming: Mapping[str, Any],
             if field_value(incoming, f) == new:
                 out[f] = new
     return out
+
+
+def echo_settled(sent: Sequence[Mapping[str, tuple[str, str]]],
+                 echo: Mapping[str, str]) -> list[set[str]]:
+    """Per entry of `sent` (a contact's entries sent but not confirmed, oldest
+    first), the fields an echo settles: the target holds that entry's value
+    (it came back), or a later sent entry's value, which the target applied
+    after this one (a contact's entries go out in order). Such a field is no
+    longer the entry's to write: replayed with its old base, a conditional
+    write would refuse it as a conflict once the source changes the field."""
+    out: list[set[str]] = [set() for _ in sent]
+    for f, value in echo.items():
+        last = max((i for i, fields in enumerate(sent)
+                    if f in fields and fields[f][1] == value), default=-1)
+        for i in range(last + 1):
+            if f in sent[i]:
+                out[i].add(f)
+    return out

@@ -286,9 +286,14 @@ class _Run:
                 waiting = {f: v for f, v in e.fields.items() if bases.get(f) == v[0]}
                 if waiting:
                     sent.append(waiting)
-        sent += [e.fields for e in open_entries if e.status == "sent"]
+        in_flight = [e for e in open_entries if e.status == "sent"]
+        sent += [e.fields for e in in_flight]
         echo = rules.echo_bases(rec, sent)
         bases = {**bases, **echo}
+        # A sent entry's fields whose value came back are settled: the target
+        # holds them, so the entry must not replay them with the old base.
+        echoed = dict(zip((e.id for e in in_flight),
+                          rules.echo_settled([e.fields for e in in_flight], echo), strict=True))
         # last_write_wins: the source's time is the record's `modified_at` (a
         # connector's modified_field / modified_column, a column mapped to
         # modified_at); a field's local time is when the entry carrying its
@@ -334,11 +339,13 @@ class _Run:
                     if fields[f][0] != remote:
                         fields[f] = (remote, fields[f][1])
                         set_bases[f] = remote
-                elif not any(f in e.fields for e in open_entries):
+                elif not any(f in e.fields and f not in echoed.get(e.id, ())
+                             for e in open_entries):
                     fields[f] = (remote, d.value)
             elif d.push:  # the local value goes out over what the source now holds
                 set_bases[f] = remote
                 fields[f] = (remote, d.value)
+                settled.add(f)  # written once, by this entry: not by a sent one too
             elif d.outcome == "review":
                 fields.pop(f, None)  # held until a person decides
                 three = {"field": f, "base": bases.get(f, local), "local": local,
@@ -361,14 +368,20 @@ class _Run:
             if f not in decisions and rules.field_value(cur, f) == value:
                 drop_bases.append(f)
         # A sent entry's value of a field this pull settled is no longer the
-        # agent's: were it to come back later, it would not be an echo.
-        for e in open_entries:
-            if e.status == "sent" and settled & set(e.fields):
-                rest = {f: v for f, v in e.fields.items() if f not in settled}
-                if rest:
-                    store.set_fields(e.id, rest)
-                else:
-                    store.mark([e.id], "superseded", at, reason="settled by a pull")
+        # agent's: were it to come back later, it would not be an echo. One
+        # whose value came back is done: the target applied it.
+        for e in in_flight:
+            back = echoed[e.id]
+            gone = (settled & set(e.fields)) | back
+            if not gone:
+                continue
+            rest = {f: v for f, v in e.fields.items() if f not in gone}
+            if rest:
+                store.set_fields(e.id, rest)
+            elif gone <= back:
+                store.mark([e.id], "confirmed", at, reason="its values came back in a pull")
+            else:
+                store.mark([e.id], "superseded", at, reason="settled by a pull")
         if drop_bases:
             store.drop_bases(cid, drop_bases)
         if set_bases:

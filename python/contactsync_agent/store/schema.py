@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contactsync_agent.mapping import FIELDS
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 # Every column of `contacts` a downstream app may read, in table order.
@@ -488,6 +488,18 @@ CREATE TRIGGER changes_update INSTEAD OF UPDATE ON changes
         entity_type = NEW.entity_type, object_id = NEW.object_id WHERE seq = OLD.seq; END;
 CREATE TRIGGER changes_delete INSTEAD OF DELETE ON changes
     BEGIN DELETE FROM change_log WHERE seq = OLD.seq; END;
+"""
+
+
+# Migration 7 (issue 15): the outbox by contact, whatever the status. Each push
+# asks, of every new local contact, whether an entry creates it already
+# (`create_candidates`), and each pull of a two-way contact reads its latest
+# confirmed updates (`delivered_for`); the partial index `outbox_contact` has
+# open entries only, so both scanned every confirmed entry ever stored. The
+# columns after `contact_id` let `delivered_for` (contact, 'confirmed',
+# 'update', newest id first) read its rows in order without a sort.
+MIGRATIONS[7] = """
+CREATE INDEX outbox_by_contact ON outbox (contact_id, status, kind);
 """
 
 
