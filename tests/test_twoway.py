@@ -438,6 +438,10 @@ def test_cli_push_and_outbox_list(tmp_path: Path) -> None:
     assert row["status"] == "pending" and row["fields"] == ["email"] and row["age_seconds"] >= 0
     r = run.invoke(cli, ["--config", str(cfg), "push", "--source", "xpm", "--dry-run", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["counts"] == {"would_push": 1}
+    # The text form lists what would go: the entry, its contact, its fields.
+    r = run.invoke(cli, ["--config", str(cfg), "push", "--source", "xpm", "--dry-run"])
+    assert r.exit_code == 0 and "would push 1" in r.output, r.output
+    assert f"entry {row['id']} (contact {row['contact_id']}, pending): email" in r.output
     r = run.invoke(cli, ["--config", str(cfg), "push", "--source", "xpm", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["counts"]["confirmed"] == 1

@@ -89,10 +89,14 @@ def push_cmd(obj: Any, source: str, dry_run: bool, as_json: bool) -> None:
         emit_json({"source": report.source, "dry_run": report.dry_run,
                    "counts": report.counts, "entries": report.entries})
         return
-    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v) or "nothing to push"
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.counts.items() if v) \
+        or "nothing to push"
     click.echo(f"push {source}{' (dry run)' if dry_run else ''}: {counts}")
     for e in report.entries:
-        if e["status"] in ("rejected", "conflict"):
+        if dry_run:  # what would go: entry, contact, fields (values: outbox list --json)
+            what = "a new contact" if e["kind"] == "create" else ", ".join(e["fields"])
+            click.echo(f"  entry {e['id']} (contact {e['contact_id']}, {e['status']}): {what}")
+        elif e["status"] in ("rejected", "conflict"):
             click.echo(f"  entry {e['id']} (contact {e['contact_id']}): {e['status']}: "
                        f"{', '.join(e['fields'])}: {e['reason']}")
 
