@@ -28,7 +28,7 @@ from contactsync_agent.web import (
     read_token,
 )
 from starlette.testclient import TestClient
-from web_fixtures import XSS, Seeded, seed
+from web_fixtures import XSS, Seeded, make_conflict, seed
 
 LOCAL = "http://127.0.0.1:8765"
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
@@ -250,24 +250,6 @@ def test_bulk_accept_shows_the_count_and_needs_the_confirmed_count(
 
 
 # ---------------------------------------------------------------- two-way conflicts
-
-POLICY = {"directions": {"default": "in", "email": "both", "phone": "both"},
-          "conflicts": {"default": "review"}, "priority": {}, "push_new": "none"}
-
-
-def make_conflict(db: Path, local: str = "l@x.example") -> tuple[int, int]:
-    """Contact C1 of `twoway` (base c1@x.example) edited locally to `local`, then
-    changed at the source to r<b>@x.example: one open conflict item on email."""
-    with Mirror.open(db) as m:
-        rec = {"id": "C1", "name": "Cora Vance", "email": "c1@x.example"}
-        m.sync("twoway", [rec])
-        m.ownership.set_sync_policy("twoway", POLICY)
-        cid = next(c.id for c in m.contacts() if c.external_id == "C1")
-        m.ownership.edit_contact(cid, email=local)
-        m.sync("twoway", [{**rec, "email": "r<b>@x.example"}])
-        [item] = [i for i in m.review.items("open") if i.kind == "conflict"]
-        return cid, item.id
-
 
 def conflict_feed(db: Path) -> list[str]:
     with Mirror.open(db, readonly=True) as m:
