@@ -7,6 +7,7 @@ activities, the contact search on its indexes, escaping, the token gate, the
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import urllib.error
 import urllib.request
@@ -27,7 +28,7 @@ from contactsync_agent.web import (
     read_token,
 )
 from starlette.testclient import TestClient
-from web_fixtures import XSS, Seeded, seed
+from web_fixtures import XSS, Seeded, make_conflict, seed
 
 LOCAL = "http://127.0.0.1:8765"
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]{64})"')
@@ -109,6 +110,28 @@ def test_review_page_shows_both_contacts_with_levels_weights_and_score(
     assert street, html
     assert street.group(1) == ("agree" if street.group(2).startswith("exact") else "close")
     assert re.search(r'class="score big">\d+%<', html)
+
+
+def test_the_dashboard_says_sizes_as_status_does_and_counts_one_run_as_one(
+        tmp_path: Path) -> None:
+    from contactsync_agent import status
+    from contactsync_agent.config import AgentConfig
+
+    db = tmp_path / "one.db"
+    with Mirror.open(db) as m:
+        m.sync("xpm", [{"external_id": "A1", "name": "Ann Lee"}])
+    with TestClient(create_app(ConsoleState(db)), base_url=LOCAL) as c:
+        html = c.get("/").text
+    assert "(1 run)" in html and "(1 runs)" not in html
+    data = status.report(db, AgentConfig())
+    size = f"database {data['database_bytes'] / 1e6:.1f} MB"  # as `contactsync status`
+    assert size in html, html
+    assert "kB" not in html
+
+
+def test_an_empty_queue_says_so_once(client: TestClient) -> None:
+    html = client.get("/review?min_score=100").text
+    assert "Nothing to review." in html and "No review item to show." not in html
 
 
 def test_review_filters_by_score_and_source(client: TestClient, seeded: Seeded) -> None:
@@ -226,6 +249,83 @@ def test_bulk_accept_shows_the_count_and_needs_the_confirmed_count(
         assert m.get(seeded.jon).external_id == "X1" and m.get(seeded.ann).external_id == "X2"
 
 
+# ---------------------------------------------------------------- two-way conflicts
+
+def conflict_feed(db: Path) -> list[str]:
+    with Mirror.open(db, readonly=True) as m:
+        return [c.reason for c in m.changes() if c.reason_code == "conflict_resolved"]
+
+
+def test_a_conflict_shows_base_local_and_source_values_and_no_accept_reject(
+        client: TestClient, seeded: Seeded) -> None:
+    _, item_id = make_conflict(seeded.db, local="l<i>@x.example")
+    html = client.get(f"/review?item={item_id}").text
+    assert 'id="conflict"' in html and 'id="compare"' not in html
+    row = re.search(r'<th>email</th><td id="cf-base">([^<]*)</td><td id="cf-local">([^<]*)'
+                    r'</td><td id="cf-remote">([^<]*)</td>', html)
+    assert row, html
+    # Each value as its side has it, escaped (the < of a value is no tag).
+    assert row.groups() == ("c1@x.example", "l&lt;i&gt;@x.example", "r&lt;b&gt;@x.example")
+    assert "<b>@x" not in html and "<i>@x" not in html
+    for button in ('id="take-source"', 'id="take-local"', 'id="take-value"'):
+        assert button in html
+    # No accept/reject forms: the a and r keys have nothing to submit.
+    assert 'id="accept-form"' not in html and 'id="reject-form"' not in html
+    assert f'/review/{item_id}/accept' not in html
+    assert "conflict on email" in html  # its line in the queue
+
+
+def test_a_conflict_is_resolved_by_taking_the_source(client: TestClient,
+                                                      seeded: Seeded) -> None:
+    cid, item_id = make_conflict(seeded.db)
+    token = csrf_of(client, f"/review?item={item_id}")
+    r = client.post(f"/review/{item_id}/resolve", data={"take": "source"})
+    assert r.status_code == 403  # no CSRF token, nothing done
+    assert item_status(seeded.db, item_id) == "open"
+    r = client.post(f"/review/{item_id}/resolve", data={"csrf_token": token, "take": "source"})
+    assert r.status_code == 200 and f"Item {item_id} resolved" in r.text
+    assert item_status(seeded.db, item_id) == "accepted"
+    with Mirror.open(seeded.db, readonly=True) as m:
+        assert m.get(cid).email == "r<b>@x.example"
+    [reason] = conflict_feed(seeded.db)
+    assert f"review item {item_id}" in reason and "the source's value taken" in reason
+    # Decided: the page shows no buttons for it, and a second POST says why.
+    assert 'id="take-source"' not in client.get(f"/review?item={item_id}").text
+    again = client.post(f"/review/{item_id}/resolve", data={"csrf_token": token,
+                                                             "take": "local"})
+    assert "Not done" in again.text
+    with Mirror.open(seeded.db, readonly=True) as m:
+        assert m.get(cid).email == "r<b>@x.example"
+
+
+@pytest.mark.parametrize(("form", "expected"), [
+    ({"take": "local"}, "l@x.example"),
+    ({"value": "typed@x.example"}, "typed@x.example"),
+])
+def test_a_conflict_is_resolved_by_keeping_the_local_value_or_a_typed_one(
+        client: TestClient, seeded: Seeded, form: dict[str, str], expected: str) -> None:
+    cid, item_id = make_conflict(seeded.db)
+    token = csrf_of(client, f"/review?item={item_id}")
+    r = client.post(f"/review/{item_id}/resolve", data={"csrf_token": token, **form})
+    assert r.status_code == 200 and "pushed to the source" in r.text
+    assert item_status(seeded.db, item_id) == "accepted"
+    with Mirror.open(seeded.db, readonly=True) as m:
+        assert m.get(cid).email == expected
+        [entry] = [e for e in m.store.outbox.entries() if e.status == "pending"]
+        assert entry.fields == {"email": ("r<b>@x.example", expected)}
+    [reason] = conflict_feed(seeded.db)
+    assert "pushed to twoway" in reason
+
+
+def test_a_resolve_without_a_choice_is_refused(client: TestClient, seeded: Seeded) -> None:
+    _, item_id = make_conflict(seeded.db)
+    token = csrf_of(client, f"/review?item={item_id}")
+    for form in ({}, {"take": "both"}):
+        r = client.post(f"/review/{item_id}/resolve", data={"csrf_token": token, **form})
+        assert r.status_code == 400
+    assert item_status(seeded.db, item_id) == "open"
+
+
 def test_decisions_wait_for_the_writer_and_go_through_while_another_writes(
         client: TestClient, seeded: Seeded) -> None:
     token = csrf_of(client)
@@ -268,11 +368,32 @@ def test_an_activity_is_resolved_and_another_dismissed(client: TestClient,
 
 
 @pytest.mark.parametrize("query", ["jon", "Smith", "jon smi", "JON.SMITH@EX", "0400 000 001",
-                                   "+61400000001", "+61 400 000 001", "0400000001"])
+                                   "+61400000001", "+61 400 000 001", "0400000001",
+                                   "jon.smith", "jon.smi", "Jon.Smith"])
 def test_search_by_name_email_or_phone(client: TestClient, seeded: Seeded, query: str) -> None:
     html = client.get("/contacts", params={"q": query}).text
     assert f'href="/contacts/{seeded.jon}"' in html, query
     assert f'href="/contacts/{seeded.ann}"' not in html
+
+
+def test_the_start_of_an_e_mail_without_its_at_searches_the_email_index(
+        seeded: Seeded) -> None:
+    """`mia.brown1` finds mia.brown1@…: one word is searched as a name and as
+    the start of an e-mail, each an index range (no scan of the contacts)."""
+    with Mirror.open(seeded.db) as m:
+        m.console.ensure_search_index()
+        mia = m.add_contact(name="Mia Brown", email="mia.brown1@example.com")
+        seen: list[str] = []
+        m.store.conn.set_trace_callback(seen.append)
+        try:
+            hits = m.console.search("mia.brown1")
+        finally:
+            m.store.conn.set_trace_callback(None)
+        assert [h["id"] for h in hits] == [mia]
+        [sql] = [q for q in seen if "FROM contacts" in q]
+        plan = [r[3] for r in m.store.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    assert any("USING INDEX contacts_email (" in p for p in plan), plan
+    assert not any(p.startswith("SCAN contacts") for p in plan), plan
 
 
 def test_a_partial_number_finds_every_contact_it_starts(client: TestClient,
@@ -389,13 +510,21 @@ def test_the_token_comes_from_the_environment_or_an_owner_only_file(tmp_path: Pa
         read_token(f, environ={})
     f.chmod(0o600)
     assert read_token(f, environ={}) == "tok-0123456789abcdef"
-    assert read_token(f, environ={"CONTACTSYNC_WEB_TOKEN": "from-env"}) == "from-env"
+    env_token = "from-env-0123456789"
+    assert read_token(f, environ={"CONTACTSYNC_WEB_TOKEN": env_token}) == env_token
     assert read_token(None, environ={}) is None
     short = tmp_path / "short"
     short.write_text("abc")
     short.chmod(0o600)
-    with pytest.raises(WebError, match="at least 16"):
+    with pytest.raises(WebError, match="at least 16") as from_file:
         read_token(short, environ={})
+    # The same rule, and the same words, for a token from the environment.
+    for weak in ("a", "0123456789abcde"):
+        with pytest.raises(WebError, match="at least 16") as from_env:
+            read_token(f, environ={"CONTACTSYNC_WEB_TOKEN": weak})
+        assert "CONTACTSYNC_WEB_TOKEN holds no token of at least 16 characters" in str(
+            from_env.value)
+    assert "holds no token of at least 16 characters" in str(from_file.value)
 
 
 def test_web_config_table(tmp_path: Path) -> None:
@@ -482,7 +611,9 @@ def test_cli_web_serves_in_the_foreground_with_a_token_and_stops_on_sigterm(
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()  # printed once the socket listens
-        m = re.fullmatch(r"http://0\.0\.0\.0:(\d+)/\?token=(.+)", line)
+        # The machine's name, not the wildcard address no browser can open.
+        m = re.fullmatch(rf"http://{re.escape(socket.gethostname())}:(\d+)/\?token=(.+)",
+                         line)
         assert m and m.group(2) == token, line
         base = f"http://127.0.0.1:{m.group(1)}/"
         with pytest.raises(urllib.error.HTTPError) as e401:

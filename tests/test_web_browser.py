@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.web import WebServer
-from web_fixtures import XSS, Seeded, seed
+from web_fixtures import XSS, Seeded, make_conflict, seed
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "")
                  if p and os.access(p, os.X_OK)), None)
@@ -123,6 +123,30 @@ def test_dashboard_then_review_accept_by_key_and_reject_by_click(
     page.wait_for_selector("#flash >> text=Undone")
     assert review_status(seeded.db, other) == "open"
     assert page.dialogs == []
+
+
+def test_a_conflict_is_settled_with_a_typed_value_and_a_r_do_nothing_there(
+        page: Any, server: WebServer, seeded: Seeded) -> None:
+    cid, item_id = make_conflict(seeded.db)
+    page.goto(url(server, f"/review?item={item_id}"))
+    assert page.locator("#cf-base").inner_text() == "c1@x.example"
+    assert page.locator("#cf-local").inner_text() == "l@x.example"
+    assert page.locator("#cf-remote").inner_text() == "r<b>@x.example"
+    assert page.locator("#accept-form, #reject-form").count() == 0
+    press(page, "a")
+    press(page, "r")
+    # Typed into the field, a and r are letters of the value, not decisions.
+    page.fill("#cf-value", "")
+    page.locator("#cf-value").press_sequentially("cara@x.example")
+    page.click("#take-value")
+    page.wait_for_selector(f"#flash >> text=Item {item_id} resolved")
+    assert review_status(seeded.db, item_id) == "accepted"
+    with Mirror.open(seeded.db, readonly=True) as m:
+        assert m.get(cid).email == "cara@x.example"
+        resolved = [c for c in m.changes() if c.reason_code == "conflict_resolved"]
+        assert len(resolved) == 1 and "typed by a person" in resolved[0].reason
+        # The fuzzy items are untouched: no key decided anything.
+        assert {i.id for i in m.review.items("open")} == {seeded.item_jon, seeded.item_ann}
 
 
 def test_resolve_an_activity(page: Any, server: WebServer, seeded: Seeded) -> None:

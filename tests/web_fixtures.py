@@ -1,7 +1,8 @@
 """A small mirror for the web console's tests, built with the product's own
 API: two fuzzy review items, an open activity (a source change to a
 forced-manual contact), a quarantined row whose raw text is markup, and the
-XSS contact `<img src=x onerror=alert(1)>`."""
+XSS contact `<img src=x onerror=alert(1)>`; `make_conflict` adds a two-way
+conflict item."""
 
 from __future__ import annotations
 
@@ -52,3 +53,21 @@ def seed(db: Path, tmp: Path) -> Seeded:
         bad.write_text(f"ID,Name,Email\nQ1,Quinn Fox,q@x.com\nQ2,{XSS}\n", encoding="utf-8")
         m.sync_file("files", bad)
     return Seeded(db, jon, ann, items[jon], items[ann], act.id, xss, kim)
+
+
+POLICY = {"directions": {"default": "in", "email": "both", "phone": "both"},
+          "conflicts": {"default": "review"}, "priority": {}, "push_new": "none"}
+
+
+def make_conflict(db: Path, local: str = "l@x.example") -> tuple[int, int]:
+    """Contact C1 of `twoway` (base c1@x.example) edited locally to `local`, then
+    changed at the source to r<b>@x.example: one open conflict item on email."""
+    with Mirror.open(db) as m:
+        rec = {"id": "C1", "name": "Cora Vance", "email": "c1@x.example"}
+        m.sync("twoway", [rec])
+        m.ownership.set_sync_policy("twoway", POLICY)
+        cid = next(c.id for c in m.contacts() if c.external_id == "C1")
+        m.ownership.edit_contact(cid, email=local)
+        m.sync("twoway", [{**rec, "email": "r<b>@x.example"}])
+        [item] = [i for i in m.review.items("open") if i.kind == "conflict"]
+        return cid, item.id

@@ -864,11 +864,13 @@ cli.epilog = exit_code_epilog()
 @cli.command("web")
 @click.option("--host", default=None,
               help="Address to listen on (default: [web] host, else 127.0.0.1). Any address "
-              "other than loopback needs a token (CONTACTSYNC_WEB_TOKEN or [web] token_file).")
+              "other than loopback needs a token of 16+ characters (CONTACTSYNC_WEB_TOKEN or "
+              "[web] token_file); it travels in clear: on a network use a TLS reverse proxy.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port (default: [web] port, else 8765; 0 picks a free one).")
 @click.option("--print-url", is_flag=True,
-              help="Print the console's URL, with the token when one is set, on stdout.")
+              help="Print the console's URL, with the token when one is set, on stdout "
+              "(0.0.0.0 or :: as this machine's host name).")
 @click.pass_obj
 def web_cmd(obj: Ctx, host: str | None, port: int | None, print_url: bool) -> None:
     """Serve the local web console in the foreground until Ctrl-C or SIGTERM.

@@ -23,6 +23,8 @@ from contactsync_agent.store import Store
 #: Most contacts a search returns.
 SEARCH_LIMIT = 50
 _PHONE = re.compile(r"^\+?[\d\s().-]{3,}$")
+#: What an e-mail's local part may start with (RFC 5322's atom characters and dots).
+_LOCAL_PART = re.compile(r"^[\w.!#$%&'*+/=?^`{|}~-]+$")
 
 
 def _display(row: tuple[str, str, str, str] | None) -> tuple[str, str]:
@@ -92,8 +94,9 @@ class Console:
     def search(self, query: str, limit: int = SEARCH_LIMIT) -> list[dict[str, Any]]:
         """Live contacts whose name, e-mail or phone starts with `query`: an
         e-mail (with @) by its prefix, a number by its E.164 form's prefix,
-        words by the name (one word: display, given or family name; more: the
-        display name, or given and family name). In id order, at most `limit`."""
+        words by the name (one word: display, given or family name, or the
+        start of an e-mail; more: the display name, or given and family name).
+        In id order, at most `limit`."""
         q = " ".join(query.split())
         if not q:
             return []
@@ -101,7 +104,11 @@ class Console:
             return self._store.console.search(email=q.lower(), limit=limit)
         if _PHONE.match(q) and sum(ch.isdigit() for ch in q) >= 3:
             return self._store.console.search(phone=self._phone_prefix(q), limit=limit)
-        return self._store.console.search(name=q.split(" "), limit=limit)
+        words = q.split(" ")
+        # One word may be the start of an e-mail's local part too (`mia.brown1`):
+        # then the e-mail index's range is searched beside the names'.
+        email = q.lower() if len(words) == 1 and _LOCAL_PART.match(q) else ""
+        return self._store.console.search(name=words, email=email, limit=limit)
 
     def _phone_prefix(self, q: str) -> str:
         """A whole number as its E.164 form; a partial one as the E.164 prefix

@@ -2,7 +2,8 @@
 
 Every read goes through `Mirror` and its parts (`m.console`, `m.review`,
 `m.entities`, `m.access`, `status.report`); every decision through the same
-calls as `contactsync review` (`m.review.accept/reject/accept_many`) and
+calls as `contactsync review` (`m.review.accept/reject/accept_many`, and
+`m.review.resolve_conflict` for a two-way conflict) and
 `contactsync activity` (`m.close_activity`). It never touches `Mirror.store`
 and runs no SQL. Pages are Jinja2 templates with autoescape on; POSTs answer
 with a redirect (303) to the page to show next.
@@ -96,6 +97,8 @@ def _env() -> Environment:
     env.filters["weight"] = lambda v: "" if not isinstance(v, int | float) else f"{v:+.2f}"
     env.filters["level_class"] = level_class
     env.filters["num"] = lambda v: f"{int(v or 0):,}"
+    # Sizes as `contactsync status` writes them (MB, one decimal).
+    env.filters["mb"] = lambda v: f"{int(v or 0) / 1e6:.1f} MB"
     env.filters["when"] = lambda v: (v or "")[:19].replace("T", " ")
     return env
 
@@ -244,6 +247,33 @@ def create_app(state: ConsoleState, gate: Gate | None = None) -> Starlette:
             nxt = _next_after(m, item_id, form)
         return _back_to_review(form, nxt)
 
+    async def resolve(request: Request) -> Response:
+        item_id = int(request.path_params["item_id"])
+        form = await form_of(request)
+        return await _in_thread(lambda: resolve_one(request, item_id, form))
+
+    def resolve_one(request: Request, item_id: int, form: dict[str, str]) -> Response:
+        """A two-way conflict settled as `contactsync review resolve` does:
+        `take` = source|local, or a typed `value`. Not undoable (it may push)."""
+        take = form.get("take") or None
+        value = form.get("value") if take is None else None
+        if take not in (None, "source", "local") or (take is None and value is None):
+            raise HTTPException(400, "give take=source, take=local or a value")
+        with state.mirror() as m:
+            try:
+                out = m.review.resolve_conflict(
+                    item_id, take="source" if take == "source" else "local" if take else None,
+                    value=value)
+                how = {"source": "the source's value taken", "local": "the local value kept",
+                       "value": "the typed value stored"}.get(str(out.get("resolution")),
+                                                             "resolved")
+                flash(request, f"Item {item_id} resolved: {how}"
+                      + ("; it will be pushed to the source." if out.get("pushed") else "."))
+            except ContactSyncError as e:
+                flash(request, f"Not done: {e}")
+            nxt = _next_after(m, item_id, form)
+        return _back_to_review(form, nxt)
+
     async def undo(request: Request) -> Response:
         form = await form_of(request)
         return await _in_thread(lambda: undo_last(request, form))
@@ -373,6 +403,7 @@ def create_app(state: ConsoleState, gate: Gate | None = None) -> Starlette:
         Route("/review/undo", undo, methods=["POST"]),
         Route("/review/{item_id:int}/accept", _decide("accept"), methods=["POST"]),
         Route("/review/{item_id:int}/reject", _decide("reject"), methods=["POST"]),
+        Route("/review/{item_id:int}/resolve", resolve, methods=["POST"]),
         Route("/activities", activities),
         Route("/activities/{activity_id:int}/{how}", close_activity, methods=["POST"]),
         Route("/contacts", contacts),

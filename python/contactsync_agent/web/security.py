@@ -6,7 +6,8 @@ cookie with its CSRF token, and the headers every response carries.
   `CONTACTSYNC_WEB_TOKEN` environment variable (never from the config file).
 - With a token, a request carries it as `Authorization: Bearer T`, as the
   `X-Contactsync-Token` header, or as the `cs_token` cookie set by a first
-  visit to `?token=T` (which redirects to the same page without it).
+  visit to `?token=T` (which redirects to the same page without it). A token
+  has at least 16 characters, from the file or the environment alike.
 - Without a token, a request must name a loopback host (`Host:` 127.0.0.1,
   ::1 or localhost): another name resolving to 127.0.0.1 is refused (DNS
   rebinding).
@@ -44,6 +45,9 @@ TOKEN_COOKIE = "cs_token"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 TOKEN_HEADER = "x-contactsync-token"
+#: The shortest token served, from the environment or the file alike.
+MIN_TOKEN = 16
+SHORT_TOKEN = f"holds no token of at least {MIN_TOKEN} characters"
 #: No inline script or style, nothing from elsewhere: everything is served by us.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -75,6 +79,8 @@ def read_token(token_file: str | os.PathLike[str] | None,
     `token_file` (which must not be readable by others); None when neither."""
     env = (os.environ if environ is None else environ).get(TOKEN_ENV, "").strip()
     if env:
+        if len(env) < MIN_TOKEN:
+            raise WebError(f"{TOKEN_ENV} {SHORT_TOKEN}")
         return env
     if not token_file:
         return None
@@ -90,9 +96,8 @@ def read_token(token_file: str | os.PathLike[str] | None,
                        path=str(path))
     lines = text.strip().splitlines()
     token = lines[0].strip() if lines else ""
-    if len(token) < 16:
-        raise WebError("the web token file holds no token of at least 16 characters",
-                       path=str(path))
+    if len(token) < MIN_TOKEN:
+        raise WebError(f"the web token file {SHORT_TOKEN}", path=str(path))
     return token
 
 

@@ -9,6 +9,7 @@ never writes the token to a log.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 import threading
@@ -75,8 +76,20 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
+    @property
+    def reachable_url(self) -> str:
+        """`url`, with a wildcard address (0.0.0.0, ::) named by this machine's
+        host name: the address another machine opens (no DNS look-up)."""
+        try:
+            wildcard = ipaddress.ip_address(self.host.strip("[]")).is_unspecified
+        except ValueError:
+            wildcard = False
+        if not wildcard:
+            return self.url
+        return f"http://{socket.gethostname() or 'localhost'}:{self.port}/"
+
     def url_with_token(self) -> str:
-        return self.url + (f"?token={self.token}" if self.token else "")
+        return self.reachable_url + (f"?token={self.token}" if self.token else "")
 
     def run(self, ready: Callable[[WebServer], None] | None = None) -> None:
         """Serves until SIGINT/SIGTERM (uvicorn's own handlers, in the main thread);

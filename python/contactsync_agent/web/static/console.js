@@ -1,6 +1,7 @@
 // contactsync console: keyboard shortcuts for the review queue. Served by the
 // agent itself (no inline script: the Content-Security-Policy forbids it).
 // a = accept, r = reject, j = next, k = previous, u = undo the last decision.
+// A two-way conflict has no accept/reject forms: a and r do nothing there.
 (function () {
   "use strict";
   function typing(target) {
@@ -19,7 +20,8 @@
   }
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) { return; }
-    if (!document.getElementById("compare") && event.key !== "u") { return; }
+    if (!document.getElementById("compare") && !document.getElementById("conflict") &&
+        event.key !== "u") { return; }
     var done = false;
     switch (event.key) {
       case "a": done = submit("accept-form"); break;
