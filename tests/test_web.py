@@ -314,7 +314,7 @@ def test_a_conflict_is_resolved_by_keeping_the_local_value_or_a_typed_one(
         [entry] = [e for e in m.store.outbox.entries() if e.status == "pending"]
         assert entry.fields == {"email": ("r<b>@x.example", expected)}
     [reason] = conflict_feed(seeded.db)
-    assert "pushed to twoway" in reason
+    assert "queued to push to twoway" in reason
 
 
 def test_a_resolve_without_a_choice_is_refused(client: TestClient, seeded: Seeded) -> None:
