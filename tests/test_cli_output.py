@@ -403,3 +403,23 @@ def test_help_lists_the_exit_codes_of_the_readme_table() -> None:
     for code in codes:
         assert re.search(rf"^\s+{code} +\S", helptext, re.M), f"exit {code} not in --help"
     assert_fits(helptext)
+
+
+def test_status_header_breaks_between_labelled_values_never_inside(tmp_path: Path) -> None:
+    """A stranger saw `— health: ` at the end of one line and `healthy` on the next
+    (and `outbox: 0, ` / `conflicts: 0`): a line breaks only between whole items."""
+    # A path that fits a line but pushes what follows it past 80 columns.
+    deep = tmp_path / ("d" * max(1, 70 - len(str(tmp_path))))
+    deep.mkdir()
+    db = deep / "m.db"
+    with Mirror.open(db) as m:
+        m.sync("s", [{"external_id": "1", "given_name": "Ann", "family_name": "Lee"}])
+    data = status_mod.report(db)
+    con, buf = width_80()
+    out.render_status(data, con)
+    text = buf.getvalue()
+    assert_fits(text)
+    lines = lines_of(text.split("\n\n")[0])  # the header, before the sources
+    assert any("health: healthy" in ln for ln in lines), text
+    assert any("outbox: 0, conflicts: 0" in ln for ln in lines), text
+    assert not any(ln.rstrip().endswith(("health:", "—", "outbox: 0,")) for ln in lines), text

@@ -376,12 +376,30 @@ def render_status(data: dict[str, Any], con: Any, fmt: str = "table") -> None:
             t.append(*(p if isinstance(p, tuple) else (escape(p), "")))
         con.print(t)
 
+    def units(*groups: tuple[tuple[str, str] | str, ...], sep: str = "   ") -> None:
+        """Lines of `groups` (each a label with its value, kept whole: a line
+        breaks only between groups, never inside `health: healthy`)."""
+        from rich.cells import cell_len
+
+        texts = [Text.assemble(*((escape(p), "") if isinstance(p, str) else p for p in g))
+                 for g in groups]
+        row: list[Text] = []
+        for t in texts:
+            if row and cell_len(sep.join(r.plain for r in [*row, t])) > con.width:
+                con.print(Text(sep).join(row))
+                row = [Text("  ") + t]
+            else:
+                row.append(t)
+        if row:
+            con.print(Text(sep).join(row))
+
     health = (f"health: {h}", f"bold {_COLOUR.get(h, '')}")
     if "daemon" not in data:  # no mirror at all
         line(("Mirror", "bold"), " — ", health, ": " + str(data.get("why", "")))
         return
-    line(("Mirror", "bold"), f" {data['database']} ({data['database_bytes'] / 1e6:.1f} MB, "
-         f"WAL {data['wal_bytes'] / 1e6:.1f} MB) — ", health)
+    units((("Mirror", "bold"), f" {data['database']}"),
+          (f"({data['database_bytes'] / 1e6:.1f} MB, WAL {data['wal_bytes'] / 1e6:.1f} MB)",),
+          ("— ", health), sep=" ")
     for why in data["storage"]["reasons"]:
         line("  ", ("storage", _COLOUR.get(data["storage"]["health"], "")), f": {why}")
     if data["outbox"]["why"]:
@@ -401,10 +419,11 @@ def render_status(data: dict[str, Any], con: Any, fmt: str = "table") -> None:
          f"{c['external']:,} external; {c['deleted']:,} deleted)")
     oldest = (f" (oldest {o['oldest_pending_age']:.0f}s)"
               if o["oldest_pending_age"] is not None else "")
-    line(f"open activities: {data['open_activities']}   review items: "
-         f"{data['open_review_items']}   quarantined rows: {data['quarantined_rows']}   "
-         f"outbox: {o['depth']}{oldest}, conflicts: {o['conflicts_open']}   "
-         f"change feed at seq {data['last_change_seq']:,}")
+    units((f"open activities: {data['open_activities']}",),
+          (f"review items: {data['open_review_items']}",),
+          (f"quarantined rows: {data['quarantined_rows']}",),
+          (f"outbox: {o['depth']}{oldest}, conflicts: {o['conflicts_open']}",),
+          (f"change feed at seq {data['last_change_seq']:,}",))
     shown, _ = status_sources(data, now)
     if shown.rows:
         if fitting_columns(shown, con.width) == list(shown.columns):
