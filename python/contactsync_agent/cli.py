@@ -605,6 +605,8 @@ def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: 
 @json_option
 @click.pass_obj
 def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
+    """One contact: its fields, extra columns, organisation, customer roles and
+    its history from the change feed (every change with its reason)."""
     with obj.mirror(readonly=True) as m:
         c = m.get(contact_id)
         history = m.history(contact_id)
@@ -618,7 +620,13 @@ def contacts_show(obj: Ctx, contact_id: int, as_json: bool) -> None:
                                for s, o, r, a in history]})
         return
     for k, v in c.to_dict().items():
-        if v not in ("", None, {}):
+        if isinstance(v, dict):  # the extra columns, one line each
+            for n, (ek, ev) in enumerate(v.items()):
+                say(f"{k if n == 0 else '':>14}{':' if n == 0 else ' '} {ek}: {ev}")
+        elif isinstance(v, bool):
+            if v:
+                say(f"{k:>14}: yes")
+        elif v not in ("", None):
             say(f"{k:>14}: {v}")
     if organisation:
         org = organisation.get("organisation_name") or organisation.get("organisation_id")
