@@ -423,3 +423,17 @@ def test_status_header_breaks_between_labelled_values_never_inside(tmp_path: Pat
     assert any("health: healthy" in ln for ln in lines), text
     assert any("outbox: 0, conflicts: 0" in ln for ln in lines), text
     assert not any(ln.rstrip().endswith(("health:", "—", "outbox: 0,")) for ln in lines), text
+
+
+def test_contacts_show_lists_extra_columns_one_per_line(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.sync("s", [{"external_id": "1", "given_name": "Ann", "family_name": "Lee",
+                      "Client Code": "C1", "Partner": "AB"}])
+        cid = m.contacts()[0].id
+    r = run("--db", str(db), "contacts", "show", str(cid))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(ln.strip() == "extra: Client Code: C1" for ln in lines), r.stdout
+    assert any(ln.strip() == "Partner: AB" for ln in lines), r.stdout
+    assert "{" not in r.stdout and "False" not in r.stdout, r.stdout
