@@ -348,8 +348,11 @@ def _sync_with_bar(m: Mirror, source: str, file: str, kwargs: dict[str, Any]
         report = m.sync_file(source, file, progress=bar.written, meter=meter, **kwargs)
     took = time.monotonic() - started
     total = meter.total_bytes
-    rate = f", {total / took / 1e6:.1f} MB/s" if took > 0 and total else ""
-    bar.done(f"read {total / 1e6:.1f} MB ({report.counts['records']:,} records) in "
+    def size(n: float) -> str:  # "4.2 kB" for the sample, "141.0 MB" for an export
+        return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+    rate = f", {size(total / took)}/s" if took > 0 and total else ""
+    bar.done(f"read {size(total)} ({report.counts['records']:,} records) in "
              f"{took:.2f}s{rate}")
     return report
 
