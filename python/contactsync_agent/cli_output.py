@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from contactsync_agent import csvsafe
+from contactsync_agent.health import parse_time
 from contactsync_agent.safetext import escape
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -262,19 +263,9 @@ SuggestingGroup.group_class = SuggestingGroup
 # ---------------------------------------------------------------- durations
 
 
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
-
-
 def duration_s(started: str | None, finished: str | None) -> float | None:
     """Seconds between two ISO times (None when either is missing)."""
-    a, b = _parse(started), _parse(finished)
+    a, b = parse_time(started), parse_time(finished)
     return None if a is None or b is None else max(0.0, (b - a).total_seconds())
 
 
@@ -293,7 +284,7 @@ def span(seconds: float | None) -> str:
 
 def short_time(text: str | None) -> str:
     """An ISO time as `2026-11-30 03:40:05` (UTC), or "—"."""
-    t = _parse(text)
+    t = parse_time(text)
     return "—" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -304,7 +295,7 @@ _COLOUR = {"healthy": "green", "degraded": "yellow", "failing": "red", "unknown"
 
 def ago(now: datetime, text: str | None) -> str:
     """`12s ago`, `5 min ago`, `in 3 min`, `2.5 h ago`; "—" when unknown."""
-    t = _parse(text)
+    t = parse_time(text)
     if t is None:
         return "—"
     age = (now - t).total_seconds()
@@ -356,7 +347,7 @@ def render_status(data: dict[str, Any], con: Any, fmt: str = "table") -> None:
     per source when it does not) or a script (`tsv`/`csv`: the sources table)."""
     from rich.text import Text
 
-    now = _parse(data.get("checked_at")) or datetime.now(UTC)
+    now = parse_time(data.get("checked_at")) or datetime.now(UTC)
     if fmt in ("tsv", "csv"):
         # A verdict other than healthy also on stderr: stdout stays one table
         # (the exit code says it too).
