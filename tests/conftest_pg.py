@@ -157,3 +157,33 @@ def postgres() -> Iterator[PgServer]:
         if started:
             _run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
         shutil.rmtree(base, ignore_errors=True)
+
+
+#: Rows of `audited_clients` tables: (first_name, last_name, email, mobile).
+CLIENTS = (("Ann", "Lee", "ann@pg.example", "0412000001"),
+           ("Bob", "Ray", "bob@pg.example", "0412000002"),
+           ("Cat", "Orr", "cat@pg.example", "0412000003"))
+
+
+def audited_clients(engine: object, table: str, rows: int = len(CLIENTS)) -> None:
+    """A fresh `table` of clients (the first `rows` of CLIENTS) with a
+    `{table}_audit` table a trigger fills with every applied change of an
+    e-mail: the two-way tests' proof of "applied exactly once"."""
+    import sqlalchemy as sa
+
+    assert isinstance(engine, sa.Engine)
+    with engine.begin() as c:
+        c.execute(sa.text(f"DROP TABLE IF EXISTS {table}, {table}_audit"))
+        c.execute(sa.text(f"CREATE TABLE {table} (client_id bigserial PRIMARY KEY, "
+                          "first_name text, last_name text, email text, mobile text)"))
+        c.execute(sa.text(f"CREATE TABLE {table}_audit (client_id bigint, email text)"))
+        c.execute(sa.text(
+            f"CREATE FUNCTION {table}_audit_fn() RETURNS trigger AS $$ BEGIN "
+            f"INSERT INTO {table}_audit VALUES (NEW.client_id, NEW.email); RETURN NEW; END "
+            "$$ LANGUAGE plpgsql"))
+        c.execute(sa.text(
+            f"CREATE TRIGGER {table}_audit_tr AFTER UPDATE OF email ON {table} FOR EACH ROW "
+            f"WHEN (OLD.email IS DISTINCT FROM NEW.email) EXECUTE FUNCTION {table}_audit_fn()"))
+        c.execute(sa.text(f"INSERT INTO {table} (first_name, last_name, email, mobile) "
+                          "VALUES (:f, :l, :e, :m)"),
+                  [dict(zip("flem", r, strict=True)) for r in CLIENTS[:rows]])

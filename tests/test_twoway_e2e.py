@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from agent_helpers import CLI, agent, cli, config_text, env, poll
-from conftest_pg import PgServer, postgres  # noqa: F401  (the session fixture)
+from conftest_pg import PgServer, audited_clients, postgres  # noqa: F401  (the session fixture)
 from contactsync_agent.config import parse_config
 from contactsync_agent.locking import WriterLock
 from contactsync_agent.mirror import Mirror
@@ -228,25 +228,7 @@ def test_push_killed_after_the_http_target_applied_is_applied_once_after_restart
 def pg(postgres: PgServer, tmp_path: Path) -> Iterator[tuple[sa.Engine, str]]:  # noqa: F811
     table = f"clients_{tmp_path.name[-8:].replace('-', '_')}".lower()
     eng = sa.create_engine(postgres.url(), poolclass=NullPool)
-    with eng.begin() as c:
-        c.execute(sa.text(f"DROP TABLE IF EXISTS {table}, {table}_audit"))
-        c.execute(sa.text(
-            f"CREATE TABLE {table} (client_id bigserial PRIMARY KEY, first_name text, "
-            "last_name text, email text, mobile text)"))
-        # Every applied change of an e-mail, for "applied exactly once".
-        c.execute(sa.text(f"CREATE TABLE {table}_audit (client_id bigint, email text)"))
-        c.execute(sa.text(
-            f"CREATE FUNCTION {table}_audit_fn() RETURNS trigger AS $$ BEGIN "
-            f"INSERT INTO {table}_audit VALUES (NEW.client_id, NEW.email); RETURN NEW; END "
-            "$$ LANGUAGE plpgsql"))
-        c.execute(sa.text(
-            f"CREATE TRIGGER {table}_audit_tr AFTER UPDATE OF email ON {table} FOR EACH ROW "
-            f"WHEN (OLD.email IS DISTINCT FROM NEW.email) EXECUTE FUNCTION {table}_audit_fn()"))
-        c.execute(sa.text(
-            f"INSERT INTO {table} (first_name, last_name, email, mobile) VALUES "
-            "('Ann', 'Lee', 'ann@pg.example', '0412000001'), "
-            "('Bob', 'Ray', 'bob@pg.example', '0412000002'), "
-            "('Cat', 'Orr', 'cat@pg.example', '0412000003')"))
+    audited_clients(eng, table)
     try:
         yield eng, table
     finally:
