@@ -46,6 +46,10 @@ from contactsync_agent.sources.base import (
 log = logging.getLogger("contactsync_agent.sources.http")
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+#: What a request can fail with short of an HTTP answer (no connection, a
+#: timeout, a broken or malformed reply), for the pull and the writer alike.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError)
 ITEM_KEYS = ("items", "data", "results", "contacts", "records")
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*\brel="?next"?', re.I)
 DEFAULT_PAGE_TIMEOUT = 120.0
@@ -425,13 +429,7 @@ class HttpSource(Connector):
                 problem = f"HTTP {status} {reason}"
                 if status not in RETRY_STATUS:
                     raise self.fail(f"GET {safe}: {problem}") from None
-            except (
-                urllib.error.URLError,
-                TimeoutError,
-                ConnectionError,
-                http.client.HTTPException,
-                OSError,
-            ) as e:
+            except TRANSPORT_ERRORS as e:
                 # A socket timeout clipped to the time left is the deadline too.
                 self._after(safe, started, (limit, page_why))
                 problem = str(getattr(e, "reason", None) or e) or type(e).__name__

@@ -43,6 +43,7 @@ from contactsync_agent.errors import ConfigError, ContactSyncError
 from contactsync_agent.sources.base import redact_url
 from contactsync_agent.sources.http import (
     RETRY_STATUS,
+    TRANSPORT_ERRORS,
     HttpSource,
     _same_origin,
     _WatchedHandler,
@@ -447,13 +448,7 @@ class HttpWriter:
             # The reason phrase is the server's text too: it may quote a value.
             phrase = redact(str(e.reason), sent)
             return _Answer(e.code, f"HTTP {e.code} {phrase}", hdrs, _json(raw, hdrs))
-        except (
-            urllib.error.URLError,
-            TimeoutError,
-            ConnectionError,
-            http.client.HTTPException,
-            OSError,
-        ) as e:
+        except TRANSPORT_ERRORS as e:
             if conn._aborted is not None:
                 raise _Stop("the push was aborted") from None
             took = time.monotonic() - started
