@@ -101,7 +101,8 @@ def test_install_writes_the_unit_owner_only_and_keeps_a_changed_one(tmp_path: Pa
     done = json.loads(r.stdout)
     path = folder / "contactsync-agent.service"
     assert done == {"path": str(path), "scope": "system",
-                    "next": ["systemctl daemon-reload",
+                    "next": [f"cp {path} /etc/systemd/system/  # systemd reads units from there",
+                             "systemctl daemon-reload",
                              "systemctl enable --now contactsync-agent"]}
     assert path.read_text(encoding="utf-8") == cli("install-service", "--print").stdout
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

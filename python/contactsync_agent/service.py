@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import sys
 import sysconfig
@@ -176,8 +177,12 @@ def install_service(*, user: bool = False, directory: Path | None = None,
     except OSError as e:
         raise ContactSyncError(f"{folder}: cannot write {UNIT_NAME}: {e.strerror}") from None
     ctl = "systemctl --user" if user else "systemctl"
-    steps: tuple[str, ...] = (f"{ctl} daemon-reload",
-                              f"{ctl} enable --now {UNIT_NAME.removesuffix('.service')}")
+    reads = user_unit_dir() if user else SYSTEM_UNIT_DIR
+    steps: tuple[str, ...] = ()
+    if folder.resolve() != reads.resolve():  # --dir elsewhere: systemd does not read it there
+        steps += (f"cp {shlex.quote(str(path))} {shlex.quote(str(reads))}/"
+                  "  # systemd reads units from there",)
+    steps += (f"{ctl} daemon-reload", f"{ctl} enable --now {UNIT_NAME.removesuffix('.service')}")
     if user:
         steps += ("loginctl enable-linger  # keep it running while you are logged out",)
     return InstalledUnit(path, scope, steps)
