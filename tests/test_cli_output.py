@@ -249,6 +249,16 @@ def test_runs_json_and_table_show_durations(populated: tuple[Path, Path]) -> Non
     t = run("--db", str(db), "runs", "--format", "table", extra_env={"COLUMNS": "80"})
     assert_fits(t.stdout)
     assert "took" in t.stdout and re.search(r"\d\.\d\ds", t.stdout)
+    assert all(r["error"] is None for r in data)
+    assert "error" not in t.stdout.splitlines()[0]  # a column no run fills is left out
+
+
+def test_a_droppable_column_stays_when_one_row_fills_it() -> None:
+    listing = out.Listing([out.Column("a", "a"), out.Column("e", "error", drop=1)])
+    listing.add(a="1", e="")
+    assert [c.title for c in out.fitting_columns(listing, 80) or []] == ["a"]
+    listing.add(a="2", e="disk full")
+    assert [c.title for c in out.fitting_columns(listing, 80) or []] == ["a", "error"]
 
 
 # ---------------------------------------------------------------- conventions

@@ -137,9 +137,11 @@ def _natural_width(listing: Listing, cols: Sequence[Column]) -> int:
 
 def fitting_columns(listing: Listing, width: int) -> list[Column] | None:
     """The columns of a table that fits `width` unwrapped, leaving out the
-    droppable ones (highest `drop` first); None when even the required ones
+    droppable ones every row leaves empty, then the others (highest `drop`
+    first); None when even the required ones
     do not fit (then print one block per row)."""
-    cols = list(listing.columns)
+    cols = [c for c in listing.columns  # a droppable column nothing fills says nothing
+            if not (c.drop and listing.rows and all(r[c.key] == "" for r in listing.rows))]
     while _natural_width(listing, cols) > width:
         worst = max((c.drop for c in cols), default=0)
         if not worst:
@@ -189,7 +191,8 @@ def print_table(listing: Listing, con: Any) -> None:
         print_blocks(listing, con)
         return
     con.print(_table(listing, cols))
-    left_out = [c.title for c in listing.columns if c not in cols]
+    left_out = [c.title for c in listing.columns  # not the empty ones: nothing is missed
+                if c not in cols and any(r[c.key] != "" for r in listing.rows)]
     if left_out:
         con.print(Text(f"(not shown at {con.width} columns: {', '.join(left_out)}; "
                        "--format tsv for every column)", style="dim"))
