@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +395,37 @@ def test_plain_postgresql_url_uses_the_installed_driver(
     with pytest.raises(ConfigError, match="no database driver") as e:
         run(mirror, cfg)
     assert e.value.key == "sources.pms.url"
+
+
+def test_a_connector_run_keeps_the_configs_ownership_and_thresholds(tmp_path: Path) -> None:
+    """A sql/http source's `ownership` and `unique` settings and the mirror's
+    thresholds hold for its runs as for a folder's (they were ignored: the
+    source overwrote a field the config makes local)."""
+    db = SourceDb(f"sqlite:///{tmp_path / 'pms.sqlite'}", "sqlite")
+    db.add(3, minute=0)
+    cfg = replace(db.source(mode="full"), ownership={"city": "local"})
+    with Mirror.open(tmp_path / "m.db", review_threshold=0.99) as m:
+        run(m, cfg, ownership=cfg.ownership, unique=cfg.unique)  # as the agent does
+        assert m.ownership.policy("pms")[0] == {"city": "local"}
+        c = {x.external_id: x for x in m.contacts()}["C0001"]
+        m.ownership.edit_contact(c.id, city="Penrith")  # local: no force needed
+        db.touch(["C0001"], minute=5, suburb="Blacktown", first_name="Gwen")
+        report, _ = run(m, cfg)  # None: the recorded policy
+        assert report.counts["updated"] == 1
+        after = m.get(c.id)
+        assert (after.city, after.given_name) == ("Penrith", "Gwen")
+    db.engine.dispose()
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1.0])
+def test_a_connector_run_uses_the_mirrors_review_threshold(tmp_path: Path,
+                                                            threshold: float) -> None:
+    db = SourceDb(f"sqlite:///{tmp_path / 'pms.sqlite'}", "sqlite")
+    db.add(3, minute=0)
+    with Mirror.open(tmp_path / "m.db", review_threshold=threshold) as m:
+        # A local near-twin of C0001: the same name and mobile, another e-mail.
+        m.add_contact(given_name="Given1", family_name="Family1", mobile="0400000001",
+                      email="g.family@example.org", city="Parramatta")
+        report, _ = run(m, db.source(mode="full"))
+        assert (report.counts["review_items"] > 0) == (threshold < 1.0)
+    db.engine.dispose()

@@ -273,12 +273,15 @@ class Mirror:
         own, keys = self.ownership.policy(source)
         return own, tuple(keys)
 
-    def _options(self, allow_mass_delete: bool, mass_delete_limit: float | None,
-                 chunk_size: int | None, source: str | None = None,
-                 ownership: Mapping[str, str] | None = None,
-                 unique: Sequence[str] | None = None, forced: bool = False, *,
-                 allow_column_drop: bool = False, dry_run: bool = False
-                 ) -> sync.SyncOptions:
+    def sync_options(self, allow_mass_delete: bool, mass_delete_limit: float | None,
+                     chunk_size: int | None, source: str | None = None,
+                     ownership: Mapping[str, str] | None = None,
+                     unique: Sequence[str] | None = None, forced: bool = False, *,
+                     allow_column_drop: bool = False, dry_run: bool = False
+                     ) -> sync.SyncOptions:
+        """The options of a run of `source` on this mirror: its region and
+        thresholds, and the source's field ownership and unique fields (those
+        given, recorded as its policy unless `dry_run`; None: the recorded ones)."""
         own: dict[str, str]
         keys: tuple[str, ...]
         if not source:
@@ -318,7 +321,7 @@ class Mirror:
         happen (see `SyncReport.preview` and `refused`). `forced` records on
         the run that it overrode the config's source check
         (`AgentConfig.check_sync_target`)."""
-        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
+        opts = self.sync_options(allow_mass_delete, mass_delete_limit, chunk_size, source,
                              ownership, unique, forced, dry_run=dry_run)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.dict_batches(records, table, opts, partial=mode == "incremental")
@@ -396,7 +399,7 @@ class Mirror:
                 mass_delete_limit=(MASS_DELETE_LIMIT if mass_delete_limit is None
                                    else mass_delete_limit),
                 progress=progress, forced=forced, dry_run=dry_run, chunk_size=chunk_size)
-        opts = self._options(allow_mass_delete, mass_delete_limit, chunk_size, source,
+        opts = self.sync_options(allow_mass_delete, mass_delete_limit, chunk_size, source,
                              ownership, unique, forced, allow_column_drop=allow_column_drop,
                              dry_run=dry_run)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")

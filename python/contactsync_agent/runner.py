@@ -86,7 +86,8 @@ def pull_source(mirror: Mirror, config: AgentConfig, name: str, *, mode: str | N
         # Heavy (database drivers): only when needed.
         from contactsync_agent import source_runs
 
-        report = source_runs.sync_source(mirror, cfg, allow_mass_delete=allow_mass_delete)
+        report = source_runs.sync_source(mirror, cfg, allow_mass_delete=allow_mass_delete,
+                                         ownership=cfg.ownership, unique=cfg.unique)
         return PullReport(name, cfg.kind, report=report)
     if cfg.kind != "folder":
         raise ConfigError(f"kind {cfg.kind!r} is not supported by this agent",

@@ -28,8 +28,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -68,6 +68,13 @@ class SyncTarget(Protocol):
     store: Store
     region: str
     own_files: OwnFiles
+
+    def sync_options(self, allow_mass_delete: bool, mass_delete_limit: float | None,
+                     chunk_size: int | None, source: str | None = None,
+                     ownership: Mapping[str, str] | None = None,
+                     unique: Sequence[str] | None = None, forced: bool = False, *,
+                     allow_column_drop: bool = False, dry_run: bool = False
+                     ) -> sync.SyncOptions: ...
 
 
 # ------------------------------------------------------------------ marks
@@ -136,10 +143,14 @@ def sync_source(
     connector: Connector | None = None,
     forced: bool = False,
     dry_run: bool = False,
+    ownership: Mapping[str, str] | None = None,
+    unique: Sequence[str] | None = None,
 ) -> SyncReport:
     """One run of a sql, http or vCard source; the mark advances only if it commits.
 
     `connector` lets a caller keep the instance (and read its `fetched` counter).
+    `ownership`, `unique`: the source's field ownership and unique fields, recorded
+    as its policy (a configured source passes its config's); None: the recorded ones.
     `dry_run`: nothing is written (the mark does not move either).
     A vCard file is opened once (`infile.open_input`, never one of the mirror's
     own files) and read, hashed and named from that descriptor; `path` may be an
@@ -150,15 +161,9 @@ def sync_source(
     if mode not in ("full", "incremental"):
         raise ContactSyncError(f"mode must be 'full' or 'incremental', not {mode!r}")
     store = mirror.store
-    opts = sync.SyncOptions(
-        region=mirror.region,
-        allow_mass_delete=allow_mass_delete,
-        mass_delete_limit=cfg.mass_delete_limit,
-        forced=forced,
-    )
-    chunk = getattr(cfg, "chunk_size", None)  # a newer SourceConfig setting
-    if chunk:
-        opts = replace(opts, chunk_size=chunk)
+    # The mirror's thresholds and the source's policy, as for a file's run.
+    opts = mirror.sync_options(allow_mass_delete, cfg.mass_delete_limit, cfg.chunk_size or None,
+                               cfg.name, ownership, unique, forced, dry_run=dry_run)
     table = build_mapping(conn.mapping(), where=f"sources.{cfg.name}.mapping")
     mark = load_mark(store, conn) if mode == "incremental" else None
     written = False

@@ -272,7 +272,8 @@ class Jobs(Part):
                 w,
                 conn,
                 lambda: source_runs.sync_source(
-                    mirror, w.cfg, progress=self.progress, connector=conn
+                    mirror, w.cfg, progress=self.progress, connector=conn,
+                    ownership=w.cfg.ownership, unique=w.cfg.unique,
                 ),
             )
         except RunAborted:
