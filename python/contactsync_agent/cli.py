@@ -344,7 +344,12 @@ def _sync_with_bar(m: Mirror, source: str, file: str, kwargs: dict[str, Any]
 
     meter = _core.ReadMeter()
     started = time.monotonic()
-    with out.FileProgress(f"reading {escape_name(Path(file).name)}", meter) as bar:
+    try:
+        file_bytes: int | None = Path(file).stat().st_size
+    except OSError:  # the sync names it
+        file_bytes = None
+    with out.FileProgress(f"reading {escape_name(Path(file).name)}", meter,
+                          total=file_bytes) as bar:
         report = m.sync_file(source, file, progress=bar.written, meter=meter, **kwargs)
     took = time.monotonic() - started
     total = meter.total_bytes

@@ -524,7 +524,8 @@ class FileProgress:
     records written so far (`written`); left on screen at the end with a
     final line (`done`)."""
 
-    def __init__(self, label: str, meter: Meter, console: Any = None) -> None:
+    def __init__(self, label: str, meter: Meter, console: Any = None,
+                 total: int | None = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -546,7 +547,10 @@ class FileProgress:
             console=self.console, refresh_per_second=10, transient=False,
             expand=False,
         )
-        self.task = self.progress.add_task(markup(label), total=None, records="")
+        # `total`: the file's size as known before the reader opens it, so the
+        # first frame does not say "0/? bytes".
+        self.total = total or None
+        self.task = self.progress.add_task(markup(label), total=self.total, records="")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="contactsync-progress",
                                         daemon=True)
@@ -557,7 +561,7 @@ class FileProgress:
             self.update()
 
     def update(self) -> None:
-        total = self.meter.total_bytes
+        total = self.meter.total_bytes or self.total
         self.progress.update(self.task, completed=self.meter.bytes_read,
                              total=total or None)
         self.updates += 1
