@@ -560,11 +560,12 @@ impl Model {
     /// a household (see `household`), by EM over the compared pairs'
     /// patterns in that context with m fixed (the share of matches there and
     /// these u estimated together). Members of one household rarely share a
-    /// given name (a given-name agreement, nickname, typo or initial there is
-    /// strong evidence of one person) but share a birth date as twins and a
-    /// family name nearly always: the population's u, which counts namesakes
-    /// and strangers, is wrong for them both ways. Fields with a fixed u keep
-    /// it.
+    /// given name, so a given-name agreement, nickname, typo or initial there
+    /// is strong evidence of one person; the population's u counts namesakes
+    /// and strangers and says it is weak. (Twins share a birth date: EM
+    /// learns that on some inputs, not on others, where a twin's shared
+    /// birth date makes it a "match" and keeps it one.) Fields with a fixed u
+    /// keep it.
     pub fn estimate_household_u(&mut self, cfg: &Config, all: &Patterns, iterations: usize) {
         let pats: Vec<(u64, f64)> = all
             .iter()
@@ -586,9 +587,8 @@ impl Model {
             for &(p, c) in &pats {
                 let post = probability(lp + self.pattern_score(p, None));
                 matched += post * c;
-                let nm = (1.0 - post) * c;
                 for &f in &free {
-                    acc[f][get_level(p, f) as usize] += nm;
+                    acc[f][get_level(p, f) as usize] += (1.0 - post) * c;
                 }
             }
             let mut delta: f64 = 0.0;
