@@ -595,10 +595,11 @@ impl Model {
             for &f in &free {
                 let sum: f64 = acc[f][1..].iter().sum();
                 let k = HOUSEHOLD_PSEUDO_PAIRS;
-                for l in 1..acc[f].len() {
-                    let v = ((acc[f][l] + k * self.u[f][l]) / (sum + k)).max(1e-9);
-                    delta = delta.max((v.log2() - self.u_household[f][l].log2()).abs());
-                    self.u_household[f][l] = v;
+                let (u, uh) = (&self.u[f], &mut self.u_household[f]);
+                for (l, a) in acc[f].iter().enumerate().skip(1) {
+                    let v = ((a + k * u[l]) / (sum + k)).max(1e-9);
+                    delta = delta.max((v.log2() - uh[l].log2()).abs());
+                    uh[l] = v;
                 }
             }
             prior = (matched / total).clamp(1e-6, 1.0 - 1e-6);
