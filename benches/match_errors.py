@@ -10,8 +10,13 @@ into kinds the generator makes on purpose:
   other
 
 It prints per kind the count and the most frequent agreement patterns (each
-field's level), and the missed true pairs the same way. An evaluation tool:
-it reads the labels; the matcher never does.
+field's level), and the missed true pairs (false negatives) by kind: where
+they were lost (not compared by blocking, scored below 0.001, or scored
+0.001 to the threshold) and which of the generator's corruptions the pair
+carries (given-name variant, family-name typo, e-mail / mobile / birth date
+missing or changed, moved house, only the display name exported). With
+--model it prints the fitted m, u and weight per field and level. An
+evaluation tool: it reads the labels; the matcher never does.
 
     python benches/match_errors.py --n 200000
 """
@@ -40,12 +45,47 @@ def _short(level: str) -> str:
     return SHORT.get(level, level.split(" ")[0][:6])
 
 
+def _corruptions(x: dict[str, str], y: dict[str, str]) -> list[str]:
+    """Which of the generator's corruptions tell records x and y apart."""
+    def low(r: dict[str, str], k: str) -> str:
+        return r[k].strip().lower()
+
+    def digits(v: str) -> str:
+        return "".join(c for c in v if c.isdigit())[-8:]
+
+    tags = []
+    if not low(x, "given_name") or not low(y, "given_name"):
+        tags.append("display name only")
+    else:
+        gx, gy = low(x, "given_name").split(" ")[0], low(y, "given_name").split(" ")[0]
+        fx, fy = low(x, "family_name"), low(y, "family_name")
+        if gx == fy or gy == fx:
+            tags.append("names swapped")
+        elif gx != gy:
+            tags.append("given initial" if min(len(gx), len(gy)) == 1 else "given variant")
+        if fx != fy and not (gx == fy or gy == fx):
+            tags.append("family typo")
+    for k, what in (("email", "e-mail"), ("mobile", "mobile"), ("date_of_birth", "birth date")):
+        vx, vy = low(x, k), low(y, k)
+        if not vx or not vy:
+            tags.append(f"{what} missing")
+        elif (digits(vx) != digits(vy)) if k == "mobile" else (vx != vy and k == "email"):
+            tags.append(f"{what} changed")
+    if not low(x, "postcode") or not low(y, "postcode"):
+        tags.append("address missing")
+    elif low(x, "postcode") != low(y, "postcode") or \
+            low(x, "street").split(" ")[:2] != low(y, "street").split(" ")[:2]:
+        tags.append("moved")
+    return tags
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--model", action="store_true", help="print the fitted m, u and weights")
     a = ap.parse_args()
     path = matchgen.cached_csv(a.n, a.seed, "realistic")
     rows: dict[str, dict[str, str]] = {}
@@ -61,6 +101,18 @@ def main() -> None:
     print(f"n={a.n:,} time={took:.1f}s comparisons={s.pairs_compared:,} "
           f"prior={s.prior:.3g} blocked_prior={s.blocked_prior:.3g} "
           f"stages={ {k: round(v, 2) for k, v in s.seconds.items()} }")
+    if a.model:
+        print(f"model source={res.model['source']} prior={res.model['prior']:.3g}")
+        for fld in res.model["fields"]:
+            print(f"  {fld['field']}: " + ", ".join(
+                f"{_short(lv['level'])} {lv['weight']:+.2f}" for lv in fld["levels"]))
+        print(f"household context (keys {res.model['household_keys']}, "
+              f"{res.model['household_pairs']}): weights there")
+        for fld in res.model["fields"]:
+            if any(lv["household_weight"] != lv["weight"] for lv in fld["levels"]):
+                print(f"  {fld['field']}: " + ", ".join(
+                    f"{_short(lv['level'])} {lv['household_weight']:+.2f}"
+                    for lv in fld["levels"]))
     truth = matchgen.true_pairs([r["cluster"] for r in rows.values()], list(rows))
 
     def low(r: dict[str, str], k: str) -> str:
@@ -90,11 +142,13 @@ def main() -> None:
     found = set()
     missed: collections.Counter[str] = collections.Counter()
     missed_bins: collections.Counter[str] = collections.Counter()
+    missed_keys: list[tuple[str, str]] = []
     for p in res:
         k = (p.left_id, p.right_id) if p.left_id < p.right_id else (p.right_id, p.left_id)
         if p.probability < cfg.threshold:
             if k in truth:
                 found.add(k)
+                missed_keys.append(k)
                 missed[" ".join(f"{f[:5]}:{_short(c.level)}" for f, c in p.explanation.items()
                                 if c.level not in ("missing", "missing or uninformative"))] += 1
                 missed_bins["0.1-0.5" if p.probability >= 0.1 else "0.01-0.1"
@@ -127,6 +181,24 @@ def main() -> None:
           "compared")
     for pat, n in missed.most_common(a.top * 2):
         print(f"      {n:>6,}  {pat}")
+    lost = [k for k in truth if k not in found]
+    blocked = s.true_pairs_blocked or 0
+    not_compared = len(truth) - blocked
+    print(f"false negatives: {len(truth) - tp:,} = not compared by blocking "
+          f"{not_compared:,} + scored below 0.001 {len(lost) - not_compared:,} "
+          f"+ scored 0.001 to {cfg.threshold} {sum(missed.values()):,}")
+    fn_tags: collections.Counter[str] = collections.Counter()
+    fn_combos: collections.Counter[str] = collections.Counter()
+    for k in lost + missed_keys:
+        tags = _corruptions(rows[k[0]], rows[k[1]])
+        fn_tags.update(tags)
+        fn_combos[" + ".join(tags) or "(none)"] += 1
+    print("false negatives by corruption (a pair counts under each it carries):")
+    for t, n in fn_tags.most_common():
+        print(f"  {t:<24} {n:>7,}")
+    print("false negatives by combination:")
+    for t, n in fn_combos.most_common(a.top * 2):
+        print(f"      {n:>6,}  {t}")
 
 
 if __name__ == "__main__":

@@ -184,6 +184,10 @@ def export(config: Any, model: dict[str, Any], link: bool) -> SplinkExport:
             notes.append(f"{f.name}: group {f.group!r} not expressible; Splink adds every member")
         comparisons.append({"output_column_name": f.name, "comparison_levels": out,
                             "comparison_description": f"contactsync {f.type}"})
+    if model.get("household_keys"):
+        notes.append("the household u (given name, mobile, birth date weighed by the u among "
+                     f"members of one household, when {', '.join(model['household_keys'])} "
+                     "agree) not expressible; Splink uses the population's u")
     rules = []
     for r in config.blocking:
         rule_sql = _rule_sql(tuple(r.keys), r.unordered)

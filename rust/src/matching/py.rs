@@ -387,6 +387,8 @@ impl MatchOutput {
                         serde_json::json!({
                             "level": label, "m": o.model.m[f][l], "u": o.model.u[f][l],
                             "weight": o.model.w[f][l],
+                            "u_household": o.model.u_household[f][l],
+                            "household_weight": o.model.w[f][l] + o.model.household_shift[f][l],
                         })
                     })
                     .collect();
@@ -395,6 +397,10 @@ impl MatchOutput {
             .collect();
         serde_json::json!({
             "prior": o.model.prior, "source": o.model.source, "fields": fields,
+            "household_keys": o.field_names.iter().zip(&o.model.household_key)
+                .filter(|(_, k)| **k).map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            "household_pairs": {"non_matches": o.model.household_pairs.0,
+                                "matches": o.model.household_pairs.1},
         })
         .to_string()
     }

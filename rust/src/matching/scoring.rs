@@ -127,7 +127,30 @@ pub struct Model {
     pub source: &'static str,
     pub groups: Vec<Option<usize>>,
     pub group_members: Vec<Vec<usize>>,
+    /// per field: a group member whose exact agreement few random pairs
+    /// share (u of the top level <= `HOUSEHOLD_U`): a shared address,
+    /// landline or e-mail; such an agreement puts a pair in the household
+    /// context (see `household`)
+    pub household_key: Vec<bool>,
+    /// u per field and level among the non-matches of the household
+    /// context (fields outside every group; index 0 unused), by EM with m
+    /// fixed (`estimate_household_u`); equal to `u` until estimated
+    pub u_household: Vec<Vec<f64>>,
+    /// log2(u / u_household): what a field's weight gains (or loses) when
+    /// the pair shares a household (0 for group members and level 0)
+    pub household_shift: Vec<Vec<f64>>,
+    /// non-matches and matches EM saw in the household context
+    pub household_pairs: (f64, f64),
 }
+
+/// A group member's exact agreement marks a shared household when at most
+/// one random pair in a thousand shares the value (street address, landline,
+/// e-mail; not a city, a postcode or a family name).
+pub const HOUSEHOLD_U: f64 = 1e-3;
+
+/// Pseudo-pairs of the population's u mixed into the household context's u
+/// (so a level the context's non-matches never show is not impossible).
+const HOUSEHOLD_PSEUDO_PAIRS: f64 = 1000.0;
 
 /// u: level frequencies over `samples` random pairs (left × right in link
 /// mode), with add-one smoothing so no level is impossible.
@@ -248,11 +271,32 @@ impl Model {
             tf: cfg.fields.iter().map(|f| f.tf).collect(),
             kinds: cfg.fields.iter().map(|f| f.kind).collect(),
             source: "em",
+            household_key: Vec::new(),
+            u_household: Vec::new(),
+            household_shift: Vec::new(),
+            household_pairs: (0.0, 0.0),
             groups,
             group_members,
         };
+        model.household_key = (0..model.u.len())
+            .map(|f| {
+                let top = model.u[f].len() - 1;
+                model.groups[f].is_some() && model.u[f][top] <= HOUSEHOLD_U
+            })
+            .collect();
+        model.u_household = model.u.clone();
         model.update_weights();
         model
+    }
+
+    /// Whether the pair shares a household: an exact agreement on a
+    /// household key (see `household_key`).
+    #[inline]
+    pub fn household(&self, levels: u64) -> bool {
+        self.household_key
+            .iter()
+            .enumerate()
+            .any(|(f, k)| *k && get_level(levels, f) as usize == self.u[f].len() - 1)
     }
 
     fn update_weights(&mut self) {
@@ -281,6 +325,33 @@ impl Model {
                 *w = w.max(0.0);
             }
         }
+        self.household_shift = self
+            .u
+            .iter()
+            .zip(&self.u_household)
+            .enumerate()
+            .map(|(f, (u, uh))| {
+                u.iter()
+                    .zip(uh)
+                    .enumerate()
+                    .map(|(l, (u, uh))| {
+                        if l == 0 || self.groups[f].is_some() {
+                            0.0
+                        } else {
+                            (u.max(1e-12) / uh.max(1e-12)).log2()
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        // the nickname floor holds in a household too
+        for (f, kind) in self.kinds.iter().enumerate() {
+            if *kind == FieldType::GivenName {
+                let w = self.w[f][GIVEN_NICKNAME];
+                let s = &mut self.household_shift[f][GIVEN_NICKNAME];
+                *s = s.max(-w);
+            }
+        }
     }
 
     /// Weight of a comparison pattern (no term frequencies), groups counted
@@ -288,11 +359,15 @@ impl Model {
     fn pattern_score(&self, p: u64, skip: Option<usize>) -> f64 {
         let nf = self.m.len();
         let mut buf = [0.0f64; 16];
+        let hh = self.household(p);
         for (f, b) in buf.iter_mut().enumerate().take(nf) {
+            let l = get_level(p, f) as usize;
             *b = if Some(f) == skip {
                 0.0
+            } else if hh {
+                self.w[f][l] + self.household_shift[f][l]
             } else {
-                self.w[f][get_level(p, f) as usize]
+                self.w[f][l]
             };
         }
         self.apply_groups(&mut buf[..nf]);
@@ -461,6 +536,7 @@ impl Model {
                 }
             }
             self.update_weights();
+            self.estimate_household_u(cfg, all, cfg.em_iterations);
         }
         if all.is_empty() {
             return;
@@ -480,10 +556,66 @@ impl Model {
         self.blocked_prior = (matches / total.max(1.0)).min(1.0);
     }
 
+    /// u of the fields outside every group among the non-matches that share
+    /// a household (see `household`), by EM over the compared pairs'
+    /// patterns in that context with m fixed (the share of matches there and
+    /// these u estimated together). Members of one household rarely share a
+    /// given name, so a given-name agreement, nickname, typo or initial there
+    /// is strong evidence of one person; the population's u counts namesakes
+    /// and strangers and says it is weak. (Twins share a birth date: EM
+    /// learns that on some inputs, not on others, where a twin's shared
+    /// birth date makes it a "match" and keeps it one.) Fields with a fixed u
+    /// keep it.
+    pub fn estimate_household_u(&mut self, cfg: &Config, all: &Patterns, iterations: usize) {
+        let pats: Vec<(u64, f64)> = all
+            .iter()
+            .filter(|(p, _)| self.household(**p))
+            .map(|(p, c)| (*p, *c as f64))
+            .collect();
+        let total: f64 = pats.iter().map(|p| p.1).sum();
+        let free: Vec<usize> = (0..self.m.len())
+            .filter(|f| self.groups[*f].is_none() && cfg.fields[*f].u.is_none())
+            .collect();
+        if total < MIN_EM_PAIRS as f64 || free.is_empty() {
+            return;
+        }
+        let mut prior = 0.5f64;
+        for _ in 0..iterations {
+            let lp = (prior / (1.0 - prior)).log2();
+            let mut acc: Vec<Vec<f64>> = self.u.iter().map(|u| vec![0.0; u.len()]).collect();
+            let mut matched = 0.0;
+            for &(p, c) in &pats {
+                let post = probability(lp + self.pattern_score(p, None));
+                matched += post * c;
+                for &f in &free {
+                    acc[f][get_level(p, f) as usize] += (1.0 - post) * c;
+                }
+            }
+            let mut delta: f64 = 0.0;
+            for &f in &free {
+                let sum: f64 = acc[f][1..].iter().sum();
+                let k = HOUSEHOLD_PSEUDO_PAIRS;
+                let (u, uh) = (&self.u[f], &mut self.u_household[f]);
+                for (l, a) in acc[f].iter().enumerate().skip(1) {
+                    let v = ((a + k * u[l]) / (sum + k)).max(1e-9);
+                    delta = delta.max((v.log2() - uh[l].log2()).abs());
+                    uh[l] = v;
+                }
+            }
+            prior = (matched / total).clamp(1e-6, 1.0 - 1e-6);
+            self.update_weights();
+            if delta < 1e-3 {
+                break;
+            }
+        }
+        self.household_pairs = (total * (1.0 - prior), total * prior);
+    }
+
     /// Each field's counted weight for a pair; group members count their
     /// strongest agreement and strongest disagreement once.
     pub fn contributions(&self, tf: &Tf, levels: u64, i: usize, out: &mut [f64]) -> f64 {
         let nf = self.m.len();
+        let hh = self.household(levels);
         for (f, o) in out.iter_mut().enumerate().take(nf) {
             let l = get_level(levels, f) as usize;
             let top = self.m[f].len() - 1;
@@ -496,6 +628,10 @@ impl Model {
             } else {
                 self.w[f][l]
             };
+            if hh {
+                // inside one household: the same tf scaling, the household's u
+                *o += self.household_shift[f][l];
+            }
         }
         self.apply_groups(&mut out[..nf]);
         out[..nf].iter().sum()
