@@ -654,8 +654,10 @@ def _fuzzy_candidates(run: _Run, first_new_id: int, options: SyncOptions) -> set
     from contactsync_agent import matching  # the engine: only when there is work
 
     store = run.store
-    local = store.contacts.match_rows("record_type = 'manual' AND external_id IS NULL", (),
-                                      MATCH_COLUMNS)
+    # `!= 'sync'`: read through the partial index `contacts_local`, not a scan.
+    local = store.contacts.match_rows(
+        "record_type != 'sync' AND record_type = 'manual' AND external_id IS NULL", (),
+        MATCH_COLUMNS)
     if not local:
         return set()
     new = store.contacts.match_rows("id >= ? AND source = ? AND record_type = 'sync'",

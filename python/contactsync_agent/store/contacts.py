@@ -77,7 +77,10 @@ class Contacts(Part):
         cols = ", ".join(FIELDS)
         rows = self.conn.execute(
             f"SELECT id, CASE record_type WHEN 'manual' THEN 0 ELSE 1 END, {cols} "
-            "FROM contacts WHERE record_type IN ('manual', 'external') AND deleted_at IS NULL "
+            # `record_type != 'sync'` lets SQLite read the partial index
+            # `contacts_local` instead of scanning every contact.
+            "FROM contacts WHERE record_type != 'sync' AND record_type IN ('manual', 'external') "
+            "AND deleted_at IS NULL "
             "AND NOT (record_type = 'manual' AND source IS ? AND external_id IS NOT NULL)",
             (source,),
         ).fetchall()
@@ -97,11 +100,13 @@ class Contacts(Part):
     def linked_not_sync(self, source: str) -> int:
         """Live contacts linked to `source` that are not `sync` ones (manual or
         external contacts that carry its link): few, found by the
-        `contacts_local` index."""
+        `contacts_local` index (named: without statistics the planner took the
+        link index and visited every linked contact, 0.2 s a million)."""
         return int(
             self.conn.execute(
-                "SELECT count(*) FROM contacts WHERE record_type != 'sync' "
-                "AND deleted_at IS NULL AND source = ? AND external_id IS NOT NULL",
+                "SELECT count(*) FROM contacts INDEXED BY contacts_local "
+                "WHERE record_type != 'sync' AND deleted_at IS NULL AND source = ? "
+                "AND external_id IS NOT NULL",
                 (source,),
             ).fetchone()[0]
         )
