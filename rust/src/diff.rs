@@ -11,6 +11,121 @@ pub const FLAG_ATTENTION: u8 = 1;
 /// Internal flag: the link has a source hash (a `None` hash is never unchanged).
 const FLAG_HASH: u8 = 2;
 
+/// The links of a differ: those it was loaded with in a sorted array with a
+/// radix directory (built without hashing: a load is a parse and a sort,
+/// already sorted after the first), the links added later in a hash map.
+/// A lookup reads the directory slot of the key's top bits, then about one key.
+#[derive(Default)]
+struct Links {
+    keys: Vec<u128>,
+    entries: Vec<Known>,
+    /// dir[p]..dir[p + 1]: the entries whose key's top `bits` bits are p.
+    dir: Vec<u32>,
+    bits: u32,
+    /// Loaded links still present.
+    live: usize,
+    added: AHashMap<u128, Known>,
+}
+
+impl Links {
+    fn build(mut all: Vec<(u128, Known)>) -> Links {
+        all.sort_unstable_by_key(|e| e.0);
+        all.dedup_by_key(|e| e.0);
+        let n = all.len();
+        let bits = if n < 2 {
+            1
+        } else {
+            (usize::BITS - (n - 1).leading_zeros()).min(30)
+        };
+        let (keys, entries): (Vec<u128>, Vec<Known>) = all.into_iter().unzip();
+        let mut dir = Vec::with_capacity((1usize << bits) + 1);
+        let mut i = 0usize;
+        for p in 0..=(1u128 << bits) {
+            while i < n && (keys[i] >> (128 - bits)) < p {
+                i += 1;
+            }
+            dir.push(i as u32);
+        }
+        Links {
+            keys,
+            entries,
+            dir,
+            bits,
+            live: n,
+            added: AHashMap::new(),
+        }
+    }
+
+    /// Slot of `k` among the loaded links (present or removed).
+    fn slot(&self, k: u128) -> Option<usize> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let p = (k >> (128 - self.bits)) as usize;
+        let (a, b) = (self.dir[p] as usize, self.dir[p + 1] as usize);
+        (a..b).find(|&i| self.keys[i] == k)
+    }
+
+    fn get(&self, k: &u128) -> Option<&Known> {
+        match self.slot(*k) {
+            Some(i) if !self.entries[i].gone => Some(&self.entries[i]),
+            Some(_) => None,
+            None => self.added.get(k),
+        }
+    }
+
+    fn get_mut(&mut self, k: &u128) -> Option<&mut Known> {
+        match self.slot(*k) {
+            Some(i) if !self.entries[i].gone => Some(&mut self.entries[i]),
+            Some(_) => None,
+            None => self.added.get_mut(k),
+        }
+    }
+
+    fn contains_key(&self, k: &u128) -> bool {
+        self.get(k).is_some()
+    }
+
+    fn insert(&mut self, k: u128, v: Known) {
+        match self.slot(k) {
+            Some(i) => {
+                if self.entries[i].gone {
+                    self.live += 1;
+                }
+                self.entries[i] = v;
+            }
+            None => {
+                self.added.insert(k, v);
+            }
+        }
+    }
+
+    fn remove(&mut self, k: &u128) {
+        match self.slot(*k) {
+            Some(i) => {
+                if !self.entries[i].gone {
+                    self.entries[i].gone = true;
+                    self.live -= 1;
+                }
+            }
+            None => {
+                self.added.remove(k);
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Known> {
+        self.entries
+            .iter()
+            .filter(|k| !k.gone)
+            .chain(self.added.values())
+    }
+
+    fn len(&self) -> usize {
+        self.live + self.added.len()
+    }
+}
+
 /// One link. Its external id lives in the differ's arena (`names`), not in a
 /// string of its own: loading a million links allocates two buffers, not a
 /// million strings (and dropping them frees two).
@@ -30,6 +145,8 @@ struct Known {
     held: bool,
     /// Changed since the differ was loaded (goes into the next delta).
     dirty: bool,
+    /// Removed (a loaded link's slot stays in the sorted array).
+    gone: bool,
 }
 
 impl Known {
@@ -58,7 +175,7 @@ fn key(external_id: &str) -> u128 {
 
 #[derive(Default)]
 pub struct Differ {
-    known: AHashMap<u128, Known>,
+    known: Links,
     /// The external ids of `known`, back to back.
     names: Vec<u8>,
     new_seen: AHashMap<u128, u64>,
@@ -140,6 +257,7 @@ impl Differ {
                 flags: (flags & FLAG_ATTENTION) | if hash.is_some() { FLAG_HASH } else { 0 },
                 held: false,
                 dirty: false,
+                gone: false,
             },
         );
     }
@@ -161,7 +279,7 @@ impl Differ {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
+        self.known.len() == 0
     }
 
     /// Takes a row as unchanged by its raw hash alone (no cleaning needed) when
@@ -350,8 +468,15 @@ impl Differ {
         out
     }
 
-    /// Reads `count` links in the "CSD3" (or "CSD2") entry layout into the map.
-    fn read_entries(&mut self, d: &mut Cursor<'_>, count: u64, v3: bool) -> Result<(), String> {
+    /// Reads `count` links in the "CSD3" (or "CSD2") entry layout, their
+    /// external ids into the arena.
+    fn read_entries(
+        &mut self,
+        d: &mut Cursor<'_>,
+        count: u64,
+        v3: bool,
+    ) -> Result<Vec<(u128, Known)>, String> {
+        let mut out = Vec::with_capacity((count as usize).min(d.0.len() / 19));
         for _ in 0..count {
             let (len, mut flags) = if v3 {
                 let lf = d.varint()?;
@@ -368,7 +493,7 @@ impl Differ {
                 flags = d.take(1)?[0];
             }
             let (ext_at, ext_len) = self.push_name(ext);
-            self.known.insert(
+            out.push((
                 key(ext),
                 Known {
                     local_id,
@@ -380,10 +505,11 @@ impl Differ {
                     flags: flags & 3,
                     held: false,
                     dirty: false,
+                    gone: false,
                 },
-            );
+            ));
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Reads a snapshot of either format ("CSD3", or "CSD2" of older versions).
@@ -398,14 +524,14 @@ impl Differ {
         // A count is never more than the bytes could hold (no huge allocation).
         let cap = (count as usize).min(d.0.len() / 17);
         let mut out = Differ {
-            known: AHashMap::with_capacity(cap),
             names: Vec::with_capacity(d.0.len().saturating_sub(cap * 19)),
             ..Differ::default()
         };
-        out.read_entries(&mut d, count, v3)?;
+        let all = out.read_entries(&mut d, count, v3)?;
         if !d.0.is_empty() {
             return Err("link snapshot has trailing bytes".into());
         }
+        out.known = Links::build(all);
         Ok(out)
     }
 
@@ -424,11 +550,12 @@ impl Differ {
             self.known.remove(&key(ext));
         }
         let count = d.varint()?;
-        self.known
-            .reserve((count as usize).min(d.0.len() / 19));
-        self.read_entries(&mut d, count, true)?;
+        let links = self.read_entries(&mut d, count, true)?;
         if !d.0.is_empty() {
             return Err("link snapshot delta has trailing bytes".into());
+        }
+        for (k, v) in links {
+            self.known.insert(k, v);
         }
         Ok(())
     }
@@ -655,6 +782,62 @@ mod tests {
     }
 
     #[test]
+    fn loaded_and_added_links_answer_like_a_map() {
+        use std::collections::BTreeMap;
+        // A seeded walk of links: loaded (sorted array), then removed,
+        // re-added, changed and new (the map beside it), against a BTreeMap.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut d = Differ::default();
+        let mut want: BTreeMap<String, (i64, Option<u64>, u8)> = BTreeMap::new();
+        for i in 0..3000 {
+            let (e, h) = (format!("L{i}"), Some(next() % 1000));
+            d.insert(e.clone(), i, h, 0);
+            want.insert(e, (i, h, 0));
+        }
+        let mut d = Differ::deserialize(&d.serialize()).unwrap();
+        for step in 0..6000 {
+            let e = format!("L{}", next() % 4000);
+            let id = (next() % 5000) as i64;
+            match step % 3 {
+                0 => {
+                    if want.get(&e).is_some_and(|w| w.0 == id) {
+                        want.remove(&e);
+                    }
+                    d.remove_if(&e, id);
+                    if let Some(w) = want.get(&e) {
+                        d.remove_if(&e, w.0);
+                        want.remove(&e);
+                    }
+                }
+                _ => {
+                    let h = (step % 5 != 0).then_some(next() % 1000);
+                    d.upsert(&e, id, h, (step % 7 == 0) as u8, 0);
+                    want.insert(e, (id, h, (step % 7 == 0) as u8));
+                }
+            }
+        }
+        let got: Vec<_> = d.entries();
+        let exp: Vec<_> = want
+            .iter()
+            .map(|(e, &(id, h, f))| (e.clone(), id, h, f))
+            .collect();
+        assert_eq!(got, exp);
+        assert_eq!(d.len(), want.len());
+        for i in 0..4000 {
+            let e = format!("L{i}");
+            assert_eq!(d.hold(&e), want.get(&e).map(|w| w.0), "{e}");
+        }
+        let back = Differ::deserialize(&d.serialize()).unwrap();
+        assert_eq!(back.entries(), exp);
+    }
+
+    #[test]
     fn a_delta_over_the_snapshot_it_was_loaded_from_gives_the_same_links() {
         let mut d = Differ::default();
         for i in 0..50 {
@@ -686,7 +869,10 @@ mod tests {
         back.apply_delta(&delta).unwrap();
         assert_eq!(back.entries(), run.entries());
         assert_eq!(back.changes(), (0, 0), "applied: as loaded");
-        assert!(back.take_raw_unchanged("E8", 1234, 3), "the learned raw hash came along");
+        assert!(
+            back.take_raw_unchanged("E8", 1234, 3),
+            "the learned raw hash came along"
+        );
         // Deltas chain: a second run over base + delta.
         back.upsert("E9", 9, Some(1), 0, 0);
         let second = back.serialize_delta();

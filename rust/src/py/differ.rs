@@ -137,11 +137,10 @@ impl Differ {
     #[staticmethod]
     #[pyo3(signature = (data, deltas = Vec::new()))]
     fn deserialize(py: Python<'_>, data: &[u8], deltas: Vec<Vec<u8>>) -> PyResult<Differ> {
-        let owned = data.to_vec();
+        // The bytes are read in place (the caller holds them), without the GIL.
         let d = py
             .detach(move || {
-                let mut d = CoreDiffer::deserialize(&owned)?;
-                drop(owned);
+                let mut d = CoreDiffer::deserialize(data)?;
                 for delta in &deltas {
                     d.apply_delta(delta)?;
                 }
