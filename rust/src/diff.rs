@@ -82,8 +82,18 @@ impl Links {
         }
     }
 
-    fn contains_key(&self, k: &u128) -> bool {
-        self.get(k).is_some()
+    /// The link of `k`, made by `make` when there is none.
+    fn get_or_insert_with(&mut self, k: u128, make: impl FnOnce() -> Known) -> &mut Known {
+        match self.slot(k) {
+            Some(i) => {
+                if self.entries[i].gone {
+                    self.entries[i] = make();
+                    self.live += 1;
+                }
+                &mut self.entries[i]
+            }
+            None => self.added.entry(k).or_insert_with(make),
+        }
     }
 
     fn insert(&mut self, k: u128, v: Known) {
@@ -362,13 +372,25 @@ impl Differ {
     ) {
         let kx = key(external_id);
         let seen_line = self.new_seen.get(&kx).copied().unwrap_or(1);
-        if !self.known.contains_key(&kx) {
-            self.put(external_id, local_id, hash, flags, 0);
-        }
         let flags = (flags & FLAG_ATTENTION) | if hash.is_some() { FLAG_HASH } else { 0 };
-        let Some(entry) = self.known.get_mut(&kx) else {
-            return;
-        };
+        let names = &mut self.names;
+        // One lookup for a new link (a bulk import's creates come this way).
+        let entry = self.known.get_or_insert_with(kx, || {
+            let ext_at = names.len();
+            names.extend_from_slice(external_id.as_bytes());
+            Known {
+                local_id,
+                hash: hash.unwrap_or(0),
+                seen_line: 0,
+                raw: 0,
+                ext_at,
+                ext_len: external_id.len() as u32,
+                flags,
+                held: false,
+                dirty: false,
+                gone: false,
+            }
+        });
         if entry.local_id != local_id || entry.hash() != hash || entry.flags != flags {
             entry.raw = 0;
         }
