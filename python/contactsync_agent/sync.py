@@ -449,13 +449,36 @@ def _three(row: Any) -> dict[str, Any]:
     return {k: ex.get(k) for k in ("field", "base", "local", "remote")}
 
 
-def _load_differ(store: Store, source: str) -> tuple[_core.Differ, bool]:
-    """The source's links: from the saved snapshot when it is still valid (any
-    write to a contact drops it, by trigger), else from the contacts table."""
-    data = store.contacts.load_snapshot(source)
-    if data is not None:
-        return _core.Differ.deserialize(data), True
-    return _differ_from_sql(store, source), False
+@dataclass(frozen=True)
+class _Loaded:
+    """The saved snapshot a run's links came from: bytes of its whole part,
+    bytes of its deltas, and how many parts."""
+
+    base_bytes: int
+    delta_bytes: int
+    parts: int
+
+
+# A run saves its changes as a delta while the deltas stay under this share
+# of the whole snapshot and this many parts; else a whole snapshot again.
+DELTA_SHARE = 0.25
+MAX_SNAPSHOT_PARTS = 32
+
+
+def _load_differ(store: Store, source: str) -> tuple[_core.Differ, _Loaded | None]:
+    """The source's links: from the saved snapshot (its whole part and the
+    deltas after it) when it is still valid (any write to a contact's link
+    drops it, by trigger), else from the contacts table."""
+    parts = store.contacts.load_snapshot(source)
+    if parts is not None:
+        loaded = _Loaded(len(parts[0]), sum(len(p) for p in parts[1:]), len(parts))
+        differ = _core.Differ.deserialize(parts[0], parts[1:])
+        if os.environ.get(VERIFY_ENV) and differ.entries() != _differ_from_sql(
+                store, source).entries():
+            raise ContactSyncError(f"saved link snapshot of {source!r} ({len(parts)} "
+                                   "part(s)) differs from the table")
+        return differ, loaded
+    return _differ_from_sql(store, source), None
 
 
 def _differ_from_sql(store: Store, source: str) -> _core.Differ:
@@ -510,11 +533,11 @@ def run_sync(
         with store.transaction():
             run = _Run(store, source, mode, run_id, now_iso(), options.ownership,
                        region=options.region)
-            differ, from_snapshot = _plan(run, batches, origin, options, progress)
+            differ, loaded = _plan(run, batches, origin, options, progress)
             duration = int((time.monotonic() - started) * 1000)
             store.runs.finish(run_id, "ok", run.counts, error=None, duration_ms=duration)
-            if run.touched or run.created_links or not from_snapshot or differ.learned():
-                _save_links(run, differ)
+            if run.touched or run.created_links or loaded is None or differ.learned():
+                _save_links(run, differ, loaded)
     except BaseException as exc:
         if isinstance(exc, SafetyLimitError | SourceFormatError):
             status = "refused"
@@ -565,12 +588,13 @@ def _dry_run(
 def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None],
                                        Iterator[_core.Batch]],
           origin: str | None, options: SyncOptions,
-          progress: ProgressFn | None) -> tuple[_core.Differ, bool]:
+          progress: ProgressFn | None) -> tuple[_core.Differ, _Loaded | None]:
     """The run's work inside its transaction: stream the batches, decide and
-    apply; returns the links and whether they came from the saved snapshot."""
+    apply; returns the links and the saved snapshot they came from (None: the
+    contacts table)."""
     store, source = run.store, run.source
     first_new_id = run.first_new_id
-    differ, from_snapshot = _load_differ(store, source)
+    differ, loaded = _load_differ(store, source)
     if run.mode == "full":  # the source's live `sync` contacts (the links, less the others)
         run.linked_before = len(differ) - store.contacts.linked_not_sync(source)
     identity = _load_identity(store, source, options.region)
@@ -616,7 +640,7 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
     if options.unique:
         run.counts["activities"] += uniqueness.enforce(
             store, source, run.run_id, run.at, first_new_id, changed, options.unique)
-    return differ, from_snapshot
+    return differ, loaded
 
 
 def columns_key(source: str) -> str:
@@ -654,8 +678,10 @@ def _fuzzy_candidates(run: _Run, first_new_id: int, options: SyncOptions) -> set
     from contactsync_agent import matching  # the engine: only when there is work
 
     store = run.store
-    local = store.contacts.match_rows("record_type = 'manual' AND external_id IS NULL", (),
-                                      MATCH_COLUMNS)
+    # `!= 'sync'`: read through the partial index `contacts_local`, not a scan.
+    local = store.contacts.match_rows(
+        "record_type != 'sync' AND record_type = 'manual' AND external_id IS NULL", (),
+        MATCH_COLUMNS)
     if not local:
         return set()
     new = store.contacts.match_rows("id >= ? AND source = ? AND record_type = 'sync'",
@@ -728,9 +754,12 @@ def _auto_link(run: _Run, local_id: int, new_id: int, a: Action) -> None:
                      write=write, feed=feed, op="convert"))
 
 
-def _save_links(run: _Run, differ: _core.Differ) -> None:
+def _save_links(run: _Run, differ: _core.Differ, loaded: _Loaded | None) -> None:
     """Brings the in-memory links up to date with what the run wrote and saves
-    them as the source's snapshot, inside the run's transaction."""
+    them as the source's snapshot, inside the run's transaction: as a delta
+    over the snapshot the run loaded them from (the run's own writes dropped
+    its mark, nothing else could: the run holds the write transaction), or,
+    loaded from the table or with deltas grown too big, whole."""
     store = run.store
     for cid, before in run.touched.items():
         if before is not None:  # re-added below if the contact still holds a link
@@ -743,6 +772,11 @@ def _save_links(run: _Run, differ: _core.Differ) -> None:
         fresh = _differ_from_sql(store, run.source)
         if fresh.entries() != differ.entries():
             raise ContactSyncError(f"link snapshot of {run.source!r} drifted from the table")
+    if loaded is not None and loaded.parts < MAX_SNAPSHOT_PARTS:
+        delta = differ.serialize_delta()
+        if loaded.delta_bytes + len(delta) <= loaded.base_bytes * DELTA_SHARE:
+            store.contacts.save_snapshot_delta(run.source, delta, len(differ), run.at)
+            return
     store.contacts.save_snapshot(run.source, differ.serialize(), len(differ), run.at)
 
 

@@ -8,19 +8,161 @@ use crate::model::{Derived, Record, F_DISPLAY, F_EMAIL, F_FAMILY, F_GIVEN, F_MOB
 use crate::normalize::{email_key, identity_name, phone_digits, phone_e164};
 
 pub const FLAG_ATTENTION: u8 = 1;
+/// Internal flag: the link has a source hash (a `None` hash is never unchanged).
+const FLAG_HASH: u8 = 2;
 
-#[derive(Debug, Clone)]
+/// The links of a differ: those it was loaded with in a sorted array with a
+/// radix directory (built without hashing: a load is a parse and a sort,
+/// already sorted after the first), the links added later in a hash map.
+/// A lookup reads the directory slot of the key's top bits, then about one key.
+#[derive(Default)]
+struct Links {
+    keys: Vec<u128>,
+    entries: Vec<Known>,
+    /// dir[p]..dir[p + 1]: the entries whose key's top `bits` bits are p.
+    dir: Vec<u32>,
+    bits: u32,
+    /// Loaded links still present.
+    live: usize,
+    added: AHashMap<u128, Known>,
+}
+
+impl Links {
+    fn build(mut all: Vec<(u128, Known)>) -> Links {
+        all.sort_unstable_by_key(|e| e.0);
+        all.dedup_by_key(|e| e.0);
+        let n = all.len();
+        let bits = if n < 2 {
+            1
+        } else {
+            (usize::BITS - (n - 1).leading_zeros()).min(30)
+        };
+        let (keys, entries): (Vec<u128>, Vec<Known>) = all.into_iter().unzip();
+        let mut dir = Vec::with_capacity((1usize << bits) + 1);
+        let mut i = 0usize;
+        for p in 0..=(1u128 << bits) {
+            while i < n && (keys[i] >> (128 - bits)) < p {
+                i += 1;
+            }
+            dir.push(i as u32);
+        }
+        Links {
+            keys,
+            entries,
+            dir,
+            bits,
+            live: n,
+            added: AHashMap::new(),
+        }
+    }
+
+    /// Slot of `k` among the loaded links (present or removed).
+    fn slot(&self, k: u128) -> Option<usize> {
+        if self.keys.is_empty() {
+            return None;
+        }
+        let p = (k >> (128 - self.bits)) as usize;
+        let (a, b) = (self.dir[p] as usize, self.dir[p + 1] as usize);
+        (a..b).find(|&i| self.keys[i] == k)
+    }
+
+    fn get(&self, k: &u128) -> Option<&Known> {
+        match self.slot(*k) {
+            Some(i) if !self.entries[i].gone => Some(&self.entries[i]),
+            Some(_) => None,
+            None => self.added.get(k),
+        }
+    }
+
+    fn get_mut(&mut self, k: &u128) -> Option<&mut Known> {
+        match self.slot(*k) {
+            Some(i) if !self.entries[i].gone => Some(&mut self.entries[i]),
+            Some(_) => None,
+            None => self.added.get_mut(k),
+        }
+    }
+
+    /// The link of `k`, made by `make` when there is none.
+    fn get_or_insert_with(&mut self, k: u128, make: impl FnOnce() -> Known) -> &mut Known {
+        match self.slot(k) {
+            Some(i) => {
+                if self.entries[i].gone {
+                    self.entries[i] = make();
+                    self.live += 1;
+                }
+                &mut self.entries[i]
+            }
+            None => self.added.entry(k).or_insert_with(make),
+        }
+    }
+
+    fn insert(&mut self, k: u128, v: Known) {
+        match self.slot(k) {
+            Some(i) => {
+                if self.entries[i].gone {
+                    self.live += 1;
+                }
+                self.entries[i] = v;
+            }
+            None => {
+                self.added.insert(k, v);
+            }
+        }
+    }
+
+    fn remove(&mut self, k: &u128) {
+        match self.slot(*k) {
+            Some(i) => {
+                if !self.entries[i].gone {
+                    self.entries[i].gone = true;
+                    self.live -= 1;
+                }
+            }
+            None => {
+                self.added.remove(k);
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Known> {
+        self.entries
+            .iter()
+            .filter(|k| !k.gone)
+            .chain(self.added.values())
+    }
+
+    fn len(&self) -> usize {
+        self.live + self.added.len()
+    }
+}
+
+/// One link. Its external id lives in the differ's arena (`names`), not in a
+/// string of its own: loading a million links allocates two buffers, not a
+/// million strings (and dropping them frees two).
+#[derive(Debug, Clone, Copy)]
 struct Known {
-    ext: Box<str>,
     local_id: i64,
-    hash: Option<u64>,
-    flags: u8,
+    hash: u64,
     seen_line: u64,
     /// Raw-row hash of the record last seen unchanged (0: unknown).
     raw: u64,
+    ext_at: usize,
+    ext_len: u32,
+    /// FLAG_ATTENTION | FLAG_HASH.
+    flags: u8,
     /// A quarantined row of this run named it: kept, neither updated nor an
     /// absence (per run, like `seen_line`).
     held: bool,
+    /// Changed since the differ was loaded (goes into the next delta).
+    dirty: bool,
+    /// Removed (a loaded link's slot stays in the sorted array).
+    gone: bool,
+}
+
+impl Known {
+    fn hash(&self) -> Option<u64> {
+        (self.flags & FLAG_HASH != 0).then_some(self.hash)
+    }
 }
 
 /// What one incoming record is, against the mirror.
@@ -43,10 +185,15 @@ fn key(external_id: &str) -> u128 {
 
 #[derive(Default)]
 pub struct Differ {
-    known: AHashMap<u128, Known>,
+    known: Links,
+    /// The external ids of `known`, back to back.
+    names: Vec<u8>,
     new_seen: AHashMap<u128, u64>,
     /// Raw hashes learned this run (the snapshot is worth saving again).
     learned: usize,
+    /// External ids whose link was removed since the differ was loaded (the
+    /// next delta's removals).
+    removed: Vec<String>,
 }
 
 /// Appends `v` as an unsigned LEB128 varint.
@@ -58,20 +205,75 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// A cursor over snapshot bytes; every read fails cleanly on truncation.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("link snapshot is truncated".into());
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("link snapshot holds a bad varint".into())
+    }
+    fn str(&mut self, len: usize) -> Result<&'a str, String> {
+        std::str::from_utf8(self.take(len)?)
+            .map_err(|_| "link snapshot holds invalid UTF-8".to_string())
+    }
+}
+
 impl Differ {
-    pub fn insert(&mut self, external_id: String, local_id: i64, hash: Option<u64>, flags: u8) {
+    fn ext(&self, k: &Known) -> &str {
+        // Only whole UTF-8 strings are ever pushed into `names`.
+        std::str::from_utf8(&self.names[k.ext_at..k.ext_at + k.ext_len as usize])
+            .unwrap_or_default()
+    }
+
+    fn push_name(&mut self, external_id: &str) -> (usize, u32) {
+        let at = self.names.len();
+        self.names.extend_from_slice(external_id.as_bytes());
+        (at, external_id.len() as u32)
+    }
+
+    /// Puts a link (over any link of the same external id), seen nowhere yet.
+    fn put(&mut self, external_id: &str, local_id: i64, hash: Option<u64>, flags: u8, raw: u64) {
+        let (ext_at, ext_len) = self.push_name(external_id);
         self.known.insert(
-            key(&external_id),
+            key(external_id),
             Known {
-                ext: external_id.into_boxed_str(),
                 local_id,
-                hash,
-                flags,
+                hash: hash.unwrap_or(0),
                 seen_line: 0,
-                raw: 0,
+                raw,
+                ext_at,
+                ext_len,
+                flags: (flags & FLAG_ATTENTION) | if hash.is_some() { FLAG_HASH } else { 0 },
                 held: false,
+                dirty: false,
+                gone: false,
             },
         );
+    }
+
+    pub fn insert(&mut self, external_id: String, local_id: i64, hash: Option<u64>, flags: u8) {
+        self.put(&external_id, local_id, hash, flags, 0);
     }
 
     /// A quarantined row names `external_id`: if the mirror links it, the
@@ -87,7 +289,7 @@ impl Differ {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
+        self.known.len() == 0
     }
 
     /// Takes a row as unchanged by its raw hash alone (no cleaning needed) when
@@ -116,9 +318,10 @@ impl Differ {
             if r.deleted {
                 return Class::Delete(Some(k.local_id));
             }
-            if k.flags & FLAG_ATTENTION == 0 && k.hash == Some(r.hash) {
+            if k.flags & FLAG_ATTENTION == 0 && k.hash() == Some(r.hash) {
                 if r.raw_hash != 0 && k.raw != r.raw_hash {
                     k.raw = r.raw_hash;
+                    k.dirty = true;
                     self.learned += 1;
                 }
                 return Class::Unchanged;
@@ -142,7 +345,7 @@ impl Differ {
             .known
             .values()
             .filter(|k| k.seen_line == 0 && !k.held)
-            .map(|k| (k.local_id, k.ext.to_string()))
+            .map(|k| (k.local_id, self.ext(k).to_string()))
             .collect();
         out.sort();
         out
@@ -169,16 +372,26 @@ impl Differ {
     ) {
         let kx = key(external_id);
         let seen_line = self.new_seen.get(&kx).copied().unwrap_or(1);
-        let entry = self.known.entry(kx).or_insert_with(|| Known {
-            ext: external_id.into(),
-            local_id,
-            hash,
-            flags,
-            seen_line,
-            raw: 0,
-            held: false,
+        let flags = (flags & FLAG_ATTENTION) | if hash.is_some() { FLAG_HASH } else { 0 };
+        let names = &mut self.names;
+        // One lookup for a new link (a bulk import's creates come this way).
+        let entry = self.known.get_or_insert_with(kx, || {
+            let ext_at = names.len();
+            names.extend_from_slice(external_id.as_bytes());
+            Known {
+                local_id,
+                hash: hash.unwrap_or(0),
+                seen_line: 0,
+                raw: 0,
+                ext_at,
+                ext_len: external_id.len() as u32,
+                flags,
+                held: false,
+                dirty: false,
+                gone: false,
+            }
         });
-        if entry.local_id != local_id || entry.hash != hash || entry.flags != flags {
+        if entry.local_id != local_id || entry.hash() != hash || entry.flags != flags {
             entry.raw = 0;
         }
         if raw != 0 {
@@ -186,9 +399,10 @@ impl Differ {
             self.learned += 1;
         }
         entry.local_id = local_id;
-        entry.hash = hash;
+        entry.hash = hash.unwrap_or(0);
         entry.flags = flags;
         entry.seen_line = entry.seen_line.max(seen_line);
+        entry.dirty = true;
     }
 
     pub fn learned(&self) -> usize {
@@ -200,6 +414,7 @@ impl Differ {
         let kx = key(external_id);
         if self.known.get(&kx).is_some_and(|k| k.local_id == local_id) {
             self.known.remove(&kx);
+            self.removed.push(external_id.to_string());
         }
     }
 
@@ -208,10 +423,35 @@ impl Differ {
         let mut out: Vec<_> = self
             .known
             .values()
-            .map(|k| (k.ext.to_string(), k.local_id, k.hash, k.flags))
+            .map(|k| {
+                (
+                    self.ext(k).to_string(),
+                    k.local_id,
+                    k.hash(),
+                    k.flags & FLAG_ATTENTION,
+                )
+            })
             .collect();
         out.sort();
         out
+    }
+
+    /// Links changed since the differ was loaded, and removals: what
+    /// `serialize_delta` would write (0 and 0 for an untouched one).
+    pub fn changes(&self) -> (usize, usize) {
+        (
+            self.known.values().filter(|k| k.dirty).count(),
+            self.removed.len(),
+        )
+    }
+
+    fn put_entry(&self, out: &mut Vec<u8>, k: &Known) {
+        let ext = self.ext(k);
+        put_varint(out, ((ext.len() as u64) << 2) | u64::from(k.flags & 3));
+        out.extend_from_slice(ext.as_bytes());
+        put_varint(out, k.local_id as u64);
+        out.extend_from_slice(&k.hash.to_le_bytes());
+        out.extend_from_slice(&k.raw.to_le_bytes());
     }
 
     /// Compact snapshot of the links (format "CSD3"): count as a varint
@@ -224,94 +464,122 @@ impl Differ {
         out.extend_from_slice(b"CSD3");
         put_varint(&mut out, self.known.len() as u64);
         for k in self.known.values() {
-            let flags = (k.flags & FLAG_ATTENTION) | if k.hash.is_some() { 2 } else { 0 };
-            put_varint(&mut out, ((k.ext.len() as u64) << 2) | u64::from(flags));
-            out.extend_from_slice(k.ext.as_bytes());
-            put_varint(&mut out, k.local_id as u64);
-            out.extend_from_slice(&k.hash.unwrap_or(0).to_le_bytes());
-            out.extend_from_slice(&k.raw.to_le_bytes());
+            self.put_entry(&mut out, k);
         }
         out
     }
 
+    /// What changed since the differ was loaded (format "CSDD"): the count of
+    /// removed links as a varint, then each removed external id (length
+    /// varint, bytes); then the count of changed or new links and each as in
+    /// "CSD3". Applied in order over the snapshot it was loaded from
+    /// (`apply_delta`), it gives these links.
+    pub fn serialize_delta(&self) -> Vec<u8> {
+        let (dirty, removed) = self.changes();
+        let mut out = Vec::with_capacity(12 + removed * 20 + dirty * 40);
+        out.extend_from_slice(b"CSDD");
+        put_varint(&mut out, removed as u64);
+        for ext in &self.removed {
+            put_varint(&mut out, ext.len() as u64);
+            out.extend_from_slice(ext.as_bytes());
+        }
+        put_varint(&mut out, dirty as u64);
+        for k in self.known.values().filter(|k| k.dirty) {
+            self.put_entry(&mut out, k);
+        }
+        out
+    }
+
+    /// Reads `count` links in the "CSD3" (or "CSD2") entry layout, their
+    /// external ids into the arena.
+    fn read_entries(
+        &mut self,
+        d: &mut Cursor<'_>,
+        count: u64,
+        v3: bool,
+    ) -> Result<Vec<(u128, Known)>, String> {
+        let mut out = Vec::with_capacity((count as usize).min(d.0.len() / 19));
+        for _ in 0..count {
+            let (len, mut flags) = if v3 {
+                let lf = d.varint()?;
+                ((lf >> 2) as usize, (lf & 3) as u8)
+            } else {
+                let len = u32::from_le_bytes(d.take(4)?.try_into().unwrap_or_default());
+                (len as usize, 0)
+            };
+            let ext = d.str(len)?;
+            let local_id = if v3 { d.varint()? } else { d.u64()? } as i64;
+            let hash = d.u64()?;
+            let raw = d.u64()?;
+            if !v3 {
+                flags = d.take(1)?[0];
+            }
+            let (ext_at, ext_len) = self.push_name(ext);
+            out.push((
+                key(ext),
+                Known {
+                    local_id,
+                    hash,
+                    seen_line: 0,
+                    raw,
+                    ext_at,
+                    ext_len,
+                    flags: flags & 3,
+                    held: false,
+                    dirty: false,
+                    gone: false,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     /// Reads a snapshot of either format ("CSD3", or "CSD2" of older versions).
     pub fn deserialize(data: &[u8]) -> Result<Differ, String> {
-        fn take<'a>(d: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-            if d.len() < n {
-                return Err("link snapshot is truncated".into());
-            }
-            let (a, b) = d.split_at(n);
-            *d = b;
-            Ok(a)
-        }
-        fn u64_of(b: &[u8]) -> u64 {
-            u64::from_le_bytes(b.try_into().unwrap_or_default())
-        }
-        fn varint(d: &mut &[u8]) -> Result<u64, String> {
-            let mut v = 0u64;
-            for shift in (0..64).step_by(7) {
-                let b = take(d, 1)?[0];
-                v |= u64::from(b & 0x7f) << shift;
-                if b & 0x80 == 0 {
-                    return Ok(v);
-                }
-            }
-            Err("link snapshot holds a bad varint".into())
-        }
-        let mut d = data;
-        let v3 = match take(&mut d, 4)? {
+        let mut d = Cursor(data);
+        let v3 = match d.take(4)? {
             b"CSD3" => true,
             b"CSD2" => false,
             _ => return Err("not a link snapshot".into()),
         };
-        let count = if v3 {
-            varint(&mut d)?
-        } else {
-            u64_of(take(&mut d, 8)?)
-        };
+        let count = if v3 { d.varint()? } else { d.u64()? };
         // A count is never more than the bytes could hold (no huge allocation).
-        let mut known = AHashMap::with_capacity((count as usize).min(d.len() / 17));
-        for _ in 0..count {
-            let (len, mut flags) = if v3 {
-                let lf = varint(&mut d)?;
-                ((lf >> 2) as usize, (lf & 3) as u8)
-            } else {
-                let len = u32::from_le_bytes(take(&mut d, 4)?.try_into().unwrap_or_default());
-                (len as usize, 0)
-            };
-            let ext = std::str::from_utf8(take(&mut d, len)?)
-                .map_err(|_| "link snapshot holds invalid UTF-8".to_string())?;
-            let local_id = if v3 {
-                varint(&mut d)?
-            } else {
-                u64_of(take(&mut d, 8)?)
-            } as i64;
-            let hash = u64_of(take(&mut d, 8)?);
-            let raw = u64_of(take(&mut d, 8)?);
-            if !v3 {
-                flags = take(&mut d, 1)?[0];
-            }
-            known.insert(
-                key(ext),
-                Known {
-                    ext: ext.into(),
-                    local_id,
-                    hash: (flags & 2 != 0).then_some(hash),
-                    flags: flags & FLAG_ATTENTION,
-                    seen_line: 0,
-                    raw,
-                    held: false,
-                },
-            );
-        }
-        if !d.is_empty() {
+        let cap = (count as usize).min(d.0.len() / 17);
+        let mut out = Differ {
+            names: Vec::with_capacity(d.0.len().saturating_sub(cap * 19)),
+            ..Differ::default()
+        };
+        let all = out.read_entries(&mut d, count, v3)?;
+        if !d.0.is_empty() {
             return Err("link snapshot has trailing bytes".into());
         }
-        Ok(Differ {
-            known,
-            new_seen: AHashMap::new(),
-            learned: 0,
-        })
+        out.known = Links::build(all);
+        Ok(out)
+    }
+
+    /// Applies a delta written by `serialize_delta` over the links it was
+    /// made from: its removals, then its links. The result is as loaded
+    /// (nothing dirty).
+    pub fn apply_delta(&mut self, data: &[u8]) -> Result<(), String> {
+        let mut d = Cursor(data);
+        if d.take(4)? != b"CSDD" {
+            return Err("not a link snapshot delta".into());
+        }
+        let removed = d.varint()?;
+        for _ in 0..removed {
+            let len = d.varint()? as usize;
+            let ext = d.str(len)?;
+            self.known.remove(&key(ext));
+        }
+        let count = d.varint()?;
+        let links = self.read_entries(&mut d, count, true)?;
+        if !d.0.is_empty() {
+            return Err("link snapshot delta has trailing bytes".into());
+        }
+        for (k, v) in links {
+            self.known.insert(k, v);
+        }
+        Ok(())
     }
 }
 
@@ -533,6 +801,110 @@ mod tests {
             d.take_raw_unchanged("00000001-9e3779b1", 42, 2),
             "the raw hash came along"
         );
+    }
+
+    #[test]
+    fn loaded_and_added_links_answer_like_a_map() {
+        use std::collections::BTreeMap;
+        // A seeded walk of links: loaded (sorted array), then removed,
+        // re-added, changed and new (the map beside it), against a BTreeMap.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut d = Differ::default();
+        let mut want: BTreeMap<String, (i64, Option<u64>, u8)> = BTreeMap::new();
+        for i in 0..3000 {
+            let (e, h) = (format!("L{i}"), Some(next() % 1000));
+            d.insert(e.clone(), i, h, 0);
+            want.insert(e, (i, h, 0));
+        }
+        let mut d = Differ::deserialize(&d.serialize()).unwrap();
+        for step in 0..6000 {
+            let e = format!("L{}", next() % 4000);
+            let id = (next() % 5000) as i64;
+            match step % 3 {
+                0 => {
+                    if want.get(&e).is_some_and(|w| w.0 == id) {
+                        want.remove(&e);
+                    }
+                    d.remove_if(&e, id);
+                    if let Some(w) = want.get(&e) {
+                        d.remove_if(&e, w.0);
+                        want.remove(&e);
+                    }
+                }
+                _ => {
+                    let h = (step % 5 != 0).then_some(next() % 1000);
+                    d.upsert(&e, id, h, (step % 7 == 0) as u8, 0);
+                    want.insert(e, (id, h, (step % 7 == 0) as u8));
+                }
+            }
+        }
+        let got: Vec<_> = d.entries();
+        let exp: Vec<_> = want
+            .iter()
+            .map(|(e, &(id, h, f))| (e.clone(), id, h, f))
+            .collect();
+        assert_eq!(got, exp);
+        assert_eq!(d.len(), want.len());
+        for i in 0..4000 {
+            let e = format!("L{i}");
+            assert_eq!(d.hold(&e), want.get(&e).map(|w| w.0), "{e}");
+        }
+        let back = Differ::deserialize(&d.serialize()).unwrap();
+        assert_eq!(back.entries(), exp);
+    }
+
+    #[test]
+    fn a_delta_over_the_snapshot_it_was_loaded_from_gives_the_same_links() {
+        let mut d = Differ::default();
+        for i in 0..50 {
+            d.insert(format!("E{i}"), i, Some(i as u64 * 7), (i % 5 == 0) as u8);
+        }
+        let base = d.serialize();
+        let mut run = Differ::deserialize(&base).unwrap();
+        assert_eq!(run.changes(), (0, 0), "nothing changed yet");
+        run.upsert("E3", 3, Some(99), 0, 0); // changed
+        run.remove_if("E4", 4); // deleted
+        run.remove_if("E5", 77); // not its link: kept
+        run.remove_if("E6", 6);
+        run.upsert("E6", 600, Some(1), 0, 0); // removed, then linked again
+        run.upsert("Ünew", 51, None, FLAG_ATTENTION, 0); // new
+        run.upsert("E7", 700, Some(2), 0, 0);
+        run.remove_if("E7", 700); // new link, then removed
+        let r = Record {
+            external_id: "E8".into(),
+            hash: 56,
+            raw_hash: 1234,
+            line: 9,
+            ..Default::default()
+        };
+        assert_eq!(run.classify(&r), Class::Unchanged); // learns a raw hash
+        assert_eq!(run.changes(), (4, 3));
+        let delta = run.serialize_delta();
+        assert!(delta.len() < base.len() / 5, "a delta is small");
+        let mut back = Differ::deserialize(&base).unwrap();
+        back.apply_delta(&delta).unwrap();
+        assert_eq!(back.entries(), run.entries());
+        assert_eq!(back.changes(), (0, 0), "applied: as loaded");
+        assert!(
+            back.take_raw_unchanged("E8", 1234, 3),
+            "the learned raw hash came along"
+        );
+        // Deltas chain: a second run over base + delta.
+        back.upsert("E9", 9, Some(1), 0, 0);
+        let second = back.serialize_delta();
+        let mut again = Differ::deserialize(&base).unwrap();
+        again.apply_delta(&delta).unwrap();
+        again.apply_delta(&second).unwrap();
+        assert_eq!(again.entries(), back.entries());
+        assert!(again.apply_delta(b"CSDD\x01").is_err());
+        assert!(again.apply_delta(&delta[..delta.len() - 1]).is_err());
+        assert!(again.apply_delta(&base).is_err(), "a snapshot is no delta");
     }
 
     #[test]

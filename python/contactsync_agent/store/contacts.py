@@ -77,7 +77,10 @@ class Contacts(Part):
         cols = ", ".join(FIELDS)
         rows = self.conn.execute(
             f"SELECT id, CASE record_type WHEN 'manual' THEN 0 ELSE 1 END, {cols} "
-            "FROM contacts WHERE record_type IN ('manual', 'external') AND deleted_at IS NULL "
+            # `record_type != 'sync'` lets SQLite read the partial index
+            # `contacts_local` instead of scanning every contact.
+            "FROM contacts WHERE record_type != 'sync' AND record_type IN ('manual', 'external') "
+            "AND deleted_at IS NULL "
             "AND NOT (record_type = 'manual' AND source IS ? AND external_id IS NOT NULL)",
             (source,),
         ).fetchall()
@@ -97,11 +100,13 @@ class Contacts(Part):
     def linked_not_sync(self, source: str) -> int:
         """Live contacts linked to `source` that are not `sync` ones (manual or
         external contacts that carry its link): few, found by the
-        `contacts_local` index."""
+        `contacts_local` index (named: without statistics the planner took the
+        link index and visited every linked contact, 0.2 s a million)."""
         return int(
             self.conn.execute(
-                "SELECT count(*) FROM contacts WHERE record_type != 'sync' "
-                "AND deleted_at IS NULL AND source = ? AND external_id IS NOT NULL",
+                "SELECT count(*) FROM contacts INDEXED BY contacts_local "
+                "WHERE record_type != 'sync' AND deleted_at IS NULL AND source = ? "
+                "AND external_id IS NOT NULL",
                 (source,),
             ).fetchone()[0]
         )
@@ -139,17 +144,39 @@ class Contacts(Part):
 
     # ------------------------------------------------------------ link snapshots
 
-    def load_snapshot(self, source: str) -> bytes | None:
-        row = self.conn.execute(
-            "SELECT data FROM link_snapshots WHERE source = ?", (source,)
-        ).fetchone()
-        return bytes(row[0]) if row else None
+    def load_snapshot(self, source: str) -> list[bytes] | None:
+        """The parts of a source's saved link snapshot (the whole snapshot, then
+        the deltas after it, in order), or None when there is none or a write
+        to a contact dropped it (its `link_snapshots` row is the mark)."""
+        if self.conn.execute("SELECT 1 FROM link_snapshots WHERE source = ?",
+                             (source,)).fetchone() is None:
+            return None
+        parts = [bytes(r[0]) for r in self.conn.execute(
+            "SELECT data FROM link_snapshot_parts WHERE source = ? ORDER BY part", (source,))]
+        return parts or None
 
     def save_snapshot(self, source: str, data: bytes, entries: int, at: str) -> None:
+        """Saves a whole snapshot of a source's links (replacing its parts)."""
+        self.conn.execute("DELETE FROM link_snapshot_parts WHERE source = ?", (source,))
+        self.conn.execute(
+            "INSERT INTO link_snapshot_parts (source, part, data) VALUES (?, 0, ?)",
+            (source, data))
+        self._snapshot_mark(source, entries, at)
+
+    def save_snapshot_delta(self, source: str, delta: bytes, entries: int, at: str) -> None:
+        """Appends a delta to the parts the run loaded its links from (only
+        then: they are what the delta applies to) and marks them valid again."""
+        self.conn.execute(
+            "INSERT INTO link_snapshot_parts (source, part, data) VALUES (?, "
+            "(SELECT coalesce(max(part), 0) + 1 FROM link_snapshot_parts WHERE source = ?), ?)",
+            (source, source, delta))
+        self._snapshot_mark(source, entries, at)
+
+    def _snapshot_mark(self, source: str, entries: int, at: str) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO link_snapshots (source, data, entries, saved_at) "
-            "VALUES (?, ?, ?, ?)",
-            (source, data, entries, at),
+            "VALUES (?, x'', ?, ?)",
+            (source, entries, at),
         )
 
     def link_rows(self, ids: Sequence[int]) -> list[tuple[int, str | None, str | None,

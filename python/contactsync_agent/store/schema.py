@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contactsync_agent.mapping import FIELDS
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 # Every column of `contacts` a downstream app may read, in table order.
@@ -500,6 +500,28 @@ CREATE TRIGGER changes_delete INSTEAD OF DELETE ON changes
 # 'update', newest id first) read its rows in order without a sort.
 MIGRATIONS[7] = """
 CREATE INDEX outbox_by_contact ON outbox (contact_id, status, kind);
+"""
+
+
+# Migration 8 (issue 19, re-imports): a source's link snapshot is stored in
+# parts, `link_snapshot_parts`: part 0 the whole snapshot ("CSD3"), parts 1..
+# the deltas of the runs after it ("CSDD": the links each run changed, added
+# or removed), applied in order when loaded; a run writes a whole snapshot
+# again when its deltas would reach a quarter of the base. A run that changed
+# 1 % of a million links wrote and freed a 37 MB blob; its delta is ~0.4 MB.
+# `link_snapshots` keeps one row per source and stays the mark of validity:
+# the triggers that drop it on any write to a contact's link columns are
+# unchanged (now they drop a small row, `data` is empty), and the parts of a
+# source without its row are never read (the next save replaces them).
+MIGRATIONS[8] = """
+CREATE TABLE link_snapshot_parts (
+    source TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (source, part)
+);
+INSERT INTO link_snapshot_parts (source, part, data) SELECT source, 0, data FROM link_snapshots;
+UPDATE link_snapshots SET data = x'';
 """
 
 

@@ -120,11 +120,32 @@ impl Differ {
         Ok(PyBytes::new(py, &data))
     }
 
+    /// What changed since the links were loaded: what `serialize_delta`
+    /// writes, as (changed or new links, removed links).
+    fn changes(&self) -> PyResult<(usize, usize)> {
+        Ok(self.lock()?.changes())
+    }
+
+    /// The changes since the links were loaded as a compact delta, to be
+    /// applied over the snapshot they were loaded from (see diff.rs).
+    fn serialize_delta<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock()?.serialize_delta();
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// The links of a snapshot, with the deltas saved after it applied in order.
     #[staticmethod]
-    fn deserialize(py: Python<'_>, data: &[u8]) -> PyResult<Differ> {
-        let owned = data.to_vec();
+    #[pyo3(signature = (data, deltas = Vec::new()))]
+    fn deserialize(py: Python<'_>, data: &[u8], deltas: Vec<Vec<u8>>) -> PyResult<Differ> {
+        // The bytes are read in place (the caller holds them), without the GIL.
         let d = py
-            .detach(move || CoreDiffer::deserialize(&owned))
+            .detach(move || {
+                let mut d = CoreDiffer::deserialize(data)?;
+                for delta in &deltas {
+                    d.apply_delta(delta)?;
+                }
+                Ok::<_, String>(d)
+            })
             .map_err(PyValueError::new_err)?;
         Ok(Differ {
             inner: Arc::new(Mutex::new(d)),
