@@ -44,10 +44,15 @@ PKG = "contactsync_agent"
 # target: (files to mutate, mutant name patterns, the tests that speak for them)
 TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "guard": (
-        ["rules.py", "sync.py"],
+        # Since the two-way work the source's share (`linked_before`) is
+        # counted in `_plan` from the links less `Contacts.linked_not_sync`:
+        # the store's count is mutated here, the line in `_plan` (a long
+        # function, mostly not the guard's) by GUARD_MUTANTS below.
+        ["rules.py", "sync.py", "store/contacts.py"],
         [f"{PKG}.rules.x_check_deletion_guard*", f"{PKG}.rules.x_decide_deletion*",
+         f"{PKG}.rules.x_check_column_drop*",
          f"{PKG}.sync.x__deletions*", f"{PKG}.sync.x__column_guard*",
-         f"{PKG}.sync.xǁ_Runǁguard*"],
+         f"{PKG}.sync.xǁ_Runǁguard*", f"{PKG}.store.contacts.xǁContactsǁlinked_not_sync*"],
         # Not the stateful model test: it finds these too, but shrinking a failure
         # takes minutes, which a run over hundreds of mutants cannot pay.
         ["tests/test_rules_deletion.py", "tests/test_data_safety.py", "tests/test_sync_rules.py",
@@ -209,8 +214,30 @@ def _apply(pkg: Path, edits: tuple[tuple[str, str], ...]) -> dict[Path, str]:
     return originals
 
 
+#: The guard's lines mutmut is not pointed at (they sit in `_plan`, whose
+#: other hundreds of mutants are not the guard's): run after mutmut by `guard`.
+GUARD_MUTANTS = [
+    _m("the share counts the links of the source's manual contacts",
+       ("run.linked_before = len(differ) - store.contacts.linked_not_sync(source)",
+        "run.linked_before = len(differ)")),
+    _m("the share never counted (linked_before left 0)",
+       ('    if run.mode == "full":  # the source\'s live `sync` contacts',
+        '    if False:  # the source\'s live `sync` contacts')),
+    _m("the share adds the links of the source's manual contacts twice",
+       ("run.linked_before = len(differ) - store.contacts.linked_not_sync(source)",
+        "run.linked_before = len(differ) + store.contacts.linked_not_sync(source)")),
+]
+
+
 def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str]]:
-    dest = Path(tempfile.mkdtemp(prefix="contactsync-mutation-signals-"))
+    return run_hand("signals", SIGNAL_MUTANTS, SIGNAL_TESTS, keep, only)
+
+
+def run_hand(label: str, mutants: list[HandMutant], tests: list[str], keep: bool,
+             only: list[str] | None = None) -> dict[str, list[str]]:
+    """Applies each of `mutants` alone to a scratch copy and runs `tests` (the
+    copy imported through PYTHONPATH, by the tests and the children they start)."""
+    dest = Path(tempfile.mkdtemp(prefix=f"contactsync-mutation-{label}-"))
     try:
         scratch_copy(dest)
         pkg = dest / "src" / PKG
@@ -219,7 +246,7 @@ def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str
                                cwd=dest, env=env, capture_output=True, text=True, check=True)
         if not where.stdout.strip().startswith(str(pkg)):
             raise SystemExit(f"the scratch copy is not the one imported: {where.stdout}")
-        tests = [t for t in SIGNAL_TESTS if (dest / t.split("::")[0]).exists()]
+        tests = [t for t in tests if (dest / t.split("::")[0]).exists()]
         pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x",
                   "--timeout", "120", *tests]
 
@@ -239,9 +266,9 @@ def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str
         base, took = run()
         print(f"  unmutated: {'tests pass' if base == 'survived' else base} ({took:.0f}s)")
         if base != "survived":
-            return {"not run (the unmutated tests fail)": [m.name for m in SIGNAL_MUTANTS]}
+            return {"not run (the unmutated tests fail)": [m.name for m in mutants]}
         by: dict[str, list[str]] = {}
-        for m in SIGNAL_MUTANTS:
+        for m in mutants:
             if only and not any(o in m.name for o in only):
                 continue
             originals = _apply(pkg, m.edits)
@@ -319,14 +346,20 @@ def run_target(name: str, keep: bool, children: int) -> dict[str, list[str]]:
                     for line in out.splitlines() if ":" in line):
                 break
         by: dict[str, list[str]] = {}
+        found: set[str] = set()
         for line in out.splitlines():
             if ":" not in line:
                 continue
             mutant, status = (s.strip() for s in line.rsplit(":", 1))
-            if any(_match(mutant, p) for p in patterns):
+            hits = [p for p in patterns if _match(mutant, p)]
+            found.update(hits)
+            if hits:
                 by.setdefault(status, []).append(mutant)
-        if not by:
-            by["not run"] = patterns
+        # A function renamed or moved must not pass as "no survivors".
+        missing = [p for p in patterns if p not in found]
+        if missing:
+            raise SystemExit(f"{name}: no mutant matches {missing}: has the function moved? "
+                             f"(see {log} with --keep)")
         return by
     finally:
         if keep:
@@ -346,13 +379,19 @@ def main() -> None:
     ap.add_argument("targets", nargs="*", choices=[*TARGETS, "signals", []], default=[])
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--only", action="append", default=[],
-                    help="signals: only the hand mutants whose name contains this")
+                    help="signals, guard: only the hand mutants whose name contains this")
+    ap.add_argument("--hand-only", action="store_true",
+                    help="guard: only its hand mutants, not mutmut")
     ap.add_argument("--max-children", type=int, default=1,
                     help="mutants tested at once (default 1: the machine is shared)")
     a = ap.parse_args()
     for name in a.targets or [*TARGETS, "signals"]:
         by = (run_signals(a.keep, a.only) if name == "signals"
-              else run_target(name, a.keep, a.max_children))
+              else {} if a.hand_only else run_target(name, a.keep, a.max_children))
+        if name == "guard":
+            hand = run_hand("guard", GUARD_MUTANTS, TARGETS["guard"][2], a.keep, a.only)
+            for status, names in hand.items():
+                by.setdefault(status, []).extend(f"hand: {n}" for n in names)
         total = sum(len(v) for v in by.values())
         killed = len(by.get("killed", []))
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))
