@@ -23,6 +23,13 @@ called, the rollback skipped, ...) alone to the scratch copy, runs
 `SIGNAL_TESTS` (the children import the scratch copy through PYTHONPATH) and
 reports which edits no test noticed. Each edit names the text it replaces, not
 a file: it must occur exactly once in the package, wherever the code has moved.
+
+`guard` and `purge` also run a few hand mutants after mutmut, the same way
+(`GUARD_MUTANTS`: the source's share counted in `_plan`, a long function whose
+other mutants are not the guard's; `PURGE_MUTANTS`: the module-level list of
+per-contact tables, which mutmut does not mutate); `--hand-only` runs just
+those. A mutmut pattern that matches no mutant (a guarded function renamed or
+moved) stops the run with an error instead of passing as "no survivors".
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          "tests/test_wal_erasure.py::"
          "test_purge_with_a_reader_holding_a_transaction_says_the_erasure_is_pending",
          "tests/test_purge_edges.py",
+         "tests/test_purge_twoway.py",
          # Not the property tests (ids never reused, the feed replayed): the
          # tests above assert both for purge, and shrinking a failure takes
          # minutes per mutant.
@@ -228,6 +236,26 @@ GUARD_MUTANTS = [
         "run.linked_before = len(differ) + store.contacts.linked_not_sync(source)")),
 ]
 
+#: Purge's module-level list of the tables it empties per contact (mutmut does
+#: not mutate module constants): run after mutmut by `purge`.
+PURGE_MUTANTS = [
+    _m("purge leaves the contact's outbox entries",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases")')),
+    _m("purge leaves the contact's two-way field bases",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("held_values", "contact_organisations", "outbox")')),
+    _m("purge leaves the contact's held values",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("contact_organisations", "field_bases", "outbox")')),
+    _m("purge leaves the contact's organisation links",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("held_values", "field_bases", "outbox")')),
+]
+
+#: Hand mutants run after mutmut by a target (see GUARD_MUTANTS, PURGE_MUTANTS).
+HAND_MUTANTS = {"guard": GUARD_MUTANTS, "purge": PURGE_MUTANTS}
+
 
 def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str]]:
     return run_hand("signals", SIGNAL_MUTANTS, SIGNAL_TESTS, keep, only)
@@ -379,17 +407,17 @@ def main() -> None:
     ap.add_argument("targets", nargs="*", choices=[*TARGETS, "signals", []], default=[])
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--only", action="append", default=[],
-                    help="signals, guard: only the hand mutants whose name contains this")
+                    help="signals, guard, purge: only the hand mutants whose name contains this")
     ap.add_argument("--hand-only", action="store_true",
-                    help="guard: only its hand mutants, not mutmut")
+                    help="guard, purge: only their hand mutants, not mutmut")
     ap.add_argument("--max-children", type=int, default=1,
                     help="mutants tested at once (default 1: the machine is shared)")
     a = ap.parse_args()
     for name in a.targets or [*TARGETS, "signals"]:
         by = (run_signals(a.keep, a.only) if name == "signals"
               else {} if a.hand_only else run_target(name, a.keep, a.max_children))
-        if name == "guard":
-            hand = run_hand("guard", GUARD_MUTANTS, TARGETS["guard"][2], a.keep, a.only)
+        if name in HAND_MUTANTS:
+            hand = run_hand(name, HAND_MUTANTS[name], TARGETS[name][2], a.keep, a.only)
             for status, names in hand.items():
                 by.setdefault(status, []).extend(f"hand: {n}" for n in names)
         total = sum(len(v) for v in by.values())
