@@ -110,6 +110,9 @@ SIGNAL_TESTS = [
     "tests/test_stop_signals.py::test_sigint_mid_import_stops_the_agent_as_sigterm_does",
     "tests/test_daemon.py::test_sigterm_mid_import_exits_0_and_leaves_no_partial_run",
     "tests/test_stop_signals.py::test_a_stopped_agent_leaves_the_program_that_ran_it_alone",
+    # Since the web console and /metrics: the shutdown stops them, and tells systemd.
+    "tests/test_stop_servers.py",
+    "tests/test_monitoring.py::test_ready_watchdog_and_stopping_reach_a_fake_notify_socket",
 ]
 
 
@@ -199,6 +202,14 @@ SIGNAL_MUTANTS = [
     _m("a run left running by a killed process never recorded aborted",
        ("\"UPDATE runs SET status = 'aborted', finished_at = ?, \"",
         "\"UPDATE runs SET status = 'running', finished_at = ?, \"")),
+    # The shutdown's servers (web console, /metrics) and systemd's STOPPING=1.
+    _m("web console not stopped at shutdown",
+       ("            self.web.stop()\n            self.web = None", "            pass")),
+    _m("/metrics not stopped at shutdown",
+       ("            self.metrics.stop()\n            self.metrics = None\n        if self.web",
+        "            pass\n        if self.web")),
+    _m("systemd not told the agent is stopping",
+       ("        self.state.notifier.stopping(\n", "        (lambda _: None)(\n")),
     # contactsync sync (the CLI): Ctrl-C.
     _m("Ctrl-C exit status 1, not 130", ("            sys.exit(130)", "            sys.exit(1)")),
     _m("Ctrl-C not caught by the CLI",
