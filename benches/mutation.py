@@ -350,7 +350,9 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> None:
     section = {
         "source_paths": [f"src/{PKG}"],
         "only_mutate": [f"src/{PKG}/{f}" for f in files],
-        "also_copy": [*so, f"src/{PKG}/_core.pyi", f"src/{PKG}/py.typed", "benches/"],
+        # docs/: a spec test reads the repository's copy of the contract.
+        "also_copy": [*so, f"src/{PKG}/_core.pyi", f"src/{PKG}/py.typed", "benches/",
+                      "docs/"],
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x", "--timeout", "120"],
         # Not forked from a process that ran the tests: the core's thread pool
@@ -394,6 +396,9 @@ def run_target(name: str, keep: bool, children: int) -> dict[str, list[str]]:
             found.update(hits)
             if hits:
                 by.setdefault(status, []).append(mutant)
+        if set(by) == {"not checked"}:
+            raise SystemExit(f"{name}: no mutant was tested (did the unmutated tests fail? "
+                             f"see {log} with --keep)")
         # A function renamed or moved must not pass as "no survivors".
         missing = [p for p in patterns if p not in found]
         if missing:
