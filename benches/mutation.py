@@ -63,7 +63,10 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
         # Not the stateful model test: it finds these too, but shrinking a failure
         # takes minutes, which a run over hundreds of mutants cannot pay.
         ["tests/test_rules_deletion.py", "tests/test_data_safety.py", "tests/test_sync_rules.py",
-         "tests/test_spec_examples.py", "tests/test_properties.py"],
+         "tests/test_spec_examples.py", "tests/test_properties.py",
+         # The share: the source's sync contacts, not its external ones.
+         "tests/test_import_speed.py::"
+         "test_the_deletion_guard_counts_only_the_sources_sync_contacts"],
     ),
     "purge": (
         # The orchestration and, since issue 14, the erasure's SQL in the store.
