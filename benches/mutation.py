@@ -292,7 +292,7 @@ def run_hand(label: str, mutants: list[HandMutant], tests: list[str], keep: bool
         pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x",
                   "--timeout", "120", *tests]
 
-        def run() -> tuple[str, float]:
+        def run(show: bool = False) -> tuple[str, float]:
             t0 = time.monotonic()
             try:
                 p = subprocess.run(pytest, cwd=dest, env=env, capture_output=True, text=True,
@@ -303,9 +303,15 @@ def run_hand(label: str, mutants: list[HandMutant], tests: list[str], keep: bool
             if status != "survived":
                 failed = [ln for ln in p.stdout.splitlines() if ln.startswith("FAILED")]
                 status += f" ({failed[0].split('::')[-1].split(' ')[0]})" if failed else ""
+                if show:  # why the unmutated tests failed
+                    print("\n".join([ln for ln in p.stdout.splitlines()
+                                     if ln.startswith("E ")][:12]))
             return status, time.monotonic() - t0
 
-        base, took = run()
+        base, took = run(show=True)
+        if base != "survived":  # timing tests on a loaded machine: once more
+            print(f"  unmutated: {base} ({took:.0f}s); again")
+            base, took = run(show=True)
         print(f"  unmutated: {'tests pass' if base == 'survived' else base} ({took:.0f}s)")
         if base != "survived":
             return {"not run (the unmutated tests fail)": [m.name for m in mutants]}
