@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -438,6 +439,10 @@ def main() -> None:
     ap.add_argument("--max-children", type=int, default=1,
                     help="mutants tested at once (default 1: the machine is shared)")
     a = ap.parse_args()
+    # Started in the background by a shell (`... &`), this process and every
+    # child inherit SIGINT ignored, and the Ctrl-C tests cannot pass: give the
+    # children the default back (a Python handler is reset to it at exec).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in a.targets or [*TARGETS, "signals"]:
         by = (run_signals(a.keep, a.only) if name == "signals"
               else {} if a.hand_only else run_target(name, a.keep, a.max_children))
