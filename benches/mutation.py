@@ -67,7 +67,8 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
          "tests/test_spec_examples.py", "tests/test_properties.py",
          # The share: the source's sync contacts, not its external ones.
          "tests/test_import_speed.py::"
-         "test_the_deletion_guard_counts_only_the_sources_sync_contacts"],
+         "test_the_deletion_guard_counts_only_the_sources_sync_contacts",
+         "tests/test_guard_messages.py"],
     ),
     "purge": (
         # The orchestration and, since issue 14, the erasure's SQL in the store.
