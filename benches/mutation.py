@@ -74,7 +74,7 @@ TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
         # The orchestration and, since issue 14, the erasure's SQL in the store.
         ["maintenance.py", "store/maintenance.py"],
         [f"{PKG}.maintenance.x_purge*", f"{PKG}.store.maintenance.xǁMaintenanceǁerase*"],
-        ["tests/test_purge_twoway.py",  # first: the hand mutants' runs stop at a failure
+        ["tests/test_purge_per_contact.py",  # first: the hand mutants' runs stop at a failure
          "tests/test_migration_6.py::test_a_purge_blanks_a_compact_create_and_keeps_its_time",
          "tests/test_maintenance.py::test_purge_erases_deleted_contacts_and_their_payloads",
          "tests/test_maintenance.py::test_purge_of_the_highest_id_never_lets_ids_go_back",

@@ -1,12 +1,14 @@
-"""Purge erases what two-way sync keeps of a contact: its outbox entries (the
-local values waiting to go out) and its field bases (the values both sides
-last agreed on), with the rest of the contact.
+"""Purge erases the rows later schemas keep per contact, with the contact:
+two-way sync's outbox entries (the local values waiting to go out) and field
+bases (the values both sides last agreed on), and the contact's organisation
+link (its position there).
 
 Found by the mutation check (RELIABILITY.md, "The guarantees' own tests,
-mutated"): purge's list of per-contact tables could lose `outbox` or
-`field_bases` and no test noticed. Real mirror file; the values are looked for
-in every text cell through a separate read-only connection and in the raw
-bytes of the database and its WAL while the writer is still open.
+mutated"): purge's list of per-contact tables could lose `outbox`,
+`field_bases` or `contact_organisations` and no test noticed. Real mirror
+file; the values are looked for in every text cell through a separate
+read-only connection and in the raw bytes of the database and its WAL while
+the writer is still open.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ def cells(db: Path) -> list[tuple[str, str]]:
         con.close()
 
 
-def per_contact(db: Path, cid: int) -> dict[str, int]:
+def per_contact(db: Path, cid: int,
+                tables: tuple[str, ...] = ("outbox", "field_bases")) -> dict[str, int]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return {t: int(con.execute(f"SELECT count(*) FROM {t} WHERE contact_id = ?",
                                    (cid,)).fetchone()[0])
-                for t in ("outbox", "field_bases")}
+                for t in tables}
     finally:
         con.close()
 
@@ -89,3 +92,29 @@ def test_purge_erases_a_two_way_contacts_outbox_entries_and_field_bases(
         assert [v for v in (BASE, LOCAL, REMOTE) if v.encode() in data] == []
         # The other contact's entries are not touched.
         assert [c.external_id for c in m.contacts()] == ["B"]
+
+
+def test_purge_erases_a_contacts_organisation_link_and_position(tmp_path: Path) -> None:
+    db = tmp_path / "mirror.db"
+    position = "Qwobble Wrangler-in-Chief"
+    mapping = {"Company ID": "organisation_ref", "Position": "position"}
+    people = [{"id": "A", "name": "Quentin Qwobble", "Company ID": "CO1", "Position": position},
+              {"id": "B", "name": "Other One", "Company ID": "CO1", "Position": "Partner"}]
+    with Mirror.open(db) as m:
+        m.entities.sync_organisations("xpm", [{"ID": "CO1", "Name": "CompanyName"}])
+        m.sync("xpm", people, mapping=mapping)
+        [cid] = [c.id for c in m.contacts() if c.external_id == "A"]
+        link = m.entities.organisation_of(cid)
+        assert link is not None and link["position"] == position
+        assert "contact_organisations" in where(db, position)
+
+        m.sync("xpm", people[1:], mapping=mapping, allow_mass_delete=True)
+        assert m.purge(older_than_days=0).contacts == 1
+
+        assert m.entities.organisation_of(cid) is None
+        assert per_contact(db, cid, ("contact_organisations",)) == {"contact_organisations": 0}
+        assert where(db, position) == set()
+        assert position.encode() not in raw(db)
+        [other] = m.contacts()  # the other contact keeps its link
+        link = m.entities.organisation_of(other.id)
+        assert link is not None and link["position"] == "Partner"
