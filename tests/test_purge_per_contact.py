@@ -118,3 +118,21 @@ def test_purge_erases_a_contacts_organisation_link_and_position(tmp_path: Path) 
         [other] = m.contacts()  # the other contact keeps its link
         link = m.entities.organisation_of(other.id)
         assert link is not None and link["position"] == "Partner"
+
+
+def test_purge_keeps_the_times_of_the_contacts_feed_entries(tmp_path: Path) -> None:
+    """Purge blanks a purged contact's feed payloads, not when they happened:
+    an update keeps its own time (not the contact's creation time), and a bulk
+    create's entry, whose time was held by reference, gets its real one."""
+    with Mirror.open(tmp_path / "mirror.db") as m:
+        m.sync("xpm", [contact(BASE), OTHER])
+        m.sync("xpm", [contact(REMOTE), OTHER])  # an update of A, later
+        [cid] = [c.id for c in m.contacts() if c.external_id == "A"]
+        before = [(c.op, c.at) for c in m.changes() if c.contact_id == cid]
+        assert [op for op, _ in before] == ["create", "update"]
+        assert before[0][1] != before[1][1] and all(at for _, at in before)
+        m.sync("xpm", [OTHER], allow_mass_delete=True)
+        assert m.purge(older_than_days=0).contacts == 1
+        after = [(c.op, c.at, c.fields) for c in m.changes() if c.contact_id == cid]
+        assert [(op, at) for op, at, _ in after][:2] == before
+        assert all(fields == {} for _, _, fields in after)
