@@ -23,6 +23,13 @@ called, the rollback skipped, ...) alone to the scratch copy, runs
 `SIGNAL_TESTS` (the children import the scratch copy through PYTHONPATH) and
 reports which edits no test noticed. Each edit names the text it replaces, not
 a file: it must occur exactly once in the package, wherever the code has moved.
+
+`guard` and `purge` also run a few hand mutants after mutmut, the same way
+(`GUARD_MUTANTS`: the source's share counted in `_plan`, a long function whose
+other mutants are not the guard's; `PURGE_MUTANTS`: the module-level list of
+per-contact tables, which mutmut does not mutate); `--hand-only` runs just
+those. A mutmut pattern that matches no mutant (a guarded function renamed or
+moved) stops the run with an error instead of passing as "no survivors".
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,20 +52,31 @@ PKG = "contactsync_agent"
 # target: (files to mutate, mutant name patterns, the tests that speak for them)
 TARGETS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "guard": (
-        ["rules.py", "sync.py"],
+        # Since the two-way work the source's share (`linked_before`) is
+        # counted in `_plan` from the links less `Contacts.linked_not_sync`:
+        # the store's count is mutated here, the line in `_plan` (a long
+        # function, mostly not the guard's) by GUARD_MUTANTS below.
+        ["rules.py", "sync.py", "store/contacts.py"],
         [f"{PKG}.rules.x_check_deletion_guard*", f"{PKG}.rules.x_decide_deletion*",
+         f"{PKG}.rules.x_check_column_drop*",
          f"{PKG}.sync.x__deletions*", f"{PKG}.sync.x__column_guard*",
-         f"{PKG}.sync.xǁ_Runǁguard*"],
+         f"{PKG}.sync.xǁ_Runǁguard*", f"{PKG}.store.contacts.xǁContactsǁlinked_not_sync*"],
         # Not the stateful model test: it finds these too, but shrinking a failure
         # takes minutes, which a run over hundreds of mutants cannot pay.
-        ["tests/test_rules_deletion.py", "tests/test_data_safety.py", "tests/test_sync_rules.py",
+        # The quickest first: the hand mutants' runs stop at a failure.
+        ["tests/test_import_speed.py::"  # the share: the source's sync contacts only
+         "test_the_deletion_guard_counts_only_the_sources_sync_contacts",
+         "tests/test_guard_messages.py", "tests/test_rules_deletion.py",
+         "tests/test_data_safety.py", "tests/test_sync_rules.py",
          "tests/test_spec_examples.py", "tests/test_properties.py"],
     ),
     "purge": (
         # The orchestration and, since issue 14, the erasure's SQL in the store.
         ["maintenance.py", "store/maintenance.py"],
         [f"{PKG}.maintenance.x_purge*", f"{PKG}.store.maintenance.xǁMaintenanceǁerase*"],
-        ["tests/test_maintenance.py::test_purge_erases_deleted_contacts_and_their_payloads",
+        ["tests/test_purge_per_contact.py",  # first: the hand mutants' runs stop at a failure
+         "tests/test_migration_6.py::test_a_purge_blanks_a_compact_create_and_keeps_its_time",
+         "tests/test_maintenance.py::test_purge_erases_deleted_contacts_and_their_payloads",
          "tests/test_maintenance.py::test_purge_of_the_highest_id_never_lets_ids_go_back",
          "tests/test_maintenance.py::test_purge_keeps_contacts_in_use_and_blanks_old_quarantine",
          "tests/test_wal_erasure.py::test_purge_erases_every_table_and_the_wal_before_close",
@@ -97,6 +116,9 @@ SIGNAL_TESTS = [
     "tests/test_stop_signals.py::test_sigint_mid_import_stops_the_agent_as_sigterm_does",
     "tests/test_daemon.py::test_sigterm_mid_import_exits_0_and_leaves_no_partial_run",
     "tests/test_stop_signals.py::test_a_stopped_agent_leaves_the_program_that_ran_it_alone",
+    # Since the web console and /metrics: the shutdown stops them, and tells systemd.
+    "tests/test_stop_servers.py",
+    "tests/test_monitoring.py::test_ready_watchdog_and_stopping_reach_a_fake_notify_socket",
 ]
 
 
@@ -186,6 +208,14 @@ SIGNAL_MUTANTS = [
     _m("a run left running by a killed process never recorded aborted",
        ("\"UPDATE runs SET status = 'aborted', finished_at = ?, \"",
         "\"UPDATE runs SET status = 'running', finished_at = ?, \"")),
+    # The shutdown's servers (web console, /metrics) and systemd's STOPPING=1.
+    _m("web console not stopped at shutdown",
+       ("            self.web.stop()\n            self.web = None", "            pass")),
+    _m("/metrics not stopped at shutdown",
+       ("            self.metrics.stop()\n            self.metrics = None\n        if self.web",
+        "            pass\n        if self.web")),
+    _m("systemd not told the agent is stopping",
+       ("        self.state.notifier.stopping(\n", "        (lambda _: None)(\n")),
     # contactsync sync (the CLI): Ctrl-C.
     _m("Ctrl-C exit status 1, not 130", ("            sys.exit(130)", "            sys.exit(1)")),
     _m("Ctrl-C not caught by the CLI",
@@ -209,8 +239,59 @@ def _apply(pkg: Path, edits: tuple[tuple[str, str], ...]) -> dict[Path, str]:
     return originals
 
 
+#: The guard's lines mutmut is not pointed at (they sit in `_plan`, whose
+#: other hundreds of mutants are not the guard's): run after mutmut by `guard`.
+GUARD_MUTANTS = [
+    _m("the share counts the links of the source's manual contacts",
+       ("run.linked_before = len(differ) - store.contacts.linked_not_sync(source)",
+        "run.linked_before = len(differ)")),
+    _m("the share never counted (linked_before left 0)",
+       ('    if run.mode == "full":  # the source\'s live `sync` contacts',
+        '    if False:  # the source\'s live `sync` contacts')),
+    _m("the share adds the links of the source's manual contacts twice",
+       ("run.linked_before = len(differ) - store.contacts.linked_not_sync(source)",
+        "run.linked_before = len(differ) + store.contacts.linked_not_sync(source)")),
+]
+
+#: Purge's module-level list of the tables it empties per contact (mutmut does
+#: not mutate module constants), and the feed's times it keeps (schema 6): run
+#: after mutmut by `purge`.
+PURGE_MUTANTS = [
+    _m("purge leaves the contact's outbox entries",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases")')),
+    _m("purge leaves the contact's two-way field bases",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("held_values", "contact_organisations", "outbox")')),
+    _m("purge leaves the contact's held values",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("contact_organisations", "field_bases", "outbox")')),
+    _m("purge leaves the contact's organisation links",
+       ('PER_CONTACT_TABLES = ("held_values", "contact_organisations", "field_bases", "outbox")',
+        'PER_CONTACT_TABLES = ("held_values", "field_bases", "outbox")')),
+    # Schema 6: a bulk create's entry holds its time by reference (''); purge
+    # blanks its payload and writes the time down, other entries keep theirs.
+    # Equivalent: purge then deletes the contact, and the trigger
+    # change_log_keep_create_delete writes the same created_at into an empty time.
+    _m("a blanked bulk create's entry loses its time (equivalent)",
+       ("at = iif(at != '', at, (SELECT ", "at = iif(1, at, (SELECT ")),
+    _m("every blanked entry takes the contact's creation time",
+       ("at = iif(at != '', at, (SELECT ", "at = iif(0, at, (SELECT ")),
+]
+
+#: Hand mutants run after mutmut by a target (see GUARD_MUTANTS, PURGE_MUTANTS).
+HAND_MUTANTS = {"guard": GUARD_MUTANTS, "purge": PURGE_MUTANTS}
+
+
 def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str]]:
-    dest = Path(tempfile.mkdtemp(prefix="contactsync-mutation-signals-"))
+    return run_hand("signals", SIGNAL_MUTANTS, SIGNAL_TESTS, keep, only)
+
+
+def run_hand(label: str, mutants: list[HandMutant], tests: list[str], keep: bool,
+             only: list[str] | None = None) -> dict[str, list[str]]:
+    """Applies each of `mutants` alone to a scratch copy and runs `tests` (the
+    copy imported through PYTHONPATH, by the tests and the children they start)."""
+    dest = Path(tempfile.mkdtemp(prefix=f"contactsync-mutation-{label}-"))
     try:
         scratch_copy(dest)
         pkg = dest / "src" / PKG
@@ -219,11 +300,11 @@ def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str
                                cwd=dest, env=env, capture_output=True, text=True, check=True)
         if not where.stdout.strip().startswith(str(pkg)):
             raise SystemExit(f"the scratch copy is not the one imported: {where.stdout}")
-        tests = [t for t in SIGNAL_TESTS if (dest / t.split("::")[0]).exists()]
+        tests = [t for t in tests if (dest / t.split("::")[0]).exists()]
         pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x",
                   "--timeout", "120", *tests]
 
-        def run() -> tuple[str, float]:
+        def run(show: bool = False) -> tuple[str, float]:
             t0 = time.monotonic()
             try:
                 p = subprocess.run(pytest, cwd=dest, env=env, capture_output=True, text=True,
@@ -234,14 +315,20 @@ def run_signals(keep: bool, only: list[str] | None = None) -> dict[str, list[str
             if status != "survived":
                 failed = [ln for ln in p.stdout.splitlines() if ln.startswith("FAILED")]
                 status += f" ({failed[0].split('::')[-1].split(' ')[0]})" if failed else ""
+                if show:  # why the unmutated tests failed
+                    print("\n".join([ln for ln in p.stdout.splitlines()
+                                     if ln.startswith("E ")][:12]))
             return status, time.monotonic() - t0
 
-        base, took = run()
+        base, took = run(show=True)
+        if base != "survived":  # timing tests on a loaded machine: once more
+            print(f"  unmutated: {base} ({took:.0f}s); again")
+            base, took = run(show=True)
         print(f"  unmutated: {'tests pass' if base == 'survived' else base} ({took:.0f}s)")
         if base != "survived":
-            return {"not run (the unmutated tests fail)": [m.name for m in SIGNAL_MUTANTS]}
+            return {"not run (the unmutated tests fail)": [m.name for m in mutants]}
         by: dict[str, list[str]] = {}
-        for m in SIGNAL_MUTANTS:
+        for m in mutants:
             if only and not any(o in m.name for o in only):
                 continue
             originals = _apply(pkg, m.edits)
@@ -284,7 +371,9 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> None:
     section = {
         "source_paths": [f"src/{PKG}"],
         "only_mutate": [f"src/{PKG}/{f}" for f in files],
-        "also_copy": [*so, f"src/{PKG}/_core.pyi", f"src/{PKG}/py.typed", "benches/"],
+        # docs/: a spec test reads the repository's copy of the contract.
+        "also_copy": [*so, f"src/{PKG}/_core.pyi", f"src/{PKG}/py.typed", "benches/",
+                      "docs/"],
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x", "--timeout", "120"],
         # Not forked from a process that ran the tests: the core's thread pool
@@ -295,8 +384,13 @@ def configure(dest: Path, files: list[str], tests: list[str]) -> None:
     pyproject.write_text(text + "\n".join(lines) + "\n")
 
 
-def run_target(name: str, keep: bool, children: int) -> dict[str, list[str]]:
+def run_target(name: str, keep: bool, children: int,
+               functions: list[str] | None = None) -> dict[str, list[str]]:
     files, patterns, tests = TARGETS[name]
+    if functions:  # a part of the target (a re-run of what changed)
+        patterns = [p for p in patterns if any(f in p for f in functions)]
+        if not patterns:
+            raise SystemExit(f"{name}: no pattern contains any of {functions}")
     dest = Path(tempfile.mkdtemp(prefix=f"contactsync-mutation-{name}-"))
     try:
         scratch_copy(dest)
@@ -319,14 +413,23 @@ def run_target(name: str, keep: bool, children: int) -> dict[str, list[str]]:
                     for line in out.splitlines() if ":" in line):
                 break
         by: dict[str, list[str]] = {}
+        found: set[str] = set()
         for line in out.splitlines():
             if ":" not in line:
                 continue
             mutant, status = (s.strip() for s in line.rsplit(":", 1))
-            if any(_match(mutant, p) for p in patterns):
+            hits = [p for p in patterns if _match(mutant, p)]
+            found.update(hits)
+            if hits:
                 by.setdefault(status, []).append(mutant)
-        if not by:
-            by["not run"] = patterns
+        if set(by) == {"not checked"}:
+            raise SystemExit(f"{name}: no mutant was tested (did the unmutated tests fail? "
+                             f"see {log} with --keep)")
+        # A function renamed or moved must not pass as "no survivors".
+        missing = [p for p in patterns if p not in found]
+        if missing:
+            raise SystemExit(f"{name}: no mutant matches {missing}: has the function moved? "
+                             f"(see {log} with --keep)")
         return by
     finally:
         if keep:
@@ -346,13 +449,27 @@ def main() -> None:
     ap.add_argument("targets", nargs="*", choices=[*TARGETS, "signals", []], default=[])
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--only", action="append", default=[],
-                    help="signals: only the hand mutants whose name contains this")
+                    help="signals, guard, purge: only the hand mutants whose name contains this")
+    ap.add_argument("--functions", action="append", default=[],
+                    help="mutmut: only the target's patterns that contain this (e.g. "
+                         "linked_not_sync)")
+    ap.add_argument("--hand-only", action="store_true",
+                    help="guard, purge: only their hand mutants, not mutmut")
     ap.add_argument("--max-children", type=int, default=1,
                     help="mutants tested at once (default 1: the machine is shared)")
     a = ap.parse_args()
+    # Started in the background by a shell (`... &`), this process and every
+    # child inherit SIGINT ignored, and the Ctrl-C tests cannot pass: give the
+    # children the default back (a Python handler is reset to it at exec).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in a.targets or [*TARGETS, "signals"]:
         by = (run_signals(a.keep, a.only) if name == "signals"
-              else run_target(name, a.keep, a.max_children))
+              else {} if a.hand_only
+              else run_target(name, a.keep, a.max_children, a.functions))
+        if name in HAND_MUTANTS:
+            hand = run_hand(name, HAND_MUTANTS[name], TARGETS[name][2], a.keep, a.only)
+            for status, names in hand.items():
+                by.setdefault(status, []).extend(f"hand: {n}" for n in names)
         total = sum(len(v) for v in by.values())
         killed = len(by.get("killed", []))
         counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by.items()))
