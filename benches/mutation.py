@@ -277,6 +277,10 @@ PURGE_MUTANTS = [
        ("at = iif(at != '', at, (SELECT ", "at = iif(1, at, (SELECT ")),
     _m("every blanked entry takes the contact's creation time",
        ("at = iif(at != '', at, (SELECT ", "at = iif(0, at, (SELECT ")),
+    # Schema 8: the link snapshot's parts hold the purged contacts' external ids.
+    _m("purge leaves the link snapshot's parts",
+       ('"DELETE FROM link_snapshot_parts WHERE source NOT IN "',
+        '"DELETE FROM link_snapshot_parts WHERE 0 AND source NOT IN "')),
 ]
 
 #: Hand mutants run after mutmut by a target (see GUARD_MUTANTS, PURGE_MUTANTS).

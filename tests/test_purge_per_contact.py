@@ -136,3 +136,28 @@ def test_purge_keeps_the_times_of_the_contacts_feed_entries(tmp_path: Path) -> N
         after = [(c.op, c.at, c.fields) for c in m.changes() if c.contact_id == cid]
         assert [(op, at) for op, at, _ in after][:2] == before
         assert all(fields == {} for _, _, fields in after)
+
+
+def test_purge_erases_a_contacts_external_id_from_the_saved_link_snapshot(
+        tmp_path: Path) -> None:
+    """The link snapshot is kept in parts (schema 8): a whole one and the deltas
+    of later runs. A purged contact's link must not live on in an older part."""
+    db = tmp_path / "mirror.db"
+    ext = "QWOBBLE-EXT-7731"
+    a = {**contact(BASE), "id": ext}
+    # Enough others that the deletion is a small delta over the whole part.
+    others = [{"id": f"B{i}", "name": f"Other {i}", "email": f"o{i}@x.example"}
+              for i in range(60)]
+    with Mirror.open(db) as m:
+        m.sync("xpm", [a, *others])
+        m.sync("xpm", others, allow_mass_delete=True)
+        parts = [p for t, p in cells(db) if t == "link_snapshot_parts"]
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        blobs = [bytes(r[0]) for r in con.execute("SELECT data FROM link_snapshot_parts")]
+        con.close()
+        assert len(blobs) == 2 and all(ext.encode() in b for b in blobs), parts
+        assert m.purge(older_than_days=0).contacts == 1
+        assert where(db, ext) == set()
+        assert ext.encode() not in raw(db)
+        m.sync("xpm", others)  # the next run still works (a whole snapshot again)
+        assert len(m.contacts()) == 60

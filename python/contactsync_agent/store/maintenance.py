@@ -128,6 +128,11 @@ class Maintenance(Part):
                     if table in tables:
                         conn.execute(f"DELETE FROM {table} WHERE contact_id IN ({ids})")
                 conn.execute(f"DELETE FROM contacts WHERE id IN ({ids})")
+                if "link_snapshot_parts" in tables:
+                    # The delete dropped the sources' snapshot marks (trigger); their
+                    # parts (schema 8) hold the purged contacts' external ids.
+                    conn.execute("DELETE FROM link_snapshot_parts WHERE source NOT IN "
+                                 "(SELECT source FROM link_snapshots)")
                 conn.execute("DELETE FROM temp.purge_ids")
                 conn.execute("DELETE FROM temp.purge_values")
                 if purged or changes or activities or reviews or quarantine or run_errors:
