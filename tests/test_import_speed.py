@@ -145,3 +145,33 @@ def test_sigkill_inside_a_first_import_leaves_the_index_and_converges(tmp_path: 
     with Mirror.open(db) as m:
         assert m.count_contacts() == 60_000 and link_index_sql(m) == want
         assert [r["status"] for r in m.runs("xpm")] == ["ok", "aborted"]
+
+
+def test_a_first_import_runs_with_a_small_page_cache_then_restores_it(tmp_path: Path) -> None:
+    """A first import appends, so 128 MiB of cached pages would only add to its
+    peak memory: it runs with 32 MiB; later runs (which read pages again) and
+    the rest of the session get the usual cache back."""
+
+    def cache(m: Mirror) -> int:
+        return int(m.store.conn.execute("PRAGMA cache_size").fetchone()[0])
+
+    with Mirror.open(tmp_path / "m.db") as m:
+        usual = cache(m)
+        assert usual == -131072
+        seen: list[int] = []
+        m.sync("xpm", RECORDS, chunk_size=10, progress=lambda n: seen.append(cache(m)))
+        assert seen and set(seen) == {-32768}
+        assert cache(m) == usual
+        seen.clear()
+        m.sync("xpm", RECORDS[:49], chunk_size=10, allow_mass_delete=True,
+               progress=lambda n: seen.append(cache(m)))  # not a first import
+        assert seen and set(seen) == {usual}
+    def stop(n: int) -> None:
+        raise SafetyLimitError("stop")
+
+    # A first import that fails restores it too.
+    with pytest.raises(SafetyLimitError), Mirror.open(tmp_path / "m2.db") as m2:
+        try:
+            m2.sync("xpm", RECORDS, chunk_size=10, progress=stop)
+        finally:
+            assert cache(m2) == usual

@@ -4,6 +4,7 @@ one transaction. Orchestration only: no rule logic and no SQL live here.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
@@ -608,16 +609,19 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
     # (no cycles); the cyclic GC would walk them again and again.
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    try:
-        for batch in batches(differ, identity):
-            run.take(batch, differ, origin, claims, near, deletes)
-            if progress is not None:
-                progress(run.counts["records"])
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    if deferred_index:
-        store.contacts.build_link_index()
+    # A first import appends (contacts, feed, then one sorted index build): a
+    # small page cache, as pages are not read again (`Store.bulk_cache`).
+    with store.bulk_cache() if deferred_index else contextlib.nullcontext():
+        try:
+            for batch in batches(differ, identity):
+                run.take(batch, differ, origin, claims, near, deletes)
+                if progress is not None:
+                    progress(run.counts["records"])
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        if deferred_index:
+            store.contacts.build_link_index()
     touched: set[int] = set()
     if claims:
         ids = sorted({cid for _, hits in claims for cid, _ in hits})

@@ -94,6 +94,11 @@ def _file_id(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+#: SQLite's page cache of the writer connection (KiB, negative), and during a
+#: first import (`Store.bulk_cache`).
+CACHE_KIB = -131072
+BULK_CACHE_KIB = -32768
+
 class Store:
     """One connection to the mirror: read-write or read-only.
 
@@ -163,7 +168,7 @@ class Store:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # FULL: a commit the change feed has published survives a power cut.
             conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA cache_size = -131072")
+            conn.execute(f"PRAGMA cache_size = {CACHE_KIB}")
             # The checkpoint is not left to COMMIT (which would copy a large
             # run's WAL into the database inside the run): `checkpoint()` runs
             # it at close, after each agent run and before a run when the WAL
@@ -197,6 +202,18 @@ class Store:
     def holding(self) -> bool:
         """True while this store holds the writer lock."""
         return self._depth > 0
+
+    @contextlib.contextmanager
+    def bulk_cache(self) -> Iterator[None]:
+        """A smaller page cache for the block (a first import, issue 19): its
+        inserts append (contacts, feed, then one sorted index build), so
+        pages are not read again and 128 MiB of them only add to the peak
+        memory (measured at 500,000 contacts: 520-550 MB -> 450-470 MB)."""
+        self.conn.execute(f"PRAGMA cache_size = {BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            self.conn.execute(f"PRAGMA cache_size = {CACHE_KIB}")
 
     @contextlib.contextmanager
     def writing(self, *, polite: bool = False) -> Iterator[None]:
