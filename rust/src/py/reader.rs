@@ -119,7 +119,25 @@ pub(super) fn open_file(
     let enc = encoding.map(str::to_string);
     let opened = py.detach(
         move || -> Result<Result<Reader, SourceError>, std::io::Error> {
-            // UTF-16 (by its BOM) is decoded while read; the text is UTF-8 then.
+            // A CSV file in UTF-8 or Windows-1252 is parsed from the file itself
+            // (memory never holds it whole); UTF-16 (by its BOM) is decoded
+            // while read, and the other formats are parsed in memory.
+            if fmt == "csv" {
+                let mut file = std::fs::File::open(&owned_path)?;
+                let mut head = Vec::with_capacity(2);
+                std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, 2), &mut head)?;
+                if crate::sources::utf16::bom_encoding(&head).is_none() {
+                    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+                    return Ok(crate::sources::csvfile::CsvReader::open_file(
+                        file,
+                        mapping,
+                        limits,
+                        enc.as_deref(),
+                        delimiter,
+                    )
+                    .map(Reader::Csv));
+                }
+            }
             let (data, utf16) = crate::sources::utf16::read_file(&owned_path)?;
             let enc = if utf16.is_some() {
                 Some("utf-8")

@@ -2,7 +2,7 @@
 //! `utf16`) or Windows-1252, any delimiter
 //! the first lines sniff to, ragged rows quarantined with their line.
 
-use std::io::Cursor;
+use std::io::{Read, Seek, SeekFrom};
 
 use super::{check_size, Item, Limits, Rejected, RowId, SourceError};
 use crate::mapping::{build_record, mapped_columns, Mapping, Target};
@@ -60,8 +60,79 @@ impl<'a> RowRef<'a> {
     }
 }
 
+/// Bytes of a streamed file kept behind the parser (see `Input`): enough for
+/// the start of any record the parser can still be on (its buffer is 1 MiB).
+const WINDOW: usize = 8 << 20;
+
+/// What the CSV parser reads from: the text in memory, or the file itself
+/// with a window of the bytes last handed to the parser, so a record's line
+/// can be told from the line ends before it (`CsvReader::line_of`).
+pub struct Input {
+    /// None: `win` is the whole text, served from `pos`.
+    src: Option<Box<dyn Read + Send + Sync>>,
+    win: Vec<u8>,
+    /// Offset of `win[0]` in the text.
+    win_start: u64,
+    /// In memory: offset of the next byte to hand out.
+    pos: u64,
+}
+
+impl Input {
+    fn memory(data: Vec<u8>) -> Self {
+        Input {
+            src: None,
+            win: data,
+            win_start: 0,
+            pos: 0,
+        }
+    }
+
+    fn stream(src: Box<dyn Read + Send + Sync>) -> Self {
+        Input {
+            src: Some(src),
+            win: Vec::with_capacity(2 * WINDOW),
+            win_start: 0,
+            pos: 0,
+        }
+    }
+
+    /// The text from `offset` to what was read (empty if it left the window).
+    fn after(&self, offset: u64) -> &[u8] {
+        match offset.checked_sub(self.win_start) {
+            Some(k) => &self.win[(k as usize).min(self.win.len())..],
+            None => &[],
+        }
+    }
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.src {
+            None => {
+                let start = (self.pos as usize).min(self.win.len());
+                let n = buf.len().min(self.win.len() - start);
+                buf[..n].copy_from_slice(&self.win[start..start + n]);
+                self.pos += n as u64;
+                Ok(n)
+            }
+            Some(src) => {
+                let n = src.read(buf)?;
+                self.win.extend_from_slice(&buf[..n]);
+                if self.win.len() > 2 * WINDOW {
+                    let cut = self.win.len() - WINDOW;
+                    self.win.drain(..cut);
+                    self.win_start += cut as u64;
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
 pub struct CsvReader {
-    rdr: csv::Reader<Cursor<Vec<u8>>>,
+    rdr: csv::Reader<Input>,
+    /// Bytes of the text to parse (after any BOM).
+    total: u64,
     /// Seed of the raw-row hashes: the header, its mapping and the encoding.
     raw_seed: u64,
     /// Column of the external id (the first mapped to it).
@@ -111,6 +182,79 @@ pub fn detect_encoding(data: &[u8]) -> Encoding {
     }
 }
 
+/// `detect_encoding` of a stream, read a chunk at a time (the file is never
+/// held whole): the same answer as `detect_encoding` of all its bytes.
+pub fn detect_encoding_stream<R: Read>(r: &mut R) -> std::io::Result<Encoding> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut carry = 0usize; // bytes of a sequence cut by the chunk's end, moved to the front
+    let mut all_valid = true;
+    let mut multibyte = false;
+    loop {
+        let n = r.read(&mut buf[carry..])?;
+        let eof = n == 0;
+        let len = carry + n;
+        let mut at = 0usize;
+        let mut cut: Option<usize> = None;
+        while at < len {
+            match std::str::from_utf8(&buf[at..len]) {
+                Ok(s) => {
+                    multibyte |= !s.is_ascii();
+                    at = len;
+                }
+                Err(e) => {
+                    multibyte |= !buf[at..at + e.valid_up_to()].is_ascii();
+                    match e.error_len() {
+                        Some(k) => {
+                            all_valid = false;
+                            at += e.valid_up_to() + k;
+                        }
+                        None if eof => {
+                            all_valid = false; // cut short by the end of the file
+                            at = len;
+                        }
+                        None => {
+                            cut = Some(at + e.valid_up_to());
+                            at = len;
+                        }
+                    }
+                }
+            }
+        }
+        carry = 0;
+        if let Some(start) = cut {
+            buf.copy_within(start..len, 0);
+            carry = len - start;
+        }
+        if eof {
+            break;
+        }
+    }
+    Ok(if all_valid || multibyte {
+        Encoding::Utf8
+    } else {
+        Encoding::Windows1252
+    })
+}
+
+/// The encoding forced by the caller, else the one `detect` finds.
+fn choose_encoding(
+    forced: Option<&str>,
+    detect: impl FnOnce() -> std::io::Result<Encoding>,
+) -> Result<Encoding, SourceError> {
+    match forced.map(|e| e.to_ascii_lowercase()) {
+        None => detect().map_err(|e| SourceError::new(0, 0, format!("cannot read: {e}"))),
+        Some(e) if e == "utf-8" || e == "utf8" => Ok(Encoding::Utf8),
+        Some(e) if e == "windows-1252" || e == "cp1252" || e == "latin-1" => {
+            Ok(Encoding::Windows1252)
+        }
+        Some(e) => Err(SourceError::new(
+            0,
+            0,
+            format!("unknown encoding {e:?} (expected utf-8 or windows-1252)"),
+        )),
+    }
+}
+
 /// Picks the delimiter that splits the first lines most consistently.
 pub fn sniff_delimiter(data: &[u8]) -> u8 {
     let sample = &data[..data.len().min(64 * 1024)];
@@ -152,8 +296,12 @@ pub fn sniff_delimiter(data: &[u8]) -> u8 {
 /// any blank lines) only when the next record starts, so a position can still
 /// point at line ends before the record: count them.
 pub fn line_at(data: &[u8], pos: &csv::Position) -> u64 {
-    let start = (pos.byte() as usize).min(data.len());
-    let skipped = data[start..]
+    line_from(&data[(pos.byte() as usize).min(data.len())..], pos)
+}
+
+/// `line_at` given the text from the record's position on.
+fn line_from(rest: &[u8], pos: &csv::Position) -> u64 {
+    let skipped = rest
         .iter()
         .take_while(|&&b| b == b'\n' || b == b'\r')
         .filter(|&&b| b == b'\n')
@@ -203,26 +351,76 @@ impl CsvReader {
         if data.starts_with(b"\xEF\xBB\xBF") {
             data.drain(..3);
         }
-        let encoding = match encoding.map(|e| e.to_ascii_lowercase()) {
-            None => detect_encoding(&data),
-            Some(e) if e == "utf-8" || e == "utf8" => Encoding::Utf8,
-            Some(e) if e == "windows-1252" || e == "cp1252" || e == "latin-1" => {
-                Encoding::Windows1252
-            }
-            Some(e) => {
-                return Err(SourceError::new(
-                    0,
-                    0,
-                    format!("unknown encoding {e:?} (expected utf-8 or windows-1252)"),
-                ))
-            }
-        };
+        let encoding = choose_encoding(encoding, || Ok(detect_encoding(&data)))?;
         let delimiter = delimiter.unwrap_or_else(|| sniff_delimiter(&data));
+        let total = data.len() as u64;
+        Self::parse(
+            Input::memory(data),
+            total,
+            mapping,
+            limits,
+            encoding,
+            delimiter,
+            line_ids,
+        )
+    }
+
+    /// `open` of a UTF-8 or Windows-1252 file (no UTF-16 BOM: the caller
+    /// decodes those whole), streamed: the encoding is found by one pass over
+    /// the file a chunk at a time, the delimiter from its first 64 KiB, and
+    /// the parser reads the file itself, so memory never holds the whole text
+    /// (a 1,000,000-row export is 141 MB).
+    pub fn open_file(
+        mut file: std::fs::File,
+        mapping: Mapping,
+        limits: Limits,
+        encoding: Option<&str>,
+        delimiter: Option<u8>,
+    ) -> Result<Self, SourceError> {
+        let io = |e: std::io::Error| SourceError::new(0, 0, format!("cannot read: {e}"));
+        let size = file.metadata().map_err(io)?.len();
+        let mut head = Vec::with_capacity(64 * 1024);
+        (&mut file)
+            .take(64 * 1024)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        let bom: u64 = if head.starts_with(b"\xEF\xBB\xBF") {
+            3
+        } else {
+            0
+        };
+        let encoding = choose_encoding(encoding, || {
+            file.seek(SeekFrom::Start(bom))?;
+            detect_encoding_stream(&mut file)
+        })?;
+        let delimiter = delimiter.unwrap_or_else(|| sniff_delimiter(&head[bom as usize..]));
+        file.seek(SeekFrom::Start(bom)).map_err(io)?;
+        Self::parse(
+            Input::stream(Box::new(file)),
+            size.saturating_sub(bom),
+            mapping,
+            limits,
+            encoding,
+            delimiter,
+            false,
+        )
+    }
+
+    fn parse(
+        input: Input,
+        total: u64,
+        mapping: Mapping,
+        limits: Limits,
+        encoding: Encoding,
+        delimiter: u8,
+        line_ids: bool,
+    ) -> Result<Self, SourceError> {
         let mut rdr = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .flexible(true)
             .has_headers(false)
-            .from_reader(Cursor::new(data));
+            .buffer_capacity(1 << 20)
+            .from_reader(input);
         let mut header_rec = csv::ByteRecord::new();
         let header = match rdr.read_byte_record(&mut header_rec) {
             Ok(true) => header_rec
@@ -263,6 +461,7 @@ impl CsvReader {
         let partial = mapping.partial;
         Ok(CsvReader {
             rdr,
+            total,
             raw_seed,
             id_col,
             header,
@@ -362,7 +561,7 @@ impl CsvReader {
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.rdr.get_ref().get_ref().len() as u64
+        self.total
     }
 
     /// Splitting rows is sequential (csv_core); the rest runs in parallel:
@@ -470,7 +669,7 @@ impl CsvReader {
     /// record starts, so a position can still point at line ends before the
     /// record: count them.
     fn line_of(&self, pos: &csv::Position) -> u64 {
-        line_at(self.rdr.get_ref().get_ref(), pos)
+        line_from(self.rdr.get_ref().after(pos.byte()), pos)
     }
 
     fn convert(&self, rec: &RowRef<'_>) -> Item {
@@ -533,6 +732,83 @@ impl CsvReader {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// Hands out its bytes `step` at a time (sequences cut at every place).
+    struct Drip<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Drip<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_streamed_encoding_is_the_whole_texts() {
+        let cases: [&[u8]; 8] = [
+            b"id,name\n1,Ann\n",
+            "id,name\n1,Zo\u{eb}\n2,\u{5f20}\u{4f1f}\n".as_bytes(),
+            b"id,name\n1,Zo\xeb\n",           // Windows-1252 only
+            b"id,name\n1,\xc3\xa9\n2,\xff\n", // UTF-8 with one bad byte
+            b"id,name\n1,\xe5\xbc",           // cut short at the end
+            b"\xe5\xbc\xa0\xe5",              // a sequence then a cut one
+            b"",
+            b"\x80\x80 plain",
+        ];
+        for data in cases {
+            let want = detect_encoding(data);
+            for step in [1, 2, 3, 5, 1 << 20] {
+                let got = detect_encoding_stream(&mut Drip { data, step }).unwrap();
+                assert_eq!(got, want, "{data:?} read {step} at a time");
+            }
+        }
+    }
+
+    #[test]
+    fn a_streamed_file_gives_the_same_rows_and_lines_as_in_memory() {
+        // 21 MB: past the streamed window (8 MiB kept, trimmed at 16).
+        let pad = "x".repeat(190);
+        let mut text = b"id,name\r\n".to_vec();
+        for i in 0..100_000 {
+            text.extend_from_slice(format!("{i},Name {i} {pad}\r\n").as_bytes());
+            if i % 23_000 == 0 {
+                text.extend_from_slice(b"\r\n\r\n5x,\"open\r\n"); // blank lines, a ragged row
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("csvstream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("e.csv");
+        std::fs::write(&path, &text).unwrap();
+        let lim = Limits::default();
+        let mut mem = CsvReader::open(text.clone(), mapping(), lim.clone(), None, None).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let mut streamed = CsvReader::open_file(file, mapping(), lim, None, None).unwrap();
+        assert_eq!(streamed.total_bytes(), mem.total_bytes());
+        assert!(text.len() > 2 * WINDOW);
+        let shape = |items: Vec<Item>| -> Vec<(u64, String)> {
+            items
+                .into_iter()
+                .map(|it| match it {
+                    Ok(r) => (r.line, r.fields.join("|")),
+                    Err(e) => (e.line, e.reason),
+                })
+                .collect()
+        };
+        loop {
+            let a = shape(mem.next_chunk(4_096, None).unwrap());
+            let b = shape(streamed.next_chunk(4_096, None).unwrap());
+            assert_eq!(a, b);
+            if a.is_empty() {
+                break;
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn mapping() -> Mapping {
         let m: HashMap<String, String> = [("id", "external_id"), ("name", "name")]
