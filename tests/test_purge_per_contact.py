@@ -161,3 +161,27 @@ def test_purge_erases_a_contacts_external_id_from_the_saved_link_snapshot(
         assert ext.encode() not in raw(db)
         m.sync("xpm", others)  # the next run still works (a whole snapshot again)
         assert len(m.contacts()) == 60
+
+
+def test_purge_erases_a_contacts_external_id_from_review_items_and_rejections(
+        tmp_path: Path) -> None:
+    """A review item names the incoming record's external id, and a rejected
+    pair is remembered by it: both are the purged contact's (found by a
+    stranger's try: `strings` still found the id after purge)."""
+    db = tmp_path / "mirror.db"
+    ext = "PURGE-QWOBBLE-4417"
+    twin = {"id": ext, "name": "Quentin Qwobble", "mobile": "0400 000 001",
+            "email": "q.qwobble@erasure.example"}
+    with Mirror.open(db) as m:
+        local = m.add_contact(given_name="Quentin", family_name="Qwobble",
+                              mobile="0400 000 001", email="quentin@other.example")
+        m.sync("xpm", [twin, OTHER])
+        [item] = m.review.items()
+        assert item.candidate_id == local and "review_items" in where(db, ext)
+        m.review.reject(item.id)
+        assert "review_rejections" in where(db, ext)
+        m.sync("xpm", [OTHER], allow_mass_delete=True)
+        assert m.purge(older_than_days=0).contacts == 1
+        assert where(db, ext) == set()
+        assert ext.encode() not in raw(db)
+        assert m.get(local) is not None  # the local contact stays

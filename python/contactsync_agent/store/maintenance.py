@@ -96,10 +96,19 @@ class Maintenance(Part):
                     f"UPDATE activities SET fields = '{{}}', resolution = NULL "
                     f"WHERE contact_id IN ({ids})"
                 ).rowcount
+                # An item names its incoming record's external id (the purged
+                # contact's when it is the item's contact); a rejected pair is
+                # remembered by that id, or by the purged local candidate.
                 reviews = conn.execute(
-                    f"UPDATE review_items SET explanation = '{{}}' WHERE contact_id IN ({ids}) "
+                    f"UPDATE review_items SET explanation = '{{}}', external_id = "
+                    f"iif(contact_id IN ({ids}), '', external_id) WHERE contact_id IN ({ids}) "
                     f"OR candidate_id IN ({ids})"
                 ).rowcount
+                conn.execute(
+                    f"DELETE FROM review_rejections WHERE candidate_id IN ({ids}) OR "
+                    f"(source, external_id) IN (SELECT source, external_id FROM contacts "
+                    f"WHERE id IN ({ids}) AND external_id IS NOT NULL)"
+                )
                 # Quarantined rows and run errors may quote anyone, even people never
                 # imported: blanked once older than the cut-off, and at any age when
                 # they hold a value of a purged contact.
