@@ -358,3 +358,24 @@ def test_empty_and_single_record_sets() -> None:
     assert len(dedupe([])) == 0
     assert len(dedupe([{"id": "only", "given_name": "x"}])) == 0
     assert len(link([], [{"id": "r"}])) == 0
+
+
+def test_an_empty_file_is_refused_as_sync_refuses_it(tmp_path: Path) -> None:
+    """`dedupe` reads files as `sync` does: an empty one is no input, not a
+    finding of no duplicates (it exited 0 with "pairs": 0; found by a stranger)."""
+    import subprocess
+    import sys
+
+    from contactsync_agent.errors import SourceFormatError
+    from contactsync_agent.matching import MatchConfig, dedupe
+
+    for text in ("", "\ufeff\n  \n"):
+        empty = tmp_path / "empty.csv"
+        empty.write_text(text, encoding="utf-8")
+        with pytest.raises(SourceFormatError, match="the file is empty"):
+            dedupe(str(empty), MatchConfig.contacts())
+    cli = Path(sys.executable).with_name("contactsync")
+    r = subprocess.run([str(cli), "dedupe", str(empty), "--json"], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 3, r
+    assert "the file is empty" in r.stdout + r.stderr
