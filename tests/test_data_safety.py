@@ -140,6 +140,25 @@ def test_incremental_csv_without_columns_keeps_those_fields(ten: Path, tmp_path:
     assert json.loads(feed[-1][1]) == {"mobile": ["0412 000 003", "0400 777 777"]}
 
 
+def test_a_deleted_marker_that_says_neither_keeps_the_row_aside(ten: Path,
+                                                                tmp_path: Path) -> None:
+    """`archived` in a Deleted column is not "not deleted" (it was taken so,
+    silently) nor "deleted": the row is quarantined and its contact kept as it
+    is; yes / no mean what they say (found by a stranger's try)."""
+    f = write_csv(tmp_path / "inc.csv", ["K5,archived,0400 555 555", "K6,yes,", "K7,no,"],
+                  header="Client ID,Deleted,Mobile")
+    before = live(ten)
+    with Mirror.open(ten) as m:
+        r = m.sync_file("xpm", f, mode="incremental")
+        quarantined = m.quarantine(r.run_id)
+    assert r.counts["rejected"] == 1 and r.counts["deleted"] == 1
+    [q] = quarantined
+    assert q["line"] == 2 and '"Deleted"' in q["reason"] and "archived" not in q["reason"]
+    after = live(ten)
+    assert after["K5"] == before["K5"]  # kept exactly: no update, no deletion
+    assert "K6" not in after and after["K7"]["mobile"] == ""
+
+
 def test_incremental_empty_cell_clears_and_absent_column_keeps(ten: Path,
                                                               tmp_path: Path) -> None:
     f = write_csv(tmp_path / "inc.csv", ["K4,"], header="Client ID,Email Address")

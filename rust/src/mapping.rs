@@ -172,6 +172,19 @@ pub fn is_truthy(v: &str) -> bool {
     )
 }
 
+/// A deleted marker's value: deleted, not deleted, or neither (None: a value
+/// such as "archived" says something, but not which; the row is kept aside
+/// rather than guessed).
+pub fn deleted_marker(v: &str) -> Option<bool> {
+    if is_truthy(v) {
+        return Some(true);
+    }
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "n" | "f" | "-" | "none" | "null" => Some(false),
+        _ => None,
+    }
+}
+
 /// Builds a record from (target, column name, raw value) triples. Returns an
 /// error string for a record that cannot be stored (quarantined by the caller).
 /// `partial` (incremental batches): unmapped columns sent empty are listed in
@@ -198,7 +211,15 @@ where
             Target::Field(i) => r.fields[i] = clean(value, i == F_NOTES),
             Target::ExternalId => r.external_id = clean(value, false),
             Target::Name => full_name = Some(clean(value, false)),
-            Target::Deleted => r.deleted = is_truthy(value),
+            Target::Deleted => match deleted_marker(value) {
+                Some(d) => r.deleted = d,
+                None => {
+                    return Err(format!(
+                        "column {column:?} is neither a deletion (yes, true, 1) nor its \
+                         absence (no, false, 0, empty): the row is kept aside, not guessed"
+                    ))
+                }
+            },
             Target::Extra => {
                 if !value.is_empty() {
                     r.extra.push((column.to_string(), value.to_string()));
@@ -242,6 +263,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_marker_that_says_neither_is_not_taken_as_either() {
+        for v in ["yes", "TRUE", " 1 ", "x", "deleted"] {
+            assert_eq!(deleted_marker(v), Some(true), "{v}");
+        }
+        for v in ["", "no", "False", "0", "n", " - "] {
+            assert_eq!(deleted_marker(v), Some(false), "{v}");
+        }
+        for v in ["archived", "inactive", "2"] {
+            assert_eq!(deleted_marker(v), None, "{v}");
+            let cells = [
+                (Target::ExternalId, "id", "C1"),
+                (Target::Deleted, "Deleted", v),
+            ];
+            let err = build_record(2, cells, true).unwrap_err();
+            assert!(err.contains("\"Deleted\"") && !err.contains(v), "{err}");
+        }
+    }
 
     fn mapping() -> Mapping {
         let mut m = HashMap::new();
