@@ -7,6 +7,10 @@ so that database holds what that code wrote."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+from typing import Any
+
 import pytest
 from contactsync_agent import sync
 from contactsync_agent.store import core as store_core
@@ -31,3 +35,12 @@ def old_code(patch: pytest.MonkeyPatch, version: int) -> None:
     patch.setattr(Contacts, "load_snapshot", _load)
     patch.setattr(Contacts, "save_snapshot", _save)
     patch.setattr(sync, "MAX_SNAPSHOT_PARTS", 1)  # always a whole snapshot, no delta
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """`sql`'s rows, read through a separate read-only connection."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -10,7 +10,6 @@ its rows unchanged."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from contactsync_agent.config import SourceConfig, parse_config
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.sources.writer import OutboundChange, PushResult
 from contactsync_agent.store import SCHEMA_VERSION
-from old_schema import old_code
+from old_schema import old_code, rows
 
 
 class Confirms:
@@ -51,14 +50,6 @@ def fill(m: Mirror, cfg: SourceConfig, n: int) -> None:
         m.push(cfg, writer=Confirms())
     first = m.contacts(record_type="sync")[0]
     m.ownership.edit_contact(first.id, email="pending@x.example")
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def plans(m: Mirror, calls: Sequence[Any]) -> dict[str, list[str]]:

@@ -9,30 +9,20 @@ feed, manual and local contacts) migrates with its snapshot still in use."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 from contactsync_agent import sync
 from contactsync_agent.errors import SafetyLimitError
 from contactsync_agent.mirror import Mirror
 from contactsync_agent.store import SCHEMA_VERSION
-from old_schema import old_code
+from old_schema import old_code, rows
 
 
 def records(n: int, changed: frozenset[int] | set[int] = frozenset(),
             tag: str = "x") -> list[dict[str, str]]:
     return [{"external_id": f"E{i:05d}", "name": f"Ann Lee{i}",
              "email": f"a{i}@{tag if i in changed else 'x'}.example"} for i in range(n)]
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def parts(m: Mirror, source: str = "xpm") -> list[tuple[int, bytes]]:
