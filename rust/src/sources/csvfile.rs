@@ -2,7 +2,7 @@
 //! `utf16`) or Windows-1252, any delimiter
 //! the first lines sniff to, ragged rows quarantined with their line.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 
 use super::{check_size, Item, Limits, Rejected, RowId, SourceError};
 use crate::mapping::{build_record, mapped_columns, Mapping, Target};
@@ -67,39 +67,33 @@ const WINDOW: usize = 8 << 20;
 /// What the CSV parser reads from: the text in memory, or the file itself
 /// with a window of the bytes last handed to the parser, so a record's line
 /// can be told from the line ends before it (`CsvReader::line_of`).
-pub struct Input {
-    /// None: `win` is the whole text, served from `pos`.
-    src: Option<Box<dyn Read + Send + Sync>>,
-    win: Vec<u8>,
-    /// Offset of `win[0]` in the text.
-    win_start: u64,
-    /// In memory: offset of the next byte to hand out.
-    pos: u64,
+pub enum Input {
+    Memory(Cursor<Vec<u8>>),
+    Stream {
+        src: Box<dyn Read + Send + Sync>,
+        win: Vec<u8>,
+        /// Offset of `win[0]` in the text.
+        win_start: u64,
+    },
 }
 
 impl Input {
-    fn memory(data: Vec<u8>) -> Self {
-        Input {
-            src: None,
-            win: data,
-            win_start: 0,
-            pos: 0,
-        }
-    }
-
     fn stream(src: Box<dyn Read + Send + Sync>) -> Self {
-        Input {
-            src: Some(src),
+        Input::Stream {
+            src,
             win: Vec::with_capacity(2 * WINDOW),
             win_start: 0,
-            pos: 0,
         }
     }
 
     /// The text from `offset` to what was read (empty if it left the window).
     fn after(&self, offset: u64) -> &[u8] {
-        match offset.checked_sub(self.win_start) {
-            Some(k) => &self.win[(k as usize).min(self.win.len())..],
+        let (data, start) = match self {
+            Input::Memory(c) => (c.get_ref().as_slice(), 0),
+            Input::Stream { win, win_start, .. } => (win.as_slice(), *win_start),
+        };
+        match offset.checked_sub(start) {
+            Some(k) => &data[(k as usize).min(data.len())..],
             None => &[],
         }
     }
@@ -107,21 +101,19 @@ impl Input {
 
 impl Read for Input {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match &mut self.src {
-            None => {
-                let start = (self.pos as usize).min(self.win.len());
-                let n = buf.len().min(self.win.len() - start);
-                buf[..n].copy_from_slice(&self.win[start..start + n]);
-                self.pos += n as u64;
-                Ok(n)
-            }
-            Some(src) => {
+        match self {
+            Input::Memory(c) => c.read(buf),
+            Input::Stream {
+                src,
+                win,
+                win_start,
+            } => {
                 let n = src.read(buf)?;
-                self.win.extend_from_slice(&buf[..n]);
-                if self.win.len() > 2 * WINDOW {
-                    let cut = self.win.len() - WINDOW;
-                    self.win.drain(..cut);
-                    self.win_start += cut as u64;
+                win.extend_from_slice(&buf[..n]);
+                if win.len() > 2 * WINDOW {
+                    let cut = win.len() - WINDOW;
+                    win.drain(..cut);
+                    *win_start += cut as u64;
                 }
                 Ok(n)
             }
@@ -153,37 +145,12 @@ pub struct CsvReader {
 /// sequence: then invalid rows are quarantined); Windows-1252 when they are
 /// not UTF-8 and contain no multi-byte UTF-8 sequence at all.
 pub fn detect_encoding(data: &[u8]) -> Encoding {
-    if std::str::from_utf8(data).is_ok() {
-        return Encoding::Utf8;
-    }
-    let mut rest = data;
-    let mut multibyte_seen = false;
-    loop {
-        match std::str::from_utf8(rest) {
-            Ok(s) => {
-                multibyte_seen |= !s.is_ascii();
-                break;
-            }
-            Err(e) => {
-                let valid = &rest[..e.valid_up_to()];
-                multibyte_seen |= !valid.is_ascii();
-                let skip = e.error_len().unwrap_or(rest.len() - e.valid_up_to());
-                rest = &rest[e.valid_up_to() + skip..];
-                if rest.is_empty() {
-                    break;
-                }
-            }
-        }
-    }
-    if multibyte_seen {
-        Encoding::Utf8
-    } else {
-        Encoding::Windows1252
-    }
+    // Reading a slice cannot fail.
+    detect_encoding_stream(&mut &data[..]).unwrap_or(Encoding::Utf8)
 }
 
-/// `detect_encoding` of a stream, read a chunk at a time (the file is never
-/// held whole): the same answer as `detect_encoding` of all its bytes.
+/// `detect_encoding` of a stream, read a chunk at a time (a file is never
+/// held whole; a sequence cut by a chunk's end is carried to the next).
 pub fn detect_encoding_stream<R: Read>(r: &mut R) -> std::io::Result<Encoding> {
     let mut buf = vec![0u8; 1 << 20];
     let mut carry = 0usize; // bytes of a sequence cut by the chunk's end, moved to the front
@@ -355,7 +322,7 @@ impl CsvReader {
         let delimiter = delimiter.unwrap_or_else(|| sniff_delimiter(&data));
         let total = data.len() as u64;
         Self::parse(
-            Input::memory(data),
+            Input::Memory(Cursor::new(data)),
             total,
             mapping,
             limits,
@@ -749,20 +716,21 @@ mod tests {
     }
 
     #[test]
-    fn the_streamed_encoding_is_the_whole_texts() {
-        let cases: [&[u8]; 8] = [
-            b"id,name\n1,Ann\n",
-            "id,name\n1,Zo\u{eb}\n2,\u{5f20}\u{4f1f}\n".as_bytes(),
-            b"id,name\n1,Zo\xeb\n",           // Windows-1252 only
-            b"id,name\n1,\xc3\xa9\n2,\xff\n", // UTF-8 with one bad byte
-            b"id,name\n1,\xe5\xbc",           // cut short at the end
-            b"\xe5\xbc\xa0\xe5",              // a sequence then a cut one
-            b"",
-            b"\x80\x80 plain",
+    fn the_encoding_is_the_same_whatever_the_chunks() {
+        use Encoding::{Utf8, Windows1252};
+        let cases: [(&[u8], Encoding); 8] = [
+            (b"id,name\n1,Ann\n", Utf8),
+            ("id,name\n1,Zo\u{eb}\n2,\u{5f20}\u{4f1f}\n".as_bytes(), Utf8),
+            (b"id,name\n1,Zo\xeb\n", Windows1252), // no valid multi-byte sequence
+            (b"id,name\n1,\xc3\xa9\n2,\xff\n", Utf8), // UTF-8 with one bad byte
+            (b"id,name\n1,\xe5\xbc", Windows1252), // cut short at the end
+            (b"\xe5\xbc\xa0\xe5", Utf8),           // a sequence then a cut one
+            (b"", Utf8),
+            (b"\x80\x80 plain", Windows1252),
         ];
-        for data in cases {
-            let want = detect_encoding(data);
-            for step in [1, 2, 3, 5, 1 << 20] {
+        for (data, want) in cases {
+            assert_eq!(detect_encoding(data), want, "{data:?}");
+            for step in [1, 2, 3, 5] {
                 let got = detect_encoding_stream(&mut Drip { data, step }).unwrap();
                 assert_eq!(got, want, "{data:?} read {step} at a time");
             }
