@@ -135,6 +135,16 @@ class OwnFiles:
                 os.close(self.held.pop())
 
 
+#: How much of a file `is_blank` needs: a file this long is not blank.
+BLANK_PROBE = 4096
+
+
+def is_blank(head: bytes, size: int) -> bool:
+    """A file of `size` bytes whose first `BLANK_PROBE` bytes are `head` holds not
+    even a header line: nothing but whitespace (and a UTF-8 BOM)."""
+    return size < BLANK_PROBE and not head.removeprefix(b"\xef\xbb\xbf").strip()
+
+
 @dataclass
 class InputFile:
     """An export file opened once; read, hashed and checked through its descriptor."""

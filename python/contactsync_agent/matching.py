@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from contactsync_agent import _core
 from contactsync_agent.csvsafe import neutralise
 from contactsync_agent.errors import SourceFormatError
-from contactsync_agent.infile import open_private_text
+from contactsync_agent.infile import BLANK_PROBE, is_blank, open_private_text
 
 Records: TypeAlias = Iterable[Mapping[str, Any]] | str | os.PathLike[str]
 
@@ -450,10 +450,10 @@ def _mapped_table(path: str, cfg: MatchConfig, columns: Sequence[str],
         specs.append((c, f"field:{target}" if target in FIELDS else f"column:{c}"))
     try:
         with open(path, "rb") as f:
-            head = f.read(4096)
+            blank = is_blank(f.read(BLANK_PROBE), os.fstat(f.fileno()).st_size)
     except OSError:
-        head = b"-"  # the reader names the problem
-    if not head.removeprefix(b"\xef\xbb\xbf").strip():
+        blank = False  # the reader names the problem
+    if blank:
         # As `sync` refuses it: an empty file is no records, not "no duplicates".
         raise SourceFormatError(path, 1, 0, "the file is empty (not even a header line)")
     core, (header, targets, id_col, enc, rejected, first) = _core.RecordTable.from_mapped_csv(

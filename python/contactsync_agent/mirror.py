@@ -35,7 +35,14 @@ from contactsync_agent.errors import (
     SafetyLimitError,
     SourceFormatError,
 )
-from contactsync_agent.infile import InputFile, OwnFiles, fd_digest, open_input
+from contactsync_agent.infile import (
+    BLANK_PROBE,
+    InputFile,
+    OwnFiles,
+    fd_digest,
+    is_blank,
+    open_input,
+)
 from contactsync_agent.mapping import FIELDS, build_mapping
 from contactsync_agent.models import Activity, Change, Contact, SyncReport
 from contactsync_agent.ownership import Ownership
@@ -382,7 +389,7 @@ class Mirror:
             raise self._refused(source, mode, f, SafetyLimitError(
                 f"{shown}: {size} bytes is over the maximum file size of {max_file_bytes} bytes"
             ), digest=False, dry_run=dry_run)
-        if size < 4096 and not f.head(4096).removeprefix(b"\xef\xbb\xbf").strip():
+        if is_blank(f.head(BLANK_PROBE), size):
             raise self._refused(source, mode, f, SourceFormatError(
                 shown, 1, 0, f"the file is empty ({size} bytes, not even a header line); "
                 "an empty export is never applied"), dry_run=dry_run)
