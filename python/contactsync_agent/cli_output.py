@@ -135,13 +135,18 @@ def _natural_width(listing: Listing, cols: Sequence[Column]) -> int:
     return Measurement.get(con, con.options, _table(listing, cols)).maximum
 
 
+def _filled(listing: Listing, c: Column) -> bool:
+    """Some row has a value in column `c`."""
+    return any(r[c.key] != "" for r in listing.rows)
+
+
 def fitting_columns(listing: Listing, width: int) -> list[Column] | None:
     """The columns of a table that fits `width` unwrapped, leaving out the
     droppable ones every row leaves empty, then the others (highest `drop`
-    first); None when even the required ones
-    do not fit (then print one block per row)."""
+    first); None when even the required ones do not fit (then print one
+    block per row)."""
     cols = [c for c in listing.columns  # a droppable column nothing fills says nothing
-            if not (c.drop and listing.rows and all(r[c.key] == "" for r in listing.rows))]
+            if not (c.drop and listing.rows and not _filled(listing, c))]
     while _natural_width(listing, cols) > width:
         worst = max((c.drop for c in cols), default=0)
         if not worst:
@@ -192,7 +197,7 @@ def print_table(listing: Listing, con: Any) -> None:
         return
     con.print(_table(listing, cols))
     left_out = [c.title for c in listing.columns  # not the empty ones: nothing is missed
-                if c not in cols and any(r[c.key] != "" for r in listing.rows)]
+                if c not in cols and _filled(listing, c)]
     if left_out:
         con.print(Text(f"(not shown at {con.width} columns: {', '.join(left_out)}; "
                        "--format tsv for every column)", style="dim"))
