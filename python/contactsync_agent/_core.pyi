@@ -4,6 +4,7 @@ Users import `contactsync_agent`, never this module. Hashes are unsigned 64-bit
 in the functions here and signed (two's complement) in rows bound for SQLite.
 """
 
+import sqlite3
 from collections.abc import Iterator
 from typing import Any, final
 
@@ -101,6 +102,11 @@ class Batch:
     def create_rows(self, base_id: int, source: str) -> list[tuple[object, ...]]:
         """The plain creates' contacts rows, ids from `base_id` on; links
         nothing (see `Differ.add_created`)."""
+    def insert_creates(self, library: SqliteLibrary, conn: sqlite3.Connection, sql: str,
+                       base_id: int, source: str) -> int:
+        """Runs `sql` (?1..?21: the `create_rows` values) once per plain create
+        on `conn`, inside its open transaction, through `library`; SQLite's
+        failure is raised as Python's sqlite3 module raises it."""
     def create_feed(self, base_id: int, source: str) -> list[tuple[int, str]]: ...
     def create_relations(self, base_id: int) -> list[tuple[int, str, str, str]]: ...
     def create_external_ids(self) -> list[str]: ...
@@ -222,3 +228,11 @@ def field_levels(kind: str) -> list[str]: ...
 def normalize_value(kind: str, value: str, region: str = "AU") -> str: ...
 def nickname_key(name: str) -> str: ...
 # --- end matching ---
+
+
+class SqliteLibrary:
+    """The SQLite library of the loaded `_sqlite3` module (its functions looked
+    up with dlsym, nothing linked); RuntimeError where it cannot be reached."""
+    def __init__(self, module_path: str) -> None: ...
+    def version(self) -> str: ...
+    def filename(self, conn: sqlite3.Connection) -> str: ...

@@ -231,7 +231,7 @@ class _Run:
             base = self.store.contacts.allocate_ids(n)
             differ.add_created(batch, base)  # the creates' links, ids from base on
             self.store.contacts.insert_created(
-                self.source, batch.create_rows(base, self.source), base, n, self.run_id,
+                self.source, batch, base, n, self.run_id,
                 self.at, "created", rules.REASONS["created"])
             if base == self.linked_up_to + 1:
                 self.store.entities.insert_relations(self.source, batch.create_relations(base),

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contactsync_agent import _core
 from contactsync_agent.errors import ContactSyncError
 from contactsync_agent.locking import WriterLock, real_db_path
 from contactsync_agent.store.console import Console
@@ -129,6 +130,9 @@ class Store:
         self._file_id: tuple[int, int] | None = None
         # Runs left 'running' by a killed process are marked at the first write.
         self._stale_pending = lock is not None
+        # `bulk_library`'s answer and the connection it was checked on.
+        self._library: _core.SqliteLibrary | None = None
+        self._library_conn: object = None
         # The parts: each concept's SQL, on this store's connection.
         self.contacts = Contacts(self)
         self.feed = Feed(self)
@@ -202,6 +206,34 @@ class Store:
     def holding(self) -> bool:
         """True while this store holds the writer lock."""
         return self._depth > 0
+
+    def bulk_library(self) -> _core.SqliteLibrary | None:
+        """This connection's own SQLite library, reached from the Rust core for
+        a bulk insert (`store.contacts.insert_created`), or None when it cannot
+        be reached with certainty: the connection is not a plain
+        `sqlite3.Connection`, the `_sqlite3` module hides SQLite's functions,
+        the library's version is not the one Python reports, or the handle does
+        not open this store's file. `CONTACTSYNC_BULK_BINDING=python` turns it
+        off (every insert then goes through `executemany`)."""
+        if os.environ.get("CONTACTSYNC_BULK_BINDING") == "python":
+            return None
+        conn = self.conn
+        if conn is self._library_conn:
+            return self._library
+        self._library_conn, self._library = conn, None
+        if type(conn) is not sqlite3.Connection:
+            return None
+        import _sqlite3  # the extension module whose library the connection runs on
+
+        try:
+            library = _core.SqliteLibrary(_sqlite3.__file__)
+            if library.version() != sqlite3.sqlite_version:
+                return None
+            same = os.path.samefile(library.filename(conn), self.path)
+        except (RuntimeError, TypeError, OSError):
+            return None
+        self._library = library if same else None
+        return self._library
 
     @contextlib.contextmanager
     def bulk_cache(self) -> Iterator[None]:

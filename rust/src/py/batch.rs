@@ -12,6 +12,7 @@ use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 use super::convert::mapping_of;
 use super::differ::Differ;
 use super::identity::IdentityIndex;
+use super::sqlite_lib::{sql_error, SqliteLibrary, Value};
 use crate::model::{Record, FIELDS, NFIELDS};
 use crate::pipeline::{extra_json, process, Processed};
 use crate::sources::cells::item_of_cells;
@@ -214,6 +215,42 @@ impl Batch {
             out.append(PyTuple::new(py, vals)?)?;
         }
         Ok(out)
+    }
+
+    /// Inserts the plain creates' contacts rows (the values `create_rows`
+    /// gives, in its order, as ?1..?21) by running the store's `sql` once per
+    /// row through `library` on `conn`, inside its open transaction, without
+    /// the GIL. Returns the rows inserted; SQLite's failure is raised as
+    /// Python's sqlite3 module raises it.
+    fn insert_creates(
+        &self,
+        py: Python<'_>,
+        library: &SqliteLibrary,
+        conn: &Bound<'_, PyAny>,
+        sql: &str,
+        base_id: i64,
+        source: &str,
+    ) -> PyResult<u64> {
+        let c = library.conn_of(conn)?;
+        let b = &*self.inner;
+        let done = py.detach(move || {
+            let rows = b.creates.iter().enumerate().map(|(k, &i)| {
+                let r: &Record = &b.records[i];
+                let d = &b.derived[i];
+                let mut vals: Vec<Value<'_>> = Vec::with_capacity(NFIELDS + 7);
+                vals.push(Value::Int(base_id + k as i64));
+                vals.push(Value::Text(source));
+                vals.push(Value::Text(&r.external_id));
+                vals.extend(r.fields.iter().map(|f| Value::Text(f)));
+                vals.push(Value::Text(&d.extra_json));
+                vals.push(Value::Text(&d.phone_e164));
+                vals.push(Value::Text(&d.mobile_e164));
+                vals.push(Value::Int(r.hash as i64));
+                vals
+            });
+            c.run_rows(sql, NFIELDS + 7, rows)
+        });
+        done.map_err(|f| sql_error(py, f))
     }
 
     /// (local id, organisation_ref, location_ref, position) of the plain creates

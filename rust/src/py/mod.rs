@@ -12,6 +12,7 @@ mod errors;
 mod functions;
 mod identity;
 mod reader;
+mod sqlite_lib;
 
 use pyo3::prelude::*;
 
@@ -31,5 +32,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reader::FileReader>()?;
     m.add_class::<reader::ReadMeter>()?;
     m.add_class::<entity_file::EntityFile>()?;
+    m.add_class::<sqlite_lib::SqliteLibrary>()?;
     Ok(())
 }
