@@ -275,6 +275,35 @@ def test_full_snapshot_missing_a_column_is_refused_until_confirmed(ten: Path,
         assert m.sync_file("xpm", f).counts["unchanged"] == 10
 
 
+def test_full_snapshot_missing_an_unmapped_column_is_refused_until_confirmed(
+        tmp_path: Path) -> None:
+    """An unmapped column is kept in each contact's `extra`: a full snapshot
+    without it would drop that key from every contact, so it is refused like a
+    mapped column's drop (a stranger's try emptied `extra` without a word)."""
+    db = tmp_path / "mirror.db"
+    rows = [f"K{i},Given{i},Family{i},person{i}@example.com,gold{i}" for i in range(10)]
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", rows,
+                                     header="Client ID,First Name,Surname,Email Address,Tier"))
+        assert m.get(1).extra == {"Tier": "gold0"}
+    f = write_csv(tmp_path / "b.csv", [r.rsplit(",", 1)[0] for r in rows],
+                  header="Client ID,First Name,Surname,Email Address")
+    before = mirrored(db)
+    p = run_cli("--db", str(db), "sync", "-s", "xpm", str(f))
+    assert p.returncode == 4, p.stderr
+    assert "'Tier' (kept in extra)" in p.stderr and "--allow-column-drop" in p.stderr, p.stderr
+    assert mirrored(db) == before
+    with Mirror.open(db) as m:
+        r = m.sync_file("xpm", f, allow_column_drop=True)
+        assert r.counts["updated"] == 10
+        assert m.get(1).extra == {}
+        # A new unmapped column is no drop: taken without a word.
+        g = write_csv(tmp_path / "c.csv", [r.rsplit(",", 1)[0] + ",x" for r in rows],
+                      header="Client ID,First Name,Surname,Email Address,Branch")
+        r = m.sync_file("xpm", g)
+        assert r.counts["updated"] == 10
+
+
 # ---------------------------------------------------------------- defect 3
 
 

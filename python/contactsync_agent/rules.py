@@ -480,7 +480,8 @@ def check_column_drop(source: str, missing: Mapping[str, str], *, allowed: bool)
     source's last full snapshot carried: it would clear them on every contact."""
     if allowed or not missing:
         return
-    names = ", ".join(f"{h!r} ({f})" for f, h in sorted(missing.items()))
+    names = ", ".join(f"{h!r} (kept in extra)" if f.startswith("extra:") else f"{h!r} ({f})"
+                      for f, h in sorted(missing.items()))
     raise SafetyLimitError(
         f"refused: the full snapshot of source {source!r} has no column for {names}, which "
         "its last full snapshot carried; applying it would clear "

@@ -94,11 +94,21 @@ pub fn target_bits(target: Target) -> u32 {
 }
 
 /// (field or relation key, heading of the first column that carries it) of a
-/// header: what a snapshot with this header sends.
+/// header: what a snapshot with this header sends; an unmapped column (kept
+/// in `extra`) is `extra:<heading>`.
 pub fn mapped_columns(header: &[String], targets: &[Target]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut seen = 0u32;
     for (h, t) in header.iter().zip(targets.iter()) {
+        if *t == Target::Extra {
+            // An unmapped column, kept in `extra` under its heading: a full
+            // snapshot without it would drop that key from every contact.
+            let key = format!("extra:{h}");
+            if !out.iter().any(|(k, _)| *k == key) {
+                out.push((key, h.clone()));
+            }
+            continue;
+        }
         let bits = target_bits(*t);
         for b in 0..PRESENT_BITS {
             if bits & (1 << b) != 0 && seen & (1 << b) == 0 {
@@ -397,7 +407,7 @@ mod tests {
         assert_eq!(r.cleared, ["Fax"]);
         let r = build_record(2, cells, false).unwrap();
         assert!(r.cleared.is_empty(), "full snapshots collect nothing");
-        let header: Vec<String> = ["ID", "E-mail", "name", "email"]
+        let header: Vec<String> = ["ID", "E-mail", "name", "email", "Tier"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -410,7 +420,10 @@ mod tests {
                 ("email", "E-mail"),
                 ("given_name", "name"),
                 ("family_name", "name"),
-                ("display_name", "name")
+                ("display_name", "name"),
+                // A second column for a taken field is kept in `extra`.
+                ("extra:email", "email"),
+                ("extra:Tier", "Tier")
             ]
         );
     }

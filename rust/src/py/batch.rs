@@ -162,7 +162,8 @@ impl Batch {
         self.inner.held.clone()
     }
 
-    /// [(field, heading)] of what the file's header carries; None for formats
+    /// [(field, heading)] of what the file's header carries (an unmapped
+    /// column as `extra:<heading>`); None for formats
     /// without a header (JSON, NDJSON, mappings).
     fn columns(&self) -> Option<Vec<(String, String)>> {
         self.inner.columns.as_ref().map(|c| c.as_ref().clone())
