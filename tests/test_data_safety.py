@@ -304,6 +304,69 @@ def test_full_snapshot_missing_an_unmapped_column_is_refused_until_confirmed(
         assert r.counts["updated"] == 10
 
 
+def _mobile_blank(i: int) -> str:
+    return person(i).rsplit(",", 1)[0] + ","
+
+
+def test_a_column_left_blank_everywhere_is_refused_like_a_missing_one(tmp_path: Path) -> None:
+    """The header still has Mobile, but every cell is empty: that clears the
+    field on every contact as surely as a missing column (a stranger's try
+    cleared 200,000 mobiles without a word). Refused until confirmed."""
+    db = tmp_path / "mirror.db"
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", [person(i) for i in range(100)]))
+    f = write_csv(tmp_path / "blank.csv", [_mobile_blank(i) for i in range(100)])
+    before = mirrored(db)
+    p = run_cli("--db", str(db), "sync", "-s", "xpm", str(f))
+    assert p.returncode == 4, p.stderr
+    assert "empties mobile on at least 21 of its 100 contacts" in p.stderr, p.stderr
+    assert "--allow-column-drop" in p.stderr
+    assert mirrored(db) == before
+    # A dry run says it once and shows what confirming would do.
+    with Mirror.open(db) as m:
+        r = m.sync_file("xpm", f, dry_run=True)
+        assert [x for x in r.refused if "empties mobile" in x] == r.refused and len(r.refused) == 1
+        assert r.counts["updated"] == 100
+        r = m.sync_file("xpm", f, allow_column_drop=True)
+        assert r.counts["updated"] == 100
+    assert all(c["mobile"] == "" for c in live(db).values())
+
+
+def test_a_json_snapshot_leaving_a_key_out_is_refused_and_a_few_clears_are_not(
+        tmp_path: Path) -> None:
+    db = tmp_path / "mirror.db"
+    recs = [{"id": f"K{i}", "name": f"Given{i} Family{i}", "mobile": f"0412 000 {i:03d}"}
+            for i in range(50)]
+    mapping = {"id": "external_id", "name": "display_name", "mobile": "mobile"}
+    with Mirror.open(db) as m:
+        m.sync("xpm", recs, mapping=mapping)
+        # Ten of fifty (20 %, not over the limit) cleared: ordinary edits.
+        few = [dict(r, mobile="") if i < 10 else r for i, r in enumerate(recs)]
+        assert m.sync("xpm", few, mapping=mapping).counts["updated"] == 10
+        # The key left out of every record: refused, nothing changed.
+        gone = [{k: v for k, v in r.items() if k != "mobile"} for r in recs]
+        with pytest.raises(SafetyLimitError, match="empties mobile on at least 11 of its 50"):
+            m.sync("xpm", gone, mapping=mapping)
+        assert sum(1 for c in live(db).values() if c["mobile"]) == 40
+        # Incremental records never count (an absent key keeps the value).
+        assert m.sync("xpm", gone, mapping=mapping, mode="incremental").counts["updated"] == 0
+
+
+def test_a_refused_column_drop_stops_at_the_first_batch(tmp_path: Path) -> None:
+    """The header is known at the first batch: a column drop is refused before
+    the rest of the file is read or anything written (it used to process the
+    whole file first: 16.6 s for a refusal at 200,000 rows)."""
+    db = tmp_path / "mirror.db"
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", [person(i) for i in range(500)]))
+        f = write_csv(tmp_path / "b.csv", [person(i).rsplit(",", 1)[0] for i in range(500)],
+                      header="Client ID,First Name,Surname,Email Address")
+        batches: list[int] = []
+        with pytest.raises(SafetyLimitError, match="Mobile"):
+            m.sync_file("xpm", f, chunk_size=50, progress=batches.append)
+        assert batches == [], "batches were taken after the refusal"
+
+
 # ---------------------------------------------------------------- defect 3
 
 

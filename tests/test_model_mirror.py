@@ -52,7 +52,10 @@ failure is (`--model-legacy=1,2,3`, see `tests/conftest.py` and the README's
    a full CSV snapshot whose header lacks a column that the source's last
    full CSV snapshot (with rows) carried is refused (SafetyLimitError) unless
    `allow_column_drop=True`, which then clears that field (today: clears);
-   once confirmed, the smaller header is the source's.
+   once confirmed, the smaller header is the source's. (A full snapshot that
+   empties a field on over 20 % of the source and at least 10 contacts is
+   refused too; the model's snapshots of at most 8 records never reach 10,
+   so that guard is tested in `tests/test_data_safety.py`.)
 3. In a full snapshot a quarantined row whose external id can be read (a row
    with one field too many) keeps its contact untouched; if a quarantined
    row's id cannot be read (empty id), the run makes no deletions (and so no

@@ -263,8 +263,9 @@ def cli(ctx: click.Context, db: str | None, config: str | None, wait: float) -> 
 @click.option("--allow-mass-delete", is_flag=True,
               help="Confirm a run the mass-deletion or empty-export guard refused.")
 @click.option("--allow-column-drop", is_flag=True,
-              help="Confirm a full CSV snapshot whose header lost a column the source sent "
-                   "before (its field is then cleared on every contact).")
+              help="Confirm a full snapshot whose header lost a column the source sent "
+                   "before, or that empties a field on more than the mass-deletion share "
+                   "of the source's contacts (the field is then cleared).")
 @click.option("--dry-run", is_flag=True,
               help="Run the whole plan and roll it back: print what would happen (counts, "
                    "the first creates, updates, deletes, unlinks, and whether a guard would "
@@ -301,12 +302,11 @@ def sync(obj: Ctx, source: str, file: str | None, mode: str | None, fmt: str | N
     if file is None:
         given = [o for o, v in (("--format", fmt), ("--encoding", encoding),
                                 ("--delimiter", delimiter), ("--dry-run", dry_run),
-                                ("--allow-column-drop", allow_column_drop),
                                 ("--force", force)) if v]
         if given:
             raise click.UsageError(f"{', '.join(given)} applies to a FILE; without one the "
                                    "source's configured settings are used")
-        _pull(obj, source, mode, allow_mass_delete, as_json)
+        _pull(obj, source, mode, allow_mass_delete, allow_column_drop, as_json)
         return
     forced = obj.config.check_sync_target(source, force=force)
     scfg = obj.config.source(source)
@@ -419,13 +419,14 @@ def _short(value: Any, width: int = 40) -> str:
 
 
 def _pull(obj: Ctx, source: str, mode: str | None, allow_mass_delete: bool,
-          as_json: bool) -> None:
+          allow_column_drop: bool, as_json: bool) -> None:
     """`sync --source NAME` without a FILE: `runner.pull_source`, printed."""
     from contactsync_agent.runner import pull_source
 
     with obj.mirror() as m:
         pulled = pull_source(m, obj.config, source, mode=mode,
-                             allow_mass_delete=allow_mass_delete)
+                             allow_mass_delete=allow_mass_delete,
+                             allow_column_drop=allow_column_drop)
     if as_json:
         emit_json(pulled.to_dict())
     elif pulled.report is not None:

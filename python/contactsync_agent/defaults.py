@@ -12,6 +12,11 @@ from __future__ import annotations
 # is refused until a user confirms it (spec: "default 20 %").
 MASS_DELETE_LIMIT = 0.20
 
+# A full snapshot that empties one field on more than that share of a source's
+# contacts is refused the same way, once it has emptied at least this many (a
+# few contacts' fields cleared in a small source are ordinary edits).
+CLEAR_GUARD_MIN = 10
+
 # Rule 5: fuzzy candidates above this match probability become review items.
 REVIEW_THRESHOLD = 0.5
 

@@ -316,6 +316,7 @@ class Mirror:
         mass_delete_limit: float | None = None, chunk_size: int | None = None,
         progress: ProgressFn | None = None, ownership: Mapping[str, str] | None = None,
         unique: Sequence[str] | None = None, forced: bool = False, dry_run: bool = False,
+        allow_column_drop: bool = False,
     ) -> SyncReport:
         """Syncs records (mappings with an external id) from `source` in one run.
 
@@ -327,9 +328,12 @@ class Mirror:
         time apply. `dry_run`: nothing is written; the report says what would
         happen (see `SyncReport.preview` and `refused`). `forced` records on
         the run that it overrode the config's source check
-        (`AgentConfig.check_sync_target`)."""
+        (`AgentConfig.check_sync_target`). `allow_column_drop` confirms a full
+        run that empties a field on more than the mass-deletion share of the
+        source's contacts (refused otherwise, as a dropped column is)."""
         opts = self.sync_options(allow_mass_delete, mass_delete_limit, chunk_size, source,
-                             ownership, unique, forced, dry_run=dry_run)
+                             ownership, unique, forced, dry_run=dry_run,
+                             allow_column_drop=allow_column_drop)
         table = build_mapping(mapping, where=f"sources.{source}.mapping")
         batches = sync.dict_batches(records, table, opts, partial=mode == "incremental")
         with self.store.writing():  # one writer from the run row to the commit
@@ -355,7 +359,9 @@ class Mirror:
 
         `allow_column_drop` confirms a full CSV snapshot whose header lost a
         column the source's last full snapshot carried (refused otherwise:
-        it would clear that field on every contact). `dry_run`: nothing is
+        it would clear that field on every contact), or a full snapshot that
+        empties a field on more than the mass-deletion share of the source's
+        contacts. `dry_run`: nothing is
         written; the report says what would happen. `forced`: as for `sync`.
 
         `path` is opened once (`infile.open_input`: a regular file, never one of
@@ -405,7 +411,8 @@ class Mirror:
                 allow_mass_delete=allow_mass_delete,
                 mass_delete_limit=(MASS_DELETE_LIMIT if mass_delete_limit is None
                                    else mass_delete_limit),
-                progress=progress, forced=forced, dry_run=dry_run, chunk_size=chunk_size)
+                progress=progress, forced=forced, dry_run=dry_run, chunk_size=chunk_size,
+                allow_column_drop=allow_column_drop)
         opts = self.sync_options(allow_mass_delete, mass_delete_limit, chunk_size, source,
                              ownership, unique, forced, allow_column_drop=allow_column_drop,
                              dry_run=dry_run)

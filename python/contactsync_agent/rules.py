@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from contactsync_agent import _core
+from contactsync_agent.defaults import CLEAR_GUARD_MIN
 from contactsync_agent.errors import SafetyLimitError
 from contactsync_agent.mapping import FIELDS
 
@@ -473,6 +474,22 @@ def check_deletion_guard(
             "(re-run with --allow-mass-delete to confirm)",
             would_delete=would_delete, total=linked, limit=limit,
         )
+
+
+def check_field_clearing(source: str, field: str, cleared: int, linked: int, *,
+                         limit: float, allowed: bool, at_least: int = CLEAR_GUARD_MIN) -> None:
+    """Refuses a full snapshot that empties one field on more than `limit` of the
+    source's contacts (and on `at_least` of them): a column that is there but
+    blank everywhere (or a JSON snapshot that left the key out) clears the field
+    like a missing column. `cleared` is how many it has emptied so far."""
+    if allowed or linked == 0 or cleared < at_least or cleared <= limit * linked:
+        return
+    raise SafetyLimitError(
+        f"refused: the full snapshot of source {source!r} empties {field} on at least "
+        f"{cleared} of its {linked} contacts (over the {limit:.0%} limit): a column "
+        "left blank, or a key left out, clears that field like a missing column; nothing "
+        "was changed (re-run with --allow-column-drop to confirm)",
+        would_delete=0, total=linked, limit=limit)
 
 
 def check_column_drop(source: str, missing: Mapping[str, str], *, allowed: bool) -> None:

@@ -69,7 +69,7 @@ class PullReport:
 
 
 def pull_source(mirror: Mirror, config: AgentConfig, name: str, *, mode: str | None = None,
-                allow_mass_delete: bool = False) -> PullReport:
+                allow_mass_delete: bool = False, allow_column_drop: bool = False) -> PullReport:
     """One pull of the configured source `name` (see the module docstring).
 
     Connector errors (a refusal, an unreachable server) raise as they would in
@@ -87,15 +87,18 @@ def pull_source(mirror: Mirror, config: AgentConfig, name: str, *, mode: str | N
         from contactsync_agent import source_runs
 
         report = source_runs.sync_source(mirror, cfg, allow_mass_delete=allow_mass_delete,
-                                         ownership=cfg.ownership, unique=cfg.unique)
+                                         ownership=cfg.ownership, unique=cfg.unique,
+                                         allow_column_drop=allow_column_drop)
         return PullReport(name, cfg.kind, report=report)
     if cfg.kind != "folder":
         raise ConfigError(f"kind {cfg.kind!r} is not supported by this agent",
                           key=f"sources.{name}.kind")
-    if allow_mass_delete:
-        raise ContactSyncError(
-            f"source {name!r} is a folder: confirm a refused file by naming it "
-            f"(contactsync sync --source {name} --allow-mass-delete FILE)")
+    for flag, given in (("--allow-mass-delete", allow_mass_delete),
+                        ("--allow-column-drop", allow_column_drop)):
+        if given:
+            raise ContactSyncError(
+                f"source {name!r} is a folder: confirm a refused file by naming it "
+                f"(contactsync sync --source {name} {flag} FILE)")
     return PullReport(name, cfg.kind, files=_FolderPass(config, mirror, cfg).run())
 
 

@@ -145,6 +145,7 @@ def sync_source(
     dry_run: bool = False,
     ownership: Mapping[str, str] | None = None,
     unique: Sequence[str] | None = None,
+    allow_column_drop: bool = False,
 ) -> SyncReport:
     """One run of a sql, http or vCard source; the mark advances only if it commits.
 
@@ -163,7 +164,8 @@ def sync_source(
     store = mirror.store
     # The mirror's thresholds and the source's policy, as for a file's run.
     opts = mirror.sync_options(allow_mass_delete, cfg.mass_delete_limit, cfg.chunk_size or None,
-                               cfg.name, ownership, unique, forced, dry_run=dry_run)
+                               cfg.name, ownership, unique, forced, dry_run=dry_run,
+                               allow_column_drop=allow_column_drop)
     table = build_mapping(conn.mapping(), where=f"sources.{cfg.name}.mapping")
     mark = load_mark(store, conn) if mode == "incremental" else None
     written = False
@@ -223,6 +225,7 @@ def sync_vcard_file(
     forced: bool = False,
     dry_run: bool = False,
     chunk_size: int | None = None,
+    allow_column_drop: bool = False,
 ) -> SyncReport:
     """`Mirror.sync_file` for a vCard file (3.0 or 4.0, one or many cards); `path`
     may be an `InputFile` already opened. `chunk_size`: records per batch (the
@@ -238,7 +241,7 @@ def sync_vcard_file(
     )
     return sync_source(
         mirror, cfg, path=path, allow_mass_delete=allow_mass_delete, progress=progress,
-        forced=forced, dry_run=dry_run,
+        forced=forced, dry_run=dry_run, allow_column_drop=allow_column_drop,
     )
 
 

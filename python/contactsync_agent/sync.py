@@ -5,6 +5,7 @@ one transaction. Orchestration only: no rule logic and no SQL live here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import json
@@ -31,6 +32,7 @@ from contactsync_agent.store import RUN_COUNTS, Store, now_iso
 ProgressFn = Callable[[int], None]
 
 MAX_DECISIONS = 10_000
+FIELD_SET = frozenset(FIELDS)
 WAL_CHECKPOINT_BYTES = 64 << 20
 
 # Set (the test suite does) to rebuild the links from SQL after every run and
@@ -81,6 +83,14 @@ class _Run:
         # before this run (its creates must not dilute it): set by `_plan`
         # from the links it loads.
         self.linked_before = 0
+        # The share of the source's contacts a full run may empty one field on
+        # before it is refused (None: not checked; set by `_plan`), how many
+        # each field has been emptied on so far, and the fields refused.
+        self.clear_limit: float | None = None
+        # A confirmed column drop (`--allow-column-drop`): no column guard.
+        self.allow_column_drop = False
+        self.cleared: dict[str, int] = {}
+        self.clear_refused: set[str] = set()
         self.ownership = dict(ownership or {})
         self.source = source
         self.mode = mode
@@ -196,6 +206,8 @@ class _Run:
         if a.op is not None:
             self.store.feed.add_change(a.contact_id, self.run_id, a.op, a.feed, a.reason_code,
                                   a.reason, self.at)
+            if self.clear_limit is not None:
+                self.count_clears(a.feed)
         if a.held:
             self.store.contacts.set_held_values(a.contact_id, a.held)
         if a.activity is not None:
@@ -207,6 +219,24 @@ class _Run:
             self.counts["activities"] += 1
         self.decide(a.contact_id, a.external_id, a.kind, a.reason_code, a.reason)
 
+    def count_clears(self, feed: Mapping[str, Any]) -> None:
+        """Counts the fields an update empties; the guard refuses as soon as one
+        field's count passes the share (it only grows), so a run refused for a
+        blank column stops early instead of writing every contact first."""
+        assert self.clear_limit is not None
+        for f, change in feed.items():
+            if f == "extra" or f not in FIELD_SET or not change[0] or change[1]:
+                continue
+            n = self.cleared[f] = self.cleared.get(f, 0) + 1
+            if f in self.clear_refused:
+                continue
+            refused = len(self.refusals)
+            self.guard(functools.partial(
+                rules.check_field_clearing, self.source, f, n, self.linked_before,
+                limit=self.clear_limit, allowed=False))
+            if len(self.refusals) > refused:  # a dry run: said once, then as if confirmed
+                self.clear_refused.add(f)
+
     # ---------------------------------------------------------------- batches
 
     def take(self, batch: _core.Batch, differ: _core.Differ, file: str | None,
@@ -216,6 +246,9 @@ class _Run:
         self.counts["unchanged"] += batch.unchanged
         if self.columns is None:
             self.columns = batch.columns()
+            # The header is known at the first batch: a column drop is refused
+            # before anything is written.
+            _column_guard(self)
         rejected = batch.rejected()
         if rejected:
             self.store.review.add_quarantine(rejected, run_id=self.run_id, source=self.source,
@@ -598,6 +631,9 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
     differ, loaded = _load_differ(store, source)
     if run.mode == "full":  # the source's live `sync` contacts (the links, less the others)
         run.linked_before = len(differ) - store.contacts.linked_not_sync(source)
+        run.allow_column_drop = options.allow_column_drop
+        if not options.allow_column_drop and run.linked_before:
+            run.clear_limit = options.mass_delete_limit
     identity = _load_identity(store, source, options.region)
     # A first import into an empty table builds the link index once, after
     # its bulk insert (nothing looks a contact up by its link until then).
@@ -630,7 +666,6 @@ def _plan(run: _Run, batches: Callable[[_core.Differ, _core.IdentityIndex | None
             run.apply(a)
             if a.contact_id is not None:
                 touched.add(a.contact_id)
-    _column_guard(run, options)
     _deletions(run, differ, deletes, options)
     if options.fuzzy:
         touched |= _fuzzy_candidates(run, first_new_id, options)
@@ -652,7 +687,7 @@ def columns_key(source: str) -> str:
     return f"source.{source}.columns"
 
 
-def _column_guard(run: _Run, options: SyncOptions) -> None:
+def _column_guard(run: _Run) -> None:
     """A full snapshot is the whole record, so a header that lost a column the
     source's last full snapshot carried would clear that field on every
     contact: refused like a mass deletion until confirmed. Only files with a
@@ -666,7 +701,7 @@ def _column_guard(run: _Run, options: SyncOptions) -> None:
     missing = {f: h for f, h in before.items() if f not in now}
     if missing:
         run.guard(lambda: rules.check_column_drop(run.source, missing,
-                                                  allowed=options.allow_column_drop))
+                                                  allowed=run.allow_column_drop))
     if now != before:
         store.set_meta(columns_key(run.source), json.dumps(now, sort_keys=True))
 
