@@ -27,7 +27,7 @@ from contactsync_agent.errors import (
 )
 from contactsync_agent.locking import AgentLock
 from contactsync_agent.mirror import Mirror, default_db_path
-from contactsync_agent.models import SyncReport
+from contactsync_agent.models import Contact, SyncReport
 from contactsync_agent.safetext import console, escape, escape_name
 from contactsync_agent.store import DEFAULT_WRITE_WAIT
 
@@ -558,12 +558,26 @@ def contacts() -> None:
     """List, show and edit local contacts."""
 
 
+_CONTACT_COLUMNS = [
+    out.Column("id", "id", right=True), out.Column("name", "name"),
+    out.Column("email", "email"), out.Column("phone", "phone"),
+    out.Column("type", "type", drop=4), out.Column("forced", "forced", drop=3),
+    out.Column("source", "source", drop=2), out.Column("external_id", "external id", drop=1)]
+
+
+def _contact_row(c: Contact) -> dict[str, Any]:
+    """A contact as `contacts list` shows it (phone: the landline, else the mobile)."""
+    return dict(id=c.id, name=c.name, email=c.email, phone=c.phone or c.mobile,
+                type=c.record_type, forced="yes" if c.forced_manual else "",
+                source=c.source or "", external_id=c.external_id or "")
+
+
 @contacts.command("list")
 @click.option("--type", "record_type", type=click.Choice(["manual", "external", "sync"]))
 @click.option("--source", default=None)
 @click.option("--limit", type=click.IntRange(min=0), default=None,
-              help="At most N contacts (default: all of them with --json / --ndjson, "
-              f"the first {TABLE_PAGE} in the table).")
+              help="At most N contacts (default: all of them with --json / --ndjson "
+              f"/ TSV / CSV, the first {TABLE_PAGE} in the table).")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip the first N.")
 @click.option("--deleted", is_flag=True, help="Include soft-deleted contacts.")
 @json_option
@@ -575,12 +589,13 @@ def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: 
                   out_format: str | None) -> None:
     """The mirror's contacts, in id order.
 
-    --json (one array) and --ndjson (one object a line) give the whole result
-    set, streamed, unless --limit is given. The table shows a page and says
-    how many there are in all; at 80 columns it leaves out the columns that
-    do not fit (type, forced, source, external id: it says so) rather than
-    cut a value, and prints one block per contact when even that is too wide.
-    TSV and CSV (--format; TSV is the default in a pipe) have every column.
+    --json (one array), --ndjson (one object a line), TSV and CSV (--format;
+    TSV is the default in a pipe) give the whole result set, streamed, unless
+    --limit is given. The table (on a terminal) shows a page and says how
+    many there are in all; at 80 columns it leaves out the columns that do
+    not fit (type, forced, source, external id: it says so) rather than cut a
+    value, and prints one block per contact when even that is too wide. TSV
+    and CSV have every column.
     """
     filters: dict[str, Any] = dict(record_type=record_type, source=source,
                                    include_deleted=deleted)
@@ -590,19 +605,16 @@ def contacts_list(obj: Ctx, record_type: str | None, source: str | None, limit: 
             emit_json_stream((c.to_dict() for c in m.iter_contacts(
                 **filters, limit=limit, offset=offset)), ndjson=ndjson)
             return
+        if fmt != "table":  # a script's: every row, streamed
+            out.print_rows(_CONTACT_COLUMNS, (_contact_row(c) for c in m.iter_contacts(
+                **filters, limit=limit, offset=offset)), fmt)
+            return
         rows = m.contacts(**filters, limit=TABLE_PAGE if limit is None else limit,
                           offset=offset)
         total = m.count_contacts(**filters)
-    listing = out.Listing([
-        out.Column("id", "id", right=True), out.Column("name", "name"),
-        out.Column("email", "email"), out.Column("phone", "phone"),
-        out.Column("type", "type", drop=4), out.Column("forced", "forced", drop=3),
-        out.Column("source", "source", drop=2), out.Column("external_id", "external id",
-                                                           drop=1)])
+    listing = out.Listing(_CONTACT_COLUMNS)
     for c in rows:
-        listing.add(id=c.id, name=c.name, email=c.email, phone=c.phone or c.mobile,
-                    type=c.record_type, forced="yes" if c.forced_manual else "",
-                    source=c.source or "", external_id=c.external_id or "")
+        listing.add(**_contact_row(c))
     out.print_listing(listing, fmt)
     if offset + len(rows) < total:
         click.echo(f"{len(rows):,} of {total:,} shown, --limit to see more"

@@ -18,7 +18,7 @@ import shutil
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -157,21 +157,28 @@ def fitting_columns(listing: Listing, width: int) -> list[Column] | None:
 
 def print_listing(listing: Listing, fmt: str, con: Any = None) -> None:
     """Prints `listing` as a table (fitting `con`'s width), TSV or CSV."""
-    if fmt == "tsv":
-        out = sys.stdout
-        out.write("\t".join(c.key for c in listing.columns) + "\n")
-        for r in listing.rows:
-            out.write("\t".join(escape(r[c.key]) for c in listing.columns) + "\n")
-        out.flush()
-        return
-    if fmt == "csv":
-        w = csvsafe.writer(sys.stdout, lineterminator="\n")
-        w.writerow([c.key for c in listing.columns])
-        w.writerows([[r[c.key] for c in listing.columns] for r in listing.rows])
-        sys.stdout.flush()
+    if fmt in ("tsv", "csv"):
+        print_rows(listing.columns, listing.rows, fmt)
         return
     con = con or table_console()
     print_table(listing, con)
+
+
+def print_rows(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]], fmt: str) -> None:
+    """Prints rows (column key -> value) as TSV or CSV as they come: a
+    listing of any size streams in constant memory."""
+    out = sys.stdout
+    if fmt == "tsv":
+        out.write("\t".join(c.key for c in columns) + "\n")
+        for r in rows:
+            out.write("\t".join(escape("" if r.get(c.key) is None else str(r[c.key]))
+                                for c in columns) + "\n")
+    else:
+        w = csvsafe.writer(out, lineterminator="\n")
+        w.writerow([c.key for c in columns])
+        w.writerows(["" if r.get(c.key) is None else str(r[c.key]) for c in columns]
+                    for r in rows)
+    out.flush()
 
 
 def table_console(width: int | None = None) -> Any:
