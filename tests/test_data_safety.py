@@ -536,6 +536,26 @@ def test_dry_run_writes_nothing_and_shows_the_plan(ten: Path, tmp_path: Path) ->
         {k: r.counts[k] for k in ("created", "updated", "deleted", "unlinked")}
 
 
+def test_dry_run_text_names_the_extra_keys_that_change(tmp_path: Path) -> None:
+    """The whole `extra` object cut to one line looked the same before and
+    after (a stranger's dry run of a dropped unmapped column): the text names
+    the keys that change."""
+    db = tmp_path / "mirror.db"
+    head = "Client ID,First Name,Surname,Email Address,Client Code,Partner"
+    long = "x" * 50
+    with Mirror.open(db) as m:
+        m.sync_file("xpm", write_csv(tmp_path / "a.csv", [
+            f"K{i},G{i},F{i},p{i}@example.com,C{long}{i},Ann Partner" for i in range(3)],
+            header=head))
+    f = write_csv(tmp_path / "b.csv", [
+        f"K{i},G{i},F{i},p{i}@example.com,C{long}{i},{'Bob Partner' if i == 1 else 'Ann Partner'}"
+        for i in range(3)], header=head)
+    p = run_cli("--db", str(db), "sync", "-s", "xpm", "--dry-run", str(f))
+    assert p.returncode == 0, p.stderr
+    assert "extra.Partner: Ann Partner -> Bob Partner" in p.stdout, p.stdout
+    assert "Client Code" not in p.stdout, p.stdout
+
+
 def test_dry_run_says_the_guard_would_refuse(ten: Path, tmp_path: Path) -> None:
     f = write_csv(tmp_path / "two.csv", [person(0), person(1)])
     before = everything(ten)

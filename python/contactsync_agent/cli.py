@@ -10,7 +10,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -398,7 +398,7 @@ def _echo_report(source: str, report: SyncReport, origin: str) -> None:
                                    if f not in ("record_type", "source", "external_id"))
             elif key in ("updates", "converts"):
                 detail = "; ".join(f"{f}: {_short(b)} -> {_short(a)}"
-                                   for f, (b, a) in item["fields"].items())
+                                   for f, b, a in _field_changes(item["fields"]))
             else:
                 detail = item["reason"]
             click.echo(f"  {label} {_short(who, 60)}: {detail}")
@@ -406,6 +406,19 @@ def _echo_report(source: str, report: SyncReport, origin: str) -> None:
                  "unlinks": c["unlinked"]}.get(key, 0)
         if total > len(items):
             click.echo(f"  … and {total - len(items):,} more to {label}")
+
+
+def _field_changes(fields: dict[str, Any]) -> Iterator[tuple[str, Any, Any]]:
+    """(field, before, after) of a feed entry's changes; `extra` as the keys
+    that changed (`extra.Partner`), since the whole object cut to a line hides
+    what differs."""
+    for f, (before, after) in fields.items():
+        if f == "extra" and isinstance(before, dict) and isinstance(after, dict):
+            for k in [*before, *(k for k in after if k not in before)]:
+                if before.get(k) != after.get(k):
+                    yield f"extra.{k}", before.get(k), after.get(k)
+        else:
+            yield f, before, after
 
 
 def _short(value: Any, width: int = 40) -> str:
