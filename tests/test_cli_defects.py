@@ -389,6 +389,19 @@ def test_utf16_file_larger_than_a_chunk(tmp_path: Path) -> None:
         assert last == ("José19999", "Æbelø")
 
 
+def test_utf16_without_a_bom_says_so(tmp_path: Path) -> None:
+    """Without a byte-order mark UTF-16 is bytes with a NUL between ASCII
+    characters: the error says what the file looks like (a stranger got only
+    "none with a heading known as the external id")."""
+    f = tmp_path / "nobom.csv"
+    f.write_bytes("Client ID,First Name\r\nK1,Ann\r\n".encode("utf-16-le"))
+    db = tmp_path / "m.db"
+    r = run("--db", str(db), "sync", "-s", "xpm", str(f))
+    assert r.returncode == 3, r.stderr
+    assert "looks like UTF-16 without a byte-order mark" in r.stderr, r.stderr
+    assert str(f) in r.stderr and "line 1" in r.stderr
+
+
 # ---------------------------------------------------------------- contacts ref
 
 

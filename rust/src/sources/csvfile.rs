@@ -404,6 +404,16 @@ impl CsvReader {
         };
         let targets = mapping.resolve_all(&header);
         if !header.is_empty() && !targets.contains(&Target::ExternalId) && !line_ids {
+            if header.iter().any(|h| h.contains('\0')) {
+                // "C\0l\0i\0e\0n\0t\0": UTF-16 read as bytes.
+                return Err(SourceError::new(
+                    1,
+                    0,
+                    "line 1 has NUL bytes between its characters: the file looks like UTF-16 \
+                     without a byte-order mark; save it as UTF-8, or as UTF-16 with one \
+                     (Excel's \"Unicode Text\" does)",
+                ));
+            }
             // Structure only, never the cells: in a file without a header line
             // the "headings" are the first person's name, e-mail and phone.
             return Err(SourceError::new(
