@@ -124,6 +124,26 @@ def test_the_bar_is_updated_at_least_every_fifth_of_a_second() -> None:
     assert out.PROGRESS_EVERY <= 0.2
 
 
+def test_the_bar_never_wraps_at_80_columns() -> None:
+    """With "1,000,000 records written" beside it the size column used to wrap,
+    leaving a stray "MB" line under every frame (a stranger's finding): the bar
+    gives way instead."""
+    class Meter:
+        total_bytes = 141_000_000
+        bytes_read = 12_345_678
+
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=80)
+    with out.FileProgress("reading base-1000000.csv", Meter(), console=con) as bar:
+        bar.written(1_000_000)
+        bar.update()
+    frames = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", f) for f in buf.getvalue().split("\r")]
+    lines = [line for f in frames for line in f.split("\n") if line.strip()]
+    assert any("1,000,000 records written" in line and "/141.0 MB" in line for line in lines)
+    assert all(len(line) <= 80 for line in lines), lines
+    assert not [line for line in lines if line.strip() in ("MB", "kB")], lines
+
+
 def test_the_read_meter_counts_the_bytes_the_reader_parsed(tmp_path: Path) -> None:
     f = export(tmp_path / "e.csv", 30_000)
     meter = _core.ReadMeter()

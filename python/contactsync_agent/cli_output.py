@@ -547,15 +547,20 @@ class FileProgress:
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
+        from rich.table import Column
 
         from contactsync_agent.safetext import markup
+
+        def whole() -> Column:  # a column the bar gives way to, never wrapped
+            return Column(no_wrap=True)
 
         self.meter = meter
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=None),
-            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[records]}"),
+            TextColumn("{task.description}", table_column=whole()), BarColumn(bar_width=None),
+            DownloadColumn(table_column=whole()), TransferSpeedColumn(table_column=whole()),
+            TimeRemainingColumn(table_column=whole()),
+            TextColumn("{task.fields[records]}", table_column=whole()),
             console=self.console, refresh_per_second=10, transient=False,
             expand=False,
         )
