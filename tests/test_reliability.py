@@ -378,6 +378,26 @@ def test_a_full_disk_fails_the_run_cleanly(tmp_path: Path) -> None:
         assert set(statuses[1:-1]) <= {"failed", "aborted"} and statuses[1:-1]
 
 
+def test_a_mirror_closes_on_a_disk_with_no_byte_left(tmp_path: Path) -> None:
+    """A first import onto a disk that fills up: the run fails with SQLite's
+    own message, and closing the mirror afterwards does not raise (writing the
+    lock file's pid failed with ENOSPC and replaced the error)."""
+    with tiny_filesystem(tmp_path / "fs") as fs:
+        db = fs / "mirror.db"
+        m = Mirror.open(db)
+        fill(fs, 256 * 1024)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            m.sync_file("xpm", write_csv(tmp_path / "a.csv", 20_000))
+        fill_rest = fs / "rest"
+        with contextlib.suppress(OSError), open(fill_rest, "wb") as fh:
+            fh.write(b"\0" * (1 << 20))
+        assert os.statvfs(fs).f_bavail == 0
+        m.close()  # must not raise
+        p = cli("--db", str(db), "sync", "-s", "xpm", str(write_csv(tmp_path / "b.csv", 500)))
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.startswith("contactsync: ") and "disk is full" in p.stderr, p.stderr
+
+
 class FailingConnection:
     """A connection whose `fail_on`-th executemany raises an SQLite error."""
 

@@ -137,9 +137,12 @@ class FileLock:
         if not locked:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # The pid only tells a waiter who holds the lock: on a full disk it is
+        # not written (a waiter then says "unknown"), the lock still holds.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return True
 
