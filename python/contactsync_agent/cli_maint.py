@@ -16,6 +16,7 @@ ERASURE_PENDING_EXIT = 8
 
 
 def register(cli: click.Group) -> None:
+    from contactsync_agent import cli_output as out
     from contactsync_agent import maintenance
     from contactsync_agent.cli import emit_json, json_option
     from contactsync_agent.cli_output import wrap
@@ -57,11 +58,14 @@ def register(cli: click.Group) -> None:
             emit_json({**report.to_dict(), "files": pruned.to_dict()})
         else:
             click.echo(wrap(
-                f"purged {report.contacts} contact(s) deleted before {report.cutoff}; blanked "
-                f"{report.changes_blanked} feed payload(s), {report.activities_blanked} "
-                f"activit(ies), {report.reviews_blanked} review explanation(s), "
-                f"{report.quarantine_blanked} quarantined row(s), {report.run_errors_blanked} "
-                f"run error(s); removed {len(pruned.removed)} old file(s)"
+                f"purged {out.counted(report.contacts, 'contact')} deleted before "
+                f"{report.cutoff}; blanked "
+                f"{out.counted(report.changes_blanked, 'feed payload')}, "
+                f"{out.counted(report.activities_blanked, 'activity', 'activities')}, "
+                f"{out.counted(report.reviews_blanked, 'review explanation')}, "
+                f"{out.counted(report.quarantine_blanked, 'quarantined row')}, "
+                f"{out.counted(report.run_errors_blanked, 'run error')}; removed "
+                f"{out.counted(len(pruned.removed), 'old file')}"
                 + (f"; kept {report.kept_in_use} still in use" if report.kept_in_use else "")
             ))
             for path in pruned.failed:

@@ -155,6 +155,11 @@ def fitting_columns(listing: Listing, width: int) -> list[Column] | None:
     return cols
 
 
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """"1 contact", "2 contacts", "0 activities": a count and its noun."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
 def print_listing(listing: Listing, fmt: str, con: Any = None) -> None:
     """Prints `listing` as a table (fitting `con`'s width), TSV or CSV."""
     if fmt in ("tsv", "csv"):
