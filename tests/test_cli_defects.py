@@ -447,3 +447,16 @@ def test_a_pipe_closed_before_any_output_ends_quietly_with_exit_0(
         os.close(w)
     assert p.returncode == 0, p.stderr
     assert p.stderr == b""
+
+
+def test_changes_text_lists_fields_only_when_an_entry_has_some(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with Mirror.open(db) as m:
+        m.sync("xpm", [{"external_id": "K1", "given_name": "Ann"},
+                       {"external_id": "K2", "given_name": "Bob"}])
+        m.sync("xpm", [{"external_id": "K1", "given_name": "Ann"}], allow_mass_delete=True)
+    r = run("--db", str(db), "changes", "--since", "0")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].endswith("[external_id, given_name, record_type, source]"), lines
+    assert lines[-1] == "#3 contact 2 delete: deleted: removed from the source", lines

@@ -795,9 +795,9 @@ def changes(obj: Ctx, since: int, limit: int | None, as_json: bool) -> None:
         emit_json([c.to_dict() for c in rows])
         return
     for c in rows:
-        fields = ", ".join(sorted(c.fields))
+        fields = f" [{', '.join(sorted(c.fields))}]" if c.fields else ""
         what = c.entity_type.replace("_", " ")
-        say(f"#{c.seq} {what} {c.entity_id} {c.op}: {c.reason} [{fields}]")
+        say(f"#{c.seq} {what} {c.entity_id} {c.op}: {c.reason}{fields}")
 
 
 @cli.command()
