@@ -187,53 +187,90 @@ impl Rule {
         f
     }
 
-    /// The keys of record `rec` (0 = none), up to MAX_KEYS.
-    pub fn keys(&self, prep: &Prepared, rec: usize) -> [u64; MAX_KEYS] {
+    /// The keys of record `rec` (0 = none), up to MAX_KEYS: the hash of each
+    /// combination of the parts' values (the first MAX_KEYS in order), joined
+    /// by U+001F (sorted first when unordered). `s` holds the buffers, reused
+    /// from record to record.
+    pub fn keys(&self, prep: &Prepared, rec: usize, s: &mut KeyScratch) -> [u64; MAX_KEYS] {
         let mut out = [0u64; MAX_KEYS];
-        let mut values: Vec<Vec<String>> = Vec::with_capacity(self.parts.len());
-        let mut tmp = String::new();
-        for p in &self.parts {
+        let np = self.parts.len();
+        if s.values.len() < np {
+            s.values.resize_with(np, Vec::new);
+            s.counts.resize(np, 0);
+        }
+        for (pi, p) in self.parts.iter().enumerate() {
             let f = &prep.fields[p.field];
-            let mut vs = Vec::new();
-            for s in 0..f.slots {
-                let mut v = prep.value(p.field, rec, s).to_string();
+            let mut len = 0;
+            for slot in 0..f.slots {
+                s.value.clear();
+                s.value.push_str(prep.value(p.field, rec, slot));
                 for t in &p.transforms {
-                    apply(t, &v, &mut tmp);
-                    std::mem::swap(&mut v, &mut tmp);
+                    apply(t, &s.value, &mut s.tmp);
+                    std::mem::swap(&mut s.value, &mut s.tmp);
                 }
-                if !v.is_empty() && !vs.contains(&v) {
-                    vs.push(v);
+                let vs = &mut s.values[pi];
+                if s.value.is_empty() || vs[..len].contains(&s.value) {
+                    continue;
                 }
+                if len < vs.len() {
+                    vs[len].clear();
+                    vs[len].push_str(&s.value);
+                } else {
+                    vs.push(s.value.clone());
+                }
+                len += 1;
             }
-            if vs.is_empty() {
+            if len == 0 {
                 return out;
             }
-            values.push(vs);
+            s.counts[pi] = len;
         }
-        // cross product of the parts' values
-        let mut combos: Vec<Vec<&str>> = vec![Vec::new()];
-        for vs in &values {
-            let mut next = Vec::new();
-            for c in &combos {
-                for v in vs {
-                    if next.len() < MAX_KEYS {
-                        let mut c2 = c.clone();
-                        c2.push(v.as_str());
-                        next.push(c2);
-                    }
-                }
-            }
-            combos = next;
-        }
-        for (k, mut c) in combos.into_iter().enumerate() {
+        // the cross product of the parts' values, in order (an odometer)
+        s.at.clear();
+        s.at.resize(np, 0);
+        let at = &mut s.at;
+        let mut combo: Vec<&str> = Vec::with_capacity(np);
+        for key in out.iter_mut() {
+            combo.clear();
+            combo.extend((0..np).map(|pi| s.values[pi][at[pi]].as_str()));
             if self.unordered {
-                c.sort_unstable();
+                combo.sort_unstable();
             }
-            let joined = c.join("\u{1f}");
-            out[k] = xxhash_rust::xxh3::xxh3_64(joined.as_bytes()) | 1;
+            s.joined.clear();
+            for (k, v) in combo.iter().enumerate() {
+                if k > 0 {
+                    s.joined.push('\u{1f}');
+                }
+                s.joined.push_str(v);
+            }
+            *key = xxhash_rust::xxh3::xxh3_64(s.joined.as_bytes()) | 1;
+            // next combination: the last part turns fastest
+            let mut pi = np;
+            loop {
+                if pi == 0 {
+                    return out;
+                }
+                pi -= 1;
+                at[pi] += 1;
+                if at[pi] < s.counts[pi] {
+                    break;
+                }
+                at[pi] = 0;
+            }
         }
         out
     }
+}
+
+/// Buffers `Rule::keys` reuses from record to record.
+#[derive(Default)]
+pub struct KeyScratch {
+    values: Vec<Vec<String>>,
+    counts: Vec<usize>,
+    at: Vec<usize>,
+    value: String,
+    tmp: String,
+    joined: String,
 }
 
 /// Per rule, what blocking did.
@@ -342,14 +379,15 @@ impl Blocker {
             .collect();
         let stride: usize = width.iter().sum();
         let mut keys = vec![0u64; prep.n * stride];
-        keys.par_chunks_mut(stride)
-            .enumerate()
-            .for_each(|(i, row)| {
+        keys.par_chunks_mut(stride).enumerate().for_each_init(
+            KeyScratch::default,
+            |scratch, (i, row)| {
                 for (r, rule) in rules.iter().enumerate() {
-                    let k = rule.keys(prep, i);
+                    let k = rule.keys(prep, i, scratch);
                     row[offset[r]..offset[r] + width[r]].copy_from_slice(&k[..width[r]]);
                 }
-            });
+            },
+        );
         let secondary: Vec<Vec<u64>> = rules
             .iter()
             .map(|rule| {

@@ -347,6 +347,7 @@ pub fn run_with_progress(
         nonempty: prep.nonempty.clone(),
     };
     drop(prep);
+    model.cache_tf(&tf);
     if cfg.prior.is_none() && model.source == "em" {
         // the share of matches among the compared pairs again, now with the
         // weights the pairs will be scored with (term frequencies included):

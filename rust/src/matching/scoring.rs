@@ -141,6 +141,10 @@ pub struct Model {
     pub household_shift: Vec<Vec<f64>>,
     /// non-matches and matches EM saw in the household context
     pub household_pairs: (f64, f64),
+    /// per tf field: the top level's weight for a value held by `c` records,
+    /// at index `c` (see `cache_tf`); empty until cached, and emptied when the
+    /// weights change
+    pub tf_top: Vec<Vec<f64>>,
 }
 
 /// A group member's exact agreement marks a shared household when at most
@@ -275,6 +279,7 @@ impl Model {
             u_household: Vec::new(),
             household_shift: Vec::new(),
             household_pairs: (0.0, 0.0),
+            tf_top: Vec::new(),
             groups,
             group_members,
         };
@@ -300,6 +305,7 @@ impl Model {
     }
 
     fn update_weights(&mut self) {
+        self.tf_top.clear();
         self.w = self
             .m
             .iter()
@@ -611,6 +617,32 @@ impl Model {
         self.household_pairs = (total * (1.0 - prior), total * prior);
     }
 
+    /// The top level's weight of each tf field for every count a value has
+    /// in `tf`, computed once (as `contributions` would per pair) for the
+    /// scoring of millions of pairs. Call after the last change of m.
+    pub fn cache_tf(&mut self, tf: &Tf) {
+        self.tf_top = (0..self.m.len())
+            .map(|f| {
+                if !self.tf[f] {
+                    return Vec::new();
+                }
+                let top = self.m[f].len() - 1;
+                let most = tf.counts[f].iter().copied().max().unwrap_or(0);
+                (0..=most).map(|c| self.tf_weight(tf, f, top, c)).collect()
+            })
+            .collect();
+    }
+
+    /// The weight of an exact agreement (level `top`) of tf field `f` on a
+    /// value `count` records hold.
+    #[inline]
+    fn tf_weight(&self, tf: &Tf, f: usize, top: usize, count: u32) -> f64 {
+        let cnt = count.max(1) as f64;
+        let u_tf = (cnt / tf.nonempty[f].max(1) as f64).max(1e-9);
+        // never let a common value weigh more than the average u says
+        (self.m[f][top] / u_tf).log2().min(self.w[f][top] + 10.0)
+    }
+
     /// Each field's counted weight for a pair; group members count their
     /// strongest agreement and strongest disagreement once.
     pub fn contributions(&self, tf: &Tf, levels: u64, i: usize, out: &mut [f64]) -> f64 {
@@ -621,10 +653,11 @@ impl Model {
             let top = self.m[f].len() - 1;
             // swapped names: the value's frequency is for the wrong role
             *o = if l == top && self.tf[f] && levels & SWAPPED == 0 {
-                let cnt = tf.counts[f][i].max(1) as f64;
-                let u_tf = (cnt / tf.nonempty[f].max(1) as f64).max(1e-9);
-                // never let a common value weigh more than the average u says
-                (self.m[f][l] / u_tf).log2().min(self.w[f][l] + 10.0)
+                let count = tf.counts[f][i];
+                match self.tf_top.get(f).and_then(|t| t.get(count as usize)) {
+                    Some(w) => *w,
+                    None => self.tf_weight(tf, f, top, count),
+                }
             } else {
                 self.w[f][l]
             };

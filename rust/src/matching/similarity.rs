@@ -26,7 +26,8 @@ fn with_units<R>(a: &str, b: &str, f: impl Fn(&[u32], &[u32]) -> R) -> R {
     }
 }
 
-fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
+/// Jaro over code units: bytes of ASCII text (no conversion) or `char`s.
+fn jaro_units<T: Copy + PartialEq + Into<u32>>(a: &[T], b: &[T]) -> f64 {
     let (la, lb) = (a.len(), b.len());
     if la == 0 && lb == 0 {
         return 1.0;
@@ -53,12 +54,12 @@ fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
             if !b_used[j] && b[j] == ca {
                 b_used[j] = true;
                 if matches < 64 {
-                    a_match[matches] = ca;
+                    a_match[matches] = ca.into();
                 } else {
                     if a_match_vec.is_empty() {
                         a_match_vec.extend_from_slice(&a_match);
                     }
-                    a_match_vec.push(ca);
+                    a_match_vec.push(ca.into());
                 }
                 matches += 1;
                 break;
@@ -77,7 +78,7 @@ fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
     let mut k = 0usize;
     for (j, &cb) in b.iter().enumerate() {
         if b_used[j] {
-            if am[k] != cb {
+            if am[k] != cb.into() {
                 transpositions += 1;
             }
             k += 1;
@@ -90,19 +91,28 @@ fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
 
 /// Jaro similarity in [0, 1].
 pub fn jaro(a: &str, b: &str) -> f64 {
+    if a.is_ascii() && b.is_ascii() {
+        return jaro_units(a.as_bytes(), b.as_bytes());
+    }
     with_units(a, b, jaro_units)
 }
 
+fn winkler_units<T: Copy + PartialEq + Into<u32>>(x: &[T], y: &[T]) -> f64 {
+    let j = jaro_units(x, y);
+    let prefix = x.iter().zip(y).take(4).take_while(|(p, q)| p == q).count();
+    j + prefix as f64 * 0.1 * (1.0 - j)
+}
+
 /// Jaro–Winkler similarity (prefix scale 0.1, prefix up to 4) in [0, 1].
+/// ASCII text (the usual case after normalisation) is compared byte by byte.
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     if a == b {
         return 1.0;
     }
-    with_units(a, b, |x, y| {
-        let j = jaro_units(x, y);
-        let prefix = x.iter().zip(y).take(4).take_while(|(p, q)| p == q).count();
-        j + prefix as f64 * 0.1 * (1.0 - j)
-    })
+    if a.is_ascii() && b.is_ascii() {
+        return winkler_units(a.as_bytes(), b.as_bytes());
+    }
+    with_units(a, b, winkler_units)
 }
 
 /// Damerau–Levenshtein distance (unrestricted: transpositions of adjacent
