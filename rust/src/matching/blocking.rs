@@ -13,10 +13,14 @@ use std::collections::{HashMap, HashSet};
 
 use super::config::{BlockRule, Config, FieldType};
 use super::nicknames;
-use super::prepare::Prepared;
+use super::prepare::{prefetch, Prepared};
 use super::similarity::{email_parts, soundex};
 
 const MAX_KEYS: usize = 4;
+
+/// Records of a block prefetched at once (the rest of an oversized block is
+/// prefetched as its sorted-neighbourhood scan reaches them).
+const PREFETCH_BLOCK: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Transform {
@@ -448,12 +452,23 @@ impl Blocker {
         best
     }
 
+    /// Prefetches record `rec`'s keys (see `prepare::prefetch`).
+    #[inline]
+    fn prefetch_keys(&self, rec: usize) {
+        let k = self.keys.as_ptr().wrapping_add(rec * self.stride);
+        prefetch(k);
+        prefetch(k.wrapping_add(self.stride.saturating_sub(1)));
+    }
+
     /// Runs every rule; for each new pair calls `emit(rule, i, j)` (in parallel) and
     /// collects what `emit` returns. Pairs are (i < j), and in link mode
-    /// i is left and j right.
+    /// i is left and j right. `warm(rec, text)` is told which records come
+    /// next, ahead of `emit` (text false) and just before (text true), to
+    /// prefetch what `emit` reads of them.
     pub fn run<T: Send>(
         &mut self,
         emit: impl Fn(usize, usize, usize, &mut Vec<T>) + Sync,
+        warm: impl Fn(usize, bool) + Sync,
         sink: &mut Vec<T>,
         max_block: usize,
     ) -> Vec<RuleStats> {
@@ -532,14 +547,41 @@ impl Blocker {
                 .map(|&(a, b)| (a, b, false))
                 .chain(sn_runs.iter().map(|&(a, b)| (a, b, true)))
                 .collect();
+            let warm = &warm;
+            // a block's records are fetched while the previous block is
+            // compared (an oversized block's as its scan goes along)
+            let ahead = |rec: usize| {
+                this.prefetch_keys(rec);
+                warm(rec, false);
+            };
             let results: Vec<(Vec<T>, u64)> = all_runs
                 .par_iter()
+                .enumerate()
                 .fold(
                     || (Vec::new(), 0u64),
-                    |(mut acc, mut count), &(a, b, sn)| {
+                    |(mut acc, mut count), (k, &(a, b, sn))| {
                         let key = entries[a].0;
                         let block = &entries[a..b];
+                        if let Some(&(na, nb, _)) = all_runs.get(k + 1) {
+                            entries[na..nb.min(na + PREFETCH_BLOCK)]
+                                .iter()
+                                .for_each(|e| ahead(e.1 as usize));
+                        }
+                        block[..block.len().min(PREFETCH_BLOCK)]
+                            .iter()
+                            .for_each(|e| warm(e.1 as usize, true));
                         for x in 0..block.len() {
+                            if sn {
+                                if let Some(e) = block.get(x + window + 8) {
+                                    ahead(e.1 as usize);
+                                }
+                                if let Some(e) = block
+                                    .get(x + window + 2)
+                                    .filter(|_| x + window + 2 >= PREFETCH_BLOCK)
+                                {
+                                    warm(e.1 as usize, true);
+                                }
+                            }
                             let end = if sn {
                                 (x + 1 + window).min(block.len())
                             } else {

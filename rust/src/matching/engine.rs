@@ -217,6 +217,13 @@ pub fn run_with_progress(
                     .fetch_add(PAIRS_STEP as u64, Ordering::Relaxed);
             }
         },
+        |rec, text| {
+            if text {
+                prep.prefetch_text(rec)
+            } else {
+                prep.prefetch_row(rec)
+            }
+        },
         &mut compared,
         cfg.max_block_size,
     );

@@ -156,6 +156,9 @@ pub const HOUSEHOLD_U: f64 = 1e-3;
 /// (so a level the context's non-matches never show is not impossible).
 const HOUSEHOLD_PSEUDO_PAIRS: f64 = 1000.0;
 
+/// Random pairs drawn ahead of their comparison (see `estimate_u`).
+const AHEAD: usize = 8;
+
 /// u: level frequencies over `samples` random pairs (left × right in link
 /// mode), with add-one smoothing so no level is impossible.
 pub fn estimate_u(
@@ -182,8 +185,8 @@ pub fn estimate_u(
             let mut rng = Rng::new(cfg.seed.wrapping_add(c as u64 * 7919));
             let mut cnt = vec![0u64; nf * 16];
             let todo = per.min(samples.saturating_sub(c * per));
-            for _ in 0..todo {
-                let (i, j) = match split {
+            let mut draw = || -> (usize, usize) {
+                let pair = match split {
                     Some(s) => (rng.below(s), s + rng.below(n - s)),
                     None => {
                         let i = rng.below(n);
@@ -194,6 +197,26 @@ pub fn estimate_u(
                         (i, j)
                     }
                 };
+                prep.prefetch_row(pair.0);
+                prep.prefetch_row(pair.1);
+                pair
+            };
+            // pairs are drawn AHEAD before they are compared (the same
+            // sequence), so their records are fetched meanwhile
+            let mut ring = [(0usize, 0usize); AHEAD];
+            for slot in ring.iter_mut().take(todo) {
+                *slot = draw();
+            }
+            for t in 0..todo {
+                let (i, j) = ring[t % AHEAD];
+                if t + AHEAD < todo {
+                    ring[t % AHEAD] = draw();
+                }
+                if t + AHEAD / 2 < todo {
+                    let (a, b) = ring[(t + AHEAD / 2) % AHEAD];
+                    prep.prefetch_text(a);
+                    prep.prefetch_text(b);
+                }
                 let lv = cmp.compare(i, j);
                 for f in 0..nf {
                     cnt[f * 16 + get_level(lv, f) as usize] += 1;
