@@ -562,11 +562,19 @@ impl Blocker {
                     |(mut acc, mut count), (k, &(a, b, sn))| {
                         let key = entries[a].0;
                         let block = &entries[a..b];
-                        if let Some(&(na, nb, _)) = all_runs.get(k + 1) {
-                            entries[na..nb.min(na + PREFETCH_BLOCK)]
-                                .iter()
-                                .for_each(|e| ahead(e.1 as usize));
-                        }
+                        // two blocks ahead: where the values are; the next
+                        // block: the values; this block: in case it is the
+                        // first of this worker's share
+                        let members = |run: Option<&(usize, usize, bool)>| match run {
+                            Some(&(na, nb, _)) => &entries[na..nb.min(na + PREFETCH_BLOCK)],
+                            None => &entries[0..0],
+                        };
+                        members(all_runs.get(k + 2))
+                            .iter()
+                            .for_each(|e| ahead(e.1 as usize));
+                        members(all_runs.get(k + 1))
+                            .iter()
+                            .for_each(|e| warm(e.1 as usize, true));
                         block[..block.len().min(PREFETCH_BLOCK)]
                             .iter()
                             .for_each(|e| warm(e.1 as usize, true));

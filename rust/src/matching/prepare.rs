@@ -203,9 +203,11 @@ impl Prepared {
 
     #[inline]
     pub fn value(&self, field: usize, rec: usize, slot: usize) -> &str {
-        let k = rec * self.width + self.fields[field].base + slot;
+        let at = self.fields[field].base + slot;
+        let k = rec * self.width + at;
         let row = self.start[rec] as usize;
-        let a = if k % self.width == 0 {
+        // the row's first slot starts it (no division: this is per value read)
+        let a = if at == 0 {
             0
         } else {
             self.ends[k - 1] as usize
