@@ -454,7 +454,7 @@ impl Blocker {
 
     /// Prefetches record `rec`'s keys (see `prepare::prefetch`).
     #[inline]
-    fn prefetch_keys(&self, rec: usize) {
+    pub fn prefetch_keys(&self, rec: usize) {
         let k = self.keys.as_ptr().wrapping_add(rec * self.stride);
         prefetch(k);
         prefetch(k.wrapping_add(self.stride.saturating_sub(1)));

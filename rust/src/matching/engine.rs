@@ -17,6 +17,12 @@ use super::scoring::{estimate_u, probability, Model, Reference, Tf, MIN_EM_PAIRS
 /// Most compared pairs EM looks at (a systematic sample beyond that).
 const EM_SAMPLE: usize = 2_000_000;
 
+/// Pairs per piece of the scoring loops, and how far ahead in its piece a
+/// pair's term frequencies are prefetched (pairs come in block order: their
+/// records are scattered over the input).
+const SCORE_CHUNK: usize = 1 << 14;
+const SCORE_AHEAD: usize = 16;
+
 /// Levels plus the swapped-names flag, without the rule id.
 const LEVEL_BITS: u64 = (1 << 60) - 1;
 
@@ -302,7 +308,11 @@ pub fn run_with_progress(
         .map(|ch| {
             let mut per: Vec<Counts> = vec![Counts::default(); trains.len()];
             let mut all = Counts::default();
-            for &(i, j, lv) in ch {
+            for (k, &(i, j, lv)) in ch.iter().enumerate() {
+                if let Some(a) = ch.get(k + SCORE_AHEAD) {
+                    blocker.prefetch_keys(a.0 as usize);
+                    blocker.prefetch_keys(a.1 as usize);
+                }
                 let lv = lv & LEVEL_BITS & !SWAPPED;
                 *all.entry(lv).or_insert(0) += 1;
                 let cov = blocker.covering(i as usize, j as usize);
@@ -349,10 +359,10 @@ pub fn run_with_progress(
         let sampled_total = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
         model.em(cfg, &sessions, &patterns, sampled_total);
     }
-    let tf = Tf {
-        counts: prep.fields.iter().map(|f| f.tf.clone()).collect(),
-        nonempty: prep.nonempty.clone(),
-    };
+    let tf = Tf::new(
+        prep.fields.iter().map(|f| f.tf.clone()).collect(),
+        prep.nonempty.clone(),
+    );
     drop(prep);
     model.cache_tf(&tf);
     if cfg.prior.is_none() && model.source == "em" {
@@ -361,10 +371,15 @@ pub fn run_with_progress(
         // patterns alone score common namesakes as rare names and, on a
         // million records, overstated the share tenfold
         let base: Vec<f64> = training
-            .par_iter()
-            .map(|&(i, _, lv)| {
-                let mut buf = [0.0f64; 16];
-                model.contributions(&tf, lv & LEVEL_BITS, i as usize, &mut buf)
+            .par_chunks(SCORE_CHUNK)
+            .flat_map_iter(|ch| {
+                ch.iter().enumerate().map(|(k, &(i, _, lv))| {
+                    if let Some(a) = ch.get(k + SCORE_AHEAD) {
+                        tf.prefetch(a.0 as usize);
+                    }
+                    let mut buf = [0.0f64; 16];
+                    model.contributions(&tf, lv & LEVEL_BITS, i as usize, &mut buf)
+                })
             })
             .collect();
         model.set_prior_from_scores(&base, compared.len() as f64, total_pairs);
@@ -373,11 +388,17 @@ pub fn run_with_progress(
     lap("em", &mut t);
     let threshold = cfg.threshold;
     let kept: Vec<(u32, u32, f64, u64)> = compared
-        .par_iter()
-        .filter_map(|&(i, j, lv)| {
-            let lv = lv & LEVEL_BITS;
-            let w = model.weight(&tf, lv, i as usize);
-            (probability(w) >= threshold).then_some((i, j, w, lv))
+        .par_chunks(SCORE_CHUNK)
+        .flat_map_iter(|ch| {
+            let (tf, model) = (&tf, &model);
+            ch.iter().enumerate().filter_map(move |(k, &(i, j, lv))| {
+                if let Some(a) = ch.get(k + SCORE_AHEAD) {
+                    tf.prefetch(a.0 as usize);
+                }
+                let lv = lv & LEVEL_BITS;
+                let w = model.weight(tf, lv, i as usize);
+                (probability(w) >= threshold).then_some((i, j, w, lv))
+            })
         })
         .collect();
     let pairs_compared = compared.len() as u64;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::compare::{get_level, Comparer, SWAPPED};
 use super::config::{Config, FieldType};
-use super::prepare::Prepared;
+use super::prepare::{prefetch, Prepared};
 
 /// Below this many compared pairs EM has too little to estimate m from: the
 /// reference population's m and duplicate rate are used instead.
@@ -104,6 +104,56 @@ impl Rng {
 pub struct Tf {
     pub counts: Vec<Vec<u32>>,
     pub nonempty: Vec<usize>,
+    /// the tf fields' counts again, record by record (scoring a pair reads
+    /// them together: one cache line, not one per field), `width` per record
+    rows: Vec<u32>,
+    /// per field: its place in a record's `rows`, usize::MAX if not there
+    col: Vec<usize>,
+    width: usize,
+}
+
+impl Tf {
+    pub fn new(counts: Vec<Vec<u32>>, nonempty: Vec<usize>) -> Tf {
+        let tf_fields: Vec<usize> = (0..counts.len())
+            .filter(|f| !counts[*f].is_empty())
+            .collect();
+        let width = tf_fields.len();
+        let n = tf_fields.first().map_or(0, |f| counts[*f].len());
+        let mut col = vec![usize::MAX; counts.len()];
+        for (c, f) in tf_fields.iter().enumerate() {
+            col[*f] = c;
+        }
+        let mut rows = vec![0u32; n * width];
+        rows.par_chunks_mut(width.max(1))
+            .enumerate()
+            .for_each(|(i, row)| {
+                for (c, f) in tf_fields.iter().enumerate() {
+                    row[c] = counts[*f][i];
+                }
+            });
+        Tf {
+            counts,
+            nonempty,
+            rows,
+            col,
+            width,
+        }
+    }
+
+    /// How many records hold record `i`'s value of field `f`.
+    #[inline]
+    pub fn count(&self, f: usize, i: usize) -> u32 {
+        match self.col.get(f) {
+            Some(&c) if c != usize::MAX => self.rows[i * self.width + c],
+            _ => self.counts[f][i],
+        }
+    }
+
+    /// Prefetches record `i`'s counts (see `prepare::prefetch`).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        prefetch(self.rows.as_ptr().wrapping_add(i * self.width));
+    }
 }
 
 /// Estimated parameters: per field, m and u per level (index 0 unused).
@@ -676,7 +726,7 @@ impl Model {
             let top = self.m[f].len() - 1;
             // swapped names: the value's frequency is for the wrong role
             *o = if l == top && self.tf[f] && levels & SWAPPED == 0 {
-                let count = tf.counts[f][i];
+                let count = tf.count(f, i);
                 match self.tf_top.get(f).and_then(|t| t.get(count as usize)) {
                     Some(w) => *w,
                     None => self.tf_weight(tf, f, top, count),
