@@ -9,7 +9,6 @@
 //! cost grows linearly, not quadratically.
 
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
 
 use super::config::{BlockRule, Config, FieldType};
 use super::nicknames;
@@ -17,6 +16,9 @@ use super::prepare::{prefetch, Prepared};
 use super::similarity::{email_parts, soundex};
 
 const MAX_KEYS: usize = 4;
+
+/// No rank: the key's block was compared whole (see `Blocker::ranks`).
+const NO_RANK: u32 = u32::MAX;
 
 /// Records of a block prefetched at once (the rest of an oversized block is
 /// prefetched as its sorted-neighbourhood scan reaches them).
@@ -334,14 +336,13 @@ pub struct Blocker {
     stride: usize,
     offset: Vec<usize>,
     width: Vec<usize>,
-    capped: Vec<HashSet<u64, ahash::RandomState>>,
-    any_capped: Vec<bool>,
     /// per rule: each record's secondary sort key
     secondary: Vec<Vec<u64>>,
-    /// per rule: (oversized key, record) -> position in the block's sorted
-    /// order; a pair sharing only such a key is compared when its positions
-    /// are at most `window` apart
-    ranks: Vec<HashMap<(u64, u32), u32, ahash::RandomState>>,
+    /// beside each key in `keys` (its first place in the record's keys of
+    /// the rule): the record's position in the key's block sorted order when
+    /// the block was oversized, else `NO_RANK`; a pair sharing only such a
+    /// key is compared when its positions are at most `window` apart
+    ranks: Vec<u32>,
     window: usize,
     /// records below this index are "left" (link mode); usize::MAX for dedupe
     pub split: usize,
@@ -409,10 +410,8 @@ impl Blocker {
             })
             .collect();
         Ok(Blocker {
-            capped: (0..rules.len()).map(|_| HashSet::default()).collect(),
-            any_capped: vec![false; rules.len()],
             secondary,
-            ranks: (0..rules.len()).map(|_| HashMap::default()).collect(),
+            ranks: vec![NO_RANK; keys.len()],
             window: window.max(1),
             rules,
             keys,
@@ -423,9 +422,15 @@ impl Blocker {
         })
     }
 
+    /// Where record `i`'s keys of `rule` start in `keys` (and `ranks`).
+    #[inline]
+    fn at(&self, rule: usize, i: usize) -> usize {
+        i * self.stride + self.offset[rule]
+    }
+
     #[inline]
     fn keys_of(&self, rule: usize, i: usize) -> &[u64] {
-        let a = i * self.stride + self.offset[rule];
+        let a = self.at(rule, i);
         &self.keys[a..a + self.width[rule]]
     }
 
@@ -436,15 +441,16 @@ impl Blocker {
         let (ki, kj) = (self.keys_of(rule, i), self.keys_of(rule, j));
         let mut best: Option<u64> = None;
         for &a in ki.iter().filter(|k| **k != 0) {
-            if !kj.contains(&a) {
+            let Some(pj) = kj.iter().position(|k| *k == a) else {
                 continue;
-            }
-            if self.any_capped[rule] && self.capped[rule].contains(&a) {
+            };
+            let pi = ki.iter().position(|k| *k == a).unwrap_or(0);
+            let ri = self.ranks[self.at(rule, i) + pi];
+            if ri != NO_RANK {
                 // an oversized block: only neighbours in its sorted order meet
-                let r = &self.ranks[rule];
-                match (r.get(&(a, i as u32)), r.get(&(a, j as u32))) {
-                    (Some(x), Some(y)) if x.abs_diff(*y) as usize <= self.window => {}
-                    _ => continue,
+                let rj = self.ranks[self.at(rule, j) + pj];
+                if rj == NO_RANK || ri.abs_diff(rj) as usize > self.window {
+                    continue;
                 }
             }
             best = Some(best.map_or(a, |b: u64| b.min(a)));
@@ -458,6 +464,9 @@ impl Blocker {
         let k = self.keys.as_ptr().wrapping_add(rec * self.stride);
         prefetch(k);
         prefetch(k.wrapping_add(self.stride.saturating_sub(1)));
+        let r = self.ranks.as_ptr().wrapping_add(rec * self.stride);
+        prefetch(r);
+        prefetch(r.wrapping_add(self.stride.saturating_sub(1)));
     }
 
     /// Runs every rule; for each new pair calls `emit(rule, i, j)` (in parallel) and
@@ -523,11 +532,13 @@ impl Blocker {
                         entries[a..b].sort_unstable_by_key(|e| (sec[e.1 as usize], e.1));
                         st.scanned_blocks += 1;
                         st.scanned_block_pairs += pairs;
-                        self.capped[r].insert(entries[a].0);
-                        self.any_capped[r] = true;
-                        let ranks = &mut self.ranks[r];
                         for (pos, e) in entries[a..b].iter().enumerate() {
-                            ranks.insert((e.0, e.1), pos as u32);
+                            let at = self.at(r, e.1 as usize);
+                            let q = self.keys[at..at + self.width[r]]
+                                .iter()
+                                .position(|k| *k == e.0)
+                                .unwrap_or(0);
+                            self.ranks[at + q] = pos as u32;
                         }
                         sn_runs.push((a, b));
                     } else {
