@@ -89,16 +89,80 @@ fn jaro_units<T: Copy + PartialEq + Into<u32>>(a: &[T], b: &[T]) -> f64 {
     (m / la as f64 + m / lb as f64 + (m - t) / m) / 3.0
 }
 
+/// `jaro_units` of two ASCII strings of 1 to 64 bytes, bit-parallel: each
+/// byte of `b` sets its position in the mask of its value, so the first
+/// unused match of a byte of `a` in its window is the lowest bit of (mask &
+/// window & unused), not a scan of the window. The same matches (the first
+/// free one, in `a`'s order), transpositions and result as `jaro_units`.
+fn jaro_ascii(a: &[u8], b: &[u8]) -> f64 {
+    let (la, lb) = (a.len(), b.len());
+    let mut masks = [0u64; 128];
+    for (j, &c) in b.iter().enumerate() {
+        masks[(c & 127) as usize] |= 1 << j;
+    }
+    let below = |k: usize| if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+    let window = (la.max(lb) / 2).saturating_sub(1);
+    let mut used = 0u64;
+    let mut a_match = [0u8; 64];
+    let mut matches = 0usize;
+    for (i, &ca) in a.iter().enumerate() {
+        let lo = i.saturating_sub(window);
+        let hi = (i + window + 1).min(lb);
+        if lo >= hi {
+            continue;
+        }
+        let free = masks[(ca & 127) as usize] & below(hi) & !below(lo) & !used;
+        if free != 0 {
+            used |= free & free.wrapping_neg();
+            a_match[matches] = ca;
+            matches += 1;
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let mut transpositions = 0usize;
+    let mut rest = used;
+    let mut k = 0usize;
+    while rest != 0 {
+        let j = rest.trailing_zeros() as usize;
+        if a_match[k] != b[j] {
+            transpositions += 1;
+        }
+        k += 1;
+        rest &= rest - 1;
+    }
+    let m = matches as f64;
+    let t = (transpositions / 2) as f64;
+    (m / la as f64 + m / lb as f64 + (m - t) / m) / 3.0
+}
+
+/// Jaro of two strings of bytes (ASCII text): bit-parallel when both fit
+/// in 64 bytes.
+fn jaro_bytes(a: &[u8], b: &[u8]) -> f64 {
+    if (1..=64).contains(&a.len()) && (1..=64).contains(&b.len()) {
+        jaro_ascii(a, b)
+    } else {
+        jaro_units(a, b)
+    }
+}
+
 /// Jaro similarity in [0, 1].
 pub fn jaro(a: &str, b: &str) -> f64 {
     if a.is_ascii() && b.is_ascii() {
-        return jaro_units(a.as_bytes(), b.as_bytes());
+        return jaro_bytes(a.as_bytes(), b.as_bytes());
     }
     with_units(a, b, jaro_units)
 }
 
 fn winkler_units<T: Copy + PartialEq + Into<u32>>(x: &[T], y: &[T]) -> f64 {
     let j = jaro_units(x, y);
+    winkler(j, x, y)
+}
+
+/// Jaro–Winkler from Jaro: the common prefix (up to 4) scaled by 0.1.
+#[inline]
+fn winkler<T: PartialEq>(j: f64, x: &[T], y: &[T]) -> f64 {
     let prefix = x.iter().zip(y).take(4).take_while(|(p, q)| p == q).count();
     j + prefix as f64 * 0.1 * (1.0 - j)
 }
@@ -110,7 +174,8 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
         return 1.0;
     }
     if a.is_ascii() && b.is_ascii() {
-        return winkler_units(a.as_bytes(), b.as_bytes());
+        let (x, y) = (a.as_bytes(), b.as_bytes());
+        return winkler(jaro_bytes(x, y), x, y);
     }
     with_units(a, b, winkler_units)
 }
@@ -473,6 +538,26 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-3
+    }
+
+    #[test]
+    fn bit_parallel_jaro_is_the_scanning_one() {
+        // short strings over a small alphabet: many repeats, matches at the
+        // window's edges, transpositions; lengths 1..=64 (and past 64)
+        let mut rng = super::super::scoring::Rng::new(5);
+        let alphabet = b"abcde .";
+        for _ in 0..50_000 {
+            let max = [4, 12, 40, 70][rng.below(4)];
+            let mut word = || -> Vec<u8> {
+                let n = 1 + rng.below(max);
+                (0..n)
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect()
+            };
+            let (a, b) = (word(), word());
+            let want = jaro_units(a.as_slice(), b.as_slice());
+            assert_eq!(jaro_bytes(&a, &b).to_bits(), want.to_bits(), "{a:?} {b:?}");
+        }
     }
 
     #[test]
