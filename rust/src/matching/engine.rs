@@ -23,6 +23,11 @@ const EM_SAMPLE: usize = 2_000_000;
 const SCORE_CHUNK: usize = 1 << 14;
 const SCORE_AHEAD: usize = 16;
 
+/// Bits added to a pattern's weight bound before it rules its pairs out:
+/// far above the rounding of a sum of a few weights, far below anything
+/// the threshold could tell apart.
+const BOUND_MARGIN: f64 = 1e-6;
+
 /// Levels plus the swapped-names flag, without the rule id.
 const LEVEL_BITS: u64 = (1 << 60) - 1;
 
@@ -387,15 +392,25 @@ pub fn run_with_progress(
     drop(sample);
     lap("em", &mut t);
     let threshold = cfg.threshold;
+    // the patterns no pair can score above the threshold with, whatever its
+    // term frequencies (a margin for rounding): most pairs, skipped unscored
+    let hopeless: Counts = patterns
+        .keys()
+        .filter(|p| probability(model.weight_bound(**p) + BOUND_MARGIN) < threshold)
+        .map(|p| (*p, 0))
+        .collect();
     let kept: Vec<(u32, u32, f64, u64)> = compared
         .par_chunks(SCORE_CHUNK)
         .flat_map_iter(|ch| {
-            let (tf, model) = (&tf, &model);
+            let (tf, model, hopeless) = (&tf, &model, &hopeless);
             ch.iter().enumerate().filter_map(move |(k, &(i, j, lv))| {
                 if let Some(a) = ch.get(k + SCORE_AHEAD) {
                     tf.prefetch(a.0 as usize);
                 }
                 let lv = lv & LEVEL_BITS;
+                if hopeless.contains_key(&(lv & !SWAPPED)) {
+                    return None;
+                }
                 let w = model.weight(tf, lv, i as usize);
                 (probability(w) >= threshold).then_some((i, j, w, lv))
             })

@@ -195,6 +195,8 @@ pub struct Model {
     /// at index `c` (see `cache_tf`); empty until cached, and emptied when the
     /// weights change
     pub tf_top: Vec<Vec<f64>>,
+    /// per field: the largest weight in `tf_top` (infinite when not cached)
+    tf_top_max: Vec<f64>,
 }
 
 /// A group member's exact agreement marks a shared household when at most
@@ -353,6 +355,7 @@ impl Model {
             household_shift: Vec::new(),
             household_pairs: (0.0, 0.0),
             tf_top: Vec::new(),
+            tf_top_max: Vec::new(),
             groups,
             group_members,
         };
@@ -379,6 +382,7 @@ impl Model {
 
     fn update_weights(&mut self) {
         self.tf_top.clear();
+        self.tf_top_max.clear();
         self.w = self
             .m
             .iter()
@@ -704,6 +708,34 @@ impl Model {
                 (0..=most).map(|c| self.tf_weight(tf, f, top, c)).collect()
             })
             .collect();
+        self.tf_top_max = self
+            .tf_top
+            .iter()
+            .map(|t| t.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+            .collect();
+    }
+
+    /// At least `weight` of any pair with the comparison pattern `levels`
+    /// (the swapped flag aside), whatever its records: each tf field's exact
+    /// agreement counted at its largest weight (infinite before `cache_tf`).
+    /// Groups keep their strongest agreement and disagreement, which only
+    /// grow when a member's weight does: the bound holds through them.
+    pub fn weight_bound(&self, levels: u64) -> f64 {
+        let nf = self.m.len();
+        let mut out = [0.0f64; 16];
+        let hh = self.household(levels);
+        for (f, o) in out.iter_mut().enumerate().take(nf) {
+            let l = get_level(levels, f) as usize;
+            *o = self.w[f][l];
+            if l == self.m[f].len() - 1 && self.tf[f] {
+                *o = o.max(self.tf_top_max.get(f).copied().unwrap_or(f64::INFINITY));
+            }
+            if hh {
+                *o += self.household_shift[f][l];
+            }
+        }
+        self.apply_groups(&mut out[..nf]);
+        self.prior_weight() + out[..nf].iter().sum::<f64>()
     }
 
     /// The weight of an exact agreement (level `top`) of tf field `f` on a
