@@ -446,7 +446,12 @@ pub fn prepare(cfg: &Config, raw: &RawTable) -> Result<Prepared, String> {
         ends,
     };
     prep.nonempty = (0..prep.fields.len())
-        .map(|f| (0..n).filter(|&r| !prep.value(f, r, 0).is_empty()).count())
+        .map(|f| {
+            (0..n)
+                .into_par_iter()
+                .filter(|&r| !prep.value(f, r, 0).is_empty())
+                .count()
+        })
         .collect();
     Ok(prep)
 }
