@@ -379,3 +379,48 @@ def test_an_empty_file_is_refused_as_sync_refuses_it(tmp_path: Path) -> None:
                        text=True, check=False)
     assert r.returncode == 3, r
     assert "the file is empty" in r.stdout + r.stderr
+
+
+def test_a_higher_threshold_keeps_exactly_the_pairs_scored_above_it() -> None:
+    # Scoring skips the pairs whose comparison pattern cannot reach the
+    # threshold whatever their term frequencies (an upper bound per pattern):
+    # a bound set too low would lose pairs a run at a lower threshold scores
+    # above it. Same pairs, same weights.
+    recs = list(matchgen.generate(20_000, seed=5, population="realistic"))
+    low = {(p.left_id, p.right_id): p for p in dedupe(recs, MatchConfig.contacts(threshold=0.001))}
+    for threshold in (0.5, 0.99):
+        high = {(p.left_id, p.right_id): p
+                for p in dedupe(recs, MatchConfig.contacts(threshold=threshold))}
+        # EM sums in hash order: weights agree to rounding, not bit for bit
+        near = {k for k, p in low.items() if abs(p.probability - threshold) < 1e-9}
+        want = {k for k, p in low.items() if p.probability >= threshold} - near
+        assert set(high) - near == want, threshold
+        assert len(want) > 1000
+        for k in want:
+            assert high[k].weight == pytest.approx(low[k].weight, rel=1e-9, abs=1e-9)
+
+
+def test_a_csv_file_of_several_chunks_reads_as_its_records(tmp_path: Path) -> None:
+    # The file is read streamed, chunk by chunk on a reader thread: more rows
+    # than a chunk (32,768), a ragged row past the first chunk (rejected with
+    # its line), and the truth labels in an unmapped column whose heading has
+    # another case. The same records given as mappings match the same.
+    recs = list(matchgen.generate(40_000, seed=9, population="realistic"))
+    cols = ["id", "given_name", "family_name", "email", "mobile", "street", "postcode",
+            "date_of_birth", "cluster"]
+    path = tmp_path / "big.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow([c if c != "cluster" else "Cluster " for c in cols])
+        for k, r in enumerate(recs):
+            if k == 35_000:
+                fh.write("ragged,row\n")  # line 35,002
+            w.writerow([r.get(c, "") for c in cols])
+    res = dedupe(path, read=ReadOptions(id_column="id"), truth_column="cluster")
+    assert res.inputs[0].rejected == 1
+    assert res.inputs[0].first_rejected[0][0] == 35_002
+    assert res.stats.records_left == len(recs)
+    assert res.stats.true_pairs == len(_truth(recs))
+    plain = dedupe([{c: r.get(c, "") for c in cols} for r in recs], truth_column="cluster")
+    assert res.id_pairs() == plain.id_pairs()
+    assert len(res.id_pairs()) > 1000

@@ -303,13 +303,15 @@ class MatchResult:
         s["seconds"] = {k: v for k, v in s["seconds"]}
         self.stats = MatchStats(**s)
         self.model: dict[str, Any] = json.loads(output.model_json())
-        probs = output.arrays()[2]
-        self._order = sorted(range(len(probs)), key=lambda k: -probs[k])
+        # best-first order of the pairs, sorted by the core when first iterated
+        self._order: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self._out)
 
     def __iter__(self) -> Iterator[MatchPair]:
+        if self._order is None:
+            self._order = self._out.order()
         for k in self._order:
             yield self._pair(k)
 

@@ -9,14 +9,20 @@
 //! cost grows linearly, not quadratically.
 
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
 
 use super::config::{BlockRule, Config, FieldType};
 use super::nicknames;
-use super::prepare::Prepared;
+use super::prepare::{prefetch, Prepared};
 use super::similarity::{email_parts, soundex};
 
 const MAX_KEYS: usize = 4;
+
+/// No rank: the key's block was compared whole (see `Blocker::ranks`).
+const NO_RANK: u32 = u32::MAX;
+
+/// Records of a block prefetched at once (the rest of an oversized block is
+/// prefetched as its sorted-neighbourhood scan reaches them).
+const PREFETCH_BLOCK: usize = 64;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Transform {
@@ -187,53 +193,90 @@ impl Rule {
         f
     }
 
-    /// The keys of record `rec` (0 = none), up to MAX_KEYS.
-    pub fn keys(&self, prep: &Prepared, rec: usize) -> [u64; MAX_KEYS] {
+    /// The keys of record `rec` (0 = none), up to MAX_KEYS: the hash of each
+    /// combination of the parts' values (the first MAX_KEYS in order), joined
+    /// by U+001F (sorted first when unordered). `s` holds the buffers, reused
+    /// from record to record.
+    pub fn keys(&self, prep: &Prepared, rec: usize, s: &mut KeyScratch) -> [u64; MAX_KEYS] {
         let mut out = [0u64; MAX_KEYS];
-        let mut values: Vec<Vec<String>> = Vec::with_capacity(self.parts.len());
-        let mut tmp = String::new();
-        for p in &self.parts {
+        let np = self.parts.len();
+        if s.values.len() < np {
+            s.values.resize_with(np, Vec::new);
+            s.counts.resize(np, 0);
+        }
+        for (pi, p) in self.parts.iter().enumerate() {
             let f = &prep.fields[p.field];
-            let mut vs = Vec::new();
-            for s in 0..f.slots {
-                let mut v = prep.value(p.field, rec, s).to_string();
+            let mut len = 0;
+            for slot in 0..f.slots {
+                s.value.clear();
+                s.value.push_str(prep.value(p.field, rec, slot));
                 for t in &p.transforms {
-                    apply(t, &v, &mut tmp);
-                    std::mem::swap(&mut v, &mut tmp);
+                    apply(t, &s.value, &mut s.tmp);
+                    std::mem::swap(&mut s.value, &mut s.tmp);
                 }
-                if !v.is_empty() && !vs.contains(&v) {
-                    vs.push(v);
+                let vs = &mut s.values[pi];
+                if s.value.is_empty() || vs[..len].contains(&s.value) {
+                    continue;
                 }
+                if len < vs.len() {
+                    vs[len].clear();
+                    vs[len].push_str(&s.value);
+                } else {
+                    vs.push(s.value.clone());
+                }
+                len += 1;
             }
-            if vs.is_empty() {
+            if len == 0 {
                 return out;
             }
-            values.push(vs);
+            s.counts[pi] = len;
         }
-        // cross product of the parts' values
-        let mut combos: Vec<Vec<&str>> = vec![Vec::new()];
-        for vs in &values {
-            let mut next = Vec::new();
-            for c in &combos {
-                for v in vs {
-                    if next.len() < MAX_KEYS {
-                        let mut c2 = c.clone();
-                        c2.push(v.as_str());
-                        next.push(c2);
-                    }
-                }
-            }
-            combos = next;
-        }
-        for (k, mut c) in combos.into_iter().enumerate() {
+        // the cross product of the parts' values, in order (an odometer)
+        s.at.clear();
+        s.at.resize(np, 0);
+        let at = &mut s.at;
+        let mut combo: Vec<&str> = Vec::with_capacity(np);
+        for key in out.iter_mut() {
+            combo.clear();
+            combo.extend((0..np).map(|pi| s.values[pi][at[pi]].as_str()));
             if self.unordered {
-                c.sort_unstable();
+                combo.sort_unstable();
             }
-            let joined = c.join("\u{1f}");
-            out[k] = xxhash_rust::xxh3::xxh3_64(joined.as_bytes()) | 1;
+            s.joined.clear();
+            for (k, v) in combo.iter().enumerate() {
+                if k > 0 {
+                    s.joined.push('\u{1f}');
+                }
+                s.joined.push_str(v);
+            }
+            *key = xxhash_rust::xxh3::xxh3_64(s.joined.as_bytes()) | 1;
+            // next combination: the last part turns fastest
+            let mut pi = np;
+            loop {
+                if pi == 0 {
+                    return out;
+                }
+                pi -= 1;
+                at[pi] += 1;
+                if at[pi] < s.counts[pi] {
+                    break;
+                }
+                at[pi] = 0;
+            }
         }
         out
     }
+}
+
+/// Buffers `Rule::keys` reuses from record to record.
+#[derive(Default)]
+pub struct KeyScratch {
+    values: Vec<Vec<String>>,
+    counts: Vec<usize>,
+    at: Vec<usize>,
+    value: String,
+    tmp: String,
+    joined: String,
 }
 
 /// Per rule, what blocking did.
@@ -293,14 +336,13 @@ pub struct Blocker {
     stride: usize,
     offset: Vec<usize>,
     width: Vec<usize>,
-    capped: Vec<HashSet<u64, ahash::RandomState>>,
-    any_capped: Vec<bool>,
     /// per rule: each record's secondary sort key
     secondary: Vec<Vec<u64>>,
-    /// per rule: (oversized key, record) -> position in the block's sorted
-    /// order; a pair sharing only such a key is compared when its positions
-    /// are at most `window` apart
-    ranks: Vec<HashMap<(u64, u32), u32, ahash::RandomState>>,
+    /// beside each key in `keys` (its first place in the record's keys of
+    /// the rule): the record's position in the key's block sorted order when
+    /// the block was oversized, else `NO_RANK`; a pair sharing only such a
+    /// key is compared when its positions are at most `window` apart
+    ranks: Vec<u32>,
     window: usize,
     /// records below this index are "left" (link mode); usize::MAX for dedupe
     pub split: usize,
@@ -342,14 +384,15 @@ impl Blocker {
             .collect();
         let stride: usize = width.iter().sum();
         let mut keys = vec![0u64; prep.n * stride];
-        keys.par_chunks_mut(stride)
-            .enumerate()
-            .for_each(|(i, row)| {
+        keys.par_chunks_mut(stride).enumerate().for_each_init(
+            KeyScratch::default,
+            |scratch, (i, row)| {
                 for (r, rule) in rules.iter().enumerate() {
-                    let k = rule.keys(prep, i);
+                    let k = rule.keys(prep, i, scratch);
                     row[offset[r]..offset[r] + width[r]].copy_from_slice(&k[..width[r]]);
                 }
-            });
+            },
+        );
         let secondary: Vec<Vec<u64>> = rules
             .iter()
             .map(|rule| {
@@ -367,10 +410,8 @@ impl Blocker {
             })
             .collect();
         Ok(Blocker {
-            capped: (0..rules.len()).map(|_| HashSet::default()).collect(),
-            any_capped: vec![false; rules.len()],
             secondary,
-            ranks: (0..rules.len()).map(|_| HashMap::default()).collect(),
+            ranks: vec![NO_RANK; keys.len()],
             window: window.max(1),
             rules,
             keys,
@@ -381,9 +422,15 @@ impl Blocker {
         })
     }
 
+    /// Where record `i`'s keys of `rule` start in `keys` (and `ranks`).
+    #[inline]
+    fn at(&self, rule: usize, i: usize) -> usize {
+        i * self.stride + self.offset[rule]
+    }
+
     #[inline]
     fn keys_of(&self, rule: usize, i: usize) -> &[u64] {
-        let a = i * self.stride + self.offset[rule];
+        let a = self.at(rule, i);
         &self.keys[a..a + self.width[rule]]
     }
 
@@ -394,15 +441,16 @@ impl Blocker {
         let (ki, kj) = (self.keys_of(rule, i), self.keys_of(rule, j));
         let mut best: Option<u64> = None;
         for &a in ki.iter().filter(|k| **k != 0) {
-            if !kj.contains(&a) {
+            let Some(pj) = kj.iter().position(|k| *k == a) else {
                 continue;
-            }
-            if self.any_capped[rule] && self.capped[rule].contains(&a) {
+            };
+            let pi = ki.iter().position(|k| *k == a).unwrap_or(0);
+            let ri = self.ranks[self.at(rule, i) + pi];
+            if ri != NO_RANK {
                 // an oversized block: only neighbours in its sorted order meet
-                let r = &self.ranks[rule];
-                match (r.get(&(a, i as u32)), r.get(&(a, j as u32))) {
-                    (Some(x), Some(y)) if x.abs_diff(*y) as usize <= self.window => {}
-                    _ => continue,
+                let rj = self.ranks[self.at(rule, j) + pj];
+                if rj == NO_RANK || ri.abs_diff(rj) as usize > self.window {
+                    continue;
                 }
             }
             best = Some(best.map_or(a, |b: u64| b.min(a)));
@@ -410,12 +458,26 @@ impl Blocker {
         best
     }
 
+    /// Prefetches record `rec`'s keys (see `prepare::prefetch`).
+    #[inline]
+    pub fn prefetch_keys(&self, rec: usize) {
+        let k = self.keys.as_ptr().wrapping_add(rec * self.stride);
+        prefetch(k);
+        prefetch(k.wrapping_add(self.stride.saturating_sub(1)));
+        let r = self.ranks.as_ptr().wrapping_add(rec * self.stride);
+        prefetch(r);
+        prefetch(r.wrapping_add(self.stride.saturating_sub(1)));
+    }
+
     /// Runs every rule; for each new pair calls `emit(rule, i, j)` (in parallel) and
     /// collects what `emit` returns. Pairs are (i < j), and in link mode
-    /// i is left and j right.
+    /// i is left and j right. `warm(rec, text)` is told which records come
+    /// next, ahead of `emit` (text false) and just before (text true), to
+    /// prefetch what `emit` reads of them.
     pub fn run<T: Send>(
         &mut self,
         emit: impl Fn(usize, usize, usize, &mut Vec<T>) + Sync,
+        warm: impl Fn(usize, bool) + Sync,
         sink: &mut Vec<T>,
         max_block: usize,
     ) -> Vec<RuleStats> {
@@ -470,11 +532,13 @@ impl Blocker {
                         entries[a..b].sort_unstable_by_key(|e| (sec[e.1 as usize], e.1));
                         st.scanned_blocks += 1;
                         st.scanned_block_pairs += pairs;
-                        self.capped[r].insert(entries[a].0);
-                        self.any_capped[r] = true;
-                        let ranks = &mut self.ranks[r];
                         for (pos, e) in entries[a..b].iter().enumerate() {
-                            ranks.insert((e.0, e.1), pos as u32);
+                            let at = self.at(r, e.1 as usize);
+                            let q = self.keys[at..at + self.width[r]]
+                                .iter()
+                                .position(|k| *k == e.0)
+                                .unwrap_or(0);
+                            self.ranks[at + q] = pos as u32;
                         }
                         sn_runs.push((a, b));
                     } else {
@@ -494,14 +558,49 @@ impl Blocker {
                 .map(|&(a, b)| (a, b, false))
                 .chain(sn_runs.iter().map(|&(a, b)| (a, b, true)))
                 .collect();
+            let warm = &warm;
+            // a block's records are fetched while the previous block is
+            // compared (an oversized block's as its scan goes along)
+            let ahead = |rec: usize| {
+                this.prefetch_keys(rec);
+                warm(rec, false);
+            };
             let results: Vec<(Vec<T>, u64)> = all_runs
                 .par_iter()
+                .enumerate()
                 .fold(
                     || (Vec::new(), 0u64),
-                    |(mut acc, mut count), &(a, b, sn)| {
+                    |(mut acc, mut count), (k, &(a, b, sn))| {
                         let key = entries[a].0;
                         let block = &entries[a..b];
+                        // two blocks ahead: where the values are; the next
+                        // block: the values; this block: in case it is the
+                        // first of this worker's share
+                        let members = |run: Option<&(usize, usize, bool)>| match run {
+                            Some(&(na, nb, _)) => &entries[na..nb.min(na + PREFETCH_BLOCK)],
+                            None => &entries[0..0],
+                        };
+                        members(all_runs.get(k + 2))
+                            .iter()
+                            .for_each(|e| ahead(e.1 as usize));
+                        members(all_runs.get(k + 1))
+                            .iter()
+                            .for_each(|e| warm(e.1 as usize, true));
+                        block[..block.len().min(PREFETCH_BLOCK)]
+                            .iter()
+                            .for_each(|e| warm(e.1 as usize, true));
                         for x in 0..block.len() {
+                            if sn {
+                                if let Some(e) = block.get(x + window + 8) {
+                                    ahead(e.1 as usize);
+                                }
+                                if let Some(e) = block
+                                    .get(x + window + 2)
+                                    .filter(|_| x + window + 2 >= PREFETCH_BLOCK)
+                                {
+                                    warm(e.1 as usize, true);
+                                }
+                            }
                             let end = if sn {
                                 (x + 1 + window).min(block.len())
                             } else {

@@ -71,21 +71,22 @@ pub fn clusters(
             strongest[r] = s.unwrap_or(k);
         }
     }
-    let mut by_root: std::collections::HashMap<usize, Vec<u32>> = Default::default();
+    // (root, member) of every record an accepted pair touches, grouped by root
+    let mut member_of: Vec<(u32, u32)> = Vec::with_capacity(2 * order.len());
     for &k in &order {
         let (i, j, _) = pairs[k];
         for x in [i, j] {
-            let r = uf.find(x as usize);
-            by_root.entry(r).or_default().push(x);
+            member_of.push((uf.find(x as usize) as u32, x));
         }
     }
-    let mut out: Vec<Cluster> = by_root
-        .into_iter()
-        .map(|(r, mut members)| {
-            members.sort_unstable();
-            members.dedup();
+    member_of.sort_unstable();
+    member_of.dedup();
+    let mut out: Vec<Cluster> = member_of
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|group| {
+            let r = group[0].0 as usize;
             Cluster {
-                members,
+                members: group.iter().map(|g| g.1).collect(),
                 strongest: strongest[r],
                 weakest: weakest_tree[r],
             }

@@ -17,6 +17,17 @@ use super::scoring::{estimate_u, probability, Model, Reference, Tf, MIN_EM_PAIRS
 /// Most compared pairs EM looks at (a systematic sample beyond that).
 const EM_SAMPLE: usize = 2_000_000;
 
+/// Pairs per piece of the scoring loops, and how far ahead in its piece a
+/// pair's term frequencies are prefetched (pairs come in block order: their
+/// records are scattered over the input).
+const SCORE_CHUNK: usize = 1 << 14;
+const SCORE_AHEAD: usize = 16;
+
+/// Bits added to a pattern's weight bound before it rules its pairs out:
+/// far above the rounding of a sum of a few weights, far below anything
+/// the threshold could tell apart.
+const BOUND_MARGIN: f64 = 1e-6;
+
 /// Levels plus the swapped-names flag, without the rule id.
 const LEVEL_BITS: u64 = (1 << 60) - 1;
 
@@ -217,6 +228,13 @@ pub fn run_with_progress(
                     .fetch_add(PAIRS_STEP as u64, Ordering::Relaxed);
             }
         },
+        |rec, text| {
+            if text {
+                prep.prefetch_text(rec)
+            } else {
+                prep.prefetch_row(rec)
+            }
+        },
         &mut compared,
         cfg.max_block_size,
     );
@@ -295,7 +313,11 @@ pub fn run_with_progress(
         .map(|ch| {
             let mut per: Vec<Counts> = vec![Counts::default(); trains.len()];
             let mut all = Counts::default();
-            for &(i, j, lv) in ch {
+            for (k, &(i, j, lv)) in ch.iter().enumerate() {
+                if let Some(a) = ch.get(k + SCORE_AHEAD) {
+                    blocker.prefetch_keys(a.0 as usize);
+                    blocker.prefetch_keys(a.1 as usize);
+                }
                 let lv = lv & LEVEL_BITS & !SWAPPED;
                 *all.entry(lv).or_insert(0) += 1;
                 let cov = blocker.covering(i as usize, j as usize);
@@ -342,21 +364,27 @@ pub fn run_with_progress(
         let sampled_total = total_pairs * training.len() as f64 / compared.len().max(1) as f64;
         model.em(cfg, &sessions, &patterns, sampled_total);
     }
-    let tf = Tf {
-        counts: prep.fields.iter().map(|f| f.tf.clone()).collect(),
-        nonempty: prep.nonempty.clone(),
-    };
+    let tf = Tf::new(
+        prep.fields.iter().map(|f| f.tf.clone()).collect(),
+        prep.nonempty.clone(),
+    );
     drop(prep);
+    model.cache_tf(&tf);
     if cfg.prior.is_none() && model.source == "em" {
         // the share of matches among the compared pairs again, now with the
         // weights the pairs will be scored with (term frequencies included):
         // patterns alone score common namesakes as rare names and, on a
         // million records, overstated the share tenfold
         let base: Vec<f64> = training
-            .par_iter()
-            .map(|&(i, _, lv)| {
-                let mut buf = [0.0f64; 16];
-                model.contributions(&tf, lv & LEVEL_BITS, i as usize, &mut buf)
+            .par_chunks(SCORE_CHUNK)
+            .flat_map_iter(|ch| {
+                ch.iter().enumerate().map(|(k, &(i, _, lv))| {
+                    if let Some(a) = ch.get(k + SCORE_AHEAD) {
+                        tf.prefetch(a.0 as usize);
+                    }
+                    let mut buf = [0.0f64; 16];
+                    model.contributions(&tf, lv & LEVEL_BITS, i as usize, &mut buf)
+                })
             })
             .collect();
         model.set_prior_from_scores(&base, compared.len() as f64, total_pairs);
@@ -364,12 +392,29 @@ pub fn run_with_progress(
     drop(sample);
     lap("em", &mut t);
     let threshold = cfg.threshold;
+    // the patterns no pair can score above the threshold with, whatever its
+    // term frequencies (a margin for rounding): their pairs go unscored (58 %
+    // of the pairs of 200,000 realistic records at threshold 0.01)
+    let hopeless: Counts = patterns
+        .keys()
+        .filter(|p| probability(model.weight_bound(**p) + BOUND_MARGIN) < threshold)
+        .map(|p| (*p, 0))
+        .collect();
     let kept: Vec<(u32, u32, f64, u64)> = compared
-        .par_iter()
-        .filter_map(|&(i, j, lv)| {
-            let lv = lv & LEVEL_BITS;
-            let w = model.weight(&tf, lv, i as usize);
-            (probability(w) >= threshold).then_some((i, j, w, lv))
+        .par_chunks(SCORE_CHUNK)
+        .flat_map_iter(|ch| {
+            let (tf, model, hopeless) = (&tf, &model, &hopeless);
+            ch.iter().enumerate().filter_map(move |(k, &(i, j, lv))| {
+                if let Some(a) = ch.get(k + SCORE_AHEAD) {
+                    tf.prefetch(a.0 as usize);
+                }
+                let lv = lv & LEVEL_BITS;
+                if hopeless.contains_key(&(lv & !SWAPPED)) {
+                    return None;
+                }
+                let w = model.weight(tf, lv, i as usize);
+                (probability(w) >= threshold).then_some((i, j, w, lv))
+            })
         })
         .collect();
     let pairs_compared = compared.len() as u64;

@@ -157,12 +157,57 @@ pub struct Prepared {
     ends: Vec<u16>,
 }
 
+/// Asks the CPU to bring the cache line holding `p` closer (a hint: it never
+/// faults, whatever the address, and does nothing where not supported).
+/// Comparing the pairs of a block reads records scattered over the whole
+/// input: fetching the next ones while this one is compared hides the wait
+/// for memory, which was about half of the comparing and blocking time on a
+/// million records.
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint to the cache; it reads nothing the
+    // program sees and cannot fault, even on an invalid address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 impl Prepared {
+    /// Prefetches where record `rec`'s values are (its row start and ends):
+    /// the first of two steps, some records ahead (see `prefetch_text`).
+    #[inline]
+    pub fn prefetch_row(&self, rec: usize) {
+        prefetch(self.start.as_ptr().wrapping_add(rec));
+        let e = self.ends.as_ptr().wrapping_add(rec * self.width);
+        prefetch(e);
+        prefetch(e.wrapping_add(self.width.saturating_sub(1)));
+    }
+
+    /// Prefetches record `rec`'s values (reads its row start: best after
+    /// `prefetch_row`).
+    #[inline]
+    pub fn prefetch_text(&self, rec: usize) {
+        let (a, b) = (self.start[rec] as usize, self.start[rec + 1] as usize);
+        let p = self.text.as_ptr();
+        let mut k = a;
+        while k < b {
+            prefetch(p.wrapping_add(k));
+            k += 64;
+        }
+        prefetch(p.wrapping_add(b.saturating_sub(1)));
+    }
+
     #[inline]
     pub fn value(&self, field: usize, rec: usize, slot: usize) -> &str {
-        let k = rec * self.width + self.fields[field].base + slot;
+        let at = self.fields[field].base + slot;
+        let k = rec * self.width + at;
         let row = self.start[rec] as usize;
-        let a = if k % self.width == 0 {
+        // the row's first slot starts it (no division: this is per value read)
+        let a = if at == 0 {
             0
         } else {
             self.ends[k - 1] as usize
@@ -401,7 +446,12 @@ pub fn prepare(cfg: &Config, raw: &RawTable) -> Result<Prepared, String> {
         ends,
     };
     prep.nonempty = (0..prep.fields.len())
-        .map(|f| (0..n).filter(|&r| !prep.value(f, r, 0).is_empty()).count())
+        .map(|f| {
+            (0..n)
+                .into_par_iter()
+                .filter(|&r| !prep.value(f, r, 0).is_empty())
+                .count()
+        })
         .collect();
     Ok(prep)
 }

@@ -170,6 +170,66 @@ fn target_name(t: Target) -> String {
 
 type MappedColumns = (StrCol, Vec<StrCol>);
 
+/// Rows per chunk the reader thread splits and maps (see `read_mapped_csv`).
+const READ_CHUNK: usize = 32_768;
+
+/// Records per piece a worker copies into columns.
+const COLUMN_PIECE: usize = 4_096;
+
+/// What a worker made of one piece of a chunk: ids, the wanted columns, the
+/// rows rejected and the first few of them (line, reason).
+type Piece = (StrCol, Vec<StrCol>, u64, Vec<(u64, String)>);
+
+/// The columns `wanted` of a piece of records: values copied into the piece's
+/// own columns (the records are dropped on the worker that built them).
+/// `extra_keys`, per wanted unmapped column: the exact keys of a record's
+/// `extra` that name it (case and spaces aside), in `extra`'s sorted order.
+fn piece_columns(
+    items: Vec<crate::sources::Item>,
+    wanted: &[Wanted],
+    extra_keys: &[Vec<String>],
+) -> Piece {
+    let mut ids = StrCol::with_capacity(items.len(), items.len() * 8);
+    let mut cols: Vec<StrCol> = wanted
+        .iter()
+        .map(|_| StrCol::with_capacity(items.len(), items.len() * 10))
+        .collect();
+    let mut rejected = 0u64;
+    let mut first: Vec<(u64, String)> = Vec::new();
+    for item in items {
+        match item {
+            Ok(rec) => {
+                ids.push(&rec.external_id);
+                for ((w, col), keys) in wanted.iter().zip(cols.iter_mut()).zip(extra_keys) {
+                    match w {
+                        Wanted::Field(i) => col.push(&rec.fields[*i]),
+                        Wanted::Column(_) => col.push(
+                            keys.iter()
+                                .find_map(|k| {
+                                    rec.extra
+                                        .binary_search_by(|(x, _)| x.as_str().cmp(k))
+                                        .ok()
+                                        .map(|at| rec.extra[at].1.as_str())
+                                })
+                                .unwrap_or(""),
+                        ),
+                    }
+                }
+            }
+            Err(r) => {
+                rejected += 1;
+                if first.len() < 10 {
+                    first.push((r.line, r.reason));
+                }
+            }
+        }
+    }
+    (ids, cols, rejected, first)
+}
+
+/// Reads the file as `sync` does: a UTF-8 or Windows-1252 file streamed (the
+/// reader thread splits rows while the pool maps the previous chunk and
+/// copies its columns), a UTF-16 one decoded whole first.
 fn read_mapped_csv(
     path: &str,
     mapping: Mapping,
@@ -177,21 +237,41 @@ fn read_mapped_csv(
     encoding: Option<String>,
     delimiter: Option<u8>,
 ) -> Result<(MappedColumns, MappedInfo), MappedError> {
-    let (data, utf16) = crate::sources::utf16::read_file(path).map_err(MappedError::Io)?;
-    let enc = if utf16.is_some() {
-        Some("utf-8")
+    use rayon::prelude::*;
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(path).map_err(MappedError::Io)?;
+    let mut head = Vec::with_capacity(2);
+    (&mut file)
+        .take(2)
+        .read_to_end(&mut head)
+        .map_err(MappedError::Io)?;
+    let (mut rdr, utf16) = if crate::sources::utf16::bom_encoding(&head).is_none() {
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(MappedError::Io)?;
+        let rdr = CsvReader::open_file_with(
+            file,
+            mapping.clone(),
+            Limits::default(),
+            encoding.as_deref(),
+            delimiter,
+            true,
+        )
+        .map_err(MappedError::Source)?;
+        (rdr, None)
     } else {
-        encoding.as_deref()
+        drop(file);
+        let (data, utf16) = crate::sources::utf16::read_file(path).map_err(MappedError::Io)?;
+        let rdr = CsvReader::open_with(
+            data,
+            mapping.clone(),
+            Limits::default(),
+            Some("utf-8"),
+            delimiter,
+            true,
+        )
+        .map_err(MappedError::Source)?;
+        (rdr, utf16)
     };
-    let mut rdr = CsvReader::open_with(
-        data,
-        mapping.clone(),
-        Limits::default(),
-        enc,
-        delimiter,
-        true,
-    )
-    .map_err(MappedError::Source)?;
     let header = rdr.header.clone();
     let targets = mapping.resolve_all(&header);
     let id_column = if rdr.line_ids {
@@ -205,40 +285,65 @@ fn read_mapped_csv(
     let encoding = utf16
         .map(str::to_string)
         .unwrap_or_else(|| rdr.encoding.to_string());
+    // an unmapped column is looked up by the keys `extra` can hold for it
+    // (headings and relation names), found once from the header
+    let extra_keys: Vec<Vec<String>> = wanted
+        .iter()
+        .map(|w| match w {
+            Wanted::Field(_) => Vec::new(),
+            Wanted::Column(c) => {
+                let mut keys: Vec<String> = header
+                    .iter()
+                    .map(String::as_str)
+                    .chain(RELATIONS.iter().copied())
+                    .filter(|k| k.trim().to_lowercase() == *c)
+                    .map(str::to_string)
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                keys
+            }
+        })
+        .collect();
     let mut ids = StrCol::new();
     let mut cols: Vec<StrCol> = wanted.iter().map(|_| StrCol::new()).collect();
     let mut rejected = 0u64;
     let mut first: Vec<(u64, String)> = Vec::new();
-    loop {
-        let items = rdr.next_chunk(8192, None).map_err(MappedError::Source)?;
-        if items.is_empty() {
-            break;
-        }
-        for item in items {
-            match item {
-                Ok(rec) => {
-                    ids.push(&rec.external_id);
-                    for (w, col) in wanted.iter().zip(cols.iter_mut()) {
-                        match w {
-                            Wanted::Field(i) => col.push(&rec.fields[*i]),
-                            Wanted::Column(c) => col.push(
-                                rec.extra
-                                    .iter()
-                                    .find(|(k, _)| k.trim().to_lowercase() == *c)
-                                    .map_or("", |(_, v)| v.as_str()),
-                            ),
-                        }
+    let (tx, rx) =
+        std::sync::mpsc::sync_channel::<Result<Vec<crate::sources::Item>, SourceError>>(1);
+    std::thread::scope(|scope| -> Result<(), MappedError> {
+        scope.spawn(move || loop {
+            match rdr.next_chunk(READ_CHUNK, None) {
+                Ok(items) if items.is_empty() => break,
+                Ok(items) => {
+                    if tx.send(Ok(items)).is_err() {
+                        break;
                     }
                 }
-                Err(r) => {
-                    rejected += 1;
-                    if first.len() < 10 {
-                        first.push((r.line, r.reason));
-                    }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
                 }
             }
+        });
+        for chunk in rx {
+            let items = chunk.map_err(MappedError::Source)?;
+            let pieces: Vec<Piece> = items
+                .into_par_iter()
+                .chunks(COLUMN_PIECE)
+                .map(|piece| piece_columns(piece, wanted, &extra_keys))
+                .collect();
+            for (pid, pcols, prej, pfirst) in pieces {
+                ids.append(&pid);
+                for (c, p) in cols.iter_mut().zip(&pcols) {
+                    c.append(p);
+                }
+                rejected += prej;
+                first.extend(pfirst.into_iter().take(10 - first.len()));
+            }
         }
-    }
+        Ok(())
+    })?;
     let targets = targets.into_iter().map(target_name).collect();
     Ok((
         (ids, cols),
@@ -293,6 +398,14 @@ impl MatchOutput {
             o.probs.clone(),
             o.weights.clone(),
         )
+    }
+
+    /// Pair indices, most probable first (equal probabilities in pair order).
+    fn order(&self) -> Vec<usize> {
+        let p = &self.out.probs;
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+        order
     }
 
     /// Per field (name, agreement level, weight counted) for pair k.

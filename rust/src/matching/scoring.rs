@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::compare::{get_level, Comparer, SWAPPED};
 use super::config::{Config, FieldType};
-use super::prepare::Prepared;
+use super::prepare::{prefetch, Prepared};
 
 /// Below this many compared pairs EM has too little to estimate m from: the
 /// reference population's m and duplicate rate are used instead.
@@ -104,6 +104,56 @@ impl Rng {
 pub struct Tf {
     pub counts: Vec<Vec<u32>>,
     pub nonempty: Vec<usize>,
+    /// the tf fields' counts again, record by record (scoring a pair reads
+    /// them together: one cache line, not one per field), `width` per record
+    rows: Vec<u32>,
+    /// per field: its place in a record's `rows`, usize::MAX if not there
+    col: Vec<usize>,
+    width: usize,
+}
+
+impl Tf {
+    pub fn new(counts: Vec<Vec<u32>>, nonempty: Vec<usize>) -> Tf {
+        let tf_fields: Vec<usize> = (0..counts.len())
+            .filter(|f| !counts[*f].is_empty())
+            .collect();
+        let width = tf_fields.len();
+        let n = tf_fields.first().map_or(0, |f| counts[*f].len());
+        let mut col = vec![usize::MAX; counts.len()];
+        for (c, f) in tf_fields.iter().enumerate() {
+            col[*f] = c;
+        }
+        let mut rows = vec![0u32; n * width];
+        rows.par_chunks_mut(width.max(1))
+            .enumerate()
+            .for_each(|(i, row)| {
+                for (c, f) in tf_fields.iter().enumerate() {
+                    row[c] = counts[*f][i];
+                }
+            });
+        Tf {
+            counts,
+            nonempty,
+            rows,
+            col,
+            width,
+        }
+    }
+
+    /// How many records hold record `i`'s value of field `f`.
+    #[inline]
+    pub fn count(&self, f: usize, i: usize) -> u32 {
+        match self.col.get(f) {
+            Some(&c) if c != usize::MAX => self.rows[i * self.width + c],
+            _ => self.counts[f][i],
+        }
+    }
+
+    /// Prefetches record `i`'s counts (see `prepare::prefetch`).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        prefetch(self.rows.as_ptr().wrapping_add(i * self.width));
+    }
 }
 
 /// Estimated parameters: per field, m and u per level (index 0 unused).
@@ -141,6 +191,12 @@ pub struct Model {
     pub household_shift: Vec<Vec<f64>>,
     /// non-matches and matches EM saw in the household context
     pub household_pairs: (f64, f64),
+    /// per tf field: the top level's weight for a value held by `c` records,
+    /// at index `c` (see `cache_tf`); empty until cached, and emptied when the
+    /// weights change
+    pub tf_top: Vec<Vec<f64>>,
+    /// per field: the largest weight in `tf_top` (infinite when not cached)
+    tf_top_max: Vec<f64>,
 }
 
 /// A group member's exact agreement marks a shared household when at most
@@ -151,6 +207,9 @@ pub const HOUSEHOLD_U: f64 = 1e-3;
 /// Pseudo-pairs of the population's u mixed into the household context's u
 /// (so a level the context's non-matches never show is not impossible).
 const HOUSEHOLD_PSEUDO_PAIRS: f64 = 1000.0;
+
+/// Random pairs drawn ahead of their comparison (see `estimate_u`).
+const AHEAD: usize = 8;
 
 /// u: level frequencies over `samples` random pairs (left × right in link
 /// mode), with add-one smoothing so no level is impossible.
@@ -178,8 +237,8 @@ pub fn estimate_u(
             let mut rng = Rng::new(cfg.seed.wrapping_add(c as u64 * 7919));
             let mut cnt = vec![0u64; nf * 16];
             let todo = per.min(samples.saturating_sub(c * per));
-            for _ in 0..todo {
-                let (i, j) = match split {
+            let mut draw = || -> (usize, usize) {
+                let pair = match split {
                     Some(s) => (rng.below(s), s + rng.below(n - s)),
                     None => {
                         let i = rng.below(n);
@@ -190,6 +249,26 @@ pub fn estimate_u(
                         (i, j)
                     }
                 };
+                prep.prefetch_row(pair.0);
+                prep.prefetch_row(pair.1);
+                pair
+            };
+            // pairs are drawn AHEAD before they are compared (the same
+            // sequence), so their records are fetched meanwhile
+            let mut ring = [(0usize, 0usize); AHEAD];
+            for slot in ring.iter_mut().take(todo) {
+                *slot = draw();
+            }
+            for t in 0..todo {
+                let (i, j) = ring[t % AHEAD];
+                if t + AHEAD < todo {
+                    ring[t % AHEAD] = draw();
+                }
+                if t + AHEAD / 2 < todo {
+                    let (a, b) = ring[(t + AHEAD / 2) % AHEAD];
+                    prep.prefetch_text(a);
+                    prep.prefetch_text(b);
+                }
                 let lv = cmp.compare(i, j);
                 for f in 0..nf {
                     cnt[f * 16 + get_level(lv, f) as usize] += 1;
@@ -275,6 +354,8 @@ impl Model {
             u_household: Vec::new(),
             household_shift: Vec::new(),
             household_pairs: (0.0, 0.0),
+            tf_top: Vec::new(),
+            tf_top_max: Vec::new(),
             groups,
             group_members,
         };
@@ -300,6 +381,8 @@ impl Model {
     }
 
     fn update_weights(&mut self) {
+        self.tf_top.clear();
+        self.tf_top_max.clear();
         self.w = self
             .m
             .iter()
@@ -611,6 +694,60 @@ impl Model {
         self.household_pairs = (total * (1.0 - prior), total * prior);
     }
 
+    /// The top level's weight of each tf field for every count a value has
+    /// in `tf`, computed once (as `contributions` would per pair) for the
+    /// scoring of millions of pairs. Call after the last change of m.
+    pub fn cache_tf(&mut self, tf: &Tf) {
+        self.tf_top = (0..self.m.len())
+            .map(|f| {
+                if !self.tf[f] {
+                    return Vec::new();
+                }
+                let top = self.m[f].len() - 1;
+                let most = tf.counts[f].iter().copied().max().unwrap_or(0);
+                (0..=most).map(|c| self.tf_weight(tf, f, top, c)).collect()
+            })
+            .collect();
+        self.tf_top_max = self
+            .tf_top
+            .iter()
+            .map(|t| t.iter().copied().fold(f64::NEG_INFINITY, f64::max))
+            .collect();
+    }
+
+    /// At least `weight` of any pair with the comparison pattern `levels`
+    /// (the swapped flag aside), whatever its records: each tf field's exact
+    /// agreement counted at its largest weight (infinite before `cache_tf`).
+    /// Groups keep their strongest agreement and disagreement, which only
+    /// grow when a member's weight does: the bound holds through them.
+    pub fn weight_bound(&self, levels: u64) -> f64 {
+        let nf = self.m.len();
+        let mut out = [0.0f64; 16];
+        let hh = self.household(levels);
+        for (f, o) in out.iter_mut().enumerate().take(nf) {
+            let l = get_level(levels, f) as usize;
+            *o = self.w[f][l];
+            if l == self.m[f].len() - 1 && self.tf[f] {
+                *o = o.max(self.tf_top_max.get(f).copied().unwrap_or(f64::INFINITY));
+            }
+            if hh {
+                *o += self.household_shift[f][l];
+            }
+        }
+        self.apply_groups(&mut out[..nf]);
+        self.prior_weight() + out[..nf].iter().sum::<f64>()
+    }
+
+    /// The weight of an exact agreement (level `top`) of tf field `f` on a
+    /// value `count` records hold.
+    #[inline]
+    fn tf_weight(&self, tf: &Tf, f: usize, top: usize, count: u32) -> f64 {
+        let cnt = count.max(1) as f64;
+        let u_tf = (cnt / tf.nonempty[f].max(1) as f64).max(1e-9);
+        // never let a common value weigh more than the average u says
+        (self.m[f][top] / u_tf).log2().min(self.w[f][top] + 10.0)
+    }
+
     /// Each field's counted weight for a pair; group members count their
     /// strongest agreement and strongest disagreement once.
     pub fn contributions(&self, tf: &Tf, levels: u64, i: usize, out: &mut [f64]) -> f64 {
@@ -621,10 +758,11 @@ impl Model {
             let top = self.m[f].len() - 1;
             // swapped names: the value's frequency is for the wrong role
             *o = if l == top && self.tf[f] && levels & SWAPPED == 0 {
-                let cnt = tf.counts[f][i].max(1) as f64;
-                let u_tf = (cnt / tf.nonempty[f].max(1) as f64).max(1e-9);
-                // never let a common value weigh more than the average u says
-                (self.m[f][l] / u_tf).log2().min(self.w[f][l] + 10.0)
+                let count = tf.count(f, i);
+                match self.tf_top.get(f).and_then(|t| t.get(count as usize)) {
+                    Some(w) => *w,
+                    None => self.tf_weight(tf, f, top, count),
+                }
             } else {
                 self.w[f][l]
             };

@@ -26,7 +26,8 @@ fn with_units<R>(a: &str, b: &str, f: impl Fn(&[u32], &[u32]) -> R) -> R {
     }
 }
 
-fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
+/// Jaro over code units: bytes of ASCII text (no conversion) or `char`s.
+fn jaro_units<T: Copy + PartialEq + Into<u32>>(a: &[T], b: &[T]) -> f64 {
     let (la, lb) = (a.len(), b.len());
     if la == 0 && lb == 0 {
         return 1.0;
@@ -53,12 +54,12 @@ fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
             if !b_used[j] && b[j] == ca {
                 b_used[j] = true;
                 if matches < 64 {
-                    a_match[matches] = ca;
+                    a_match[matches] = ca.into();
                 } else {
                     if a_match_vec.is_empty() {
                         a_match_vec.extend_from_slice(&a_match);
                     }
-                    a_match_vec.push(ca);
+                    a_match_vec.push(ca.into());
                 }
                 matches += 1;
                 break;
@@ -77,7 +78,7 @@ fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
     let mut k = 0usize;
     for (j, &cb) in b.iter().enumerate() {
         if b_used[j] {
-            if am[k] != cb {
+            if am[k] != cb.into() {
                 transpositions += 1;
             }
             k += 1;
@@ -88,21 +89,95 @@ fn jaro_units(a: &[u32], b: &[u32]) -> f64 {
     (m / la as f64 + m / lb as f64 + (m - t) / m) / 3.0
 }
 
+/// `jaro_units` of two ASCII strings of 1 to 64 bytes, bit-parallel: each
+/// byte of `b` sets its position in the mask of its value, so the first
+/// unused match of a byte of `a` in its window is the lowest bit of (mask &
+/// window & unused), not a scan of the window. The same matches (the first
+/// free one, in `a`'s order), transpositions and result as `jaro_units`.
+fn jaro_ascii(a: &[u8], b: &[u8]) -> f64 {
+    let (la, lb) = (a.len(), b.len());
+    let mut masks = [0u64; 128];
+    for (j, &c) in b.iter().enumerate() {
+        masks[(c & 127) as usize] |= 1 << j;
+    }
+    let below = |k: usize| if k >= 64 { u64::MAX } else { (1u64 << k) - 1 };
+    let window = (la.max(lb) / 2).saturating_sub(1);
+    let mut used = 0u64;
+    let mut a_match = [0u8; 64];
+    let mut matches = 0usize;
+    for (i, &ca) in a.iter().enumerate() {
+        let lo = i.saturating_sub(window);
+        let hi = (i + window + 1).min(lb);
+        if lo >= hi {
+            continue;
+        }
+        let free = masks[(ca & 127) as usize] & below(hi) & !below(lo) & !used;
+        if free != 0 {
+            used |= free & free.wrapping_neg();
+            a_match[matches] = ca;
+            matches += 1;
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let mut transpositions = 0usize;
+    let mut rest = used;
+    let mut k = 0usize;
+    while rest != 0 {
+        let j = rest.trailing_zeros() as usize;
+        if a_match[k] != b[j] {
+            transpositions += 1;
+        }
+        k += 1;
+        rest &= rest - 1;
+    }
+    let m = matches as f64;
+    let t = (transpositions / 2) as f64;
+    (m / la as f64 + m / lb as f64 + (m - t) / m) / 3.0
+}
+
+/// Jaro of two strings of bytes (ASCII text): bit-parallel when both fit
+/// in 64 bytes.
+fn jaro_bytes(a: &[u8], b: &[u8]) -> f64 {
+    if (1..=64).contains(&a.len()) && (1..=64).contains(&b.len()) {
+        jaro_ascii(a, b)
+    } else {
+        jaro_units(a, b)
+    }
+}
+
 /// Jaro similarity in [0, 1].
 pub fn jaro(a: &str, b: &str) -> f64 {
+    if a.is_ascii() && b.is_ascii() {
+        return jaro_bytes(a.as_bytes(), b.as_bytes());
+    }
     with_units(a, b, jaro_units)
 }
 
+fn winkler_units<T: Copy + PartialEq + Into<u32>>(x: &[T], y: &[T]) -> f64 {
+    let j = jaro_units(x, y);
+    winkler(j, x, y)
+}
+
+/// Jaro–Winkler from Jaro: the common prefix (up to 4) scaled by 0.1.
+#[inline]
+fn winkler<T: PartialEq>(j: f64, x: &[T], y: &[T]) -> f64 {
+    let prefix = x.iter().zip(y).take(4).take_while(|(p, q)| p == q).count();
+    j + prefix as f64 * 0.1 * (1.0 - j)
+}
+
 /// Jaro–Winkler similarity (prefix scale 0.1, prefix up to 4) in [0, 1].
+/// ASCII text (the usual case after normalisation) is compared byte by byte.
 pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     if a == b {
         return 1.0;
     }
-    with_units(a, b, |x, y| {
-        let j = jaro_units(x, y);
-        let prefix = x.iter().zip(y).take(4).take_while(|(p, q)| p == q).count();
-        j + prefix as f64 * 0.1 * (1.0 - j)
-    })
+    if a.is_ascii() && b.is_ascii() {
+        let (x, y) = (a.as_bytes(), b.as_bytes());
+        return winkler(jaro_bytes(x, y), x, y);
+    }
+    with_units(a, b, winkler_units)
 }
 
 /// Damerau–Levenshtein distance (unrestricted: transpositions of adjacent
@@ -463,6 +538,26 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-3
+    }
+
+    #[test]
+    fn bit_parallel_jaro_is_the_scanning_one() {
+        // short strings over a small alphabet: many repeats, matches at the
+        // window's edges, transpositions; lengths 1..=64 (and past 64)
+        let mut rng = super::super::scoring::Rng::new(5);
+        let alphabet = b"abcde .";
+        for _ in 0..50_000 {
+            let max = [4, 12, 40, 70][rng.below(4)];
+            let mut word = || -> Vec<u8> {
+                let n = 1 + rng.below(max);
+                (0..n)
+                    .map(|_| alphabet[rng.below(alphabet.len())])
+                    .collect()
+            };
+            let (a, b) = (word(), word());
+            let want = jaro_units(a.as_slice(), b.as_slice());
+            assert_eq!(jaro_bytes(&a, &b).to_bits(), want.to_bits(), "{a:?} {b:?}");
+        }
     }
 
     #[test]

@@ -338,11 +338,23 @@ impl CsvReader {
     /// the parser reads the file itself, so memory never holds the whole text
     /// (a 1,000,000-row export is 141 MB).
     pub fn open_file(
+        file: std::fs::File,
+        mapping: Mapping,
+        limits: Limits,
+        encoding: Option<&str>,
+        delimiter: Option<u8>,
+    ) -> Result<Self, SourceError> {
+        Self::open_file_with(file, mapping, limits, encoding, delimiter, false)
+    }
+
+    /// `open_file`; `line_ids` as for `open_with` (one-off matching only).
+    pub fn open_file_with(
         mut file: std::fs::File,
         mapping: Mapping,
         limits: Limits,
         encoding: Option<&str>,
         delimiter: Option<u8>,
+        line_ids: bool,
     ) -> Result<Self, SourceError> {
         let io = |e: std::io::Error| SourceError::new(0, 0, format!("cannot read: {e}"));
         let size = file.metadata().map_err(io)?.len();
@@ -369,7 +381,7 @@ impl CsvReader {
             limits,
             encoding,
             delimiter,
-            false,
+            line_ids,
         )
     }
 
