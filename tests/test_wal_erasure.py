@@ -470,8 +470,11 @@ def test_the_agent_prunes_processed_files_after_the_retention_period(tmp_path: P
         poll(lambda: (inbox / "processed" / "a.csv").exists(), timeout=30, what="the move")
         poll(lambda: not (inbox / "processed" / "a.csv").exists(), timeout=30,
              what="the retention period to remove it")
+        # The log line follows the removal: wait for it (the agent stopping
+        # between the two left it out once).
+        poll(lambda: "retention: removed 1 file(s)" in a.log.read_text(), timeout=30,
+             what="the retention's log line")
         assert a.contacts("xpm") == 5
-    assert "retention: removed 1 file(s)" in a.log.read_text()
 
 
 def test_purge_cli_prunes_folder_sources_files(tmp_path: Path) -> None:
