@@ -188,14 +188,17 @@ impl Conn {
 #[pyclass(module = "contactsync_agent._core", frozen)]
 pub struct SqliteLibrary {
     pub(super) api: Api,
-    handle: usize,
+    _handle: Handle,
 }
 
-impl Drop for SqliteLibrary {
+/// A `dlopen` reference, closed when dropped (also when a lookup fails).
+struct Handle(usize);
+
+impl Drop for Handle {
     fn drop(&mut self) {
         // SAFETY: the handle came from `dlopen` (a reference on a module that
         // stays loaded anyway) and is closed once.
-        unsafe { libc::dlclose(self.handle as *mut c_void) };
+        unsafe { libc::dlclose(self.0 as *mut c_void) };
     }
 }
 
@@ -304,8 +307,8 @@ impl SqliteLibrary {
                 "{module_path} is not loaded"
             )));
         }
+        let guard = Handle(handle as usize);
         let lib = SqliteLibrary {
-            handle: handle as usize,
             api: Api {
                 prepare_v2: load(handle, "sqlite3_prepare_v2")?,
                 bind_text: load(handle, "sqlite3_bind_text")?,
@@ -320,6 +323,7 @@ impl SqliteLibrary {
                 get_autocommit: load(handle, "sqlite3_get_autocommit")?,
                 libversion: load(handle, "sqlite3_libversion")?,
             },
+            _handle: guard,
         };
         Ok(lib)
     }
