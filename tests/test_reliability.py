@@ -360,6 +360,7 @@ def test_a_full_disk_fails_the_run_cleanly(tmp_path: Path) -> None:
         assert p.returncode != 0
         assert "Traceback" not in p.stderr
         assert p.stderr.startswith("contactsync: ") and "disk is full" in p.stderr, p.stderr
+        assert "the run was rolled back" in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1
         con = ro(db)
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)

@@ -185,8 +185,11 @@ class CliGroup(out.SuggestingGroup):
                        "refused" if refused else "error")
         except sqlite3.Error as e:
             where = _db_named(ctx)
-            self._fail(ctx, f"contactsync: database error: {where}{e}",
-                       f"database error: {where}{e}", 1)
+            # A run is one transaction: what failed in it changed nothing.
+            after = ("; the run was rolled back (the mirror is as it was before it)"
+                     if ctx.invoked_subcommand == "sync" else "")
+            self._fail(ctx, f"contactsync: database error: {where}{e}{after}",
+                       f"database error: {where}{e}{after}", 1)
         except BrokenPipeError as e:
             if _stdout_is_gone():
                 _quiet_exit()
