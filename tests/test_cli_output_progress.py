@@ -201,3 +201,29 @@ def test_the_match_meter_ends_done_with_the_exact_pair_count(tmp_path: Path) -> 
     result = matching.dedupe(str(people(tmp_path / "p.csv", 5_000)), meter=meter)
     assert meter.phase == 4
     assert meter.pairs == result.stats.pairs_compared > 0
+
+
+def test_an_error_on_a_terminal_wraps_between_words(tmp_path: Path) -> None:
+    """A refusal's 300-character line broke mid-word at the terminal's edge (a
+    stranger's finding): on a terminal it wraps between words; in a pipe it
+    stays one line, for grep."""
+    db = tmp_path / "m.db"
+    a = tmp_path / "a.csv"
+    a.write_text("Client ID,First Name,Mobile\n" + "".join(
+        f"K{i},Ann{i},0412 000 {i:03d}\n" for i in range(20)), encoding="utf-8")
+    b = tmp_path / "b.csv"
+    b.write_text("Client ID,First Name\n" + "".join(f"K{i},Ann{i}\n" for i in range(20)),
+                 encoding="utf-8")
+    code, _, _ = sync_on_a_terminal(["--db", str(db), "sync", "-s", "xpm", str(a)])
+    assert code == 0
+    code, shown, _ = sync_on_a_terminal(["--db", str(db), "sync", "-s", "xpm", str(b)])
+    assert code == 4, shown
+    lines = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", x) for x in shown.splitlines()]
+    lines = [x.rstrip("\r") for x in lines if x.strip()]
+    error = [x for x in lines if "refused" in x or x.startswith("  ")]
+    assert len(error) >= 3 and all(len(x) <= 100 for x in error), lines
+    joined = " ".join(x.strip() for x in error)
+    assert "(re-run with --allow-column-drop to confirm)" in joined, joined
+    piped = subprocess.run([*CMD, "--db", str(db), "sync", "-s", "xpm", str(b)],
+                           capture_output=True, text=True, env=env(), timeout=120, check=False)
+    assert piped.returncode == 4 and len(piped.stderr.strip().splitlines()) == 1, piped.stderr

@@ -206,7 +206,7 @@ class CliGroup(out.SuggestingGroup):
     @staticmethod
     def _fail(ctx: click.Context, line: str, message: str, code: int,
               status: str = "error") -> NoReturn:
-        say(line, err=True)
+        click.echo(out.wrap_err(escape(line)), err=True)
         if ctx.meta.get(JSON_META):
             emit_json({"status": status, "error": escape(message), "exit_code": code})
         sys.exit(code)

@@ -247,6 +247,17 @@ def wrap(text: str, width: int | None = None) -> str:
                          subsequent_indent="  ")
 
 
+def wrap_err(text: str) -> str:
+    """`wrap` for stderr: wrapped at the terminal's width when stderr is one
+    (an error or a note longer than the line breaks between words, not
+    mid-word), one line in a pipe or a log."""
+    if not sys.stderr.isatty():
+        return text
+    width = max(20, shutil.get_terminal_size((NARROW, 24)).columns)
+    return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False,
+                         subsequent_indent="  ")
+
+
 def suggest(word: str, choices: Sequence[str]) -> str:
     """"; did you mean X?" for the closest of `choices`, or "" (difflib)."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

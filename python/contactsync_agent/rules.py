@@ -486,9 +486,10 @@ def check_field_clearing(source: str, field: str, cleared: int, linked: int, *,
         return
     raise SafetyLimitError(
         f"refused: the full snapshot of source {source!r} empties {field} on at least "
-        f"{cleared} of its {linked} contacts (over the {limit:.0%} limit): a column "
+        f"{cleared:,} of its {linked:,} contacts (over the {limit:.0%} limit): a column "
         "left blank, or a key left out, clears that field like a missing column; nothing "
-        "was changed (re-run with --allow-column-drop to confirm)",
+        "was changed (re-run with --allow-column-drop to confirm; API: "
+        "allow_column_drop=True)",
         would_delete=0, total=linked, limit=limit)
 
 
