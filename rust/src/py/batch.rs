@@ -67,6 +67,33 @@ fn cell_text(v: &Bound<'_, PyAny>) -> PyResult<String> {
     })
 }
 
+/// Values in a create's contacts row: id, source, external_id, the fields,
+/// extra, phone_e164, mobile_e164, hash.
+const CREATE_WIDTH: usize = NFIELDS + 7;
+
+/// The contacts row of plain create `k` (id `base_id + k`) into `out`, in the
+/// order both insert paths bind it (`create_rows`, `insert_creates`).
+fn create_values<'a>(
+    b: &'a Processed,
+    k: usize,
+    base_id: i64,
+    source: &'a str,
+    out: &mut Vec<Value<'a>>,
+) {
+    let i = b.creates[k];
+    let r: &Record = &b.records[i];
+    let d = &b.derived[i];
+    out.clear();
+    out.push(Value::Int(base_id + k as i64));
+    out.push(Value::Text(source));
+    out.push(Value::Text(&r.external_id));
+    out.extend(r.fields.iter().map(|f| Value::Text(f)));
+    out.push(Value::Text(&d.extra_json));
+    out.push(Value::Text(&d.phone_e164));
+    out.push(Value::Text(&d.mobile_e164));
+    out.push(Value::Int(r.hash as i64));
+}
+
 /// One processed chunk of incoming records, held in Rust; only what a rule
 /// must look at is turned into Python objects.
 #[pyclass(module = "contactsync_agent._core")]
@@ -197,23 +224,18 @@ impl Batch {
         source: &str,
     ) -> PyResult<Bound<'py, PyList>> {
         let b = &self.inner;
-        let src = PyString::new(py, source);
         let out = PyList::empty(py);
-        for (k, &i) in b.creates.iter().enumerate() {
-            let r: &Record = &b.records[i];
-            let d = &b.derived[i];
-            let mut vals: Vec<Bound<'py, PyAny>> = Vec::with_capacity(NFIELDS + 7);
-            vals.push((base_id + k as i64).into_pyobject(py)?.into_any());
-            vals.push(src.clone().into_any());
-            vals.push(PyString::new(py, &r.external_id).into_any());
-            for f in r.fields.iter() {
-                vals.push(PyString::new(py, f).into_any());
-            }
-            vals.push(PyString::new(py, &d.extra_json).into_any());
-            vals.push(PyString::new(py, &d.phone_e164).into_any());
-            vals.push(PyString::new(py, &d.mobile_e164).into_any());
-            vals.push((r.hash as i64).into_pyobject(py)?.into_any());
-            out.append(PyTuple::new(py, vals)?)?;
+        let mut vals = Vec::with_capacity(CREATE_WIDTH);
+        for k in 0..b.creates.len() {
+            create_values(b, k, base_id, source, &mut vals);
+            let row: Vec<Bound<'py, PyAny>> = vals
+                .iter()
+                .map(|v| match v {
+                    Value::Text(s) => Ok(PyString::new(py, s).into_any()),
+                    Value::Int(i) => Ok(i.into_pyobject(py)?.into_any()),
+                })
+                .collect::<PyResult<_>>()?;
+            out.append(PyTuple::new(py, row)?)?;
         }
         Ok(out)
     }
@@ -235,21 +257,9 @@ impl Batch {
         let c = library.conn_of(conn)?;
         let b = &*self.inner;
         let done = py.detach(move || {
-            let rows = b.creates.iter().enumerate().map(|(k, &i)| {
-                let r: &Record = &b.records[i];
-                let d = &b.derived[i];
-                let mut vals: Vec<Value<'_>> = Vec::with_capacity(NFIELDS + 7);
-                vals.push(Value::Int(base_id + k as i64));
-                vals.push(Value::Text(source));
-                vals.push(Value::Text(&r.external_id));
-                vals.extend(r.fields.iter().map(|f| Value::Text(f)));
-                vals.push(Value::Text(&d.extra_json));
-                vals.push(Value::Text(&d.phone_e164));
-                vals.push(Value::Text(&d.mobile_e164));
-                vals.push(Value::Int(r.hash as i64));
-                vals
-            });
-            c.run_rows(sql, NFIELDS + 7, rows)
+            c.run_rows(sql, CREATE_WIDTH, b.creates.len(), |k, vals| {
+                create_values(b, k, base_id, source, vals)
+            })
         });
         done.map_err(|f| sql_error(py, f))
     }

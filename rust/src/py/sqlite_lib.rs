@@ -109,16 +109,18 @@ impl Conn {
         }
     }
 
-    /// Runs `sql` once per row, binding each row's values to ?1.. in order;
-    /// the statement must take exactly as many parameters as a row has values.
-    pub(super) fn run_rows<'a, I>(
+    /// Runs `sql` once for each of `rows` rows, binding the values `fill`
+    /// puts in its buffer for row k to ?1.. in order; the statement must take
+    /// exactly `width` parameters.
+    pub(super) fn run_rows<'a, F>(
         &self,
         sql: &str,
         width: usize,
-        rows: I,
+        rows: usize,
+        mut fill: F,
     ) -> Result<u64, SqlFailure>
     where
-        I: Iterator<Item = Vec<Value<'a>>>,
+        F: FnMut(usize, &mut Vec<Value<'a>>),
     {
         let text = CString::new(sql).map_err(|_| SqlFailure {
             code: 1,
@@ -132,7 +134,7 @@ impl Conn {
         if rc != 0 || stmt.is_null() {
             return Err(self.failure(rc));
         }
-        let prepared = Prepared {
+        let _finalized_on_return = Prepared {
             api: self.api,
             stmt,
         };
@@ -144,10 +146,11 @@ impl Conn {
                 message: format!("statement takes {params} parameters, rows have {width}"),
             });
         }
-        let mut n = 0u64;
-        for row in rows {
-            for (k, v) in row.iter().enumerate() {
-                let idx = k as c_int + 1;
+        let mut row = Vec::with_capacity(width);
+        for k in 0..rows {
+            fill(k, &mut row);
+            for (j, v) in row.iter().enumerate() {
+                let idx = j as c_int + 1;
                 // SAFETY: `stmt` is live; the text is borrowed from the batch,
                 // which outlives this call (SQLITE_STATIC: SQLite does not copy
                 // it, and the statement is reset before the next row rebinds).
@@ -177,10 +180,8 @@ impl Conn {
             }
             // SAFETY: as above.
             unsafe { (self.api.reset)(stmt) };
-            n += 1;
         }
-        drop(prepared);
-        Ok(n)
+        Ok(rows as u64)
     }
 }
 
