@@ -99,8 +99,9 @@ def emit_json_stream(items: Iterable[Any], ndjson: bool = False) -> int:
 
 
 def say(text: str, err: bool = False) -> None:
-    """Prints one line that may quote input: non-printable characters escaped."""
-    click.echo(escape(text), err=err)
+    """Prints one line that may quote input: non-printable characters escaped;
+    on stderr wrapped between words when that is a terminal (`wrap_err`)."""
+    click.echo(out.wrap_err(escape(text)) if err else escape(text), err=err)
 
 
 def _stdout_is_gone() -> bool:
@@ -206,7 +207,7 @@ class CliGroup(out.SuggestingGroup):
     @staticmethod
     def _fail(ctx: click.Context, line: str, message: str, code: int,
               status: str = "error") -> NoReturn:
-        click.echo(out.wrap_err(escape(line)), err=True)
+        say(line, err=True)
         if ctx.meta.get(JSON_META):
             emit_json({"status": status, "error": escape(message), "exit_code": code})
         sys.exit(code)

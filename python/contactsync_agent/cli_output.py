@@ -253,9 +253,7 @@ def wrap_err(text: str) -> str:
     mid-word), one line in a pipe or a log."""
     if not sys.stderr.isatty():
         return text
-    width = max(20, shutil.get_terminal_size((NARROW, 24)).columns)
-    return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False,
-                         subsequent_indent="  ")
+    return wrap(text, max(20, shutil.get_terminal_size((NARROW, 24)).columns))
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:

@@ -325,8 +325,7 @@ def register(cli: click.Group) -> None:
             ids = (f"ids from column {info.id_column!r}" if info.id_column
                    else "no id column: line numbers are the ids (--id COLUMN to choose one)")
             used = ", ".join(f"{h} → {f}" if h != f else h for h, f in info.columns.items())
-            click.echo(cli_out.wrap_err(escape(
-                f"{info.path}: {ids}; columns used: {used or 'none'} ({info.encoding})")),
+            say(f"{info.path}: {ids}; columns used: {used or 'none'} ({info.encoding})",
                 err=True)
             if info.rejected:
                 say(f"{info.path}: {info.rejected} row(s) could not be read and were left "

@@ -225,7 +225,7 @@ class _Run:
         blank column stops early instead of writing every contact first."""
         assert self.clear_limit is not None
         for f, change in feed.items():
-            if f == "extra" or f not in FIELD_SET or not change[0] or change[1]:
+            if f not in FIELD_SET or not change[0] or change[1]:  # a field (not extra) emptied
                 continue
             n = self.cleared[f] = self.cleared.get(f, 0) + 1
             if f in self.clear_refused:
